@@ -1,0 +1,144 @@
+//! The world's actions, with a compact text form (`commit:1:unknown-landed`) so a counterexample can be printed,
+//! pasted and replayed by `explore`, the simulator or a test.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What a commit turns out to be, when the world gets to choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommitFate {
+    /// As the transaction logic decided (aborted anyway if a conflicting commit came first).
+    AsDecided,
+    /// Aborted without a conflict.
+    Aborted,
+    /// Committed, but the client is told the outcome is unknown.
+    UnknownLanded,
+    /// Not committed, and the client is told the outcome is unknown.
+    UnknownLost,
+}
+
+/// One step of the world. Client numbers are slots, from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Server time advances 1 ms; every client's clock with it.
+    Tick,
+    /// The client's transaction commits, with a fate.
+    TxnCommit(u8, CommitFate),
+    /// The client's due timer fires.
+    Timeout(u8),
+    /// The client's section tries its fenced write.
+    SectionWrite(u8),
+    /// The client's section returns what its write achieved.
+    SectionReturn(u8),
+    /// The client's section fails before writing.
+    SectionFail(u8),
+    /// The client crashes and restarts as a new client.
+    Crash(u8),
+    /// The client's clock falls 1 ms further behind.
+    Drift(u8),
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Tick => f.write_str("tick"),
+            Self::TxnCommit(c, fate) => {
+                let fate = match fate {
+                    CommitFate::AsDecided => "ok",
+                    CommitFate::Aborted => "aborted",
+                    CommitFate::UnknownLanded => "unknown-landed",
+                    CommitFate::UnknownLost => "unknown-lost",
+                };
+                write!(f, "commit:{c}:{fate}")
+            }
+            Self::Timeout(c) => write!(f, "timeout:{c}"),
+            Self::SectionWrite(c) => write!(f, "write:{c}"),
+            Self::SectionReturn(c) => write!(f, "return:{c}"),
+            Self::SectionFail(c) => write!(f, "fail:{c}"),
+            Self::Crash(c) => write!(f, "crash:{c}"),
+            Self::Drift(c) => write!(f, "drift:{c}"),
+        }
+    }
+}
+
+/// A token that is not an [`Action`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not an action: {token:?} (expected e.g. tick, timeout:0, commit:1:unknown-landed)")]
+pub struct ParseActionError {
+    /// The offending token.
+    pub token: String,
+}
+
+impl FromStr for Action {
+    type Err = ParseActionError;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        let err = || ParseActionError { token: token.to_owned() };
+        let mut parts = token.split(':');
+        let verb = parts.next().ok_or_else(err)?;
+        if verb == "tick" {
+            return if parts.next().is_none() { Ok(Self::Tick) } else { Err(err()) };
+        }
+        let client: u8 = parts.next().and_then(|c| c.parse().ok()).ok_or_else(err)?;
+        let action = match verb {
+            "commit" => {
+                let fate = match parts.next() {
+                    Some("ok") => CommitFate::AsDecided,
+                    Some("aborted") => CommitFate::Aborted,
+                    Some("unknown-landed") => CommitFate::UnknownLanded,
+                    Some("unknown-lost") => CommitFate::UnknownLost,
+                    _ => return Err(err()),
+                };
+                Self::TxnCommit(client, fate)
+            }
+            "timeout" => Self::Timeout(client),
+            "write" => Self::SectionWrite(client),
+            "return" => Self::SectionReturn(client),
+            "fail" => Self::SectionFail(client),
+            "crash" => Self::Crash(client),
+            "drift" => Self::Drift(client),
+            _ => return Err(err()),
+        };
+        if parts.next().is_some() { Err(err()) } else { Ok(action) }
+    }
+}
+
+/// The encoded form of a path: its actions separated by spaces.
+pub fn encode_path(actions: &[Action]) -> String {
+    actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+}
+
+/// Parses [`encode_path`]'s output (any whitespace or commas between actions).
+pub fn decode_path(encoded: &str) -> Result<Vec<Action>, ParseActionError> {
+    encoded.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).map(str::parse).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_round_trips_through_its_text() {
+        let fates = [CommitFate::AsDecided, CommitFate::Aborted, CommitFate::UnknownLanded, CommitFate::UnknownLost];
+        let mut all = vec![Action::Tick];
+        for c in [0, 3] {
+            all.extend([
+                Action::Timeout(c),
+                Action::SectionWrite(c),
+                Action::SectionReturn(c),
+                Action::SectionFail(c),
+                Action::Crash(c),
+                Action::Drift(c),
+            ]);
+            all.extend(fates.map(|f| Action::TxnCommit(c, f)));
+        }
+        assert_eq!(decode_path(&encode_path(&all)), Ok(all));
+    }
+
+    #[test]
+    fn bad_tokens_are_named() {
+        assert_eq!(decode_path("tick commit:0:maybe").expect_err("invalid").token, "commit:0:maybe");
+        assert_eq!(decode_path("crash").expect_err("invalid").token, "crash");
+        assert_eq!(decode_path("tick:1").expect_err("invalid").token, "tick:1");
+    }
+}

@@ -1,0 +1,653 @@
+//! The stateright model: N instances of the production [`ClientMachine`] against one lease row whose read-write
+//! transactions are serializable (read, then commit; a commit after a conflicting commit aborts), one server
+//! clock that stamps commits, a protected resource that accepts fenced writes, and budgeted faults.
+//!
+//! The world only executes the machine's commands and the transaction logic's plans; every protocol decision is
+//! made by the same code the client runs.
+
+mod action;
+mod properties;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use action::{Action, CommitFate, ParseActionError, decode_path, encode_path};
+pub use properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
+pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
+
+use crate::txn::{self, TxnReply, TxnRequest};
+use crate::{
+    ClientId, ClientMachine, Command, Config, ConfigParams, Event, Fence, LeaseRow, LocalInstant, Protocol,
+    SectionResult, ServerTime, Status,
+};
+use arrayvec::ArrayVec;
+use stateright::{Model, Property};
+
+/// The most clients a check may compose: with 4 the default faults are out of reach of a CI budget, and the
+/// state is stored inline, so this bound is paid for in every state copied.
+pub const MAX_CLIENTS: u8 = 3;
+
+/// Which faults the world may inject. Each injected fault spends one unit of [`CheckOptions::fault_budget`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Faults {
+    /// A client process dies (its section with it) and restarts as a new client.
+    pub crash: bool,
+    /// A transaction aborts without a conflict.
+    pub abort: bool,
+    /// A commit's outcome is unknown to the client; it landed, or it did not.
+    pub unknown: bool,
+    /// A client's monotonic clock falls 1 ms further behind the server's (bounded by the safety margin).
+    pub drift: bool,
+    /// A critical section fails before writing its effect.
+    pub section_failure: bool,
+}
+
+impl Faults {
+    /// Every fault kind.
+    pub const ALL: Self = Self { crash: true, abort: true, unknown: true, drift: true, section_failure: true };
+    /// No faults: only scheduling (which already includes arbitrarily long pauses) and time.
+    pub const NONE: Self = Self { crash: false, abort: false, unknown: false, drift: false, section_failure: false };
+}
+
+/// What to check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Number of clients, 1 to [`MAX_CLIENTS`].
+    pub clients: u8,
+    /// Enabled faults.
+    pub faults: Faults,
+    /// Faults injected per execution at most.
+    pub fault_budget: u8,
+    /// Server time runs from 0 to this many milliseconds; bounds the state space.
+    pub max_time_ms: u64,
+    /// Wall-clock offset of each client from the server, for the naive protocol (client `i` is offset by
+    /// `(i - 1) * skew_ms`: behind, exact, ahead). The fenced protocol never reads a wall clock.
+    pub skew_ms: u64,
+    /// The protocol the machines and transactions follow.
+    pub protocol: Protocol,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            clients: 3,
+            faults: Faults::ALL,
+            fault_budget: 1,
+            max_time_ms: 4,
+            skew_ms: 1,
+            protocol: Protocol::Fenced,
+        }
+    }
+}
+
+impl CheckOptions {
+    /// The command-line options that select this model, for printing a reproducing command.
+    pub fn cli_args(&self) -> String {
+        let mut faults = Vec::new();
+        let f = self.faults;
+        for (on, name) in [
+            (f.crash, "crash"),
+            (f.abort, "abort"),
+            (f.unknown, "unknown"),
+            (f.drift, "drift"),
+            (f.section_failure, "section-failure"),
+        ] {
+            if on {
+                faults.push(name);
+            }
+        }
+        let faults = if faults.is_empty() { "none".to_owned() } else { faults.join(",") };
+        let protocol = match self.protocol {
+            Protocol::Fenced => "fenced",
+            Protocol::Naive => "naive",
+            #[cfg(any(test, feature = "bug-injection"))]
+            Protocol::NoFenceCheck => "no-fence-check",
+        };
+        format!(
+            "--clients {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} --protocol {protocol}",
+            self.clients, self.fault_budget, self.max_time_ms, self.skew_ms
+        )
+    }
+
+    /// The protocol configuration the checked clients use: a 3 ms lease (2 ms locally, so 1 ms of drift is
+    /// absorbed), renewed every 1 ms, at most 2 retries.
+    pub fn protocol_config(&self) -> Config {
+        ConfigParams {
+            ttl_ms: 3,
+            staleness_ms: 100,
+            wait_ms: 1,
+            max_wait_ms: 3,
+            max_retries: 2,
+            renew_interval_ms: 1,
+            safety_margin_ms: 1,
+            jitter_ms: 0,
+            protocol: self.protocol,
+        }
+        .validate()
+        .expect("the checked configuration is valid")
+    }
+}
+
+/// The model checked by stateright.
+#[derive(Clone, Debug)]
+pub struct LeaseModel {
+    /// What is checked.
+    pub options: CheckOptions,
+    /// The clients' protocol configuration.
+    pub cfg: Config,
+}
+
+impl LeaseModel {
+    /// A model for `options`.
+    pub fn new(options: CheckOptions) -> Self {
+        assert!((1..=MAX_CLIENTS).contains(&options.clients), "1 to {MAX_CLIENTS} clients");
+        let cfg = options.protocol_config();
+        Self { options, cfg }
+    }
+}
+
+/// An effect the protected resource accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Effect {
+    /// Who wrote it.
+    pub writer: ClientId,
+    /// With which fence.
+    pub fence: Fence,
+}
+
+/// The operation a client has in flight (the machine has at most one): only transactions take a step of their
+/// own to commit; need checks and reads take effect when sent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// None.
+    Idle,
+    /// A transaction that read the row at `version` and the decision time `read_at`. Its plan is not stored:
+    /// if the row is unchanged at commit, planning again on it gives the same plan (and if it changed, the
+    /// commit aborts), which keeps states small.
+    TxnRead {
+        /// The transaction.
+        request: TxnRequest,
+        /// The row version it read.
+        version: u32,
+        /// The time its decisions were made on.
+        read_at: ServerTime,
+    },
+}
+
+/// The user's critical section: write the effect through a fenced transaction, then return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    /// Not running.
+    Idle,
+    /// Running, effect not yet written.
+    Started {
+        /// Its fence.
+        fence: Fence,
+    },
+    /// The fenced write committed.
+    Wrote,
+    /// The fenced write was refused: the lease was no longer ours.
+    Rejected,
+}
+
+/// Facts about a client's history that properties need and its machine does not keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientGhost {
+    /// Times the world saw this client start a retry wait.
+    pub waits: u32,
+    /// It was told "unknown" for an acquisition that landed.
+    pub unknown_landed: bool,
+    /// It was told "unknown" for an acquisition that did not land.
+    pub unknown_lost: bool,
+    /// Its section failed.
+    pub section_failed: bool,
+}
+
+/// One client process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientSlot {
+    /// The production machine.
+    pub machine: ClientMachine,
+    /// Restarts so far.
+    pub incarnation: u8,
+    /// How far its monotonic clock lags the server's.
+    pub lag_ms: u64,
+    /// Its operation in flight.
+    pub op: Op,
+    /// Its critical section.
+    pub section: Section,
+    /// History for properties.
+    pub ghost: ClientGhost,
+}
+
+/// Global history for properties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WorldGhost {
+    /// The highest fence ever granted.
+    pub max_fence: Option<Fence>,
+    /// A write lowered the row's fence or skipped one.
+    pub fence_regressed: bool,
+    /// The resource accepted a write whose fence had been superseded.
+    pub stale_write_accepted: bool,
+    /// The resource refused a write whose fence had been superseded.
+    pub stale_write_rejected: bool,
+    /// A DONE row was changed other than by a fresh acquisition.
+    pub done_overwritten: bool,
+    /// A lease was taken over from a crashed holder.
+    pub takeover_after_crash: bool,
+    /// A lease was taken over from a holder that was still running.
+    pub takeover_after_pause: bool,
+    /// A renewal committed.
+    pub renewed: bool,
+    /// A lock-lost signal was given.
+    pub lock_lost: bool,
+    /// The machine rejected an event the world sent, or asked for two operations at once.
+    pub driver_contract_broken: bool,
+}
+
+/// The whole system.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WorldState {
+    /// Server time in milliseconds.
+    pub now_ms: u64,
+    /// The lease row.
+    pub row: Option<LeaseRow>,
+    /// Incremented by every committed write; a transaction that read an older version aborts.
+    pub row_version: u32,
+    /// The clients.
+    pub clients: ArrayVec<ClientSlot, { MAX_CLIENTS as usize }>,
+    /// Effects the protected resource accepted (the check stops at the second one: a violation).
+    pub effects: ArrayVec<Effect, 2>,
+    /// Faults left to inject.
+    pub faults_left: u8,
+    /// History.
+    pub ghost: WorldGhost,
+}
+
+fn client_id(slot: usize, incarnation: u8) -> ClientId {
+    ClientId::from_u128(((slot as u128 + 1) << 8) | u128::from(incarnation))
+}
+
+/// The slot and incarnation a checker client id encodes.
+fn slot_of(id: ClientId) -> (usize, u8) {
+    let raw = id.uuid().as_u128();
+    (((raw >> 8) as usize).saturating_sub(1), (raw & 0xFF) as u8)
+}
+
+impl ClientSlot {
+    fn relabel(&mut self, rename: impl Fn(ClientId) -> ClientId + Copy) {
+        self.machine.relabel(rename);
+        if let Op::TxnRead { request, .. } = &mut self.op {
+            request.relabel(rename);
+        }
+    }
+}
+
+fn request_rank(request: &TxnRequest) -> u8 {
+    match request {
+        TxnRequest::Acquire { .. } => 0,
+        TxnRequest::Renew { .. } => 1,
+        TxnRequest::Release { .. } => 2,
+        TxnRequest::VerifyFence { .. } => 3,
+    }
+}
+
+fn outcome_rank(outcome: &crate::Outcome) -> u8 {
+    use crate::Outcome;
+    match outcome {
+        Outcome::Executed { .. } => 0,
+        Outcome::NotNeeded => 1,
+        Outcome::DoneByOther { .. } => 2,
+        Outcome::Released { .. } => 3,
+        Outcome::GaveUp { .. } => 4,
+        Outcome::LeaseLost { .. } => 5,
+        Outcome::Cancelled => 6,
+        Outcome::Failed(_) => 7,
+    }
+}
+
+/// Symmetry reduction: clients are interchangeable in the fenced protocol (no per-client wall clock), so a state
+/// is represented by the one with slots sorted by their id-free content and every id renamed to match. Sound
+/// even where the sort ties: the representative is always an equivalent state.
+fn representative(state: &WorldState) -> WorldState {
+    // The sort key is what a slot is, leaving out who it is. Ties only cost reduction, never soundness.
+    let anonymous = |i: usize| {
+        let slot = &state.clients[i];
+        let op = match &slot.op {
+            Op::Idle => None,
+            Op::TxnRead { request, version, read_at } => Some((request_rank(request), *version, *read_at)),
+        };
+        let wrote = |n: usize| state.effects.get(n).map(|e| slot_of(e.writer).0 == i);
+        let key = (
+            slot.machine.state_name(),
+            slot.machine.attempts(),
+            slot.machine.lease().map(|l| (l.fence, l.deadline, l.lost)),
+            slot.machine.outcome().map(outcome_rank),
+            op,
+            (slot.section, slot.ghost, slot.lag_ms, slot.incarnation),
+            (state.row.as_ref().map(|r| slot_of(r.holder).0 == i), wrote(0), wrote(1)),
+        );
+        (key, i)
+    };
+    let mut order: ArrayVec<_, { MAX_CLIENTS as usize }> = (0..state.clients.len()).map(anonymous).collect();
+    order.sort_unstable();
+    if order.iter().enumerate().all(|(new, &(_, old))| new == old) {
+        return state.clone();
+    }
+    let mut new_slot_of = [0usize; MAX_CLIENTS as usize];
+    for (new, &(_, old)) in order.iter().enumerate() {
+        new_slot_of[old] = new;
+    }
+    let rename = |id: ClientId| {
+        let (slot, incarnation) = slot_of(id);
+        client_id(new_slot_of[slot], incarnation)
+    };
+    let mut out = state.clone();
+    out.clients = order
+        .iter()
+        .map(|&(_, old)| {
+            let mut slot = state.clients[old].clone();
+            slot.relabel(rename);
+            slot
+        })
+        .collect();
+    if let Some(row) = &mut out.row {
+        row.holder = rename(row.holder);
+    }
+    for effect in &mut out.effects {
+        effect.writer = rename(effect.writer);
+    }
+    out
+}
+
+impl LeaseModel {
+    /// Whether states may be reduced by client symmetry: not in the naive protocol, whose clients' wall clocks
+    /// differ by slot.
+    pub fn symmetric(&self) -> bool {
+        self.cfg.protocol().uses_server_time()
+    }
+
+    /// The symmetry representative function, when [`Self::symmetric`].
+    pub fn symmetry(&self) -> Option<fn(&WorldState) -> WorldState> {
+        self.symmetric().then_some(representative as fn(&WorldState) -> WorldState)
+    }
+}
+
+impl LeaseModel {
+    fn server_time(ms: u64) -> ServerTime {
+        ServerTime::from_unix_micros(i64::try_from(ms).unwrap_or(i64::MAX) * 1_000)
+    }
+
+    /// The time a client-side decision is made on: the server's clock in the fenced protocol, the client's
+    /// skewed wall clock in the naive one.
+    fn decision_time(&self, state: &WorldState, slot: usize) -> ServerTime {
+        let server = Self::server_time(state.now_ms);
+        if self.cfg.protocol().uses_server_time() {
+            return server;
+        }
+        let offset_ms = (slot as i64 - 1) * i64::try_from(self.options.skew_ms).unwrap_or(0);
+        ServerTime::from_unix_micros(server.unix_micros() + offset_ms * 1_000)
+    }
+
+    /// The client's monotonic clock.
+    pub fn local_now(state: &WorldState, slot: usize) -> LocalInstant {
+        LocalInstant::from_ms(state.now_ms.saturating_sub(state.clients[slot].lag_ms))
+    }
+
+    fn fresh_slot(&self, slot: usize, incarnation: u8, lag_ms: u64) -> ClientSlot {
+        let machine = ClientMachine::run_once(client_id(slot, incarnation), "", &self.cfg);
+        ClientSlot { machine, incarnation, lag_ms, op: Op::Idle, section: Section::Idle, ghost: ClientGhost::default() }
+    }
+
+    fn start(&self, state: &mut WorldState, slot: usize) {
+        let now = Self::local_now(state, slot);
+        let command = state.clients[slot].machine.start(now);
+        self.execute(state, slot, command);
+    }
+
+    /// Feeds `event` to a client's machine and executes what it commands.
+    fn deliver(&self, state: &mut WorldState, slot: usize, event: Event) {
+        let now = Self::local_now(state, slot);
+        match state.clients[slot].machine.handle(&self.cfg, now, event) {
+            Ok(command) => self.execute(state, slot, command),
+            Err(_) => state.ghost.driver_contract_broken = true,
+        }
+    }
+
+    /// Executes a command. Need checks and single-use reads take effect (linearize) when sent, and a
+    /// transaction reads the row and server time when sent; its commit is a separate step. Reading at send time
+    /// is the worst case for the holder's deadline (the earliest possible expiry); a client that is slow to send
+    /// is modelled by the steps before the send (timers, deliveries, ticks) happening later.
+    fn execute(&self, state: &mut WorldState, slot: usize, command: Option<Command>) {
+        let client = &mut state.clients[slot];
+        if client.machine.state_name() == "AwaitingRetryTimer" && client.machine.poll_timeout(&self.cfg).is_some() {
+            client.ghost.waits += 1;
+        }
+        if client.op != Op::Idle && matches!(command, Some(Command::CheckNeed | Command::ReadRow | Command::RunTxn(_)))
+        {
+            state.ghost.driver_contract_broken = true;
+        }
+        match command {
+            None | Some(Command::Finish(_)) => {}
+            Some(Command::CheckNeed) => {
+                let needed = state.effects.is_empty();
+                self.deliver(state, slot, Event::NeedAnswered { needed });
+            }
+            Some(Command::ReadRow) => {
+                let event = Event::RowRead { row: state.row.clone(), server_now: Self::server_time(state.now_ms) };
+                self.deliver(state, slot, event);
+            }
+            Some(Command::RunTxn(request)) => {
+                let read_at = self.decision_time(state, slot);
+                state.clients[slot].op = Op::TxnRead { request, version: state.row_version, read_at };
+            }
+            Some(Command::RunSection { fence, .. }) => client.section = Section::Started { fence },
+            // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
+            Some(Command::SignalLockLost { .. }) => state.ghost.lock_lost = true,
+            Some(Command::Granted { .. }) => state.ghost.driver_contract_broken = true,
+        }
+    }
+
+    /// Applies a committed write, recording what the properties watch for.
+    fn commit_write(state: &mut WorldState, write: crate::RowWrite, acquire: bool) {
+        let previous = state.row.take();
+        let ghost = &mut state.ghost;
+        if acquire {
+            let expected = ghost.max_fence.map_or(Fence::FIRST, Fence::next);
+            let reentrant = previous.as_ref().is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
+            if !reentrant && write.fence != expected {
+                ghost.fence_regressed = true;
+            }
+            if let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
+                match state.clients.iter().find(|c| c.machine.id() == prev.holder) {
+                    None => ghost.takeover_after_crash = true,
+                    Some(c) if c.machine.outcome().is_none() => ghost.takeover_after_pause = true,
+                    Some(_) => {}
+                }
+            }
+        } else if previous.as_ref().is_some_and(|p| p.fence != write.fence) {
+            ghost.fence_regressed = true;
+        }
+        if let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Done)
+            && !(acquire && write.fence == prev.fence.next())
+        {
+            ghost.done_overwritten = true;
+        }
+        ghost.max_fence = ghost.max_fence.max(Some(write.fence));
+        state.row = Some(write.committed_at(Self::server_time(state.now_ms)));
+        state.row_version += 1;
+    }
+}
+
+impl Model for LeaseModel {
+    type State = WorldState;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<WorldState> {
+        let clients = (0..usize::from(self.options.clients)).map(|i| self.fresh_slot(i, 0, 0)).collect();
+        let mut state = WorldState {
+            now_ms: 0,
+            row: None,
+            row_version: 0,
+            clients,
+            effects: ArrayVec::new(),
+            faults_left: self.options.fault_budget,
+            ghost: WorldGhost::default(),
+        };
+        for slot in 0..state.clients.len() {
+            self.start(&mut state, slot);
+        }
+        vec![state]
+    }
+
+    fn actions(&self, state: &WorldState, actions: &mut Vec<Action>) {
+        let faults = self.options.faults;
+        let can_fault = state.faults_left > 0;
+        if state.now_ms < self.options.max_time_ms {
+            actions.push(Action::Tick);
+        }
+        for (i, client) in state.clients.iter().enumerate() {
+            let c = i as u8;
+            match &client.op {
+                Op::Idle => {}
+                Op::TxnRead { version, .. } => {
+                    actions.push(Action::TxnCommit(c, CommitFate::AsDecided));
+                    if *version == state.row_version && can_fault {
+                        if faults.abort {
+                            actions.push(Action::TxnCommit(c, CommitFate::Aborted));
+                        }
+                        if faults.unknown {
+                            actions.push(Action::TxnCommit(c, CommitFate::UnknownLanded));
+                            actions.push(Action::TxnCommit(c, CommitFate::UnknownLost));
+                        }
+                    }
+                }
+            }
+            if client.machine.poll_timeout(&self.cfg).is_some_and(|at| at <= Self::local_now(state, i)) {
+                actions.push(Action::Timeout(c));
+            }
+            match client.section {
+                Section::Idle => {}
+                Section::Started { .. } => {
+                    actions.push(Action::SectionWrite(c));
+                    if faults.section_failure && can_fault {
+                        actions.push(Action::SectionFail(c));
+                    }
+                }
+                Section::Wrote | Section::Rejected => actions.push(Action::SectionReturn(c)),
+            }
+            let running = client.machine.outcome().is_none();
+            if faults.crash && can_fault && running {
+                actions.push(Action::Crash(c));
+            }
+            if faults.drift && can_fault && running && client.lag_ms < self.cfg.safety_margin_ms() {
+                actions.push(Action::Drift(c));
+            }
+        }
+    }
+
+    fn next_state(&self, last: &WorldState, action: Action) -> Option<WorldState> {
+        let mut state = last.clone();
+        match action {
+            Action::Tick => state.now_ms += 1,
+            Action::TxnCommit(c, fate) => {
+                let slot = usize::from(c);
+                let Op::TxnRead { request, version, read_at } =
+                    std::mem::replace(&mut state.clients[slot].op, Op::Idle)
+                else {
+                    return None;
+                };
+                let conflict = version != state.row_version;
+                let plan = txn::plan(&self.cfg, &request, state.row.as_ref(), read_at);
+                let acquire = matches!(request, TxnRequest::Acquire { .. });
+                if fate != CommitFate::AsDecided {
+                    state.faults_left -= 1;
+                }
+                let lands = !conflict && matches!(fate, CommitFate::AsDecided | CommitFate::UnknownLanded);
+                if lands {
+                    if let Some(write) = plan.write {
+                        Self::commit_write(&mut state, write, acquire);
+                    }
+                    if matches!(plan.reply, TxnReply::Renewed { .. }) {
+                        state.ghost.renewed = true;
+                    }
+                }
+                let ghost = &mut state.clients[slot].ghost;
+                match fate {
+                    CommitFate::UnknownLanded if acquire => ghost.unknown_landed = true,
+                    CommitFate::UnknownLost if acquire => ghost.unknown_lost = true,
+                    _ => {}
+                }
+                let event = match fate {
+                    _ if conflict => Event::TxnAborted,
+                    CommitFate::AsDecided => Event::TxnCommitted(plan.reply),
+                    CommitFate::Aborted => Event::TxnAborted,
+                    CommitFate::UnknownLanded | CommitFate::UnknownLost => Event::TxnOutcomeUnknown,
+                };
+                self.deliver(&mut state, slot, event);
+            }
+            Action::Timeout(c) => {
+                let slot = usize::from(c);
+                let now = Self::local_now(&state, slot);
+                let command = state.clients[slot].machine.handle_timeout(&self.cfg, now);
+                self.execute(&mut state, slot, command);
+            }
+            Action::SectionWrite(c) => {
+                let slot = usize::from(c);
+                let Section::Started { fence } = state.clients[slot].section else { return None };
+                let client = state.clients[slot].machine.id();
+                let verify = TxnRequest::VerifyFence { client, fence };
+                let at = self.decision_time(&state, slot);
+                let accepted = txn::plan(&self.cfg, &verify, state.row.as_ref(), at).reply == TxnReply::FenceValid;
+                // Judged independently of the transaction logic: a fence is stale once a newer one was granted.
+                let stale = state.ghost.max_fence.is_some_and(|max| fence < max);
+                if accepted {
+                    // A third effect is unreachable: the check stops at the second (a violation).
+                    let _ = state.effects.try_push(Effect { writer: client, fence });
+                    state.ghost.stale_write_accepted |= stale;
+                    state.clients[slot].section = Section::Wrote;
+                } else {
+                    state.ghost.stale_write_rejected |= stale;
+                    state.clients[slot].section = Section::Rejected;
+                }
+            }
+            Action::SectionReturn(c) => {
+                let slot = usize::from(c);
+                let result = match state.clients[slot].section {
+                    Section::Wrote => SectionResult::Completed,
+                    Section::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
+                    Section::Idle | Section::Started { .. } => return None,
+                };
+                state.clients[slot].section = Section::Idle;
+                self.deliver(&mut state, slot, Event::SectionFinished(result));
+            }
+            Action::SectionFail(c) => {
+                let slot = usize::from(c);
+                state.faults_left -= 1;
+                state.clients[slot].section = Section::Idle;
+                state.clients[slot].ghost.section_failed = true;
+                self.deliver(&mut state, slot, Event::SectionFinished(SectionResult::Failed { error: "boom".into() }));
+            }
+            Action::Crash(c) => {
+                let slot = usize::from(c);
+                state.faults_left -= 1;
+                let old = &state.clients[slot];
+                state.clients[slot] = self.fresh_slot(slot, old.incarnation + 1, old.lag_ms);
+                self.start(&mut state, slot);
+            }
+            Action::Drift(c) => {
+                state.faults_left -= 1;
+                state.clients[usize::from(c)].lag_ms += 1;
+            }
+        }
+        Some(state)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        properties::all()
+    }
+
+    fn format_action(&self, action: &Action) -> String {
+        action.to_string()
+    }
+}

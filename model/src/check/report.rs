@@ -1,0 +1,299 @@
+//! Running a check and telling people what it found: a one-line summary, and counterexamples as numbered steps
+//! in words plus an encoded path that `explore`, the simulator and tests can replay.
+
+use super::properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
+use super::{Action, CheckOptions, LeaseModel, Op, Section, WorldState, encode_path};
+use crate::{ClientId, LeaseRow};
+use serde::Serialize;
+use stateright::report::{ReportData, ReportDiscovery, Reporter};
+use stateright::{Checker, HasDiscoveries, Model, Path};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Whether the check passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every `always` held and every `sometimes` was reached.
+    Pass,
+    /// An `always` property was violated.
+    Violated,
+    /// Nothing was violated, but some `sometimes` was never reached: the model may be vacuous.
+    Unreached,
+}
+
+/// A violated property with the path that violates it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Counterexample {
+    /// The property.
+    pub property: &'static str,
+    /// The steps in words, numbered from 1.
+    pub steps: Vec<String>,
+    /// The actions, replayable with [`super::decode_path`].
+    pub encoded: String,
+}
+
+/// What a check found.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckSummary {
+    /// States generated, counting revisits.
+    pub states: usize,
+    /// Distinct states.
+    pub unique_states: usize,
+    /// Longest path explored.
+    pub max_depth: usize,
+    /// Wall time.
+    pub seconds: f64,
+    /// `states / seconds`.
+    pub states_per_second: f64,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Violated `always` properties.
+    pub counterexamples: Vec<Counterexample>,
+    /// `sometimes` properties never reached (reported only when nothing was violated).
+    pub unreached: Vec<&'static str>,
+}
+
+impl CheckSummary {
+    /// The one summary line every run ends with.
+    pub fn line(&self) -> String {
+        format!(
+            "states={} unique={} max_depth={} seconds={:.2} states_per_second={:.0} verdict={}",
+            self.states,
+            self.unique_states,
+            self.max_depth,
+            self.seconds,
+            self.states_per_second,
+            match self.verdict {
+                Verdict::Pass => "PASS",
+                Verdict::Violated => "VIOLATED",
+                Verdict::Unreached => "UNREACHED",
+            }
+        )
+    }
+}
+
+/// Prints a progress line every `interval` to the writer; nothing for short runs. Polled often so a finished
+/// check is not kept waiting for the next line.
+struct Progress<W> {
+    out: W,
+    interval: Duration,
+    printed: Duration,
+}
+
+impl<W: Write> Reporter<LeaseModel> for Progress<W> {
+    fn report_checking(&mut self, data: ReportData) {
+        if !data.done && data.duration >= self.printed + self.interval {
+            self.printed = data.duration;
+            let rate = data.total_states as f64 / data.duration.as_secs_f64().max(1e-9);
+            let _ = writeln!(
+                self.out,
+                "checking: states={} unique={} depth={} seconds={} states_per_second={rate:.0}",
+                data.total_states,
+                data.unique_states,
+                data.max_depth,
+                data.duration.as_secs()
+            );
+        }
+    }
+
+    fn report_discoveries(&mut self, _: &LeaseModel, _: BTreeMap<&'static str, ReportDiscovery<LeaseModel>>) {}
+
+    fn delay(&self) -> Duration {
+        Duration::from_millis(20)
+    }
+}
+
+/// How the search runs.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchOptions {
+    /// Worker threads.
+    pub threads: usize,
+    /// Stop paths at this depth (None: exhaustive within the time bound).
+    pub max_depth: Option<usize>,
+    /// Depth-first exhaustive pass (default; fastest, least memory) instead of breadth-first.
+    pub depth_first: bool,
+    /// Interval between progress lines on stderr.
+    pub progress_interval: Duration,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        Self { threads: 2, max_depth: None, depth_first: true, progress_interval: Duration::from_secs(5) }
+    }
+}
+
+/// Runs one search and returns its counts and discoveries.
+fn search(
+    model: &LeaseModel,
+    search: SearchOptions,
+    depth_first: bool,
+    stop_at: &'static str,
+) -> (usize, usize, usize, std::collections::HashMap<&'static str, Path<WorldState, Action>>) {
+    let stop = HasDiscoveries::AnyOf([stop_at].into_iter().collect());
+    let mut builder = model.clone().checker().threads(search.threads).finish_when(stop);
+    if let Some(depth) = search.max_depth {
+        builder = builder.target_max_depth(depth);
+    }
+    let mut progress = Progress { out: std::io::stderr(), interval: search.progress_interval, printed: Duration::ZERO };
+    if depth_first {
+        // stateright honours symmetry only in depth-first search.
+        if let Some(representative) = model.symmetry() {
+            builder = builder.symmetry_fn(representative);
+        }
+        let checker = builder.spawn_dfs().join_and_report(&mut progress);
+        (checker.state_count(), checker.unique_state_count(), checker.max_depth(), checker.discoveries())
+    } else {
+        let checker = builder.spawn_bfs().join_and_report(&mut progress);
+        (checker.state_count(), checker.unique_state_count(), checker.max_depth(), checker.discoveries())
+    }
+}
+
+/// Checks `options` exhaustively and summarises. The exhaustive pass is depth-first (fastest, least memory)
+/// unless `search.depth_first` is false, and goes on past other violations until it finds a double execution,
+/// the headline failure. When it found any violation, a breadth-first search for the most severe one it found
+/// gives the shortest counterexample to print.
+pub fn run_check(options: CheckOptions, search_options: SearchOptions) -> CheckSummary {
+    let model = LeaseModel::new(options);
+    // Timing the checker itself, not the protocol.
+    #[allow(clippy::disallowed_methods)]
+    let started = Instant::now();
+    let (states, unique_states, max_depth, mut discoveries) =
+        search(&model, search_options, search_options.depth_first, DOUBLE_EXECUTION);
+    let seconds = started.elapsed().as_secs_f64();
+    let most_severe = SEVERITY.iter().find(|name| discoveries.contains_key(*name));
+    if let Some(headline) = most_severe {
+        discoveries = search(&model, search_options, false, headline).3;
+    }
+    let mut counterexamples: Vec<Counterexample> = SAFETY
+        .iter()
+        .filter_map(|name| {
+            discoveries.get(name).map(|path| Counterexample {
+                property: name,
+                steps: describe_path(&model, path),
+                encoded: encode_path(&path.clone().into_actions()),
+            })
+        })
+        .collect();
+    counterexamples.sort_by_key(|c| SEVERITY.iter().position(|name| *name == c.property));
+    let unreached: Vec<&'static str> = if counterexamples.is_empty() {
+        model
+            .properties()
+            .into_iter()
+            .filter(|p| !SAFETY.contains(&p.name) && !discoveries.contains_key(p.name))
+            .map(|p| p.name)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let verdict = if !counterexamples.is_empty() {
+        Verdict::Violated
+    } else if !unreached.is_empty() {
+        Verdict::Unreached
+    } else {
+        Verdict::Pass
+    };
+    CheckSummary {
+        states,
+        unique_states,
+        max_depth,
+        seconds,
+        states_per_second: states as f64 / seconds.max(1e-9),
+        verdict,
+        counterexamples,
+        unreached,
+    }
+}
+
+fn who(id: ClientId) -> String {
+    let raw = id.uuid().as_u128();
+    let (slot, incarnation) = ((raw >> 8).saturating_sub(1), raw & 0xFF);
+    if incarnation == 0 { format!("client {slot}") } else { format!("client {slot} (restart {incarnation})") }
+}
+
+fn row_text(row: Option<&LeaseRow>) -> String {
+    match row {
+        None => "no row".into(),
+        Some(r) => format!(
+            "row {} by {} fence {} expires {}ms",
+            r.status,
+            who(r.holder),
+            r.fence.get(),
+            r.expires_at.unix_micros() / 1_000
+        ),
+    }
+}
+
+fn op_text(op: &Op) -> String {
+    match op {
+        Op::Idle => String::new(),
+        Op::TxnRead { request, .. } => format!(" committing {}", request_kind(request)),
+    }
+}
+
+fn request_kind(request: &crate::TxnRequest) -> &'static str {
+    match request {
+        crate::TxnRequest::Acquire { .. } => "acquire",
+        crate::TxnRequest::Renew { .. } => "renew",
+        crate::TxnRequest::Release { .. } => "release",
+        crate::TxnRequest::VerifyFence { .. } => "verify-fence",
+    }
+}
+
+fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &WorldState) -> String {
+    let client = |c: u8| who(before.clients[usize::from(c)].machine.id());
+    match action {
+        Action::Tick => format!("server time advances to {} ms", after.now_ms),
+        Action::TxnCommit(c, fate) => match &before.clients[usize::from(c)].op {
+            Op::TxnRead { request, read_at, .. } => {
+                let reply = crate::txn::plan(&model.cfg, request, before.row.as_ref(), *read_at).reply;
+                let conflict = matches!(&before.clients[usize::from(c)].op, Op::TxnRead { version, .. } if *version != before.row_version);
+                let reply = if conflict { "conflict: aborted".to_owned() } else { format!("{reply:?}") };
+                format!("{}'s {} commits as {fate:?}: {reply}", client(c), request_kind(request))
+            }
+            Op::Idle => format!("{}'s transaction commits as {fate:?}", client(c)),
+        },
+        Action::Timeout(c) => format!("{}'s timer fires", client(c)),
+        Action::SectionWrite(c) => {
+            let accepted = after.effects.len() > before.effects.len();
+            format!("{}'s section writes its effect: {}", client(c), if accepted { "ACCEPTED" } else { "rejected" })
+        }
+        Action::SectionReturn(c) => format!("{}'s section returns", client(c)),
+        Action::SectionFail(c) => format!("{}'s section fails", client(c)),
+        Action::Crash(c) => format!("{} crashes and restarts", client(c)),
+        Action::Drift(c) => format!("{}'s clock falls 1 ms behind", client(c)),
+    }
+}
+
+fn state_words(state: &WorldState) -> String {
+    let clients: Vec<String> = state
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let section = match c.section {
+                Section::Idle => "",
+                Section::Started { .. } => " +section",
+                Section::Wrote | Section::Rejected => " +section(written)",
+            };
+            let outcome = c.machine.outcome().map(|o| format!(" {o:?}")).unwrap_or_default();
+            format!("c{i}:{}{}{section}{outcome}", c.machine.state_name(), op_text(&c.op))
+        })
+        .collect();
+    let effects: Vec<String> =
+        state.effects.iter().map(|e| format!("{} fence {}", who(e.writer), e.fence.get())).collect();
+    format!("[{}; {}; effects: {:?}]", row_text(state.row.as_ref()), clients.join(", "), effects)
+}
+
+/// A path as numbered steps in words, each followed by the state it leads to.
+pub fn describe_path(model: &LeaseModel, path: &Path<WorldState, Action>) -> Vec<String> {
+    let steps = path.clone().into_vec();
+    let mut lines = Vec::new();
+    for (n, pair) in steps.windows(2).enumerate() {
+        let (before, Some(action)) = &pair[0] else { continue };
+        let after = &pair[1].0;
+        lines.push(format!("{:>3}. {}  {}", n + 1, step_words(model, before, *action, after), state_words(after)));
+    }
+    lines
+}

@@ -1,0 +1,308 @@
+//! Protocol configuration. [`ConfigParams`] is what users write; [`Config`] is what the machine accepts, and it
+//! can only be made by [`ConfigParams::validate`], so an invalid combination is unrepresentable past that point.
+
+use serde::{Deserialize, Serialize};
+
+/// The longest lease, 24 hours: longer ones are almost certainly a unit mistake.
+pub const TTL_MS_LIMIT: u64 = 24 * 60 * 60 * 1_000;
+/// The longest staleness, 30 days.
+pub const STALENESS_MS_LIMIT: u64 = 30 * 24 * 60 * 60 * 1_000;
+/// The most retries one run may make.
+pub const MAX_RETRIES_LIMIT: u32 = 100_000;
+
+/// Which protocol the machine and the transaction logic follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// spanner-mutex: expiry in server time, fenced writes, renewal, local deadline with lock-lost signal.
+    #[default]
+    Fenced,
+    /// The seed (py-spanner-mutex): staleness judged on the client's wall clock, no fence check, no renewal,
+    /// no deadline. Kept to show, in the model checker and the simulator, the double execution it allows.
+    Naive,
+    /// Fenced, but with the fence check of fenced writes removed: a re-inserted bug that the checker, the
+    /// simulator and the conformance tests must catch.
+    #[cfg(any(test, feature = "bug-injection"))]
+    NoFenceCheck,
+}
+
+impl Protocol {
+    /// Whether lease expiry is judged on Spanner's clock (the fix) or the client's wall clock (the seed).
+    pub const fn uses_server_time(self) -> bool {
+        !matches!(self, Self::Naive)
+    }
+
+    /// Whether fenced writes verify that the row still carries the writer's fence.
+    pub const fn checks_fence(self) -> bool {
+        matches!(self, Self::Fenced)
+    }
+
+    /// Whether a holder renews its lease and honours its local deadline.
+    pub const fn keeps_deadline(self) -> bool {
+        !matches!(self, Self::Naive)
+    }
+}
+
+/// A configuration as written by a user, not yet validated. Durations are in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigParams {
+    /// How long an acquisition or renewal holds the lease, measured on Spanner's clock.
+    pub ttl_ms: u64,
+    /// How long a DONE row counts as fresh: after that a new need may run the section again.
+    pub staleness_ms: u64,
+    /// Base wait between attempts after an abort or a failed section.
+    pub wait_ms: u64,
+    /// Upper bound of any single wait (backoff cap and poll bound while a holder keeps renewing).
+    pub max_wait_ms: u64,
+    /// How many times one run waits and tries again before it gives up.
+    pub max_retries: u32,
+    /// How often a holder renews, counted from its previous acquisition or renewal.
+    pub renew_interval_ms: u64,
+    /// Subtracted from the TTL for the holder's local deadline; covers client clock drift and RPC latency.
+    pub safety_margin_ms: u64,
+    /// Upper bound of the random delay added to each wait, so waiters do not wake in lockstep.
+    pub jitter_ms: u64,
+    /// The protocol variant; only [`Protocol::Fenced`] is safe.
+    pub protocol: Protocol,
+}
+
+impl Default for ConfigParams {
+    fn default() -> Self {
+        Self {
+            ttl_ms: 10_000,
+            staleness_ms: 3_600_000,
+            wait_ms: 500,
+            max_wait_ms: 10_000,
+            max_retries: 100,
+            renew_interval_ms: 3_000,
+            safety_margin_ms: 1_000,
+            jitter_ms: 250,
+            protocol: Protocol::Fenced,
+        }
+    }
+}
+
+/// Why a [`ConfigParams`] is invalid: names the field and the rule it breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field that must be positive is zero.
+    #[error("{field} must be greater than 0")]
+    Zero {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// A field exceeds its hard limit.
+    #[error("{field} = {value} exceeds the limit of {limit}")]
+    OverLimit {
+        /// The offending field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A field must be greater than a bound derived from other fields.
+    #[error("{field} = {value} must be greater than {bound_name} = {bound}")]
+    NotGreater {
+        /// The offending field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The expression it must exceed.
+        bound_name: &'static str,
+        /// That expression's value.
+        bound: u64,
+    },
+    /// A field must be at least a bound derived from other fields.
+    #[error("{field} = {value} must be at least {bound_name} = {bound}")]
+    NotAtLeast {
+        /// The offending field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The expression it must reach.
+        bound_name: &'static str,
+        /// That expression's value.
+        bound: u64,
+    },
+    /// A field must be less than a bound derived from other fields.
+    #[error("{field} = {value} must be less than {bound_name} = {bound}")]
+    NotLess {
+        /// The offending field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The expression it must stay below.
+        bound_name: &'static str,
+        /// That expression's value.
+        bound: u64,
+    },
+}
+
+fn positive(field: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 { Err(ConfigError::Zero { field }) } else { Ok(()) }
+}
+
+fn at_most(field: &'static str, value: u64, limit: u64) -> Result<(), ConfigError> {
+    if value > limit { Err(ConfigError::OverLimit { field, value, limit }) } else { Ok(()) }
+}
+
+fn greater(field: &'static str, value: u64, bound_name: &'static str, bound: u64) -> Result<(), ConfigError> {
+    if value > bound { Ok(()) } else { Err(ConfigError::NotGreater { field, value, bound_name, bound }) }
+}
+
+fn at_least(field: &'static str, value: u64, bound_name: &'static str, bound: u64) -> Result<(), ConfigError> {
+    if value >= bound { Ok(()) } else { Err(ConfigError::NotAtLeast { field, value, bound_name, bound }) }
+}
+
+fn less(field: &'static str, value: u64, bound_name: &'static str, bound: u64) -> Result<(), ConfigError> {
+    if value < bound { Ok(()) } else { Err(ConfigError::NotLess { field, value, bound_name, bound }) }
+}
+
+impl ConfigParams {
+    /// Checks every rule and returns the validated [`Config`], or the first rule broken.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        positive("ttl_ms", self.ttl_ms)?;
+        at_most("ttl_ms", self.ttl_ms, TTL_MS_LIMIT)?;
+        less("safety_margin_ms", self.safety_margin_ms, "ttl_ms", self.ttl_ms)?;
+        positive("renew_interval_ms", self.renew_interval_ms)?;
+        // A renewal must be sent while the previous grant still proves the lease locally.
+        less(
+            "renew_interval_ms",
+            self.renew_interval_ms,
+            "ttl_ms - safety_margin_ms",
+            self.ttl_ms - self.safety_margin_ms,
+        )?;
+        positive("wait_ms", self.wait_ms)?;
+        at_least("max_wait_ms", self.max_wait_ms, "wait_ms", self.wait_ms)?;
+        at_most("max_wait_ms", self.max_wait_ms, TTL_MS_LIMIT)?;
+        at_most("jitter_ms", self.jitter_ms, self.max_wait_ms)?;
+        at_most("max_retries", u64::from(self.max_retries), u64::from(MAX_RETRIES_LIMIT))?;
+        at_most("staleness_ms", self.staleness_ms, STALENESS_MS_LIMIT)?;
+        // The seed's rules: a DONE row must outlive any lease and any client's whole retry loop.
+        greater("staleness_ms", self.staleness_ms, "ttl_ms", self.ttl_ms)?;
+        let retry_span_ms = u64::from(self.max_retries).saturating_mul(self.wait_ms);
+        greater("staleness_ms", self.staleness_ms, "max_retries * wait_ms", retry_span_ms)?;
+        Ok(Config { params: self })
+    }
+}
+
+/// A validated configuration; see [`ConfigParams`] for the meaning of each value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    params: ConfigParams,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        ConfigParams::default().validate().expect("the default configuration is valid")
+    }
+}
+
+impl Config {
+    /// Lease length on Spanner's clock.
+    pub const fn ttl_ms(&self) -> u64 {
+        self.params.ttl_ms
+    }
+    /// How long a DONE row stays fresh.
+    pub const fn staleness_ms(&self) -> u64 {
+        self.params.staleness_ms
+    }
+    /// Base wait between attempts.
+    pub const fn wait_ms(&self) -> u64 {
+        self.params.wait_ms
+    }
+    /// Cap of any single wait.
+    pub const fn max_wait_ms(&self) -> u64 {
+        self.params.max_wait_ms
+    }
+    /// Retries before giving up.
+    pub const fn max_retries(&self) -> u32 {
+        self.params.max_retries
+    }
+    /// Renewal period.
+    pub const fn renew_interval_ms(&self) -> u64 {
+        self.params.renew_interval_ms
+    }
+    /// Margin subtracted from the TTL for the local deadline.
+    pub const fn safety_margin_ms(&self) -> u64 {
+        self.params.safety_margin_ms
+    }
+    /// Upper bound of the random delay added to each wait.
+    pub const fn jitter_ms(&self) -> u64 {
+        self.params.jitter_ms
+    }
+    /// The protocol variant.
+    pub const fn protocol(&self) -> Protocol {
+        self.params.protocol
+    }
+    /// How long after sending an acquisition or renewal its holder may still rely on it:
+    /// the server's expiry is at least `ttl_ms` after the send, the margin absorbs drift.
+    pub const fn local_lease_ms(&self) -> u64 {
+        self.params.ttl_ms - self.params.safety_margin_ms
+    }
+    /// The parameters this configuration was validated from.
+    pub const fn params(&self) -> &ConfigParams {
+        &self.params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(edit: impl FnOnce(&mut ConfigParams)) -> Result<Config, ConfigError> {
+        let mut p = ConfigParams::default();
+        edit(&mut p);
+        p.validate()
+    }
+
+    #[test]
+    fn default_is_valid() {
+        assert!(ConfigParams::default().validate().is_ok());
+    }
+
+    type Edit = Box<dyn FnOnce(&mut ConfigParams)>;
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|p| p.ttl_ms = 0), "ttl_ms must be greater than 0"),
+            (Box::new(|p| p.ttl_ms = TTL_MS_LIMIT + 1), "ttl_ms = 86400001 exceeds the limit of 86400000"),
+            (Box::new(|p| p.safety_margin_ms = 10_000), "safety_margin_ms = 10000 must be less than ttl_ms = 10000"),
+            (Box::new(|p| p.renew_interval_ms = 0), "renew_interval_ms must be greater than 0"),
+            (
+                Box::new(|p| p.renew_interval_ms = 9_000),
+                "renew_interval_ms = 9000 must be less than ttl_ms - safety_margin_ms = 9000",
+            ),
+            (Box::new(|p| p.wait_ms = 0), "wait_ms must be greater than 0"),
+            (Box::new(|p| p.max_wait_ms = 100), "max_wait_ms = 100 must be at least wait_ms = 500"),
+            (Box::new(|p| p.jitter_ms = 20_000), "jitter_ms = 20000 exceeds the limit of 10000"),
+            (Box::new(|p| p.max_retries = 200_000), "max_retries = 200000 exceeds the limit of 100000"),
+            (Box::new(|p| p.staleness_ms = 10_000), "staleness_ms = 10000 must be greater than ttl_ms = 10000"),
+            (
+                Box::new(|p| {
+                    p.max_retries = 10_000;
+                    p.staleness_ms = 5_000_000;
+                }),
+                "staleness_ms = 5000000 must be greater than max_retries * wait_ms = 5000000",
+            ),
+        ];
+        for (edit, message) in cases {
+            let err = with(edit).expect_err(message);
+            assert_eq!(err.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = serde_json::from_str::<ConfigParams>(r#"{"ttl_ms": 5000, "tll_ms": 4}"#).expect_err("typo");
+        assert!(err.to_string().contains("unknown field `tll_ms`"), "{err}");
+    }
+
+    #[test]
+    fn local_lease_is_ttl_minus_margin() {
+        assert_eq!(Config::default().local_lease_ms(), 9_000);
+    }
+}

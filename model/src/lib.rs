@@ -1,0 +1,25 @@
+//! The spanner-mutex protocol as a pure, sans-IO state machine.
+//!
+//! - [`txn`]: what a Spanner read-write transaction decides from the row and the server time read inside it.
+//! - [`machine`]: what a client decides from events (transaction results, reads, timers, its section), emitting
+//!   commands for a driver to execute.
+//! - `check` (feature `checker`): a stateright model of N such clients, one row and faults.
+//!
+//! No I/O, no clock reads, no unseeded randomness: time is always an argument.
+
+mod config;
+mod ids;
+pub mod machine;
+mod row;
+mod time;
+pub mod txn;
+
+#[cfg(feature = "checker")]
+pub mod check;
+
+pub use config::{Config, ConfigError, ConfigParams, MAX_RETRIES_LIMIT, Protocol, STALENESS_MS_LIMIT, TTL_MS_LIMIT};
+pub use ids::{ClientId, Fence, MUTEX_NAME_MAX_BYTES, MutexName, MutexNameError};
+pub use machine::{ClientMachine, Command, Event, Failure, HeldLease, Outcome, SectionResult, UnexpectedEvent};
+pub use row::{LeaseRow, RowWrite, Status, UnknownStatus};
+pub use time::{LocalInstant, ServerTime};
+pub use txn::{Mode, TxnPlan, TxnReply, TxnRequest};

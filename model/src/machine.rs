@@ -1,0 +1,778 @@
+//! The client machine, sans-IO in the style of quinn-proto: the driver feeds it [`Event`]s with the local
+//! monotonic time, executes the [`Command`] each handler returns, and calls [`ClientMachine::handle_timeout`]
+//! when [`ClientMachine::poll_timeout`] is due. Every lease decision lives here or in [`crate::txn`]; drivers,
+//! the simulator and the model checker only execute.
+
+use crate::txn::{Mode, Observation, ReleaseStatus, TxnReply, TxnRequest, observe};
+use crate::{ClientId, Config, Fence, LeaseRow, LocalInstant, ServerTime, Status};
+use serde::{Deserialize, Serialize};
+
+/// How many times a release is re-sent after aborts or an unresolved unknown outcome before the machine stops
+/// trying (the lease then simply expires).
+pub const MAX_RELEASE_RESENDS: u8 = 3;
+
+/// Why an operation failed for good (as opposed to aborted or unknown, which the machine retries or resolves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Failure {
+    /// Spanner did not answer within the driver's bound.
+    Unavailable,
+    /// Spanner refused the operation (missing table, permission, bad schema); retrying cannot help.
+    Rejected,
+    /// The user's need check failed.
+    NeedCheck,
+}
+
+/// How a run ended. The driver turns some of these into errors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// This client ran the section to completion under lease `fence`.
+    Executed {
+        /// The fence it held.
+        fence: Fence,
+    },
+    /// The need check said there is nothing to do.
+    NotNeeded,
+    /// Someone else completed the section within the staleness window.
+    DoneByOther {
+        /// Who.
+        holder: ClientId,
+        /// With which fence.
+        fence: Fence,
+    },
+    /// (Lock mode.) The lock was held and released.
+    Released {
+        /// The fence it held.
+        fence: Fence,
+    },
+    /// The client waited and retried `attempts` times, more than `max_retries`.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The section finished (or the lock was released) after another client had taken the lease over.
+    LeaseLost {
+        /// The fence that was lost.
+        fence: Fence,
+    },
+    /// The run was cancelled; any lease it held was released.
+    Cancelled,
+    /// An operation failed for good.
+    Failed(Failure),
+}
+
+/// What the critical section reported.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SectionResult {
+    /// It completed.
+    Completed,
+    /// It failed; the error is stored in the row.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// An input to the machine.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Event {
+    /// The user's need check answered.
+    NeedAnswered {
+        /// Whether the section still needs to run.
+        needed: bool,
+    },
+    /// The user's need check failed.
+    NeedCheckFailed,
+    /// The transaction committed with this reply.
+    TxnCommitted(TxnReply),
+    /// The transaction aborted; nothing was written.
+    TxnAborted,
+    /// The commit may or may not have happened (deadline, cancellation, connection lost).
+    TxnOutcomeUnknown,
+    /// The transaction failed for good; nothing was written.
+    TxnFailed(Failure),
+    /// A single-use read of the row returned.
+    RowRead {
+        /// The row, if it exists.
+        row: Option<LeaseRow>,
+        /// Spanner's time at the read.
+        server_now: ServerTime,
+    },
+    /// The read failed for good.
+    ReadFailed(Failure),
+    /// The critical section returned.
+    SectionFinished(SectionResult),
+    /// (Lock mode.) The user released the lock.
+    ReleaseRequested,
+    /// The user cancelled the run; a held lease is released first.
+    Cancel,
+}
+
+/// An output of the machine: one I/O request or notification for the driver.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Command {
+    /// Call the user's need check; answer with [`Event::NeedAnswered`] or [`Event::NeedCheckFailed`].
+    CheckNeed,
+    /// Run this read-write transaction through [`crate::txn::plan`]; answer with a `Txn*` event.
+    RunTxn(TxnRequest),
+    /// Read the row with a single-use read and Spanner's current time; answer with [`Event::RowRead`].
+    ReadRow,
+    /// Start the critical section; answer with [`Event::SectionFinished`].
+    RunSection {
+        /// The fence for the section's fenced writes.
+        fence: Fence,
+        /// The local deadline by which the lease is proven; renewals extend it.
+        deadline: LocalInstant,
+    },
+    /// (Lock mode.) Hand the lock to the user; answer later with [`Event::ReleaseRequested`] or [`Event::Cancel`].
+    Granted {
+        /// The fence of the grant.
+        fence: Fence,
+        /// The local deadline by which the lease is proven.
+        deadline: LocalInstant,
+    },
+    /// Tell the section (or lock holder) the lease can no longer be proven held.
+    SignalLockLost {
+        /// The lost fence.
+        fence: Fence,
+    },
+    /// The run is over.
+    Finish(Outcome),
+}
+
+/// An event arrived that the current state does not wait for: a driver bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("event {event} is not expected in state {state}")]
+pub struct UnexpectedEvent {
+    /// The machine's state.
+    pub state: &'static str,
+    /// The event.
+    pub event: &'static str,
+}
+
+/// The state of a renewal while the lease is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Renewal {
+    Due { at: LocalInstant },
+    InFlight { sent_at: LocalInstant },
+    Stopped,
+}
+
+/// A lease the machine holds, as far as its local clock can prove it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Held {
+    fence: Fence,
+    deadline: LocalInstant,
+    renewal: Renewal,
+}
+
+impl Held {
+    /// A grant by a transaction sent at `sent_at`: the server's expiry is at least a TTL after `sent_at`.
+    fn granted_at(cfg: &Config, fence: Fence, sent_at: LocalInstant) -> Self {
+        let renewal = Renewal::Due { at: sent_at.plus_ms(cfg.renew_interval_ms()) };
+        Self { fence, deadline: sent_at.plus_ms(cfg.local_lease_ms()), renewal }
+    }
+
+    /// A grant seen by a read sent at `read_sent_at` showing `remaining_ms` until expiry (rounded down): the
+    /// expiry is at least that long after the send. Renewal is due as long before the deadline as usual.
+    fn observed(cfg: &Config, fence: Fence, read_sent_at: LocalInstant, remaining_ms: u64) -> Self {
+        let local_ms = remaining_ms.saturating_sub(cfg.safety_margin_ms());
+        let renew_after_ms = local_ms.saturating_sub(cfg.local_lease_ms() - cfg.renew_interval_ms());
+        Self {
+            fence,
+            deadline: read_sent_at.plus_ms(local_ms),
+            renewal: Renewal::Due { at: read_sent_at.plus_ms(renew_after_ms) },
+        }
+    }
+}
+
+/// Why a holder releases, which fixes the status it writes and where the run goes next.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ReleaseReason {
+    Completed,
+    NotNeeded,
+    Unlocked,
+    SectionFailed { error: String },
+    Abandon(Outcome),
+}
+
+/// What the release transaction established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Released {
+    Confirmed,
+    NotHolder,
+    Unconfirmed,
+}
+
+/// What a retry timer leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Retry {
+    Observe,
+    Acquire,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum State {
+    NotStarted,
+    AwaitingNeed,
+    AwaitingAcquireCommit { sent_at: LocalInstant },
+    AwaitingAcquireResolution { read_sent_at: LocalInstant },
+    AwaitingRetryTimer { wake_at: LocalInstant, then: Retry },
+    AwaitingObservation,
+    AwaitingNeedWhileHolding { held: Held },
+    Holding { held: Held, lost: bool, finishing: Option<ReleaseReason> },
+    AwaitingReleaseCommit { fence: Fence, reason: ReleaseReason, resends_left: u8 },
+    AwaitingReleaseResolution { fence: Fence, reason: ReleaseReason, resends_left: u8 },
+    Finished(Outcome),
+}
+
+impl State {
+    const fn name(&self) -> &'static str {
+        match self {
+            Self::NotStarted => "NotStarted",
+            Self::AwaitingNeed => "AwaitingNeed",
+            Self::AwaitingAcquireCommit { .. } => "AwaitingAcquireCommit",
+            Self::AwaitingAcquireResolution { .. } => "AwaitingAcquireResolution",
+            Self::AwaitingRetryTimer { .. } => "AwaitingRetryTimer",
+            Self::AwaitingObservation => "AwaitingObservation",
+            Self::AwaitingNeedWhileHolding { .. } => "AwaitingNeedWhileHolding",
+            Self::Holding { .. } => "Holding",
+            Self::AwaitingReleaseCommit { .. } => "AwaitingReleaseCommit",
+            Self::AwaitingReleaseResolution { .. } => "AwaitingReleaseResolution",
+            Self::Finished(_) => "Finished",
+        }
+    }
+}
+
+const fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::NeedAnswered { .. } => "NeedAnswered",
+        Event::NeedCheckFailed => "NeedCheckFailed",
+        Event::TxnCommitted(_) => "TxnCommitted",
+        Event::TxnAborted => "TxnAborted",
+        Event::TxnOutcomeUnknown => "TxnOutcomeUnknown",
+        Event::TxnFailed(_) => "TxnFailed",
+        Event::RowRead { .. } => "RowRead",
+        Event::ReadFailed(_) => "ReadFailed",
+        Event::SectionFinished(_) => "SectionFinished",
+        Event::ReleaseRequested => "ReleaseRequested",
+        Event::Cancel => "Cancel",
+    }
+}
+
+/// Deterministic jitter (SplitMix64), seeded from the client id: no unseeded randomness in the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Jitter(u64);
+
+impl Jitter {
+    fn next_ms(&mut self, bound_ms: u64) -> u64 {
+        if bound_ms == 0 {
+            return 0;
+        }
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % (bound_ms + 1)
+    }
+}
+
+/// The lease currently held, as the driver may show it to the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The fence.
+    pub fence: Fence,
+    /// The local deadline by which the lease is proven held.
+    pub deadline: LocalInstant,
+    /// Whether the lock-lost signal has been given.
+    pub lost: bool,
+}
+
+/// One client's run of the protocol: a run-once section or one lock acquisition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientMachine {
+    id: ClientId,
+    name: String,
+    mode: Mode,
+    max_retries: u32,
+    attempts: u32,
+    cancel_requested: bool,
+    jitter: Jitter,
+    state: State,
+}
+
+impl ClientMachine {
+    /// A run-once client; it waits and retries at most `cfg.max_retries()` times.
+    pub fn run_once(id: ClientId, name: impl Into<String>, cfg: &Config) -> Self {
+        Self::new(id, name.into(), Mode::RunOnce, cfg.max_retries())
+    }
+
+    /// A lock client; it waits and retries at most `max_retries` times (0: try once).
+    pub fn lock(id: ClientId, name: impl Into<String>, max_retries: u32) -> Self {
+        Self::new(id, name.into(), Mode::Lock, max_retries)
+    }
+
+    fn new(id: ClientId, name: String, mode: Mode, max_retries: u32) -> Self {
+        let seed = id.uuid().as_u64_pair();
+        Self {
+            id,
+            name,
+            mode,
+            max_retries,
+            attempts: 0,
+            cancel_requested: false,
+            jitter: Jitter(seed.0 ^ seed.1),
+            state: State::NotStarted,
+        }
+    }
+
+    /// This client's id.
+    pub const fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// Run-once or lock.
+    pub const fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The current state's name, for traces.
+    pub const fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// Retries made so far.
+    pub const fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The outcome, once finished.
+    pub const fn outcome(&self) -> Option<&Outcome> {
+        match &self.state {
+            State::Finished(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+
+    /// The lease this client holds while its section runs or its lock is granted.
+    pub const fn lease(&self) -> Option<HeldLease> {
+        match &self.state {
+            State::Holding { held, lost, .. } => {
+                Some(HeldLease { fence: held.fence, deadline: held.deadline, lost: *lost })
+            }
+            _ => None,
+        }
+    }
+
+    /// The fence this client may rely on at local time `now`: it is in a holding state, has not signalled lock
+    /// loss, and (in the fenced protocol) its local deadline has not passed. The model checker's exclusivity
+    /// property is stated in terms of this.
+    pub fn relies_on_lease_at(&self, cfg: &Config, now: LocalInstant) -> Option<Fence> {
+        let (held, lost) = match &self.state {
+            State::AwaitingNeedWhileHolding { held } => (held, false),
+            State::Holding { held, lost, .. } => (held, *lost),
+            _ => return None,
+        };
+        let in_time = !cfg.protocol().keeps_deadline() || now < held.deadline;
+        (!lost && in_time).then_some(held.fence)
+    }
+
+    /// Renames every client id this machine holds (its own and those in its outcome), for the model checker's
+    /// symmetry reduction. The jitter stream is reseeded from the new id, as if the machine had been built
+    /// with it: the checker runs with no jitter, where that makes no difference.
+    #[cfg(feature = "checker")]
+    pub fn relabel(&mut self, rename: impl Fn(ClientId) -> ClientId) {
+        self.id = rename(self.id);
+        let seed = self.id.uuid().as_u64_pair();
+        self.jitter = Jitter(seed.0 ^ seed.1);
+        let relabel_outcome = |outcome: &mut Outcome| {
+            if let Outcome::DoneByOther { holder, .. } = outcome {
+                *holder = rename(*holder);
+            }
+        };
+        match &mut self.state {
+            State::Finished(outcome) => relabel_outcome(outcome),
+            State::Holding { finishing: Some(ReleaseReason::Abandon(outcome)), .. }
+            | State::AwaitingReleaseCommit { reason: ReleaseReason::Abandon(outcome), .. }
+            | State::AwaitingReleaseResolution { reason: ReleaseReason::Abandon(outcome), .. } => {
+                relabel_outcome(outcome);
+            }
+            _ => {}
+        }
+    }
+
+    /// When the driver must call [`Self::handle_timeout`], if ever.
+    pub fn poll_timeout(&self, cfg: &Config) -> Option<LocalInstant> {
+        match &self.state {
+            State::AwaitingRetryTimer { wake_at, .. } => Some(*wake_at),
+            State::Holding { held, lost: false, .. } if cfg.protocol().keeps_deadline() => match held.renewal {
+                Renewal::Due { at } => Some(at.min(held.deadline)),
+                Renewal::InFlight { .. } | Renewal::Stopped => Some(held.deadline),
+            },
+            _ => None,
+        }
+    }
+
+    /// Starts the run: a need check (run-once) or an acquisition (lock).
+    pub fn start(&mut self, now: LocalInstant) -> Option<Command> {
+        if self.state != State::NotStarted {
+            return None;
+        }
+        match self.mode {
+            Mode::RunOnce => {
+                self.state = State::AwaitingNeed;
+                Some(Command::CheckNeed)
+            }
+            Mode::Lock => self.send_acquire(now),
+        }
+    }
+
+    /// Fires whatever timer is due at `now`: a retry wake-up, the local deadline (lock lost), or a renewal.
+    pub fn handle_timeout(&mut self, cfg: &Config, now: LocalInstant) -> Option<Command> {
+        match &mut self.state {
+            State::AwaitingRetryTimer { wake_at, then } if now >= *wake_at => match *then {
+                Retry::Observe => {
+                    self.state = State::AwaitingObservation;
+                    Some(Command::ReadRow)
+                }
+                Retry::Acquire => self.send_acquire(now),
+            },
+            State::Holding { held, lost, .. } if !*lost && cfg.protocol().keeps_deadline() => {
+                if now >= held.deadline {
+                    *lost = true;
+                    if let Renewal::Due { .. } = held.renewal {
+                        held.renewal = Renewal::Stopped;
+                    }
+                    return Some(Command::SignalLockLost { fence: held.fence });
+                }
+                match held.renewal {
+                    Renewal::Due { at } if now >= at => {
+                        held.renewal = Renewal::InFlight { sent_at: now };
+                        Some(Command::RunTxn(TxnRequest::Renew { client: self.id, fence: held.fence }))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Feeds one event at local time `now` and returns the command it leads to.
+    pub fn handle(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        event: Event,
+    ) -> Result<Option<Command>, UnexpectedEvent> {
+        let unexpected = UnexpectedEvent { state: self.state.name(), event: event_name(&event) };
+        let state = std::mem::replace(&mut self.state, State::NotStarted);
+        let command = match (state, event) {
+            (State::Finished(outcome), _) => {
+                self.state = State::Finished(outcome);
+                None
+            }
+            (
+                State::NotStarted | State::AwaitingNeed | State::AwaitingRetryTimer { .. } | State::AwaitingObservation,
+                Event::Cancel,
+            ) => self.finish(Outcome::Cancelled),
+            (
+                state @ (State::AwaitingAcquireCommit { .. }
+                | State::AwaitingAcquireResolution { .. }
+                | State::AwaitingNeedWhileHolding { .. }
+                | State::AwaitingReleaseCommit { .. }
+                | State::AwaitingReleaseResolution { .. }),
+                Event::Cancel,
+            ) => {
+                self.cancel_requested = true;
+                self.state = state;
+                None
+            }
+
+            (State::AwaitingNeed, Event::NeedAnswered { needed: false }) => self.finish(Outcome::NotNeeded),
+            (State::AwaitingNeed, Event::NeedAnswered { needed: true }) => self.send_acquire(now),
+            (State::AwaitingNeed, Event::NeedCheckFailed) => self.finish(Outcome::Failed(Failure::NeedCheck)),
+
+            (State::AwaitingAcquireCommit { sent_at }, Event::TxnCommitted(reply)) => match reply {
+                // This transaction wrote expires_at = (server time after sent_at) + ttl.
+                TxnReply::Acquired { fence, .. } => self.on_acquired(cfg, fence, Held::granted_at(cfg, fence, sent_at)),
+                TxnReply::Busy { holder, fence, expires_at, server_now } => {
+                    self.act_on(cfg, now, Observation::Busy { holder, fence, expires_at, server_now }, false)
+                }
+                TxnReply::DoneByOther { holder, fence } => self.finish(Outcome::DoneByOther { holder, fence }),
+                TxnReply::Renewed { .. } | TxnReply::Released | TxnReply::FenceValid | TxnReply::NotHolder => {
+                    self.state = State::AwaitingAcquireCommit { sent_at };
+                    return Err(unexpected);
+                }
+            },
+            (State::AwaitingAcquireCommit { .. }, Event::TxnAborted) => {
+                let backoff_ms = cfg.wait_ms().saturating_mul(1 << self.attempts.min(16));
+                self.retry_after(cfg, now, backoff_ms.min(cfg.max_wait_ms()), Retry::Acquire)
+            }
+            (State::AwaitingAcquireCommit { .. }, Event::TxnOutcomeUnknown) => {
+                self.state = State::AwaitingAcquireResolution { read_sent_at: now };
+                Some(Command::ReadRow)
+            }
+            (
+                State::AwaitingAcquireCommit { .. }
+                | State::AwaitingAcquireResolution { .. }
+                | State::AwaitingObservation,
+                Event::TxnFailed(failure) | Event::ReadFailed(failure),
+            ) => {
+                if self.cancel_requested {
+                    self.finish(Outcome::Cancelled)
+                } else {
+                    self.finish(Outcome::Failed(failure))
+                }
+            }
+            (State::AwaitingAcquireResolution { read_sent_at }, Event::RowRead { row, server_now }) => match row {
+                // Only a row naming this client proves it holds the lease; nothing is assumed. The row may have
+                // been written by an earlier acquisition of ours, so the deadline comes from the expiry it shows,
+                // not from when the unknown transaction was sent.
+                Some(r) if r.status == Status::Started && r.holder == self.id && server_now < r.expires_at => {
+                    let remaining_ms = server_now.ms_until_floor(r.expires_at);
+                    self.on_acquired(cfg, r.fence, Held::observed(cfg, r.fence, read_sent_at, remaining_ms))
+                }
+                row => {
+                    let observation = observe(cfg, self.mode, self.id, row.as_ref(), server_now);
+                    self.act_on(cfg, now, observation, true)
+                }
+            },
+            (State::AwaitingObservation, Event::RowRead { row, server_now }) => {
+                let observation = observe(cfg, self.mode, self.id, row.as_ref(), server_now);
+                self.act_on(cfg, now, observation, false)
+            }
+
+            (State::AwaitingNeedWhileHolding { held }, Event::NeedAnswered { needed }) => {
+                if self.cancel_requested {
+                    self.send_release(held.fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)
+                } else if !needed {
+                    self.send_release(held.fence, ReleaseReason::NotNeeded, MAX_RELEASE_RESENDS)
+                } else if cfg.protocol().keeps_deadline() && now >= held.deadline {
+                    // The grant ran out during the need check: acquire again (re-entrant if still ours).
+                    self.retry_after(cfg, now, 0, Retry::Acquire)
+                } else {
+                    self.state = State::Holding { held, lost: false, finishing: None };
+                    Some(Command::RunSection { fence: held.fence, deadline: held.deadline })
+                }
+            }
+            (State::AwaitingNeedWhileHolding { held }, Event::NeedCheckFailed) => self.send_release(
+                held.fence,
+                ReleaseReason::Abandon(Outcome::Failed(Failure::NeedCheck)),
+                MAX_RELEASE_RESENDS,
+            ),
+
+            (
+                State::Holding { mut held, mut lost, mut finishing },
+                event @ (Event::TxnCommitted(_) | Event::TxnAborted | Event::TxnOutcomeUnknown | Event::TxnFailed(_)),
+            ) => {
+                let Renewal::InFlight { sent_at } = held.renewal else {
+                    self.state = State::Holding { held, lost, finishing };
+                    return Err(unexpected);
+                };
+                let mut signal = None;
+                held.renewal = match event {
+                    Event::TxnCommitted(TxnReply::Renewed { .. }) if !lost => {
+                        held.deadline = held.deadline.max(sent_at.plus_ms(cfg.local_lease_ms()));
+                        Renewal::Due { at: sent_at.plus_ms(cfg.renew_interval_ms()) }
+                    }
+                    Event::TxnCommitted(TxnReply::NotHolder) => {
+                        if !lost {
+                            lost = true;
+                            signal = Some(Command::SignalLockLost { fence: held.fence });
+                        }
+                        Renewal::Stopped
+                    }
+                    // Aborted, unknown or unavailable: try again at once; the deadline bounds the attempts.
+                    Event::TxnAborted | Event::TxnOutcomeUnknown | Event::TxnFailed(Failure::Unavailable) if !lost => {
+                        Renewal::Due { at: now }
+                    }
+                    Event::TxnCommitted(TxnReply::Renewed { .. })
+                    | Event::TxnAborted
+                    | Event::TxnOutcomeUnknown
+                    | Event::TxnFailed(_) => Renewal::Stopped,
+                    Event::TxnCommitted(_) => {
+                        held.renewal = Renewal::InFlight { sent_at };
+                        self.state = State::Holding { held, lost, finishing };
+                        return Err(unexpected);
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                match finishing.take() {
+                    // The section is already over: no one is left to signal; release now.
+                    Some(reason) => self.send_release(held.fence, reason, MAX_RELEASE_RESENDS),
+                    None => {
+                        self.state = State::Holding { held, lost, finishing };
+                        signal
+                    }
+                }
+            }
+            (
+                State::Holding { held, lost, finishing: None },
+                event @ (Event::SectionFinished(_) | Event::ReleaseRequested | Event::Cancel),
+            ) => {
+                let reason = match (self.mode, event) {
+                    (Mode::RunOnce, Event::SectionFinished(SectionResult::Completed)) => ReleaseReason::Completed,
+                    (Mode::RunOnce, Event::SectionFinished(SectionResult::Failed { error })) => {
+                        ReleaseReason::SectionFailed { error }
+                    }
+                    (Mode::Lock, Event::ReleaseRequested) => ReleaseReason::Unlocked,
+                    (_, Event::Cancel) => {
+                        self.cancel_requested = true;
+                        ReleaseReason::Abandon(Outcome::Cancelled)
+                    }
+                    _ => {
+                        self.state = State::Holding { held, lost, finishing: None };
+                        return Err(unexpected);
+                    }
+                };
+                if let Renewal::InFlight { .. } = held.renewal {
+                    self.state = State::Holding { held, lost, finishing: Some(reason) };
+                    None
+                } else {
+                    self.send_release(held.fence, reason, MAX_RELEASE_RESENDS)
+                }
+            }
+
+            (
+                State::AwaitingReleaseCommit { fence, reason, resends_left },
+                event @ (Event::TxnCommitted(_) | Event::TxnAborted | Event::TxnOutcomeUnknown | Event::TxnFailed(_)),
+            ) => match event {
+                Event::TxnCommitted(TxnReply::Released) => {
+                    self.after_release(cfg, now, fence, reason, Released::Confirmed)
+                }
+                Event::TxnCommitted(TxnReply::NotHolder) => {
+                    self.after_release(cfg, now, fence, reason, Released::NotHolder)
+                }
+                Event::TxnAborted if resends_left > 0 => self.send_release(fence, reason, resends_left - 1),
+                Event::TxnOutcomeUnknown => {
+                    self.state = State::AwaitingReleaseResolution { fence, reason, resends_left };
+                    Some(Command::ReadRow)
+                }
+                Event::TxnAborted | Event::TxnFailed(_) => {
+                    self.after_release(cfg, now, fence, reason, Released::Unconfirmed)
+                }
+                _ => {
+                    self.state = State::AwaitingReleaseCommit { fence, reason, resends_left };
+                    return Err(unexpected);
+                }
+            },
+            (State::AwaitingReleaseResolution { fence, reason, resends_left }, Event::RowRead { row, .. }) => match row
+            {
+                Some(r) if r.holder == self.id && r.fence == fence => {
+                    if r.status != Status::Started {
+                        self.after_release(cfg, now, fence, reason, Released::Confirmed)
+                    } else if resends_left > 0 {
+                        self.send_release(fence, reason, resends_left - 1)
+                    } else {
+                        self.after_release(cfg, now, fence, reason, Released::Unconfirmed)
+                    }
+                }
+                _ => self.after_release(cfg, now, fence, reason, Released::NotHolder),
+            },
+            (State::AwaitingReleaseResolution { fence, reason, .. }, Event::ReadFailed(_)) => {
+                self.after_release(cfg, now, fence, reason, Released::Unconfirmed)
+            }
+
+            (state, _) => {
+                self.state = state;
+                return Err(unexpected);
+            }
+        };
+        Ok(command)
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> Option<Command> {
+        self.state = State::Finished(outcome.clone());
+        Some(Command::Finish(outcome))
+    }
+
+    fn send_acquire(&mut self, now: LocalInstant) -> Option<Command> {
+        if self.cancel_requested {
+            return self.finish(Outcome::Cancelled);
+        }
+        self.state = State::AwaitingAcquireCommit { sent_at: now };
+        Some(Command::RunTxn(TxnRequest::Acquire { client: self.id, holder_name: self.name.clone(), mode: self.mode }))
+    }
+
+    /// Counts one retry, gives up past the limit, else sleeps `wait_ms` plus jitter.
+    fn retry_after(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64, then: Retry) -> Option<Command> {
+        self.attempts = self.attempts.saturating_add(1);
+        if self.cancel_requested {
+            return self.finish(Outcome::Cancelled);
+        }
+        if self.attempts > self.max_retries {
+            return self.finish(Outcome::GaveUp { attempts: self.attempts });
+        }
+        let wake_at = now.plus_ms(wait_ms.saturating_add(self.jitter.next_ms(cfg.jitter_ms())));
+        self.state = State::AwaitingRetryTimer { wake_at, then };
+        None
+    }
+
+    /// Acts on what a read (or a transaction that wrote nothing) showed. `after_unknown`: the read resolved an
+    /// unknown commit that did not land, which counts as a retry even when the row is free.
+    fn act_on(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        observation: Observation,
+        after_unknown: bool,
+    ) -> Option<Command> {
+        match observation {
+            Observation::Acquirable { .. } if after_unknown => self.retry_after(cfg, now, 0, Retry::Acquire),
+            Observation::Acquirable { .. } => self.send_acquire(now),
+            // Sleep until the server-side expiry (not a blind poll), bounded by max_wait_ms.
+            Observation::Busy { expires_at, server_now, .. } => {
+                self.retry_after(cfg, now, server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms()), Retry::Observe)
+            }
+            Observation::DoneByOther { holder, fence } => self.finish(Outcome::DoneByOther { holder, fence }),
+        }
+    }
+
+    fn on_acquired(&mut self, cfg: &Config, fence: Fence, held: Held) -> Option<Command> {
+        if self.cancel_requested {
+            return self.send_release(fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS);
+        }
+        let held = if cfg.protocol().keeps_deadline() { held } else { Held { renewal: Renewal::Stopped, ..held } };
+        match self.mode {
+            Mode::RunOnce => {
+                // Checked again under the lease: a previous holder may have completed the effect and crashed
+                // before recording DONE.
+                self.state = State::AwaitingNeedWhileHolding { held };
+                Some(Command::CheckNeed)
+            }
+            Mode::Lock => {
+                self.state = State::Holding { held, lost: false, finishing: None };
+                Some(Command::Granted { fence, deadline: held.deadline })
+            }
+        }
+    }
+
+    fn send_release(&mut self, fence: Fence, reason: ReleaseReason, resends_left: u8) -> Option<Command> {
+        let status = match (&reason, self.mode) {
+            (ReleaseReason::SectionFailed { error }, _) => ReleaseStatus::Failed { error: error.clone() },
+            (ReleaseReason::Abandon(outcome), Mode::RunOnce) => ReleaseStatus::Failed { error: format!("{outcome:?}") },
+            _ => ReleaseStatus::Done,
+        };
+        self.state = State::AwaitingReleaseCommit { fence, reason, resends_left };
+        Some(Command::RunTxn(TxnRequest::Release { client: self.id, fence, status }))
+    }
+
+    fn after_release(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        fence: Fence,
+        reason: ReleaseReason,
+        released: Released,
+    ) -> Option<Command> {
+        let lost = released == Released::NotHolder;
+        match reason {
+            ReleaseReason::Completed if lost => self.finish(Outcome::LeaseLost { fence }),
+            ReleaseReason::Completed => self.finish(Outcome::Executed { fence }),
+            ReleaseReason::Unlocked if lost => self.finish(Outcome::LeaseLost { fence }),
+            ReleaseReason::Unlocked => self.finish(Outcome::Released { fence }),
+            ReleaseReason::NotNeeded => self.finish(Outcome::NotNeeded),
+            ReleaseReason::SectionFailed { .. } => self.retry_after(cfg, now, cfg.wait_ms(), Retry::Acquire),
+            ReleaseReason::Abandon(outcome) => self.finish(outcome),
+        }
+    }
+}

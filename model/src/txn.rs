@@ -1,0 +1,441 @@
+//! The transaction logic: the pure decisions a Spanner read-write transaction makes, given the row as read in
+//! that transaction (or none) and the server time read in that same transaction. Drivers run [`plan`] inside the
+//! transaction and buffer [`TxnPlan::write`]; serializability does the rest.
+
+use crate::{ClientId, Config, Fence, LeaseRow, RowWrite, ServerTime, Status};
+use serde::{Deserialize, Serialize};
+
+/// What a client wants from the mutex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// Run a critical section once per need: a fresh DONE row means someone already did it.
+    RunOnce,
+    /// A plain lease lock: DONE and FAILED rows are simply free.
+    Lock,
+}
+
+/// How a free row came to be acquired; for traces and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AcquisitionKind {
+    /// No row, a stale DONE row, or (lock mode) a released one.
+    Fresh,
+    /// The previous holder reported FAILED.
+    AfterFailure,
+    /// The previous holder's lease expired without a release.
+    Takeover,
+    /// The row already names this client as an unexpired holder (its earlier commit landed unseen).
+    Reentrant,
+}
+
+/// What an observer can conclude from a row read at a server time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Observation {
+    /// An acquisition attempt would succeed now; `kind` says why.
+    Acquirable {
+        /// Why the row is free.
+        kind: AcquisitionKind,
+    },
+    /// Someone holds an unexpired lease.
+    Busy {
+        /// The holder.
+        holder: ClientId,
+        /// The holder's fence.
+        fence: Fence,
+        /// When the lease expires unless renewed.
+        expires_at: ServerTime,
+        /// The server time of the observation, so waiters can sleep until expiry on their own clock.
+        server_now: ServerTime,
+    },
+    /// (Run-once only.) Someone completed the section within the staleness window.
+    DoneByOther {
+        /// Who completed it.
+        holder: ClientId,
+        /// With which fence.
+        fence: Fence,
+    },
+}
+
+/// Judges a row as seen by `observer` at `now`. All expiry decisions in the protocol go through here.
+pub fn observe(cfg: &Config, mode: Mode, observer: ClientId, row: Option<&LeaseRow>, now: ServerTime) -> Observation {
+    let Some(row) = row else {
+        return Observation::Acquirable { kind: AcquisitionKind::Fresh };
+    };
+    match row.status {
+        Status::Started if now < row.expires_at => {
+            if row.holder == observer {
+                Observation::Acquirable { kind: AcquisitionKind::Reentrant }
+            } else {
+                Observation::Busy { holder: row.holder, fence: row.fence, expires_at: row.expires_at, server_now: now }
+            }
+        }
+        Status::Started => Observation::Acquirable { kind: AcquisitionKind::Takeover },
+        Status::Failed => Observation::Acquirable { kind: AcquisitionKind::AfterFailure },
+        Status::Done if mode == Mode::RunOnce && now < row.updated_at.plus_ms(cfg.staleness_ms()) => {
+            Observation::DoneByOther { holder: row.holder, fence: row.fence }
+        }
+        Status::Done => Observation::Acquirable { kind: AcquisitionKind::Fresh },
+    }
+}
+
+/// How a holder leaves the row when it releases.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReleaseStatus {
+    /// The section completed, or the lock is released.
+    Done,
+    /// The section failed or was cancelled; others may retry at once.
+    Failed {
+        /// What went wrong, stored in `last_error`.
+        error: String,
+    },
+}
+
+/// A read-write transaction the protocol runs on the lease row.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TxnRequest {
+    /// Acquire the lease if the row is free.
+    Acquire {
+        /// The acquiring client.
+        client: ClientId,
+        /// Its display name.
+        holder_name: String,
+        /// Run-once or lock semantics.
+        mode: Mode,
+    },
+    /// Extend the holder's lease by a TTL from now.
+    Renew {
+        /// The holder.
+        client: ClientId,
+        /// Its fence.
+        fence: Fence,
+    },
+    /// End the holder's lease with a final status.
+    Release {
+        /// The holder.
+        client: ClientId,
+        /// Its fence.
+        fence: Fence,
+        /// The status to leave.
+        status: ReleaseStatus,
+    },
+    /// Verify, inside a user's transaction, that the lease is still held with this fence; the user's writes in
+    /// the same transaction then commit only while the lease is ours.
+    VerifyFence {
+        /// The holder.
+        client: ClientId,
+        /// Its fence.
+        fence: Fence,
+    },
+}
+
+impl TxnRequest {
+    /// The client the request is for.
+    pub const fn client(&self) -> ClientId {
+        match self {
+            Self::Acquire { client, .. }
+            | Self::Renew { client, .. }
+            | Self::Release { client, .. }
+            | Self::VerifyFence { client, .. } => *client,
+        }
+    }
+
+    /// The same request for a renamed client (model checker symmetry reduction).
+    #[cfg(feature = "checker")]
+    pub(crate) fn relabel(&mut self, rename: impl Fn(ClientId) -> ClientId) {
+        match self {
+            Self::Acquire { client, .. }
+            | Self::Renew { client, .. }
+            | Self::Release { client, .. }
+            | Self::VerifyFence { client, .. } => *client = rename(*client),
+        }
+    }
+}
+
+/// What a committed transaction tells the client.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TxnReply {
+    /// The lease is ours until `expires_at` on the server's clock.
+    Acquired {
+        /// Our fence.
+        fence: Fence,
+        /// Server-side expiry of the grant.
+        expires_at: ServerTime,
+        /// Why the row was free.
+        kind: AcquisitionKind,
+    },
+    /// Someone else holds the lease; nothing was written.
+    Busy {
+        /// The holder.
+        holder: ClientId,
+        /// Its fence.
+        fence: Fence,
+        /// Its expiry.
+        expires_at: ServerTime,
+        /// Server time read in the transaction.
+        server_now: ServerTime,
+    },
+    /// The section was completed by someone within the staleness window; nothing was written.
+    DoneByOther {
+        /// Who completed it.
+        holder: ClientId,
+        /// With which fence.
+        fence: Fence,
+    },
+    /// The lease is extended until `expires_at`.
+    Renewed {
+        /// New server-side expiry.
+        expires_at: ServerTime,
+    },
+    /// The lease is released (or was already released by this holder).
+    Released,
+    /// The fence is current: the transaction's other writes may commit.
+    FenceValid,
+    /// The row no longer names this client and fence as an unexpired holder; nothing was written.
+    NotHolder,
+}
+
+/// The outcome of running a [`TxnRequest`] against a row: what to buffer, and what to reply once committed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TxnPlan {
+    /// The row to write, if any.
+    pub write: Option<RowWrite>,
+    /// The reply, valid only if the transaction commits.
+    pub reply: TxnReply,
+}
+
+fn held_by(row: Option<&LeaseRow>, client: ClientId, fence: Fence, now: ServerTime) -> bool {
+    row.is_some_and(|r| r.status == Status::Started && r.holder == client && r.fence == fence && now < r.expires_at)
+}
+
+fn no_write(reply: TxnReply) -> TxnPlan {
+    TxnPlan { write: None, reply }
+}
+
+/// Decides `request` against `row` at `now`. `now` is the server time read in the same transaction (the seed's
+/// protocol, [`crate::Protocol::Naive`], passed the client's wall clock here instead).
+pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: ServerTime) -> TxnPlan {
+    match request {
+        TxnRequest::Acquire { client, holder_name, mode } => match observe(cfg, *mode, *client, row, now) {
+            Observation::Acquirable { kind } => {
+                let (fence, attempt) = match (row, kind) {
+                    (None, _) => (Fence::FIRST, 1),
+                    (Some(r), AcquisitionKind::Reentrant) => (r.fence, r.attempt),
+                    (Some(r), AcquisitionKind::Fresh) => (r.fence.next(), 1),
+                    (Some(r), _) => (r.fence.next(), r.attempt.saturating_add(1)),
+                };
+                let expires_at = now.plus_ms(cfg.ttl_ms());
+                let write = RowWrite {
+                    status: Status::Started,
+                    holder: *client,
+                    holder_name: holder_name.clone(),
+                    fence,
+                    expires_at,
+                    attempt,
+                    last_error: None,
+                };
+                TxnPlan { write: Some(write), reply: TxnReply::Acquired { fence, expires_at, kind } }
+            }
+            Observation::Busy { holder, fence, expires_at, server_now } => {
+                no_write(TxnReply::Busy { holder, fence, expires_at, server_now })
+            }
+            Observation::DoneByOther { holder, fence } => no_write(TxnReply::DoneByOther { holder, fence }),
+        },
+        TxnRequest::Renew { client, fence } => match row {
+            Some(r) if held_by(row, *client, *fence, now) => {
+                let expires_at = now.plus_ms(cfg.ttl_ms());
+                TxnPlan {
+                    write: Some(RowWrite { expires_at, ..r.to_write() }),
+                    reply: TxnReply::Renewed { expires_at },
+                }
+            }
+            _ => no_write(TxnReply::NotHolder),
+        },
+        TxnRequest::Release { client, fence, status } => match row {
+            // An expired but untaken lease may still be released: nobody else ran in the meantime.
+            Some(r) if r.holder == *client && r.fence == *fence && r.status == Status::Started => {
+                let (status, last_error) = match status {
+                    ReleaseStatus::Done => (Status::Done, None),
+                    ReleaseStatus::Failed { error } => (Status::Failed, Some(error.clone())),
+                };
+                let write = RowWrite { status, last_error, expires_at: now.min(r.expires_at), ..r.to_write() };
+                TxnPlan { write: Some(write), reply: TxnReply::Released }
+            }
+            // Retrying a release whose first commit landed unseen.
+            Some(r) if r.holder == *client && r.fence == *fence => no_write(TxnReply::Released),
+            _ => no_write(TxnReply::NotHolder),
+        },
+        TxnRequest::VerifyFence { client, fence } => {
+            if !cfg.protocol().checks_fence() || held_by(row, *client, *fence, now) {
+                no_write(TxnReply::FenceValid)
+            } else {
+                no_write(TxnReply::NotHolder)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConfigParams, Protocol};
+
+    const A: ClientId = ClientId::from_u128(0xA);
+    const B: ClientId = ClientId::from_u128(0xB);
+
+    fn cfg() -> Config {
+        ConfigParams {
+            ttl_ms: 10,
+            staleness_ms: 1_000,
+            wait_ms: 1,
+            max_wait_ms: 5,
+            max_retries: 3,
+            renew_interval_ms: 3,
+            safety_margin_ms: 2,
+            jitter_ms: 0,
+            protocol: Protocol::Fenced,
+        }
+        .validate()
+        .expect("valid")
+    }
+
+    fn at(ms: i64) -> ServerTime {
+        ServerTime::from_unix_micros(ms * 1_000)
+    }
+
+    fn acquire(client: ClientId) -> TxnRequest {
+        TxnRequest::Acquire { client, holder_name: String::new(), mode: Mode::RunOnce }
+    }
+
+    fn commit(plan: &TxnPlan, at_ms: i64) -> LeaseRow {
+        plan.write.clone().expect("a write").committed_at(at(at_ms))
+    }
+
+    #[test]
+    fn first_acquire_creates_fence_one_expiring_a_ttl_after_server_now() {
+        let p = plan(&cfg(), &acquire(A), None, at(100));
+        assert_eq!(
+            p.reply,
+            TxnReply::Acquired { fence: Fence::FIRST, expires_at: at(110), kind: AcquisitionKind::Fresh }
+        );
+        let row = commit(&p, 101);
+        assert_eq!(
+            (row.status, row.holder, row.fence, row.expires_at, row.attempt),
+            (Status::Started, A, Fence::FIRST, at(110), 1)
+        );
+    }
+
+    #[test]
+    fn unexpired_lease_is_busy_until_its_expiry_then_taken_over_with_the_next_fence() {
+        let row = commit(&plan(&cfg(), &acquire(A), None, at(100)), 100);
+        let busy = plan(&cfg(), &acquire(B), Some(&row), at(109));
+        assert_eq!(
+            busy,
+            no_write(TxnReply::Busy { holder: A, fence: Fence::FIRST, expires_at: at(110), server_now: at(109) })
+        );
+        let take = plan(&cfg(), &acquire(B), Some(&row), at(110));
+        assert_eq!(
+            take.reply,
+            TxnReply::Acquired { fence: Fence::new(2), expires_at: at(120), kind: AcquisitionKind::Takeover }
+        );
+        assert_eq!(commit(&take, 110).attempt, 2);
+    }
+
+    #[test]
+    fn own_unexpired_row_is_reacquired_with_the_same_fence() {
+        let row = commit(&plan(&cfg(), &acquire(A), None, at(100)), 100);
+        let again = plan(&cfg(), &acquire(A), Some(&row), at(105));
+        assert_eq!(
+            again.reply,
+            TxnReply::Acquired { fence: Fence::FIRST, expires_at: at(115), kind: AcquisitionKind::Reentrant }
+        );
+    }
+
+    #[test]
+    fn done_is_final_until_stale_in_run_once_mode_and_free_in_lock_mode() {
+        let held = commit(&plan(&cfg(), &acquire(A), None, at(0)), 0);
+        let release = TxnRequest::Release { client: A, fence: Fence::FIRST, status: ReleaseStatus::Done };
+        let done = commit(&plan(&cfg(), &release, Some(&held), at(5)), 5);
+        assert_eq!((done.status, done.expires_at), (Status::Done, at(5)));
+        assert_eq!(
+            plan(&cfg(), &acquire(B), Some(&done), at(1_004)).reply,
+            TxnReply::DoneByOther { holder: A, fence: Fence::FIRST }
+        );
+        let fresh = plan(&cfg(), &acquire(B), Some(&done), at(1_005));
+        assert_eq!(
+            fresh.reply,
+            TxnReply::Acquired { fence: Fence::new(2), expires_at: at(1_015), kind: AcquisitionKind::Fresh }
+        );
+        let lock = TxnRequest::Acquire { client: B, holder_name: String::new(), mode: Mode::Lock };
+        assert!(matches!(
+            plan(&cfg(), &lock, Some(&done), at(6)).reply,
+            TxnReply::Acquired { kind: AcquisitionKind::Fresh, .. }
+        ));
+    }
+
+    #[test]
+    fn failed_rows_are_free_at_once() {
+        let held = commit(&plan(&cfg(), &acquire(A), None, at(0)), 0);
+        let release = TxnRequest::Release {
+            client: A,
+            fence: Fence::FIRST,
+            status: ReleaseStatus::Failed { error: "boom".into() },
+        };
+        let failed = commit(&plan(&cfg(), &release, Some(&held), at(2)), 2);
+        assert_eq!(failed.last_error.as_deref(), Some("boom"));
+        let again = plan(&cfg(), &acquire(B), Some(&failed), at(3));
+        assert_eq!(
+            again.reply,
+            TxnReply::Acquired { fence: Fence::new(2), expires_at: at(13), kind: AcquisitionKind::AfterFailure }
+        );
+    }
+
+    #[test]
+    fn renew_requires_holder_fence_and_an_unexpired_lease() {
+        let held = commit(&plan(&cfg(), &acquire(A), None, at(0)), 0);
+        let renew = |client, fence| TxnRequest::Renew { client, fence };
+        let ok = plan(&cfg(), &renew(A, Fence::FIRST), Some(&held), at(9));
+        assert_eq!(ok.reply, TxnReply::Renewed { expires_at: at(19) });
+        assert_eq!(commit(&ok, 9).fence, Fence::FIRST);
+        for (client, fence, now) in [(B, Fence::FIRST, 5), (A, Fence::new(2), 5), (A, Fence::FIRST, 10)] {
+            assert_eq!(plan(&cfg(), &renew(client, fence), Some(&held), at(now)), no_write(TxnReply::NotHolder));
+        }
+        assert_eq!(plan(&cfg(), &renew(A, Fence::FIRST), None, at(1)), no_write(TxnReply::NotHolder));
+    }
+
+    #[test]
+    fn release_by_a_superseded_holder_writes_nothing() {
+        let first = commit(&plan(&cfg(), &acquire(A), None, at(0)), 0);
+        let second = commit(&plan(&cfg(), &acquire(B), Some(&first), at(10)), 10);
+        let stale = TxnRequest::Release { client: A, fence: Fence::FIRST, status: ReleaseStatus::Done };
+        assert_eq!(plan(&cfg(), &stale, Some(&second), at(11)), no_write(TxnReply::NotHolder));
+    }
+
+    #[test]
+    fn release_is_idempotent_for_its_holder() {
+        let held = commit(&plan(&cfg(), &acquire(A), None, at(0)), 0);
+        let release = TxnRequest::Release { client: A, fence: Fence::FIRST, status: ReleaseStatus::Done };
+        let done = commit(&plan(&cfg(), &release, Some(&held), at(1)), 1);
+        assert_eq!(plan(&cfg(), &release, Some(&done), at(2)), no_write(TxnReply::Released));
+    }
+
+    #[test]
+    fn verify_fence_accepts_only_the_current_unexpired_holder() {
+        let first = commit(&plan(&cfg(), &acquire(A), None, at(0)), 0);
+        let verify = |client, fence| TxnRequest::VerifyFence { client, fence };
+        assert_eq!(plan(&cfg(), &verify(A, Fence::FIRST), Some(&first), at(9)).reply, TxnReply::FenceValid);
+        assert_eq!(plan(&cfg(), &verify(A, Fence::FIRST), Some(&first), at(10)).reply, TxnReply::NotHolder);
+        let second = commit(&plan(&cfg(), &acquire(B), Some(&first), at(10)), 10);
+        assert_eq!(plan(&cfg(), &verify(A, Fence::FIRST), Some(&second), at(11)).reply, TxnReply::NotHolder);
+        assert_eq!(plan(&cfg(), &verify(B, Fence::new(2)), Some(&second), at(11)).reply, TxnReply::FenceValid);
+    }
+
+    #[test]
+    fn without_the_fence_check_a_superseded_holder_passes_verification() {
+        let mut params = cfg().params().clone();
+        params.protocol = Protocol::NoFenceCheck;
+        let broken = params.validate().expect("valid");
+        let first = commit(&plan(&broken, &acquire(A), None, at(0)), 0);
+        let second = commit(&plan(&broken, &acquire(B), Some(&first), at(10)), 10);
+        let verify = TxnRequest::VerifyFence { client: A, fence: Fence::FIRST };
+        assert_eq!(plan(&broken, &verify, Some(&second), at(11)).reply, TxnReply::FenceValid);
+    }
+}

@@ -1,0 +1,442 @@
+//! The exact commands the client machine emits for each handler.
+
+use spanner_mutex_model::txn::{AcquisitionKind, Mode, ReleaseStatus};
+use spanner_mutex_model::{
+    ClientId, ClientMachine, Command, Config, ConfigParams, Event, Failure, Fence, LeaseRow, LocalInstant, Outcome,
+    SectionResult, ServerTime, Status, TxnReply, TxnRequest,
+};
+
+const ME: ClientId = ClientId::from_u128(1);
+const OTHER: ClientId = ClientId::from_u128(2);
+
+/// ttl 10, margin 2 (local lease 8), renew every 3, wait 1, max wait 5, 2 retries, no jitter.
+fn cfg() -> Config {
+    ConfigParams {
+        ttl_ms: 10,
+        staleness_ms: 1_000,
+        wait_ms: 1,
+        max_wait_ms: 5,
+        max_retries: 2,
+        renew_interval_ms: 3,
+        safety_margin_ms: 2,
+        jitter_ms: 0,
+        ..ConfigParams::default()
+    }
+    .validate()
+    .expect("valid")
+}
+
+fn t(ms: u64) -> LocalInstant {
+    LocalInstant::from_ms(ms)
+}
+
+fn server(ms: i64) -> ServerTime {
+    ServerTime::from_unix_micros(ms * 1_000)
+}
+
+fn acquire(mode: Mode) -> Command {
+    Command::RunTxn(TxnRequest::Acquire { client: ME, holder_name: "me".into(), mode })
+}
+
+fn acquired(fence: u64) -> Event {
+    Event::TxnCommitted(TxnReply::Acquired {
+        fence: Fence::new(fence),
+        expires_at: server(100),
+        kind: AcquisitionKind::Fresh,
+    })
+}
+
+fn release(fence: u64, status: ReleaseStatus) -> Command {
+    Command::RunTxn(TxnRequest::Release { client: ME, fence: Fence::new(fence), status })
+}
+
+fn row(holder: ClientId, fence: u64, status: Status, expires_ms: i64) -> LeaseRow {
+    LeaseRow {
+        status,
+        holder,
+        holder_name: String::new(),
+        fence: Fence::new(fence),
+        updated_at: server(0),
+        expires_at: server(expires_ms),
+        attempt: 1,
+        last_error: None,
+    }
+}
+
+struct Harness {
+    cfg: Config,
+    machine: ClientMachine,
+}
+
+impl Harness {
+    fn run_once() -> Self {
+        let cfg = cfg();
+        let machine = ClientMachine::run_once(ME, "me", &cfg);
+        Self { cfg, machine }
+    }
+
+    fn lock(max_retries: u32) -> Self {
+        Self { cfg: cfg(), machine: ClientMachine::lock(ME, "me", max_retries) }
+    }
+
+    fn on(&mut self, now: u64, event: Event) -> Option<Command> {
+        self.machine.handle(&self.cfg, t(now), event).expect("expected event")
+    }
+
+    fn timeout(&mut self, now: u64) -> Option<Command> {
+        self.machine.handle_timeout(&self.cfg, t(now))
+    }
+
+    fn poll(&self) -> Option<LocalInstant> {
+        self.machine.poll_timeout(&self.cfg)
+    }
+
+    /// Start, need true, acquire sent at 0 and committed with fence 1, need true again: section running.
+    fn holding() -> Self {
+        let mut h = Self::run_once();
+        assert_eq!(h.machine.start(t(0)), Some(Command::CheckNeed));
+        assert_eq!(h.on(0, Event::NeedAnswered { needed: true }), Some(acquire(Mode::RunOnce)));
+        assert_eq!(h.on(1, acquired(1)), Some(Command::CheckNeed));
+        assert_eq!(
+            h.on(1, Event::NeedAnswered { needed: true }),
+            Some(Command::RunSection { fence: Fence::new(1), deadline: t(8) })
+        );
+        h
+    }
+}
+
+#[test]
+fn uncontended_run_once_checks_need_twice_acquires_runs_and_releases_done() {
+    let mut h = Harness::holding();
+    assert_eq!(h.poll(), Some(t(3)), "first renewal is due renew_interval after the acquire was sent");
+    assert_eq!(h.on(2, Event::SectionFinished(SectionResult::Completed)), Some(release(1, ReleaseStatus::Done)));
+    assert_eq!(h.poll(), None);
+    assert_eq!(
+        h.on(2, Event::TxnCommitted(TxnReply::Released)),
+        Some(Command::Finish(Outcome::Executed { fence: Fence::new(1) }))
+    );
+    assert_eq!(h.machine.outcome(), Some(&Outcome::Executed { fence: Fence::new(1) }));
+}
+
+#[test]
+fn not_needed_before_acquiring_finishes_without_touching_the_row() {
+    let mut h = Harness::run_once();
+    assert_eq!(h.machine.start(t(0)), Some(Command::CheckNeed));
+    assert_eq!(h.on(0, Event::NeedAnswered { needed: false }), Some(Command::Finish(Outcome::NotNeeded)));
+}
+
+#[test]
+fn not_needed_under_the_lease_releases_done() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(1, acquired(4)), Some(Command::CheckNeed));
+    assert_eq!(h.on(1, Event::NeedAnswered { needed: false }), Some(release(4, ReleaseStatus::Done)));
+    assert_eq!(h.on(2, Event::TxnCommitted(TxnReply::Released)), Some(Command::Finish(Outcome::NotNeeded)));
+}
+
+#[test]
+fn busy_lease_sleeps_until_server_expiry_then_observes_with_one_read() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    let busy = TxnReply::Busy { holder: OTHER, fence: Fence::new(3), expires_at: server(54), server_now: server(50) };
+    assert_eq!(h.on(10, Event::TxnCommitted(busy)), None);
+    assert_eq!(h.poll(), Some(t(14)), "wakes when the holder's lease expires, on the local clock");
+    assert_eq!(h.timeout(13), None, "not before");
+    assert_eq!(h.timeout(14), Some(Command::ReadRow));
+    let expired = row(OTHER, 3, Status::Started, 54);
+    assert_eq!(h.on(15, Event::RowRead { row: Some(expired), server_now: server(55) }), Some(acquire(Mode::RunOnce)));
+}
+
+#[test]
+fn busy_wait_is_bounded_by_max_wait() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    let busy = TxnReply::Busy { holder: OTHER, fence: Fence::new(3), expires_at: server(1_000), server_now: server(0) };
+    assert_eq!(h.on(10, Event::TxnCommitted(busy)), None);
+    assert_eq!(h.poll(), Some(t(15)));
+}
+
+#[test]
+fn done_by_other_finishes() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    let done = TxnReply::DoneByOther { holder: OTHER, fence: Fence::new(2) };
+    assert_eq!(
+        h.on(1, Event::TxnCommitted(done)),
+        Some(Command::Finish(Outcome::DoneByOther { holder: OTHER, fence: Fence::new(2) }))
+    );
+}
+
+#[test]
+fn aborts_back_off_exponentially_and_give_up_after_max_retries() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(0, Event::TxnAborted), None);
+    assert_eq!(h.poll(), Some(t(1)), "first backoff: wait_ms");
+    assert_eq!(h.timeout(1), Some(acquire(Mode::RunOnce)));
+    assert_eq!(h.on(1, Event::TxnAborted), None);
+    assert_eq!(h.poll(), Some(t(3)), "second backoff: wait_ms * 2");
+    assert_eq!(h.timeout(3), Some(acquire(Mode::RunOnce)));
+    assert_eq!(h.on(3, Event::TxnAborted), Some(Command::Finish(Outcome::GaveUp { attempts: 3 })));
+}
+
+#[test]
+fn unknown_acquire_outcome_that_committed_is_resolved_by_reading_holder_and_fence() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(5, Event::TxnOutcomeUnknown), Some(Command::ReadRow));
+    let ours = row(ME, 7, Status::Started, 20);
+    assert_eq!(h.on(6, Event::RowRead { row: Some(ours), server_now: server(12) }), Some(Command::CheckNeed));
+    assert_eq!(
+        h.on(6, Event::NeedAnswered { needed: true }),
+        Some(Command::RunSection { fence: Fence::new(7), deadline: t(11) }),
+        "the deadline comes from the expiry the read showed: read sent at 5 + (20 - 12) - margin 2"
+    );
+    assert_eq!(h.poll(), Some(t(6)), "renewal due as long before the deadline as usual");
+}
+
+#[test]
+fn resolution_trusts_the_expiry_it_reads_not_the_send_time_of_the_unknown_attempt() {
+    // Found by the model checker: the row may show an earlier grant of ours about to expire.
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    h.on(10, Event::TxnOutcomeUnknown);
+    let old_grant = row(ME, 1, Status::Started, 14);
+    assert_eq!(h.on(11, Event::RowRead { row: Some(old_grant), server_now: server(10) }), Some(Command::CheckNeed));
+    assert_eq!(
+        h.on(11, Event::NeedAnswered { needed: true }),
+        Some(Command::RunSection { fence: Fence::new(1), deadline: t(12) }),
+        "read sent at 10 + (14 - 10) - margin 2 = 12, not 10 + ttl - margin = 18"
+    );
+    assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(12)), None);
+}
+
+#[test]
+fn unknown_acquire_outcome_that_did_not_commit_counts_a_retry_and_tries_again() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(5, Event::TxnOutcomeUnknown), Some(Command::ReadRow));
+    assert_eq!(h.on(6, Event::RowRead { row: None, server_now: server(12) }), None);
+    assert_eq!(h.machine.attempts(), 1);
+    assert_eq!(h.poll(), Some(t(6)));
+    assert_eq!(h.timeout(6), Some(acquire(Mode::RunOnce)));
+}
+
+#[test]
+fn unknown_acquire_outcome_where_someone_else_holds_waits_for_them() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    h.on(5, Event::TxnOutcomeUnknown);
+    let theirs = row(OTHER, 2, Status::Started, 15);
+    assert_eq!(h.on(6, Event::RowRead { row: Some(theirs), server_now: server(12) }), None);
+    assert_eq!(h.poll(), Some(t(9)));
+    assert_eq!(h.timeout(9), Some(Command::ReadRow));
+}
+
+#[test]
+fn renewal_is_sent_on_time_and_extends_the_deadline_from_its_send_time() {
+    let mut h = Harness::holding();
+    assert_eq!(h.timeout(2), None);
+    assert_eq!(h.timeout(3), Some(Command::RunTxn(TxnRequest::Renew { client: ME, fence: Fence::new(1) })));
+    assert_eq!(h.poll(), Some(t(8)), "while the renewal is in flight only the deadline is armed");
+    assert_eq!(h.on(4, Event::TxnCommitted(TxnReply::Renewed { expires_at: server(200) })), None);
+    assert_eq!(h.machine.lease().map(|l| l.deadline), Some(t(11)), "3 + ttl - margin");
+    assert_eq!(h.poll(), Some(t(6)), "next renewal: 3 + renew_interval");
+}
+
+#[test]
+fn lock_lost_is_signalled_when_the_deadline_passes_without_a_renewal() {
+    let mut h = Harness::holding();
+    assert_eq!(h.timeout(3), Some(Command::RunTxn(TxnRequest::Renew { client: ME, fence: Fence::new(1) })));
+    assert_eq!(h.on(4, Event::TxnOutcomeUnknown), None, "retried, not assumed");
+    assert_eq!(h.poll(), Some(t(4)));
+    assert_eq!(h.timeout(4), Some(Command::RunTxn(TxnRequest::Renew { client: ME, fence: Fence::new(1) })));
+    assert_eq!(h.on(5, Event::TxnFailed(Failure::Unavailable)), None);
+    assert_eq!(h.timeout(8), Some(Command::SignalLockLost { fence: Fence::new(1) }));
+    assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(8)), None);
+    assert_eq!(h.poll(), None, "lock lost is final: no more renewals");
+    assert_eq!(h.on(9, Event::SectionFinished(SectionResult::Completed)), Some(release(1, ReleaseStatus::Done)));
+    assert_eq!(
+        h.on(9, Event::TxnCommitted(TxnReply::NotHolder)),
+        Some(Command::Finish(Outcome::LeaseLost { fence: Fence::new(1) }))
+    );
+}
+
+#[test]
+fn renewal_refused_signals_lock_lost_at_once() {
+    let mut h = Harness::holding();
+    h.timeout(3);
+    assert_eq!(
+        h.on(4, Event::TxnCommitted(TxnReply::NotHolder)),
+        Some(Command::SignalLockLost { fence: Fence::new(1) })
+    );
+    assert_eq!(h.poll(), None);
+}
+
+#[test]
+fn a_paused_holder_signals_lock_lost_before_renewing() {
+    let mut h = Harness::holding();
+    assert_eq!(h.timeout(50), Some(Command::SignalLockLost { fence: Fence::new(1) }));
+    assert_eq!(h.timeout(51), None);
+}
+
+#[test]
+fn reliance_on_the_lease_ends_at_the_local_deadline() {
+    let h = Harness::holding();
+    assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(7)), Some(Fence::new(1)));
+    assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(8)), None);
+}
+
+#[test]
+fn section_finishing_during_a_renewal_releases_after_the_renewal_answers() {
+    let mut h = Harness::holding();
+    h.timeout(3);
+    assert_eq!(h.on(4, Event::SectionFinished(SectionResult::Completed)), None);
+    assert_eq!(
+        h.on(5, Event::TxnCommitted(TxnReply::Renewed { expires_at: server(20) })),
+        Some(release(1, ReleaseStatus::Done))
+    );
+}
+
+#[test]
+fn failed_section_releases_failed_then_retries_after_wait() {
+    let mut h = Harness::holding();
+    let failed = SectionResult::Failed { error: "disk full".into() };
+    assert_eq!(
+        h.on(2, Event::SectionFinished(failed)),
+        Some(release(1, ReleaseStatus::Failed { error: "disk full".into() }))
+    );
+    assert_eq!(h.on(3, Event::TxnCommitted(TxnReply::Released)), None);
+    assert_eq!(h.poll(), Some(t(4)));
+    assert_eq!(h.timeout(4), Some(acquire(Mode::RunOnce)));
+}
+
+#[test]
+fn unknown_release_outcome_is_resolved_by_reading_the_row() {
+    let mut h = Harness::holding();
+    h.on(2, Event::SectionFinished(SectionResult::Completed));
+    assert_eq!(h.on(3, Event::TxnOutcomeUnknown), Some(Command::ReadRow));
+    let still_started = row(ME, 1, Status::Started, 11);
+    assert_eq!(
+        h.on(3, Event::RowRead { row: Some(still_started), server_now: server(5) }),
+        Some(release(1, ReleaseStatus::Done)),
+        "not committed: send again"
+    );
+    assert_eq!(h.on(4, Event::TxnOutcomeUnknown), Some(Command::ReadRow));
+    let done = row(ME, 1, Status::Done, 5);
+    assert_eq!(
+        h.on(4, Event::RowRead { row: Some(done), server_now: server(6) }),
+        Some(Command::Finish(Outcome::Executed { fence: Fence::new(1) })),
+        "committed: done"
+    );
+}
+
+#[test]
+fn unknown_release_where_someone_else_took_over_reports_the_lease_lost() {
+    let mut h = Harness::holding();
+    h.on(2, Event::SectionFinished(SectionResult::Completed));
+    h.on(3, Event::TxnOutcomeUnknown);
+    let theirs = row(OTHER, 2, Status::Started, 30);
+    assert_eq!(
+        h.on(3, Event::RowRead { row: Some(theirs), server_now: server(20) }),
+        Some(Command::Finish(Outcome::LeaseLost { fence: Fence::new(1) }))
+    );
+}
+
+#[test]
+fn cancel_while_holding_releases_failed_and_finishes_cancelled() {
+    let mut h = Harness::holding();
+    assert_eq!(h.on(2, Event::Cancel), Some(release(1, ReleaseStatus::Failed { error: "Cancelled".into() })));
+    assert_eq!(h.on(3, Event::TxnCommitted(TxnReply::Released)), Some(Command::Finish(Outcome::Cancelled)));
+}
+
+#[test]
+fn cancel_during_an_acquire_waits_for_its_outcome_and_releases_if_it_won() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(1, Event::Cancel), None);
+    assert_eq!(h.on(2, acquired(3)), Some(release(3, ReleaseStatus::Failed { error: "Cancelled".into() })));
+    assert_eq!(h.on(3, Event::TxnCommitted(TxnReply::Released)), Some(Command::Finish(Outcome::Cancelled)));
+}
+
+#[test]
+fn cancel_while_waiting_finishes_at_once() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    h.on(0, Event::TxnAborted);
+    assert_eq!(h.on(1, Event::Cancel), Some(Command::Finish(Outcome::Cancelled)));
+}
+
+#[test]
+fn failures_are_typed_outcomes() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    assert_eq!(h.on(0, Event::NeedCheckFailed), Some(Command::Finish(Outcome::Failed(Failure::NeedCheck))));
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(
+        h.on(1, Event::TxnFailed(Failure::Unavailable)),
+        Some(Command::Finish(Outcome::Failed(Failure::Unavailable)))
+    );
+}
+
+#[test]
+fn lock_mode_grants_renews_and_releases_done() {
+    let mut h = Harness::lock(0);
+    assert_eq!(h.machine.start(t(0)), Some(acquire(Mode::Lock)));
+    assert_eq!(h.on(1, acquired(5)), Some(Command::Granted { fence: Fence::new(5), deadline: t(8) }));
+    assert_eq!(h.timeout(3), Some(Command::RunTxn(TxnRequest::Renew { client: ME, fence: Fence::new(5) })));
+    assert_eq!(h.on(3, Event::TxnCommitted(TxnReply::Renewed { expires_at: server(13) })), None);
+    assert_eq!(h.on(4, Event::ReleaseRequested), Some(release(5, ReleaseStatus::Done)));
+    assert_eq!(
+        h.on(4, Event::TxnCommitted(TxnReply::Released)),
+        Some(Command::Finish(Outcome::Released { fence: Fence::new(5) }))
+    );
+}
+
+#[test]
+fn try_lock_gives_up_at_once_when_busy() {
+    let mut h = Harness::lock(0);
+    h.machine.start(t(0));
+    let busy = TxnReply::Busy { holder: OTHER, fence: Fence::new(1), expires_at: server(9), server_now: server(1) };
+    assert_eq!(h.on(1, Event::TxnCommitted(busy)), Some(Command::Finish(Outcome::GaveUp { attempts: 1 })));
+}
+
+#[test]
+fn unexpected_events_are_errors_not_silent() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    let err = h.machine.handle(&h.cfg, t(0), Event::TxnAborted).expect_err("not waiting for a transaction");
+    assert_eq!(err.to_string(), "event TxnAborted is not expected in state AwaitingNeed");
+    assert_eq!(h.machine.state_name(), "AwaitingNeed", "the state is kept");
+}
+
+#[test]
+fn jitter_is_deterministic_per_client_and_bounded() {
+    let cfg = ConfigParams { jitter_ms: 7, ..ConfigParams::default() }.validate().expect("valid");
+    let wake = |id| {
+        let mut m = ClientMachine::run_once(id, "x", &cfg);
+        m.start(t(0));
+        m.handle(&cfg, t(0), Event::NeedAnswered { needed: true }).expect("ok");
+        m.handle(&cfg, t(0), Event::TxnAborted).expect("ok");
+        m.poll_timeout(&cfg).expect("sleeping")
+    };
+    assert_eq!(wake(ME), wake(ME));
+    let wakes: std::collections::BTreeSet<_> = (0..50).map(|id| wake(ClientId::from_u128(id))).collect();
+    assert!(wakes.len() > 1, "different clients draw different jitter");
+    for &at in &wakes {
+        assert!(at >= t(500) && at <= t(507), "{at}");
+    }
+}
