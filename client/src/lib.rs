@@ -1,1 +1,41 @@
-//! placeholder
+//! spanner-mutex: a distributed mutex / lease on Google Cloud Spanner.
+//!
+//! The protocol is the model-checked machine of `spanner-mutex-model`; this crate executes its commands
+//! against a [`LeaseStore`]: Cloud Spanner ([`SpannerStore`]) or the embedded in-memory default
+//! ([`MemoryStore`]).
+//!
+//! ```no_run
+//! use spanner_mutex::{BoxError, CriticalSection, MemoryStore, SectionGuard, SpannerMutex};
+//! use spanner_mutex_model::{Config, MutexName};
+//!
+//! struct Migrate;
+//! impl CriticalSection<MemoryStore> for Migrate {
+//!     async fn is_needed(&self) -> Result<bool, BoxError> { Ok(true) }
+//!     async fn execute(&self, guard: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+//!         guard.fenced(|data| data.insert("schema".into(), "v2".into()))?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mutex = SpannerMutex::new(MemoryStore::new(), Config::default(), MutexName::new("migrate")?, "pod-1");
+//! println!("{:?}", mutex.run(&Migrate).await?);
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod driver;
+pub mod emulator;
+pub mod memory;
+mod metrics;
+mod mutex;
+pub mod schema;
+pub mod spanner;
+pub mod store;
+
+pub use config::{ConfigFileError, MutexConfig, Timeouts};
+pub use memory::{FaultyStore, MemoryStore};
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use mutex::{BoxError, CriticalSection, LockGuard, RunError, RunOutcome, SectionGuard, SpannerMutex};
+pub use spanner::SpannerStore;
+pub use store::{LeaseStore, StoreError, StoreErrorKind};

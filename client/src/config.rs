@@ -1,0 +1,307 @@
+//! Client configuration: where the lease table is, which mutex, the protocol's timings, and the time bounds on
+//! every call. Read from TOML or JSON (ours, or the seed's py-spanner-mutex JSON); unknown keys are errors
+//! naming the key; every value is validated with an error naming the field and the rule.
+
+use serde::{Deserialize, Serialize};
+use spanner_mutex_model::{Config, ConfigError, ConfigParams, MutexName, MutexNameError};
+use std::time::Duration;
+
+/// Bounds on time spent talking to Spanner, so a down Spanner gives an error, never a hang.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Connecting (building the database client).
+    pub connect_ms: u64,
+    /// One RPC attempt.
+    pub rpc_ms: u64,
+    /// One read-write transaction including its retries of aborts.
+    pub transaction_ms: u64,
+    /// Total time retrying an unavailable Spanner before reporting it unavailable (at most 30 s by default).
+    pub unavailable_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect_ms: 10_000, rpc_ms: 5_000, transaction_ms: 10_000, unavailable_ms: 30_000 }
+    }
+}
+
+impl Timeouts {
+    /// The bound for one RPC attempt.
+    pub const fn rpc(&self) -> Duration {
+        Duration::from_millis(self.rpc_ms)
+    }
+    /// The bound for one transaction.
+    pub const fn transaction(&self) -> Duration {
+        Duration::from_millis(self.transaction_ms)
+    }
+    /// The bound for retrying an unavailable Spanner.
+    pub const fn unavailable(&self) -> Duration {
+        Duration::from_millis(self.unavailable_ms)
+    }
+    /// The bound for connecting.
+    pub const fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+}
+
+/// Everything a client needs, in our file format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutexConfig {
+    /// The mutex (the row key).
+    pub name: String,
+    /// This client's display name, written to the row.
+    #[serde(default = "default_display_name")]
+    pub display_name: String,
+    /// Google Cloud project id.
+    pub project_id: String,
+    /// Spanner instance id.
+    pub instance_id: String,
+    /// Spanner database id.
+    pub database_id: String,
+    /// Lease table name.
+    #[serde(default = "default_table")]
+    pub table_id: String,
+    /// Protocol timings.
+    #[serde(default)]
+    pub lease: ConfigParams,
+    /// Time bounds on Spanner calls.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+fn default_display_name() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "spanner-mutex".into())
+}
+
+fn default_table() -> String {
+    "SpannerMutex".into()
+}
+
+/// The seed's (py-spanner-mutex) JSON config, accepted as is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedConfig {
+    mutex_uuid: String,
+    instance_id: String,
+    database_id: String,
+    table_id: String,
+    project_id: String,
+    #[serde(default)]
+    mutex_display_name: Option<String>,
+    mutex_ttl_in_secs: u64,
+    mutex_staleness_in_secs: u64,
+    mutex_wait_time_in_secs: u64,
+    mutex_max_retries: u32,
+}
+
+/// Why a config file or value is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// Not valid TOML/JSON, a missing key, or an unknown key (the message names it).
+    #[error("{0}")]
+    Parse(String),
+    /// A protocol value breaks a rule.
+    #[error("invalid lease config: {0}")]
+    Lease(#[from] ConfigError),
+    /// The mutex name is invalid.
+    #[error("invalid mutex name: {0}")]
+    Name(#[from] MutexNameError),
+    /// A Spanner identifier is invalid.
+    #[error("invalid {field}: {value:?} {rule}")]
+    Identifier {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+    /// A timeout is zero or too large.
+    #[error("timeouts.{field} = {value} must be between 1 and {limit}")]
+    Timeout {
+        /// Which timeout.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// Checks a Spanner table name: a letter, then letters, digits or underscores, at most 128 characters. Table
+/// names cannot be query parameters, so this is what keeps SQL injection out.
+pub fn validate_table_id(value: &str) -> Result<(), ConfigFileError> {
+    let ok = value.len() <= 128
+        && value.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ok.then_some(()).ok_or_else(|| ConfigFileError::Identifier {
+        field: "table_id",
+        value: value.to_owned(),
+        rule: "must be a letter followed by up to 127 letters, digits or underscores",
+    })
+}
+
+fn validate_resource_id(field: &'static str, value: &str, max: usize) -> Result<(), ConfigFileError> {
+    let ok = (2..=max).contains(&value.len())
+        && value.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !value.ends_with(['-', '_']);
+    ok.then_some(()).ok_or_else(|| ConfigFileError::Identifier {
+        field,
+        value: value.to_owned(),
+        rule: "must be 2 or more lowercase letters, digits, - or _, starting with a letter, not ending with - or _",
+    })
+}
+
+impl MutexConfig {
+    /// Parses TOML or JSON (ours or the seed's), then validates.
+    pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
+        let trimmed = text.trim_start();
+        let config = if trimmed.starts_with('{') {
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| ConfigFileError::Parse(format!("JSON: {e}")))?;
+            if value.get("mutex_uuid").is_some() {
+                let seed: SeedConfig =
+                    serde_json::from_value(value).map_err(|e| ConfigFileError::Parse(format!("seed JSON: {e}")))?;
+                Self::from_seed(seed)
+            } else {
+                serde_json::from_value(value).map_err(|e| ConfigFileError::Parse(format!("JSON: {e}")))?
+            }
+        } else {
+            toml::from_str(text).map_err(|e| ConfigFileError::Parse(format!("TOML: {e}")))?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_seed(seed: SeedConfig) -> Self {
+        let secs = |s: u64| s.saturating_mul(1_000);
+        let defaults = ConfigParams::default();
+        let ttl_ms = secs(seed.mutex_ttl_in_secs);
+        let lease = ConfigParams {
+            ttl_ms,
+            staleness_ms: secs(seed.mutex_staleness_in_secs),
+            wait_ms: secs(seed.mutex_wait_time_in_secs),
+            max_wait_ms: secs(seed.mutex_wait_time_in_secs).max(defaults.max_wait_ms),
+            max_retries: seed.mutex_max_retries,
+            // The seed had no renewal or margin; derive them from its TTL as our defaults do.
+            renew_interval_ms: (ttl_ms / 3).max(1),
+            safety_margin_ms: ttl_ms / 10,
+            ..defaults
+        };
+        Self {
+            name: seed.mutex_uuid,
+            display_name: seed.mutex_display_name.unwrap_or_else(default_display_name),
+            project_id: seed.project_id,
+            instance_id: seed.instance_id,
+            database_id: seed.database_id,
+            table_id: seed.table_id,
+            lease,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// Checks every value; the error names the field and the rule.
+    pub fn validate(&self) -> Result<(), ConfigFileError> {
+        MutexName::new(self.name.clone())?;
+        validate_resource_id("project_id", &self.project_id, 30)?;
+        validate_resource_id("instance_id", &self.instance_id, 64)?;
+        validate_resource_id("database_id", &self.database_id, 30)?;
+        validate_table_id(&self.table_id)?;
+        self.lease.clone().validate()?;
+        let t = &self.timeouts;
+        for (field, value) in [
+            ("connect_ms", t.connect_ms),
+            ("rpc_ms", t.rpc_ms),
+            ("transaction_ms", t.transaction_ms),
+            ("unavailable_ms", t.unavailable_ms),
+        ] {
+            if value == 0 || value > 600_000 {
+                return Err(ConfigFileError::Timeout { field, value, limit: 600_000 });
+            }
+        }
+        Ok(())
+    }
+
+    /// The validated protocol config.
+    pub fn protocol(&self) -> Result<Config, ConfigFileError> {
+        Ok(self.lease.clone().validate()?)
+    }
+
+    /// The validated mutex name.
+    pub fn mutex_name(&self) -> Result<MutexName, ConfigFileError> {
+        Ok(MutexName::new(self.name.clone())?)
+    }
+
+    /// `projects/P/instances/I/databases/D`.
+    pub fn database_path(&self) -> String {
+        format!("projects/{}/instances/{}/databases/{}", self.project_id, self.instance_id, self.database_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: &str = r#"
+name = "migrations"
+project_id = "demo-project"
+instance_id = "demo-instance"
+database_id = "demo-db"
+[lease]
+ttl_ms = 5000
+renew_interval_ms = 1500
+"#;
+
+    #[test]
+    fn our_toml_parses_with_defaults() {
+        let c = MutexConfig::parse(OURS).expect("valid");
+        assert_eq!((c.table_id.as_str(), c.lease.ttl_ms, c.lease.wait_ms), ("SpannerMutex", 5000, 500));
+        assert_eq!(c.database_path(), "projects/demo-project/instances/demo-instance/databases/demo-db");
+    }
+
+    #[test]
+    fn the_seed_json_is_accepted() {
+        let seed = r#"{"mutex_uuid": "2f1c7e0e-1d6c-4d1e-9f7e-2b8a5e6c9d10", "instance_id": "inst", "database_id": "db",
+            "table_id": "mutex_table", "project_id": "proj", "mutex_display_name": "migrations",
+            "mutex_ttl_in_secs": 30, "mutex_staleness_in_secs": 600, "mutex_wait_time_in_secs": 5, "mutex_max_retries": 10}"#;
+        let c = MutexConfig::parse(seed).expect("valid");
+        assert_eq!(
+            (c.lease.ttl_ms, c.lease.staleness_ms, c.lease.wait_ms, c.lease.max_retries),
+            (30_000, 600_000, 5_000, 10)
+        );
+        assert_eq!(c.name, "2f1c7e0e-1d6c-4d1e-9f7e-2b8a5e6c9d10");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let typo = OURS.replace("ttl_ms", "tll_ms");
+        let err = MutexConfig::parse(&typo).expect_err("typo").to_string();
+        assert!(err.contains("unknown field `tll_ms`"), "{err}");
+        let seed_typo = r#"{"mutex_uuid": "a", "instance_id": "inst", "database_id": "db", "table_id": "t", "project_id": "p",
+            "mutex_ttl_in_secs": 30, "mutex_staleness_in_secs": 600, "mutex_wait_time_in_secs": 5, "mutex_max_retries": 10,
+            "mutex_max_retry": 3}"#;
+        let err = MutexConfig::parse(seed_typo).expect_err("typo").to_string();
+        assert!(err.contains("unknown field `mutex_max_retry`"), "{err}");
+    }
+
+    #[test]
+    fn each_bad_value_is_named() {
+        let cases = [
+            (OURS.replace("demo-db", "Demo DB"), "invalid database_id: \"Demo DB\""),
+            (OURS.replace("\"migrations\"", "\"a b\""), "invalid mutex name: mutex name contains ' '"),
+            (OURS.replace("ttl_ms = 5000", "ttl_ms = 1000"), "renew_interval_ms = 1500 must be less than"),
+            (format!("{OURS}\n[timeouts]\nrpc_ms = 0\n"), "timeouts.rpc_ms = 0 must be between 1 and 600000"),
+            (
+                OURS.replace("database_id = \"demo-db\"", "database_id = \"demo-db\"\ntable_id = \"t; DROP TABLE x\""),
+                "invalid table_id",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = MutexConfig::parse(&text).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err} should contain {expected}");
+        }
+    }
+}

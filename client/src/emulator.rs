@@ -1,0 +1,215 @@
+//! Starts the Cloud Spanner emulator (with its REST gateway, which the admin clients need) on free ports, and
+//! stops it (the whole process group) when dropped. Used by the demo, tests and benchmarks.
+
+use crate::spanner::SpannerStore;
+use crate::{Timeouts, schema};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The default install location on this project's machines (`gcloud components install cloud-spanner-emulator`).
+pub const DEFAULT_DIR: &str = "/usr/lib/google-cloud-sdk/bin/cloud_spanner_emulator";
+
+/// Emulator problems.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// Not installed where we looked.
+    #[error("Spanner emulator not found in {0} (set SPANNER_EMULATOR_DIR, see README)")]
+    NotInstalled(PathBuf),
+    /// It did not start.
+    #[error("emulator did not start: {0}")]
+    Start(String),
+    /// Creating the instance, database or table failed.
+    #[error("emulator setup failed: {0}")]
+    Setup(String),
+}
+
+/// Where the emulator binaries are: `SPANNER_EMULATOR_DIR`, else [`DEFAULT_DIR`].
+pub fn install_dir() -> PathBuf {
+    std::env::var_os("SPANNER_EMULATOR_DIR").map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from)
+}
+
+/// Whether the emulator binaries are installed.
+pub fn is_installed() -> bool {
+    install_dir().join("gateway_main").is_file()
+}
+
+/// A running emulator. Dropping it stops it.
+#[derive(Debug)]
+pub struct Emulator {
+    child: Child,
+    grpc_port: u16,
+    rest_port: u16,
+}
+
+fn free_port() -> Result<u16, EmulatorError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| EmulatorError::Start(e.to_string()))?;
+    Ok(listener.local_addr().map_err(|e| EmulatorError::Start(e.to_string()))?.port())
+}
+
+impl Emulator {
+    /// Starts the emulator on free ports and waits (at most 30 s) until both ports accept connections.
+    pub async fn start() -> Result<Self, EmulatorError> {
+        let dir = install_dir();
+        if !dir.join("gateway_main").is_file() {
+            return Err(EmulatorError::NotInstalled(dir));
+        }
+        let (grpc_port, rest_port) = (free_port()?, free_port()?);
+        let mut command = Command::new(dir.join("gateway_main"));
+        command
+            .arg("--hostname=127.0.0.1")
+            .arg(format!("--grpc_port={grpc_port}"))
+            .arg(format!("--http_port={rest_port}"))
+            .arg(format!("--grpc_binary={}", dir.join("emulator_main").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().map_err(|e| EmulatorError::Start(e.to_string()))?;
+        let emulator = Self { child, grpc_port, rest_port };
+        let started = Instant::now();
+        for port in [grpc_port, rest_port] {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                if started.elapsed() > Duration::from_secs(30) {
+                    return Err(EmulatorError::Start(format!("port {port} not open after 30 s")));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(emulator)
+    }
+
+    /// The gRPC endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The gRPC `host:port`, as `SPANNER_EMULATOR_HOST` wants it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// The REST endpoint the admin clients use.
+    pub fn rest_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rest_port)
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Creates `projects/P/instances/I/databases/D` with the lease `table` and connects a store to it.
+    pub async fn create_database(
+        &self,
+        project: &str,
+        instance: &str,
+        database: &str,
+        table: &str,
+        timeouts: Timeouts,
+    ) -> Result<SpannerStore, EmulatorError> {
+        create_database_at(&self.endpoint(), &self.rest_endpoint(), project, instance, database, table, timeouts).await
+    }
+
+    /// Stops the emulator now.
+    pub fn stop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Creates an instance, a database with the lease table (and `extra_ddl`), on an emulator's endpoints, and
+/// connects a store to it.
+pub async fn create_database_at(
+    endpoint: &str,
+    rest_endpoint: &str,
+    project: &str,
+    instance: &str,
+    database: &str,
+    table: &str,
+    timeouts: Timeouts,
+) -> Result<SpannerStore, EmulatorError> {
+    let work = setup_database(endpoint, rest_endpoint, project, instance, database, table, timeouts);
+    tokio::time::timeout(Duration::from_secs(60), work)
+        .await
+        .map_err(|_| EmulatorError::Setup("creating the database took over 60 s".into()))?
+}
+
+/// Admin clients for an emulator: derived from a plaintext-endpoint client, so they carry its anonymous
+/// credentials instead of looking for Google credentials.
+pub async fn admin_clients(
+    endpoint: &str,
+    rest_endpoint: &str,
+) -> Result<
+    (
+        google_cloud_spanner_admin_instance_v1::client::InstanceAdmin,
+        google_cloud_spanner_admin_database_v1::client::DatabaseAdmin,
+    ),
+    EmulatorError,
+> {
+    let setup = |e: &dyn std::fmt::Display| EmulatorError::Setup(e.to_string());
+    let spanner = google_cloud_spanner::client::Spanner::builder()
+        .with_endpoint(endpoint.to_owned())
+        .build()
+        .await
+        .map_err(|e| setup(&e))?;
+    let instances =
+        spanner.instance_admin_builder().with_endpoint(rest_endpoint).build().await.map_err(|e| setup(&e))?;
+    let databases =
+        spanner.database_admin_builder().with_endpoint(rest_endpoint).build().await.map_err(|e| setup(&e))?;
+    Ok((instances, databases))
+}
+
+async fn setup_database(
+    endpoint: &str,
+    rest_endpoint: &str,
+    project: &str,
+    instance: &str,
+    database: &str,
+    table: &str,
+    timeouts: Timeouts,
+) -> Result<SpannerStore, EmulatorError> {
+    use google_cloud_lro::Poller;
+    use google_cloud_spanner_admin_instance_v1::model::Instance;
+    let setup = |e: &dyn std::fmt::Display| EmulatorError::Setup(e.to_string());
+    let (instances, databases) = admin_clients(endpoint, rest_endpoint).await?;
+    let created = instances
+        .create_instance()
+        .set_parent(format!("projects/{project}"))
+        .set_instance_id(instance)
+        .set_instance(
+            Instance::new()
+                .set_name(format!("projects/{project}/instances/{instance}"))
+                .set_config(format!("projects/{project}/instanceConfigs/emulator-config"))
+                .set_display_name(instance)
+                .set_node_count(1),
+        )
+        .poller()
+        .until_done()
+        .await;
+    if let Err(e) = created
+        && !e.to_string().contains("ALREADY_EXISTS")
+        && !e.to_string().contains("already exists")
+    {
+        return Err(setup(&e));
+    }
+    let ddl = schema::create_table_ddl(table, None).map_err(|e| setup(&e))?;
+    databases
+        .create_database()
+        .set_parent(format!("projects/{project}/instances/{instance}"))
+        .set_create_statement(format!("CREATE DATABASE `{database}`"))
+        .set_extra_statements([ddl])
+        .poller()
+        .until_done()
+        .await
+        .map_err(|e| setup(&e))?;
+    let path = format!("projects/{project}/instances/{instance}/databases/{database}");
+    SpannerStore::connect(path, table, Some(endpoint.to_owned()), timeouts).await.map_err(|e| setup(&e))
+}

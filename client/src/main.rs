@@ -1,0 +1,481 @@
+//! `spanner-mutex` CLI: demo, init, status, run-once, stress.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use google_cloud_spanner::statement::Statement;
+use spanner_mutex::emulator::{self, Emulator};
+use spanner_mutex::spanner::FencedError;
+use spanner_mutex::{
+    BoxError, CriticalSection, LeaseStore, MemoryStore, MutexConfig, RunOutcome, SectionGuard, SpannerMutex,
+    SpannerStore, Timeouts,
+};
+use spanner_mutex_model::{ConfigParams, MutexName};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(version, about = "A distributed mutex / lease on Cloud Spanner")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreArg {
+    /// The embedded in-memory store.
+    Memory,
+    /// The Spanner emulator (SPANNER_EMULATOR_HOST, or started here).
+    Emulator,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Race several clients for one run-once section and show who ran it.
+    Demo {
+        /// Force a store (default: the emulator when available, else memory).
+        #[arg(long, value_enum)]
+        store: Option<StoreArg>,
+        /// Racing clients.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        clients: u32,
+    },
+    /// Create the instance, database and table on the emulator (only the table on real Spanner).
+    Init {
+        /// Config file (TOML or JSON, ours or the seed's).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Show a mutex row.
+    Status {
+        /// Config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Mutex name (default: the config's).
+        name: Option<String>,
+    },
+    /// One client runs a section that appends a line to a file (the seed's demo).
+    RunOnce {
+        /// Config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// The file to append to.
+        #[arg(long, default_value = "run-once.log")]
+        file: std::path::PathBuf,
+    },
+    /// N clients race one run-once section; prints executions (must be 1), wall time, RPCs, outcomes.
+    Stress {
+        /// Clients in total.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        clients: u32,
+        /// Processes to spread them over (emulator only).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        processes: u32,
+        /// Store.
+        #[arg(long, value_enum, default_value = "emulator")]
+        store: StoreArg,
+    },
+    /// Internal: one process of `stress --processes`.
+    #[command(hide = true)]
+    StressWorker {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        clients: u32,
+    },
+}
+
+/// Demo protocol timings: short, so a takeover shows within seconds.
+fn demo_params() -> ConfigParams {
+    ConfigParams {
+        ttl_ms: 3_000,
+        renew_interval_ms: 1_000,
+        safety_margin_ms: 500,
+        wait_ms: 50,
+        max_wait_ms: 1_000,
+        jitter_ms: 25,
+        ..ConfigParams::default()
+    }
+}
+
+const EFFECTS_TABLE: &str = "DemoEffects";
+
+/// The demo section on the memory store: the effect is a fenced entry in the store's user data.
+struct MemorySection {
+    executions: Arc<AtomicU64>,
+}
+
+impl CriticalSection<MemoryStore> for MemorySection {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(self.executions.load(Ordering::SeqCst) == 0)
+    }
+
+    async fn execute(&self, guard: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let executions = Arc::clone(&self.executions);
+        let fence = guard.fence();
+        guard.fenced(move |data| {
+            data.insert("migration".into(), format!("applied with {fence}"));
+            executions.fetch_add(1, Ordering::SeqCst);
+        })?;
+        Ok(())
+    }
+}
+
+/// The demo section on Spanner: the effect is a row in `DemoEffects`, written by a fenced transaction; the need
+/// check reads that table (the effect), never the mutex row.
+struct SpannerSection {
+    effect_id: String,
+}
+
+impl CriticalSection<SpannerStore> for SpannerSection {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+
+    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+        let (id, writer, fence) = (self.effect_id.clone(), guard.client().to_string(), guard.fence().get());
+        let result = guard
+            .fenced(move |tx| {
+                let (id, writer) = (id.clone(), writer.clone());
+                async move {
+                    let insert = google_cloud_spanner::mutation::Mutation::new_insert_builder(EFFECTS_TABLE)
+                        .set("id")
+                        .to(id)
+                        .set("writer")
+                        .to(writer)
+                        .set("fence")
+                        .to(i64::try_from(fence).unwrap_or(i64::MAX))
+                        .build();
+                    tx.buffer([insert])?;
+                    Ok(())
+                }
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(FencedError::Rejected { fence }) => Err(format!("fenced write rejected for {fence}").into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+async fn count_effects(store: &SpannerStore, id: &str) -> anyhow::Result<i64> {
+    let client = store.database_client().await;
+    let statement = Statement::builder(format!("SELECT COUNT(*) AS n FROM {EFFECTS_TABLE} WHERE id = @id"))
+        .add_param("id", id)
+        .build();
+    let mut rows = client.single_use().build().execute_query(statement).await?;
+    let row = rows.next().await.transpose()?.context("no count row")?;
+    Ok(row.get("n")?)
+}
+
+async fn emulator_store(database: &str) -> anyhow::Result<(Option<Emulator>, SpannerStore, String)> {
+    let timeouts = Timeouts::default();
+    if let Ok(host) = std::env::var("SPANNER_EMULATOR_HOST") {
+        let endpoint = format!("http://{host}");
+        let path = format!("projects/demo-project/instances/demo-instance/databases/{database}");
+        let store = SpannerStore::connect(path, "SpannerMutex", Some(endpoint.clone()), timeouts).await?;
+        return Ok((None, store, endpoint));
+    }
+    let emulator = Emulator::start().await?;
+    let store = emulator.create_database("demo-project", "demo-instance", database, "SpannerMutex", timeouts).await?;
+    add_effects_table(&emulator, database).await?;
+    let endpoint = emulator.endpoint();
+    Ok((Some(emulator), store, endpoint))
+}
+
+async fn add_effects_table(emulator: &Emulator, database: &str) -> anyhow::Result<()> {
+    use google_cloud_lro::Poller;
+    let (_, admin) = emulator::admin_clients(&emulator.endpoint(), &emulator.rest_endpoint()).await?;
+    admin
+        .update_database_ddl()
+        .set_database(format!("projects/demo-project/instances/demo-instance/databases/{database}"))
+        .set_statements([format!(
+            "CREATE TABLE {EFFECTS_TABLE} (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)"
+        )])
+        .poller()
+        .until_done()
+        .await?;
+    Ok(())
+}
+
+fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunError>)]) {
+    for (client, outcome) in outcomes {
+        match outcome {
+            Ok(RunOutcome::Executed { fence }) => println!("  client {client:>3}: EXECUTED the section with {fence}"),
+            Ok(other) => println!("  client {client:>3}: {other:?}"),
+            Err(e) => println!("  client {client:>3}: error: {e}"),
+        }
+    }
+}
+
+async fn race<S: LeaseStore, C: CriticalSection<S> + 'static>(
+    mutex: &SpannerMutex<S>,
+    section: Arc<C>,
+    clients: u32,
+) -> Vec<(u32, Result<RunOutcome, spanner_mutex::RunError>)> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let (mutex, section) = (mutex.clone(), Arc::clone(&section));
+            tokio::spawn(async move { (i, mutex.run(section.as_ref()).await) })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        if let Ok(outcome) = task.await {
+            outcomes.push(outcome);
+        }
+    }
+    outcomes
+}
+
+async fn demo(store: Option<StoreArg>, clients: u32) -> anyhow::Result<()> {
+    let cfg = demo_params().validate()?;
+    let name = MutexName::new("demo-migration")?;
+    let use_emulator = match store {
+        Some(StoreArg::Memory) => false,
+        Some(StoreArg::Emulator) => true,
+        None => std::env::var_os("SPANNER_EMULATOR_HOST").is_some() || emulator::is_installed(),
+    };
+    let started = Instant::now();
+    if use_emulator {
+        let (emulator, store, endpoint) = emulator_store("demo-db").await?;
+        println!(
+            "store: Spanner emulator at {endpoint}{}",
+            if emulator.is_some() { " (started for this demo)" } else { "" }
+        );
+        let mutex = SpannerMutex::new(store.clone(), cfg, name, "demo");
+        let effect_id = format!("demo-{}", uuid::Uuid::new_v4());
+        println!("{clients} clients race for run-once section {effect_id:?}");
+        let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: effect_id.clone() }), clients).await;
+        print_outcomes(&outcomes);
+        let executions = count_effects(&store, &effect_id).await?;
+        println!(
+            "effect rows written: {executions} (must be 1); wall {:.0} ms; {:?}",
+            started.elapsed().as_secs_f64() * 1e3,
+            mutex.metrics()
+        );
+        if executions != 1 {
+            bail!("the section ran {executions} times");
+        }
+    } else {
+        println!("store: in-memory (embedded default; no Spanner emulator found, see README to install one)");
+        let mutex = SpannerMutex::new(MemoryStore::new(), cfg, name, "demo");
+        let executions = Arc::new(AtomicU64::new(0));
+        println!("{clients} clients race for one run-once section");
+        let outcomes = race(&mutex, Arc::new(MemorySection { executions: Arc::clone(&executions) }), clients).await;
+        print_outcomes(&outcomes);
+        let executions = executions.load(Ordering::SeqCst);
+        println!(
+            "section executions: {executions} (must be 1); wall {:.0} ms; {:?}",
+            started.elapsed().as_secs_f64() * 1e3,
+            mutex.metrics()
+        );
+        if executions != 1 {
+            bail!("the section ran {executions} times");
+        }
+    }
+    Ok(())
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<MutexConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(MutexConfig::parse(&text).with_context(|| format!("in {}", path.display()))?)
+}
+
+async fn connect(config: &MutexConfig) -> anyhow::Result<SpannerStore> {
+    let endpoint = std::env::var("SPANNER_EMULATOR_HOST").ok().map(|h| format!("http://{h}"));
+    Ok(SpannerStore::connect(config.database_path(), &config.table_id, endpoint, config.timeouts.clone()).await?)
+}
+
+/// Appends one line to a file, once across all clients; need = the line is not there yet.
+struct AppendLine {
+    file: std::path::PathBuf,
+    line: String,
+}
+
+impl CriticalSection<SpannerStore> for AppendLine {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+        Ok(!text.lines().any(|l| l == self.line))
+    }
+
+    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.file)?;
+        writeln!(file, "{}", self.line)?;
+        tracing::info!(fence = %guard.fence(), "appended");
+        Ok(())
+    }
+}
+
+async fn stress_worker(endpoint: String, database: String, name: String, clients: u32) -> anyhow::Result<()> {
+    let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
+    let mutex = SpannerMutex::new(store, demo_params().validate()?, MutexName::new(name.clone())?, "stress");
+    let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name }), clients).await;
+    for (_, outcome) in outcomes {
+        println!(
+            "{}",
+            match outcome {
+                Ok(RunOutcome::Executed { .. }) => "executed".to_owned(),
+                Ok(RunOutcome::DoneByOther { .. }) => "done-by-other".to_owned(),
+                Ok(RunOutcome::NotNeeded) => "not-needed".to_owned(),
+                Err(e) => format!("error: {e}"),
+            }
+        );
+    }
+    println!("rpc transactions={} reads={}", mutex.metrics().transactions, mutex.metrics().reads);
+    Ok(())
+}
+
+async fn stress(clients: u32, processes: u32, store: StoreArg) -> anyhow::Result<()> {
+    let cfg = demo_params().validate()?;
+    let name = format!("stress-{}", uuid::Uuid::new_v4().simple());
+    let started = Instant::now();
+    if store == StoreArg::Memory {
+        let mutex = SpannerMutex::new(MemoryStore::new(), cfg, MutexName::new(name)?, "stress");
+        let executions = Arc::new(AtomicU64::new(0));
+        let outcomes = race(&mutex, Arc::new(MemorySection { executions: Arc::clone(&executions) }), clients).await;
+        let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+        let m = mutex.metrics();
+        println!(
+            "executions={} clients={clients} wall_ms={:.1} transactions={} reads={} errors={failed}",
+            executions.load(Ordering::SeqCst),
+            started.elapsed().as_secs_f64() * 1e3,
+            m.transactions,
+            m.reads
+        );
+        return Ok(());
+    }
+    let (emulator, spanner, endpoint) = emulator_store("stress-db").await?;
+    let wall = Instant::now();
+    let executions = if processes <= 1 {
+        let mutex = SpannerMutex::new(spanner.clone(), cfg, MutexName::new(name.clone())?, "stress");
+        let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name.clone() }), clients).await;
+        let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+        let m = mutex.metrics();
+        println!(
+            "clients={clients} processes=1 wall_ms={:.1} transactions={} reads={} errors={failed}",
+            wall.elapsed().as_secs_f64() * 1e3,
+            m.transactions,
+            m.reads
+        );
+        count_effects(&spanner, &name).await?
+    } else {
+        let exe = std::env::current_exe()?;
+        let per = clients.div_ceil(processes);
+        let children: Vec<_> = (0..processes)
+            .map(|_| {
+                tokio::process::Command::new(&exe)
+                    .args([
+                        "stress-worker",
+                        "--endpoint",
+                        &endpoint,
+                        "--database",
+                        spanner.database(),
+                        "--name",
+                        &name,
+                        "--clients",
+                        &per.to_string(),
+                    ])
+                    .output()
+            })
+            .collect();
+        let mut lines = Vec::new();
+        for child in children {
+            let output = child.await?;
+            lines.extend(String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned));
+        }
+        let errors = lines.iter().filter(|l| l.starts_with("error")).count();
+        println!(
+            "clients={} processes={processes} wall_ms={:.1} errors={errors}",
+            per * processes,
+            wall.elapsed().as_secs_f64() * 1e3
+        );
+        count_effects(&spanner, &name).await?
+    };
+    println!(
+        "executions={executions} (must be 1); total {:.1} s including emulator start",
+        started.elapsed().as_secs_f64()
+    );
+    drop(emulator);
+    if executions != 1 {
+        bail!("the section ran {executions} times");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::Demo { store, clients } => demo(store, clients).await,
+        Cmd::Init { config } => {
+            let config = load(&config)?;
+            let ddl = spanner_mutex::schema::create_table_ddl(&config.table_id, None)?;
+            match std::env::var("SPANNER_EMULATOR_HOST") {
+                Ok(host) => {
+                    let rest =
+                        std::env::var("SPANNER_EMULATOR_REST").unwrap_or_else(|_| host.replace(":9010", ":9020"));
+                    emulator::create_database_at(
+                        &format!("http://{host}"),
+                        &format!("http://{rest}"),
+                        &config.project_id,
+                        &config.instance_id,
+                        &config.database_id,
+                        &config.table_id,
+                        config.timeouts.clone(),
+                    )
+                    .await?;
+                    println!("created {} with table {}", config.database_path(), config.table_id);
+                }
+                Err(_) => println!("apply this DDL to {}:\n{ddl}", config.database_path()),
+            }
+            Ok(())
+        }
+        Cmd::Status { config, name } => {
+            let config = load(&config)?;
+            let store = connect(&config).await?;
+            spanner_mutex::schema::validate_schema(&store).await?;
+            let name = MutexName::new(name.unwrap_or_else(|| config.name.clone()))?;
+            let (row, now) = store.read(&name).await?;
+            match row {
+                None => println!("{name}: no row (never acquired); server time {now}"),
+                Some(r) => println!(
+                    "{name}: {} by {} ({}) fence {} attempt {}; updated {} expires {} (server now {}){}",
+                    r.status,
+                    r.holder,
+                    r.holder_name,
+                    r.fence.get(),
+                    r.attempt,
+                    r.updated_at,
+                    r.expires_at,
+                    now,
+                    r.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default()
+                ),
+            }
+            Ok(())
+        }
+        Cmd::RunOnce { config, file } => {
+            let config = load(&config)?;
+            let store = connect(&config).await?;
+            spanner_mutex::schema::validate_schema(&store).await?;
+            let mutex = SpannerMutex::new(store, config.protocol()?, config.mutex_name()?, config.display_name.clone());
+            let section = AppendLine { file, line: format!("ran {}", config.name) };
+            println!("{:?}", mutex.run(&section).await?);
+            Ok(())
+        }
+        Cmd::Stress { clients, processes, store } => stress(clients, processes, store).await,
+        Cmd::StressWorker { endpoint, database, name, clients } => {
+            stress_worker(endpoint, database, name, clients).await
+        }
+    }
+}

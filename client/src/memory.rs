@@ -1,0 +1,237 @@
+//! An in-memory store implementing the same interface as Spanner: one process-wide lock stands in for
+//! serializability, and a monotonic server clock stamps commits. Used by the demo when no Spanner is around, and
+//! by tests. Fenced user data lives beside the rows, so `fenced` has the same meaning as on Spanner.
+
+use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
+use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
+use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, ServerTime};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug)]
+struct Inner {
+    rows: BTreeMap<MutexName, LeaseRow>,
+    data: BTreeMap<String, String>,
+    last_commit: ServerTime,
+    /// Added to the server clock; lets tests move server time without sleeping.
+    offset_micros: i64,
+    transactions: u64,
+    reads: u64,
+}
+
+/// The in-memory store. Clones share the same rows.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+    epoch: Instant,
+    epoch_unix_micros: i64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A fenced write refused: the lease is no longer held with that fence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("fenced write refused: {fence} no longer holds the lease")]
+pub struct FenceRejected {
+    /// The writer's fence.
+    pub fence: Fence,
+}
+
+impl MemoryStore {
+    /// An empty store whose server clock starts at the host's wall clock and runs monotonically.
+    pub fn new() -> Self {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let inner = Inner {
+            rows: BTreeMap::new(),
+            data: BTreeMap::new(),
+            last_commit: ServerTime::from_unix_micros(0),
+            offset_micros: 0,
+            transactions: 0,
+            reads: 0,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            epoch: Instant::now(),
+            epoch_unix_micros: i64::try_from(unix).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every change is a single assignment).
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now(&self, inner: &Inner) -> ServerTime {
+        let elapsed = i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX);
+        ServerTime::from_unix_micros(self.epoch_unix_micros.saturating_add(elapsed).saturating_add(inner.offset_micros))
+    }
+
+    /// Moves the server clock forward by `ms` (tests: expire a lease without waiting).
+    pub fn advance_server_clock_ms(&self, ms: u64) {
+        let mut inner = self.lock();
+        inner.offset_micros = inner.offset_micros.saturating_add(i64::try_from(ms * 1_000).unwrap_or(i64::MAX));
+    }
+
+    /// The row of `name`, if any.
+    pub fn row(&self, name: &MutexName) -> Option<LeaseRow> {
+        self.lock().rows.get(name).cloned()
+    }
+
+    /// Read-write transactions and reads served so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.transactions, inner.reads)
+    }
+
+    /// A copy of the fenced user data.
+    pub fn data(&self) -> BTreeMap<String, String> {
+        self.lock().data.clone()
+    }
+
+    /// Runs `work` on the user data atomically with verifying that `client` still holds `name` with `fence`,
+    /// exactly as `fenced` does on Spanner: the writes land only while the lease is ours.
+    pub fn fenced<T>(
+        &self,
+        cfg: &Config,
+        name: &MutexName,
+        client: ClientId,
+        fence: Fence,
+        work: impl FnOnce(&mut BTreeMap<String, String>) -> T,
+    ) -> Result<T, FenceRejected> {
+        let mut inner = self.lock();
+        let now = self.now(&inner);
+        let verify = TxnRequest::VerifyFence { client, fence };
+        match plan(cfg, &verify, inner.rows.get(name), now).reply {
+            TxnReply::FenceValid => Ok(work(&mut inner.data)),
+            _ => Err(FenceRejected { fence }),
+        }
+    }
+}
+
+impl LeaseStore for MemoryStore {
+    async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
+        let mut inner = self.lock();
+        inner.transactions += 1;
+        let now = self.now(&inner);
+        let planned = plan(cfg, request, inner.rows.get(name), now);
+        if let Some(write) = planned.write {
+            // Commit timestamps are unique and increasing, as Spanner's are.
+            let commit = now.max(ServerTime::from_unix_micros(inner.last_commit.unix_micros() + 1));
+            inner.last_commit = commit;
+            inner.rows.insert(name.clone(), write.committed_at(commit));
+        }
+        Ok(planned.reply)
+    }
+
+    async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
+        let mut inner = self.lock();
+        inner.reads += 1;
+        let now = self.now(&inner);
+        Ok((inner.rows.get(name).cloned(), now))
+    }
+
+    fn describe(&self) -> String {
+        "in-memory store (embedded default)".into()
+    }
+}
+
+/// Store faults for tests and the simulator: wraps any store and makes chosen operations fail in chosen ways,
+/// while every other operation runs the real store's code path.
+#[derive(Clone, Debug)]
+pub struct FaultyStore<S> {
+    inner: S,
+    plan: Arc<Mutex<Vec<InjectedFault>>>,
+}
+
+/// One injected fault, consumed by the next transaction whose request matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectedFault {
+    /// Which requests it applies to.
+    pub on: FaultTarget,
+    /// What happens.
+    pub effect: FaultEffect,
+}
+
+/// Which transactions a fault applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// Acquisitions.
+    Acquire,
+    /// Renewals.
+    Renew,
+    /// Releases.
+    Release,
+}
+
+/// What an injected fault does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultEffect {
+    /// The transaction commits, but the client is told the outcome is unknown.
+    UnknownCommitted,
+    /// The transaction does not run, and the client is told the outcome is unknown.
+    UnknownNotCommitted,
+    /// The transaction does not run and reports an abort.
+    Aborted,
+    /// The transaction does not run and reports the store unavailable.
+    Unavailable,
+}
+
+impl<S: LeaseStore> FaultyStore<S> {
+    /// Wraps `inner` with no faults planned.
+    pub fn new(inner: S) -> Self {
+        Self { inner, plan: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// Plans `fault` for the next matching transaction (faults apply in the order planned).
+    pub fn inject(&self, fault: InjectedFault) {
+        self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(fault);
+    }
+
+    /// The wrapped store.
+    pub const fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn take(&self, request: &TxnRequest) -> Option<FaultEffect> {
+        let target = match request {
+            TxnRequest::Acquire { .. } => FaultTarget::Acquire,
+            TxnRequest::Renew { .. } => FaultTarget::Renew,
+            TxnRequest::Release { .. } => FaultTarget::Release,
+            TxnRequest::VerifyFence { .. } => return None,
+        };
+        let mut plan = self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let index = plan.iter().position(|f| f.on == target)?;
+        Some(plan.remove(index).effect)
+    }
+}
+
+impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
+    async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
+        let injected = || StoreError::new(StoreErrorKind::Unknown, "injected: outcome unknown");
+        match self.take(request) {
+            None => self.inner.transact(cfg, name, request).await,
+            Some(FaultEffect::UnknownCommitted) => {
+                self.inner.transact(cfg, name, request).await?;
+                Err(injected())
+            }
+            Some(FaultEffect::UnknownNotCommitted) => Err(injected()),
+            Some(FaultEffect::Aborted) => Err(StoreError::new(StoreErrorKind::Aborted, "injected: aborted")),
+            Some(FaultEffect::Unavailable) => {
+                Err(StoreError::new(StoreErrorKind::Unavailable, "injected: unavailable"))
+            }
+        }
+    }
+
+    async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
+        self.inner.read(name).await
+    }
+
+    fn describe(&self) -> String {
+        format!("{} with injected faults", self.inner.describe())
+    }
+}

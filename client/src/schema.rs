@@ -1,0 +1,118 @@
+//! The lease table: create it, and check an existing one before use (missing table or a column of the wrong
+//! type is a clear error, not a failure deep inside a transaction).
+
+use crate::config::validate_table_id;
+use crate::spanner::SpannerStore;
+use google_cloud_spanner::statement::Statement;
+
+/// The columns and their Spanner types.
+pub const COLUMNS: &[(&str, &str)] = &[
+    ("name", "STRING(128)"),
+    ("status", "STRING(16)"),
+    ("holder", "STRING(36)"),
+    ("holder_name", "STRING(256)"),
+    ("fence", "INT64"),
+    ("updated_at", "TIMESTAMP"),
+    ("expires_at", "TIMESTAMP"),
+    ("attempt", "INT64"),
+    ("last_error", "STRING(MAX)"),
+];
+
+/// Schema problems.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The table name is invalid.
+    #[error(transparent)]
+    Identifier(#[from] crate::ConfigFileError),
+    /// The table does not exist.
+    #[error("table {table} not found in {database}; create it with `spanner-mutex init` or the DDL in docs")]
+    MissingTable {
+        /// Table.
+        table: String,
+        /// Database.
+        database: String,
+    },
+    /// A column is missing or has the wrong type.
+    #[error("column {table}.{column}: expected {expected}, found {found}")]
+    Column {
+        /// Table.
+        table: String,
+        /// Column.
+        column: &'static str,
+        /// Expected type.
+        expected: &'static str,
+        /// What the table has.
+        found: String,
+    },
+    /// Spanner failed.
+    #[error("Spanner: {0}")]
+    Spanner(String),
+}
+
+/// The DDL for the lease table, with an optional row deletion policy (days after the last update). Note that
+/// deleting a row restarts its fences at 1: keep the policy longer than any fenced resource remembers fences.
+pub fn create_table_ddl(table: &str, delete_after_days: Option<u32>) -> Result<String, SchemaError> {
+    validate_table_id(table)?;
+    let nullable = ["holder_name", "last_error"];
+    let columns: Vec<String> = COLUMNS
+        .iter()
+        .map(|(name, ty)| {
+            let not_null = if nullable.contains(name) { "" } else { " NOT NULL" };
+            let options = if *name == "updated_at" { " OPTIONS (allow_commit_timestamp = true)" } else { "" };
+            format!("  {name} {ty}{not_null}{options}")
+        })
+        .collect();
+    let ttl = delete_after_days.map(|d| format!(", ROW DELETION POLICY (OLDER_THAN(updated_at, INTERVAL {d} DAY))"));
+    Ok(format!("CREATE TABLE {table} (\n{}\n) PRIMARY KEY (name){}", columns.join(",\n"), ttl.unwrap_or_default()))
+}
+
+/// Checks that the store's table exists with the expected column types.
+pub async fn validate_schema(store: &SpannerStore) -> Result<(), SchemaError> {
+    let client = store.database_client().await;
+    let statement = Statement::builder(
+        "SELECT COLUMN_NAME, SPANNER_TYPE FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = '' AND TABLE_NAME = @t",
+    )
+    .add_param("t", store.table())
+    .build();
+    let spanner = |e: google_cloud_spanner::Error| SchemaError::Spanner(e.to_string());
+    let mut rows = client.single_use().build().execute_query(statement).await.map_err(spanner)?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next().await.transpose().map_err(spanner)? {
+        let column: String = row.get("COLUMN_NAME").map_err(spanner)?;
+        let ty: String = row.get("SPANNER_TYPE").map_err(spanner)?;
+        found.push((column, ty));
+    }
+    if found.is_empty() {
+        return Err(SchemaError::MissingTable {
+            table: store.table().to_owned(),
+            database: store.database().to_owned(),
+        });
+    }
+    for (column, expected) in COLUMNS {
+        let actual = found.iter().find(|(c, _)| c == column).map(|(_, t)| t.clone());
+        if actual.as_deref() != Some(expected) {
+            return Err(SchemaError::Column {
+                table: store.table().to_owned(),
+                column,
+                expected,
+                found: actual.unwrap_or_else(|| "no such column".into()),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_has_every_column_and_rejects_bad_names() {
+        let ddl = create_table_ddl("Leases", Some(30)).expect("valid");
+        for (name, ty) in COLUMNS {
+            assert!(ddl.contains(&format!("{name} {ty}")), "{ddl}");
+        }
+        assert!(ddl.ends_with("ROW DELETION POLICY (OLDER_THAN(updated_at, INTERVAL 30 DAY))"));
+        assert!(create_table_ddl("x; DROP TABLE y", None).is_err());
+    }
+}

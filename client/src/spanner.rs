@@ -1,0 +1,376 @@
+//! Cloud Spanner store on Google's official `google-cloud-spanner` crate. One read-write transaction per
+//! request, one single-use read per observation, no admin RPC on the hot path, and a time bound on everything.
+
+use crate::config::{Timeouts, validate_table_id};
+use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_gax::retry_policy::{AlwaysRetry, RetryPolicyExt};
+use google_cloud_spanner::client::{DatabaseClient, Spanner};
+use google_cloud_spanner::mutation::Mutation;
+use google_cloud_spanner::statement::Statement;
+use google_cloud_spanner::transaction::BasicTransactionRetryPolicy;
+use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
+use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, ServerTime, Status};
+use std::sync::Arc;
+use tokio::sync::{Mutex, RwLock};
+use wkt::Timestamp;
+
+/// The Spanner store. Clones share one database client.
+#[derive(Clone, Debug)]
+pub struct SpannerStore {
+    spanner: Spanner,
+    database: String,
+    client: Arc<RwLock<DatabaseClient>>,
+    table: Arc<str>,
+    select_sql: Arc<str>,
+    timeouts: Timeouts,
+    /// Emulators before 1.5.38 run one read-write transaction per database at a time and fail concurrent ones
+    /// from a shared client with the wrong error, so transactions from this process are serialized there.
+    emulator_serial: Option<Arc<Mutex<()>>>,
+    endpoint: Option<String>,
+}
+
+/// Failure to connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The table name is not a valid identifier.
+    #[error(transparent)]
+    Identifier(#[from] crate::ConfigFileError),
+    /// Building the Spanner client failed.
+    #[error("cannot build the Spanner client: {0}")]
+    Client(String),
+    /// Spanner did not answer in time.
+    #[error("Spanner at {endpoint} did not answer within {ms} ms: {message}")]
+    Unavailable {
+        /// Where.
+        endpoint: String,
+        /// The bound.
+        ms: u64,
+        /// The error.
+        message: String,
+    },
+}
+
+fn micros(ts: &Timestamp) -> ServerTime {
+    ServerTime::from_unix_micros(ts.seconds() * 1_000_000 + i64::from(ts.nanos()) / 1_000)
+}
+
+fn timestamp(t: ServerTime) -> Timestamp {
+    let us = t.unix_micros();
+    Timestamp::clamp(us.div_euclid(1_000_000), i32::try_from(us.rem_euclid(1_000_000) * 1_000).unwrap_or(0))
+}
+
+fn request_options(timeouts: &Timeouts) -> google_cloud_gax::options::RequestOptions {
+    let mut options = google_cloud_gax::options::RequestOptions::default();
+    options.set_attempt_timeout(timeouts.rpc());
+    options.set_retry_policy(AlwaysRetry.with_time_limit(timeouts.unavailable()));
+    options
+}
+
+/// Classifies an error of an operation; `writing` marks a transaction, whose commit may have landed.
+pub(crate) fn classify(error: &google_cloud_spanner::Error, writing: bool) -> StoreErrorKind {
+    let uncertain = if writing { StoreErrorKind::Unknown } else { StoreErrorKind::Unavailable };
+    if let Some(status) = error.status() {
+        return match status.code {
+            Code::Aborted => StoreErrorKind::Aborted,
+            Code::NotFound
+            | Code::InvalidArgument
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::Unimplemented
+            | Code::AlreadyExists => StoreErrorKind::Rejected,
+            Code::Unavailable | Code::ResourceExhausted => StoreErrorKind::Unavailable,
+            _ => uncertain,
+        };
+    }
+    if error.is_exhausted() {
+        StoreErrorKind::Aborted
+    } else if error.is_connect() || error.is_authentication() {
+        StoreErrorKind::Unavailable
+    } else {
+        uncertain
+    }
+}
+
+fn is_session_lost(error: &google_cloud_spanner::Error) -> bool {
+    error.status().is_some_and(|s| s.code == Code::NotFound && s.message.contains("Session not found"))
+}
+
+fn decode_row(row: &google_cloud_spanner::result::Row) -> google_cloud_spanner::Result<(Option<LeaseRow>, ServerTime)> {
+    let bad = |what: String| google_cloud_spanner::Error::deser(what);
+    let now: Timestamp = row.get("now")?;
+    let status: Option<String> = row.get("status")?;
+    let Some(status) = status else { return Ok((None, micros(&now))) };
+    let status: Status = status.parse().map_err(|e: spanner_mutex_model::UnknownStatus| bad(e.to_string()))?;
+    let holder: String = row.get("holder")?;
+    let holder = uuid::Uuid::parse_str(&holder).map_err(|e| bad(format!("holder {holder:?}: {e}")))?;
+    let fence: i64 = row.get("fence")?;
+    let attempt: i64 = row.get("attempt")?;
+    let updated_at: Timestamp = row.get("updated_at")?;
+    let expires_at: Timestamp = row.get("expires_at")?;
+    let lease = LeaseRow {
+        status,
+        holder: ClientId::from_uuid(holder),
+        holder_name: row.get::<Option<String>>("holder_name")?.unwrap_or_default(),
+        fence: Fence::new(u64::try_from(fence).map_err(|_| bad(format!("negative fence {fence}")))?),
+        updated_at: micros(&updated_at),
+        expires_at: micros(&expires_at),
+        attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+        last_error: row.get("last_error")?,
+    };
+    Ok((Some(lease), micros(&now)))
+}
+
+impl SpannerStore {
+    /// Connects to `database` (`projects/P/instances/I/databases/D`) and uses `table`. `endpoint` overrides the
+    /// service address (`http://127.0.0.1:PORT` for an emulator; `SPANNER_EMULATOR_HOST` is honoured too).
+    /// Fails within `timeouts.connect_ms` if Spanner does not answer.
+    pub async fn connect(
+        database: impl Into<String>,
+        table: &str,
+        endpoint: Option<String>,
+        timeouts: Timeouts,
+    ) -> Result<Self, ConnectError> {
+        validate_table_id(table)?;
+        let database = database.into();
+        let mut builder = Spanner::builder();
+        if let Some(endpoint) = &endpoint {
+            builder = builder.with_endpoint(endpoint.clone());
+        }
+        let spanner = builder.build().await.map_err(|e| ConnectError::Client(e.to_string()))?;
+        let is_emulator = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+            || std::env::var_os("SPANNER_EMULATOR_HOST").is_some();
+        let client = Self::build_client(&spanner, &database, &timeouts, endpoint.as_deref()).await?;
+        // Only validated identifiers reach SQL; values are always parameters.
+        let select_sql = format!(
+            "SELECT CURRENT_TIMESTAMP() AS now, t.status, t.holder, t.holder_name, t.fence, t.updated_at, \
+             t.expires_at, t.attempt, t.last_error FROM (SELECT 1) LEFT JOIN {table} AS t ON t.name = @name"
+        );
+        Ok(Self {
+            spanner,
+            database,
+            client: Arc::new(RwLock::new(client)),
+            table: table.into(),
+            select_sql: select_sql.into(),
+            timeouts,
+            emulator_serial: is_emulator.then(|| Arc::new(Mutex::new(()))),
+            endpoint,
+        })
+    }
+
+    async fn build_client(
+        spanner: &Spanner,
+        database: &str,
+        timeouts: &Timeouts,
+        endpoint: Option<&str>,
+    ) -> Result<DatabaseClient, ConnectError> {
+        let build =
+            spanner.database_client(database.to_owned()).with_request_options(request_options(timeouts)).build();
+        match tokio::time::timeout(timeouts.connect(), build).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(ConnectError::Client(e.to_string())),
+            Err(_) => Err(ConnectError::Unavailable {
+                endpoint: endpoint.unwrap_or("Cloud Spanner").to_owned(),
+                ms: timeouts.connect_ms,
+                message: "connect timed out".into(),
+            }),
+        }
+    }
+
+    /// The root client, for admin builders.
+    pub const fn spanner(&self) -> &Spanner {
+        &self.spanner
+    }
+
+    /// The database path.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The lease table.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The database client (cheap to clone), for the user's own reads and writes.
+    pub async fn database_client(&self) -> DatabaseClient {
+        self.client.read().await.clone()
+    }
+
+    /// After the emulator (or a backend) forgot our session, a new database client is needed.
+    async fn rebuild(&self) {
+        if let Ok(client) =
+            Self::build_client(&self.spanner, &self.database, &self.timeouts, self.endpoint.as_deref()).await
+        {
+            *self.client.write().await = client;
+            tracing::info!(database = %self.database, "rebuilt the database client after a lost session");
+        }
+    }
+
+    fn lease_mutation(&self, name: &MutexName, write: &spanner_mutex_model::RowWrite) -> Mutation {
+        Mutation::new_insert_or_update_builder(self.table.as_ref())
+            .set("name")
+            .to(name.as_str())
+            .set("status")
+            .to(write.status.as_str())
+            .set("holder")
+            .to(write.holder.to_string())
+            .set("holder_name")
+            .to(write.holder_name.clone())
+            .set("fence")
+            .to(i64::try_from(write.fence.get()).unwrap_or(i64::MAX))
+            .set("updated_at")
+            .to("spanner.commit_timestamp()")
+            .set("expires_at")
+            .to(timestamp(write.expires_at))
+            .set("attempt")
+            .to(i64::from(write.attempt))
+            .set("last_error")
+            .to(write.last_error.clone())
+            .build()
+    }
+
+    fn select(&self, name: &MutexName) -> Statement {
+        Statement::builder(self.select_sql.as_ref()).add_param("name", name.as_str()).build()
+    }
+
+    /// Runs `plan` in one read-write transaction; with `extra`, the user's own work runs in the same
+    /// transaction after the plan, and only if the plan's reply is `FenceValid`.
+    async fn transact_once(
+        &self,
+        cfg: &Config,
+        name: &MutexName,
+        request: &TxnRequest,
+    ) -> Result<TxnReply, google_cloud_spanner::Error> {
+        let client = self.database_client().await;
+        let retry = BasicTransactionRetryPolicy::new().with_total_timeout(self.timeouts.transaction());
+        let runner = client
+            .read_write_transaction()
+            .with_transaction_timeout(self.timeouts.transaction())
+            .with_retry_policy(retry)
+            .build();
+        let (store, cfg, name, request) = (self.clone(), cfg.clone(), name.clone(), request.clone());
+        let result = runner
+            .run(move |tx: google_cloud_spanner::transaction::ReadWriteTransaction| {
+                let (store, cfg, name, request) = (store.clone(), cfg.clone(), name.clone(), request.clone());
+                async move {
+                    let mut rows = tx.execute_query(store.select(&name)).await?;
+                    let row =
+                        rows.next().await.transpose()?.ok_or_else(|| google_cloud_spanner::Error::deser("no row"))?;
+                    let (lease, now) = decode_row(&row)?;
+                    let planned = plan(&cfg, &request, lease.as_ref(), now);
+                    if let Some(write) = &planned.write {
+                        tx.buffer([store.lease_mutation(&name, write)])?;
+                    }
+                    Ok(planned.reply)
+                }
+            })
+            .await?;
+        Ok(result.into_inner())
+    }
+}
+
+impl LeaseStore for SpannerStore {
+    async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
+        let _serial = match &self.emulator_serial {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let mut result = self.transact_once(cfg, name, request).await;
+        if let Err(error) = &result
+            && is_session_lost(error)
+        {
+            self.rebuild().await;
+            result = self.transact_once(cfg, name, request).await;
+        }
+        result.map_err(|e| StoreError::new(classify(&e, true), e.to_string()))
+    }
+
+    async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
+        for attempt in 0..2 {
+            let client = self.database_client().await;
+            let query = async {
+                let mut rows = client.single_use().build().execute_query(self.select(name)).await?;
+                let row = rows.next().await.transpose()?.ok_or_else(|| google_cloud_spanner::Error::deser("no row"))?;
+                decode_row(&row)
+            };
+            match tokio::time::timeout(self.timeouts.unavailable(), query).await {
+                Ok(Ok(read)) => return Ok(read),
+                Ok(Err(e)) if attempt == 0 && is_session_lost(&e) => self.rebuild().await,
+                Ok(Err(e)) => return Err(StoreError::new(classify(&e, false), e.to_string())),
+                Err(_) => return Err(StoreError::new(StoreErrorKind::Unavailable, "read timed out")),
+            }
+        }
+        Err(StoreError::new(StoreErrorKind::Unavailable, "session lost twice"))
+    }
+
+    fn describe(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("Spanner at {endpoint}, {} table {}", self.database, self.table),
+            None => format!("Cloud Spanner {} table {}", self.database, self.table),
+        }
+    }
+}
+
+/// A fenced transaction that did not run the user's work.
+#[derive(Debug, thiserror::Error)]
+pub enum FencedError {
+    /// The lease is no longer held with this fence: nothing was written.
+    #[error("fenced write refused: {fence} no longer holds the lease")]
+    Rejected {
+        /// The writer's fence.
+        fence: Fence,
+    },
+    /// The transaction failed (the user's work may have returned this error).
+    #[error("fenced transaction failed: {0}")]
+    Spanner(#[from] google_cloud_spanner::Error),
+}
+
+impl crate::SectionGuard<SpannerStore> {
+    /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that this
+    /// client still holds the lease with this fence; `work`'s writes commit only while the lease is ours.
+    /// `work` may run more than once (Spanner retries aborted transactions): keep it free of side effects
+    /// outside the transaction.
+    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<T, FencedError>
+    where
+        F: Fn(google_cloud_spanner::transaction::ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+        T: Send + 'static,
+    {
+        let ctx = self.ctx();
+        let store = ctx.store.clone();
+        let serial = store.emulator_serial.clone();
+        let _serial = match &serial {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let client = store.database_client().await;
+        let retry = BasicTransactionRetryPolicy::new().with_total_timeout(store.timeouts.transaction());
+        let runner = client
+            .read_write_transaction()
+            .with_transaction_timeout(store.timeouts.transaction())
+            .with_retry_policy(retry)
+            .build();
+        let verify = TxnRequest::VerifyFence { client: self.client(), fence: self.fence() };
+        let (cfg, name) = (ctx.cfg.clone(), ctx.name.clone());
+        let outcome = runner
+            .run(move |tx: google_cloud_spanner::transaction::ReadWriteTransaction| {
+                let (store, cfg, name, verify, work) =
+                    (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone());
+                async move {
+                    let mut rows = tx.execute_query(store.select(&name)).await?;
+                    let row =
+                        rows.next().await.transpose()?.ok_or_else(|| google_cloud_spanner::Error::deser("no row"))?;
+                    let (lease, now) = decode_row(&row)?;
+                    if plan(&cfg, &verify, lease.as_ref(), now).reply != TxnReply::FenceValid {
+                        return Ok(None);
+                    }
+                    work(tx).await.map(Some)
+                }
+            })
+            .await?;
+        outcome.into_inner().ok_or(FencedError::Rejected { fence: self.fence() })
+    }
+}

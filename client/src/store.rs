@@ -1,0 +1,64 @@
+//! Where lease rows live. The driver asks a store for two things only: run the model's transaction logic in one
+//! serializable read-write transaction, and read a row with the server's time. Stores make no lease decision.
+
+use spanner_mutex_model::{Config, Failure, LeaseRow, MutexName, ServerTime, TxnReply, TxnRequest};
+use std::future::Future;
+
+/// How a store operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The transaction aborted (contention) after the store's own bounded retries; nothing was written.
+    Aborted,
+    /// The commit may or may not have happened (deadline, cancellation, connection lost during commit).
+    Unknown,
+    /// The store did not answer within its bound; nothing is known to have been written before the commit.
+    Unavailable,
+    /// The store refused: missing table, wrong schema, permission. Retrying cannot help.
+    Rejected,
+}
+
+/// A failed store operation, with the underlying error's text for people.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct StoreError {
+    /// What kind of failure, which decides what the machine is told.
+    pub kind: StoreErrorKind,
+    /// The underlying error.
+    pub message: String,
+}
+
+impl StoreError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    /// The machine's failure for an error that is final.
+    pub const fn failure(&self) -> Failure {
+        match self.kind {
+            StoreErrorKind::Rejected => Failure::Rejected,
+            StoreErrorKind::Aborted | StoreErrorKind::Unknown | StoreErrorKind::Unavailable => Failure::Unavailable,
+        }
+    }
+}
+
+/// A row and the server time it was read at.
+pub type RowRead = (Option<LeaseRow>, ServerTime);
+
+/// A backend for lease rows.
+pub trait LeaseStore: Clone + Send + Sync + 'static {
+    /// Runs [`spanner_mutex_model::txn::plan`] for `request` on `name`'s row inside one read-write transaction,
+    /// with the row and the server time read in that transaction, writes the planned row, and commits.
+    fn transact(
+        &self,
+        cfg: &Config,
+        name: &MutexName,
+        request: &TxnRequest,
+    ) -> impl Future<Output = Result<TxnReply, StoreError>> + Send;
+
+    /// Reads `name`'s row and the server's current time with one strongly consistent single-use read.
+    fn read(&self, name: &MutexName) -> impl Future<Output = Result<RowRead, StoreError>> + Send;
+
+    /// A short description for logs and the demo ("in-memory", "emulator at ...").
+    fn describe(&self) -> String;
+}
