@@ -48,6 +48,16 @@ impl SectionGuard<crate::MemoryStore> {
     }
 }
 
+impl SectionGuard<crate::FaultyStore<crate::MemoryStore>> {
+    /// [`SectionGuard::<MemoryStore>::fenced`] through the fault-injecting wrapper (fenced writes are not faulted).
+    pub fn fenced<T>(
+        &self,
+        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
+    ) -> Result<T, crate::memory::FenceRejected> {
+        self.ctx.store.inner().fenced(&self.ctx.cfg, &self.ctx.name, self.client, self.fence, work)
+    }
+}
+
 impl<S> SectionGuard<S> {
     /// The fence token of this acquisition: strictly greater than every earlier holder's.
     pub const fn fence(&self) -> Fence {

@@ -581,9 +581,10 @@ impl ClientMachine {
                         }
                         Renewal::Stopped
                     }
-                    // Aborted, unknown or unavailable: try again at once; the deadline bounds the attempts.
+                    // Aborted, unknown or unavailable: try again after a short wait (not at once: a store failing
+                    // fast would be hammered); the deadline bounds the attempts.
                     Event::TxnAborted | Event::TxnOutcomeUnknown | Event::TxnFailed(Failure::Unavailable) if !lost => {
-                        Renewal::Due { at: now }
+                        Renewal::Due { at: now.plus_ms(cfg.wait_ms().min(cfg.renew_interval_ms())) }
                     }
                     Event::TxnCommitted(TxnReply::Renewed { .. })
                     | Event::TxnAborted

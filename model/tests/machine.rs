@@ -258,8 +258,8 @@ fn lock_lost_is_signalled_when_the_deadline_passes_without_a_renewal() {
     let mut h = Harness::holding();
     assert_eq!(h.timeout(3), Some(Command::RunTxn(TxnRequest::Renew { client: ME, fence: Fence::new(1) })));
     assert_eq!(h.on(4, Event::TxnOutcomeUnknown), None, "retried, not assumed");
-    assert_eq!(h.poll(), Some(t(4)));
-    assert_eq!(h.timeout(4), Some(Command::RunTxn(TxnRequest::Renew { client: ME, fence: Fence::new(1) })));
+    assert_eq!(h.poll(), Some(t(5)), "after min(wait_ms, renew_interval_ms), not at once");
+    assert_eq!(h.timeout(5), Some(Command::RunTxn(TxnRequest::Renew { client: ME, fence: Fence::new(1) })));
     assert_eq!(h.on(5, Event::TxnFailed(Failure::Unavailable)), None);
     assert_eq!(h.timeout(8), Some(Command::SignalLockLost { fence: Fence::new(1) }));
     assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(8)), None);

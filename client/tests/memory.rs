@@ -1,0 +1,245 @@
+//! Client behaviour on the in-memory store (the same driver and machine as on Spanner).
+
+use spanner_mutex::memory::{FaultEffect, FaultTarget, InjectedFault};
+use spanner_mutex::{
+    BoxError, CriticalSection, FaultyStore, LeaseStore, MemoryStore, RunError, RunOutcome, SectionGuard, SpannerMutex,
+};
+use spanner_mutex_model::txn::Mode;
+use spanner_mutex_model::{ClientId, ConfigParams, Fence, MutexName, Status, TxnReply, TxnRequest};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+fn params() -> ConfigParams {
+    ConfigParams {
+        ttl_ms: 300,
+        renew_interval_ms: 100,
+        safety_margin_ms: 50,
+        wait_ms: 10,
+        max_wait_ms: 50,
+        jitter_ms: 5,
+        staleness_ms: 60_000,
+        ..ConfigParams::default()
+    }
+}
+
+fn name() -> MutexName {
+    MutexName::new("test-mutex").expect("valid")
+}
+
+fn mutex<S: LeaseStore>(store: S) -> SpannerMutex<S> {
+    SpannerMutex::new(store, params().validate().expect("valid"), name(), "test")
+}
+
+/// Writes the effect through `fenced`, after sleeping; records what it saw.
+#[derive(Default)]
+struct Section {
+    sleep_ms: u64,
+    executions: AtomicU64,
+    rejected: AtomicU64,
+    saw_lock_lost: AtomicBool,
+}
+
+/// The same section through the fault-injecting wrapper: only its guard type differs.
+macro_rules! section_impl {
+    ($store:ty) => {
+        impl CriticalSection<$store> for Section {
+            async fn is_needed(&self) -> Result<bool, BoxError> {
+                Ok(self.executions.load(Ordering::SeqCst) == 0)
+            }
+            async fn execute(&self, guard: &SectionGuard<$store>) -> Result<(), BoxError> {
+                tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
+                self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
+                let fence = guard.fence();
+                match guard.fenced(|data| data.insert(format!("effect-{}", fence.get()), "done".into())) {
+                    Ok(_) => {
+                        self.executions.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }
+                    Err(rejected) => {
+                        self.rejected.fetch_add(1, Ordering::SeqCst);
+                        Err(rejected.into())
+                    }
+                }
+            }
+        }
+    };
+}
+
+section_impl!(MemoryStore);
+section_impl!(FaultyStore<MemoryStore>);
+
+#[tokio::test]
+async fn lock_acquire_and_release() {
+    let store = MemoryStore::new();
+    let mutex = mutex(store.clone());
+    let guard = mutex.acquire().await.expect("acquired");
+    assert_eq!(guard.fence(), Fence::FIRST);
+    assert_eq!(store.row(&name()).map(|r| r.status), Some(Status::Started));
+    assert!(mutex.try_acquire().await.expect("no error").is_none(), "held by the guard");
+    assert_eq!(guard.release().await.expect("released"), Fence::FIRST);
+    assert_eq!(store.row(&name()).map(|r| r.status), Some(Status::Done));
+    let again = mutex.try_acquire().await.expect("no error").expect("free again");
+    assert_eq!(again.fence(), Fence::new(2));
+}
+
+#[tokio::test]
+async fn twenty_concurrent_clients_execute_once() {
+    let store = MemoryStore::new();
+    let mutex = mutex(store.clone());
+    let section = Arc::new(Section { sleep_ms: 20, ..Section::default() });
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (mutex, section) = (mutex.clone(), Arc::clone(&section));
+            tokio::spawn(async move { mutex.run(section.as_ref()).await })
+        })
+        .collect();
+    let mut executed = 0;
+    for task in tasks {
+        match task.await.expect("joined").expect("no error") {
+            RunOutcome::Executed { .. } => executed += 1,
+            RunOutcome::DoneByOther { .. } | RunOutcome::NotNeeded => {}
+        }
+    }
+    assert_eq!(executed, 1);
+    assert_eq!(section.executions.load(Ordering::SeqCst), 1);
+    assert_eq!(store.data().len(), 1);
+}
+
+#[tokio::test]
+async fn a_vanished_holder_is_taken_over_after_its_ttl() {
+    let store = MemoryStore::new();
+    let cfg = params().validate().expect("valid");
+    // A holder that acquired and then died without releasing.
+    let ghost =
+        TxnRequest::Acquire { client: ClientId::from_u128(7), holder_name: "ghost".into(), mode: Mode::RunOnce };
+    let reply = store.transact(&cfg, &name(), &ghost).await.expect("acquired");
+    assert!(matches!(reply, TxnReply::Acquired { .. }));
+    let mutex = mutex(store.clone());
+    let section = Section::default();
+    let outcome = mutex.run(&section).await.expect("runs");
+    assert_eq!(outcome, RunOutcome::Executed { fence: Fence::new(2) });
+    assert_eq!(mutex.metrics().takeovers, 1);
+}
+
+#[tokio::test]
+async fn a_paused_holder_loses_the_lease_its_fenced_write_is_refused_and_the_section_runs_once() {
+    let store = MemoryStore::new();
+    let faulty = FaultyStore::new(store.clone());
+    // The holder's renewals cannot get through (a paused or partitioned process).
+    for _ in 0..50 {
+        faulty.inject(InjectedFault { on: FaultTarget::Renew, effect: FaultEffect::Unavailable });
+    }
+    let paused = mutex(faulty);
+    let slow = Arc::new(Section { sleep_ms: 700, ..Section::default() });
+    let paused_run = {
+        let (paused, slow) = (paused.clone(), Arc::clone(&slow));
+        tokio::spawn(async move { paused.run(slow.as_ref()).await })
+    };
+    // Another client takes over once the lease has expired on the server and does the work.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let other = mutex(store.clone());
+    let quick = Section::default();
+    assert_eq!(other.run(&quick).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
+    let paused_outcome = paused_run.await.expect("joined").expect("no error");
+    assert!(slow.saw_lock_lost.load(Ordering::SeqCst), "the paused holder was told it lost the lock");
+    assert_eq!(slow.rejected.load(Ordering::SeqCst), 1, "its fenced write was refused");
+    assert_eq!(slow.executions.load(Ordering::SeqCst), 0);
+    assert!(
+        matches!(paused_outcome, RunOutcome::DoneByOther { fence, .. } if fence == Fence::new(2)),
+        "{paused_outcome:?}"
+    );
+    assert_eq!(paused.metrics().lost, 1);
+    assert_eq!(store.data().len(), 1, "the effect exists exactly once");
+}
+
+#[tokio::test]
+async fn an_unknown_commit_that_landed_is_resolved_as_acquired() {
+    let faulty = FaultyStore::new(MemoryStore::new());
+    faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownCommitted });
+    let mutex = mutex(faulty.clone());
+    let section = Section::default();
+    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    let m = mutex.metrics();
+    assert_eq!((m.unknown_commits, m.acquisitions), (1, 0), "resolved by a read, not a second acquisition");
+    assert!(m.reads >= 1);
+}
+
+#[tokio::test]
+async fn an_unknown_commit_that_did_not_land_is_retried() {
+    let faulty = FaultyStore::new(MemoryStore::new());
+    faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownNotCommitted });
+    let mutex = mutex(faulty.clone());
+    let section = Section::default();
+    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(mutex.metrics().unknown_commits, 1);
+    assert_eq!(mutex.metrics().acquisitions, 1);
+}
+
+#[tokio::test]
+async fn renewal_keeps_a_long_section_s_lease() {
+    let store = MemoryStore::new();
+    let mutex = mutex(store.clone());
+    let section = Section { sleep_ms: 1_000, ..Section::default() };
+    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert!(!section.saw_lock_lost.load(Ordering::SeqCst));
+    assert!(mutex.metrics().renewals >= 3, "{:?}", mutex.metrics());
+    assert_eq!(mutex.metrics().lost, 0);
+}
+
+#[tokio::test]
+async fn dropping_a_lock_guard_releases_at_once() {
+    let store = MemoryStore::new();
+    let mutex = mutex(store.clone());
+    let guard = mutex.acquire().await.expect("acquired");
+    drop(guard);
+    // The release runs in the background; the next holder must get the row freed, not expired.
+    let next = mutex.acquire_timeout(Duration::from_secs(5)).await.expect("no error").expect("acquired");
+    assert_eq!(next.fence(), Fence::new(2));
+    assert_eq!(mutex.metrics().takeovers, 0, "handed over by release, not by expiry");
+}
+
+#[tokio::test]
+async fn cancelling_a_run_mid_section_releases_failed_for_the_next_client() {
+    let store = MemoryStore::new();
+    let mutex = mutex(store.clone());
+    let section = Section { sleep_ms: 10_000, ..Section::default() };
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), mutex.run(&section)).await;
+    assert!(cancelled.is_err(), "timed out, i.e. cancelled");
+    let next = Section::default();
+    assert_eq!(mutex.run(&next).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
+    assert_eq!(mutex.metrics().takeovers, 0, "the cancelled run released (FAILED) instead of expiring");
+}
+
+#[tokio::test]
+async fn spanner_unavailable_is_a_typed_error() {
+    let faulty = FaultyStore::new(MemoryStore::new());
+    faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::Unavailable });
+    let error = mutex(faulty).run(&Section::default()).await.expect_err("unavailable");
+    assert!(matches!(&error, RunError::Unavailable(message) if message.contains("injected")), "{error}");
+}
+
+struct FailingNeed;
+
+impl CriticalSection<MemoryStore> for FailingNeed {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Err("migrations table unreachable".into())
+    }
+    async fn execute(&self, _: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_need_check_is_a_typed_error_with_its_cause() {
+    let error = mutex(MemoryStore::new()).run(&FailingNeed).await.expect_err("fails");
+    assert!(matches!(&error, RunError::NeedCheck(cause) if cause.to_string() == "migrations table unreachable"));
+}
+
+#[tokio::test]
+async fn try_acquire_gives_up_at_once_and_acquire_timeout_returns_none() {
+    let mutex = mutex(MemoryStore::new());
+    let _held = mutex.acquire().await.expect("acquired");
+    assert!(mutex.try_acquire().await.expect("no error").is_none());
+    assert!(mutex.acquire_timeout(Duration::from_millis(100)).await.expect("no error").is_none());
+}
