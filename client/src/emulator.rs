@@ -50,11 +50,24 @@ fn free_port() -> Result<u16, EmulatorError> {
 impl Emulator {
     /// Starts the emulator on free ports and waits (at most 30 s) until both ports accept connections.
     pub async fn start() -> Result<Self, EmulatorError> {
+        Self::start_on(free_port()?, free_port()?).await
+    }
+
+    /// Stops the emulator and starts a fresh one (empty: no instances) on the same ports.
+    pub async fn restart(&mut self) -> Result<(), EmulatorError> {
+        self.stop();
+        let fresh = Self::start_on(self.grpc_port, self.rest_port).await?;
+        // Swap in the new process; the old one is already stopped.
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old);
+        Ok(())
+    }
+
+    async fn start_on(grpc_port: u16, rest_port: u16) -> Result<Self, EmulatorError> {
         let dir = install_dir();
         if !dir.join("gateway_main").is_file() {
             return Err(EmulatorError::NotInstalled(dir));
         }
-        let (grpc_port, rest_port) = (free_port()?, free_port()?);
         let mut command = Command::new(dir.join("gateway_main"));
         command
             .arg("--hostname=127.0.0.1")
@@ -109,6 +122,22 @@ impl Emulator {
         timeouts: Timeouts,
     ) -> Result<SpannerStore, EmulatorError> {
         create_database_at(&self.endpoint(), &self.rest_endpoint(), project, instance, database, table, timeouts).await
+    }
+
+    /// Applies DDL statements to a database of this emulator (e.g. the user tables a test writes through
+    /// `fenced`).
+    pub async fn apply_ddl(&self, database_path: &str, statements: Vec<String>) -> Result<(), EmulatorError> {
+        use google_cloud_lro::Poller;
+        let (_, databases) = admin_clients(&self.endpoint(), &self.rest_endpoint()).await?;
+        databases
+            .update_database_ddl()
+            .set_database(database_path)
+            .set_statements(statements)
+            .poller()
+            .until_done()
+            .await
+            .map_err(|e| EmulatorError::Setup(e.to_string()))?;
+        Ok(())
     }
 
     /// Stops the emulator now.

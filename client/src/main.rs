@@ -86,6 +86,8 @@ enum Cmd {
         name: String,
         #[arg(long)]
         clients: u32,
+        #[arg(long, default_value = EFFECTS_TABLE)]
+        effects_table: String,
     },
 }
 
@@ -130,6 +132,7 @@ impl CriticalSection<MemoryStore> for MemorySection {
 /// check reads that table (the effect), never the mutex row.
 struct SpannerSection {
     effect_id: String,
+    table: String,
 }
 
 impl CriticalSection<SpannerStore> for SpannerSection {
@@ -139,11 +142,12 @@ impl CriticalSection<SpannerStore> for SpannerSection {
 
     async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
         let (id, writer, fence) = (self.effect_id.clone(), guard.client().to_string(), guard.fence().get());
+        let table = self.table.clone();
         let result = guard
             .fenced(move |tx| {
-                let (id, writer) = (id.clone(), writer.clone());
+                let (id, writer, table) = (id.clone(), writer.clone(), table.clone());
                 async move {
-                    let insert = google_cloud_spanner::mutation::Mutation::new_insert_builder(EFFECTS_TABLE)
+                    let insert = google_cloud_spanner::mutation::Mutation::new_insert_builder(table.clone())
                         .set("id")
                         .to(id)
                         .set("writer")
@@ -190,18 +194,11 @@ async fn emulator_store(database: &str) -> anyhow::Result<(Option<Emulator>, Spa
 }
 
 async fn add_effects_table(emulator: &Emulator, database: &str) -> anyhow::Result<()> {
-    use google_cloud_lro::Poller;
-    let (_, admin) = emulator::admin_clients(&emulator.endpoint(), &emulator.rest_endpoint()).await?;
-    admin
-        .update_database_ddl()
-        .set_database(format!("projects/demo-project/instances/demo-instance/databases/{database}"))
-        .set_statements([format!(
-            "CREATE TABLE {EFFECTS_TABLE} (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)"
-        )])
-        .poller()
-        .until_done()
-        .await?;
-    Ok(())
+    let path = format!("projects/demo-project/instances/demo-instance/databases/{database}");
+    let ddl = format!(
+        "CREATE TABLE {EFFECTS_TABLE} (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)"
+    );
+    Ok(emulator.apply_ddl(&path, vec![ddl]).await?)
 }
 
 fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunError>)]) {
@@ -252,7 +249,12 @@ async fn demo(store: Option<StoreArg>, clients: u32) -> anyhow::Result<()> {
         let mutex = SpannerMutex::new(store.clone(), cfg, name, "demo");
         let effect_id = format!("demo-{}", uuid::Uuid::new_v4());
         println!("{clients} clients race for run-once section {effect_id:?}");
-        let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: effect_id.clone() }), clients).await;
+        let outcomes = race(
+            &mutex,
+            Arc::new(SpannerSection { effect_id: effect_id.clone(), table: EFFECTS_TABLE.into() }),
+            clients,
+        )
+        .await;
         print_outcomes(&outcomes);
         let executions = count_effects(&store, &effect_id).await?;
         println!(
@@ -314,10 +316,16 @@ impl CriticalSection<SpannerStore> for AppendLine {
     }
 }
 
-async fn stress_worker(endpoint: String, database: String, name: String, clients: u32) -> anyhow::Result<()> {
+async fn stress_worker(
+    endpoint: String,
+    database: String,
+    name: String,
+    clients: u32,
+    table: String,
+) -> anyhow::Result<()> {
     let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
     let mutex = SpannerMutex::new(store, demo_params().validate()?, MutexName::new(name.clone())?, "stress");
-    let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name }), clients).await;
+    let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name, table }), clients).await;
     for (_, outcome) in outcomes {
         println!(
             "{}",
@@ -356,7 +364,9 @@ async fn stress(clients: u32, processes: u32, store: StoreArg) -> anyhow::Result
     let wall = Instant::now();
     let executions = if processes <= 1 {
         let mutex = SpannerMutex::new(spanner.clone(), cfg, MutexName::new(name.clone())?, "stress");
-        let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name.clone() }), clients).await;
+        let outcomes =
+            race(&mutex, Arc::new(SpannerSection { effect_id: name.clone(), table: EFFECTS_TABLE.into() }), clients)
+                .await;
         let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
         let m = mutex.metrics();
         println!(
@@ -474,8 +484,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Stress { clients, processes, store } => stress(clients, processes, store).await,
-        Cmd::StressWorker { endpoint, database, name, clients } => {
-            stress_worker(endpoint, database, name, clients).await
+        Cmd::StressWorker { endpoint, database, name, clients, effects_table } => {
+            stress_worker(endpoint, database, name, clients, effects_table).await
         }
     }
 }

@@ -328,33 +328,37 @@ pub enum FencedError {
     Spanner(#[from] google_cloud_spanner::Error),
 }
 
-impl crate::SectionGuard<SpannerStore> {
-    /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that this
-    /// client still holds the lease with this fence; `work`'s writes commit only while the lease is ours.
-    /// `work` may run more than once (Spanner retries aborted transactions): keep it free of side effects
-    /// outside the transaction.
-    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<T, FencedError>
+impl SpannerStore {
+    /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that `client`
+    /// still holds `name` with `fence`; see [`crate::SectionGuard::fenced`].
+    async fn fenced<T, F, Fut>(
+        &self,
+        cfg: &Config,
+        name: &MutexName,
+        client: ClientId,
+        fence: Fence,
+        work: F,
+    ) -> Result<T, FencedError>
     where
         F: Fn(google_cloud_spanner::transaction::ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
         Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
         T: Send + 'static,
     {
-        let ctx = self.ctx();
-        let store = ctx.store.clone();
+        let store = self.clone();
         let serial = store.emulator_serial.clone();
         let _serial = match &serial {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        let client = store.database_client().await;
+        let db = store.database_client().await;
         let retry = BasicTransactionRetryPolicy::new().with_total_timeout(store.timeouts.transaction());
-        let runner = client
+        let runner = db
             .read_write_transaction()
             .with_transaction_timeout(store.timeouts.transaction())
             .with_retry_policy(retry)
             .build();
-        let verify = TxnRequest::VerifyFence { client: self.client(), fence: self.fence() };
-        let (cfg, name) = (ctx.cfg.clone(), ctx.name.clone());
+        let verify = TxnRequest::VerifyFence { client, fence };
+        let (cfg, name) = (cfg.clone(), name.clone());
         let outcome = runner
             .run(move |tx: google_cloud_spanner::transaction::ReadWriteTransaction| {
                 let (store, cfg, name, verify, work) =
@@ -371,6 +375,30 @@ impl crate::SectionGuard<SpannerStore> {
                 }
             })
             .await?;
-        outcome.into_inner().ok_or(FencedError::Rejected { fence: self.fence() })
+        outcome.into_inner().ok_or(FencedError::Rejected { fence })
     }
 }
+
+macro_rules! spanner_fenced {
+    ($store:ty, $spanner:expr) => {
+        impl crate::SectionGuard<$store> {
+            /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that
+            /// this client still holds the lease with this fence; `work`'s writes commit only while the lease
+            /// is ours. `work` may run more than once (Spanner retries aborted transactions): keep it free of
+            /// side effects outside the transaction.
+            pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<T, FencedError>
+            where
+                F: Fn(google_cloud_spanner::transaction::ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
+                Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+                T: Send + 'static,
+            {
+                let ctx = self.ctx();
+                let spanner: fn(&$store) -> &SpannerStore = $spanner;
+                spanner(&ctx.store).fenced(&ctx.cfg, &ctx.name, self.client(), self.fence(), work).await
+            }
+        }
+    };
+}
+
+spanner_fenced!(SpannerStore, |store| store);
+spanner_fenced!(crate::FaultyStore<SpannerStore>, |store| store.inner());

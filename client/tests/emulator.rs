@@ -1,0 +1,258 @@
+//! Client behaviour against the real Spanner code path on the Cloud Spanner emulator. Each test starts its own
+//! emulator on free ports and stops it. A missing emulator fails the tests: they never skip.
+
+use google_cloud_spanner::mutation::Mutation;
+use google_cloud_spanner::statement::Statement;
+use spanner_mutex::emulator::Emulator;
+use spanner_mutex::memory::{FaultEffect, FaultTarget, InjectedFault};
+use spanner_mutex::schema::{SchemaError, validate_schema};
+use spanner_mutex::spanner::FencedError;
+use spanner_mutex::{
+    BoxError, CriticalSection, FaultyStore, LeaseStore, RunError, RunOutcome, SectionGuard, SpannerMutex, SpannerStore,
+    Timeouts,
+};
+use spanner_mutex_model::txn::Mode;
+use spanner_mutex_model::{ClientId, ConfigParams, Fence, MutexName, Status, TxnRequest};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const DATABASE: &str = "projects/test-project/instances/test-instance/databases/test-db";
+
+fn params() -> ConfigParams {
+    ConfigParams {
+        ttl_ms: 1_000,
+        renew_interval_ms: 300,
+        safety_margin_ms: 200,
+        wait_ms: 20,
+        max_wait_ms: 100,
+        jitter_ms: 10,
+        staleness_ms: 600_000,
+        ..ConfigParams::default()
+    }
+}
+
+fn name(n: &str) -> MutexName {
+    MutexName::new(n).expect("valid")
+}
+
+fn fast_timeouts() -> Timeouts {
+    Timeouts { connect_ms: 5_000, rpc_ms: 1_000, transaction_ms: 3_000, unavailable_ms: 3_000 }
+}
+
+/// An emulator with the lease table and an `Effects` table the sections write through `fenced`.
+async fn setup() -> (Emulator, SpannerStore) {
+    let emulator = Emulator::start().await.expect("the Spanner emulator must be installed (see README)");
+    let store = emulator
+        .create_database("test-project", "test-instance", "test-db", "SpannerMutex", fast_timeouts())
+        .await
+        .expect("database created");
+    let effects = "CREATE TABLE Effects (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) \
+                   PRIMARY KEY (id)";
+    emulator.apply_ddl(DATABASE, vec![effects.into()]).await.expect("effects table");
+    (emulator, store)
+}
+
+async fn effect_rows(store: &SpannerStore, id: &str) -> i64 {
+    let client = store.database_client().await;
+    let statement = Statement::builder("SELECT COUNT(*) AS n FROM Effects WHERE id = @id").add_param("id", id).build();
+    let mut rows = client.single_use().build().execute_query(statement).await.expect("query");
+    rows.next().await.transpose().expect("row").expect("one row").get("n").expect("n")
+}
+
+/// Inserts one `Effects` row through a fenced transaction; need = that row does not exist yet.
+#[derive(Default)]
+struct Effect {
+    id: String,
+    sleep_ms: u64,
+    rejected: AtomicU64,
+    saw_lock_lost: AtomicBool,
+}
+
+impl Effect {
+    fn new(id: &str) -> Self {
+        Self { id: id.into(), ..Self::default() }
+    }
+}
+
+macro_rules! effect_impl {
+    ($store:ty, $spanner:expr) => {
+        impl CriticalSection<$store> for Effect {
+            async fn is_needed(&self) -> Result<bool, BoxError> {
+                Ok(true)
+            }
+            async fn execute(&self, guard: &SectionGuard<$store>) -> Result<(), BoxError> {
+                tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
+                self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
+                let (id, writer, fence) = (self.id.clone(), guard.client().to_string(), guard.fence().get());
+                let result = guard
+                    .fenced(move |tx| {
+                        let (id, writer) = (id.clone(), writer.clone());
+                        async move {
+                            let row = Mutation::new_insert_builder("Effects")
+                                .set("id")
+                                .to(id)
+                                .set("writer")
+                                .to(writer)
+                                .set("fence")
+                                .to(i64::try_from(fence).unwrap_or(i64::MAX))
+                                .build();
+                            tx.buffer([row])
+                        }
+                    })
+                    .await;
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(e @ FencedError::Rejected { .. }) => {
+                        self.rejected.fetch_add(1, Ordering::SeqCst);
+                        Err(e.into())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    };
+}
+
+effect_impl!(SpannerStore, |s| s);
+effect_impl!(FaultyStore<SpannerStore>, |s| s.inner());
+
+fn mutex<S: LeaseStore>(store: S, n: &str) -> SpannerMutex<S> {
+    SpannerMutex::new(store, params().validate().expect("valid"), name(n), "test")
+}
+
+#[tokio::test]
+async fn lock_acquire_release_and_twenty_clients_in_one_process_execute_once() {
+    let (_emulator, store) = setup().await;
+    let lock = mutex(store.clone(), "lock");
+    let guard = lock.acquire().await.expect("acquired");
+    assert_eq!(guard.fence(), Fence::FIRST);
+    assert!(lock.try_acquire().await.expect("no error").is_none());
+    assert_eq!(guard.release().await.expect("released"), Fence::FIRST);
+    assert_eq!(store.read(&name("lock")).await.expect("read").0.map(|r| r.status), Some(Status::Done));
+
+    let race = mutex(store.clone(), "race");
+    let section = Arc::new(Effect::new("race"));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (race, section) = (race.clone(), Arc::clone(&section));
+            tokio::spawn(async move { race.run(section.as_ref()).await })
+        })
+        .collect();
+    let mut executed = 0;
+    for task in tasks {
+        if let RunOutcome::Executed { .. } = task.await.expect("joined").expect("no error") {
+            executed += 1;
+        }
+    }
+    assert_eq!(executed, 1);
+    assert_eq!(effect_rows(&store, "race").await, 1);
+}
+
+#[tokio::test]
+async fn twenty_clients_across_four_processes_execute_once() {
+    let (emulator, store) = setup().await;
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_spanner-mutex"))
+                .args(["stress-worker", "--endpoint", &emulator.endpoint(), "--database", DATABASE])
+                .args(["--name", "procs", "--clients", "5", "--effects-table", "Effects"])
+                .output()
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for child in children {
+        let output = child.await.expect("worker ran");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        outcomes.extend(String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned));
+    }
+    let executed = outcomes.iter().filter(|l| *l == "executed").count();
+    let errors: Vec<_> = outcomes.iter().filter(|l| l.starts_with("error")).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(executed, 1, "{outcomes:?}");
+    assert_eq!(effect_rows(&store, "procs").await, 1);
+}
+
+#[tokio::test]
+async fn a_vanished_holder_is_taken_over_after_its_ttl() {
+    let (_emulator, store) = setup().await;
+    let cfg = params().validate().expect("valid");
+    let ghost =
+        TxnRequest::Acquire { client: ClientId::from_u128(7), holder_name: "ghost".into(), mode: Mode::RunOnce };
+    store.transact(&cfg, &name("ghost"), &ghost).await.expect("ghost acquired");
+    let m = mutex(store.clone(), "ghost");
+    assert_eq!(m.run(&Effect::new("ghost")).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
+    assert_eq!(m.metrics().takeovers, 1);
+}
+
+#[tokio::test]
+async fn a_paused_holder_loses_the_lease_and_its_fenced_write_is_refused() {
+    let (_emulator, store) = setup().await;
+    let faulty = FaultyStore::new(store.clone());
+    for _ in 0..200 {
+        faulty.inject(InjectedFault { on: FaultTarget::Renew, effect: FaultEffect::Unavailable });
+    }
+    let paused = mutex(faulty, "paused");
+    let slow = Arc::new(Effect { sleep_ms: 2_000, ..Effect::new("paused") });
+    let paused_run = {
+        let (paused, slow) = (paused.clone(), Arc::clone(&slow));
+        tokio::spawn(async move { paused.run(slow.as_ref()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let other = mutex(store.clone(), "paused");
+    assert_eq!(other.run(&Effect::new("paused")).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
+    let outcome = paused_run.await.expect("joined").expect("no error");
+    assert!(slow.saw_lock_lost.load(Ordering::SeqCst));
+    assert_eq!(slow.rejected.load(Ordering::SeqCst), 1);
+    assert!(matches!(outcome, RunOutcome::DoneByOther { .. }), "{outcome:?}");
+    assert_eq!(effect_rows(&store, "paused").await, 1);
+}
+
+#[tokio::test]
+async fn unknown_commit_outcomes_are_resolved_through_the_real_store() {
+    let (_emulator, store) = setup().await;
+    let faulty = FaultyStore::new(store.clone());
+    faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownCommitted });
+    let landed = mutex(faulty.clone(), "unknown-landed");
+    assert_eq!(landed.run(&Effect::new("u1")).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!((landed.metrics().unknown_commits, landed.metrics().acquisitions), (1, 0));
+    faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownNotCommitted });
+    let lost = mutex(faulty, "unknown-lost");
+    assert_eq!(lost.run(&Effect::new("u2")).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!((lost.metrics().unknown_commits, lost.metrics().acquisitions), (1, 1));
+}
+
+#[tokio::test]
+async fn a_missing_table_is_a_clear_error() {
+    let (emulator, _store) = setup().await;
+    let missing = SpannerStore::connect(DATABASE, "NoSuchTable", Some(emulator.endpoint()), fast_timeouts())
+        .await
+        .expect("connects");
+    let schema = validate_schema(&missing).await.expect_err("missing");
+    assert!(matches!(schema, SchemaError::MissingTable { ref table, .. } if table == "NoSuchTable"), "{schema}");
+    let error = mutex(missing, "m").run(&Effect::new("m")).await.expect_err("fails");
+    assert!(matches!(&error, RunError::Rejected(message) if message.contains("NoSuchTable")), "{error}");
+}
+
+#[tokio::test]
+async fn emulator_down_gives_a_bounded_error_then_the_store_recovers() {
+    let (mut emulator, store) = setup().await;
+    let m = mutex(store.clone(), "down");
+    m.acquire().await.expect("acquired").release().await.expect("released");
+    emulator.stop();
+    // Bounded: the configured bounds are a few seconds; a hang would hit this much larger guard.
+    let down = tokio::time::timeout(Duration::from_secs(60), m.run(&Effect::new("down"))).await;
+    let error = down.expect("returns instead of hanging").expect_err("Spanner is down");
+    assert!(matches!(error, RunError::Unavailable(_)), "{error}");
+    emulator.restart().await.expect("restarted");
+    emulator
+        .create_database("test-project", "test-instance", "test-db", "SpannerMutex", fast_timeouts())
+        .await
+        .expect("recreated");
+    emulator
+        .apply_ddl(DATABASE, vec!["CREATE TABLE Effects (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)".into()])
+        .await
+        .expect("effects table");
+    // The same store (and its database client) works again: a lost session is rebuilt.
+    assert_eq!(m.run(&Effect::new("down")).await.expect("recovered"), RunOutcome::Executed { fence: Fence::FIRST });
+}
