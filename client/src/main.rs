@@ -1,5 +1,7 @@
 //! `spanner-mutex` CLI: demo, init, status, run-once, stress.
 
+mod bench;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use google_cloud_spanner::statement::Statement;
@@ -75,6 +77,22 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "emulator")]
         store: StoreArg,
     },
+    /// Measure the client's performance figures against the emulator (Markdown table).
+    Bench {
+        /// Iterations of the latency comparison.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(5..=10_000))]
+        iterations: u32,
+    },
+    /// Internal: acquire a lock and hold it until killed (used by `bench`).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        name: String,
+    },
     /// Internal: one process of `stress --processes`.
     #[command(hide = true)]
     StressWorker {
@@ -104,7 +122,7 @@ fn demo_params() -> ConfigParams {
     }
 }
 
-const EFFECTS_TABLE: &str = "DemoEffects";
+pub(crate) const EFFECTS_TABLE: &str = "DemoEffects";
 
 /// The demo section on the memory store: the effect is a fenced entry in the store's user data.
 struct MemorySection {
@@ -130,9 +148,9 @@ impl CriticalSection<MemoryStore> for MemorySection {
 
 /// The demo section on Spanner: the effect is a row in `DemoEffects`, written by a fenced transaction; the need
 /// check reads that table (the effect), never the mutex row.
-struct SpannerSection {
-    effect_id: String,
-    table: String,
+pub(crate) struct SpannerSection {
+    pub(crate) effect_id: String,
+    pub(crate) table: String,
 }
 
 impl CriticalSection<SpannerStore> for SpannerSection {
@@ -188,13 +206,18 @@ async fn emulator_store(database: &str) -> anyhow::Result<(Option<Emulator>, Spa
     }
     let emulator = Emulator::start().await?;
     let store = emulator.create_database("demo-project", "demo-instance", database, "SpannerMutex", timeouts).await?;
-    add_effects_table(&emulator, database).await?;
+    add_effects_table(&emulator, database, "demo-project", "demo-instance").await?;
     let endpoint = emulator.endpoint();
     Ok((Some(emulator), store, endpoint))
 }
 
-async fn add_effects_table(emulator: &Emulator, database: &str) -> anyhow::Result<()> {
-    let path = format!("projects/demo-project/instances/demo-instance/databases/{database}");
+pub(crate) async fn add_effects_table(
+    emulator: &Emulator,
+    database: &str,
+    project: &str,
+    instance: &str,
+) -> anyhow::Result<()> {
+    let path = format!("projects/{project}/instances/{instance}/databases/{database}");
     let ddl = format!(
         "CREATE TABLE {EFFECTS_TABLE} (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)"
     );
@@ -211,7 +234,7 @@ fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunError>)
     }
 }
 
-async fn race<S: LeaseStore, C: CriticalSection<S> + 'static>(
+pub(crate) async fn race<S: LeaseStore, C: CriticalSection<S> + 'static>(
     mutex: &SpannerMutex<S>,
     section: Arc<C>,
     clients: u32,
@@ -287,7 +310,7 @@ async fn demo(store: Option<StoreArg>, clients: u32) -> anyhow::Result<()> {
 
 fn load(path: &std::path::Path) -> anyhow::Result<MutexConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(MutexConfig::parse(&text).with_context(|| format!("in {}", path.display()))?)
+    MutexConfig::parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
 async fn connect(config: &MutexConfig) -> anyhow::Result<SpannerStore> {
@@ -484,6 +507,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Stress { clients, processes, store } => stress(clients, processes, store).await,
+        Cmd::Bench { iterations } => bench::bench(iterations as usize).await,
+        Cmd::Hold { endpoint, database, name } => bench::hold(endpoint, database, name).await,
         Cmd::StressWorker { endpoint, database, name, clients, effects_table } => {
             stress_worker(endpoint, database, name, clients, effects_table).await
         }

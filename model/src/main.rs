@@ -103,9 +103,12 @@ enum Cmd {
         /// Stop paths at this depth (default: exhaustive within the time bound).
         #[arg(long)]
         depth: Option<usize>,
-        /// Breadth-first exhaustive pass instead of depth-first (more memory, slower).
+        /// Breadth-first exhaustive pass instead of depth-first (more memory, slower, no symmetry reduction).
         #[arg(long)]
         bfs: bool,
+        /// Do not reduce by client symmetry.
+        #[arg(long)]
+        no_symmetry: bool,
         /// Print the summary as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -129,12 +132,13 @@ enum Cmd {
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Cmd::Check { model, threads, depth, bfs, json } => {
+        Cmd::Check { model, threads, depth, bfs, no_symmetry, json } => {
             let search = SearchOptions {
                 threads,
                 max_depth: depth,
                 depth_first: !bfs,
                 progress_interval: Duration::from_secs(5),
+                symmetry: !no_symmetry,
             };
             let options = model.options();
             let summary = run_check(options.clone(), search);

@@ -116,11 +116,19 @@ pub struct SearchOptions {
     pub depth_first: bool,
     /// Interval between progress lines on stderr.
     pub progress_interval: Duration,
+    /// Reduce by client symmetry (depth-first only; ignored by the naive protocol, whose clients differ).
+    pub symmetry: bool,
 }
 
 impl Default for SearchOptions {
     fn default() -> Self {
-        Self { threads: 2, max_depth: None, depth_first: true, progress_interval: Duration::from_secs(5) }
+        Self {
+            threads: 2,
+            max_depth: None,
+            depth_first: true,
+            progress_interval: Duration::from_secs(5),
+            symmetry: true,
+        }
     }
 }
 
@@ -139,7 +147,7 @@ fn search(
     let mut progress = Progress { out: std::io::stderr(), interval: search.progress_interval, printed: Duration::ZERO };
     if depth_first {
         // stateright honours symmetry only in depth-first search.
-        if let Some(representative) = model.symmetry() {
+        if let Some(representative) = model.symmetry().filter(|_| search.symmetry) {
             builder = builder.symmetry_fn(representative);
         }
         let checker = builder.spawn_dfs().join_and_report(&mut progress);

@@ -1,0 +1,240 @@
+//! `spanner-mutex bench`: the client's performance figures against the emulator, each measured side by side
+//! with its baseline in the same run. Prints a Markdown table (docs/benchmarks.md records one).
+
+use crate::{EFFECTS_TABLE, SpannerSection, add_effects_table, race};
+use anyhow::Context;
+use google_cloud_spanner::mutation::Mutation;
+use google_cloud_spanner::statement::Statement;
+use spanner_mutex::emulator::Emulator;
+use spanner_mutex::{LeaseStore, RunOutcome, SpannerMutex, SpannerStore, Timeouts};
+use spanner_mutex_model::txn::Mode;
+use spanner_mutex_model::{ClientId, ConfigParams, MutexName, ReleaseStatus, TxnReply, TxnRequest};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+
+/// Benchmark timings: a 2 s lease, waiters poll at least every 50 ms.
+pub(crate) fn bench_params() -> ConfigParams {
+    ConfigParams {
+        ttl_ms: 2_000,
+        renew_interval_ms: 600,
+        safety_margin_ms: 300,
+        wait_ms: 10,
+        max_wait_ms: 50,
+        jitter_ms: 10,
+        ..ConfigParams::default()
+    }
+}
+
+/// User + system CPU time of this process so far (from /proc; 10 ms resolution).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised command name.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+struct Row {
+    figure: String,
+    measured: String,
+    target: String,
+    met: bool,
+}
+
+async fn race_figure(store: &SpannerStore, clients: u32, target_ms: f64) -> anyhow::Result<Row> {
+    let name = format!("race-{clients}-{}", uuid::Uuid::new_v4().simple());
+    let mutex = SpannerMutex::new(store.clone(), bench_params().validate()?, MutexName::new(name.clone())?, "bench");
+    let section = Arc::new(SpannerSection { effect_id: name.clone(), table: EFFECTS_TABLE.into() });
+    let (cpu, wall) = (cpu_time(), Instant::now());
+    let outcomes = race(&mutex, section, clients).await;
+    let (wall, cpu) = (wall.elapsed(), cpu_time().saturating_sub(cpu));
+    let executed = outcomes.iter().filter(|(_, o)| matches!(o, Ok(RunOutcome::Executed { .. }))).count();
+    let errors = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+    anyhow::ensure!(executed == 1 && errors == 0, "{clients} clients: {executed} executions, {errors} errors");
+    let wall_ms = wall.as_secs_f64() * 1e3;
+    Ok(Row {
+        figure: format!("{clients} clients race one run-once section"),
+        measured: format!("wall {wall_ms:.0} ms, client CPU {} ms, 1 execution", cpu.as_millis()),
+        target: format!("wall <= {target_ms:.0} ms{}", if clients == 80 { ", CPU <= 300 ms" } else { "" }),
+        met: wall_ms <= target_ms && (clients != 80 || cpu <= Duration::from_millis(300)),
+    })
+}
+
+pub(crate) async fn bench(iterations: usize) -> anyhow::Result<()> {
+    let emulator = Emulator::start().await?;
+    let store = emulator
+        .create_database("bench-project", "bench-instance", "bench-db", "SpannerMutex", Timeouts::default())
+        .await?;
+    add_effects_table_at(&emulator).await?;
+    let cfg = bench_params().validate()?;
+    let mut rows = Vec::new();
+
+    // Warm up the connection and the emulator's query plans.
+    race_figure(&store, 2, f64::MAX).await?;
+    rows.push(race_figure(&store, 20, 800.0).await?);
+    rows.push(race_figure(&store, 80, 1_500.0).await?);
+
+    // Uncontended run-once: transactions and reads as the client counts them.
+    let solo = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("solo")?, "bench");
+    let section = SpannerSection { effect_id: "solo".into(), table: EFFECTS_TABLE.into() };
+    solo.run(&section).await?;
+    let m = solo.metrics();
+    // Each read-write transaction is one query (with the transaction begun inline) and one commit.
+    let rpcs = m.transactions * 2 + m.reads;
+    rows.push(Row {
+        figure: "uncontended run-once, connected".into(),
+        measured: format!(
+            "{} transactions ({} commits) + {} reads = {rpcs} RPCs",
+            m.transactions, m.transactions, m.reads
+        ),
+        target: "<= 4 RPCs, 2 commits".into(),
+        met: rpcs <= 4 && m.transactions <= 2,
+    });
+
+    // A waiting poll: one holder, one waiter; every wake-up of the waiter is one single-use read.
+    let holder = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("poll")?, "bench");
+    let held = holder.acquire().await?;
+    let waiter = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("poll")?, "bench");
+    let _ = waiter.acquire_timeout(Duration::from_millis(500)).await?;
+    let w = waiter.metrics();
+    held.release().await?;
+    rows.push(Row {
+        figure: "waiting poll".into(),
+        measured: format!(
+            "{} wake-ups cost {} reads and {} transactions after the first",
+            w.reads,
+            w.reads,
+            w.transactions.saturating_sub(1)
+        ),
+        target: "1 RPC per poll".into(),
+        met: w.transactions <= 1 && w.reads > 0,
+    });
+
+    // Acquire latency against a bare read-write transaction on the same row, interleaved.
+    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    let row = MutexName::new("latency")?;
+    let client = store.database_client().await;
+    for i in 0..iterations {
+        let me = ClientId::from_uuid(uuid::Uuid::new_v4());
+        let acquire = TxnRequest::Acquire { client: me, holder_name: "bench".into(), mode: Mode::Lock };
+        let started = Instant::now();
+        let reply = store.transact(&cfg, &row, &acquire).await?;
+        ours.push(started.elapsed());
+        anyhow::ensure!(matches!(reply, TxnReply::Acquired { .. }), "iteration {i}: {reply:?}");
+        let release = TxnRequest::Release {
+            client: me,
+            fence: match reply {
+                TxnReply::Acquired { fence, .. } => fence,
+                _ => unreachable!(),
+            },
+            status: ReleaseStatus::Done,
+        };
+        store.transact(&cfg, &row, &release).await?;
+        let started = Instant::now();
+        bare_read_write(&client, "latency").await?;
+        bare.push(started.elapsed());
+    }
+    let (ours, bare) = (median(ours), median(bare));
+    let ratio = ours.as_secs_f64() / bare.as_secs_f64();
+    rows.push(Row {
+        figure: format!("acquire latency vs bare read-write transaction (median of {iterations})"),
+        measured: format!("{:.2} ms vs {:.2} ms = {ratio:.2}x", ours.as_secs_f64() * 1e3, bare.as_secs_f64() * 1e3),
+        target: "<= 1.2x".into(),
+        met: ratio <= 1.2,
+    });
+
+    // Takeover after the holder process is killed, and the holder's resident memory.
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["hold", "--endpoint", &emulator.endpoint(), "--database", store.database(), "--name", "takeover"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = lines.next_line().await?.context("holder said nothing")?;
+    anyhow::ensure!(line.starts_with("held"), "holder: {line}");
+    tokio::time::sleep(Duration::from_millis(cfg.renew_interval_ms() * 2)).await;
+    let pid = child.id().context("holder pid")?;
+    let rss = rss_kib(pid).unwrap_or(0);
+    child.start_kill()?;
+    let killed = Instant::now();
+    let _ = child.wait().await;
+    let next = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("takeover")?, "bench");
+    let guard = next.acquire().await?;
+    let takeover = killed.elapsed();
+    guard.release().await?;
+    let bound = Duration::from_millis(cfg.ttl_ms() + 300);
+    rows.push(Row {
+        figure: format!("takeover after the holder is killed (ttl {} ms)", cfg.ttl_ms()),
+        measured: format!("{} ms", takeover.as_millis()),
+        target: format!("<= ttl + 300 = {} ms", bound.as_millis()),
+        met: takeover <= bound,
+    });
+    rows.push(Row {
+        figure: "holder process resident memory".into(),
+        measured: format!("{:.1} MB", rss as f64 / 1024.0),
+        target: "< 12 MB".into(),
+        met: rss > 0 && rss < 12 * 1024,
+    });
+
+    println!("| figure | measured | target | met |\n| --- | --- | --- | --- |");
+    for r in &rows {
+        println!("| {} | {} | {} | {} |", r.figure, r.measured, r.target, if r.met { "yes" } else { "NO" });
+    }
+    Ok(())
+}
+
+async fn add_effects_table_at(emulator: &Emulator) -> anyhow::Result<()> {
+    add_effects_table(emulator, "bench-db", "bench-project", "bench-instance").await
+}
+
+/// The baseline: a read-write transaction that reads the row and rewrites one column, nothing else.
+async fn bare_read_write(client: &google_cloud_spanner::client::DatabaseClient, name: &str) -> anyhow::Result<()> {
+    let name = name.to_owned();
+    client
+        .read_write_transaction()
+        .build()
+        .run(move |tx: google_cloud_spanner::transaction::ReadWriteTransaction| {
+            let name = name.clone();
+            async move {
+                let statement = Statement::builder(
+                    "SELECT CURRENT_TIMESTAMP() AS now, t.status FROM (SELECT 1) LEFT JOIN SpannerMutex AS t ON t.name = @name",
+                )
+                .add_param("name", name.as_str())
+                .build();
+                let mut rows = tx.execute_query(statement).await?;
+                let _ = rows.next().await.transpose()?;
+                tx.buffer([Mutation::new_update_builder("SpannerMutex")
+                    .set("name")
+                    .to(name.as_str())
+                    .set("updated_at")
+                    .to("spanner.commit_timestamp()")
+                    .build()])?;
+                Ok(())
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// `hold`: acquire a lock, say so, and keep it (renewing) until killed.
+pub(crate) async fn hold(endpoint: String, database: String, name: String) -> anyhow::Result<()> {
+    let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
+    let mutex = SpannerMutex::new(store, bench_params().validate()?, MutexName::new(name)?, "holder");
+    let guard = mutex.acquire().await?;
+    println!("held {}", guard.fence());
+    guard.lock_lost().await;
+    anyhow::bail!("lock lost")
+}
