@@ -470,7 +470,13 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
                     println!("created {} with table {}", config.database_path(), config.table_id);
                 }
-                Err(_) => println!("apply this DDL to {}:\n{ddl}", config.database_path()),
+                Err(_) => {
+                    let spanner = google_cloud_spanner::client::Spanner::builder().build().await?;
+                    let admin = spanner.database_admin_builder().build().await?;
+                    spanner_mutex::schema::create_schema(&admin, &config.database_path(), &config.table_id, None)
+                        .await?;
+                    println!("created table {} in {}:\n{ddl}", config.table_id, config.database_path());
+                }
             }
             Ok(())
         }

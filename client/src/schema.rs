@@ -66,6 +66,27 @@ pub fn create_table_ddl(table: &str, delete_after_days: Option<u32>) -> Result<S
     Ok(format!("CREATE TABLE {table} (\n{}\n) PRIMARY KEY (name){}", columns.join(",\n"), ttl.unwrap_or_default()))
 }
 
+/// Creates the lease table in an existing database (`projects/P/instances/I/databases/D`) through the
+/// database admin API, with an optional row deletion policy. Used by `init` on real Spanner.
+pub async fn create_schema(
+    admin: &google_cloud_spanner_admin_database_v1::client::DatabaseAdmin,
+    database: &str,
+    table: &str,
+    delete_after_days: Option<u32>,
+) -> Result<(), SchemaError> {
+    use google_cloud_lro::Poller;
+    let ddl = create_table_ddl(table, delete_after_days)?;
+    admin
+        .update_database_ddl()
+        .set_database(database)
+        .set_statements([ddl])
+        .poller()
+        .until_done()
+        .await
+        .map_err(|e| SchemaError::Spanner(e.to_string()))?;
+    Ok(())
+}
+
 /// Checks that the store's table exists with the expected column types.
 pub async fn validate_schema(store: &SpannerStore) -> Result<(), SchemaError> {
     let client = store.database_client().await;

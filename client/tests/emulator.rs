@@ -230,8 +230,17 @@ async fn a_missing_table_is_a_clear_error() {
         .expect("connects");
     let schema = validate_schema(&missing).await.expect_err("missing");
     assert!(matches!(schema, SchemaError::MissingTable { ref table, .. } if table == "NoSuchTable"), "{schema}");
-    let error = mutex(missing, "m").run(&Effect::new("m")).await.expect_err("fails");
+    let error = mutex(missing.clone(), "m").run(&Effect::new("m")).await.expect_err("fails");
     assert!(matches!(&error, RunError::Rejected(message) if message.contains("NoSuchTable")), "{error}");
+    // create_schema makes it usable.
+    let (_, admin) =
+        spanner_mutex::emulator::admin_clients(&emulator.endpoint(), &emulator.rest_endpoint()).await.expect("admin");
+    spanner_mutex::schema::create_schema(&admin, DATABASE, "NoSuchTable", Some(7)).await.expect("created");
+    validate_schema(&missing).await.expect("valid now");
+    assert_eq!(
+        mutex(missing, "m").run(&Effect::new("m")).await.expect("runs"),
+        RunOutcome::Executed { fence: Fence::FIRST }
+    );
 }
 
 #[tokio::test]

@@ -185,6 +185,11 @@ fn main() -> anyhow::Result<ExitCode> {
             for step in describe_path(&lease_model, &path) {
                 println!("{step}");
             }
+            println!(
+                "explore: run `explore {}` and open http://127.0.0.1:3000/#/steps/{}",
+                model.options().cli_args(),
+                path.encode(&lease_model)
+            );
             let last = path.last_state();
             let violated: Vec<_> = lease_model
                 .properties()
