@@ -292,7 +292,10 @@ renew_interval_ms = 1500
         let cases = [
             (OURS.replace("demo-db", "Demo DB"), "invalid database_id: \"Demo DB\""),
             (OURS.replace("\"migrations\"", "\"a b\""), "invalid mutex name: mutex name contains ' '"),
-            (OURS.replace("ttl_ms = 5000", "ttl_ms = 1000"), "renew_interval_ms = 1500 must be less than"),
+            (
+                OURS.replace("ttl_ms = 5000", "ttl_ms = 1500"),
+                "renew_interval_ms = 1500 must be less than ttl_ms - safety_margin_ms = 500",
+            ),
             (format!("{OURS}\n[timeouts]\nrpc_ms = 0\n"), "timeouts.rpc_ms = 0 must be between 1 and 600000"),
             (
                 OURS.replace("database_id = \"demo-db\"", "database_id = \"demo-db\"\ntable_id = \"t; DROP TABLE x\""),

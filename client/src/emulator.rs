@@ -154,23 +154,6 @@ impl Drop for Emulator {
     }
 }
 
-/// Creates an instance, a database with the lease table (and `extra_ddl`), on an emulator's endpoints, and
-/// connects a store to it.
-pub async fn create_database_at(
-    endpoint: &str,
-    rest_endpoint: &str,
-    project: &str,
-    instance: &str,
-    database: &str,
-    table: &str,
-    timeouts: Timeouts,
-) -> Result<SpannerStore, EmulatorError> {
-    let work = setup_database(endpoint, rest_endpoint, project, instance, database, table, timeouts);
-    tokio::time::timeout(Duration::from_secs(60), work)
-        .await
-        .map_err(|_| EmulatorError::Setup("creating the database took over 60 s".into()))?
-}
-
 /// Admin clients for an emulator: derived from a plaintext-endpoint client, so they carry its anonymous
 /// credentials instead of looking for Google credentials.
 pub async fn admin_clients(
@@ -196,7 +179,9 @@ pub async fn admin_clients(
     Ok((instances, databases))
 }
 
-async fn setup_database(
+/// Creates an instance and a database with the lease table on an emulator's endpoints (at most 60 s), and
+/// connects a store to it.
+pub async fn create_database_at(
     endpoint: &str,
     rest_endpoint: &str,
     project: &str,
@@ -205,40 +190,44 @@ async fn setup_database(
     table: &str,
     timeouts: Timeouts,
 ) -> Result<SpannerStore, EmulatorError> {
-    use google_cloud_lro::Poller;
-    use google_cloud_spanner_admin_instance_v1::model::Instance;
-    let setup = |e: &dyn std::fmt::Display| EmulatorError::Setup(e.to_string());
-    let (instances, databases) = admin_clients(endpoint, rest_endpoint).await?;
-    let created = instances
-        .create_instance()
-        .set_parent(format!("projects/{project}"))
-        .set_instance_id(instance)
-        .set_instance(
-            Instance::new()
-                .set_name(format!("projects/{project}/instances/{instance}"))
-                .set_config(format!("projects/{project}/instanceConfigs/emulator-config"))
-                .set_display_name(instance)
-                .set_node_count(1),
-        )
-        .poller()
-        .until_done()
-        .await;
-    if let Err(e) = created
-        && !e.to_string().contains("ALREADY_EXISTS")
-        && !e.to_string().contains("already exists")
-    {
-        return Err(setup(&e));
-    }
-    let ddl = schema::create_table_ddl(table, None).map_err(|e| setup(&e))?;
-    databases
-        .create_database()
-        .set_parent(format!("projects/{project}/instances/{instance}"))
-        .set_create_statement(format!("CREATE DATABASE `{database}`"))
-        .set_extra_statements([ddl])
-        .poller()
-        .until_done()
-        .await
-        .map_err(|e| setup(&e))?;
-    let path = format!("projects/{project}/instances/{instance}/databases/{database}");
-    SpannerStore::connect(path, table, Some(endpoint.to_owned()), timeouts).await.map_err(|e| setup(&e))
+    tokio::time::timeout(Duration::from_secs(60), async {
+        use google_cloud_lro::Poller;
+        use google_cloud_spanner_admin_instance_v1::model::Instance;
+        let setup = |e: &dyn std::fmt::Display| EmulatorError::Setup(e.to_string());
+        let (instances, databases) = admin_clients(endpoint, rest_endpoint).await?;
+        let created = instances
+            .create_instance()
+            .set_parent(format!("projects/{project}"))
+            .set_instance_id(instance)
+            .set_instance(
+                Instance::new()
+                    .set_name(format!("projects/{project}/instances/{instance}"))
+                    .set_config(format!("projects/{project}/instanceConfigs/emulator-config"))
+                    .set_display_name(instance)
+                    .set_node_count(1),
+            )
+            .poller()
+            .until_done()
+            .await;
+        if let Err(e) = created
+            && !e.to_string().contains("ALREADY_EXISTS")
+            && !e.to_string().contains("already exists")
+        {
+            return Err(setup(&e));
+        }
+        let ddl = schema::create_table_ddl(table, None).map_err(|e| setup(&e))?;
+        databases
+            .create_database()
+            .set_parent(format!("projects/{project}/instances/{instance}"))
+            .set_create_statement(format!("CREATE DATABASE `{database}`"))
+            .set_extra_statements([ddl])
+            .poller()
+            .until_done()
+            .await
+            .map_err(|e| setup(&e))?;
+        let path = format!("projects/{project}/instances/{instance}/databases/{database}");
+        SpannerStore::connect(path, table, Some(endpoint.to_owned()), timeouts).await.map_err(|e| setup(&e))
+    })
+    .await
+    .map_err(|_| EmulatorError::Setup("creating the database took over 60 s".into()))?
 }

@@ -36,6 +36,6 @@ pub mod store;
 pub use config::{ConfigFileError, MutexConfig, Timeouts};
 pub use memory::{FaultyStore, MemoryStore};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use mutex::{BoxError, CriticalSection, LockGuard, RunError, RunOutcome, SectionGuard, SpannerMutex};
+pub use mutex::{BoxError, CriticalSection, Lease, LockGuard, RunError, RunOutcome, SectionGuard, SpannerMutex};
 pub use spanner::SpannerStore;
 pub use store::{LeaseStore, StoreError, StoreErrorKind};

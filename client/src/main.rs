@@ -254,6 +254,21 @@ pub(crate) async fn race<S: LeaseStore, C: CriticalSection<S> + 'static>(
     outcomes
 }
 
+fn report_executions(
+    executions: i64,
+    started: Instant,
+    metrics: &spanner_mutex::MetricsSnapshot,
+) -> anyhow::Result<()> {
+    println!(
+        "section executions: {executions} (must be 1); wall {:.0} ms; {metrics:?}",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    if executions != 1 {
+        bail!("the section ran {executions} times");
+    }
+    Ok(())
+}
+
 async fn demo(store: Option<StoreArg>, clients: u32) -> anyhow::Result<()> {
     let cfg = demo_params().validate()?;
     let name = MutexName::new("demo-migration")?;
@@ -280,14 +295,7 @@ async fn demo(store: Option<StoreArg>, clients: u32) -> anyhow::Result<()> {
         .await;
         print_outcomes(&outcomes);
         let executions = count_effects(&store, &effect_id).await?;
-        println!(
-            "effect rows written: {executions} (must be 1); wall {:.0} ms; {:?}",
-            started.elapsed().as_secs_f64() * 1e3,
-            mutex.metrics()
-        );
-        if executions != 1 {
-            bail!("the section ran {executions} times");
-        }
+        report_executions(executions, started, &mutex.metrics())?;
     } else {
         println!("store: in-memory (embedded default; no Spanner emulator found, see README to install one)");
         let mutex = SpannerMutex::new(MemoryStore::new(), cfg, name, "demo");
@@ -295,15 +303,7 @@ async fn demo(store: Option<StoreArg>, clients: u32) -> anyhow::Result<()> {
         println!("{clients} clients race for one run-once section");
         let outcomes = race(&mutex, Arc::new(MemorySection { executions: Arc::clone(&executions) }), clients).await;
         print_outcomes(&outcomes);
-        let executions = executions.load(Ordering::SeqCst);
-        println!(
-            "section executions: {executions} (must be 1); wall {:.0} ms; {:?}",
-            started.elapsed().as_secs_f64() * 1e3,
-            mutex.metrics()
-        );
-        if executions != 1 {
-            bail!("the section ran {executions} times");
-        }
+        report_executions(executions.load(Ordering::SeqCst).try_into()?, started, &mutex.metrics())?;
     }
     Ok(())
 }

@@ -27,44 +27,22 @@ pub trait CriticalSection<S>: Send + Sync {
     fn execute(&self, guard: &SectionGuard<S>) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-/// What a critical section gets while it runs.
+/// A held lease as its holder sees it: what [`SectionGuard`] and [`LockGuard`] both give (through `Deref`).
 #[derive(Debug)]
-pub struct SectionGuard<S> {
-    pub(crate) ctx: Ctx<S>,
+pub struct Lease {
     client: ClientId,
     fence: Fence,
     deadline: watch::Receiver<tokio::time::Instant>,
     lost: CancellationToken,
 }
 
-impl SectionGuard<crate::MemoryStore> {
-    /// Runs `work` on the in-memory store's user data only while the lease is still held with this fence,
-    /// atomically with that check.
-    pub fn fenced<T>(
-        &self,
-        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
-    ) -> Result<T, crate::memory::FenceRejected> {
-        self.ctx.store.fenced(&self.ctx.cfg, &self.ctx.name, self.client, self.fence, work)
-    }
-}
-
-impl SectionGuard<crate::FaultyStore<crate::MemoryStore>> {
-    /// [`SectionGuard::<MemoryStore>::fenced`] through the fault-injecting wrapper (fenced writes are not faulted).
-    pub fn fenced<T>(
-        &self,
-        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
-    ) -> Result<T, crate::memory::FenceRejected> {
-        self.ctx.store.inner().fenced(&self.ctx.cfg, &self.ctx.name, self.client, self.fence, work)
-    }
-}
-
-impl<S> SectionGuard<S> {
+impl Lease {
     /// The fence token of this acquisition: strictly greater than every earlier holder's.
     pub const fn fence(&self) -> Fence {
         self.fence
     }
 
-    /// This run's client id (the row's `holder`).
+    /// This holder's client id (the row's `holder`).
     pub const fn client(&self) -> ClientId {
         self.client
     }
@@ -83,7 +61,44 @@ impl<S> SectionGuard<S> {
     pub fn is_lock_lost(&self) -> bool {
         self.lost.is_cancelled()
     }
+}
 
+/// What a critical section gets while it runs: the [`Lease`] (by `Deref`) and fenced writes.
+#[derive(Debug)]
+pub struct SectionGuard<S> {
+    pub(crate) ctx: Ctx<S>,
+    lease: Lease,
+}
+
+impl<S> std::ops::Deref for SectionGuard<S> {
+    type Target = Lease;
+    fn deref(&self) -> &Lease {
+        &self.lease
+    }
+}
+
+impl SectionGuard<crate::MemoryStore> {
+    /// Runs `work` on the in-memory store's user data only while the lease is still held with this fence,
+    /// atomically with that check.
+    pub fn fenced<T>(
+        &self,
+        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
+    ) -> Result<T, crate::memory::FenceRejected> {
+        self.ctx.store.fenced(&self.ctx.cfg, &self.ctx.name, self.lease.client, self.lease.fence, work)
+    }
+}
+
+impl SectionGuard<crate::FaultyStore<crate::MemoryStore>> {
+    /// [`SectionGuard::<MemoryStore>::fenced`] through the fault-injecting wrapper (fenced writes are not faulted).
+    pub fn fenced<T>(
+        &self,
+        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
+    ) -> Result<T, crate::memory::FenceRejected> {
+        self.ctx.store.inner().fenced(&self.ctx.cfg, &self.ctx.name, self.lease.client, self.lease.fence, work)
+    }
+}
+
+impl<S> SectionGuard<S> {
     pub(crate) const fn ctx(&self) -> &Ctx<S> {
         &self.ctx
     }
@@ -246,7 +261,8 @@ impl<S: LeaseStore> SpannerMutex<S> {
         // then releases whatever it holds or wins.
         match granted_rx.await {
             Ok(Grant { fence, client, deadline }) => {
-                Ok(LockGuard { fence, client, deadline, lost, control: control_tx, finished: Some(finished_rx) })
+                let lease = Lease { client, fence, deadline, lost };
+                Ok(LockGuard { lease, control: control_tx, finished: Some(finished_rx) })
             }
             Err(_) => {
                 let outcome = finished_rx.await.unwrap_or(Outcome::Cancelled);
@@ -319,13 +335,8 @@ impl<S: LeaseStore> RunDriver<S> {
                 Some(Command::RunSection { fence, deadline }) => {
                     let (deadline_tx, deadline_rx) = watch::channel(clock.instant(deadline));
                     let lost = CancellationToken::new();
-                    let guard = SectionGuard {
-                        ctx: ctx.clone(),
-                        client: machine.id(),
-                        fence,
-                        deadline: deadline_rx,
-                        lost: lost.clone(),
-                    };
+                    let lease = Lease { client: machine.id(), fence, deadline: deadline_rx, lost: lost.clone() };
+                    let guard = SectionGuard { ctx: ctx.clone(), lease };
                     signals = Some((deadline_tx, lost));
                     section_run = Some(Box::pin(async move {
                         match section.execute(&guard).await {
@@ -388,44 +399,23 @@ enum Control {
     Release,
 }
 
-/// A held lease lock. Renews in the background; released by [`LockGuard::release`], or on drop (in the
-/// background, at once rather than after the TTL).
+/// A held lease lock: the [`Lease`] (by `Deref`). Renews in the background; released by
+/// [`LockGuard::release`], or on drop (in the background, at once rather than after the TTL).
 #[derive(Debug)]
 pub struct LockGuard {
-    fence: Fence,
-    client: ClientId,
-    deadline: watch::Receiver<tokio::time::Instant>,
-    lost: CancellationToken,
+    lease: Lease,
     control: mpsc::Sender<Control>,
     finished: Option<oneshot::Receiver<Outcome>>,
 }
 
+impl std::ops::Deref for LockGuard {
+    type Target = Lease;
+    fn deref(&self) -> &Lease {
+        &self.lease
+    }
+}
+
 impl LockGuard {
-    /// The fence token of this grant.
-    pub const fn fence(&self) -> Fence {
-        self.fence
-    }
-
-    /// The holder id written in the row.
-    pub const fn client(&self) -> ClientId {
-        self.client
-    }
-
-    /// Until when the lease is proven held on the local monotonic clock.
-    pub fn deadline(&self) -> tokio::time::Instant {
-        *self.deadline.borrow()
-    }
-
-    /// Resolves when the lease can no longer be proven held.
-    pub fn lock_lost(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.lost.cancelled()
-    }
-
-    /// Whether the lock-lost signal has been given.
-    pub fn is_lock_lost(&self) -> bool {
-        self.lost.is_cancelled()
-    }
-
     /// Releases the lock and waits for the release to commit. `Err(LeaseLost)` if someone took it over first.
     pub async fn release(mut self) -> Result<Fence, RunError> {
         let _ = self.control.send(Control::Release).await;

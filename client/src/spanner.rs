@@ -232,6 +232,16 @@ impl SpannerStore {
             .build()
     }
 
+    /// A transaction runner bounded in time, retries of aborts included.
+    fn runner(&self, client: &DatabaseClient) -> google_cloud_spanner::transaction::TransactionRunner {
+        let retry = BasicTransactionRetryPolicy::new().with_total_timeout(self.timeouts.transaction());
+        client
+            .read_write_transaction()
+            .with_transaction_timeout(self.timeouts.transaction())
+            .with_retry_policy(retry)
+            .build()
+    }
+
     fn select(&self, name: &MutexName) -> Statement {
         Statement::builder(self.select_sql.as_ref()).add_param("name", name.as_str()).build()
     }
@@ -350,13 +360,7 @@ impl SpannerStore {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        let db = store.database_client().await;
-        let retry = BasicTransactionRetryPolicy::new().with_total_timeout(store.timeouts.transaction());
-        let runner = db
-            .read_write_transaction()
-            .with_transaction_timeout(store.timeouts.transaction())
-            .with_retry_policy(retry)
-            .build();
+        let runner = store.runner(&store.database_client().await);
         let verify = TxnRequest::VerifyFence { client, fence };
         let (cfg, name) = (cfg.clone(), name.clone());
         let outcome = runner
