@@ -85,7 +85,10 @@ pub(crate) fn classify(error: &google_cloud_spanner::Error, writing: bool) -> St
             _ => uncertain,
         };
     }
-    if error.is_exhausted() {
+    if error.is_deserialization() || error.is_serialization() || error.is_binding() {
+        // The row or a value does not have the expected shape (wrong column type): retrying cannot help.
+        StoreErrorKind::Rejected
+    } else if error.is_exhausted() {
         StoreErrorKind::Aborted
     } else if error.is_connect() || error.is_authentication() {
         StoreErrorKind::Unavailable
