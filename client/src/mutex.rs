@@ -486,8 +486,6 @@ async fn lock_task<S: LeaseStore>(
             message = control.recv(), if control_open => {
                 control_open = message.is_some();
                 let event = if message.is_some() { Event::ReleaseRequested } else { Event::Cancel };
-                // A release before the grant (or a second one) is a cancel; the machine knows which applies.
-                let event = if machine.lease().is_some() { event } else { Event::Cancel };
                 command = feed(&mut machine, &cfg, clock, event).ok().flatten();
             }
             () = async { match timeout { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {

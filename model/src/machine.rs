@@ -101,7 +101,7 @@ pub enum Event {
     ReadFailed(Failure),
     /// The critical section returned.
     SectionFinished(SectionResult),
-    /// (Lock mode.) The user released the lock.
+    /// (Lock mode.) The user released the lock; before the grant this is a cancel.
     ReleaseRequested,
     /// The user cancelled the run; a held lease is released first.
     Cancel,
@@ -463,6 +463,11 @@ impl ClientMachine {
         now: LocalInstant,
         event: Event,
     ) -> Result<Option<Command>, UnexpectedEvent> {
+        // A release asked for before the lock is granted (or after it ended) can only mean "stop": a cancel.
+        let event = match event {
+            Event::ReleaseRequested if !matches!(self.state, State::Holding { .. }) => Event::Cancel,
+            event => event,
+        };
         let unexpected = UnexpectedEvent { state: self.state.name(), event: event_name(&event) };
         let state = std::mem::replace(&mut self.state, State::NotStarted);
         let command = match (state, event) {

@@ -407,6 +407,15 @@ fn lock_mode_grants_renews_and_releases_done() {
 }
 
 #[test]
+fn a_release_before_the_grant_is_a_cancel_that_still_releases_a_won_lease() {
+    let mut h = Harness::lock(5);
+    h.machine.start(t(0));
+    assert_eq!(h.on(1, Event::ReleaseRequested), None, "the acquisition in flight must be resolved first");
+    assert_eq!(h.on(2, acquired(3)), Some(release(3, ReleaseStatus::Done)));
+    assert_eq!(h.on(3, Event::TxnCommitted(TxnReply::Released)), Some(Command::Finish(Outcome::Cancelled)));
+}
+
+#[test]
 fn try_lock_gives_up_at_once_when_busy() {
     let mut h = Harness::lock(0);
     h.machine.start(t(0));
