@@ -97,19 +97,9 @@ impl Emulator {
         format!("http://127.0.0.1:{}", self.grpc_port)
     }
 
-    /// The gRPC `host:port`, as `SPANNER_EMULATOR_HOST` wants it.
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.grpc_port)
-    }
-
     /// The REST endpoint the admin clients use.
     pub fn rest_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.rest_port)
-    }
-
-    /// The gateway's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Creates `projects/P/instances/I/databases/D` with the lease `table` and connects a store to it.

@@ -31,6 +31,20 @@ enum StoreArg {
     Emulator,
 }
 
+/// Where the internal helper commands find their mutex.
+#[derive(clap::Args)]
+struct Target {
+    /// Emulator gRPC endpoint.
+    #[arg(long)]
+    endpoint: String,
+    /// Database path.
+    #[arg(long)]
+    database: String,
+    /// Mutex name.
+    #[arg(long)]
+    name: String,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Race several clients for one run-once section and show who ran it.
@@ -86,22 +100,14 @@ enum Cmd {
     /// Internal: acquire a lock and hold it until killed (used by `bench`).
     #[command(hide = true)]
     Hold {
-        #[arg(long)]
-        endpoint: String,
-        #[arg(long)]
-        database: String,
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// Internal: one process of `stress --processes`.
     #[command(hide = true)]
     StressWorker {
-        #[arg(long)]
-        endpoint: String,
-        #[arg(long)]
-        database: String,
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         clients: u32,
         #[arg(long, default_value = EFFECTS_TABLE)]
@@ -514,9 +520,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Stress { clients, processes, store } => stress(clients, processes, store).await,
         Cmd::Bench { iterations } => bench::bench(iterations as usize).await,
-        Cmd::Hold { endpoint, database, name } => bench::hold(endpoint, database, name).await,
-        Cmd::StressWorker { endpoint, database, name, clients, effects_table } => {
-            stress_worker(endpoint, database, name, clients, effects_table).await
+        Cmd::Hold { target } => bench::hold(target.endpoint, target.database, target.name).await,
+        Cmd::StressWorker { target, clients, effects_table } => {
+            stress_worker(target.endpoint, target.database, target.name, clients, effects_table).await
         }
     }
 }

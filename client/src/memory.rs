@@ -16,8 +16,6 @@ struct Inner {
     last_commit: ServerTime,
     /// Added to the server clock; lets tests move server time without sleeping.
     offset_micros: i64,
-    transactions: u64,
-    reads: u64,
 }
 
 /// The in-memory store. Clones share the same rows.
@@ -51,8 +49,6 @@ impl MemoryStore {
             data: BTreeMap::new(),
             last_commit: ServerTime::from_unix_micros(0),
             offset_micros: 0,
-            transactions: 0,
-            reads: 0,
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
@@ -80,12 +76,6 @@ impl MemoryStore {
     /// The row of `name`, if any.
     pub fn row(&self, name: &MutexName) -> Option<LeaseRow> {
         self.lock().rows.get(name).cloned()
-    }
-
-    /// Read-write transactions and reads served so far.
-    pub fn counts(&self) -> (u64, u64) {
-        let inner = self.lock();
-        (inner.transactions, inner.reads)
     }
 
     /// A copy of the fenced user data.
@@ -116,7 +106,6 @@ impl MemoryStore {
 impl LeaseStore for MemoryStore {
     async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
         let mut inner = self.lock();
-        inner.transactions += 1;
         let now = self.now(&inner);
         let planned = plan(cfg, request, inner.rows.get(name), now);
         if let Some(write) = planned.write {
@@ -129,14 +118,9 @@ impl LeaseStore for MemoryStore {
     }
 
     async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
-        let mut inner = self.lock();
-        inner.reads += 1;
+        let inner = self.lock();
         let now = self.now(&inner);
         Ok((inner.rows.get(name).cloned(), now))
-    }
-
-    fn describe(&self) -> String {
-        "in-memory store (embedded default)".into()
     }
 }
 
@@ -229,9 +213,5 @@ impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
 
     async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
         self.inner.read(name).await
-    }
-
-    fn describe(&self) -> String {
-        format!("{} with injected faults", self.inner.describe())
     }
 }

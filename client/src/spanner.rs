@@ -182,11 +182,6 @@ impl SpannerStore {
         }
     }
 
-    /// The root client, for admin builders.
-    pub const fn spanner(&self) -> &Spanner {
-        &self.spanner
-    }
-
     /// The database path.
     pub fn database(&self) -> &str {
         &self.database
@@ -317,13 +312,6 @@ impl LeaseStore for SpannerStore {
             }
         }
         Err(StoreError::new(StoreErrorKind::Unavailable, "session lost twice"))
-    }
-
-    fn describe(&self) -> String {
-        match &self.endpoint {
-            Some(endpoint) => format!("Spanner at {endpoint}, {} table {}", self.database, self.table),
-            None => format!("Cloud Spanner {} table {}", self.database, self.table),
-        }
     }
 }
 

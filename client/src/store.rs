@@ -58,7 +58,4 @@ pub trait LeaseStore: Clone + Send + Sync + 'static {
 
     /// Reads `name`'s row and the server's current time with one strongly consistent single-use read.
     fn read(&self, name: &MutexName) -> impl Future<Output = Result<RowRead, StoreError>> + Send;
-
-    /// A short description for logs and the demo ("in-memory", "emulator at ...").
-    fn describe(&self) -> String;
 }
