@@ -1,9 +1,8 @@
 //! `spanner-mutex-model`: exhaustively checks the protocol, or serves the stateright Explorer.
 
-use clap::{Parser, Subcommand, ValueEnum};
-use spanner_mutex_model::Protocol;
+use clap::{Parser, Subcommand};
 use spanner_mutex_model::check::{
-    CheckOptions, Faults, LeaseModel, MAX_CLIENTS, SearchOptions, Verdict, decode_path, describe_path, run_check,
+    LeaseModel, ModelArgs, SearchOptions, Verdict, decode_path, describe_path, read_path_argument, run_check,
 };
 use stateright::{Model, Path};
 use std::process::ExitCode;
@@ -14,81 +13,6 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ProtocolArg {
-    /// spanner-mutex: server time, fences, renewal, local deadline.
-    Fenced,
-    /// The seed: client clocks, no fence, no renewal.
-    Naive,
-    /// Fenced with the fence check removed (a re-inserted bug).
-    #[cfg(feature = "bug-injection")]
-    NoFenceCheck,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FaultArg {
-    All,
-    None,
-    Crash,
-    Abort,
-    Unknown,
-    Drift,
-    SectionFailure,
-}
-
-#[derive(clap::Args)]
-struct ModelArgs {
-    /// Number of clients.
-    #[arg(long, default_value_t = CheckOptions::default().clients, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_CLIENTS)))]
-    clients: u8,
-    /// Faults to inject (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "all")]
-    faults: Vec<FaultArg>,
-    /// Faults injected per execution at most.
-    #[arg(long, default_value_t = CheckOptions::default().fault_budget)]
-    fault_budget: u8,
-    /// Server time bound in milliseconds (the checked lease is 3 ms).
-    #[arg(long, default_value_t = CheckOptions::default().max_time_ms, value_parser = clap::value_parser!(u64).range(1..=30))]
-    max_time_ms: u64,
-    /// Client wall-clock skew step for the naive protocol.
-    #[arg(long, default_value_t = CheckOptions::default().skew_ms)]
-    skew_ms: u64,
-    /// Protocol variant.
-    #[arg(long, value_enum, default_value = "fenced")]
-    protocol: ProtocolArg,
-}
-
-impl ModelArgs {
-    fn options(&self) -> CheckOptions {
-        let mut faults = Faults::NONE;
-        for f in &self.faults {
-            match f {
-                FaultArg::All => faults = Faults::ALL,
-                FaultArg::None => {}
-                FaultArg::Crash => faults.crash = true,
-                FaultArg::Abort => faults.abort = true,
-                FaultArg::Unknown => faults.unknown = true,
-                FaultArg::Drift => faults.drift = true,
-                FaultArg::SectionFailure => faults.section_failure = true,
-            }
-        }
-        let protocol = match self.protocol {
-            ProtocolArg::Fenced => Protocol::Fenced,
-            ProtocolArg::Naive => Protocol::Naive,
-            #[cfg(feature = "bug-injection")]
-            ProtocolArg::NoFenceCheck => Protocol::NoFenceCheck,
-        };
-        CheckOptions {
-            clients: self.clients,
-            faults,
-            fault_budget: self.fault_budget,
-            max_time_ms: self.max_time_ms,
-            skew_ms: self.skew_ms,
-            protocol,
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -155,6 +79,11 @@ fn main() -> anyhow::Result<ExitCode> {
                         options.cli_args(),
                         c.encoded
                     );
+                    println!(
+                        "simulate: cargo run --release -p spanner-mutex-sim -- replay {} '{}'",
+                        options.cli_args(),
+                        c.encoded
+                    );
                     println!();
                 }
                 for name in &summary.unreached {
@@ -170,13 +99,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Replay { model, path } => {
-            let text = match path.strip_prefix('@') {
-                // The CLI is a tool around the protocol, not part of it.
-                #[allow(clippy::disallowed_methods)]
-                Some(file) => std::fs::read_to_string(file)?,
-                None => path,
-            };
-            let actions = decode_path(&text)?;
+            let actions = decode_path(&read_path_argument(&path)?)?;
             let lease_model = LeaseModel::new(model.options());
             let init = lease_model.init_states().remove(0);
             let Some(path) = Path::from_actions(&lease_model, init, &actions) else {

@@ -6,13 +6,18 @@
 //! made by the same code the client runs.
 
 mod action;
+mod cli;
 mod properties;
 mod report;
 #[cfg(test)]
 mod tests;
 
 pub use action::{Action, CommitFate, ParseActionError, decode_path, encode_path};
-pub use properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
+pub use cli::{FaultArg, ModelArgs, ProtocolArg, read_path_argument};
+pub use properties::{
+    DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_STALE_WRITE, OUTCOMES_TRUE,
+    RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY, SINGLE_RELIANCE,
+};
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 
 use crate::txn::{self, TxnReply, TxnRequest};

@@ -5,31 +5,45 @@ use super::{LeaseModel, WorldState};
 use crate::{Outcome, Status};
 use stateright::Property;
 
+/// At most one client relies on the lease at a time.
+pub const SINGLE_RELIANCE: &str = "at most one client relies on the lease";
+/// A client relies on the lease only while the row grants it to that client and fence.
+pub const RELIANCE_BACKED_BY_ROW: &str = "a client relies on the lease only while the row grants it";
+/// Every acquisition's fence is one more than the highest before it (or the same, re-entrant).
+pub const FENCES_INCREASE: &str = "fences only increase";
+/// The protected resource refuses writes whose fence was superseded.
+pub const NO_STALE_WRITE: &str = "no write with a superseded fence is accepted";
 /// The headline safety property: a run-once section's effect applied twice.
 pub const DOUBLE_EXECUTION: &str = "the effect is applied at most once";
+/// A completed section stays completed until the row is stale.
+pub const DONE_IS_FINAL: &str = "DONE is only replaced by a fresh acquisition";
+/// Every outcome a client reports is true of the world.
+pub const OUTCOMES_TRUE: &str = "reported outcomes are true";
+/// The driver (world) never sends the machine an event it does not wait for.
+pub const EVENTS_ACCEPTED: &str = "the machine accepts every event the world sends";
 
 /// Safety properties from most to least severe, for choosing which counterexample to shorten.
 pub const SEVERITY: &[&str] = &[
     DOUBLE_EXECUTION,
-    "no write with a superseded fence is accepted",
-    "at most one client relies on the lease",
-    "a client relies on the lease only while the row grants it",
-    "DONE is only replaced by a fresh acquisition",
-    "fences only increase",
-    "reported outcomes are true",
-    "the machine accepts every event the world sends",
+    NO_STALE_WRITE,
+    SINGLE_RELIANCE,
+    RELIANCE_BACKED_BY_ROW,
+    DONE_IS_FINAL,
+    FENCES_INCREASE,
+    OUTCOMES_TRUE,
+    EVENTS_ACCEPTED,
 ];
 
-/// Names of the safety properties (`always`).
+/// Names of the safety properties (`always`), in the order they are checked.
 pub const SAFETY: &[&str] = &[
-    "at most one client relies on the lease",
-    "a client relies on the lease only while the row grants it",
-    "fences only increase",
-    "no write with a superseded fence is accepted",
+    SINGLE_RELIANCE,
+    RELIANCE_BACKED_BY_ROW,
+    FENCES_INCREASE,
+    NO_STALE_WRITE,
     DOUBLE_EXECUTION,
-    "DONE is only replaced by a fresh acquisition",
-    "reported outcomes are true",
-    "the machine accepts every event the world sends",
+    DONE_IS_FINAL,
+    OUTCOMES_TRUE,
+    EVENTS_ACCEPTED,
 ];
 
 fn reliant(model: &LeaseModel, state: &WorldState) -> impl Iterator<Item = (usize, crate::Fence)> {
@@ -61,8 +75,8 @@ fn outcome_reached(state: &WorldState, wanted: fn(&Outcome) -> bool) -> bool {
 /// Every property, safety first.
 pub(super) fn all() -> Vec<Property<LeaseModel>> {
     vec![
-        Property::always(SAFETY[0], |m: &LeaseModel, s: &WorldState| reliant(m, s).count() <= 1),
-        Property::always(SAFETY[1], |m: &LeaseModel, s: &WorldState| {
+        Property::always(SINGLE_RELIANCE, |m: &LeaseModel, s: &WorldState| reliant(m, s).count() <= 1),
+        Property::always(RELIANCE_BACKED_BY_ROW, |m: &LeaseModel, s: &WorldState| {
             let now = LeaseModel::server_time(s.now_ms);
             reliant(m, s).all(|(i, fence)| {
                 s.row.as_ref().is_some_and(|r| {
@@ -73,16 +87,16 @@ pub(super) fn all() -> Vec<Property<LeaseModel>> {
                 })
             })
         }),
-        Property::always(SAFETY[2], |_: &LeaseModel, s: &WorldState| {
+        Property::always(FENCES_INCREASE, |_: &LeaseModel, s: &WorldState| {
             !s.ghost.fence_regressed && s.row.as_ref().map(|r| r.fence) == s.ghost.max_fence
         }),
-        Property::always(SAFETY[3], |_: &LeaseModel, s: &WorldState| !s.ghost.stale_write_accepted),
-        Property::always(SAFETY[4], |_: &LeaseModel, s: &WorldState| s.effects.len() <= 1),
-        Property::always(SAFETY[5], |_: &LeaseModel, s: &WorldState| !s.ghost.done_overwritten),
-        Property::always(SAFETY[6], |m: &LeaseModel, s: &WorldState| {
+        Property::always(NO_STALE_WRITE, |_: &LeaseModel, s: &WorldState| !s.ghost.stale_write_accepted),
+        Property::always(DOUBLE_EXECUTION, |_: &LeaseModel, s: &WorldState| s.effects.len() <= 1),
+        Property::always(DONE_IS_FINAL, |_: &LeaseModel, s: &WorldState| !s.ghost.done_overwritten),
+        Property::always(OUTCOMES_TRUE, |m: &LeaseModel, s: &WorldState| {
             (0..s.clients.len()).all(|i| outcome_is_true(m, s, i))
         }),
-        Property::always(SAFETY[7], |_: &LeaseModel, s: &WorldState| !s.ghost.driver_contract_broken),
+        Property::always(EVENTS_ACCEPTED, |_: &LeaseModel, s: &WorldState| !s.ghost.driver_contract_broken),
         Property::sometimes("a client executes the section", |_: &LeaseModel, s: &WorldState| {
             outcome_reached(s, |o| matches!(o, Outcome::Executed { .. }))
         }),

@@ -1,0 +1,108 @@
+//! The command-line arguments that select a model, shared by `spanner-mutex-model` and the simulator's `replay`,
+//! so a counterexample's printed flags work with both.
+
+use super::{CheckOptions, Faults, MAX_CLIENTS};
+use crate::Protocol;
+use clap::ValueEnum;
+
+/// `--protocol`: which protocol the clients follow.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ProtocolArg {
+    /// spanner-mutex: server time, fences, renewal, local deadline.
+    Fenced,
+    /// The seed: client clocks, no fence, no renewal.
+    Naive,
+    /// Fenced with the fence check removed (a re-inserted bug).
+    #[cfg(feature = "bug-injection")]
+    NoFenceCheck,
+}
+
+impl ProtocolArg {
+    /// The protocol this argument names.
+    pub const fn protocol(self) -> Protocol {
+        match self {
+            Self::Fenced => Protocol::Fenced,
+            Self::Naive => Protocol::Naive,
+            #[cfg(feature = "bug-injection")]
+            Self::NoFenceCheck => Protocol::NoFenceCheck,
+        }
+    }
+}
+
+/// One entry of `--faults`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FaultArg {
+    /// Every fault kind.
+    All,
+    /// No faults.
+    None,
+    /// Client crash and restart.
+    Crash,
+    /// Transaction aborts.
+    Abort,
+    /// Commit outcome unknown (landed or lost).
+    Unknown,
+    /// Client clock drift.
+    Drift,
+    /// Critical section failure.
+    SectionFailure,
+}
+
+/// The flags that select a checked model, as printed with every counterexample.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Number of clients.
+    #[arg(long, default_value_t = CheckOptions::default().clients, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_CLIENTS)))]
+    pub clients: u8,
+    /// Faults to inject (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub faults: Vec<FaultArg>,
+    /// Faults injected per execution at most.
+    #[arg(long, default_value_t = CheckOptions::default().fault_budget)]
+    pub fault_budget: u8,
+    /// Server time bound in milliseconds (the checked lease is 3 ms).
+    #[arg(long, default_value_t = CheckOptions::default().max_time_ms, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub max_time_ms: u64,
+    /// Client wall-clock skew step for the naive protocol.
+    #[arg(long, default_value_t = CheckOptions::default().skew_ms)]
+    pub skew_ms: u64,
+    /// Protocol variant.
+    #[arg(long, value_enum, default_value = "fenced")]
+    pub protocol: ProtocolArg,
+}
+
+impl ModelArgs {
+    /// The check options these arguments select.
+    pub fn options(&self) -> CheckOptions {
+        let mut faults = Faults::NONE;
+        for f in &self.faults {
+            match f {
+                FaultArg::All => faults = Faults::ALL,
+                FaultArg::None => {}
+                FaultArg::Crash => faults.crash = true,
+                FaultArg::Abort => faults.abort = true,
+                FaultArg::Unknown => faults.unknown = true,
+                FaultArg::Drift => faults.drift = true,
+                FaultArg::SectionFailure => faults.section_failure = true,
+            }
+        }
+        CheckOptions {
+            clients: self.clients,
+            faults,
+            fault_budget: self.fault_budget,
+            max_time_ms: self.max_time_ms,
+            skew_ms: self.skew_ms,
+            protocol: self.protocol.protocol(),
+        }
+    }
+}
+
+/// Reads an encoded path argument: the path itself, or `@FILE` to read it from a file.
+pub fn read_path_argument(argument: &str) -> std::io::Result<String> {
+    match argument.strip_prefix('@') {
+        // Reading a path file is the command line's job, not the protocol's.
+        #[allow(clippy::disallowed_methods)]
+        Some(file) => std::fs::read_to_string(file),
+        None => Ok(argument.to_owned()),
+    }
+}

@@ -1,0 +1,22 @@
+//! The headline: a run-once section's effect is applied at most once per need.
+
+use crate::world::{Effect, MutexState, World};
+
+/// The model checker's name for it.
+pub const NAME: &str = spanner_mutex_model::check::DOUBLE_EXECUTION;
+
+/// Judges an effect about to be accepted: a second effect for the same need generation is a double execution.
+pub fn on_accepted(mutex: &MutexState, effect: &Effect) -> Option<String> {
+    let first = mutex.effects.iter().find(|e| e.generation == effect.generation)?;
+    Some(format!(
+        "the effect of need {} was applied under fence {} and again under fence {}",
+        effect.generation,
+        first.fence.get(),
+        effect.fence.get()
+    ))
+}
+
+/// Reads the record [`on_accepted`] keeps.
+pub fn check(world: &World) -> Option<String> {
+    world.ghost.double_execution.clone()
+}

@@ -1,0 +1,26 @@
+//! A DONE row is replaced only by a fresh acquisition (once stale, or in lock mode): never renewed, re-released
+//! or taken back by its old holder.
+
+use crate::world::{MutexState, World};
+use spanner_mutex_model::{RowWrite, Status};
+
+/// The model checker's name for it.
+pub const NAME: &str = spanner_mutex_model::check::DONE_IS_FINAL;
+
+/// Judges a write about to commit.
+pub fn on_write(mutex: &MutexState, write: &RowWrite, acquire: bool) -> Option<String> {
+    let previous = mutex.row.as_ref().filter(|p| p.status == Status::Done)?;
+    (!(acquire && write.fence == previous.fence.next())).then(|| {
+        format!(
+            "DONE row with fence {} overwritten by {} with fence {}",
+            previous.fence.get(),
+            write.status,
+            write.fence.get()
+        )
+    })
+}
+
+/// Reads the record [`on_write`] keeps.
+pub fn check(world: &World) -> Option<String> {
+    world.ghost.done_overwritten.clone()
+}

@@ -1,0 +1,38 @@
+//! A client relies on a lease only while Spanner's row grants it: STARTED, naming that client and fence, and
+//! not expired on Spanner's clock. This is what the safety margin and renewals must guarantee despite drift.
+
+use crate::world::World;
+use spanner_mutex_model::Status;
+
+/// The model checker's name for it.
+pub const NAME: &str = spanner_mutex_model::check::RELIANCE_BACKED_BY_ROW;
+
+/// Checks every client that relies on a lease.
+pub fn check(world: &World) -> Option<String> {
+    let now = world.server_now();
+    for (c, client) in world.clients.iter().enumerate() {
+        if !client.alive {
+            continue;
+        }
+        let Some(fence) = client.machine.relies_on_lease_at(&world.cfg, world.local_now(c)) else { continue };
+        let row = world.mutexes[client.mutex].row.as_ref();
+        let granted = row.is_some_and(|r| {
+            r.status == Status::Started && r.holder == client.machine.id() && r.fence == fence && now < r.expires_at
+        });
+        if !granted {
+            let row = row.map_or_else(
+                || "no row".to_owned(),
+                |r| {
+                    format!(
+                        "{} fence {} expiring {} ms from now",
+                        r.status,
+                        r.fence.get(),
+                        now.ms_until_floor(r.expires_at)
+                    )
+                },
+            );
+            return Some(format!("{} relies on fence {} but the row says {row}", world.label(c), fence.get()));
+        }
+    }
+    None
+}

@@ -1,0 +1,224 @@
+//! Replays a model checker counterexample through the simulator's world, one checker action per step: the same
+//! machines, the same transaction logic, this world's row, resource and invariants. The checker's semantics are
+//! kept: a transaction reads when sent and commits in a step of its own, reads and need checks answer at once,
+//! and a tick advances every clock by 1 ms.
+
+use crate::invariants::Violation;
+use crate::trace::TraceLine;
+use crate::world::{FencedWrite, ReadTxn, Section, World};
+use spanner_mutex_model::check::{Action, CheckOptions, LeaseModel};
+use spanner_mutex_model::{ClientId, Command, Event, SectionResult};
+use stateright::{Model, Path};
+
+/// Why a path cannot be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The action names a client the model does not have.
+    #[error("step {step}: {action} names client {client}, but there are {clients} clients (check --clients)")]
+    NoSuchClient {
+        /// 1-based step.
+        step: usize,
+        /// The action.
+        action: Action,
+        /// Its client.
+        client: u8,
+        /// How many there are.
+        clients: usize,
+    },
+    /// The action is not possible in the world's state at that step.
+    #[error("step {step}: {action} is not possible here ({why}); was the path made with other options?")]
+    NotPossible {
+        /// 1-based step.
+        step: usize,
+        /// The action.
+        action: Action,
+        /// Why.
+        why: &'static str,
+    },
+}
+
+/// One replayed step.
+#[derive(Clone, Debug)]
+pub struct ReplayStep {
+    /// The checker action.
+    pub action: Action,
+    /// What the world did, as trace lines.
+    pub lines: Vec<TraceLine>,
+}
+
+/// What a replay showed.
+#[derive(Clone, Debug)]
+pub struct ReplayReport {
+    /// Every step.
+    pub steps: Vec<ReplayStep>,
+    /// Invariants the simulator saw broken, first of each.
+    pub violations: Vec<Violation>,
+    /// Safety properties the model checker sees violated at the end of the same path.
+    pub model_violations: Vec<&'static str>,
+}
+
+impl ReplayReport {
+    /// The steps as text: each action, then what happened.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            out.push_str(&format!("step {:>2}: {}\n", i + 1, step.action));
+            for line in &step.lines {
+                out.push_str(&format!("         {}\n", line.text()));
+            }
+        }
+        out
+    }
+}
+
+/// The id the checker gives a slot's incarnation, so rows and traces match the checker's.
+fn checker_id(slot: usize, incarnation: u32) -> ClientId {
+    ClientId::from_u128(((slot as u128 + 1) << 8) | u128::from(incarnation))
+}
+
+struct Lockstep {
+    world: World,
+    pending: Vec<Option<ReadTxn>>,
+    fenced: Vec<Option<FencedWrite>>,
+}
+
+impl Lockstep {
+    fn execute(&mut self, c: usize, mut command: Option<Command>) {
+        while let Some(cmd) = command.take() {
+            match cmd {
+                Command::CheckNeed => {
+                    let needed = self.world.need(c);
+                    command = self.world.feed(c, Event::NeedAnswered { needed });
+                }
+                Command::ReadRow => {
+                    let m = self.world.clients[c].mutex;
+                    let row = self.world.mutexes[m].row.clone();
+                    command = self.world.feed(c, Event::RowRead { row, server_now: self.world.server_now() });
+                }
+                Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request)),
+                Command::RunSection { fence, .. } => self.world.clients[c].section = Section::Running { fence },
+                Command::Granted { .. } => {
+                    self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
+                }
+                Command::SignalLockLost { .. } | Command::Finish(_) => {}
+            }
+        }
+    }
+
+    fn start(&mut self, c: usize) {
+        let incarnation = self.world.clients[c].run;
+        // The checker's clocks never restart: a restarted process keeps the slot's clock (and its drift).
+        let command = self.world.start_run(c, checker_id(c, incarnation), false);
+        self.execute(c, command);
+    }
+}
+
+/// Replays `actions` (decoded from a checker path) in a world configured as the checker's `options`.
+pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport, ReplayError> {
+    let model = LeaseModel::new(options.clone());
+    let mut world = World::new(model.cfg.clone(), 1, true);
+    let clients = usize::from(options.clients);
+    let skew_us = i64::try_from(options.skew_ms).unwrap_or(0) * 1_000;
+    for slot in 0..clients {
+        world.add_client(slot.to_string(), 0, 0, (slot as i64 - 1) * skew_us);
+    }
+    let mut lockstep = Lockstep { world, pending: vec![None; clients], fenced: vec![None; clients] };
+    for c in 0..clients {
+        lockstep.start(c);
+    }
+    let mut steps = Vec::new();
+    for (i, &action) in actions.iter().enumerate() {
+        let step = i + 1;
+        let before = lockstep.world.log.lines().len();
+        let client = |c: u8| {
+            let c = usize::from(c);
+            if c < clients { Ok(c) } else { Err(ReplayError::NoSuchClient { step, action, client: c as u8, clients }) }
+        };
+        let not_possible = |why| ReplayError::NotPossible { step, action, why };
+        match action {
+            Action::Tick => lockstep.world.now_us += 1_000,
+            Action::TxnCommit(c, fate) => {
+                let c = client(c)?;
+                let txn = lockstep.pending[c].take().ok_or_else(|| not_possible("no transaction in flight"))?;
+                let event = lockstep.world.commit(c, txn, fate);
+                let command = lockstep.world.feed(c, event);
+                lockstep.execute(c, command);
+            }
+            Action::Timeout(c) => {
+                let c = client(c)?;
+                let world = &lockstep.world;
+                let due = world.clients[c].machine.poll_timeout(&world.cfg);
+                if due.is_none_or(|at| at > world.local_now(c)) {
+                    return Err(not_possible("no timer is due"));
+                }
+                let command = lockstep.world.fire_timer(c);
+                lockstep.execute(c, command);
+            }
+            Action::SectionWrite(c) => {
+                let c = client(c)?;
+                let Section::Running { fence } = lockstep.world.clients[c].section else {
+                    return Err(not_possible("no section is running"));
+                };
+                let writer = lockstep.world.clients[c].machine.id();
+                lockstep.fenced[c] = Some(lockstep.world.fenced_write(c, writer, fence));
+                lockstep.world.clients[c].section = Section::Returning;
+            }
+            Action::SectionReturn(c) => {
+                let c = client(c)?;
+                let written = lockstep.fenced[c].take().ok_or_else(|| not_possible("no section has written"))?;
+                let result = match written {
+                    FencedWrite::Accepted => SectionResult::Completed,
+                    FencedWrite::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
+                };
+                lockstep.world.clients[c].section = Section::Idle;
+                let command = lockstep.world.feed(c, Event::SectionFinished(result));
+                lockstep.execute(c, command);
+            }
+            Action::SectionFail(c) => {
+                let c = client(c)?;
+                if !matches!(lockstep.world.clients[c].section, Section::Running { .. }) {
+                    return Err(not_possible("no section is running"));
+                }
+                lockstep.world.clients[c].section = Section::Idle;
+                let command =
+                    lockstep.world.feed(c, Event::SectionFinished(SectionResult::Failed { error: "boom".into() }));
+                lockstep.execute(c, command);
+            }
+            Action::Crash(c) => {
+                let c = client(c)?;
+                lockstep.world.crash(c);
+                lockstep.pending[c] = None;
+                lockstep.fenced[c] = None;
+                lockstep.start(c);
+            }
+            Action::Drift(c) => {
+                let c = client(c)?;
+                lockstep.world.clients[c].lag_us += 1_000;
+            }
+        }
+        for c in 0..clients {
+            lockstep.world.update_reliance(c);
+        }
+        lockstep.world.check_invariants();
+        steps.push(ReplayStep { action, lines: lockstep.world.log.lines()[before..].to_vec() });
+    }
+    Ok(ReplayReport {
+        steps,
+        violations: lockstep.world.violations,
+        model_violations: model_violations(&model, actions),
+    })
+}
+
+/// The safety properties the checker itself sees violated at the end of the path (empty if the path is not
+/// possible in the checked model).
+fn model_violations(model: &LeaseModel, actions: &[Action]) -> Vec<&'static str> {
+    let Some(init) = model.init_states().into_iter().next() else { return Vec::new() };
+    let Some(path) = Path::from_actions(model, init, actions) else { return Vec::new() };
+    let last = path.last_state();
+    model
+        .properties()
+        .into_iter()
+        .filter(|p| p.expectation == stateright::Expectation::Always && !(p.condition)(model, last))
+        .map(|p| p.name)
+        .collect()
+}

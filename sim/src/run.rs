@@ -1,0 +1,553 @@
+//! Runs a scenario: a discrete-event scheduler over virtual time that executes the machines' commands against
+//! the world with latencies, commit fates and faults drawn from the scenario's one seed.
+
+use crate::invariants::Violation;
+use crate::scenario::{Fault, Scenario, ScenarioError, TxnKind};
+use crate::trace::{Picture, TraceLine};
+use crate::world::{FencedWrite, ReadTxn, Section, Stats, Who, World};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use spanner_mutex_model::check::CommitFate;
+use spanner_mutex_model::txn::TxnRequest;
+use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, SectionResult};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+const US_PER_MS: u64 = 1_000;
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The scenario's name.
+    pub name: String,
+    /// Its seed.
+    pub seed: u64,
+    /// Simulated time the run covered, microseconds.
+    pub end_us: u64,
+    /// Counters.
+    pub stats: Stats,
+    /// Broken invariants, the first of each.
+    pub violations: Vec<Violation>,
+    /// The trace, when traced.
+    pub trace: Vec<TraceLine>,
+    /// The picture, when traced.
+    pub picture: Option<Picture>,
+}
+
+impl RunReport {
+    /// The timeline as text.
+    pub fn timeline(&self) -> String {
+        let mut out = String::new();
+        for line in &self.trace {
+            out.push_str(&line.text());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The trace as JSON lines.
+    pub fn json_lines(&self) -> String {
+        let mut out = String::new();
+        for line in &self.trace {
+            out.push_str(&serde_json::to_string(line).expect("trace lines serialize"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A one-paragraph summary.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let outcomes: Vec<String> = s.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let verdict = if self.violations.is_empty() {
+            "PASS: every invariant held".to_owned()
+        } else {
+            let names: Vec<&str> = self.violations.iter().map(|v| v.invariant).collect();
+            format!("FAIL: {}", names.join("; "))
+        };
+        format!(
+            "{} (seed {}): {} simulated; {} acquisitions ({} takeovers), {} renewals, {} aborts, {} unknown outcomes, \
+             {} effects, {} fenced writes rejected, {} lock-lost signals; outcomes: {}\n{verdict}",
+            self.name,
+            self.seed,
+            crate::trace::seconds(self.end_us),
+            s.acquisitions,
+            s.takeovers,
+            s.renewals,
+            s.aborts,
+            s.unknown_outcomes,
+            s.effects,
+            s.fenced_writes_rejected,
+            s.lock_lost_signals,
+            if outcomes.is_empty() { "none".to_owned() } else { outcomes.join(", ") }
+        )
+    }
+}
+
+/// Something scheduled to happen.
+#[derive(Clone, Debug)]
+enum Pending {
+    /// A client starts a run (first, repeat, or after a restart).
+    Start { c: usize },
+    /// An answer reaches a client's machine.
+    Deliver { c: usize, run: u32, event: Event },
+    /// A client's machine timer.
+    Timer { c: usize, run: u32, token: u64 },
+    /// A transaction reaches Spanner.
+    Arrive { c: usize, run: u32, request: TxnRequest },
+    /// A transaction that has read commits.
+    Commit { c: usize, run: u32, txn: ReadTxn },
+    /// A single-use read reaches Spanner.
+    ReadArrive { c: usize, run: u32 },
+    /// A section finishes its work and sends its fenced write.
+    SectionWrite { c: usize, run: u32, fence: Fence },
+    /// A fenced write reaches Spanner.
+    WriteArrive { c: usize, run: u32, writer: ClientId, fence: Fence },
+    /// A section returns.
+    SectionReturn { c: usize, run: u32, result: SectionResult },
+    /// The scenario's fault number `i`.
+    Fault { i: usize },
+    /// The periodic new need.
+    NeedAgain,
+}
+
+impl Pending {
+    /// The client process that must be running (not paused) to handle this; Spanner-side steps need none.
+    const fn client_side(&self) -> Option<usize> {
+        match self {
+            Self::Start { c }
+            | Self::Deliver { c, .. }
+            | Self::Timer { c, .. }
+            | Self::SectionWrite { c, .. }
+            | Self::SectionReturn { c, .. } => Some(*c),
+            Self::Arrive { .. }
+            | Self::Commit { .. }
+            | Self::ReadArrive { .. }
+            | Self::WriteArrive { .. }
+            | Self::Fault { .. }
+            | Self::NeedAgain => None,
+        }
+    }
+}
+
+/// The event queue: a heap of small keys (time, then insertion order) over a slab of payloads, so the heap
+/// moves 24-byte entries rather than whole events.
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slab: Vec<Option<Pending>>,
+    free: Vec<u32>,
+    seq: u64,
+}
+
+impl Queue {
+    fn push(&mut self, at_us: u64, what: Pending) {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(what);
+                slot
+            }
+            None => {
+                self.slab.push(Some(what));
+                u32::try_from(self.slab.len() - 1).expect("fewer than 4 billion pending events")
+            }
+        };
+        self.seq += 1;
+        self.heap.push(Reverse((at_us, self.seq, slot)));
+    }
+
+    fn pop(&mut self) -> Option<(u64, Pending)> {
+        let Reverse((at_us, _, slot)) = self.heap.pop()?;
+        self.free.push(slot);
+        Some((at_us, self.slab[slot as usize].take().expect("a queued slot holds its event")))
+    }
+}
+
+/// A client's scenario settings and scheduler bookkeeping.
+#[derive(Clone, Debug)]
+struct Runtime {
+    section_min_us: u64,
+    section_max_us: u64,
+    section_fail_rate: f64,
+    section_fail_next: bool,
+    repeat_after_us: Option<u64>,
+    paused_until_us: u64,
+    timer_token: u64,
+    timer_at_us: Option<u64>,
+}
+
+/// Injected commit fates waiting for a client's transactions.
+#[derive(Clone, Debug)]
+struct CommitFault {
+    c: usize,
+    txn: TxnKind,
+    fate: CommitFate,
+    remaining: u32,
+}
+
+impl CommitFault {
+    fn hits(&self, c: usize, request: &TxnRequest) -> bool {
+        self.c == c
+            && self.remaining > 0
+            && matches!(
+                (self.txn, request),
+                (TxnKind::Any, TxnRequest::Acquire { .. } | TxnRequest::Renew { .. } | TxnRequest::Release { .. })
+                    | (TxnKind::Acquire, TxnRequest::Acquire { .. })
+                    | (TxnKind::Renew, TxnRequest::Renew { .. })
+                    | (TxnKind::Release, TxnRequest::Release { .. })
+            )
+    }
+}
+
+struct Runner<'a> {
+    scenario: &'a Scenario,
+    world: World,
+    rng: ChaCha8Rng,
+    queue: Queue,
+    runtime: Vec<Runtime>,
+    commit_faults: Vec<CommitFault>,
+    outage_until_us: u64,
+}
+
+/// Runs `scenario`; `tracing` records the trace and picture (sweeps leave it off for speed).
+pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioError> {
+    let cfg = scenario.validate()?;
+    let mut world = World::new(cfg, scenario.mutexes, tracing);
+    let mut runtime = Vec::new();
+    for spec in &scenario.clients {
+        let names: Vec<String> = if spec.count == 1 {
+            vec![spec.name.clone()]
+        } else {
+            (1..=spec.count).map(|i| format!("{}{i}", spec.name)).collect()
+        };
+        for name in names {
+            world.add_client(name, spec.mutex, spec.drift_ppm, spec.wall_skew_ms.saturating_mul(1_000));
+            runtime.push(Runtime {
+                section_min_us: spec.section_min_ms * US_PER_MS,
+                section_max_us: spec.section_max_ms * US_PER_MS,
+                section_fail_rate: spec.section_fail_rate,
+                section_fail_next: false,
+                repeat_after_us: spec.repeat_after_ms.map(|ms| ms * US_PER_MS),
+                paused_until_us: 0,
+                timer_token: 0,
+                timer_at_us: None,
+            });
+        }
+    }
+    let mut runner = Runner {
+        scenario,
+        world,
+        rng: ChaCha8Rng::seed_from_u64(scenario.seed),
+        queue: Queue::default(),
+        runtime,
+        commit_faults: Vec::new(),
+        outage_until_us: 0,
+    };
+    let mut c = 0;
+    for spec in &scenario.clients {
+        for _ in 0..spec.count {
+            runner.push(spec.start_ms * US_PER_MS, Pending::Start { c });
+            c += 1;
+        }
+    }
+    for (i, fault) in scenario.faults.iter().enumerate() {
+        runner.push(fault.at_ms() * US_PER_MS, Pending::Fault { i });
+    }
+    if let Some(every_ms) = scenario.need_every_ms {
+        runner.push(every_ms * US_PER_MS, Pending::NeedAgain);
+    }
+    let end_us = scenario.duration_ms * US_PER_MS;
+    runner.run_until(end_us);
+    let mut world = runner.world;
+    let picture = world.finish_picture(end_us);
+    Ok(RunReport {
+        name: scenario.name.clone(),
+        seed: scenario.seed,
+        end_us,
+        stats: world.stats,
+        violations: world.violations,
+        trace: world.log.lines().to_vec(),
+        picture,
+    })
+}
+
+impl Runner<'_> {
+    fn push(&mut self, at_us: u64, what: Pending) {
+        self.queue.push(at_us, what);
+    }
+
+    fn client_index(&self, name: &str) -> usize {
+        self.world.clients.iter().position(|c| c.name == name).expect("validated: faults name existing clients")
+    }
+
+    /// One-way latency of one message.
+    fn latency_us(&mut self) -> u64 {
+        let n = &self.scenario.network;
+        if n.tail_rate > 0.0 && self.rng.random_bool(n.tail_rate) {
+            return self.rng.random_range(n.latency_max_ms * US_PER_MS..=n.tail_ms.max(n.latency_max_ms) * US_PER_MS);
+        }
+        self.rng.random_range(n.latency_min_ms * US_PER_MS..=n.latency_max_ms * US_PER_MS)
+    }
+
+    fn rpc_timeout_us(&self) -> u64 {
+        self.scenario.network.rpc_timeout_ms * US_PER_MS
+    }
+
+    fn outage(&self) -> bool {
+        self.world.now_us < self.outage_until_us
+    }
+
+    fn run_until(&mut self, end_us: u64) {
+        while let Some((at_us, what)) = self.queue.pop() {
+            if at_us > end_us {
+                break;
+            }
+            self.world.now_us = at_us;
+            if let Some(c) = what.client_side()
+                && self.runtime[c].paused_until_us > at_us
+            {
+                // A frozen process handles nothing until it thaws; its clock and Spanner move on.
+                let thaw = self.runtime[c].paused_until_us;
+                self.push(thaw, what);
+                continue;
+            }
+            self.step(what);
+            self.world.check_invariants();
+        }
+    }
+
+    fn current(&self, c: usize, run: u32) -> bool {
+        let client = &self.world.clients[c];
+        client.alive && client.run == run
+    }
+
+    fn step(&mut self, what: Pending) {
+        let now = self.world.now_us;
+        match what {
+            Pending::Start { c } => {
+                if self.world.clients[c].alive && self.world.clients[c].machine.outcome().is_none() {
+                    return;
+                }
+                let id = ClientId::from_u128(self.rng.random());
+                let command = self.world.start_run(c, id, !self.world.clients[c].alive);
+                self.execute(c, command);
+            }
+            Pending::Deliver { c, run, event } => {
+                if self.current(c, run) {
+                    let command = self.world.feed(c, event);
+                    self.execute(c, command);
+                }
+            }
+            Pending::Timer { c, run, token } => {
+                if self.current(c, run) && self.runtime[c].timer_token == token {
+                    self.runtime[c].timer_at_us = None;
+                    let command = self.world.fire_timer(c);
+                    self.execute(c, command);
+                }
+            }
+            Pending::Arrive { c, run, request } => {
+                if self.outage() {
+                    self.push(
+                        now + self.rpc_timeout_us(),
+                        Pending::Deliver { c, run, event: Event::TxnFailed(Failure::Unavailable) },
+                    );
+                } else {
+                    let txn = self.world.read_txn(c, request);
+                    let hold_us = self.rng.random_range(US_PER_MS..=self.scenario.network.commit_max_ms * US_PER_MS);
+                    self.push(now + hold_us, Pending::Commit { c, run, txn });
+                }
+            }
+            Pending::Commit { c, run, txn } => {
+                let (fate, delay_us) = if self.outage() {
+                    (CommitFate::UnknownLost, self.rpc_timeout_us())
+                } else {
+                    (self.fate(c, &txn.request), self.latency_us())
+                };
+                let event = self.world.commit(c, txn, fate);
+                self.push(now + delay_us, Pending::Deliver { c, run, event });
+            }
+            Pending::ReadArrive { c, run } => {
+                if self.outage() {
+                    self.push(
+                        now + self.rpc_timeout_us(),
+                        Pending::Deliver { c, run, event: Event::ReadFailed(Failure::Unavailable) },
+                    );
+                } else {
+                    let m = self.world.clients[c].mutex;
+                    let event =
+                        Event::RowRead { row: self.world.mutexes[m].row.clone(), server_now: self.world.server_now() };
+                    let at = now + self.latency_us();
+                    self.push(at, Pending::Deliver { c, run, event });
+                }
+            }
+            Pending::SectionWrite { c, run, fence } => {
+                if self.current(c, run) {
+                    self.world.clients[c].section = Section::Writing;
+                    let writer = self.world.clients[c].machine.id();
+                    let at = now + self.latency_us();
+                    self.push(at, Pending::WriteArrive { c, run, writer, fence });
+                }
+            }
+            Pending::WriteArrive { c, run, writer, fence } => {
+                // A write sent before its process died still lands: Spanner does not know the process is gone.
+                let result = if self.outage() {
+                    SectionResult::Failed { error: "Spanner unavailable".into() }
+                } else if self.world.fenced_write(c, writer, fence) == FencedWrite::Accepted {
+                    SectionResult::Completed
+                } else {
+                    SectionResult::Failed { error: "fenced write rejected".into() }
+                };
+                let delay_us = if self.outage() { self.rpc_timeout_us() } else { self.latency_us() };
+                self.push(now + delay_us, Pending::SectionReturn { c, run, result });
+            }
+            Pending::SectionReturn { c, run, result } => {
+                if self.current(c, run) {
+                    self.world.clients[c].section = Section::Idle;
+                    let command = self.world.feed(c, Event::SectionFinished(result));
+                    self.execute(c, command);
+                }
+            }
+            Pending::Fault { i } => self.fault(i),
+            Pending::NeedAgain => {
+                self.world.new_need();
+                if let Some(every_ms) = self.scenario.need_every_ms {
+                    self.push(now + every_ms * US_PER_MS, Pending::NeedAgain);
+                }
+            }
+        }
+    }
+
+    /// The fate of a commit: an injected one if a fault waits for it, else drawn from the network's rates.
+    fn fate(&mut self, c: usize, request: &TxnRequest) -> CommitFate {
+        if let Some(fault) = self.commit_faults.iter_mut().find(|f| f.hits(c, request)) {
+            fault.remaining -= 1;
+            return fault.fate;
+        }
+        let n = &self.scenario.network;
+        if matches!(request, TxnRequest::VerifyFence { .. }) {
+            return CommitFate::AsDecided;
+        }
+        if n.abort_rate > 0.0 && self.rng.random_bool(n.abort_rate) {
+            CommitFate::Aborted
+        } else if n.unknown_rate > 0.0 && self.rng.random_bool(n.unknown_rate) {
+            if self.rng.random_bool(0.5) { CommitFate::UnknownLanded } else { CommitFate::UnknownLost }
+        } else {
+            CommitFate::AsDecided
+        }
+    }
+
+    fn fault(&mut self, i: usize) {
+        let now = self.world.now_us;
+        let fault = self.scenario.faults[i].clone();
+        match &fault {
+            Fault::Crash { client, restart_after_ms, .. } => {
+                let c = self.client_index(client);
+                if self.world.clients[c].alive {
+                    self.world.crash(c);
+                    self.runtime[c].timer_at_us = None;
+                }
+                if let Some(ms) = restart_after_ms {
+                    self.push(now + ms * US_PER_MS, Pending::Start { c });
+                }
+            }
+            Fault::Pause { client, duration_ms, .. } => {
+                let c = self.client_index(client);
+                let until = now + duration_ms * US_PER_MS;
+                self.runtime[c].paused_until_us = self.runtime[c].paused_until_us.max(until);
+                self.world.note(Who::Client(c), "fault", |_| format!("process PAUSED for {duration_ms} ms"));
+                self.world.log.draw(|r| r.interval(Some(c), now, until, "paused"));
+            }
+            Fault::Outage { duration_ms, .. } => {
+                let until = now + duration_ms * US_PER_MS;
+                self.outage_until_us = self.outage_until_us.max(until);
+                self.world.note(Who::World, "fault", |_| format!("Spanner UNAVAILABLE for {duration_ms} ms"));
+                self.world.log.draw(|r| r.interval(None, now, until, "Spanner unavailable"));
+            }
+            Fault::Abort { client, txn, times, .. } => {
+                let c = self.client_index(client);
+                self.commit_faults.push(CommitFault { c, txn: *txn, fate: CommitFate::Aborted, remaining: *times });
+                self.world.note(Who::Client(c), "fault", |_| format!("its next {times} {txn:?} commit(s) will abort"));
+            }
+            Fault::Unknown { client, txn, landed, times, .. } => {
+                let c = self.client_index(client);
+                let fate = if *landed { CommitFate::UnknownLanded } else { CommitFate::UnknownLost };
+                self.commit_faults.push(CommitFault { c, txn: *txn, fate, remaining: *times });
+                let how = if *landed { "commit but be reported UNKNOWN" } else { "not commit and be reported UNKNOWN" };
+                self.world.note(Who::Client(c), "fault", |_| format!("its next {times} {txn:?} commit(s) will {how}"));
+            }
+            Fault::ClockStep { client, by_ms, .. } => {
+                let c = self.client_index(client);
+                let offset = &mut self.world.clients[c].wall_offset_us;
+                *offset = offset.saturating_add(by_ms.saturating_mul(1_000));
+                self.world.note(Who::Client(c), "fault", |_| format!("wall clock steps by {by_ms} ms"));
+                self.world.log.draw(|r| r.mark(now, c, "clock step"));
+            }
+            Fault::SectionFail { client, .. } => {
+                let c = self.client_index(client);
+                self.runtime[c].section_fail_next = true;
+                self.world.note(Who::Client(c), "fault", |_| "its next section will fail".into());
+            }
+            Fault::NewNeed { .. } => self.world.new_need(),
+        }
+    }
+
+    /// Executes a machine command by scheduling what it asks for, then re-arms the machine's timer.
+    fn execute(&mut self, c: usize, command: Option<Command>) {
+        let now = self.world.now_us;
+        let run = self.world.clients[c].run;
+        match command {
+            None | Some(Command::SignalLockLost { .. }) => {}
+            Some(Command::CheckNeed) => {
+                let needed = self.world.need(c);
+                self.push(now, Pending::Deliver { c, run, event: Event::NeedAnswered { needed } });
+            }
+            Some(Command::RunTxn(request)) => {
+                let at = now + self.latency_us();
+                self.push(at, Pending::Arrive { c, run, request });
+            }
+            Some(Command::ReadRow) => {
+                let at = now + self.latency_us();
+                self.push(at, Pending::ReadArrive { c, run });
+            }
+            Some(Command::RunSection { fence, .. }) => {
+                self.world.clients[c].section = Section::Running { fence };
+                let rt = &self.runtime[c];
+                let (min, max) = (rt.section_min_us, rt.section_max_us);
+                let fails = std::mem::take(&mut self.runtime[c].section_fail_next)
+                    || (self.runtime[c].section_fail_rate > 0.0
+                        && self.rng.random_bool(self.runtime[c].section_fail_rate));
+                let work_us = self.rng.random_range(min..=max);
+                if fails {
+                    let result = SectionResult::Failed { error: "section failed".into() };
+                    self.push(now + work_us, Pending::SectionReturn { c, run, result });
+                } else {
+                    self.push(now + work_us, Pending::SectionWrite { c, run, fence });
+                }
+            }
+            Some(Command::Granted { .. }) => {
+                // Scenario clients are run-once; a grant would be a machine bug the invariants must see.
+                self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
+            }
+            Some(Command::Finish(_)) => {
+                if let Some(after_us) = self.runtime[c].repeat_after_us {
+                    self.push(now + after_us, Pending::Start { c });
+                }
+            }
+        }
+        self.arm_timer(c);
+    }
+
+    fn arm_timer(&mut self, c: usize) {
+        let due = self.world.clients[c].machine.poll_timeout(&self.world.cfg).map(|at| self.world.when_local(c, at));
+        let rt = &mut self.runtime[c];
+        if due == rt.timer_at_us {
+            return;
+        }
+        rt.timer_token += 1;
+        rt.timer_at_us = due;
+        if let Some(at) = due {
+            let (token, run) = (rt.timer_token, self.world.clients[c].run);
+            self.push(at, Pending::Timer { c, run, token });
+        }
+    }
+}

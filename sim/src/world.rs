@@ -1,0 +1,633 @@
+//! The simulated world's state and its primitive steps: Spanner's lease rows with serializable read-write
+//! transactions and commit timestamps, the protected resource that accepts fenced writes, and the client processes
+//! with their clocks, each running the production [`ClientMachine`]. Who calls which step, and when, is up to a
+//! driver: [`crate::run`] schedules them from a scenario and a seed, [`crate::replay`] follows a checker path.
+
+use crate::invariants::{self, Violation};
+use crate::trace::{Log, Picture, TraceLine};
+use spanner_mutex_model::check::CommitFate;
+use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
+use spanner_mutex_model::{
+    ClientId, ClientMachine, Command, Config, Event, Fence, LeaseRow, LocalInstant, Outcome, RowWrite, ServerTime,
+    Status,
+};
+use std::collections::BTreeMap;
+
+/// Spanner's clock at simulated time zero: 2026-01-01T00:00:00Z, so traces show plausible timestamps.
+const EPOCH_UNIX_MICROS: i64 = 1_767_225_600_000_000;
+
+/// Parts per million.
+const PPM: i64 = 1_000_000;
+
+/// An effect the protected resource accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Effect {
+    /// Who wrote it.
+    pub writer: ClientId,
+    /// Under which fence.
+    pub fence: Fence,
+    /// For which need generation.
+    pub generation: u32,
+}
+
+/// One mutex: its lease row in Spanner and the resource its section protects.
+#[derive(Clone, Debug, Default)]
+pub struct MutexState {
+    /// The lease row.
+    pub row: Option<LeaseRow>,
+    /// Bumped by every committed write; a transaction that read an older version aborts.
+    pub version: u64,
+    /// The current need generation: the section is needed while no effect of this generation exists.
+    pub generation: u32,
+    /// Every effect the resource accepted.
+    pub effects: Vec<Effect>,
+    /// The highest fence ever granted.
+    pub max_fence: Option<Fence>,
+}
+
+impl MutexState {
+    /// Whether the section still needs to run: no effect of the current generation yet.
+    pub fn needed(&self) -> bool {
+        !self.effects.iter().any(|e| e.generation == self.generation)
+    }
+}
+
+/// What a client's critical section is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// Not running.
+    Idle,
+    /// Working under this fence; its fenced write is still to come.
+    Running {
+        /// The fence it was started with.
+        fence: Fence,
+    },
+    /// Its fenced write is on its way to Spanner.
+    Writing,
+    /// Its fenced write has been answered; the section returns next.
+    Returning,
+}
+
+/// One client process and the run it is doing.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// Its name in the scenario.
+    pub name: String,
+    /// The mutex it uses.
+    pub mutex: usize,
+    /// The production machine of its current run.
+    pub machine: ClientMachine,
+    /// Runs started so far (restarts and repeats); events of earlier runs are dropped.
+    pub run: u32,
+    /// Whether the process is up.
+    pub alive: bool,
+    /// When the current process booted (its monotonic clock's origin).
+    pub boot_us: u64,
+    /// Monotonic clock rate error, parts per million.
+    pub drift_ppm: i64,
+    /// Monotonic clock lag added by the checker's drift steps.
+    pub lag_us: u64,
+    /// Wall clock offset from Spanner's, for the seed protocol's decisions.
+    pub wall_offset_us: i64,
+    /// Its section.
+    pub section: Section,
+    /// Retry waits its current run started, as the world saw them.
+    pub waits: u32,
+    /// The last answer the world gave its current run's need check.
+    pub last_need_answer: Option<bool>,
+    /// The lease it relies on, since when, and until when at the latest (its deadline), for the picture.
+    pub relied: Option<(Fence, u64, u64)>,
+}
+
+/// A transaction that has read the row and the decision time inside Spanner, not yet committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadTxn {
+    /// The request.
+    pub request: TxnRequest,
+    /// The row version it read.
+    pub version: u64,
+    /// The time its decisions are made on (Spanner's; the client's wall clock in the seed protocol).
+    pub read_at: ServerTime,
+}
+
+/// Counters of what happened in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Acquisitions that committed.
+    pub acquisitions: u64,
+    /// Of those, takeovers of an expired lease.
+    pub takeovers: u64,
+    /// Renewals that committed.
+    pub renewals: u64,
+    /// Commits that aborted (conflict or injected).
+    pub aborts: u64,
+    /// Commits whose outcome the client was not told.
+    pub unknown_outcomes: u64,
+    /// Effects the resource accepted.
+    pub effects: u64,
+    /// Fenced writes the resource refused.
+    pub fenced_writes_rejected: u64,
+    /// Lock-lost signals.
+    pub lock_lost_signals: u64,
+    /// Runs by outcome.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+/// Facts about the run's history that invariants need and the state does not keep.
+#[derive(Clone, Debug, Default)]
+pub struct Ghost {
+    /// The resource accepted a second effect for one need.
+    pub double_execution: Option<String>,
+    /// A write lowered a row's fence or skipped one.
+    pub fence_regressed: Option<String>,
+    /// The resource accepted a write whose fence had been superseded.
+    pub stale_write_accepted: Option<String>,
+    /// A DONE row was changed other than by a fresh acquisition.
+    pub done_overwritten: Option<String>,
+    /// A client reported an outcome that is not true.
+    pub false_outcome: Option<String>,
+    /// A machine rejected an event.
+    pub unexpected_event: Option<String>,
+}
+
+/// The world.
+#[derive(Clone, Debug)]
+pub struct World {
+    /// The protocol configuration every client uses.
+    pub cfg: Config,
+    /// Simulated time since the start, in microseconds (Spanner's clock runs at this rate).
+    pub now_us: u64,
+    last_commit: ServerTime,
+    /// The mutexes.
+    pub mutexes: Vec<MutexState>,
+    /// The clients.
+    pub clients: Vec<Client>,
+    /// Counters.
+    pub stats: Stats,
+    /// History for invariants.
+    pub ghost: Ghost,
+    /// Invariant violations, the first of each kind.
+    pub violations: Vec<Violation>,
+    /// The trace and the picture's records, when enabled.
+    pub log: Log,
+    /// Every run's label by id, kept while tracing so rows written by ended runs still name them.
+    labels: BTreeMap<ClientId, String>,
+}
+
+/// Who a trace line is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// A client's current run.
+    Client(usize),
+    /// A mutex's lease row.
+    Row(usize),
+    /// The world: faults, needs, violations.
+    World,
+}
+
+/// Which way a section's fenced write went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FencedWrite {
+    /// The resource accepted the effect.
+    Accepted,
+    /// The fence check refused it.
+    Rejected,
+}
+
+impl World {
+    /// An empty world: `mutexes` rows that do not exist yet, no clients, time zero.
+    pub fn new(cfg: Config, mutexes: usize, tracing: bool) -> Self {
+        Self {
+            cfg,
+            now_us: 0,
+            last_commit: ServerTime::from_unix_micros(EPOCH_UNIX_MICROS),
+            mutexes: vec![MutexState::default(); mutexes],
+            clients: Vec::new(),
+            stats: Stats::default(),
+            ghost: Ghost::default(),
+            violations: Vec::new(),
+            log: Log::new(tracing),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a client process that is not running yet; its first run starts with [`Self::start_run`].
+    pub fn add_client(&mut self, name: String, mutex: usize, drift_ppm: i64, wall_offset_us: i64) -> usize {
+        let placeholder = ClientMachine::run_once(ClientId::from_u128(0), "", &self.cfg);
+        self.clients.push(Client {
+            name,
+            mutex,
+            machine: placeholder,
+            run: 0,
+            alive: false,
+            boot_us: 0,
+            drift_ppm,
+            lag_us: 0,
+            wall_offset_us,
+            section: Section::Idle,
+            waits: 0,
+            last_need_answer: None,
+            relied: None,
+        });
+        self.clients.len() - 1
+    }
+
+    /// Appends a trace line, built only while tracing.
+    pub fn note(&mut self, who: Who, kind: &'static str, detail: impl FnOnce(&Self) -> String) {
+        if !self.log.enabled() {
+            return;
+        }
+        let who = match who {
+            Who::Client(c) => self.label(c),
+            Who::Row(m) => format!("row{m}"),
+            Who::World => "world".to_owned(),
+        };
+        let line = TraceLine { at_us: self.now_us, who, kind, detail: detail(self) };
+        self.log.push(line);
+    }
+
+    /// Spanner's clock now.
+    pub fn server_now(&self) -> ServerTime {
+        ServerTime::from_unix_micros(EPOCH_UNIX_MICROS.saturating_add(i64::try_from(self.now_us).unwrap_or(i64::MAX)))
+    }
+
+    /// The client's monotonic clock now: microseconds since its process booted, at its drifted rate, minus lag.
+    pub fn local_now(&self, c: usize) -> LocalInstant {
+        self.local_at(c, self.now_us)
+    }
+
+    /// The earliest simulated time at which the client's monotonic clock reads at least `at`.
+    pub fn when_local(&self, c: usize, at: LocalInstant) -> u64 {
+        let client = &self.clients[c];
+        let local = at.micros().saturating_add(client.lag_us);
+        let rate = (PPM + client.drift_ppm).unsigned_abs();
+        let elapsed = local.saturating_mul(PPM.unsigned_abs()).div_ceil(rate);
+        let mut t = client.boot_us.saturating_add(elapsed).max(self.now_us);
+        // Integer rounding may leave the clock a microsecond short.
+        while t < u64::MAX && self.local_at(c, t) < at {
+            t += 1;
+        }
+        t
+    }
+
+    fn local_at(&self, c: usize, t: u64) -> LocalInstant {
+        let client = &self.clients[c];
+        let elapsed = t.saturating_sub(client.boot_us);
+        // Runs last at most a week (6e11 us) and |drift| < 1e6 ppm, so the product fits in a u64.
+        let local = if client.drift_ppm == 0 {
+            elapsed
+        } else {
+            elapsed.saturating_mul((PPM + client.drift_ppm).unsigned_abs()) / PPM.unsigned_abs()
+        };
+        LocalInstant::from_micros(local.saturating_sub(client.lag_us))
+    }
+
+    /// The time a transaction's decisions are made on: Spanner's in the fenced protocol, the client's wall
+    /// clock in the seed's.
+    pub fn decision_time(&self, c: usize) -> ServerTime {
+        let server = self.server_now();
+        if self.cfg.protocol().uses_server_time() {
+            server
+        } else {
+            ServerTime::from_unix_micros(server.unix_micros().saturating_add(self.clients[c].wall_offset_us))
+        }
+    }
+
+    /// The client's name with its run number, for traces: `a#2`.
+    pub fn label(&self, c: usize) -> String {
+        format!("{}#{}", self.clients[c].name, self.clients[c].run)
+    }
+
+    /// The label of the client run with this id (while tracing; otherwise the id).
+    pub fn label_of(&self, id: ClientId) -> String {
+        self.labels.get(&id).cloned().unwrap_or_else(|| id.to_string())
+    }
+
+    /// Starts a new run of the client (first run, repeat, or restart after a crash) with a fresh id, and returns
+    /// its first command. `new_clock`: a new process, whose monotonic clock starts from zero now.
+    pub fn start_run(&mut self, c: usize, id: ClientId, new_clock: bool) -> Option<Command> {
+        let client = &mut self.clients[c];
+        if new_clock {
+            client.boot_us = self.now_us;
+        }
+        client.alive = true;
+        client.run += 1;
+        client.machine = ClientMachine::run_once(id, client.name.clone(), &self.cfg);
+        client.section = Section::Idle;
+        client.waits = 0;
+        client.last_need_answer = None;
+        let now = self.local_now(c);
+        let command = self.clients[c].machine.start(now);
+        if self.log.enabled() {
+            self.labels.insert(id, self.label(c));
+        }
+        self.note(Who::Client(c), "start", |_| format!("run starts (id {id})"));
+        command
+    }
+
+    /// The process dies: its machine and section are gone; transactions it sent may still commit.
+    pub fn crash(&mut self, c: usize) {
+        self.close_reliance(c);
+        self.note(Who::Client(c), "crash", |_| "process crashed".into());
+        let now = self.now_us;
+        self.log.draw(|r| r.mark(now, c, "crash"));
+        let client = &mut self.clients[c];
+        client.alive = false;
+        client.section = Section::Idle;
+    }
+
+    /// A transaction reaches Spanner: it reads the row's version and the decision time.
+    pub fn read_txn(&self, c: usize, request: TxnRequest) -> ReadTxn {
+        ReadTxn { request, version: self.mutexes[self.clients[c].mutex].version, read_at: self.decision_time(c) }
+    }
+
+    /// The transaction commits (or not) with `fate`; returns the event its client is told. A transaction whose
+    /// row changed since its read aborts whatever the fate.
+    pub fn commit(&mut self, c: usize, txn: ReadTxn, fate: CommitFate) -> Event {
+        let m = self.clients[c].mutex;
+        let conflict = txn.version != self.mutexes[m].version;
+        let plan = txn::plan(&self.cfg, &txn.request, self.mutexes[m].row.as_ref(), txn.read_at);
+        let lands = !conflict && matches!(fate, CommitFate::AsDecided | CommitFate::UnknownLanded);
+        if lands {
+            if let Some(write) = plan.write {
+                self.write_row(m, write, matches!(txn.request, TxnRequest::Acquire { .. }));
+            }
+            match plan.reply {
+                TxnReply::Acquired { kind, .. } => {
+                    self.stats.acquisitions += 1;
+                    if kind == txn::AcquisitionKind::Takeover {
+                        self.stats.takeovers += 1;
+                    }
+                }
+                TxnReply::Renewed { .. } => self.stats.renewals += 1,
+                _ => {}
+            }
+        }
+        let event = if conflict {
+            Event::TxnAborted
+        } else {
+            match fate {
+                CommitFate::AsDecided => Event::TxnCommitted(plan.reply),
+                CommitFate::Aborted => Event::TxnAborted,
+                CommitFate::UnknownLanded | CommitFate::UnknownLost => Event::TxnOutcomeUnknown,
+            }
+        };
+        match event {
+            Event::TxnAborted => self.stats.aborts += 1,
+            Event::TxnOutcomeUnknown => self.stats.unknown_outcomes += 1,
+            _ => {}
+        }
+        self.note(Who::Client(c), "commit", |_| {
+            let what = request_words(&txn.request);
+            match (&event, conflict, fate) {
+                (_, true, _) => format!("{what} aborts: the row changed since its read"),
+                (Event::TxnCommitted(reply), _, _) => format!("{what} commits: {}", reply_words(reply)),
+                (_, _, CommitFate::Aborted) => format!("{what} aborts (injected)"),
+                (_, _, CommitFate::UnknownLanded) => format!("{what} commits, client told UNKNOWN"),
+                (_, _, _) => format!("{what} does not commit, client told UNKNOWN"),
+            }
+        });
+        event
+    }
+
+    fn write_row(&mut self, m: usize, write: RowWrite, acquire: bool) {
+        let now = self.now_us;
+        let mutex = &self.mutexes[m];
+        if let Some(problem) = invariants::fences_increase::on_write(mutex, &write, acquire) {
+            self.ghost.fence_regressed.get_or_insert(problem);
+        }
+        if let Some(problem) = invariants::done_is_final::on_write(mutex, &write, acquire) {
+            self.ghost.done_overwritten.get_or_insert(problem);
+        }
+        // Commit timestamps are strictly increasing, as Spanner's are.
+        let at = self.server_now().max(ServerTime::from_unix_micros(self.last_commit.unix_micros() + 1));
+        self.last_commit = at;
+        let mutex = &mut self.mutexes[m];
+        mutex.max_fence = mutex.max_fence.max(Some(write.fence));
+        let row = write.committed_at(at);
+        if self.log.enabled() {
+            let holder = self.label_of(row.holder);
+            let (status, fence, expires) = (row.status, row.fence, row.expires_at);
+            self.log.draw(|r| r.row_change(now, m, status, fence, &holder));
+            let left_ms = at.ms_until_floor(expires);
+            self.note(Who::Row(m), "row", |_| match status {
+                Status::Started => format!("STARTED by {holder}, fence {}, expires in {left_ms} ms", fence.get()),
+                _ => format!("{status} by {holder}, fence {}", fence.get()),
+            });
+        }
+        let mutex = &mut self.mutexes[m];
+        mutex.row = Some(row);
+        mutex.version += 1;
+    }
+
+    /// A section's fenced write reaches Spanner: one transaction that verifies the fence and, if it is current,
+    /// applies the effect. Linearized at this step.
+    /// `writer` is the run that sent it, which may have ended since (the write still lands).
+    pub fn fenced_write(&mut self, c: usize, writer: ClientId, fence: Fence) -> FencedWrite {
+        let m = self.clients[c].mutex;
+        let verify = TxnRequest::VerifyFence { client: writer, fence };
+        let at = self.decision_time(c);
+        let accepted = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), at).reply == TxnReply::FenceValid;
+        let mutex = &mut self.mutexes[m];
+        let result = if accepted {
+            if let Some(problem) = invariants::no_stale_write::on_accepted(mutex, fence) {
+                self.ghost.stale_write_accepted.get_or_insert(problem);
+            }
+            let effect = Effect { writer, fence, generation: mutex.generation };
+            if let Some(problem) = invariants::at_most_once::on_accepted(mutex, &effect) {
+                self.ghost.double_execution.get_or_insert(problem);
+            }
+            mutex.effects.push(effect);
+            self.stats.effects += 1;
+            FencedWrite::Accepted
+        } else {
+            self.stats.fenced_writes_rejected += 1;
+            FencedWrite::Rejected
+        };
+        let now = self.now_us;
+        self.log.draw(|r| r.effect(now, c, fence, result == FencedWrite::Accepted));
+        self.note(Who::Client(c), "effect", |_| match result {
+            FencedWrite::Accepted => format!("fenced write with fence {} ACCEPTED", fence.get()),
+            FencedWrite::Rejected => format!("fenced write with fence {} REJECTED", fence.get()),
+        });
+        result
+    }
+
+    /// Starts a new need generation for every mutex.
+    pub fn new_need(&mut self) {
+        for mutex in &mut self.mutexes {
+            mutex.generation += 1;
+        }
+        self.note(Who::World, "need", |_| "the section is needed again".into());
+    }
+
+    /// Answers the client's need check.
+    pub fn need(&mut self, c: usize) -> bool {
+        let needed = self.mutexes[self.clients[c].mutex].needed();
+        self.clients[c].last_need_answer = Some(needed);
+        needed
+    }
+
+    /// Feeds an event to the client's machine; returns its command. Checks the outcome when the run finishes.
+    pub fn feed(&mut self, c: usize, event: Event) -> Option<Command> {
+        let now = self.local_now(c);
+        let was_waiting = self.waiting(c);
+        let result = self.clients[c].machine.handle(&self.cfg, now, event);
+        match result {
+            Ok(command) => self.after_machine_step(c, was_waiting, command),
+            Err(unexpected) => {
+                let label = self.label(c);
+                self.ghost.unexpected_event.get_or_insert_with(|| format!("{label}: {unexpected}"));
+                None
+            }
+        }
+    }
+
+    /// Fires the client's machine timer.
+    pub fn fire_timer(&mut self, c: usize) -> Option<Command> {
+        let now = self.local_now(c);
+        let was_waiting = self.waiting(c);
+        let command = self.clients[c].machine.handle_timeout(&self.cfg, now);
+        self.after_machine_step(c, was_waiting, command)
+    }
+
+    fn waiting(&self, c: usize) -> bool {
+        self.clients[c].machine.state_name() == "AwaitingRetryTimer"
+    }
+
+    /// Bookkeeping after the machine moved: retry waits, reliance spans, finished runs.
+    pub fn after_machine_step(&mut self, c: usize, was_waiting: bool, command: Option<Command>) -> Option<Command> {
+        if !was_waiting && self.waiting(c) {
+            self.clients[c].waits += 1;
+            if self.log.enabled() {
+                let wake = self.clients[c].machine.poll_timeout(&self.cfg).map_or(0, LocalInstant::micros);
+                let in_ms = wake.saturating_sub(self.local_now(c).micros()) / 1_000;
+                self.note(Who::Client(c), "wait", |_| format!("waits {in_ms} ms before retrying"));
+            }
+        }
+        match &command {
+            Some(Command::SignalLockLost { fence }) => {
+                self.stats.lock_lost_signals += 1;
+                let fence = *fence;
+                self.note(Who::Client(c), "lost", |_| format!("LOCK LOST signalled for fence {}", fence.get()));
+                let now = self.now_us;
+                self.log.draw(|r| r.mark(now, c, "lock lost"));
+            }
+            Some(Command::Finish(outcome)) => {
+                let outcome = outcome.clone();
+                if let Some(problem) = invariants::outcomes_true::judge(self, c, &outcome) {
+                    self.ghost.false_outcome.get_or_insert(problem);
+                }
+                *self.stats.outcomes.entry(outcome_name(&outcome).to_owned()).or_default() += 1;
+                self.note(Who::Client(c), "finish", |w| format!("run ends: {}", outcome_words(w, &outcome)));
+            }
+            _ => {}
+        }
+        self.update_reliance(c);
+        command
+    }
+
+    /// Opens or closes the client's reliance span for the picture.
+    pub fn update_reliance(&mut self, c: usize) {
+        if !self.log.enabled() {
+            return;
+        }
+        let now = self.local_now(c);
+        let relies =
+            if self.clients[c].alive { self.clients[c].machine.relies_on_lease_at(&self.cfg, now) } else { None };
+        // A paused client takes no steps: its span must end at its deadline, not at its next step.
+        let until_us = self.clients[c].machine.lease().map_or(u64::MAX, |l| self.when_local(c, l.deadline));
+        match (self.clients[c].relied, relies) {
+            (None, Some(fence)) => self.clients[c].relied = Some((fence, self.now_us, until_us)),
+            (Some((held, from_us, _)), Some(fence)) if held == fence => {
+                self.clients[c].relied = Some((fence, from_us, until_us));
+            }
+            (Some(_), _) => self.close_reliance(c),
+            (None, None) => {}
+        }
+    }
+
+    fn close_reliance(&mut self, c: usize) {
+        if let Some((fence, from_us, until_us)) = self.clients[c].relied.take() {
+            let to_us = self.now_us.min(until_us);
+            self.log.draw(|r| r.lease(c, fence, from_us, to_us));
+        }
+    }
+
+    /// Checks every invariant; records the first violation of each.
+    pub fn check_invariants(&mut self) {
+        for (name, check) in invariants::ALL {
+            if self.violations.iter().any(|v| v.invariant == *name) {
+                continue;
+            }
+            if let Some(detail) = check(self) {
+                self.note(Who::World, "VIOLATION", |_| format!("{name}: {detail}"));
+                self.violations.push(Violation { invariant: name, at_us: self.now_us, detail });
+            }
+        }
+    }
+
+    /// Closes open spans at the end of a run, for the picture.
+    pub fn finish_picture(&mut self, end_us: u64) -> Option<Picture> {
+        self.now_us = self.now_us.max(end_us);
+        for c in 0..self.clients.len() {
+            self.close_reliance(c);
+        }
+        let names = self.clients.iter().map(|c| c.name.clone()).collect();
+        self.log.picture(names, self.mutexes.len(), self.now_us)
+    }
+}
+
+/// The outcome's kind, for counters.
+pub fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Executed { .. } => "executed",
+        Outcome::NotNeeded => "not-needed",
+        Outcome::DoneByOther { .. } => "done-by-other",
+        Outcome::Released { .. } => "released",
+        Outcome::GaveUp { .. } => "gave-up",
+        Outcome::LeaseLost { .. } => "lease-lost",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Failed(_) => "failed",
+    }
+}
+
+fn outcome_words(world: &World, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Executed { fence } => format!("EXECUTED under fence {}", fence.get()),
+        Outcome::DoneByOther { holder, fence } => {
+            format!("done by other ({} under fence {})", world.label_of(*holder), fence.get())
+        }
+        Outcome::LeaseLost { fence } => format!("LEASE LOST (fence {})", fence.get()),
+        Outcome::GaveUp { attempts } => format!("GAVE UP after {attempts} attempts"),
+        Outcome::Failed(failure) => format!("FAILED: {failure:?}"),
+        other => outcome_name(other).to_owned(),
+    }
+}
+
+/// A request in a few words, for traces.
+pub fn request_words(request: &TxnRequest) -> String {
+    match request {
+        TxnRequest::Acquire { .. } => "acquire".into(),
+        TxnRequest::Renew { fence, .. } => format!("renew fence {}", fence.get()),
+        TxnRequest::Release { fence, status, .. } => match status {
+            txn::ReleaseStatus::Done => format!("release fence {} as DONE", fence.get()),
+            txn::ReleaseStatus::Failed { .. } => format!("release fence {} as FAILED", fence.get()),
+        },
+        TxnRequest::VerifyFence { fence, .. } => format!("verify fence {}", fence.get()),
+    }
+}
+
+fn reply_words(reply: &TxnReply) -> String {
+    match reply {
+        TxnReply::Acquired { fence, kind, .. } => format!("ACQUIRED fence {} ({kind:?})", fence.get()),
+        TxnReply::Busy { fence, expires_at, server_now, .. } => {
+            format!("busy (fence {} expires in {} ms)", fence.get(), server_now.ms_until_ceil(*expires_at))
+        }
+        TxnReply::DoneByOther { fence, .. } => format!("already DONE under fence {}", fence.get()),
+        TxnReply::Renewed { .. } => "renewed".into(),
+        TxnReply::Released => "released".into(),
+        TxnReply::FenceValid => "fence valid".into(),
+        TxnReply::NotHolder => "NOT HOLDER".into(),
+    }
+}

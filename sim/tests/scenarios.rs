@@ -1,0 +1,191 @@
+//! The checked-in scenarios: each passes, shows what its name claims, and has its trace pinned; the seed's
+//! protocol fails the pause scenario; a re-inserted bug is found by a sweep; checker counterexamples replay here.
+
+use spanner_mutex_model::Protocol;
+use spanner_mutex_model::check::{
+    CheckOptions, DOUBLE_EXECUTION, Faults, SearchOptions, Verdict, decode_path, run_check,
+};
+use spanner_mutex_sim::{GenerateOptions, RunReport, Scenario, SweepOptions, replay, run, sweep};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn scenario(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Scenario::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn outcome(report: &RunReport, name: &str) -> u64 {
+    report.stats.outcomes.get(name).copied().unwrap_or(0)
+}
+
+/// Runs a scenario twice (the traces must be identical), checks it passes, and pins its trace.
+fn passes_and_is_pinned(name: &str) -> RunReport {
+    let s = scenario(name);
+    let report = run(&s, true).expect("runs");
+    let again = run(&s, true).expect("runs");
+    assert_eq!(report.json_lines(), again.json_lines(), "{name}: same seed, same trace");
+    assert!(report.violations.is_empty(), "{name}: {:?}\n{}", report.violations, report.timeline());
+    insta::assert_snapshot!(name, format!("{}\n{}", report.timeline(), report.summary()));
+    report
+}
+
+#[test]
+fn holder_crash_mid_section() {
+    let r = passes_and_is_pinned("holder-crash-mid-section");
+    assert_eq!((r.stats.takeovers, r.stats.effects, outcome(&r, "executed")), (1, 1, 1));
+}
+
+#[test]
+fn holder_paused_past_ttl() {
+    let r = passes_and_is_pinned("holder-paused-past-ttl");
+    assert_eq!((r.stats.takeovers, r.stats.effects, r.stats.fenced_writes_rejected), (1, 1, 1));
+    assert_eq!((r.stats.lock_lost_signals, outcome(&r, "executed"), outcome(&r, "done-by-other")), (1, 1, 1));
+}
+
+#[test]
+fn unknown_commit_that_landed() {
+    let r = passes_and_is_pinned("unknown-commit-landed");
+    assert_eq!((r.stats.unknown_outcomes, r.stats.acquisitions, r.stats.effects), (1, 1, 1));
+    assert!(r.trace.iter().any(|l| l.who == "a#1" && l.detail == "run ends: EXECUTED under fence 1"));
+}
+
+#[test]
+fn unknown_commit_that_did_not_land() {
+    let r = passes_and_is_pinned("unknown-commit-lost");
+    assert_eq!((r.stats.unknown_outcomes, r.stats.acquisitions, r.stats.effects), (1, 1, 1));
+    assert_eq!(outcome(&r, "executed"), 1);
+}
+
+#[test]
+fn simultaneous_takeover_race() {
+    let r = passes_and_is_pinned("takeover-race");
+    assert_eq!(
+        (r.stats.takeovers, r.stats.effects, outcome(&r, "executed"), outcome(&r, "done-by-other")),
+        (1, 1, 1, 5 - 1)
+    );
+    assert!(r.stats.aborts >= 1, "the racers conflict: {}", r.timeline());
+}
+
+#[test]
+fn clock_skew_changes_nothing_because_time_is_spanners() {
+    let skewed = passes_and_is_pinned("clock-skew");
+    assert_eq!((skewed.stats.takeovers, skewed.stats.effects), (1, 1));
+    let mut exact = scenario("clock-skew");
+    for client in &mut exact.clients {
+        client.wall_skew_ms = 0;
+    }
+    // Not just as safe: the very same run, takeover time included.
+    assert_eq!(run(&exact, true).expect("runs").json_lines(), skewed.json_lines());
+}
+
+#[test]
+fn renewal_failing() {
+    let r = passes_and_is_pinned("renewal-failing");
+    assert_eq!((r.stats.lock_lost_signals, r.stats.fenced_writes_rejected, r.stats.effects), (1, 1, 1));
+}
+
+#[test]
+fn max_retries_reached() {
+    let r = passes_and_is_pinned("max-retries");
+    assert_eq!((outcome(&r, "gave-up"), outcome(&r, "executed")), (1, 1));
+}
+
+#[test]
+fn done_then_new_need_after_staleness() {
+    let r = passes_and_is_pinned("done-then-new-need");
+    assert_eq!((r.stats.effects, outcome(&r, "executed")), (2, 2));
+    assert!(outcome(&r, "not-needed") + outcome(&r, "done-by-other") > 0);
+}
+
+#[test]
+fn spanner_unavailable_longer_than_the_ttl() {
+    let r = passes_and_is_pinned("spanner-outage");
+    assert_eq!((r.stats.lock_lost_signals, r.stats.effects), (1, 1));
+    assert!(outcome(&r, "failed") >= 1, "requests during the outage fail in bounded time: {}", r.timeline());
+}
+
+#[test]
+fn every_scenario_file_is_tested() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("scenarios/")
+        .map(|e| e.expect("entry").path().file_stem().expect("stem").to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let source = include_str!("scenarios.rs");
+    for name in names {
+        assert!(source.contains(&format!("passes_and_is_pinned(\"{name}\")")), "scenario {name} has no test");
+    }
+}
+
+#[test]
+fn the_seed_protocol_runs_the_paused_holders_section_twice() {
+    let mut naive = scenario("holder-paused-past-ttl");
+    naive.config.protocol = Protocol::Naive;
+    let report = run(&naive, true).expect("runs");
+    let names: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+    assert!(names.contains(&DOUBLE_EXECUTION), "{names:?}\n{}", report.timeline());
+    assert_eq!(report.stats.effects, 2);
+}
+
+#[test]
+fn a_sweep_finds_the_fence_check_removed() {
+    let options = SweepOptions {
+        first_seed: 0,
+        seeds: 2_000,
+        generate: GenerateOptions { protocol: Protocol::NoFenceCheck, ..GenerateOptions::default() },
+        threads: 1,
+        stop_after: 1,
+    };
+    let summary = sweep(&options, &|_| {});
+    let first = summary.failing.first().expect("a violation within 2,000 seeds");
+    assert!(
+        first.violations.iter().any(|v| v.invariant == DOUBLE_EXECUTION || v.invariant.contains("superseded fence")),
+        "{:?}",
+        first.violations
+    );
+    // The same seed with the fence check in place passes.
+    let fenced = Scenario::generate(first.seed, &GenerateOptions::default());
+    assert!(run(&fenced, false).expect("runs").violations.is_empty());
+}
+
+#[test]
+fn a_fenced_sweep_passes() {
+    let options = SweepOptions {
+        first_seed: 1_000_000,
+        seeds: 500,
+        generate: GenerateOptions::default(),
+        threads: 2,
+        stop_after: 0,
+    };
+    let summary = sweep(&options, &|_| {});
+    assert_eq!(summary.runs, 500);
+    assert!(summary.acquisitions > 500, "runs acquire: {summary:?}");
+    assert!(summary.failing.is_empty(), "{:?}", summary.failing);
+}
+
+#[test]
+fn the_checkers_naive_counterexample_replays_to_the_same_violation() {
+    let options = CheckOptions { faults: Faults::ALL, protocol: Protocol::Naive, ..CheckOptions::default() };
+    let search =
+        SearchOptions { threads: 1, progress_interval: Duration::from_secs(3_600), ..SearchOptions::default() };
+    let summary = run_check(options.clone(), search);
+    assert_eq!(summary.verdict, Verdict::Violated);
+    let headline = summary.counterexamples.iter().find(|c| c.property == DOUBLE_EXECUTION).expect("double execution");
+    let report = replay(&options, &decode_path(&headline.encoded).expect("decodes")).expect("replays");
+    assert!(report.model_violations.contains(&DOUBLE_EXECUTION), "{:?}", report.model_violations);
+    let seen: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+    assert!(seen.contains(&DOUBLE_EXECUTION), "{seen:?}\n{}", report.text());
+    insta::assert_snapshot!("naive_counterexample_replay", report.text());
+}
+
+#[test]
+fn a_passing_checker_path_replays_without_violations() {
+    // One client acquires, runs, writes and releases: the happy path in the checker's vocabulary.
+    let options = CheckOptions { clients: 1, ..CheckOptions::default() };
+    let actions = decode_path("commit:0:ok write:0 return:0 commit:0:ok").expect("decodes");
+    let report = replay(&options, &actions).expect("replays");
+    assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());
+    assert!(report.text().contains("run ends: EXECUTED under fence 1"), "{}", report.text());
+}
