@@ -2,9 +2,9 @@
 //! lease decision; every branch here is "do what the command says".
 
 use crate::metrics::Metrics;
-use crate::store::{LeaseStore, StoreError, StoreErrorKind};
+use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use spanner_mutex_model::{
-    ClientMachine, Command, Config, Event, LocalInstant, MutexName, TxnRequest, UnexpectedEvent,
+    ClientMachine, Command, Config, Event, LocalInstant, MutexName, TxnReply, TxnRequest, UnexpectedEvent,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -61,18 +61,11 @@ impl<S: LeaseStore> Ctx<S> {
         Box::pin(async move {
             let result = ctx.store.transact(&ctx.cfg, &ctx.name, &request).await;
             ctx.metrics.record_txn(&request, &result);
-            match result {
-                Ok(reply) => Event::TxnCommitted(reply),
-                Err(error) => {
-                    tracing::debug!(mutex = %ctx.name, ?request, %error, "transaction did not commit cleanly");
-                    ctx.remember(&error);
-                    match error.kind {
-                        StoreErrorKind::Aborted => Event::TxnAborted,
-                        StoreErrorKind::Unknown => Event::TxnOutcomeUnknown,
-                        StoreErrorKind::Unavailable | StoreErrorKind::Rejected => Event::TxnFailed(error.failure()),
-                    }
-                }
+            if let Err(error) = &result {
+                tracing::debug!(mutex = %ctx.name, ?request, %error, "transaction did not commit cleanly");
+                ctx.remember(error);
             }
+            txn_event(result)
         })
     }
 
@@ -81,14 +74,33 @@ impl<S: LeaseStore> Ctx<S> {
         let ctx = self.clone();
         Box::pin(async move {
             ctx.metrics.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match ctx.store.read(&ctx.name).await {
-                Ok((row, server_now)) => Event::RowRead { row, server_now },
-                Err(error) => {
-                    ctx.remember(&error);
-                    Event::ReadFailed(error.failure())
-                }
+            let result = ctx.store.read(&ctx.name).await;
+            if let Err(error) = &result {
+                ctx.remember(error);
             }
+            read_event(result)
         })
+    }
+}
+
+/// What the machine is told about a transaction's result: the driver's one mapping from store errors to
+/// protocol events (public so the conformance tests drive stores through exactly this code).
+pub fn txn_event(result: Result<TxnReply, StoreError>) -> Event {
+    match result {
+        Ok(reply) => Event::TxnCommitted(reply),
+        Err(error) => match error.kind {
+            StoreErrorKind::Aborted => Event::TxnAborted,
+            StoreErrorKind::Unknown => Event::TxnOutcomeUnknown,
+            StoreErrorKind::Unavailable | StoreErrorKind::Rejected => Event::TxnFailed(error.failure()),
+        },
+    }
+}
+
+/// What the machine is told about a single-use read's result; see [`txn_event`].
+pub fn read_event(result: Result<RowRead, StoreError>) -> Event {
+    match result {
+        Ok((row, server_now)) => Event::RowRead { row, server_now },
+        Err(error) => Event::ReadFailed(error.failure()),
     }
 }
 

@@ -34,6 +34,7 @@ pub mod spanner;
 pub mod store;
 
 pub use config::{ConfigFileError, MutexConfig, Timeouts};
+pub use driver::{read_event, txn_event};
 pub use memory::{FaultyStore, MemoryStore};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use mutex::{BoxError, CriticalSection, Lease, LockGuard, RunError, RunOutcome, SectionGuard, SpannerMutex};

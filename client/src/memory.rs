@@ -16,6 +16,8 @@ struct Inner {
     last_commit: ServerTime,
     /// Added to the server clock; lets tests move server time without sleeping.
     offset_micros: i64,
+    /// The server clock stands still between [`MemoryStore::advance_server_clock_ms`] calls.
+    manual_clock: bool,
 }
 
 /// The in-memory store. Clones share the same rows.
@@ -49,6 +51,7 @@ impl MemoryStore {
             data: BTreeMap::new(),
             last_commit: ServerTime::from_unix_micros(0),
             offset_micros: 0,
+            manual_clock: false,
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
@@ -57,12 +60,28 @@ impl MemoryStore {
         }
     }
 
+    /// An empty store whose server clock reads `start` and moves only by
+    /// [`Self::advance_server_clock_ms`] (commits still get strictly increasing timestamps): for tests that
+    /// compare it step by step with the model.
+    pub fn with_manual_clock(start: ServerTime) -> Self {
+        let store = Self::new();
+        {
+            let mut inner = store.lock();
+            inner.manual_clock = true;
+            inner.offset_micros = start.unix_micros();
+        }
+        store
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent data (every change is a single assignment).
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn now(&self, inner: &Inner) -> ServerTime {
+        if inner.manual_clock {
+            return ServerTime::from_unix_micros(inner.offset_micros);
+        }
         let elapsed = i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX);
         ServerTime::from_unix_micros(self.epoch_unix_micros.saturating_add(elapsed).saturating_add(inner.offset_micros))
     }

@@ -331,8 +331,9 @@ pub enum FencedError {
 
 impl SpannerStore {
     /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that `client`
-    /// still holds `name` with `fence`; see [`crate::SectionGuard::fenced`].
-    async fn fenced<T, F, Fut>(
+    /// still holds `name` with `fence`; `work`'s writes commit only while the lease is theirs. Sections use this
+    /// through [`crate::SectionGuard::fenced`]; it is public for drivers of their own.
+    pub async fn fenced<T, F, Fut>(
         &self,
         cfg: &Config,
         name: &MutexName,
