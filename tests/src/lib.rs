@@ -1,1 +1,86 @@
-//! Conformance tests (issue 5): model == client on the in-memory store == client on the emulator. Not built yet.
+//! Conformance of the three implementations of the protocol's transitions: the model's reference semantics,
+//! the real client over its in-memory store, and the real client over the Spanner emulator. One generated
+//! sequence of operations is applied to all of them and the row, each client and the protected resource are
+//! compared after every step. See docs/testing.md.
+
+pub mod coverage;
+pub mod emulator;
+pub mod generate;
+pub mod harness;
+pub mod memory;
+pub mod reference;
+
+use harness::{Backend, Op, Side, compare};
+use reference::Reference;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+
+/// Runs a future that never waits (the reference and the in-memory store answer at once).
+pub fn now_or_never<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("a future that should answer at once is waiting"),
+    }
+}
+
+/// The safety properties, judged on the reference after every step.
+pub fn safety(reference: &Side<Reference>) -> Result<(), String> {
+    let observed = reference.backend.observed();
+    if observed.effects.len() > 1 {
+        return Err(format!("the effect was applied twice: {:?}", observed.effects));
+    }
+    if reference.backend.stale_write_accepted {
+        return Err("a write with a superseded fence was accepted".into());
+    }
+    let reliant = reference.reliant();
+    if reliant.len() > 1 {
+        return Err(format!("more than one client relies on the lease: {reliant:?}"));
+    }
+    Ok(())
+}
+
+async fn compare_sides<B: Backend>(
+    reference: &mut Side<Reference>,
+    other: &mut Side<B>,
+    slack_us: i64,
+) -> Result<(), String> {
+    let (r, o) = (reference.client_views(), other.client_views());
+    for (i, (rc, oc)) in r.iter().zip(&o).enumerate() {
+        if rc != oc {
+            return Err(format!("client {i} differs:\n  reference {rc:?}\n  backend   {oc:?}"));
+        }
+    }
+    compare(&reference.backend.observe().await, &other.backend.observe().await, slack_us)
+}
+
+/// Applies `ops` to the reference started from `init` and to a side over `backend`, comparing after every
+/// step; returns the backend's side (for its transitions) or what differed first.
+pub async fn run_case<B: Backend>(
+    init: &Side<Reference>,
+    ops: &[Op],
+    backend: B,
+    slack_us: i64,
+    seen: Option<&AtomicUsize>,
+) -> Result<Side<B>, String> {
+    let mut reference = init.clone();
+    let mut other = Side::new(init.cfg.clone(), backend, init.clients.len()).await;
+    compare_sides(&mut reference, &mut other, slack_us).await.map_err(|e| format!("at the start: {e}"))?;
+    for (i, op) in ops.iter().enumerate() {
+        if let Some(seen) = seen {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        let step = i + 1;
+        reference.apply(op).await.map_err(|e| format!("step {step} {op:?} is not applicable: {e}"))?;
+        other
+            .apply(op)
+            .await
+            .map_err(|e| format!("step {step} {op:?}: applicable to the reference, not to the backend: {e}"))?;
+        safety(&reference).map_err(|e| format!("after step {step} {op:?}: {e}"))?;
+        compare_sides(&mut reference, &mut other, slack_us)
+            .await
+            .map_err(|e| format!("after step {step} {op:?}: {e}"))?;
+    }
+    Ok(other)
+}

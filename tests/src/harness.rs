@@ -1,0 +1,402 @@
+//! The step harness: K client machines and one backend, driven one operation at a time. The same harness runs
+//! over the model's reference semantics, the real client's in-memory store and the real client's Spanner store,
+//! so the three can be compared after every step.
+
+use crate::coverage::{Transition, event_label};
+use spanner_mutex_model::txn::TxnRequest;
+use spanner_mutex_model::{
+    ClientId, ClientMachine, Command, Config, Event, Fence, LocalInstant, Outcome, SectionResult, Status,
+};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+
+/// The most clients a case has.
+pub const MAX_CLIENTS: usize = 3;
+
+/// What becomes of a transaction when it reaches the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fate {
+    /// It runs and commits as planned (reads: it answers).
+    Commit,
+    /// It aborts; nothing is written.
+    Abort,
+    /// It commits, and the client is told the outcome is unknown.
+    UnknownLanded,
+    /// It does not commit, and the client is told the outcome is unknown.
+    UnknownLost,
+    /// The store is unavailable; nothing is written.
+    Unavailable,
+}
+
+/// One generated operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Server time and every client's clock advance.
+    Advance {
+        /// By this much.
+        ms: u64,
+    },
+    /// The client's transaction or read in flight reaches the store and is answered.
+    Deliver {
+        /// Which client.
+        client: usize,
+        /// With what fate (reads: always `Commit`).
+        fate: Fate,
+    },
+    /// The client's due timer fires (renewal, retry, local deadline).
+    Timer {
+        /// Which client.
+        client: usize,
+    },
+    /// The client's section makes its fenced write.
+    Write {
+        /// Which client.
+        client: usize,
+    },
+    /// The client's section returns what its write achieved (completed if accepted, failed if refused).
+    Return {
+        /// Which client.
+        client: usize,
+    },
+    /// The client's section fails before writing.
+    Fail {
+        /// Which client.
+        client: usize,
+    },
+    /// The client's process restarts (crashing if it was running) and starts a new run with a new id.
+    Restart {
+        /// Which client.
+        client: usize,
+    },
+}
+
+/// What a client has in flight towards the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InFlight {
+    /// A read-write transaction.
+    Txn(TxnRequest),
+    /// A single-use read.
+    Read,
+}
+
+/// Where a client's critical section is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Not running.
+    Idle,
+    /// Running under this fence, write not yet made.
+    Running {
+        /// The fence.
+        fence: Fence,
+    },
+    /// Its fenced write was made.
+    Wrote {
+        /// Whether the resource accepted it.
+        accepted: bool,
+    },
+}
+
+/// One client process.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// Its current run's machine.
+    pub machine: ClientMachine,
+    /// Runs started before this one.
+    pub incarnation: u32,
+    /// Its operation in flight.
+    pub in_flight: Option<InFlight>,
+    /// Its section.
+    pub section: Stage,
+    /// Whether the lock-lost signal was given in this run.
+    pub lock_lost: bool,
+}
+
+/// The lease row as compared: absolute times are replaced by times relative to the server's now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowView {
+    /// Status.
+    pub status: Status,
+    /// Holder.
+    pub holder: ClientId,
+    /// Fence.
+    pub fence: Fence,
+    /// Attempt counter.
+    pub attempt: u32,
+    /// Last error text.
+    pub last_error: Option<String>,
+    /// `expires_at - now`, microseconds (negative once expired).
+    pub remaining_us: i64,
+    /// `now - updated_at`, microseconds.
+    pub age_us: i64,
+}
+
+/// What a backend holds: its row and its protected resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// The lease row.
+    pub row: Option<RowView>,
+    /// Accepted effects, `(writer, fence)`, sorted.
+    pub effects: Vec<(ClientId, Fence)>,
+}
+
+/// A store with a protected resource, as the harness drives it.
+pub trait Backend {
+    /// Runs `request` through the store's read-write transaction with `fate`; the event the machine gets.
+    fn transact(&mut self, cfg: &Config, request: &TxnRequest, fate: Fate) -> impl Future<Output = Event>;
+    /// A single-use read; the event the machine gets.
+    fn read(&mut self) -> impl Future<Output = Event>;
+    /// The section's fenced write of its effect; whether it was accepted.
+    fn fenced_write(&mut self, cfg: &Config, client: ClientId, fence: Fence) -> impl Future<Output = bool>;
+    /// The user's need check: no effect yet.
+    fn needed(&mut self) -> impl Future<Output = bool>;
+    /// Advances server time.
+    fn advance(&mut self, ms: u64) -> impl Future<Output = ()>;
+    /// The row and the resource now.
+    fn observe(&mut self) -> impl Future<Output = Observed>;
+}
+
+/// The harness over one backend.
+#[derive(Clone, Debug)]
+pub struct Side<B> {
+    /// The protocol configuration.
+    pub cfg: Config,
+    /// The backend.
+    pub backend: B,
+    /// Virtual time, every client's monotonic clock.
+    pub now_ms: u64,
+    /// The clients.
+    pub clients: Vec<Client>,
+    /// Every machine transition taken.
+    pub transitions: BTreeSet<Transition>,
+}
+
+/// The id of a client slot's run: the same on every backend, so rows compare as they are.
+pub fn client_id(slot: usize, incarnation: u32) -> ClientId {
+    ClientId::from_u128(((slot as u128 + 1) << 32) | u128::from(incarnation))
+}
+
+/// Why an operation cannot be applied in the current state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotApplicable(pub &'static str);
+
+impl fmt::Display for NotApplicable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl<B: Backend> Side<B> {
+    /// `clients` machines on `backend`, each started.
+    pub async fn new(cfg: Config, backend: B, clients: usize) -> Self {
+        let mut side = Self { cfg, backend, now_ms: 0, clients: Vec::new(), transitions: BTreeSet::new() };
+        for slot in 0..clients {
+            let machine = ClientMachine::run_once(client_id(slot, 0), format!("client {slot}"), &side.cfg);
+            side.clients.push(Client {
+                machine,
+                incarnation: 0,
+                in_flight: None,
+                section: Stage::Idle,
+                lock_lost: false,
+            });
+            side.start(slot).await;
+        }
+        side
+    }
+
+    fn local_now(&self) -> LocalInstant {
+        LocalInstant::from_ms(self.now_ms)
+    }
+
+    /// Whether `op` can be applied now (the generator's precondition).
+    pub fn applicable(&self, op: &Op) -> Result<(), NotApplicable> {
+        let client = |c: usize| self.clients.get(c).ok_or(NotApplicable("no such client"));
+        match *op {
+            Op::Advance { ms } => (ms > 0).then_some(()).ok_or(NotApplicable("advance by zero")),
+            Op::Deliver { client: c, fate } => match &client(c)?.in_flight {
+                None => Err(NotApplicable("nothing in flight")),
+                Some(InFlight::Read) if fate != Fate::Commit => Err(NotApplicable("reads are not faulted")),
+                Some(_) => Ok(()),
+            },
+            Op::Timer { client: c } => {
+                let due = client(c)?.machine.poll_timeout(&self.cfg).is_some_and(|at| at <= self.local_now());
+                due.then_some(()).ok_or(NotApplicable("no timer due"))
+            }
+            Op::Write { client: c } | Op::Fail { client: c } => match client(c)?.section {
+                Stage::Running { .. } => Ok(()),
+                _ => Err(NotApplicable("no section running")),
+            },
+            Op::Return { client: c } => match client(c)?.section {
+                Stage::Wrote { .. } => Ok(()),
+                _ => Err(NotApplicable("no section has written")),
+            },
+            Op::Restart { client: c } => client(c).map(|_| ()),
+        }
+    }
+
+    /// Applies `op`.
+    pub async fn apply(&mut self, op: &Op) -> Result<(), NotApplicable> {
+        self.applicable(op)?;
+        match *op {
+            Op::Advance { ms } => {
+                self.now_ms += ms;
+                self.backend.advance(ms).await;
+            }
+            Op::Deliver { client: c, fate } => {
+                let event = match self.clients[c].in_flight.take().expect("checked applicable") {
+                    InFlight::Txn(request) => self.backend.transact(&self.cfg, &request, fate).await,
+                    InFlight::Read => self.backend.read().await,
+                };
+                self.feed(c, event).await;
+            }
+            Op::Timer { client: c } => {
+                let from = self.clients[c].machine.state_name();
+                let now = self.local_now();
+                let command = self.clients[c].machine.handle_timeout(&self.cfg, now);
+                self.transitions.insert(Transition::new(from, "Timeout".into(), self.clients[c].machine.state_name()));
+                self.execute(c, command).await;
+            }
+            Op::Write { client: c } => {
+                let Stage::Running { fence } = self.clients[c].section else { unreachable!("checked applicable") };
+                let id = self.clients[c].machine.id();
+                let accepted = self.backend.fenced_write(&self.cfg, id, fence).await;
+                self.clients[c].section = Stage::Wrote { accepted };
+            }
+            Op::Return { client: c } => {
+                let Stage::Wrote { accepted } = self.clients[c].section else { unreachable!("checked applicable") };
+                self.clients[c].section = Stage::Idle;
+                let result = if accepted {
+                    SectionResult::Completed
+                } else {
+                    SectionResult::Failed { error: "fenced write refused".into() }
+                };
+                self.feed(c, Event::SectionFinished(result)).await;
+            }
+            Op::Fail { client: c } => {
+                self.clients[c].section = Stage::Idle;
+                self.feed(c, Event::SectionFinished(SectionResult::Failed { error: "section failed".into() })).await;
+            }
+            Op::Restart { client: c } => {
+                let client = &mut self.clients[c];
+                client.incarnation += 1;
+                client.machine =
+                    ClientMachine::run_once(client_id(c, client.incarnation), format!("client {c}"), &self.cfg);
+                client.in_flight = None;
+                client.section = Stage::Idle;
+                client.lock_lost = false;
+                self.start(c).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, c: usize) {
+        let now = self.local_now();
+        let command = self.clients[c].machine.start(now);
+        self.transitions.insert(Transition::new("NotStarted", "Start".into(), self.clients[c].machine.state_name()));
+        self.execute(c, command).await;
+    }
+
+    async fn feed(&mut self, c: usize, event: Event) {
+        let label = event_label(&event);
+        let from = self.clients[c].machine.state_name();
+        let now = self.local_now();
+        match self.clients[c].machine.handle(&self.cfg, now, event) {
+            Ok(command) => {
+                self.transitions.insert(Transition::new(from, label, self.clients[c].machine.state_name()));
+                self.execute(c, command).await;
+            }
+            Err(unexpected) => panic!("the harness broke the driver contract: {unexpected}"),
+        }
+    }
+
+    /// Executes commands; need checks answer at once, I/O waits for a `Deliver`.
+    async fn execute(&mut self, c: usize, mut command: Option<Command>) {
+        while let Some(cmd) = command.take() {
+            match cmd {
+                Command::CheckNeed => {
+                    let needed = self.backend.needed().await;
+                    let event = Event::NeedAnswered { needed };
+                    let (label, from) = (event_label(&event), self.clients[c].machine.state_name());
+                    let now = self.local_now();
+                    command = self.clients[c].machine.handle(&self.cfg, now, event).expect("need is awaited");
+                    self.transitions.insert(Transition::new(from, label, self.clients[c].machine.state_name()));
+                }
+                Command::RunTxn(request) => self.clients[c].in_flight = Some(InFlight::Txn(request)),
+                Command::ReadRow => self.clients[c].in_flight = Some(InFlight::Read),
+                Command::RunSection { fence, .. } => self.clients[c].section = Stage::Running { fence },
+                Command::SignalLockLost { .. } => self.clients[c].lock_lost = true,
+                Command::Granted { .. } | Command::Finish(_) => {}
+            }
+        }
+    }
+
+    /// The clients as compared.
+    pub fn client_views(&self) -> Vec<ClientView> {
+        self.clients
+            .iter()
+            .map(|c| ClientView {
+                incarnation: c.incarnation,
+                state: c.machine.state_name(),
+                outcome: c.machine.outcome().cloned(),
+                lease: c.machine.lease().map(|l| (l.fence, l.lost)),
+                in_flight: c.in_flight.clone(),
+                section: c.section,
+                lock_lost: c.lock_lost,
+            })
+            .collect()
+    }
+
+    /// Which clients rely on the lease now (for the exclusivity invariant).
+    pub fn reliant(&self) -> Vec<(usize, Fence)> {
+        let now = self.local_now();
+        self.clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.machine.relies_on_lease_at(&self.cfg, now).map(|f| (i, f)))
+            .collect()
+    }
+}
+
+/// A client as compared across backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientView {
+    /// Runs before this one.
+    pub incarnation: u32,
+    /// The machine's state.
+    pub state: &'static str,
+    /// Its outcome, once finished.
+    pub outcome: Option<Outcome>,
+    /// The lease it holds: fence and whether lock-lost was signalled.
+    pub lease: Option<(Fence, bool)>,
+    /// What it has in flight.
+    pub in_flight: Option<InFlight>,
+    /// Its section.
+    pub section: Stage,
+    /// Whether lock-lost was signalled in this run.
+    pub lock_lost: bool,
+}
+
+/// Compares a backend's observation with the reference's; row times may differ by `slack_us`.
+pub fn compare(reference: &Observed, other: &Observed, slack_us: i64) -> Result<(), String> {
+    if reference.effects != other.effects {
+        return Err(format!(
+            "protected resource differs: reference {:?}, backend {:?}",
+            reference.effects, other.effects
+        ));
+    }
+    match (&reference.row, &other.row) {
+        (None, None) => Ok(()),
+        (Some(r), Some(o)) => {
+            let same_facts = (r.status, r.holder, r.fence, r.attempt, &r.last_error)
+                == (o.status, o.holder, o.fence, o.attempt, &o.last_error);
+            let close = (r.remaining_us - o.remaining_us).abs() <= slack_us && (r.age_us - o.age_us).abs() <= slack_us;
+            if same_facts && close {
+                Ok(())
+            } else {
+                Err(format!("row differs:\n  reference {r:?}\n  backend   {o:?}"))
+            }
+        }
+        (r, o) => Err(format!("row differs: reference {r:?}, backend {o:?}")),
+    }
+}
