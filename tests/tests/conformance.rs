@@ -23,8 +23,10 @@ const EMULATOR_STEPS: usize = 30;
 /// The covering sequences run on the emulator are chosen from this many generated ones.
 const COVERING_CANDIDATES: usize = 20_000;
 const COVERING_SEED: u64 = 1;
-/// How far the emulator's relative row times may drift from the reference's: one operation's duration.
-const EMULATOR_SLACK_US: i64 = 250_000;
+/// How far the emulator's relative row times may drift from the reference's: one operation's duration (tens of
+/// milliseconds), with room for a loaded machine, and below the half second that separates every decision from
+/// the time grid.
+const EMULATOR_SLACK_US: i64 = 400_000;
 
 fn config(cases: u32, regressions: &'static str) -> Config {
     Config {
