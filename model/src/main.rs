@@ -49,7 +49,7 @@ enum Cmd {
     Replay {
         #[command(flatten)]
         model: ModelArgs,
-        /// The encoded path, or @FILE to read it from a file.
+        /// The encoded path, or a file holding it (FILE or @FILE).
         path: String,
     },
 }

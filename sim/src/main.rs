@@ -109,11 +109,11 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         stop_after: u64,
     },
-    /// Replay a counterexample printed by `spanner-mutex-model check` (same flags, then its encoded path or @FILE).
+    /// Replay a counterexample printed by `spanner-mutex-model check` (same flags, then its encoded path or a file holding it).
     Replay {
         #[command(flatten)]
         model: ModelArgs,
-        /// The encoded path, or @FILE.
+        /// The encoded path, or a file holding it (FILE or @FILE).
         path: String,
     },
     /// Measure simulation speed against a bare machine loop, and a 10,000-seed sweep.

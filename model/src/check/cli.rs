@@ -97,9 +97,10 @@ impl ModelArgs {
     }
 }
 
-/// Reads an encoded path argument: the path itself, or `@FILE` to read it from a file.
+/// Reads an encoded path argument: the path itself, `@FILE`, or the name of a file that holds it.
 pub fn read_path_argument(argument: &str) -> std::io::Result<String> {
-    match argument.strip_prefix('@') {
+    let file = argument.strip_prefix('@').or_else(|| std::path::Path::new(argument).is_file().then_some(argument));
+    match file {
         // Reading a path file is the command line's job, not the protocol's.
         #[allow(clippy::disallowed_methods)]
         Some(file) => std::fs::read_to_string(file),
