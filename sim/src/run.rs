@@ -109,6 +109,8 @@ enum Pending {
     Fault { i: usize },
     /// The periodic new need.
     NeedAgain,
+    /// A suspended client wakes: its clock runs again.
+    Wake { c: usize },
 }
 
 impl Pending {
@@ -125,7 +127,8 @@ impl Pending {
             | Self::ReadArrive { .. }
             | Self::WriteArrive { .. }
             | Self::Fault { .. }
-            | Self::NeedAgain => None,
+            | Self::NeedAgain
+            | Self::Wake { .. } => None,
         }
     }
 }
@@ -408,6 +411,10 @@ impl Runner<'_> {
                 }
             }
             Pending::Fault { i } => self.fault(i),
+            Pending::Wake { c } => {
+                self.world.thaw_clock(c);
+                self.world.note(Who::Client(c), "fault", |_| "wakes; its monotonic clock runs again".into());
+            }
             Pending::NeedAgain => {
                 self.world.new_need();
                 if let Some(every_ms) = self.scenario.need_every_ms {
@@ -456,6 +463,18 @@ impl Runner<'_> {
                 self.runtime[c].paused_until_us = self.runtime[c].paused_until_us.max(until);
                 self.world.note(Who::Client(c), "fault", |_| format!("process PAUSED for {duration_ms} ms"));
                 self.world.log.draw(|r| r.interval(Some(c), now, until, "paused"));
+            }
+            Fault::Suspend { client, duration_ms, .. } => {
+                let c = self.client_index(client);
+                let until = now + duration_ms * US_PER_MS;
+                self.runtime[c].paused_until_us = self.runtime[c].paused_until_us.max(until);
+                self.world.freeze_clock(c);
+                // Pushed before any event deferred to the thaw, so the clock runs again before they are handled.
+                self.push(until, Pending::Wake { c });
+                self.world.note(Who::Client(c), "fault", |_| {
+                    format!("process SUSPENDED for {duration_ms} ms, clock stopped")
+                });
+                self.world.log.draw(|r| r.interval(Some(c), now, until, "suspended (clock stopped)"));
             }
             Fault::Outage { duration_ms, .. } => {
                 let until = now + duration_ms * US_PER_MS;

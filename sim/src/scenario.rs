@@ -159,6 +159,16 @@ pub enum Fault {
         /// For how long.
         duration_ms: u64,
     },
+    /// The process and its monotonic clock stop (a suspended VM or laptop: Linux's `CLOCK_MONOTONIC`, which
+    /// `std` and tokio use, does not count suspension): on waking it believes almost no time has passed.
+    Suspend {
+        /// When.
+        at_ms: u64,
+        /// Which client.
+        client: String,
+        /// For how long.
+        duration_ms: u64,
+    },
     /// Spanner answers nothing: requests time out as unavailable, commits due meanwhile are lost unseen.
     Outage {
         /// When.
@@ -225,6 +235,7 @@ impl Fault {
         match self {
             Self::Crash { at_ms, .. }
             | Self::Pause { at_ms, .. }
+            | Self::Suspend { at_ms, .. }
             | Self::Outage { at_ms, .. }
             | Self::Abort { at_ms, .. }
             | Self::Unknown { at_ms, .. }
@@ -239,6 +250,7 @@ impl Fault {
         match self {
             Self::Crash { client, .. }
             | Self::Pause { client, .. }
+            | Self::Suspend { client, .. }
             | Self::Abort { client, .. }
             | Self::Unknown { client, .. }
             | Self::ClockStep { client, .. }

@@ -85,8 +85,10 @@ pub struct Client {
     pub boot_us: u64,
     /// Monotonic clock rate error, parts per million.
     pub drift_ppm: i64,
-    /// Monotonic clock lag added by the checker's drift steps.
+    /// Monotonic clock lag: the checker's drift steps and time spent suspended.
     pub lag_us: u64,
+    /// Since when the process is suspended with its monotonic clock stopped.
+    pub frozen_since_us: Option<u64>,
     /// Wall clock offset from Spanner's, for the seed protocol's decisions.
     pub wall_offset_us: i64,
     /// Its section.
@@ -223,6 +225,7 @@ impl World {
             boot_us: 0,
             drift_ppm,
             lag_us: 0,
+            frozen_since_us: None,
             wall_offset_us,
             section: Section::Idle,
             waits: 0,
@@ -272,14 +275,33 @@ impl World {
 
     fn local_at(&self, c: usize, t: u64) -> LocalInstant {
         let client = &self.clients[c];
+        let t = client.frozen_since_us.map_or(t, |since| t.min(since));
+        LocalInstant::from_micros(self.running_clock_at(c, t).saturating_sub(client.lag_us))
+    }
+
+    /// The client's monotonic clock at `t` if it had never stopped, before lag.
+    fn running_clock_at(&self, c: usize, t: u64) -> u64 {
+        let client = &self.clients[c];
         let elapsed = t.saturating_sub(client.boot_us);
         // Runs last at most a week (6e11 us) and |drift| < 1e6 ppm, so the product fits in a u64.
-        let local = if client.drift_ppm == 0 {
+        if client.drift_ppm == 0 {
             elapsed
         } else {
             elapsed.saturating_mul((PPM + client.drift_ppm).unsigned_abs()) / PPM.unsigned_abs()
-        };
-        LocalInstant::from_micros(local.saturating_sub(client.lag_us))
+        }
+    }
+
+    /// Stops the client's monotonic clock (suspension).
+    pub fn freeze_clock(&mut self, c: usize) {
+        self.clients[c].frozen_since_us.get_or_insert(self.now_us);
+    }
+
+    /// Restarts the client's monotonic clock where it stopped.
+    pub fn thaw_clock(&mut self, c: usize) {
+        if let Some(since) = self.clients[c].frozen_since_us.take() {
+            let missed = self.running_clock_at(c, self.now_us) - self.running_clock_at(c, since);
+            self.clients[c].lag_us += missed;
+        }
     }
 
     /// The time a transaction's decisions are made on: Spanner's in the fenced protocol, the client's wall

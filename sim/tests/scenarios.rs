@@ -3,8 +3,10 @@
 
 use spanner_mutex_model::Protocol;
 use spanner_mutex_model::check::{
-    CheckOptions, DOUBLE_EXECUTION, Faults, SearchOptions, Verdict, decode_path, run_check,
+    CheckOptions, DOUBLE_EXECUTION, Faults, NO_STALE_WRITE, RELIANCE_BACKED_BY_ROW, SearchOptions, Verdict,
+    decode_path, run_check,
 };
+use spanner_mutex_sim::scenario::Fault;
 use spanner_mutex_sim::{GenerateOptions, RunReport, Scenario, SweepOptions, replay, run, sweep};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -127,6 +129,45 @@ fn the_seed_protocol_runs_the_paused_holders_section_twice() {
     let names: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
     assert!(names.contains(&DOUBLE_EXECUTION), "{names:?}\n{}", report.timeline());
     assert_eq!(report.stats.effects, 2);
+}
+
+fn violated(report: &RunReport) -> Vec<&'static str> {
+    report.violations.iter().map(|v| v.invariant).collect()
+}
+
+#[test]
+fn drift_within_the_safety_margin_is_absorbed_and_beyond_it_only_fencing_holds() {
+    // The holder's renewals keep failing, so only its local deadline ends its reliance on the lease: a clock 5%
+    // slow stays inside the 10% margin; 15% slow relies on the lease after Spanner expired it.
+    let with_drift = |ppm| {
+        let mut s = scenario("renewal-failing");
+        s.clients[0].drift_ppm = ppm;
+        run(&s, true).expect("runs")
+    };
+    let within = with_drift(-50_000);
+    assert!(within.violations.is_empty(), "{:?}", within.violations);
+    let beyond = with_drift(-150_000);
+    let names = violated(&beyond);
+    assert!(names.contains(&RELIANCE_BACKED_BY_ROW), "{names:?}");
+    assert!(!names.contains(&DOUBLE_EXECUTION) && !names.contains(&NO_STALE_WRITE), "{names:?}");
+    assert_eq!((beyond.stats.effects, beyond.stats.fenced_writes_rejected), (1, 1));
+}
+
+#[test]
+fn a_suspended_holders_clock_stops_so_lock_lost_never_comes_but_fencing_holds() {
+    // Suspension (VM or laptop sleep) stops CLOCK_MONOTONIC: on waking the holder believes its lease is still
+    // good. The local deadline cannot protect it; the fenced write does.
+    let mut suspended = scenario("holder-paused-past-ttl");
+    for fault in &mut suspended.faults {
+        if let Fault::Pause { at_ms, client, duration_ms } = fault.clone() {
+            *fault = Fault::Suspend { at_ms, client, duration_ms };
+        }
+    }
+    let report = run(&suspended, true).expect("runs");
+    let names = violated(&report);
+    assert!(names.contains(&RELIANCE_BACKED_BY_ROW), "{names:?}\n{}", report.timeline());
+    assert!(!names.contains(&DOUBLE_EXECUTION) && !names.contains(&NO_STALE_WRITE), "{names:?}");
+    assert_eq!((report.stats.lock_lost_signals, report.stats.effects, report.stats.fenced_writes_rejected), (0, 1, 1));
 }
 
 #[test]
