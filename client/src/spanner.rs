@@ -8,8 +8,8 @@ use google_cloud_gax::retry_policy::{AlwaysRetry, RetryPolicyExt};
 use google_cloud_spanner::client::{DatabaseClient, Spanner};
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
-use google_cloud_spanner::transaction::BasicTransactionRetryPolicy;
-use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
+use google_cloud_spanner::transaction::{BasicTransactionRetryPolicy, ReadWriteTransaction};
+use spanner_mutex_model::txn::{TxnPlan, TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, ServerTime, Status};
 use std::sync::Arc;
 use tokio::sync::{Mutex, RwLock};
@@ -244,31 +244,42 @@ impl SpannerStore {
         Statement::builder(self.select_sql.as_ref()).add_param("name", name.as_str()).build()
     }
 
-    /// Runs `plan` in one read-write transaction; with `extra`, the user's own work runs in the same
-    /// transaction after the plan, and only if the plan's reply is `FenceValid`.
+    /// Reads `name`'s row and Spanner's current time inside `tx`, and decides `request` on them.
+    async fn plan_in(
+        &self,
+        tx: &ReadWriteTransaction,
+        cfg: &Config,
+        name: &MutexName,
+        request: &TxnRequest,
+    ) -> Result<TxnPlan, google_cloud_spanner::Error> {
+        let mut rows = tx.execute_query(self.select(name)).await?;
+        let row = rows.next().await.transpose()?.ok_or_else(|| google_cloud_spanner::Error::deser("no row"))?;
+        let (lease, now) = decode_row(&row)?;
+        Ok(plan(cfg, request, lease.as_ref(), now))
+    }
+
+    /// On an emulator, waits for this process's other read-write transactions to finish (see `emulator_serial`).
+    async fn serialized(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.emulator_serial {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
+    }
+
+    /// Runs `plan` for `request` in one read-write transaction and writes the planned row.
     async fn transact_once(
         &self,
         cfg: &Config,
         name: &MutexName,
         request: &TxnRequest,
     ) -> Result<TxnReply, google_cloud_spanner::Error> {
-        let client = self.database_client().await;
-        let retry = BasicTransactionRetryPolicy::new().with_total_timeout(self.timeouts.transaction());
-        let runner = client
-            .read_write_transaction()
-            .with_transaction_timeout(self.timeouts.transaction())
-            .with_retry_policy(retry)
-            .build();
+        let runner = self.runner(&self.database_client().await);
         let (store, cfg, name, request) = (self.clone(), cfg.clone(), name.clone(), request.clone());
         let result = runner
-            .run(move |tx: google_cloud_spanner::transaction::ReadWriteTransaction| {
+            .run(move |tx: ReadWriteTransaction| {
                 let (store, cfg, name, request) = (store.clone(), cfg.clone(), name.clone(), request.clone());
                 async move {
-                    let mut rows = tx.execute_query(store.select(&name)).await?;
-                    let row =
-                        rows.next().await.transpose()?.ok_or_else(|| google_cloud_spanner::Error::deser("no row"))?;
-                    let (lease, now) = decode_row(&row)?;
-                    let planned = plan(&cfg, &request, lease.as_ref(), now);
+                    let planned = store.plan_in(&tx, &cfg, &name, &request).await?;
                     if let Some(write) = &planned.write {
                         tx.buffer([store.lease_mutation(&name, write)])?;
                     }
@@ -282,10 +293,7 @@ impl SpannerStore {
 
 impl LeaseStore for SpannerStore {
     async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
-        let _serial = match &self.emulator_serial {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
+        let _serial = self.serialized().await;
         let mut result = self.transact_once(cfg, name, request).await;
         if let Err(error) = &result
             && is_session_lost(error)
@@ -342,29 +350,20 @@ impl SpannerStore {
         work: F,
     ) -> Result<T, FencedError>
     where
-        F: Fn(google_cloud_spanner::transaction::ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
+        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
         Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
         T: Send + 'static,
     {
-        let store = self.clone();
-        let serial = store.emulator_serial.clone();
-        let _serial = match &serial {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        let runner = store.runner(&store.database_client().await);
+        let _serial = self.serialized().await;
+        let runner = self.runner(&self.database_client().await);
         let verify = TxnRequest::VerifyFence { client, fence };
-        let (cfg, name) = (cfg.clone(), name.clone());
+        let (store, cfg, name) = (self.clone(), cfg.clone(), name.clone());
         let outcome = runner
-            .run(move |tx: google_cloud_spanner::transaction::ReadWriteTransaction| {
+            .run(move |tx: ReadWriteTransaction| {
                 let (store, cfg, name, verify, work) =
                     (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone());
                 async move {
-                    let mut rows = tx.execute_query(store.select(&name)).await?;
-                    let row =
-                        rows.next().await.transpose()?.ok_or_else(|| google_cloud_spanner::Error::deser("no row"))?;
-                    let (lease, now) = decode_row(&row)?;
-                    if plan(&cfg, &verify, lease.as_ref(), now).reply != TxnReply::FenceValid {
+                    if store.plan_in(&tx, &cfg, &name, &verify).await?.reply != TxnReply::FenceValid {
                         return Ok(None);
                     }
                     work(tx).await.map(Some)
@@ -384,7 +383,7 @@ macro_rules! spanner_fenced {
             /// side effects outside the transaction.
             pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<T, FencedError>
             where
-                F: Fn(google_cloud_spanner::transaction::ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
+                F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
                 Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
                 T: Send + 'static,
             {
