@@ -1,6 +1,7 @@
 //! Protocol configuration. [`ConfigParams`] is what users write; [`Config`] is what the machine accepts, and it
 //! can only be made by [`ConfigParams::validate`], so an invalid combination is unrepresentable past that point.
 
+use crate::ServerTime;
 use serde::{Deserialize, Serialize};
 
 /// The longest lease, 24 hours: longer ones are almost certainly a unit mistake.
@@ -30,6 +31,16 @@ impl Protocol {
     /// Whether lease expiry is judged on Spanner's clock (the fix) or the client's wall clock (the seed).
     pub const fn uses_server_time(self) -> bool {
         !matches!(self, Self::Naive)
+    }
+
+    /// The time a transaction's decisions are made on: Spanner's `now` read in the transaction, or, in the seed's
+    /// protocol, the client's wall clock, which stands `wall_offset_us` from Spanner's.
+    pub const fn decision_time(self, server_now: ServerTime, wall_offset_us: i64) -> ServerTime {
+        if self.uses_server_time() {
+            server_now
+        } else {
+            ServerTime::from_unix_micros(server_now.unix_micros().saturating_add(wall_offset_us))
+        }
     }
 
     /// Whether fenced writes verify that the row still carries the writer's fence.

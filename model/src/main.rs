@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use spanner_mutex_model::check::{
     LeaseModel, ModelArgs, SearchOptions, Verdict, decode_path, describe_path, read_path_argument, run_check,
+    violated_safety,
 };
 use stateright::{Model, Path};
 use std::process::ExitCode;
@@ -113,13 +114,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 model.options().cli_args(),
                 path.encode(&lease_model)
             );
-            let last = path.last_state();
-            let violated: Vec<_> = lease_model
-                .properties()
-                .into_iter()
-                .filter(|p| p.expectation == stateright::Expectation::Always && !(p.condition)(&lease_model, last))
-                .map(|p| p.name)
-                .collect();
+            let violated = violated_safety(&lease_model, path.last_state());
             if violated.is_empty() {
                 println!("no property is violated at the end of this path");
                 Ok(ExitCode::SUCCESS)

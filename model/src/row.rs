@@ -108,6 +108,12 @@ impl RowWrite {
 }
 
 impl LeaseRow {
+    /// Whether this row grants the lease to `client` with `fence` at server time `now`: STARTED, naming them,
+    /// and not expired. Renewals, fenced writes and every "relies only while granted" property judge by this.
+    pub fn grants(&self, client: ClientId, fence: Fence, now: ServerTime) -> bool {
+        self.status == Status::Started && self.holder == client && self.fence == fence && now < self.expires_at
+    }
+
     /// The write that would store this row again (its `updated_at` comes from the next commit).
     pub fn to_write(&self) -> RowWrite {
         RowWrite {

@@ -203,7 +203,7 @@ pub struct TxnPlan {
 }
 
 fn held_by(row: Option<&LeaseRow>, client: ClientId, fence: Fence, now: ServerTime) -> bool {
-    row.is_some_and(|r| r.status == Status::Started && r.holder == client && r.fence == fence && now < r.expires_at)
+    row.is_some_and(|r| r.grants(client, fence, now))
 }
 
 fn no_write(reply: TxnReply) -> TxnPlan {

@@ -5,9 +5,9 @@
 
 use crate::invariants::Violation;
 use crate::trace::TraceLine;
-use crate::world::{FencedWrite, ReadTxn, Section, World};
-use spanner_mutex_model::check::{Action, CheckOptions, LeaseModel};
-use spanner_mutex_model::{ClientId, Command, Event, SectionResult};
+use crate::world::{FencedWrite, ReadTxn, World};
+use spanner_mutex_model::check::{Action, CheckOptions, LeaseModel, violated_safety};
+use spanner_mutex_model::{ClientId, Command, Event, Fence, SectionResult};
 use stateright::{Model, Path};
 
 /// Why a path cannot be replayed.
@@ -76,10 +76,18 @@ fn checker_id(slot: usize, incarnation: u32) -> ClientId {
     ClientId::from_u128(((slot as u128 + 1) << 8) | u128::from(incarnation))
 }
 
+/// Where a client's section is, between the checker's `write`, `return` and `fail` actions.
+#[derive(Clone, Copy, Debug)]
+enum Section {
+    Idle,
+    Running { fence: Fence },
+    Wrote(FencedWrite),
+}
+
 struct Lockstep {
     world: World,
     pending: Vec<Option<ReadTxn>>,
-    fenced: Vec<Option<FencedWrite>>,
+    sections: Vec<Section>,
 }
 
 impl Lockstep {
@@ -96,7 +104,7 @@ impl Lockstep {
                     command = self.world.feed(c, Event::RowRead { row, server_now: self.world.server_now() });
                 }
                 Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request)),
-                Command::RunSection { fence, .. } => self.world.clients[c].section = Section::Running { fence },
+                Command::RunSection { fence, .. } => self.sections[c] = Section::Running { fence },
                 Command::Granted { .. } => {
                     self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
                 }
@@ -118,11 +126,10 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
     let model = LeaseModel::new(options.clone());
     let mut world = World::new(model.cfg.clone(), 1, true);
     let clients = usize::from(options.clients);
-    let skew_us = i64::try_from(options.skew_ms).unwrap_or(0) * 1_000;
     for slot in 0..clients {
-        world.add_client(slot.to_string(), 0, 0, (slot as i64 - 1) * skew_us);
+        world.add_client(slot.to_string(), 0, 0, options.wall_offset_us(slot));
     }
-    let mut lockstep = Lockstep { world, pending: vec![None; clients], fenced: vec![None; clients] };
+    let mut lockstep = Lockstep { world, pending: vec![None; clients], sections: vec![Section::Idle; clients] };
     for c in 0..clients {
         lockstep.start(c);
     }
@@ -156,30 +163,31 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             }
             Action::SectionWrite(c) => {
                 let c = client(c)?;
-                let Section::Running { fence } = lockstep.world.clients[c].section else {
+                let Section::Running { fence } = lockstep.sections[c] else {
                     return Err(not_possible("no section is running"));
                 };
                 let writer = lockstep.world.clients[c].machine.id();
-                lockstep.fenced[c] = Some(lockstep.world.fenced_write(c, writer, fence));
-                lockstep.world.clients[c].section = Section::Returning;
+                lockstep.sections[c] = Section::Wrote(lockstep.world.fenced_write(c, writer, fence));
             }
             Action::SectionReturn(c) => {
                 let c = client(c)?;
-                let written = lockstep.fenced[c].take().ok_or_else(|| not_possible("no section has written"))?;
+                let Section::Wrote(written) = lockstep.sections[c] else {
+                    return Err(not_possible("no section has written"));
+                };
                 let result = match written {
                     FencedWrite::Accepted => SectionResult::Completed,
                     FencedWrite::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
                 };
-                lockstep.world.clients[c].section = Section::Idle;
+                lockstep.sections[c] = Section::Idle;
                 let command = lockstep.world.feed(c, Event::SectionFinished(result));
                 lockstep.execute(c, command);
             }
             Action::SectionFail(c) => {
                 let c = client(c)?;
-                if !matches!(lockstep.world.clients[c].section, Section::Running { .. }) {
+                if !matches!(lockstep.sections[c], Section::Running { .. }) {
                     return Err(not_possible("no section is running"));
                 }
-                lockstep.world.clients[c].section = Section::Idle;
+                lockstep.sections[c] = Section::Idle;
                 let command =
                     lockstep.world.feed(c, Event::SectionFinished(SectionResult::Failed { error: "boom".into() }));
                 lockstep.execute(c, command);
@@ -188,7 +196,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 let c = client(c)?;
                 lockstep.world.crash(c);
                 lockstep.pending[c] = None;
-                lockstep.fenced[c] = None;
+                lockstep.sections[c] = Section::Idle;
                 lockstep.start(c);
             }
             Action::Drift(c) => {
@@ -214,11 +222,5 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
 fn model_violations(model: &LeaseModel, actions: &[Action]) -> Vec<&'static str> {
     let Some(init) = model.init_states().into_iter().next() else { return Vec::new() };
     let Some(path) = Path::from_actions(model, init, actions) else { return Vec::new() };
-    let last = path.last_state();
-    model
-        .properties()
-        .into_iter()
-        .filter(|p| p.expectation == stateright::Expectation::Always && !(p.condition)(model, last))
-        .map(|p| p.name)
-        .collect()
+    violated_safety(model, path.last_state())
 }

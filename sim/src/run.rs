@@ -4,7 +4,7 @@
 use crate::invariants::Violation;
 use crate::scenario::{Fault, Scenario, ScenarioError, TxnKind};
 use crate::trace::{Picture, TraceLine};
-use crate::world::{FencedWrite, ReadTxn, Section, Stats, Who, World};
+use crate::world::{FencedWrite, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spanner_mutex_model::check::CommitFate;
@@ -385,7 +385,6 @@ impl Runner<'_> {
             }
             Pending::SectionWrite { c, run, fence } => {
                 if self.current(c, run) {
-                    self.world.clients[c].section = Section::Writing;
                     let writer = self.world.clients[c].machine.id();
                     let at = now + self.latency_us();
                     self.push(at, Pending::WriteArrive { c, run, writer, fence });
@@ -405,7 +404,6 @@ impl Runner<'_> {
             }
             Pending::SectionReturn { c, run, result } => {
                 if self.current(c, run) {
-                    self.world.clients[c].section = Section::Idle;
                     let command = self.world.feed(c, Event::SectionFinished(result));
                     self.execute(c, command);
                 }
@@ -529,7 +527,6 @@ impl Runner<'_> {
                 self.push(at, Pending::ReadArrive { c, run });
             }
             Some(Command::RunSection { fence, .. }) => {
-                self.world.clients[c].section = Section::Running { fence };
                 let rt = &self.runtime[c];
                 let (min, max) = (rt.section_min_us, rt.section_max_us);
                 let fails = std::mem::take(&mut self.runtime[c].section_fail_next)

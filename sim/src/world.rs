@@ -52,22 +52,6 @@ impl MutexState {
     }
 }
 
-/// What a client's critical section is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Section {
-    /// Not running.
-    Idle,
-    /// Working under this fence; its fenced write is still to come.
-    Running {
-        /// The fence it was started with.
-        fence: Fence,
-    },
-    /// Its fenced write is on its way to Spanner.
-    Writing,
-    /// Its fenced write has been answered; the section returns next.
-    Returning,
-}
-
 /// One client process and the run it is doing.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -91,8 +75,6 @@ pub struct Client {
     pub frozen_since_us: Option<u64>,
     /// Wall clock offset from Spanner's, for the seed protocol's decisions.
     pub wall_offset_us: i64,
-    /// Its section.
-    pub section: Section,
     /// Retry waits its current run started, as the world saw them.
     pub waits: u32,
     /// The last answer the world gave its current run's need check.
@@ -227,7 +209,6 @@ impl World {
             lag_us: 0,
             frozen_since_us: None,
             wall_offset_us,
-            section: Section::Idle,
             waits: 0,
             last_need_answer: None,
             relied: None,
@@ -307,12 +288,7 @@ impl World {
     /// The time a transaction's decisions are made on: Spanner's in the fenced protocol, the client's wall
     /// clock in the seed's.
     pub fn decision_time(&self, c: usize) -> ServerTime {
-        let server = self.server_now();
-        if self.cfg.protocol().uses_server_time() {
-            server
-        } else {
-            ServerTime::from_unix_micros(server.unix_micros().saturating_add(self.clients[c].wall_offset_us))
-        }
+        self.cfg.protocol().decision_time(self.server_now(), self.clients[c].wall_offset_us)
     }
 
     /// The client's name with its run number, for traces: `a#2`.
@@ -335,7 +311,6 @@ impl World {
         client.alive = true;
         client.run += 1;
         client.machine = ClientMachine::run_once(id, client.name.clone(), &self.cfg);
-        client.section = Section::Idle;
         client.waits = 0;
         client.last_need_answer = None;
         let now = self.local_now(c);
@@ -347,7 +322,7 @@ impl World {
         command
     }
 
-    /// The process dies: its machine and section are gone; transactions it sent may still commit.
+    /// The process dies: its machine (and section) are gone; transactions it sent may still commit.
     pub fn crash(&mut self, c: usize) {
         self.close_reliance(c);
         self.note(Who::Client(c), "crash", |_| "process crashed".into());
@@ -355,7 +330,6 @@ impl World {
         self.log.draw(|r| r.mark(now, c, "crash"));
         let client = &mut self.clients[c];
         client.alive = false;
-        client.section = Section::Idle;
     }
 
     /// A transaction reaches Spanner: it reads the row's version and the decision time.
@@ -369,8 +343,8 @@ impl World {
         let m = self.clients[c].mutex;
         let conflict = txn.version != self.mutexes[m].version;
         let plan = txn::plan(&self.cfg, &txn.request, self.mutexes[m].row.as_ref(), txn.read_at);
-        let lands = !conflict && matches!(fate, CommitFate::AsDecided | CommitFate::UnknownLanded);
-        if lands {
+        let applied = fate.unless_conflict(conflict);
+        if applied.lands() {
             if let Some(write) = plan.write {
                 self.write_row(m, write, matches!(txn.request, TxnRequest::Acquire { .. }));
             }
@@ -385,15 +359,7 @@ impl World {
                 _ => {}
             }
         }
-        let event = if conflict {
-            Event::TxnAborted
-        } else {
-            match fate {
-                CommitFate::AsDecided => Event::TxnCommitted(plan.reply),
-                CommitFate::Aborted => Event::TxnAborted,
-                CommitFate::UnknownLanded | CommitFate::UnknownLost => Event::TxnOutcomeUnknown,
-            }
-        };
+        let event = applied.event(plan.reply);
         match event {
             Event::TxnAborted => self.stats.aborts += 1,
             Event::TxnOutcomeUnknown => self.stats.unknown_outcomes += 1,

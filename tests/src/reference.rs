@@ -3,6 +3,7 @@
 //! crate code runs here.
 
 use crate::harness::{Backend, Fate, Observed, RowView};
+use spanner_mutex_model::check::{CommitFate, superseded};
 use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Event, Failure, Fence, LeaseRow, ServerTime};
 
@@ -66,17 +67,20 @@ impl Reference {
 impl Backend for Reference {
     async fn transact(&mut self, cfg: &Config, request: &TxnRequest, fate: Fate) -> Event {
         let planned = plan(cfg, request, self.row.as_ref(), self.now);
-        match fate {
-            Fate::Commit | Fate::UnknownLanded => {
-                if let Some(write) = planned.write {
-                    self.commit(write);
-                }
-                if fate == Fate::Commit { Event::TxnCommitted(planned.reply) } else { Event::TxnOutcomeUnknown }
-            }
-            Fate::UnknownLost => Event::TxnOutcomeUnknown,
-            Fate::Abort => Event::TxnAborted,
-            Fate::Unavailable => Event::TxnFailed(Failure::Unavailable),
+        // The checker's fates, shared with the simulator; unavailable is a failure before anything is written.
+        let fate = match fate {
+            Fate::Commit => CommitFate::AsDecided,
+            Fate::Abort => CommitFate::Aborted,
+            Fate::UnknownLanded => CommitFate::UnknownLanded,
+            Fate::UnknownLost => CommitFate::UnknownLost,
+            Fate::Unavailable => return Event::TxnFailed(Failure::Unavailable),
+        };
+        if fate.lands()
+            && let Some(write) = planned.write
+        {
+            self.commit(write);
         }
+        fate.event(planned.reply)
     }
 
     async fn read(&mut self) -> Event {
@@ -87,7 +91,7 @@ impl Backend for Reference {
         let verify = TxnRequest::VerifyFence { client, fence };
         let accepted = plan(cfg, &verify, self.row.as_ref(), self.now).reply == TxnReply::FenceValid;
         if accepted {
-            self.stale_write_accepted |= self.max_fence.is_some_and(|max| fence < max);
+            self.stale_write_accepted |= superseded(fence, self.max_fence);
             self.effects.push((client, fence));
             self.effects.sort();
         }

@@ -1,6 +1,7 @@
 //! The world's actions, with a compact text form (`commit:1:unknown-landed`) so a counterexample can be printed,
 //! pasted and replayed by `explore`, the simulator or a test.
 
+use crate::{Event, TxnReply};
 use std::fmt;
 use std::str::FromStr;
 
@@ -15,6 +16,27 @@ pub enum CommitFate {
     UnknownLanded,
     /// Not committed, and the client is told the outcome is unknown.
     UnknownLost,
+}
+
+impl CommitFate {
+    /// The fate that applies: a transaction whose row changed since its read aborts, whatever was chosen.
+    pub const fn unless_conflict(self, conflict: bool) -> Self {
+        if conflict { Self::Aborted } else { self }
+    }
+
+    /// Whether the transaction's writes land.
+    pub const fn lands(self) -> bool {
+        matches!(self, Self::AsDecided | Self::UnknownLanded)
+    }
+
+    /// What the client is told, given the reply the transaction logic planned.
+    pub fn event(self, reply: TxnReply) -> Event {
+        match self {
+            Self::AsDecided => Event::TxnCommitted(reply),
+            Self::Aborted => Event::TxnAborted,
+            Self::UnknownLanded | Self::UnknownLost => Event::TxnOutcomeUnknown,
+        }
+    }
 }
 
 /// One step of the world. Client numbers are slots, from 0.

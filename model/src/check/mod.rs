@@ -16,7 +16,8 @@ pub use action::{Action, CommitFate, ParseActionError, decode_path, encode_path}
 pub use cli::{FaultArg, ModelArgs, ProtocolArg, read_path_argument};
 pub use properties::{
     DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_STALE_WRITE, OUTCOMES_TRUE,
-    RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY, SINGLE_RELIANCE,
+    RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY, SINGLE_RELIANCE, fence_follows, overwrites_done, superseded,
+    violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 
@@ -112,6 +113,11 @@ impl CheckOptions {
             "--clients {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} --protocol {protocol}",
             self.clients, self.fault_budget, self.max_time_ms, self.skew_ms
         )
+    }
+
+    /// Client `slot`'s wall clock offset from the server (see [`Self::skew_ms`]).
+    pub fn wall_offset_us(&self, slot: usize) -> i64 {
+        (slot as i64 - 1) * i64::try_from(self.skew_ms).unwrap_or(0) * 1_000
     }
 
     /// The protocol configuration the checked clients use: a 3 ms lease (2 ms locally, so 1 ms of drift is
@@ -386,12 +392,7 @@ impl LeaseModel {
     /// The time a client-side decision is made on: the server's clock in the fenced protocol, the client's
     /// skewed wall clock in the naive one.
     fn decision_time(&self, state: &WorldState, slot: usize) -> ServerTime {
-        let server = Self::server_time(state.now_ms);
-        if self.cfg.protocol().uses_server_time() {
-            return server;
-        }
-        let offset_ms = (slot as i64 - 1) * i64::try_from(self.options.skew_ms).unwrap_or(0);
-        ServerTime::from_unix_micros(server.unix_micros() + offset_ms * 1_000)
+        self.cfg.protocol().decision_time(Self::server_time(state.now_ms), self.options.wall_offset_us(slot))
     }
 
     /// The client's monotonic clock.
@@ -457,26 +458,15 @@ impl LeaseModel {
     fn commit_write(state: &mut WorldState, write: crate::RowWrite, acquire: bool) {
         let previous = state.row.take();
         let ghost = &mut state.ghost;
-        if acquire {
-            let expected = ghost.max_fence.map_or(Fence::FIRST, Fence::next);
-            let reentrant = previous.as_ref().is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
-            if !reentrant && write.fence != expected {
-                ghost.fence_regressed = true;
+        ghost.fence_regressed |= !fence_follows(previous.as_ref(), ghost.max_fence, &write, acquire);
+        ghost.done_overwritten |= overwrites_done(previous.as_ref(), &write, acquire);
+        let reentrant = previous.as_ref().is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
+        if acquire && let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
+            match state.clients.iter().find(|c| c.machine.id() == prev.holder) {
+                None => ghost.takeover_after_crash = true,
+                Some(c) if c.machine.outcome().is_none() => ghost.takeover_after_pause = true,
+                Some(_) => {}
             }
-            if let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
-                match state.clients.iter().find(|c| c.machine.id() == prev.holder) {
-                    None => ghost.takeover_after_crash = true,
-                    Some(c) if c.machine.outcome().is_none() => ghost.takeover_after_pause = true,
-                    Some(_) => {}
-                }
-            }
-        } else if previous.as_ref().is_some_and(|p| p.fence != write.fence) {
-            ghost.fence_regressed = true;
-        }
-        if let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Done)
-            && !(acquire && write.fence == prev.fence.next())
-        {
-            ghost.done_overwritten = true;
         }
         ghost.max_fence = ghost.max_fence.max(Some(write.fence));
         state.row = Some(write.committed_at(Self::server_time(state.now_ms)));
@@ -568,8 +558,8 @@ impl Model for LeaseModel {
                 if fate != CommitFate::AsDecided {
                     state.faults_left -= 1;
                 }
-                let lands = !conflict && matches!(fate, CommitFate::AsDecided | CommitFate::UnknownLanded);
-                if lands {
+                let applied = fate.unless_conflict(conflict);
+                if applied.lands() {
                     if let Some(write) = plan.write {
                         Self::commit_write(&mut state, write, acquire);
                     }
@@ -583,13 +573,7 @@ impl Model for LeaseModel {
                     CommitFate::UnknownLost if acquire => ghost.unknown_lost = true,
                     _ => {}
                 }
-                let event = match fate {
-                    _ if conflict => Event::TxnAborted,
-                    CommitFate::AsDecided => Event::TxnCommitted(plan.reply),
-                    CommitFate::Aborted => Event::TxnAborted,
-                    CommitFate::UnknownLanded | CommitFate::UnknownLost => Event::TxnOutcomeUnknown,
-                };
-                self.deliver(&mut state, slot, event);
+                self.deliver(&mut state, slot, applied.event(plan.reply));
             }
             Action::Timeout(c) => {
                 let slot = usize::from(c);
@@ -605,7 +589,7 @@ impl Model for LeaseModel {
                 let at = self.decision_time(&state, slot);
                 let accepted = txn::plan(&self.cfg, &verify, state.row.as_ref(), at).reply == TxnReply::FenceValid;
                 // Judged independently of the transaction logic: a fence is stale once a newer one was granted.
-                let stale = state.ghost.max_fence.is_some_and(|max| fence < max);
+                let stale = superseded(fence, state.ghost.max_fence);
                 if accepted {
                     // A third effect is unreachable: the check stops at the second (a violation).
                     let _ = state.effects.try_push(Effect { writer: client, fence });

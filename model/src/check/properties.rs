@@ -2,7 +2,7 @@
 //! reachable, so a model that does nothing cannot pass.
 
 use super::{LeaseModel, WorldState};
-use crate::{Outcome, Status};
+use crate::{Fence, LeaseRow, Outcome, RowWrite, Status};
 use stateright::Property;
 
 /// At most one client relies on the lease at a time.
@@ -46,7 +46,38 @@ pub const SAFETY: &[&str] = &[
     EVENTS_ACCEPTED,
 ];
 
-fn reliant(model: &LeaseModel, state: &WorldState) -> impl Iterator<Item = (usize, crate::Fence)> {
+/// Whether a committed write keeps the fence history sound: an acquisition writes the fence after the highest
+/// granted so far (or, re-acquiring its own unexpired lease, the same one); no other write changes the fence.
+/// Judged here, apart from the transaction logic, by the checker and the simulator alike.
+pub fn fence_follows(previous: Option<&LeaseRow>, max_fence: Option<Fence>, write: &RowWrite, acquire: bool) -> bool {
+    if acquire {
+        let reentrant = previous.is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
+        reentrant || write.fence == max_fence.map_or(Fence::FIRST, Fence::next)
+    } else {
+        previous.is_none_or(|p| p.fence == write.fence)
+    }
+}
+
+/// Whether `fence` has been superseded: a newer one was granted. A protected resource must refuse its writes.
+pub fn superseded(fence: Fence, max_granted: Option<Fence>) -> bool {
+    max_granted.is_some_and(|max| fence < max)
+}
+
+/// Whether a write replaces a DONE row other than by a fresh acquisition (the next fence).
+pub fn overwrites_done(previous: Option<&LeaseRow>, write: &RowWrite, acquire: bool) -> bool {
+    previous.is_some_and(|p| p.status == Status::Done && !(acquire && write.fence == p.fence.next()))
+}
+
+/// The safety properties (`always`) that `state` violates.
+pub fn violated_safety(model: &LeaseModel, state: &WorldState) -> Vec<&'static str> {
+    all()
+        .into_iter()
+        .filter(|p| p.expectation == stateright::Expectation::Always && !(p.condition)(model, state))
+        .map(|p| p.name)
+        .collect()
+}
+
+fn reliant(model: &LeaseModel, state: &WorldState) -> impl Iterator<Item = (usize, Fence)> {
     state.clients.iter().enumerate().filter_map(move |(i, c)| {
         c.machine.relies_on_lease_at(&model.cfg, LeaseModel::local_now(state, i)).map(|fence| (i, fence))
     })
@@ -78,14 +109,8 @@ pub(super) fn all() -> Vec<Property<LeaseModel>> {
         Property::always(SINGLE_RELIANCE, |m: &LeaseModel, s: &WorldState| reliant(m, s).count() <= 1),
         Property::always(RELIANCE_BACKED_BY_ROW, |m: &LeaseModel, s: &WorldState| {
             let now = LeaseModel::server_time(s.now_ms);
-            reliant(m, s).all(|(i, fence)| {
-                s.row.as_ref().is_some_and(|r| {
-                    r.status == Status::Started
-                        && r.holder == s.clients[i].machine.id()
-                        && r.fence == fence
-                        && now < r.expires_at
-                })
-            })
+            reliant(m, s)
+                .all(|(i, fence)| s.row.as_ref().is_some_and(|r| r.grants(s.clients[i].machine.id(), fence, now)))
         }),
         Property::always(FENCES_INCREASE, |_: &LeaseModel, s: &WorldState| {
             !s.ghost.fence_regressed && s.row.as_ref().map(|r| r.fence) == s.ghost.max_fence

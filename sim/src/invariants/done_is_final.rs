@@ -2,15 +2,16 @@
 //! or taken back by its old holder.
 
 use crate::world::{MutexState, World};
-use spanner_mutex_model::{RowWrite, Status};
+use spanner_mutex_model::RowWrite;
+use spanner_mutex_model::check::overwrites_done;
 
 /// The model checker's name for it.
 pub const NAME: &str = spanner_mutex_model::check::DONE_IS_FINAL;
 
-/// Judges a write about to commit.
+/// Judges a write about to commit, by the model checker's rule.
 pub fn on_write(mutex: &MutexState, write: &RowWrite, acquire: bool) -> Option<String> {
-    let previous = mutex.row.as_ref().filter(|p| p.status == Status::Done)?;
-    (!(acquire && write.fence == previous.fence.next())).then(|| {
+    let previous = mutex.row.as_ref()?;
+    overwrites_done(Some(previous), write, acquire).then(|| {
         format!(
             "DONE row with fence {} overwritten by {} with fence {}",
             previous.fence.get(),

@@ -2,24 +2,24 @@
 //! re-acquires its own unexpired lease), and no other write changes the fence.
 
 use crate::world::{MutexState, World};
+use spanner_mutex_model::check::fence_follows;
 use spanner_mutex_model::{Fence, RowWrite};
 
 /// The model checker's name for it.
 pub const NAME: &str = spanner_mutex_model::check::FENCES_INCREASE;
 
-/// Judges a write about to commit.
+/// Judges a write about to commit, by the model checker's rule.
 pub fn on_write(mutex: &MutexState, write: &RowWrite, acquire: bool) -> Option<String> {
-    let previous = mutex.row.as_ref();
-    if acquire {
-        let reentrant = previous.is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
-        let expected = mutex.max_fence.map_or(Fence::FIRST, Fence::next);
-        (!reentrant && write.fence != expected)
-            .then(|| format!("an acquisition wrote fence {}, expected {}", write.fence.get(), expected.get()))
-    } else {
-        previous
-            .filter(|p| p.fence != write.fence)
-            .map(|p| format!("a non-acquiring write changed fence {} to {}", p.fence.get(), write.fence.get()))
+    if fence_follows(mutex.row.as_ref(), mutex.max_fence, write, acquire) {
+        return None;
     }
+    let before = mutex.row.as_ref().map(|r| r.fence.get());
+    let kind = if acquire { "an acquisition" } else { "a non-acquiring write" };
+    Some(format!(
+        "{kind} wrote fence {} over fence {before:?} (highest granted {:?})",
+        write.fence.get(),
+        mutex.max_fence.map(Fence::get)
+    ))
 }
 
 /// Reads the record [`on_write`] keeps, and checks that each row carries the highest fence granted.

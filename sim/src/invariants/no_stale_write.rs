@@ -2,16 +2,17 @@
 
 use crate::world::{MutexState, World};
 use spanner_mutex_model::Fence;
+use spanner_mutex_model::check::superseded;
 
 /// The model checker's name for it.
 pub const NAME: &str = spanner_mutex_model::check::NO_STALE_WRITE;
 
-/// Judges a write about to be accepted, independently of the transaction logic: a fence is stale once a newer
-/// one was granted.
+/// Judges a write about to be accepted, independently of the transaction logic, by the model checker's rule.
 pub fn on_accepted(mutex: &MutexState, fence: Fence) -> Option<String> {
-    let max = mutex.max_fence?;
-    (fence < max)
-        .then(|| format!("a write with fence {} was accepted after fence {} was granted", fence.get(), max.get()))
+    superseded(fence, mutex.max_fence).then(|| {
+        let max = mutex.max_fence.map_or(0, Fence::get);
+        format!("a write with fence {} was accepted after fence {max} was granted", fence.get())
+    })
 }
 
 /// Reads the record [`on_accepted`] keeps.

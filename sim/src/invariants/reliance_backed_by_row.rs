@@ -2,7 +2,6 @@
 //! not expired on Spanner's clock. This is what the safety margin and renewals must guarantee despite drift.
 
 use crate::world::World;
-use spanner_mutex_model::Status;
 
 /// The model checker's name for it.
 pub const NAME: &str = spanner_mutex_model::check::RELIANCE_BACKED_BY_ROW;
@@ -16,10 +15,7 @@ pub fn check(world: &World) -> Option<String> {
         }
         let Some(fence) = client.machine.relies_on_lease_at(&world.cfg, world.local_now(c)) else { continue };
         let row = world.mutexes[client.mutex].row.as_ref();
-        let granted = row.is_some_and(|r| {
-            r.status == Status::Started && r.holder == client.machine.id() && r.fence == fence && now < r.expires_at
-        });
-        if !granted {
+        if !row.is_some_and(|r| r.grants(client.machine.id(), fence, now)) {
             let row = row.map_or_else(
                 || "no row".to_owned(),
                 |r| {
