@@ -1,16 +1,26 @@
 //! The tokio driver: executes the machine's commands against a store and feeds the results back. It makes no
 //! lease decision; every branch here is "do what the command says".
+//!
+//! One driver runs every client (run-once, lock, and whatever a cancel leads to) on a task of its own, so the
+//! machine's timers and store calls never wait for user code. User callbacks (the need check, the section, the
+//! lock holder) run on the caller's task; the driver asks for them with [`ToUser`] and hears their answers as
+//! events. A caller that goes away (its future dropped, its guard dropped) or a mutex shut down is a
+//! [`Event::Cancel`]; whatever that means in the current state is the machine's decision.
 
 use crate::metrics::Metrics;
+use crate::mutex::Lease;
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use spanner_mutex_model::{
-    ClientMachine, Command, Config, Event, LocalInstant, MutexName, TxnReply, TxnRequest, UnexpectedEvent,
+    ClientMachine, Command, Config, Event, LocalInstant, MutexName, Outcome, TxnReply, TxnRequest, UnexpectedEvent,
 };
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// An operation in flight. Built from owned clones so it can outlive a cancelled caller.
 pub(crate) type Op = Pin<Box<dyn Future<Output = Event> + Send + 'static>>;
@@ -35,6 +45,22 @@ impl Clock {
     }
 }
 
+/// The last store error of one client, kept for the error its caller sees.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LastError(Arc<std::sync::Mutex<Option<StoreError>>>);
+
+impl LastError {
+    fn remember(&self, error: &StoreError) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.clone());
+    }
+
+    /// The last error's text, for people.
+    pub(crate) fn message(&self) -> String {
+        let last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.as_ref().map_or_else(|| "no detail".to_owned(), |e| e.message.clone())
+    }
+}
+
 /// Everything an operation needs, cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct Ctx<S> {
@@ -42,19 +68,10 @@ pub(crate) struct Ctx<S> {
     pub(crate) cfg: Config,
     pub(crate) name: MutexName,
     pub(crate) metrics: Arc<Metrics>,
-    /// The last store error, kept for the error the caller sees.
-    pub(crate) last_error: Arc<std::sync::Mutex<Option<StoreError>>>,
+    pub(crate) last_error: LastError,
 }
 
 impl<S: LeaseStore> Ctx<S> {
-    fn remember(&self, error: &StoreError) {
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.clone());
-    }
-
-    pub(crate) fn last_error(&self) -> Option<StoreError> {
-        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
     /// A transaction as an operation.
     pub(crate) fn txn(&self, request: TxnRequest) -> Op {
         let ctx = self.clone();
@@ -63,7 +80,7 @@ impl<S: LeaseStore> Ctx<S> {
             ctx.metrics.record_txn(&request, &result);
             if let Err(error) = &result {
                 tracing::debug!(mutex = %ctx.name, ?request, %error, "transaction did not commit cleanly");
-                ctx.remember(error);
+                ctx.last_error.remember(error);
             }
             txn_event(result)
         })
@@ -76,7 +93,7 @@ impl<S: LeaseStore> Ctx<S> {
             ctx.metrics.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let result = ctx.store.read(&ctx.name).await;
             if let Err(error) = &result {
-                ctx.remember(error);
+                ctx.last_error.remember(error);
             }
             read_event(result)
         })
@@ -104,59 +121,180 @@ pub fn read_event(result: Result<RowRead, StoreError>) -> Event {
     }
 }
 
-/// Feeds an event to the machine, tracing the transition.
-pub(crate) fn feed(
-    machine: &mut ClientMachine,
-    cfg: &Config,
-    clock: Clock,
-    event: Event,
-) -> Result<Option<Command>, UnexpectedEvent> {
-    let from = machine.state_name();
-    let traced = format!("{event:?}");
-    let command = machine.handle(cfg, clock.now(), event)?;
-    tracing::trace!(client = %machine.id(), from, to = machine.state_name(), event = %traced, ?command, "transition");
-    Ok(command)
+/// What the driver asks of the user's side; each is answered with one event before the next is asked.
+#[derive(Debug)]
+pub(crate) enum ToUser {
+    /// Run the need check; answer [`Event::NeedAnswered`] or [`Event::NeedCheckFailed`].
+    CheckNeed,
+    /// Run the section under this lease; answer [`Event::SectionFinished`].
+    RunSection(Lease),
+    /// The lock is granted; answer [`Event::ReleaseRequested`] (or go away: a cancel).
+    Granted(Lease),
 }
 
-/// Drives a machine that was cancelled to its end in the background: releases any lease it holds or is about
-/// to win, so a graceful shutdown hands over at once instead of after the TTL. Bounded by twice the TTL.
-pub(crate) fn finish_cancelled<S: LeaseStore>(ctx: Ctx<S>, mut machine: ClientMachine, clock: Clock, op: Option<Op>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-    let bound = Duration::from_millis(ctx.cfg.ttl_ms().saturating_mul(2));
-    runtime.spawn(async move {
-        let work = async {
-            let mut command = feed(&mut machine, &ctx.cfg, clock, Event::Cancel).ok().flatten();
-            let mut op = op;
-            loop {
-                match command.take() {
-                    Some(Command::RunTxn(request)) => op = Some(ctx.txn(request)),
-                    Some(Command::ReadRow) => op = Some(ctx.read()),
-                    // A cancelled machine releases whatever the answer; "not needed" is the cheaper path.
-                    Some(Command::CheckNeed) => op = Some(Box::pin(async { Event::NeedAnswered { needed: false } })),
-                    Some(Command::Finish(outcome)) => {
-                        tracing::info!(mutex = %ctx.name, client = %machine.id(), ?outcome, "cancelled run finished");
-                        return;
-                    }
-                    Some(Command::RunSection { .. } | Command::Granted { .. } | Command::SignalLockLost { .. })
-                    | None => {}
+/// How a driver ended: the machine's outcome, or the event it refused (a driver bug, reported, never a hang).
+pub(crate) type DriverResult = Result<Outcome, UnexpectedEvent>;
+
+/// The caller's end of a running driver. Dropping it cancels the run.
+#[derive(Debug)]
+pub(crate) struct UserSide {
+    /// Requests for user callbacks; closed when the driver has ended.
+    pub(crate) requests: mpsc::Receiver<ToUser>,
+    /// Answers to them; dropping this is a cancel.
+    pub(crate) answers: mpsc::Sender<Event>,
+    /// The driver's end.
+    pub(crate) finished: oneshot::Receiver<DriverResult>,
+}
+
+/// Starts a driver for `machine` on its own task, tracked by `tasks` so a shutdown can wait for it; `shutdown`
+/// cancels it.
+pub(crate) fn spawn<S: LeaseStore>(
+    ctx: Ctx<S>,
+    machine: ClientMachine,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> UserSide {
+    // One request (or answer) is outstanding at a time; the second slot keeps a send from ever waiting.
+    let (to_user, requests) = mpsc::channel(2);
+    let (answers, from_user) = mpsc::channel(2);
+    let (done, finished) = oneshot::channel();
+    let span = tracing::info_span!("client", mutex = %ctx.name, client = %machine.id(), mode = ?machine.mode());
+    let driver =
+        Driver { ctx, clock: Clock::new(), machine, to_user, from_user: Some(from_user), shutdown, lease: None };
+    tasks.spawn(tracing::Instrument::instrument(
+        async move {
+            let result = driver.run().await;
+            if let Err(error) = &result {
+                tracing::error!(%error, "protocol driver bug; the run ends with an error");
+            }
+            let _ = done.send(result);
+        },
+        span,
+    ));
+    UserSide { requests, answers, finished }
+}
+
+/// The signals of the lease handed to user code: its deadline and the lock-lost token.
+struct LeaseSignals {
+    deadline: watch::Sender<Instant>,
+    lost: CancellationToken,
+}
+
+impl Drop for LeaseSignals {
+    /// When the driver stops tracking a lease (released, lost, or the driver ended), user code must not go on
+    /// relying on it.
+    fn drop(&mut self) {
+        self.lost.cancel();
+    }
+}
+
+struct Driver<S> {
+    ctx: Ctx<S>,
+    clock: Clock,
+    machine: ClientMachine,
+    to_user: mpsc::Sender<ToUser>,
+    /// `None` once the user is gone or the run was cancelled: later answers cannot matter.
+    from_user: Option<mpsc::Receiver<Event>>,
+    shutdown: CancellationToken,
+    lease: Option<LeaseSignals>,
+}
+
+impl<S: LeaseStore> Driver<S> {
+    async fn run(mut self) -> DriverResult {
+        let cfg = self.ctx.cfg.clone();
+        let mut op: Option<Op> = None;
+        let mut command = self.machine.start(self.clock.now());
+        loop {
+            match command.take() {
+                None => {}
+                Some(Command::RunTxn(request)) => op = Some(self.ctx.txn(request)),
+                Some(Command::ReadRow) => op = Some(self.ctx.read()),
+                Some(Command::CheckNeed) => {
+                    command = self.ask(ToUser::CheckNeed)?;
+                    continue;
                 }
-                let timeout = machine.poll_timeout(&ctx.cfg).map(|at| clock.instant(at));
-                tokio::select! {
-                    event = async { match op.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                        op = None;
-                        command = feed(&mut machine, &ctx.cfg, clock, event).ok().flatten();
-                    }
-                    () = async { match timeout { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
-                        command = machine.handle_timeout(&ctx.cfg, clock.now());
-                    }
+                Some(Command::RunSection { fence, deadline } | Command::Granted { fence, deadline }) => {
+                    let lease = self.new_lease(fence, deadline);
+                    let request = if self.machine.mode() == spanner_mutex_model::txn::Mode::Lock {
+                        ToUser::Granted(lease)
+                    } else {
+                        ToUser::RunSection(lease)
+                    };
+                    command = self.ask(request)?;
+                    continue;
                 }
-                if op.is_none() && command.is_none() && timeout.is_none() && machine.outcome().is_none() {
-                    return;
+                Some(Command::SignalLockLost { fence }) => {
+                    tracing::warn!(%fence, "lock lost: the lease can no longer be proven held");
+                    self.ctx.metrics.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.lease = None;
+                }
+                Some(Command::Finish(outcome)) => {
+                    tracing::info!(?outcome, "finished");
+                    return Ok(outcome);
                 }
             }
-        };
-        if tokio::time::timeout(bound, work).await.is_err() {
-            tracing::warn!(mutex = %ctx.name, "release after cancellation did not finish in time; the lease will expire");
+            self.follow_lease();
+            let timeout = self.machine.poll_timeout(&cfg).map(|at| self.clock.instant(at));
+            if op.is_none() && timeout.is_none() && self.from_user.is_none() {
+                // Nothing can wake the machine again: a driver bug, reported instead of hanging.
+                return Err(UnexpectedEvent { state: self.machine.state_name(), event: "nothing left to wait for" });
+            }
+            let listening = self.from_user.is_some();
+            let from_user = self.from_user.as_mut();
+            tokio::select! {
+                event = async { match op.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                    op = None;
+                    command = self.feed(event)?;
+                }
+                answer = async { match from_user { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    command = match answer {
+                        Some(event) => self.feed(event)?,
+                        None => self.cancel()?,
+                    };
+                }
+                () = self.shutdown.cancelled(), if listening => command = self.cancel()?,
+                () = async { match timeout { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                    command = self.machine.handle_timeout(&cfg, self.clock.now());
+                }
+            }
         }
-    });
+    }
+
+    /// Feeds an event to the machine, tracing the transition.
+    fn feed(&mut self, event: Event) -> Result<Option<Command>, UnexpectedEvent> {
+        let from = self.machine.state_name();
+        let traced = format!("{event:?}");
+        let command = self.machine.handle(&self.ctx.cfg, self.clock.now(), event)?;
+        tracing::trace!(from, to = self.machine.state_name(), event = %traced, ?command, "transition");
+        Ok(command)
+    }
+
+    /// The user is gone or the mutex shut down: the machine decides what that means; answers are no longer read.
+    fn cancel(&mut self) -> Result<Option<Command>, UnexpectedEvent> {
+        self.from_user = None;
+        self.feed(Event::Cancel)
+    }
+
+    /// Hands a request to the user's side; a user who is no longer there is a cancel.
+    fn ask(&mut self, request: ToUser) -> Result<Option<Command>, UnexpectedEvent> {
+        if self.from_user.is_some() && self.to_user.try_send(request).is_ok() { Ok(None) } else { self.cancel() }
+    }
+
+    fn new_lease(&mut self, fence: spanner_mutex_model::Fence, deadline: LocalInstant) -> Lease {
+        let (deadline_tx, deadline_rx) = watch::channel(self.clock.instant(deadline));
+        let lost = CancellationToken::new();
+        self.lease = Some(LeaseSignals { deadline: deadline_tx, lost: lost.clone() });
+        Lease::new(self.machine.id(), fence, deadline_rx, lost)
+    }
+
+    /// Keeps the user's view of the lease in step with the machine: renewals move the deadline; once the machine
+    /// no longer holds the lease (lost, released, cancelled) the lock-lost signal fires.
+    fn follow_lease(&mut self) {
+        match (self.machine.lease(), &self.lease) {
+            (Some(held), Some(signals)) if !held.lost => {
+                signals.deadline.send_replace(self.clock.instant(held.deadline));
+            }
+            _ => self.lease = None,
+        }
+    }
 }

@@ -7,7 +7,9 @@ use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, ServerTime};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+// tokio's clock, so tests on a paused runtime move the server clock with virtual time.
+use tokio::time::Instant;
 
 #[derive(Debug)]
 struct Inner {

@@ -1,17 +1,17 @@
 //! The user-facing API: run a critical section once across a fleet, or hold a lease lock.
 
-use crate::driver::{Clock, Ctx, Op, feed, finish_cancelled};
+use crate::driver::{self, Ctx, DriverResult, LastError, ToUser, UserSide};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::store::{LeaseStore, StoreError};
+use crate::store::LeaseStore;
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LocalInstant, MutexName, Outcome, SectionResult,
-    UnexpectedEvent,
+    ClientId, ClientMachine, Config, Event, Failure, Fence, MutexName, Outcome, SectionResult, UnexpectedEvent,
 };
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Errors from user code.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -37,6 +37,15 @@ pub struct Lease {
 }
 
 impl Lease {
+    pub(crate) const fn new(
+        client: ClientId,
+        fence: Fence,
+        deadline: watch::Receiver<tokio::time::Instant>,
+        lost: CancellationToken,
+    ) -> Self {
+        Self { client, fence, deadline, lost }
+    }
+
     /// The fence token of this acquisition: strictly greater than every earlier holder's.
     pub const fn fence(&self) -> Fence {
         self.fence
@@ -157,6 +166,9 @@ pub enum RunError {
 }
 
 /// A mutex on one row of a lease table.
+///
+/// Every run, acquisition and held lock is driven by a task of its own; clones share those tasks, so
+/// [`SpannerMutex::shutdown`] on any clone cancels them all and waits until each has released what it held.
 #[derive(Clone, Debug)]
 pub struct SpannerMutex<S> {
     store: S,
@@ -164,13 +176,23 @@ pub struct SpannerMutex<S> {
     name: MutexName,
     display_name: String,
     metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl<S: LeaseStore> SpannerMutex<S> {
     /// A mutex named `name` on `store` with protocol configuration `cfg`; `display_name` is written to the row
     /// for people reading it.
     pub fn new(store: S, cfg: Config, name: MutexName, display_name: impl Into<String>) -> Self {
-        Self { store, cfg, name, display_name: display_name.into(), metrics: Arc::default() }
+        Self {
+            store,
+            cfg,
+            name,
+            display_name: display_name.into(),
+            metrics: Arc::default(),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
     }
 
     /// The mutex name.
@@ -193,13 +215,23 @@ impl<S: LeaseStore> SpannerMutex<S> {
         self.metrics.snapshot()
     }
 
+    /// Cancels every run, acquisition and lock of this mutex (and its clones) and waits until each has ended,
+    /// having released whatever lease it held or was winning. Runs and locks still in progress return
+    /// [`RunError::Cancelled`] (a lock holder sees [`Lease::lock_lost`]); later calls return it at once. Also the
+    /// way to wait for the background release of a dropped run future or [`LockGuard`].
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
     fn ctx(&self) -> Ctx<S> {
         Ctx {
             store: self.store.clone(),
             cfg: self.cfg.clone(),
             name: self.name.clone(),
             metrics: Arc::clone(&self.metrics),
-            last_error: Arc::default(),
+            last_error: LastError::default(),
         }
     }
 
@@ -207,26 +239,65 @@ impl<S: LeaseStore> SpannerMutex<S> {
         ClientId::from_uuid(uuid::Uuid::new_v4())
     }
 
+    fn start(&self, ctx: Ctx<S>, machine: ClientMachine) -> Result<UserSide, RunError> {
+        if self.shutdown.is_cancelled() {
+            return Err(RunError::Cancelled);
+        }
+        Ok(driver::spawn(ctx, machine, &self.tasks, self.shutdown.clone()))
+    }
+
     /// Runs `section` once across every client of this mutex: checks need, acquires, checks need again under
-    /// the lease, runs it with renewals, and records DONE (FAILED and retry on error). Dropping the returned
-    /// future releases a held lease in the background.
+    /// the lease, runs it while the lease is renewed, and records DONE (FAILED and retry on error).
+    ///
+    /// The lease is driven on a task of its own, so a section that blocks does not stop renewals or the
+    /// lock-lost signal (on a multi-threaded runtime). Dropping the returned future at any point releases a held
+    /// or just-won lease at once, in the background; [`SpannerMutex::shutdown`] waits for that.
     pub async fn run<C: CriticalSection<S>>(&self, section: &C) -> Result<RunOutcome, RunError> {
         let ctx = self.ctx();
-        let clock = Clock::new();
         let machine = ClientMachine::run_once(Self::new_client(), self.display_name.clone(), &self.cfg);
-        let span = tracing::info_span!("run", mutex = %self.name, client = %machine.id());
-        let _entered = span.enter();
-        let mut driver = RunDriver { ctx: ctx.clone(), clock, machine: Some(machine), op: None };
-        let result = driver.run(section).await;
-        match result? {
+        let UserSide { mut requests, answers, finished } = self.start(ctx.clone(), machine)?;
+        let mut need_error = None;
+        while let Some(request) = requests.recv().await {
+            let answer = match request {
+                ToUser::CheckNeed => match until_driver_ends(&mut requests, section.is_needed()).await {
+                    Some(Ok(needed)) => Some(Event::NeedAnswered { needed }),
+                    Some(Err(error)) => {
+                        need_error = Some(error);
+                        Some(Event::NeedCheckFailed)
+                    }
+                    None => None,
+                },
+                ToUser::RunSection(lease) => {
+                    let guard = SectionGuard { ctx: ctx.clone(), lease };
+                    until_driver_ends(&mut requests, section.execute(&guard)).await.map(|result| {
+                        Event::SectionFinished(match result {
+                            Ok(()) => SectionResult::Completed,
+                            Err(error) => SectionResult::Failed { error: error.to_string() },
+                        })
+                    })
+                }
+                ToUser::Granted(_) => None,
+            };
+            // The driver ended (or asked out of turn): stop answering; its result says why.
+            let Some(event) = answer else { break };
+            if answers.send(event).await.is_err() {
+                break;
+            }
+        }
+        drop(answers);
+        match driver_outcome(finished.await, &ctx)? {
             Outcome::Executed { fence } => Ok(RunOutcome::Executed { fence }),
             Outcome::NotNeeded => Ok(RunOutcome::NotNeeded),
             Outcome::DoneByOther { holder, fence } => Ok(RunOutcome::DoneByOther { holder, fence }),
-            other => Err(outcome_error(other, &ctx)),
+            Outcome::Failed(Failure::NeedCheck) if need_error.is_some() => {
+                Err(RunError::NeedCheck(need_error.take().expect("checked")))
+            }
+            other => Err(outcome_error(other, &ctx.last_error)),
         }
     }
 
-    /// Waits for the lock, retrying without limit; the returned guard renews in the background.
+    /// Waits for the lock, retrying without limit; the returned guard renews in the background. Dropping the
+    /// returned future releases a lock won meanwhile.
     pub async fn acquire(&self) -> Result<LockGuard, RunError> {
         self.lock_with(u32::MAX).await
     }
@@ -250,30 +321,43 @@ impl<S: LeaseStore> SpannerMutex<S> {
 
     async fn lock_with(&self, max_retries: u32) -> Result<LockGuard, RunError> {
         let ctx = self.ctx();
-        let clock = Clock::new();
         let machine = ClientMachine::lock(Self::new_client(), self.display_name.clone(), max_retries);
-        let (granted_tx, granted_rx) = oneshot::channel();
-        let (control_tx, control_rx) = mpsc::channel(1);
-        let (finished_tx, finished_rx) = oneshot::channel();
-        let lost = CancellationToken::new();
-        tokio::spawn(lock_task(ctx.clone(), clock, machine, granted_tx, control_rx, finished_tx, lost.clone()));
-        // Dropping `control_tx` (this future cancelled, or the guard dropped) cancels the lock task, which
-        // then releases whatever it holds or wins.
-        match granted_rx.await {
-            Ok(Grant { fence, client, deadline }) => {
-                let lease = Lease { client, fence, deadline, lost };
-                Ok(LockGuard { lease, control: control_tx, finished: Some(finished_rx) })
-            }
-            Err(_) => {
-                let outcome = finished_rx.await.unwrap_or(Outcome::Cancelled);
-                Err(outcome_error(outcome, &ctx))
-            }
+        let UserSide { mut requests, answers, finished } = self.start(ctx.clone(), machine)?;
+        if let Some(ToUser::Granted(lease)) = requests.recv().await {
+            return Ok(LockGuard { lease, answers, finished, last_error: ctx.last_error });
+        }
+        drop(answers);
+        Err(outcome_error(driver_outcome(finished.await, &ctx)?, &ctx.last_error))
+    }
+}
+
+/// Awaits the user's `work` unless the driver ends first (its request channel closes, or it asks out of turn),
+/// in which case the work is dropped: nothing it could answer would be heard.
+async fn until_driver_ends<T>(requests: &mut mpsc::Receiver<ToUser>, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        output = work => Some(output),
+        _ = requests.recv() => None,
+    }
+}
+
+/// The machine's outcome from a driver's end, or the error that ended it.
+fn driver_outcome<S: LeaseStore>(
+    finished: Result<DriverResult, oneshot::error::RecvError>,
+    ctx: &Ctx<S>,
+) -> Result<Outcome, RunError> {
+    match finished {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(unexpected)) => Err(RunError::Driver(unexpected)),
+        // The task was dropped without an answer: the runtime is shutting down.
+        Err(_) => {
+            tracing::warn!(mutex = %ctx.name, "the driver task ended without an outcome");
+            Err(RunError::Cancelled)
         }
     }
 }
 
-fn outcome_error<S: LeaseStore>(outcome: Outcome, ctx: &Ctx<S>) -> RunError {
-    let message = || ctx.last_error().map_or_else(|| "no detail".to_owned(), |e: StoreError| e.message);
+fn outcome_error(outcome: Outcome, last_error: &LastError) -> RunError {
+    let message = || last_error.message();
     match outcome {
         Outcome::GaveUp { attempts } => RunError::GaveUp { attempts },
         Outcome::LeaseLost { fence } => RunError::LeaseLost { fence },
@@ -288,126 +372,16 @@ fn outcome_error<S: LeaseStore>(outcome: Outcome, ctx: &Ctx<S>) -> RunError {
     }
 }
 
-/// Drives one run-once machine; if dropped mid-run, finishes the machine in the background (release on cancel).
-struct RunDriver<S: LeaseStore> {
-    ctx: Ctx<S>,
-    clock: Clock,
-    machine: Option<ClientMachine>,
-    op: Option<Op>,
-}
-
-impl<S: LeaseStore> Drop for RunDriver<S> {
-    fn drop(&mut self) {
-        if let Some(machine) = self.machine.take()
-            && machine.outcome().is_none()
-        {
-            finish_cancelled(self.ctx.clone(), machine, self.clock, self.op.take());
-        }
-    }
-}
-
-impl<S: LeaseStore> RunDriver<S> {
-    async fn run<C: CriticalSection<S>>(&mut self, section: &C) -> Result<Outcome, RunError> {
-        let (ctx, clock) = (self.ctx.clone(), self.clock);
-        let cfg = &ctx.cfg;
-        let mut command = self.machine.as_mut().and_then(|m| m.start(clock.now()));
-        let mut need_error: Option<BoxError> = None;
-        let mut section_run: Option<std::pin::Pin<Box<dyn Future<Output = SectionResult> + Send + '_>>> = None;
-        let mut signals: Option<(watch::Sender<tokio::time::Instant>, CancellationToken)> = None;
-        loop {
-            let machine = self.machine.as_mut().expect("present until dropped");
-            match command.take() {
-                None => {}
-                Some(Command::CheckNeed) => {
-                    let answer = section.is_needed().await;
-                    let event = match answer {
-                        Ok(needed) => Event::NeedAnswered { needed },
-                        Err(error) => {
-                            need_error = Some(error);
-                            Event::NeedCheckFailed
-                        }
-                    };
-                    command = feed(machine, cfg, clock, event)?;
-                    continue;
-                }
-                Some(Command::RunTxn(request)) => self.op = Some(ctx.txn(request)),
-                Some(Command::ReadRow) => self.op = Some(ctx.read()),
-                Some(Command::RunSection { fence, deadline }) => {
-                    let (deadline_tx, deadline_rx) = watch::channel(clock.instant(deadline));
-                    let lost = CancellationToken::new();
-                    let lease = Lease { client: machine.id(), fence, deadline: deadline_rx, lost: lost.clone() };
-                    let guard = SectionGuard { ctx: ctx.clone(), lease };
-                    signals = Some((deadline_tx, lost));
-                    section_run = Some(Box::pin(async move {
-                        match section.execute(&guard).await {
-                            Ok(()) => SectionResult::Completed,
-                            Err(error) => SectionResult::Failed { error: error.to_string() },
-                        }
-                    }));
-                }
-                Some(Command::SignalLockLost { fence }) => {
-                    tracing::warn!(%fence, "lock lost: the lease can no longer be proven held");
-                    ctx.metrics.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Some((_, lost)) = &signals {
-                        lost.cancel();
-                    }
-                }
-                Some(Command::Granted { .. }) => {
-                    return Err(RunError::Driver(UnexpectedEvent { state: machine.state_name(), event: "Granted" }));
-                }
-                Some(Command::Finish(outcome)) => {
-                    tracing::info!(?outcome, "run finished");
-                    if let (Outcome::Failed(Failure::NeedCheck), Some(error)) = (&outcome, need_error.take()) {
-                        return Err(RunError::NeedCheck(error));
-                    }
-                    return Ok(outcome);
-                }
-            }
-            if let (Some((deadline_tx, _)), Some(lease)) = (&signals, machine.lease()) {
-                let _ = deadline_tx.send(clock.instant(lease.deadline));
-            }
-            let timeout = machine.poll_timeout(cfg).map(|at: LocalInstant| clock.instant(at));
-            let op = &mut self.op;
-            tokio::select! {
-                event = async { match op.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                    self.op = None;
-                    let machine = self.machine.as_mut().expect("present until dropped");
-                    command = feed(machine, cfg, clock, event)?;
-                }
-                result = async { match section_run.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                    section_run = None;
-                    signals = None;
-                    let machine = self.machine.as_mut().expect("present until dropped");
-                    command = feed(machine, cfg, clock, Event::SectionFinished(result))?;
-                }
-                () = async { match timeout { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
-                    let machine = self.machine.as_mut().expect("present until dropped");
-                    command = machine.handle_timeout(cfg, clock.now());
-                }
-            }
-        }
-    }
-}
-
-struct Grant {
-    fence: Fence,
-    client: ClientId,
-    deadline: watch::Receiver<tokio::time::Instant>,
-}
-
-enum Control {
-    Release,
-}
-
 /// A held lease lock: the [`Lease`] (by `Deref`). Renews in the background; released by
-/// [`LockGuard::release`], or on drop (in the background, at once rather than after the TTL).
+/// [`LockGuard::release`], or on drop (in the background, at once rather than after the TTL;
+/// [`SpannerMutex::shutdown`] waits for it).
 #[derive(Debug)]
 pub struct LockGuard {
     lease: Lease,
-    control: mpsc::Sender<Control>,
-    finished: Option<oneshot::Receiver<Outcome>>,
+    answers: mpsc::Sender<Event>,
+    finished: oneshot::Receiver<DriverResult>,
+    last_error: LastError,
 }
-
 impl std::ops::Deref for LockGuard {
     type Target = Lease;
     fn deref(&self) -> &Lease {
@@ -416,81 +390,23 @@ impl std::ops::Deref for LockGuard {
 }
 
 impl LockGuard {
-    /// Releases the lock and waits for the release to commit. `Err(LeaseLost)` if someone took it over first.
-    pub async fn release(mut self) -> Result<Fence, RunError> {
-        let _ = self.control.send(Control::Release).await;
-        let finished = self.finished.take().expect("taken only here");
-        match finished.await.unwrap_or(Outcome::Cancelled) {
-            Outcome::Released { fence } => Ok(fence),
-            Outcome::LeaseLost { fence } => Err(RunError::LeaseLost { fence }),
-            _ => Err(RunError::Cancelled),
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn lock_task<S: LeaseStore>(
-    ctx: Ctx<S>,
-    clock: Clock,
-    mut machine: ClientMachine,
-    granted: oneshot::Sender<Grant>,
-    mut control: mpsc::Receiver<Control>,
-    finished: oneshot::Sender<Outcome>,
-    lost: CancellationToken,
-) {
-    let cfg = ctx.cfg.clone();
-    let mut granted = Some(granted);
-    let mut deadline_tx: Option<watch::Sender<tokio::time::Instant>> = None;
-    let mut op: Option<Op> = None;
-    let mut command = machine.start(clock.now());
-    let mut control_open = true;
-    loop {
-        match command.take() {
-            None => {}
-            Some(Command::RunTxn(request)) => op = Some(ctx.txn(request)),
-            Some(Command::ReadRow) => op = Some(ctx.read()),
-            Some(Command::Granted { fence, deadline }) => {
-                let (tx, rx) = watch::channel(clock.instant(deadline));
-                deadline_tx = Some(tx);
-                let grant = Grant { fence, client: machine.id(), deadline: rx };
-                if granted.take().is_some_and(|g| g.send(grant).is_err()) {
-                    // The acquirer went away between asking and the grant: release at once.
-                    command = feed(&mut machine, &cfg, clock, Event::Cancel).ok().flatten();
-                    continue;
-                }
-            }
-            Some(Command::SignalLockLost { fence }) => {
-                tracing::warn!(mutex = %ctx.name, %fence, "lock lost");
-                ctx.metrics.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                lost.cancel();
-            }
-            Some(Command::Finish(outcome)) => {
-                let _ = finished.send(outcome);
-                return;
-            }
-            Some(Command::CheckNeed | Command::RunSection { .. }) => {
-                tracing::error!("lock machine asked for a run-once command");
-                let _ = finished.send(Outcome::Cancelled);
-                return;
-            }
-        }
-        if let (Some(tx), Some(lease)) = (&deadline_tx, machine.lease()) {
-            let _ = tx.send(clock.instant(lease.deadline));
-        }
-        let timeout = machine.poll_timeout(&cfg).map(|at| clock.instant(at));
-        tokio::select! {
-            event = async { match op.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
-                op = None;
-                command = feed(&mut machine, &cfg, clock, event).ok().flatten();
-            }
-            message = control.recv(), if control_open => {
-                control_open = message.is_some();
-                let event = if message.is_some() { Event::ReleaseRequested } else { Event::Cancel };
-                command = feed(&mut machine, &cfg, clock, event).ok().flatten();
-            }
-            () = async { match timeout { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
-                command = machine.handle_timeout(&cfg, clock.now());
-            }
+    /// Releases the lock and waits until the release committed: `Ok` with the fence held. `Err(LeaseLost)` if
+    /// someone took it over first; `Err(Unavailable)` if the release could not be confirmed (the row then
+    /// expires at its TTL); `Err(Cancelled)` if the mutex was shut down first (which released it).
+    pub async fn release(self) -> Result<Fence, RunError> {
+        let Self { lease: _, answers, finished, last_error } = self;
+        let _ = answers.send(Event::ReleaseRequested).await;
+        let result = finished.await;
+        drop(answers);
+        match result {
+            Ok(Ok(Outcome::Released { fence })) => Ok(fence),
+            Ok(Ok(Outcome::Failed(Failure::Unavailable))) => Err(RunError::Unavailable(format!(
+                "the release was not confirmed, so the lease expires at its TTL: {}",
+                last_error.message()
+            ))),
+            Ok(Ok(outcome)) => Err(outcome_error(outcome, &last_error)),
+            Err(_) => Err(RunError::Cancelled),
+            Ok(Err(unexpected)) => Err(RunError::Driver(unexpected)),
         }
     }
 }

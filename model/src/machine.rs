@@ -479,10 +479,18 @@ impl ClientMachine {
                 State::NotStarted | State::AwaitingNeed | State::AwaitingRetryTimer { .. } | State::AwaitingObservation,
                 Event::Cancel,
             ) => self.finish(Outcome::Cancelled),
+            // Under the lease, the need check's answer cannot change what a cancel means: release now and
+            // leave the check unanswered (the driver drops it).
+            (State::AwaitingNeedWhileHolding { held }, Event::Cancel) => {
+                self.cancel_requested = true;
+                self.send_release(held.fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)
+            }
+            // An operation is in flight whose answer decides what there is to release (or the section already
+            // finished and its release waits for a renewal): remember the cancel and act on the answer.
             (
                 state @ (State::AwaitingAcquireCommit { .. }
                 | State::AwaitingAcquireResolution { .. }
-                | State::AwaitingNeedWhileHolding { .. }
+                | State::Holding { finishing: Some(_), .. }
                 | State::AwaitingReleaseCommit { .. }
                 | State::AwaitingReleaseResolution { .. }),
                 Event::Cancel,
@@ -547,9 +555,7 @@ impl ClientMachine {
             }
 
             (State::AwaitingNeedWhileHolding { held }, Event::NeedAnswered { needed }) => {
-                if self.cancel_requested {
-                    self.send_release(held.fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)
-                } else if !needed {
+                if !needed {
                     self.send_release(held.fence, ReleaseReason::NotNeeded, MAX_RELEASE_RESENDS)
                 } else if cfg.protocol().keeps_deadline() && now >= held.deadline {
                     // The grant ran out during the need check: acquire again (re-entrant if still ours).
@@ -775,6 +781,10 @@ impl ClientMachine {
             ReleaseReason::Completed if lost => self.finish(Outcome::LeaseLost { fence }),
             ReleaseReason::Completed => self.finish(Outcome::Executed { fence }),
             ReleaseReason::Unlocked if lost => self.finish(Outcome::LeaseLost { fence }),
+            // Not confirmed: the row may still name us until it expires, so the user must not hear "released".
+            ReleaseReason::Unlocked if released == Released::Unconfirmed => {
+                self.finish(Outcome::Failed(Failure::Unavailable))
+            }
             ReleaseReason::Unlocked => self.finish(Outcome::Released { fence }),
             ReleaseReason::NotNeeded => self.finish(Outcome::NotNeeded),
             ReleaseReason::SectionFailed { .. } => self.retry_after(cfg, now, cfg.wait_ms(), Retry::Acquire),

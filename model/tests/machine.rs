@@ -360,6 +360,45 @@ fn cancel_while_holding_releases_failed_and_finishes_cancelled() {
 }
 
 #[test]
+fn cancel_during_the_need_check_under_the_lease_releases_at_once() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(1, acquired(4)), Some(Command::CheckNeed));
+    // The need check's answer is not waited for: it cannot change what a cancel means under the lease.
+    assert_eq!(h.on(2, Event::Cancel), Some(release(4, ReleaseStatus::Failed { error: "Cancelled".into() })));
+    assert_eq!(h.on(3, Event::TxnCommitted(TxnReply::Released)), Some(Command::Finish(Outcome::Cancelled)));
+}
+
+#[test]
+fn cancel_after_the_section_finished_keeps_its_result_and_still_releases() {
+    let mut h = Harness::holding();
+    assert!(matches!(h.timeout(3), Some(Command::RunTxn(TxnRequest::Renew { .. }))));
+    assert_eq!(h.on(3, Event::SectionFinished(SectionResult::Completed)), None, "waits for the renewal");
+    assert_eq!(h.on(3, Event::Cancel), None, "a cancel now changes nothing: the section completed");
+    assert_eq!(
+        h.on(4, Event::TxnCommitted(TxnReply::Renewed { expires_at: server(14) })),
+        Some(release(1, ReleaseStatus::Done))
+    );
+    assert_eq!(
+        h.on(5, Event::TxnCommitted(TxnReply::Released)),
+        Some(Command::Finish(Outcome::Executed { fence: Fence::new(1) }))
+    );
+}
+
+#[test]
+fn an_unconfirmed_lock_release_is_not_reported_as_released() {
+    let mut h = Harness::lock(0);
+    h.machine.start(t(0));
+    h.on(1, acquired(5));
+    assert_eq!(h.on(2, Event::ReleaseRequested), Some(release(5, ReleaseStatus::Done)));
+    assert_eq!(
+        h.on(3, Event::TxnFailed(Failure::Unavailable)),
+        Some(Command::Finish(Outcome::Failed(Failure::Unavailable)))
+    );
+}
+
+#[test]
 fn cancel_during_an_acquire_waits_for_its_outcome_and_releases_if_it_won() {
     let mut h = Harness::run_once();
     h.machine.start(t(0));

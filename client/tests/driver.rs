@@ -1,0 +1,405 @@
+//! The async driver under cancellation, shutdown and its own bugs, in virtual time (tokio's paused clock; the
+//! in-memory store's server clock follows it). Every store call takes one round trip of `RTT`; the bounds below
+//! are stated in round trips, counted from the moment of the cancel.
+
+use spanner_mutex::memory::{FaultEffect, FaultTarget, InjectedFault};
+use spanner_mutex::store::RowRead;
+use spanner_mutex::{
+    BoxError, CriticalSection, FaultyStore, LeaseStore, MemoryStore, RunError, RunOutcome, SectionGuard, SpannerMutex,
+    StoreError,
+};
+use spanner_mutex_model::txn::Mode;
+use spanner_mutex_model::{ClientId, Config, ConfigParams, Fence, LeaseRow, MutexName, Status, TxnReply, TxnRequest};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const RTT: Duration = Duration::from_millis(20);
+
+fn params() -> ConfigParams {
+    ConfigParams {
+        ttl_ms: 300,
+        renew_interval_ms: 100,
+        safety_margin_ms: 50,
+        wait_ms: 10,
+        max_wait_ms: 50,
+        jitter_ms: 0,
+        staleness_ms: 60_000,
+        ..ConfigParams::default()
+    }
+}
+
+fn name() -> MutexName {
+    MutexName::new("driver-test").expect("valid")
+}
+
+fn mutex<S: LeaseStore>(store: S) -> SpannerMutex<S> {
+    SpannerMutex::new(store, params().validate().expect("valid"), name(), "test")
+}
+
+/// A store whose every call takes one round trip: half on the way there, half on the way back.
+#[derive(Clone, Debug)]
+struct Latency<S>(S);
+
+impl<S: LeaseStore> LeaseStore for Latency<S> {
+    async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
+        tokio::time::sleep(RTT / 2).await;
+        let result = self.0.transact(cfg, name, request).await;
+        tokio::time::sleep(RTT / 2).await;
+        result
+    }
+
+    async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
+        tokio::time::sleep(RTT / 2).await;
+        let result = self.0.read(name).await;
+        tokio::time::sleep(RTT / 2).await;
+        result
+    }
+}
+
+/// What a scripted callback does.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Answer at once (`true`: needed / completed).
+    Answer(bool),
+    /// Never return (the section records that it saw lock-lost first).
+    Hang,
+}
+
+/// A section whose need checks answer from a script (then "needed") and whose body does `body`.
+struct Scripted {
+    needs: Mutex<VecDeque<Step>>,
+    body: Step,
+    need_calls: AtomicU32,
+    saw_lock_lost: AtomicBool,
+}
+
+impl Scripted {
+    fn new(needs: &[Step], body: Step) -> Arc<Self> {
+        Arc::new(Self {
+            needs: Mutex::new(needs.iter().copied().collect()),
+            body,
+            need_calls: AtomicU32::new(0),
+            saw_lock_lost: AtomicBool::new(false),
+        })
+    }
+}
+
+impl<S: LeaseStore> CriticalSection<S> for Scripted {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        self.need_calls.fetch_add(1, Ordering::SeqCst);
+        let step = self.needs.lock().expect("not poisoned").pop_front().unwrap_or(Step::Answer(true));
+        match step {
+            Step::Answer(needed) => Ok(needed),
+            Step::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn execute(&self, guard: &SectionGuard<S>) -> Result<(), BoxError> {
+        match self.body {
+            Step::Answer(true) => Ok(()),
+            Step::Answer(false) => Err("section failed".into()),
+            Step::Hang => {
+                guard.lock_lost().await;
+                self.saw_lock_lost.store(true, Ordering::SeqCst);
+                std::future::pending().await
+            }
+        }
+    }
+}
+
+fn status(store: &MemoryStore) -> Option<Status> {
+    store.row(&name()).map(|r| r.status)
+}
+
+/// Polls the row every millisecond of virtual time until `done` holds; returns the time that took.
+async fn until(store: &MemoryStore, done: impl Fn(Option<&LeaseRow>) -> bool) -> Duration {
+    let start = Instant::now();
+    while !done(store.row(&name()).as_ref()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "condition never held; row {:?}", store.row(&name()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    start.elapsed()
+}
+
+fn started(row: Option<&LeaseRow>) -> bool {
+    row.is_some_and(|r| r.status == Status::Started)
+}
+
+/// Starts a run of `section` on `store` (with round-trip latency), lets `before_cancel` pass after the lease row
+/// shows STARTED (or after `before_cancel` from the start when `wait_for_lease` is false), drops the run, and
+/// returns how long after the drop the row stopped naming a live holder.
+async fn cancel_and_time_release(
+    store: MemoryStore,
+    section: Arc<Scripted>,
+    wait_for_lease: bool,
+    before_cancel: Duration,
+) -> Duration {
+    cancel_and_time_release_on(Latency(store.clone()), store, section, wait_for_lease, before_cancel).await
+}
+
+async fn cancel_and_time_release_on<S: LeaseStore>(
+    lease_store: S,
+    store: MemoryStore,
+    section: Arc<Scripted>,
+    wait_for_lease: bool,
+    before_cancel: Duration,
+) -> Duration {
+    let m = mutex(lease_store);
+    let run = {
+        let (m, section) = (m.clone(), Arc::clone(&section));
+        tokio::spawn(async move { m.run(section.as_ref()).await })
+    };
+    if wait_for_lease {
+        until(&store, started).await;
+    }
+    tokio::time::sleep(before_cancel).await;
+    run.abort();
+    assert!(run.await.expect_err("aborted").is_cancelled());
+    let released = until(&store, |row| !started(row)).await;
+    m.shutdown().await;
+    released
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_during_the_need_check_under_the_lease_releases_within_one_round_trip() {
+    // Defect 1: the second need check (under the lease) never returns and the caller drops the run. The lease
+    // used to stay STARTED until its TTL.
+    let store = MemoryStore::new();
+    let section = Scripted::new(&[Step::Answer(true), Step::Hang], Step::Answer(true));
+    let took = cancel_and_time_release(store.clone(), Arc::clone(&section), true, RTT).await;
+    assert_eq!(section.need_calls.load(Ordering::SeqCst), 2, "cancelled inside the second need check");
+    assert!(took <= RTT, "released {took:?} after the cancel");
+    assert_eq!(status(&store), Some(Status::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_before_the_lease_writes_nothing() {
+    let store = MemoryStore::new();
+    let section = Scripted::new(&[Step::Hang], Step::Answer(true));
+    let m = mutex(Latency(store.clone()));
+    let run = {
+        let (m, section) = (m.clone(), Arc::clone(&section));
+        tokio::spawn(async move { m.run(section.as_ref()).await })
+    };
+    tokio::time::sleep(RTT).await;
+    run.abort();
+    let start = Instant::now();
+    m.shutdown().await;
+    assert_eq!(start.elapsed(), Duration::ZERO, "nothing to release, nothing to wait for");
+    assert_eq!(status(&store), None);
+    assert_eq!(m.metrics().transactions, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_while_the_acquisition_commits_releases_the_won_lease_after_it() {
+    let store = MemoryStore::new();
+    let section = Scripted::new(&[], Step::Answer(true));
+    // The acquisition is sent at once and is in flight for one round trip; cancel in its middle.
+    let took = cancel_and_time_release(store.clone(), section, false, RTT / 4).await;
+    assert!(took <= 2 * RTT, "released {took:?} after the cancel (the acquisition in flight, then the release)");
+    assert_eq!(status(&store), Some(Status::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_while_an_unknown_acquisition_is_resolved_releases_it() {
+    let store = MemoryStore::new();
+    let faulty = FaultyStore::new(Latency(store.clone()));
+    faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownCommitted });
+    let section = Scripted::new(&[], Step::Answer(true));
+    // The unknown acquisition returns after one round trip; the resolving read is then in flight.
+    let took = cancel_and_time_release_on(faulty, store.clone(), section, true, RTT / 4).await;
+    assert!(took <= 2 * RTT, "released {took:?} after the cancel (the read in flight, then the release)");
+    assert_eq!(status(&store), Some(Status::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_in_the_section_releases_within_one_round_trip() {
+    let store = MemoryStore::new();
+    let section = Scripted::new(&[], Step::Hang);
+    let took = cancel_and_time_release(store.clone(), section, true, 2 * RTT).await;
+    assert!(took <= RTT, "released {took:?} after the cancel");
+    assert_eq!(status(&store), Some(Status::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_during_a_renewal_releases_after_it() {
+    let store = MemoryStore::new();
+    let section = Scripted::new(&[], Step::Hang);
+    let m = mutex(Latency(store.clone()));
+    let run = {
+        let (m, section) = (m.clone(), Arc::clone(&section));
+        tokio::spawn(async move { m.run(section.as_ref()).await })
+    };
+    until(&store, started).await;
+    // The renewal is due renew_interval after the acquisition was sent; cancel while it is in flight.
+    let renewals = m.metrics().renewals;
+    tokio::time::sleep(Duration::from_millis(params().renew_interval_ms) - RTT / 2).await;
+    run.abort();
+    let took = until(&store, |row| !started(row)).await;
+    m.shutdown().await;
+    assert_eq!(m.metrics().renewals, renewals + 1, "the renewal in flight completed");
+    assert!(took <= 2 * RTT, "released {took:?} after the cancel (the renewal in flight, then the release)");
+    assert_eq!(status(&store), Some(Status::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_during_the_release_still_records_done() {
+    let store = MemoryStore::new();
+    let section = Scripted::new(&[], Step::Answer(true));
+    let m = mutex(Latency(store.clone()));
+    let run = {
+        let (m, section) = (m.clone(), Arc::clone(&section));
+        tokio::spawn(async move { m.run(section.as_ref()).await })
+    };
+    // Acquire (1 RTT), section at once, release sent: cancel while it is in flight.
+    tokio::time::sleep(RTT + RTT / 4).await;
+    run.abort();
+    let took = until(&store, |row| !started(row)).await;
+    m.shutdown().await;
+    assert!(took <= RTT, "{took:?}");
+    assert_eq!(status(&store), Some(Status::Done), "the section completed, so the row says DONE");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_while_waiting_for_a_holder_ends_at_once_and_writes_nothing() {
+    let store = MemoryStore::new();
+    let holder = mutex(Latency(store.clone()));
+    let held = holder.acquire().await.expect("acquired");
+    let waiter = mutex(Latency(store.clone()));
+    let wait = tokio::time::timeout(Duration::from_millis(200), waiter.acquire()).await;
+    assert!(wait.is_err(), "still waiting, then cancelled");
+    let start = Instant::now();
+    waiter.shutdown().await;
+    assert!(start.elapsed() <= RTT, "at most the read in flight: {:?}", start.elapsed());
+    assert_eq!(store.row(&name()).map(|r| (r.status, r.fence)), Some((Status::Started, held.fence())));
+    assert_eq!(held.release().await.expect("released"), Fence::FIRST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_lock_guard_releases_within_one_round_trip() {
+    let store = MemoryStore::new();
+    let m = mutex(Latency(store.clone()));
+    let guard = m.acquire().await.expect("acquired");
+    drop(guard);
+    let took = until(&store, |row| !started(row)).await;
+    assert!(took <= RTT, "{took:?}");
+    m.shutdown().await;
+    assert_eq!(status(&store), Some(Status::Done));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_signals_lock_lost_to_a_holder_and_releases() {
+    let store = MemoryStore::new();
+    let m = mutex(Latency(store.clone()));
+    let guard = m.acquire().await.expect("acquired");
+    let start = Instant::now();
+    m.shutdown().await;
+    assert!(start.elapsed() <= RTT, "{:?}", start.elapsed());
+    assert!(guard.is_lock_lost(), "the holder is told before the lease is given up");
+    assert_eq!(status(&store), Some(Status::Done));
+    assert!(matches!(guard.release().await, Err(RunError::Cancelled)));
+    assert!(matches!(m.acquire().await, Err(RunError::Cancelled)), "a shut-down mutex starts nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_section_tells_it_and_the_run_returns_cancelled() {
+    let store = MemoryStore::new();
+    let section = Scripted::new(&[], Step::Hang);
+    let m = mutex(Latency(store.clone()));
+    let run = {
+        let (m, section) = (m.clone(), Arc::clone(&section));
+        tokio::spawn(async move { m.run(section.as_ref()).await })
+    };
+    until(&store, started).await;
+    tokio::time::sleep(RTT).await; // the acquisition's reply is back: the section runs
+    m.shutdown().await;
+    assert!(matches!(run.await.expect("joined"), Err(RunError::Cancelled)));
+    assert!(section.saw_lock_lost.load(Ordering::SeqCst));
+    assert_eq!(status(&store), Some(Status::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unconfirmed_release_is_an_error_not_a_success() {
+    let store = MemoryStore::new();
+    let faulty = FaultyStore::new(store.clone());
+    let m = mutex(faulty.clone());
+    let guard = m.acquire().await.expect("acquired");
+    faulty.inject(InjectedFault { on: FaultTarget::Release, effect: FaultEffect::Unavailable });
+    let error = guard.release().await.expect_err("not confirmed");
+    assert!(matches!(&error, RunError::Unavailable(message) if message.contains("not confirmed")), "{error}");
+    assert_eq!(status(&store), Some(Status::Started), "the row still names the holder until it expires");
+}
+
+/// A store that answers every transaction with a reply of the wrong kind: a broken store or driver.
+#[derive(Clone, Debug)]
+struct WrongReplies;
+
+impl LeaseStore for WrongReplies {
+    async fn transact(&self, _: &Config, _: &MutexName, _: &TxnRequest) -> Result<TxnReply, StoreError> {
+        Ok(TxnReply::Released)
+    }
+    async fn read(&self, _: &MutexName) -> Result<RowRead, StoreError> {
+        Ok((None, spanner_mutex_model::ServerTime::from_unix_micros(0)))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_driver_bug_is_an_error_never_a_hang() {
+    // The old lock task turned a refused event into "no command" and `acquire()` waited forever.
+    let m = mutex(WrongReplies);
+    let acquired = tokio::time::timeout(Duration::from_secs(3_600), m.acquire()).await.expect("returns");
+    assert!(matches!(acquired, Err(RunError::Driver(_))), "{acquired:?}");
+    let section = Scripted::new(&[], Step::Answer(true));
+    let ran = tokio::time::timeout(Duration::from_secs(3_600), m.run(section.as_ref())).await.expect("returns");
+    assert!(matches!(ran, Err(RunError::Driver(_))), "{ran:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_machine_not_the_driver_decides_a_cancel_after_a_ghost_holder() {
+    // A waiter behind a vanished holder is cancelled while waiting: it must not take the row over later.
+    let store = MemoryStore::new();
+    let cfg = params().validate().expect("valid");
+    let ghost = TxnRequest::Acquire { client: ClientId::from_u128(7), holder_name: "ghost".into(), mode: Mode::Lock };
+    store.transact(&cfg, &name(), &ghost).await.expect("ghost acquired");
+    let waiter = mutex(Latency(store.clone()));
+    assert!(tokio::time::timeout(Duration::from_millis(100), waiter.acquire()).await.is_err());
+    waiter.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(2 * params().ttl_ms)).await;
+    assert_eq!(store.row(&name()).map(|r| r.holder), Some(ClientId::from_u128(7)));
+}
+
+/// Blocks its thread (as the CLI's file-writing section did) for three TTLs, then completes.
+struct BlockingSection {
+    block: Duration,
+    saw_lock_lost: AtomicBool,
+}
+
+impl CriticalSection<MemoryStore> for BlockingSection {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+    async fn execute(&self, guard: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+        std::thread::sleep(self.block);
+        self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
+        guard.fenced(|data| data.insert("effect".into(), "done".into()))?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_section_does_not_starve_its_lease() {
+    // Defect 5: renewals ran on the section's task, so a section blocking its thread lost the lease. Real time
+    // here (a blocked thread cannot be simulated), but nothing is asserted about durations.
+    let store = MemoryStore::new();
+    let m = mutex(store.clone());
+    let section =
+        BlockingSection { block: Duration::from_millis(3 * params().ttl_ms), saw_lock_lost: AtomicBool::new(false) };
+    let outcome = m.run(&section).await.expect("runs");
+    assert_eq!(outcome, RunOutcome::Executed { fence: Fence::FIRST });
+    assert!(!section.saw_lock_lost.load(Ordering::SeqCst), "renewals went on while the section blocked");
+    assert!(m.metrics().renewals >= 3, "{:?}", m.metrics());
+    assert_eq!(m.metrics().lost, 0);
+}
