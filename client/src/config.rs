@@ -6,28 +6,29 @@ use serde::{Deserialize, Serialize};
 use spanner_mutex_model::{Config, ConfigError, ConfigParams, MutexName, MutexNameError};
 use std::time::Duration;
 
-/// Bounds on time spent talking to Spanner, so a down Spanner gives an error, never a hang.
+/// Bounds on each call to Spanner, so a down Spanner gives an error, never a hang. There are no retries beneath
+/// these: retrying an unavailable Spanner is the protocol machine's (`lease.unavailable_ms`), so every public call
+/// returns within `lease.unavailable_ms` plus one call's bound after the first failed call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Connecting (building the database client).
     pub connect_ms: u64,
-    /// One RPC attempt.
+    /// One RPC attempt, and one single-use read as a whole.
     pub rpc_ms: u64,
-    /// One read-write transaction including its retries of aborts.
+    /// One read-write transaction as a whole (its reads, writes, commit and Spanner's retries of aborts); past
+    /// it the outcome is unknown. Must end before the local lease can: see [`MutexConfig::validate`].
     pub transaction_ms: u64,
-    /// Total time retrying an unavailable Spanner before reporting it unavailable (at most 30 s by default).
-    pub unavailable_ms: u64,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect_ms: 10_000, rpc_ms: 5_000, transaction_ms: 10_000, unavailable_ms: 30_000 }
+        Self { connect_ms: 10_000, rpc_ms: 1_000, transaction_ms: 2_000 }
     }
 }
 
 impl Timeouts {
-    /// The bound for one RPC attempt.
+    /// The bound for one RPC attempt and for one read.
     pub const fn rpc(&self) -> Duration {
         Duration::from_millis(self.rpc_ms)
     }
@@ -35,15 +36,41 @@ impl Timeouts {
     pub const fn transaction(&self) -> Duration {
         Duration::from_millis(self.transaction_ms)
     }
-    /// The bound for retrying an unavailable Spanner.
-    pub const fn unavailable(&self) -> Duration {
-        Duration::from_millis(self.unavailable_ms)
-    }
     /// The bound for connecting.
     pub const fn connect(&self) -> Duration {
         Duration::from_millis(self.connect_ms)
     }
+
+    /// Checks each bound and that one transaction cannot outlast the lease: a renewal sent when it is due must
+    /// answer before the local deadline, or the holder loses a lease Spanner still grants it.
+    pub fn validate(&self, lease: &Config) -> Result<(), ConfigFileError> {
+        for (field, value) in
+            [("connect_ms", self.connect_ms), ("rpc_ms", self.rpc_ms), ("transaction_ms", self.transaction_ms)]
+        {
+            if value == 0 || value > TIMEOUT_MS_LIMIT {
+                return Err(ConfigFileError::Timeout { field, value, limit: TIMEOUT_MS_LIMIT });
+            }
+        }
+        let too_long =
+            |field, value, bound_name, bound| ConfigFileError::TimeoutTooLong { field, value, bound_name, bound };
+        if self.rpc_ms > self.transaction_ms {
+            return Err(too_long("rpc_ms", self.rpc_ms, "timeouts.transaction_ms", self.transaction_ms));
+        }
+        let renewal_window_ms = lease.local_lease_ms() - lease.renew_interval_ms();
+        if self.transaction_ms >= renewal_window_ms {
+            return Err(too_long(
+                "transaction_ms",
+                self.transaction_ms,
+                "lease.ttl_ms - lease.safety_margin_ms - lease.renew_interval_ms",
+                renewal_window_ms,
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// The largest value of any timeout.
+const TIMEOUT_MS_LIMIT: u64 = 600_000;
 
 /// Everything a client needs, in our file format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +144,20 @@ pub enum ConfigFileError {
         value: String,
         /// The rule it breaks.
         rule: &'static str,
+    },
+    /// A timeout is longer than what it must fit in.
+    #[error(
+        "timeouts.{field} = {value} must be less than {bound_name} = {bound}, so one Spanner call cannot outlast it"
+    )]
+    TimeoutTooLong {
+        /// Which timeout.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it must fit in.
+        bound_name: &'static str,
+        /// That bound's value.
+        bound: u64,
     },
     /// A timeout is zero or too large.
     #[error("timeouts.{field} = {value} must be between 1 and {limit}")]
@@ -210,18 +251,8 @@ impl MutexConfig {
         validate_resource_id("instance_id", &self.instance_id, 64)?;
         validate_resource_id("database_id", &self.database_id, 30)?;
         validate_table_id(&self.table_id)?;
-        self.lease.clone().validate()?;
-        let t = &self.timeouts;
-        for (field, value) in [
-            ("connect_ms", t.connect_ms),
-            ("rpc_ms", t.rpc_ms),
-            ("transaction_ms", t.transaction_ms),
-            ("unavailable_ms", t.unavailable_ms),
-        ] {
-            if value == 0 || value > 600_000 {
-                return Err(ConfigFileError::Timeout { field, value, limit: 600_000 });
-            }
-        }
+        let lease = self.lease.clone().validate()?;
+        self.timeouts.validate(&lease)?;
         Ok(())
     }
 
@@ -297,6 +328,11 @@ renew_interval_ms = 1500
                 "renew_interval_ms = 1500 must be less than ttl_ms - safety_margin_ms = 500",
             ),
             (format!("{OURS}\n[timeouts]\nrpc_ms = 0\n"), "timeouts.rpc_ms = 0 must be between 1 and 600000"),
+            (
+                format!("{OURS}\n[timeouts]\ntransaction_ms = 2500\n"),
+                "timeouts.transaction_ms = 2500 must be less than \
+                 lease.ttl_ms - lease.safety_margin_ms - lease.renew_interval_ms = 2500",
+            ),
             (
                 OURS.replace("database_id = \"demo-db\"", "database_id = \"demo-db\"\ntable_id = \"t; DROP TABLE x\""),
                 "invalid table_id",

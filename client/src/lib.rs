@@ -30,6 +30,7 @@ pub mod memory;
 mod metrics;
 mod mutex;
 pub mod schema;
+mod serial;
 pub mod spanner;
 pub mod store;
 

@@ -216,6 +216,10 @@ impl<S: LeaseStore> FaultyStore<S> {
 }
 
 impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
+    async fn heal(&self, error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+        self.inner.heal(error).await
+    }
+
     async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
         let injected = || StoreError::new(StoreErrorKind::Unknown, "injected: outcome unknown");
         match self.take(request) {

@@ -259,7 +259,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
         let mut need_error = None;
         while let Some(request) = requests.recv().await {
             let answer = match request {
-                ToUser::CheckNeed => match until_driver_ends(&mut requests, section.is_needed()).await {
+                ToUser::CheckNeed => match self.check_need(&mut requests, section).await {
                     Some(Ok(needed)) => Some(Event::NeedAnswered { needed }),
                     Some(Err(error)) => {
                         need_error = Some(error);
@@ -269,12 +269,15 @@ impl<S: LeaseStore> SpannerMutex<S> {
                 },
                 ToUser::RunSection(lease) => {
                     let guard = SectionGuard { ctx: ctx.clone(), lease };
-                    until_driver_ends(&mut requests, section.execute(&guard)).await.map(|result| {
-                        Event::SectionFinished(match result {
-                            Ok(()) => SectionResult::Completed,
-                            Err(error) => SectionResult::Failed { error: error.to_string() },
-                        })
-                    })
+                    match until_driver_ends(&mut requests, section.execute(&guard)).await {
+                        Some(Ok(())) => Some(Event::SectionFinished(SectionResult::Completed)),
+                        Some(Err(error)) => {
+                            // The section runs again after FAILED; give it a healed client if it needs one.
+                            self.store.heal(&*error).await;
+                            Some(Event::SectionFinished(SectionResult::Failed { error: error.to_string() }))
+                        }
+                        None => None,
+                    }
                 }
                 ToUser::Granted(_) => None,
             };
@@ -294,6 +297,22 @@ impl<S: LeaseStore> SpannerMutex<S> {
             }
             other => Err(outcome_error(other, &ctx.last_error)),
         }
+    }
+
+    /// The user's need check; after a failure the store can heal (a lost session), asked once more.
+    async fn check_need<C: CriticalSection<S>>(
+        &self,
+        requests: &mut mpsc::Receiver<ToUser>,
+        section: &C,
+    ) -> Option<Result<bool, BoxError>> {
+        let answer = until_driver_ends(requests, section.is_needed()).await;
+        if let Some(Err(error)) = &answer
+            && self.store.heal(&**error).await
+        {
+            tracing::info!(mutex = %self.name, %error, "need check failed on a lost session; asking again");
+            return until_driver_ends(requests, section.is_needed()).await;
+        }
+        answer
     }
 
     /// Waits for the lock, retrying without limit; the returned guard renews in the background. Dropping the

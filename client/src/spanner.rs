@@ -2,9 +2,10 @@
 //! request, one single-use read per observation, no admin RPC on the hot path, and a time bound on everything.
 
 use crate::config::{Timeouts, validate_table_id};
+use crate::serial::{HolderFirst, Turn};
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_gax::error::rpc::Code;
-use google_cloud_gax::retry_policy::{AlwaysRetry, RetryPolicyExt};
+use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_spanner::client::{DatabaseClient, Spanner};
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
@@ -12,7 +13,7 @@ use google_cloud_spanner::transaction::{BasicTransactionRetryPolicy, ReadWriteTr
 use spanner_mutex_model::txn::{TxnPlan, TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, ServerTime, Status};
 use std::sync::Arc;
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::RwLock;
 use wkt::Timestamp;
 
 /// The Spanner store. Clones share one database client.
@@ -26,7 +27,7 @@ pub struct SpannerStore {
     timeouts: Timeouts,
     /// Emulators before 1.5.38 run one read-write transaction per database at a time and fail concurrent ones
     /// from a shared client with the wrong error, so transactions from this process are serialized there.
-    emulator_serial: Option<Arc<Mutex<()>>>,
+    emulator_serial: Option<Arc<HolderFirst>>,
     endpoint: Option<String>,
 }
 
@@ -63,7 +64,8 @@ fn timestamp(t: ServerTime) -> Timestamp {
 fn request_options(timeouts: &Timeouts) -> google_cloud_gax::options::RequestOptions {
     let mut options = google_cloud_gax::options::RequestOptions::default();
     options.set_attempt_timeout(timeouts.rpc());
-    options.set_retry_policy(AlwaysRetry.with_time_limit(timeouts.unavailable()));
+    // Retrying an unavailable Spanner is the machine's decision, bounded by `lease.unavailable_ms`.
+    options.set_retry_policy(NeverRetry);
     options
 }
 
@@ -98,8 +100,11 @@ pub(crate) fn classify(error: &google_cloud_spanner::Error, writing: bool) -> St
 }
 
 fn is_session_lost(error: &google_cloud_spanner::Error) -> bool {
-    error.status().is_some_and(|s| s.code == Code::NotFound && s.message.contains("Session not found"))
+    error.status().is_some_and(|s| s.code == Code::NotFound && s.message.contains(SESSION_LOST))
 }
+
+/// What Spanner (and the emulator after a restart) says of a session it no longer knows.
+const SESSION_LOST: &str = "Session not found";
 
 fn decode_row(row: &google_cloud_spanner::result::Row) -> google_cloud_spanner::Result<(Option<LeaseRow>, ServerTime)> {
     let bad = |what: String| google_cloud_spanner::Error::deser(what);
@@ -158,7 +163,7 @@ impl SpannerStore {
             table: table.into(),
             select_sql: select_sql.into(),
             timeouts,
-            emulator_serial: is_emulator.then(|| Arc::new(Mutex::new(()))),
+            emulator_serial: is_emulator.then(|| Arc::new(HolderFirst::default())),
             endpoint,
         })
     }
@@ -197,6 +202,18 @@ impl SpannerStore {
         self.client.read().await.clone()
     }
 
+    /// Heals the database client after `error`, an error of the user's own reads or writes through
+    /// [`SpannerStore::database_client`] (anywhere in its source chain): if Spanner had forgotten the session, the
+    /// client is rebuilt and `true` returned, so the caller may retry with a fresh [`Self::database_client`].
+    pub async fn heal(&self, error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+        let error: &(dyn std::error::Error + 'static) = error;
+        let lost = std::iter::successors(Some(error), |e| e.source()).any(|e| e.to_string().contains(SESSION_LOST));
+        if lost {
+            self.rebuild().await;
+        }
+        lost
+    }
+
     /// After the emulator (or a backend) forgot our session, a new database client is needed.
     async fn rebuild(&self) {
         if let Ok(client) =
@@ -230,7 +247,8 @@ impl SpannerStore {
             .build()
     }
 
-    /// A transaction runner bounded in time, retries of aborts included.
+    /// A transaction runner bounded in time, Spanner's retries of aborts included (contention, not
+    /// unavailability: an abort is an answer).
     fn runner(&self, client: &DatabaseClient) -> google_cloud_spanner::transaction::TransactionRunner {
         let retry = BasicTransactionRetryPolicy::new().with_total_timeout(self.timeouts.transaction());
         client
@@ -258,10 +276,12 @@ impl SpannerStore {
         Ok(plan(cfg, request, lease.as_ref(), now))
     }
 
-    /// On an emulator, waits for this process's other read-write transactions to finish (see `emulator_serial`).
-    async fn serialized(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    /// On an emulator, waits for this process's other read-write transactions to finish (see `emulator_serial`);
+    /// transactions of a lease already held go first.
+    async fn serialized(&self, request: &TxnRequest) -> Option<Turn<'_>> {
+        let holder = !matches!(request, TxnRequest::Acquire { .. });
         match &self.emulator_serial {
-            Some(lock) => Some(lock.lock().await),
+            Some(gate) => Some(gate.enter(holder).await),
             None => None,
         }
     }
@@ -292,16 +312,27 @@ impl SpannerStore {
 }
 
 impl LeaseStore for SpannerStore {
+    async fn heal(&self, error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+        Self::heal(self, error).await
+    }
+
     async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
-        let _serial = self.serialized().await;
-        let mut result = self.transact_once(cfg, name, request).await;
-        if let Err(error) = &result
-            && is_session_lost(error)
-        {
-            self.rebuild().await;
-            result = self.transact_once(cfg, name, request).await;
-        }
-        result.map_err(|e| StoreError::new(classify(&e, true), e.to_string()))
+        let _serial = self.serialized(request).await;
+        let attempt = async {
+            let mut result = self.transact_once(cfg, name, request).await;
+            if let Err(error) = &result
+                && is_session_lost(error)
+            {
+                self.rebuild().await;
+                result = self.transact_once(cfg, name, request).await;
+            }
+            result.map_err(|e| StoreError::new(classify(&e, true), e.to_string()))
+        };
+        // The hard bound on the whole call: whatever happens beneath, the machine hears within it.
+        tokio::time::timeout(self.timeouts.transaction(), attempt).await.unwrap_or_else(|_| {
+            let ms = self.timeouts.transaction_ms;
+            Err(StoreError::new(StoreErrorKind::Unknown, format!("no answer within timeouts.transaction_ms = {ms}")))
+        })
     }
 
     async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
@@ -312,11 +343,17 @@ impl LeaseStore for SpannerStore {
                 let row = rows.next().await.transpose()?.ok_or_else(|| google_cloud_spanner::Error::deser("no row"))?;
                 decode_row(&row)
             };
-            match tokio::time::timeout(self.timeouts.unavailable(), query).await {
+            match tokio::time::timeout(self.timeouts.rpc(), query).await {
                 Ok(Ok(read)) => return Ok(read),
                 Ok(Err(e)) if attempt == 0 && is_session_lost(&e) => self.rebuild().await,
                 Ok(Err(e)) => return Err(StoreError::new(classify(&e, false), e.to_string())),
-                Err(_) => return Err(StoreError::new(StoreErrorKind::Unavailable, "read timed out")),
+                Err(_) => {
+                    let ms = self.timeouts.rpc_ms;
+                    return Err(StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        format!("no answer within timeouts.rpc_ms = {ms}"),
+                    ));
+                }
             }
         }
         Err(StoreError::new(StoreErrorKind::Unavailable, "session lost twice"))
@@ -335,6 +372,12 @@ pub enum FencedError {
     /// The transaction failed (the user's work may have returned this error).
     #[error("fenced transaction failed: {0}")]
     Spanner(#[from] google_cloud_spanner::Error),
+    /// Spanner did not answer within `timeouts.transaction_ms`: the writes may or may not have committed.
+    #[error("fenced transaction did not answer within {ms} ms: it may or may not have committed")]
+    OutcomeUnknown {
+        /// The bound.
+        ms: u64,
+    },
 }
 
 impl SpannerStore {
@@ -354,23 +397,30 @@ impl SpannerStore {
         Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
         T: Send + 'static,
     {
-        let _serial = self.serialized().await;
-        let runner = self.runner(&self.database_client().await);
         let verify = TxnRequest::VerifyFence { client, fence };
+        let _serial = self.serialized(&verify).await;
+        let runner = self.runner(&self.database_client().await);
         let (store, cfg, name) = (self.clone(), cfg.clone(), name.clone());
-        let outcome = runner
-            .run(move |tx: ReadWriteTransaction| {
-                let (store, cfg, name, verify, work) =
-                    (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone());
-                async move {
-                    if store.plan_in(&tx, &cfg, &name, &verify).await?.reply != TxnReply::FenceValid {
-                        return Ok(None);
-                    }
-                    work(tx).await.map(Some)
+        let run = runner.run(move |tx: ReadWriteTransaction| {
+            let (store, cfg, name, verify, work) =
+                (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone());
+            async move {
+                if store.plan_in(&tx, &cfg, &name, &verify).await?.reply != TxnReply::FenceValid {
+                    return Ok(None);
                 }
-            })
-            .await?;
-        outcome.into_inner().ok_or(FencedError::Rejected { fence })
+                work(tx).await.map(Some)
+            }
+        });
+        let ms = self.timeouts.transaction_ms;
+        let outcome = tokio::time::timeout(self.timeouts.transaction(), run)
+            .await
+            .map_err(|_| FencedError::OutcomeUnknown { ms })?;
+        if let Err(error) = &outcome
+            && is_session_lost(error)
+        {
+            self.rebuild().await;
+        }
+        outcome?.into_inner().ok_or(FencedError::Rejected { fence })
     }
 }
 

@@ -58,4 +58,11 @@ pub trait LeaseStore: Clone + Send + Sync + 'static {
 
     /// Reads `name`'s row and the server's current time with one strongly consistent single-use read.
     fn read(&self, name: &MutexName) -> impl Future<Output = Result<RowRead, StoreError>> + Send;
+
+    /// Repairs what `error`, from the user's own calls through this store's client, shows to be broken (a lost
+    /// session) and says whether trying again may now succeed. The need check is retried once when it does.
+    fn heal(&self, error: &(dyn std::error::Error + Send + Sync + 'static)) -> impl Future<Output = bool> + Send {
+        let _ = error;
+        std::future::ready(false)
+    }
 }

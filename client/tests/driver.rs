@@ -403,3 +403,72 @@ async fn a_blocking_section_does_not_starve_its_lease() {
     assert!(m.metrics().renewals >= 3, "{:?}", m.metrics());
     assert_eq!(m.metrics().lost, 0);
 }
+
+/// Spanner that can stop answering: while down, a transaction runs into its bound and is an unknown outcome,
+/// and a read runs into its bound and fails, as the Spanner store's hard bounds make them.
+#[derive(Clone, Debug)]
+struct Blackhole<S> {
+    inner: S,
+    down: Arc<AtomicBool>,
+}
+
+const TRANSACTION_BOUND: Duration = Duration::from_millis(40);
+const READ_BOUND: Duration = Duration::from_millis(25);
+const UNAVAILABLE_MS: u64 = 500;
+
+impl<S: LeaseStore> LeaseStore for Blackhole<S> {
+    async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            tokio::time::sleep(TRANSACTION_BOUND).await;
+            return Err(StoreError::new(spanner_mutex::StoreErrorKind::Unknown, "no answer"));
+        }
+        self.inner.transact(cfg, name, request).await
+    }
+
+    async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            tokio::time::sleep(READ_BOUND).await;
+            return Err(StoreError::new(spanner_mutex::StoreErrorKind::Unavailable, "no answer"));
+        }
+        self.inner.read(name).await
+    }
+}
+
+/// From the moment Spanner stops answering: the call in flight runs into its bound and its unknown outcome is
+/// resolved by a read that does too; retries go on for `unavailable_ms`; the last one takes both bounds again.
+const UNAVAILABLE_BOUND: Duration =
+    Duration::from_millis(UNAVAILABLE_MS + 2 * (TRANSACTION_BOUND.as_millis() + READ_BOUND.as_millis()) as u64);
+
+#[tokio::test(start_paused = true)]
+async fn every_call_returns_unavailable_within_its_bound_when_spanner_stops_answering() {
+    // Defect 2: retries beneath the machine made one run take 53-107 s against bounds of 5-15 s.
+    let cfg = ConfigParams { unavailable_ms: UNAVAILABLE_MS, ..params() }.validate().expect("valid");
+    for point_ms in (0..150).step_by(7) {
+        let store = MemoryStore::new();
+        let down = Arc::new(AtomicBool::new(false));
+        let blackhole = Blackhole { inner: Latency(store.clone()), down: Arc::clone(&down) };
+        // A holder whose lease is busy, so the waiter below polls and retries while Spanner goes away.
+        let holder = SpannerMutex::new(blackhole.clone(), cfg.clone(), name(), "holder");
+        let held = holder.acquire().await.expect("acquired");
+        let waiter = SpannerMutex::new(blackhole.clone(), cfg.clone(), name(), "waiter");
+        let run_once = SpannerMutex::new(blackhole, cfg.clone(), name(), "run");
+        let section = Scripted::new(&[], Step::Answer(true));
+        let acquire = tokio::spawn(async move { waiter.acquire().await.map(|_| ()) });
+        let run = tokio::spawn(async move { run_once.run(section.as_ref()).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(point_ms)).await;
+        down.store(true, Ordering::SeqCst);
+        let stopped = Instant::now();
+        for (what, call) in [("acquire", acquire), ("run", run)] {
+            let result = call.await.expect("joined");
+            let took = stopped.elapsed();
+            assert!(matches!(result, Err(RunError::Unavailable(_))), "{what} at {point_ms} ms: {result:?}");
+            assert!(took <= UNAVAILABLE_BOUND, "{what} down at {point_ms} ms returned after {took:?}");
+        }
+        // The holder is told it lost the lease by its local deadline, and its release is bounded too.
+        let release_started = Instant::now();
+        let released = held.release().await;
+        assert!(matches!(released, Err(RunError::Unavailable(_))), "{released:?}");
+        assert!(release_started.elapsed() <= TRANSACTION_BOUND + READ_BOUND, "{:?}", release_started.elapsed());
+        holder.shutdown().await;
+    }
+}

@@ -28,6 +28,7 @@ fn params() -> ConfigParams {
         max_wait_ms: 100,
         jitter_ms: 10,
         staleness_ms: 600_000,
+        unavailable_ms: 2_000,
         ..ConfigParams::default()
     }
 }
@@ -37,7 +38,7 @@ fn name(n: &str) -> MutexName {
 }
 
 fn fast_timeouts() -> Timeouts {
-    Timeouts { connect_ms: 5_000, rpc_ms: 1_000, transaction_ms: 3_000, unavailable_ms: 3_000 }
+    Timeouts { connect_ms: 5_000, rpc_ms: 1_000, transaction_ms: 3_000 }
 }
 
 /// An emulator with the lease table and an `Effects` table the sections write through `fenced`.
@@ -264,4 +265,48 @@ async fn emulator_down_gives_a_bounded_error_then_the_store_recovers() {
         .expect("effects table");
     // The same store (and its database client) works again: a lost session is rebuilt.
     assert_eq!(m.run(&Effect::new("down")).await.expect("recovered"), RunOutcome::Executed { fence: Fence::FIRST });
+}
+
+/// A migration whose need check reads the effect through the library's database client, as users do.
+struct Migration {
+    store: SpannerStore,
+    effect: Effect,
+}
+
+impl CriticalSection<SpannerStore> for Migration {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        let client = self.store.database_client().await;
+        let statement = Statement::builder("SELECT COUNT(*) AS n FROM Effects WHERE id = @id")
+            .add_param("id", self.effect.id.as_str())
+            .build();
+        let mut rows = client.single_use().build().execute_query(statement).await?;
+        let n: i64 = rows.next().await.transpose()?.ok_or("no count row")?.get("n")?;
+        Ok(n == 0)
+    }
+    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+        self.effect.execute(guard).await
+    }
+}
+
+#[tokio::test]
+async fn a_need_check_through_the_library_client_recovers_after_an_emulator_restart() {
+    // Defect 3: after a restart every run failed at once with NeedCheck("Session not found"): the user's need
+    // check reads through the library's client, which only the library's own lease calls rebuilt.
+    let (mut emulator, store) = setup().await;
+    let m = mutex(store.clone(), "heal");
+    let first = Migration { store: store.clone(), effect: Effect::new("before") };
+    assert_eq!(m.run(&first).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    emulator.stop();
+    emulator.restart().await.expect("restarted");
+    emulator
+        .create_database("test-project", "test-instance", "test-db", "SpannerMutex", fast_timeouts())
+        .await
+        .expect("recreated");
+    emulator
+        .apply_ddl(DATABASE, vec!["CREATE TABLE Effects (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)".into()])
+        .await
+        .expect("effects table");
+    let after = Migration { store: store.clone(), effect: Effect::new("after") };
+    assert_eq!(m.run(&after).await.expect("the very next run succeeds"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(effect_rows(&store, "after").await, 1);
 }

@@ -215,8 +215,17 @@ async fn cancelling_a_run_mid_section_releases_failed_for_the_next_client() {
 async fn spanner_unavailable_is_a_typed_error() {
     let faulty = FaultyStore::new(MemoryStore::new());
     faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::Unavailable });
-    let error = mutex(faulty).run(&Section::default()).await.expect_err("unavailable");
+    let no_budget = ConfigParams { unavailable_ms: 0, ..params() }.validate().expect("valid");
+    let error = SpannerMutex::new(faulty, no_budget, name(), "test").run(&Section::default()).await.expect_err("down");
     assert!(matches!(&error, RunError::Unavailable(message) if message.contains("injected")), "{error}");
+}
+
+#[tokio::test]
+async fn a_short_unavailability_is_retried_by_the_machine() {
+    let faulty = FaultyStore::new(MemoryStore::new());
+    faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::Unavailable });
+    let outcome = mutex(faulty).run(&Section::default()).await.expect("retried within unavailable_ms");
+    assert_eq!(outcome, RunOutcome::Executed { fence: Fence::FIRST });
 }
 
 struct FailingNeed;

@@ -74,6 +74,9 @@ pub struct ConfigParams {
     pub safety_margin_ms: u64,
     /// Upper bound of the random delay added to each wait, so waiters do not wake in lockstep.
     pub jitter_ms: u64,
+    /// How long a client keeps retrying while Spanner is unavailable (failed or unknown outcomes, nothing
+    /// answered in between), counted from the first such failure, before it reports it unavailable. 0: at once.
+    pub unavailable_ms: u64,
     /// The protocol variant; only [`Protocol::Fenced`] is safe.
     pub protocol: Protocol,
 }
@@ -89,6 +92,7 @@ impl Default for ConfigParams {
             renew_interval_ms: 3_000,
             safety_margin_ms: 1_000,
             jitter_ms: 250,
+            unavailable_ms: 15_000,
             protocol: Protocol::Fenced,
         }
     }
@@ -191,6 +195,7 @@ impl ConfigParams {
         at_most("jitter_ms", self.jitter_ms, self.max_wait_ms)?;
         at_most("max_retries", u64::from(self.max_retries), u64::from(MAX_RETRIES_LIMIT))?;
         at_most("staleness_ms", self.staleness_ms, STALENESS_MS_LIMIT)?;
+        at_most("unavailable_ms", self.unavailable_ms, TTL_MS_LIMIT)?;
         // The seed's rules: a DONE row must outlive any lease and any client's whole retry loop.
         greater("staleness_ms", self.staleness_ms, "ttl_ms", self.ttl_ms)?;
         let retry_span_ms = u64::from(self.max_retries).saturating_mul(self.wait_ms);
@@ -244,6 +249,11 @@ impl Config {
     pub const fn jitter_ms(&self) -> u64 {
         self.params.jitter_ms
     }
+    /// How long to retry an unavailable Spanner before reporting it.
+    pub const fn unavailable_ms(&self) -> u64 {
+        self.params.unavailable_ms
+    }
+
     /// The protocol variant.
     pub const fn protocol(&self) -> Protocol {
         self.params.protocol

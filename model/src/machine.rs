@@ -296,6 +296,8 @@ pub struct ClientMachine {
     max_retries: u32,
     attempts: u32,
     cancel_requested: bool,
+    /// When Spanner was first reported unavailable with nothing answered since; bounds retrying it.
+    unavailable_since: Option<LocalInstant>,
     jitter: Jitter,
     state: State,
 }
@@ -320,6 +322,7 @@ impl ClientMachine {
             max_retries,
             attempts: 0,
             cancel_requested: false,
+            unavailable_since: None,
             jitter: Jitter(seed.0 ^ seed.1),
             state: State::NotStarted,
         }
@@ -469,6 +472,13 @@ impl ClientMachine {
             event => event,
         };
         let unexpected = UnexpectedEvent { state: self.state.name(), event: event_name(&event) };
+        match &event {
+            Event::TxnCommitted(_) | Event::TxnAborted | Event::RowRead { .. } => self.unavailable_since = None,
+            Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable) => {
+                self.unavailable_since.get_or_insert(now);
+            }
+            _ => {}
+        }
         let state = std::mem::replace(&mut self.state, State::NotStarted);
         let command = match (state, event) {
             (State::Finished(outcome), _) => {
@@ -525,13 +535,18 @@ impl ClientMachine {
                 Some(Command::ReadRow)
             }
             (
-                State::AwaitingAcquireCommit { .. }
+                state @ (State::AwaitingAcquireCommit { .. }
                 | State::AwaitingAcquireResolution { .. }
-                | State::AwaitingObservation,
+                | State::AwaitingObservation),
                 Event::TxnFailed(failure) | Event::ReadFailed(failure),
             ) => {
                 if self.cancel_requested {
                     self.finish(Outcome::Cancelled)
+                } else if failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
+                    // Not an attempt: nobody was seen holding the lease. An acquisition is re-entrant, so
+                    // retrying it also resolves an unknown one.
+                    let then = if state == State::AwaitingObservation { Retry::Observe } else { Retry::Acquire };
+                    self.wait_then(cfg, now, cfg.wait_ms(), then)
                 } else {
                     self.finish(Outcome::Failed(failure))
                 }
@@ -714,6 +729,16 @@ impl ClientMachine {
         if self.attempts > self.max_retries {
             return self.finish(Outcome::GaveUp { attempts: self.attempts });
         }
+        self.wait_then(cfg, now, wait_ms, then)
+    }
+
+    /// Whether a retry sent after the usual wait would still fall inside the unavailability budget.
+    fn may_retry_unavailable(&self, cfg: &Config, now: LocalInstant) -> bool {
+        self.unavailable_since.is_some_and(|since| now.plus_ms(cfg.wait_ms()) < since.plus_ms(cfg.unavailable_ms()))
+    }
+
+    /// Sleeps `wait_ms` plus jitter, then does `then`.
+    fn wait_then(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64, then: Retry) -> Option<Command> {
         let wake_at = now.plus_ms(wait_ms.saturating_add(self.jitter.next_ms(cfg.jitter_ms())));
         self.state = State::AwaitingRetryTimer { wake_at, then };
         None

@@ -291,6 +291,7 @@ mod tests {
             renew_interval_ms: 3,
             safety_margin_ms: 2,
             jitter_ms: 0,
+            unavailable_ms: 0,
             protocol: Protocol::Fenced,
         }
         .validate()

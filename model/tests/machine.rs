@@ -422,13 +422,32 @@ fn failures_are_typed_outcomes() {
     let mut h = Harness::run_once();
     h.machine.start(t(0));
     assert_eq!(h.on(0, Event::NeedCheckFailed), Some(Command::Finish(Outcome::Failed(Failure::NeedCheck))));
+}
+
+#[test]
+fn an_unavailable_spanner_is_retried_for_unavailable_ms_without_counting_attempts_then_reported() {
     let mut h = Harness::run_once();
     h.machine.start(t(0));
     h.on(0, Event::NeedAnswered { needed: true });
+    let budget_ms = h.cfg.unavailable_ms();
+    assert_eq!(h.on(1, Event::TxnFailed(Failure::Unavailable)), None, "waits");
+    assert_eq!(h.poll(), Some(t(2)), "one wait_ms");
+    assert_eq!(h.timeout(2), Some(acquire(Mode::RunOnce)));
+    assert_eq!(h.machine.attempts(), 0, "not a retry: nobody was seen holding the lease");
+    // Still failing when the next wait would end past the budget (counted from the first failure, at 1 ms).
     assert_eq!(
-        h.on(1, Event::TxnFailed(Failure::Unavailable)),
+        h.on(budget_ms, Event::TxnFailed(Failure::Unavailable)),
         Some(Command::Finish(Outcome::Failed(Failure::Unavailable)))
     );
+    // An answer in between starts the budget afresh.
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    h.on(1, Event::TxnFailed(Failure::Unavailable));
+    h.timeout(2);
+    h.on(3, Event::TxnAborted);
+    h.timeout(budget_ms);
+    assert_eq!(h.on(budget_ms, Event::TxnFailed(Failure::Unavailable)), None, "a fresh budget");
 }
 
 #[test]

@@ -408,6 +408,8 @@ impl Scenario {
             renew_interval_ms,
             safety_margin_ms,
             jitter_ms: rng.random_range(0..=wait_ms),
+            // 0: an outage fails a waiting client at once; otherwise it retries through short ones.
+            unavailable_ms: rng.random_range(0..=3u64) * 2 * wait_ms,
             protocol: options.protocol,
         };
         let network = Network {

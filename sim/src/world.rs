@@ -8,8 +8,8 @@ use crate::trace::{Log, Picture, TraceLine};
 use spanner_mutex_model::check::CommitFate;
 use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Config, Event, Fence, LeaseRow, LocalInstant, Outcome, RowWrite, ServerTime,
-    Status,
+    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LeaseRow, LocalInstant, Outcome, RowWrite,
+    ServerTime, Status,
 };
 use std::collections::BTreeMap;
 
@@ -460,9 +460,11 @@ impl World {
     pub fn feed(&mut self, c: usize, event: Event) -> Option<Command> {
         let now = self.local_now(c);
         let was_waiting = self.waiting(c);
+        // A wait for an unavailable Spanner is not a retry: nobody was seen holding the lease.
+        let retry = !matches!(event, Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable));
         let result = self.clients[c].machine.handle(&self.cfg, now, event);
         match result {
-            Ok(command) => self.after_machine_step(c, was_waiting, command),
+            Ok(command) => self.after_machine_step(c, was_waiting, retry, command),
             Err(unexpected) => {
                 let label = self.label(c);
                 self.ghost.unexpected_event.get_or_insert_with(|| format!("{label}: {unexpected}"));
@@ -476,17 +478,24 @@ impl World {
         let now = self.local_now(c);
         let was_waiting = self.waiting(c);
         let command = self.clients[c].machine.handle_timeout(&self.cfg, now);
-        self.after_machine_step(c, was_waiting, command)
+        self.after_machine_step(c, was_waiting, true, command)
     }
 
     fn waiting(&self, c: usize) -> bool {
         self.clients[c].machine.state_name() == "AwaitingRetryTimer"
     }
 
-    /// Bookkeeping after the machine moved: retry waits, reliance spans, finished runs.
-    pub fn after_machine_step(&mut self, c: usize, was_waiting: bool, command: Option<Command>) -> Option<Command> {
+    /// Bookkeeping after the machine moved: retry waits (`retry`: a wait now counts as one), reliance spans,
+    /// finished runs.
+    pub fn after_machine_step(
+        &mut self,
+        c: usize,
+        was_waiting: bool,
+        retry: bool,
+        command: Option<Command>,
+    ) -> Option<Command> {
         if !was_waiting && self.waiting(c) {
-            self.clients[c].waits += 1;
+            self.clients[c].waits += u32::from(retry);
             if self.log.enabled() {
                 let wake = self.clients[c].machine.poll_timeout(&self.cfg).map_or(0, LocalInstant::micros);
                 let in_ms = wake.saturating_sub(self.local_now(c).micros()) / 1_000;

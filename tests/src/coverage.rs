@@ -69,6 +69,7 @@ pub const RUN_ONCE: &[(&str, &str, &str)] = &[
     ("AwaitingAcquireCommit", "TxnCommitted(Busy)", "AwaitingRetryTimer"),
     ("AwaitingAcquireCommit", "TxnCommitted(Busy)", "Finished"),
     ("AwaitingAcquireCommit", "TxnCommitted(DoneByOther)", "Finished"),
+    ("AwaitingAcquireCommit", "TxnFailed(Unavailable)", "AwaitingRetryTimer"),
     ("AwaitingAcquireCommit", "TxnFailed(Unavailable)", "Finished"),
     ("AwaitingAcquireCommit", "TxnOutcomeUnknown", "AwaitingAcquireResolution"),
     ("AwaitingAcquireResolution", "RowRead(DONE)", "AwaitingRetryTimer"),

@@ -37,7 +37,7 @@ impl EmulatorEnv {
     /// Starts the emulator on free ports and creates the database.
     pub async fn start() -> Result<Self, EmulatorError> {
         let emulator = Emulator::start().await?;
-        let timeouts = Timeouts { connect_ms: 10_000, rpc_ms: 5_000, transaction_ms: 10_000, unavailable_ms: 10_000 };
+        let timeouts = Timeouts { connect_ms: 10_000, rpc_ms: 5_000, transaction_ms: 10_000 };
         let store = emulator.create_database("conformance", "conformance", "conformance", TABLE, timeouts).await?;
         let effects = "CREATE TABLE Effects (mutex STRING(128) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) \
                        PRIMARY KEY (mutex, writer, fence)";
@@ -129,7 +129,9 @@ impl Backend for SpannerEmulator {
         match self.store.inner().fenced(cfg, &self.name, client, fence, work).await {
             Ok(()) => true,
             Err(FencedError::Rejected { .. }) => false,
-            Err(FencedError::Spanner(e)) => panic!("fenced write failed on the emulator: {e}"),
+            Err(e @ (FencedError::Spanner(_) | FencedError::OutcomeUnknown { .. })) => {
+                panic!("fenced write failed on the emulator: {e}")
+            }
         }
     }
 

@@ -59,12 +59,19 @@ pub fn edge_config(protocol: Protocol) -> BoxedStrategy<Config> {
             )
         })
         .prop_flat_map(|(base, max_wait_ms, staleness_ms)| {
-            (Just((base, max_wait_ms, staleness_ms)), prop_oneof![3 => Just(0u64), 1 => 0..=max_wait_ms])
+            let wait_ms = base.3;
+            (
+                Just((base, max_wait_ms, staleness_ms)),
+                prop_oneof![3 => Just(0u64), 1 => 0..=max_wait_ms],
+                // 0: an unavailable Spanner fails the run at once; otherwise it is retried for a few waits.
+                prop_oneof![Just(0u64), 1..=4 * wait_ms],
+            )
         })
         .prop_map(
             move |(
                 ((ttl_ms, safety_margin_ms, renew_interval_ms, wait_ms, max_retries), max_wait_ms, staleness_ms),
                 jitter_ms,
+                unavailable_ms,
             )| {
                 ConfigParams {
                     ttl_ms,
@@ -75,6 +82,7 @@ pub fn edge_config(protocol: Protocol) -> BoxedStrategy<Config> {
                     renew_interval_ms,
                     safety_margin_ms,
                     jitter_ms,
+                    unavailable_ms,
                     protocol,
                 }
                 .validate()
@@ -131,8 +139,13 @@ pub const GRID_MS: u64 = 1_000;
 
 impl Profile for GridTime {
     fn config() -> BoxedStrategy<Config> {
-        (prop_oneof![Just(6_500u64), Just(10_500)], prop_oneof![Just(0u32), Just(2), Just(5)])
-            .prop_map(|(ttl_ms, max_retries)| {
+        // unavailable_ms ends off the grid too (retries are decided at grid time plus wait_ms).
+        (
+            prop_oneof![Just(6_500u64), Just(10_500)],
+            prop_oneof![Just(0u32), Just(2), Just(5)],
+            prop_oneof![Just(0u64), Just(1_700)],
+        )
+            .prop_map(|(ttl_ms, max_retries, unavailable_ms)| {
                 ConfigParams {
                     ttl_ms,
                     staleness_ms: 30_500,
@@ -142,6 +155,7 @@ impl Profile for GridTime {
                     renew_interval_ms: 2_500,
                     safety_margin_ms: 1_000,
                     jitter_ms: 0,
+                    unavailable_ms,
                     protocol: Protocol::Fenced,
                 }
                 .validate()

@@ -132,6 +132,8 @@ impl CheckOptions {
             renew_interval_ms: 1,
             safety_margin_ms: 1,
             jitter_ms: 0,
+            // The checked world has no unavailable Spanner (only unknown outcomes, aborts and crashes).
+            unavailable_ms: 0,
             protocol: self.protocol,
         }
         .validate()

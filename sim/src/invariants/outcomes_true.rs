@@ -1,6 +1,6 @@
 //! Every outcome a run reports is true of the world when it reports it: "executed" means its effect was accepted
 //! under that fence, "done by other" names a holder that applied the effect or found it applied before, "gave up" comes after exactly `max_retries`
-//! waits, "lease lost" means the row no longer carries its fence.
+//! waits (not counting waits for an unavailable Spanner), "lease lost" means the row no longer carries its fence.
 
 use crate::world::World;
 use spanner_mutex_model::Outcome;
