@@ -460,8 +460,15 @@ impl World {
     pub fn feed(&mut self, c: usize, event: Event) -> Option<Command> {
         let now = self.local_now(c);
         let was_waiting = self.waiting(c);
-        // A wait for an unavailable Spanner is not a retry: nobody was seen holding the lease.
-        let retry = !matches!(event, Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable));
+        // A wait for an unavailable Spanner while acquiring is not a retry: nobody was seen holding the lease.
+        // (After a failed section, the wait to acquire again is one, whatever its release's fate.)
+        let acquiring = matches!(
+            self.clients[c].machine.state_name(),
+            "AwaitingAcquireCommit" | "AwaitingAcquireResolution" | "AwaitingObservation"
+        );
+        let unavailable =
+            matches!(event, Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable));
+        let retry = !(acquiring && unavailable);
         let result = self.clients[c].machine.handle(&self.cfg, now, event);
         match result {
             Ok(command) => self.after_machine_step(c, was_waiting, retry, command),
