@@ -44,6 +44,12 @@ fn fast_timeouts() -> Timeouts {
 /// An emulator with the lease table and an `Effects` table the sections write through `fenced`.
 async fn setup() -> (Emulator, SpannerStore) {
     let emulator = Emulator::start().await.expect("the Spanner emulator must be installed (see README)");
+    let store = create_tables(&emulator).await;
+    (emulator, store)
+}
+
+/// Creates the instance, the database, the lease table and `Effects` (again, after a restart).
+async fn create_tables(emulator: &Emulator) -> SpannerStore {
     let store = emulator
         .create_database("test-project", "test-instance", "test-db", "SpannerMutex", fast_timeouts())
         .await
@@ -51,7 +57,7 @@ async fn setup() -> (Emulator, SpannerStore) {
     let effects = "CREATE TABLE Effects (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) \
                    PRIMARY KEY (id)";
     emulator.apply_ddl(DATABASE, vec![effects.into()]).await.expect("effects table");
-    (emulator, store)
+    store
 }
 
 async fn effect_rows(store: &SpannerStore, id: &str) -> i64 {
@@ -255,14 +261,7 @@ async fn emulator_down_gives_a_bounded_error_then_the_store_recovers() {
     let error = down.expect("returns instead of hanging").expect_err("Spanner is down");
     assert!(matches!(error, RunError::Unavailable(_)), "{error}");
     emulator.restart().await.expect("restarted");
-    emulator
-        .create_database("test-project", "test-instance", "test-db", "SpannerMutex", fast_timeouts())
-        .await
-        .expect("recreated");
-    emulator
-        .apply_ddl(DATABASE, vec!["CREATE TABLE Effects (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)".into()])
-        .await
-        .expect("effects table");
+    create_tables(&emulator).await;
     // The same store (and its database client) works again: a lost session is rebuilt.
     assert_eq!(m.run(&Effect::new("down")).await.expect("recovered"), RunOutcome::Executed { fence: Fence::FIRST });
 }
@@ -298,14 +297,7 @@ async fn a_need_check_through_the_library_client_recovers_after_an_emulator_rest
     assert_eq!(m.run(&first).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
     emulator.stop();
     emulator.restart().await.expect("restarted");
-    emulator
-        .create_database("test-project", "test-instance", "test-db", "SpannerMutex", fast_timeouts())
-        .await
-        .expect("recreated");
-    emulator
-        .apply_ddl(DATABASE, vec!["CREATE TABLE Effects (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)".into()])
-        .await
-        .expect("effects table");
+    create_tables(&emulator).await;
     let after = Migration { store: store.clone(), effect: Effect::new("after") };
     assert_eq!(m.run(&after).await.expect("the very next run succeeds"), RunOutcome::Executed { fence: Fence::FIRST });
     assert_eq!(effect_rows(&store, "after").await, 1);
