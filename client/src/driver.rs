@@ -213,14 +213,14 @@ impl<S: LeaseStore> Driver<S> {
                     command = self.ask(ToUser::CheckNeed)?;
                     continue;
                 }
-                Some(Command::RunSection { fence, deadline } | Command::Granted { fence, deadline }) => {
+                Some(Command::RunSection { fence, deadline }) => {
                     let lease = self.new_lease(fence, deadline);
-                    let request = if self.machine.mode() == spanner_mutex_model::txn::Mode::Lock {
-                        ToUser::Granted(lease)
-                    } else {
-                        ToUser::RunSection(lease)
-                    };
-                    command = self.ask(request)?;
+                    command = self.ask(ToUser::RunSection(lease))?;
+                    continue;
+                }
+                Some(Command::Granted { fence, deadline }) => {
+                    let lease = self.new_lease(fence, deadline);
+                    command = self.ask(ToUser::Granted(lease))?;
                     continue;
                 }
                 Some(Command::SignalLockLost { fence }) => {

@@ -288,7 +288,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
             }
         }
         drop(answers);
-        match driver_outcome(finished.await, &ctx)? {
+        match driver_outcome(finished.await)? {
             Outcome::Executed { fence } => Ok(RunOutcome::Executed { fence }),
             Outcome::NotNeeded => Ok(RunOutcome::NotNeeded),
             Outcome::DoneByOther { holder, fence } => Ok(RunOutcome::DoneByOther { holder, fence }),
@@ -346,7 +346,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
             return Ok(LockGuard { lease, answers, finished, last_error: ctx.last_error });
         }
         drop(answers);
-        Err(outcome_error(driver_outcome(finished.await, &ctx)?, &ctx.last_error))
+        Err(outcome_error(driver_outcome(finished.await)?, &ctx.last_error))
     }
 }
 
@@ -360,16 +360,13 @@ async fn until_driver_ends<T>(requests: &mut mpsc::Receiver<ToUser>, work: impl 
 }
 
 /// The machine's outcome from a driver's end, or the error that ended it.
-fn driver_outcome<S: LeaseStore>(
-    finished: Result<DriverResult, oneshot::error::RecvError>,
-    ctx: &Ctx<S>,
-) -> Result<Outcome, RunError> {
+fn driver_outcome(finished: Result<DriverResult, oneshot::error::RecvError>) -> Result<Outcome, RunError> {
     match finished {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(unexpected)) => Err(RunError::Driver(unexpected)),
         // The task was dropped without an answer: the runtime is shutting down.
         Err(_) => {
-            tracing::warn!(mutex = %ctx.name, "the driver task ended without an outcome");
+            tracing::warn!("the driver task ended without an outcome");
             Err(RunError::Cancelled)
         }
     }
@@ -417,15 +414,13 @@ impl LockGuard {
         let _ = answers.send(Event::ReleaseRequested).await;
         let result = finished.await;
         drop(answers);
-        match result {
-            Ok(Ok(Outcome::Released { fence })) => Ok(fence),
-            Ok(Ok(Outcome::Failed(Failure::Unavailable))) => Err(RunError::Unavailable(format!(
+        match driver_outcome(result)? {
+            Outcome::Released { fence } => Ok(fence),
+            Outcome::Failed(Failure::Unavailable) => Err(RunError::Unavailable(format!(
                 "the release was not confirmed, so the lease expires at its TTL: {}",
                 last_error.message()
             ))),
-            Ok(Ok(outcome)) => Err(outcome_error(outcome, &last_error)),
-            Err(_) => Err(RunError::Cancelled),
-            Ok(Err(unexpected)) => Err(RunError::Driver(unexpected)),
+            outcome => Err(outcome_error(outcome, &last_error)),
         }
     }
 }
