@@ -468,3 +468,24 @@ async fn every_call_returns_unavailable_within_its_bound_when_spanner_stops_answ
         holder.shutdown().await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_while_a_renewal_is_in_flight_is_bounded_when_spanner_stops_answering() {
+    // Found trying it on the emulator: release() waits for the renewal in flight, then its own call and read.
+    let cfg = ConfigParams { unavailable_ms: UNAVAILABLE_MS, ..params() }.validate().expect("valid");
+    let down = Arc::new(AtomicBool::new(false));
+    let blackhole = Blackhole { inner: MemoryStore::new(), down: Arc::clone(&down) };
+    let holder = SpannerMutex::new(blackhole, cfg, name(), "holder");
+    let held = holder.acquire().await.expect("acquired");
+    tokio::time::sleep(Duration::from_millis(params().renew_interval_ms) - Duration::from_millis(1)).await;
+    down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2)).await; // the renewal is sent into the silence
+    assert_eq!(holder.metrics().renewals, 0);
+    let start = Instant::now();
+    let released = held.release().await;
+    assert!(matches!(released, Err(RunError::Unavailable(_))), "{released:?}");
+    let took = start.elapsed();
+    assert!(took > TRANSACTION_BOUND, "it did wait for the renewal in flight: {took:?}");
+    assert!(took <= 2 * TRANSACTION_BOUND + READ_BOUND, "{took:?}");
+    holder.shutdown().await;
+}
