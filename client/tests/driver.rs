@@ -489,3 +489,77 @@ async fn a_release_while_a_renewal_is_in_flight_is_bounded_when_spanner_stops_an
     assert!(took <= 2 * TRANSACTION_BOUND + READ_BOUND, "{took:?}");
     holder.shutdown().await;
 }
+
+/// The poll period the hand-over tests promise.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Long leases, so only polls can notice a release early: a `POLL` period, no jitter.
+fn polling() -> Config {
+    ConfigParams {
+        ttl_ms: 10_000,
+        renew_interval_ms: 3_000,
+        safety_margin_ms: 1_000,
+        max_wait_ms: 10_000,
+        poll_ms: POLL.as_millis() as u64,
+        ..params()
+    }
+    .validate()
+    .expect("valid")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_gets_a_released_lock_within_one_poll_and_costs_at_most_one_read_per_poll() {
+    // Defect 4: waiters slept until the expiry they last read (here up to 10 s) before noticing a release.
+    let store = MemoryStore::new();
+    let holder = SpannerMutex::new(Latency(store.clone()), polling(), name(), "holder");
+    let held = holder.acquire().await.expect("acquired");
+    let waiter = SpannerMutex::new(Latency(store.clone()), polling(), name(), "waiter");
+    let waiting = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move { waiter.acquire().await })
+    };
+    // A long wait first (the holder renews): reads stay within one per poll.
+    let hold = Duration::from_secs(60);
+    tokio::time::sleep(hold).await;
+    let reads = waiter.metrics().reads;
+    let polls = (hold.as_millis() / POLL.as_millis()) as u64;
+    assert!(reads <= polls, "{reads} reads in {hold:?} at one poll per {POLL:?}");
+    assert!(reads >= polls / 2, "it does poll: {reads} reads");
+    held.release().await.expect("released");
+    let released = Instant::now();
+    let guard = waiting.await.expect("joined").expect("acquired");
+    let took = released.elapsed();
+    // The next poll (at most poll_ms away), its read and the acquisition.
+    assert!(took <= POLL + 2 * RTT, "handed over after {took:?}");
+    assert_eq!(guard.fence(), Fence::new(2));
+    assert_eq!(waiter.metrics().takeovers, 0, "handed over by the release, not by expiry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_once_waiter_sees_done_within_one_poll() {
+    let store = MemoryStore::new();
+    let runner = SpannerMutex::new(Latency(store.clone()), polling(), name(), "runner");
+    let section = Scripted::new(&[], Step::Hang);
+    let run = spawn_run(&runner, &section);
+    until(&store, started).await;
+    let waiter = SpannerMutex::new(Latency(store.clone()), polling(), name(), "waiter");
+    let waiting = spawn_run(&waiter, &Scripted::new(&[], Step::Answer(true)));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The section "finishes": its run records DONE on the way out (a cancel would record FAILED, so the test
+    // writes DONE as the holder would, through the store).
+    let row = store.row(&name()).expect("row");
+    let cfg = polling();
+    let release = TxnRequest::Release {
+        client: row.holder,
+        fence: row.fence,
+        status: spanner_mutex_model::txn::ReleaseStatus::Done,
+    };
+    store.transact(&cfg, &name(), &release).await.expect("released");
+    let done = Instant::now();
+    let outcome = waiting.await.expect("joined").expect("no error");
+    let took = done.elapsed();
+    assert!(matches!(outcome, RunOutcome::DoneByOther { .. }), "{outcome:?}");
+    assert!(took <= POLL + RTT, "noticed DONE after {took:?}");
+    run.abort();
+    runner.shutdown().await;
+}

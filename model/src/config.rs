@@ -64,8 +64,12 @@ pub struct ConfigParams {
     pub staleness_ms: u64,
     /// Base wait between attempts after an abort or a failed section.
     pub wait_ms: u64,
-    /// Upper bound of any single wait (backoff cap and poll bound while a holder keeps renewing).
+    /// Upper bound of any single wait (backoff cap, and the longest wait counted as one retry while a holder
+    /// keeps renewing).
     pub max_wait_ms: u64,
+    /// How often a waiter reads a busy row to notice a release or DONE before the expiry it last read (plus
+    /// jitter); these polls are not retries. At most `1000 / poll_ms` reads per second per waiter.
+    pub poll_ms: u64,
     /// How many times one run waits and tries again before it gives up.
     pub max_retries: u32,
     /// How often a holder renews, counted from its previous acquisition or renewal.
@@ -88,6 +92,7 @@ impl Default for ConfigParams {
             staleness_ms: 3_600_000,
             wait_ms: 500,
             max_wait_ms: 10_000,
+            poll_ms: 400,
             max_retries: 100,
             renew_interval_ms: 3_000,
             safety_margin_ms: 1_000,
@@ -193,6 +198,8 @@ impl ConfigParams {
         at_least("max_wait_ms", self.max_wait_ms, "wait_ms", self.wait_ms)?;
         at_most("max_wait_ms", self.max_wait_ms, TTL_MS_LIMIT)?;
         at_most("jitter_ms", self.jitter_ms, self.max_wait_ms)?;
+        positive("poll_ms", self.poll_ms)?;
+        at_most("poll_ms", self.poll_ms, TTL_MS_LIMIT)?;
         at_most("max_retries", u64::from(self.max_retries), u64::from(MAX_RETRIES_LIMIT))?;
         at_most("staleness_ms", self.staleness_ms, STALENESS_MS_LIMIT)?;
         at_most("unavailable_ms", self.unavailable_ms, TTL_MS_LIMIT)?;
@@ -249,6 +256,11 @@ impl Config {
     pub const fn jitter_ms(&self) -> u64 {
         self.params.jitter_ms
     }
+    /// How often a waiter polls a busy row.
+    pub const fn poll_ms(&self) -> u64 {
+        self.params.poll_ms
+    }
+
     /// How long to retry an unavailable Spanner before reporting it.
     pub const fn unavailable_ms(&self) -> u64 {
         self.params.unavailable_ms

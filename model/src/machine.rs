@@ -206,7 +206,11 @@ enum Released {
 /// What a retry timer leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Retry {
-    Observe,
+    /// Read the row. A wake before `counted_at` (the busy lease's expiry as last read, bounded by
+    /// `max_wait_ms`) is a poll, which is not a retry; the wake at or after it is one.
+    Observe {
+        counted_at: LocalInstant,
+    },
     Acquire,
 }
 
@@ -214,14 +218,38 @@ enum Retry {
 enum State {
     NotStarted,
     AwaitingNeed,
-    AwaitingAcquireCommit { sent_at: LocalInstant },
-    AwaitingAcquireResolution { read_sent_at: LocalInstant },
-    AwaitingRetryTimer { wake_at: LocalInstant, then: Retry },
-    AwaitingObservation,
-    AwaitingNeedWhileHolding { held: Held },
-    Holding { held: Held, lost: bool, finishing: Option<ReleaseReason> },
-    AwaitingReleaseCommit { fence: Fence, reason: ReleaseReason, resends_left: u8 },
-    AwaitingReleaseResolution { fence: Fence, reason: ReleaseReason, resends_left: u8 },
+    AwaitingAcquireCommit {
+        sent_at: LocalInstant,
+    },
+    AwaitingAcquireResolution {
+        read_sent_at: LocalInstant,
+    },
+    AwaitingRetryTimer {
+        wake_at: LocalInstant,
+        then: Retry,
+    },
+    /// `free_until`: this read is a poll before the counted wake-up, which a still busy row does not count.
+    AwaitingObservation {
+        free_until: Option<LocalInstant>,
+    },
+    AwaitingNeedWhileHolding {
+        held: Held,
+    },
+    Holding {
+        held: Held,
+        lost: bool,
+        finishing: Option<ReleaseReason>,
+    },
+    AwaitingReleaseCommit {
+        fence: Fence,
+        reason: ReleaseReason,
+        resends_left: u8,
+    },
+    AwaitingReleaseResolution {
+        fence: Fence,
+        reason: ReleaseReason,
+        resends_left: u8,
+    },
     Finished(Outcome),
 }
 
@@ -233,7 +261,7 @@ impl State {
             Self::AwaitingAcquireCommit { .. } => "AwaitingAcquireCommit",
             Self::AwaitingAcquireResolution { .. } => "AwaitingAcquireResolution",
             Self::AwaitingRetryTimer { .. } => "AwaitingRetryTimer",
-            Self::AwaitingObservation => "AwaitingObservation",
+            Self::AwaitingObservation { .. } => "AwaitingObservation",
             Self::AwaitingNeedWhileHolding { .. } => "AwaitingNeedWhileHolding",
             Self::Holding { .. } => "Holding",
             Self::AwaitingReleaseCommit { .. } => "AwaitingReleaseCommit",
@@ -343,6 +371,12 @@ impl ClientMachine {
         self.state.name()
     }
 
+    /// Whether the machine is reading the row for a poll: a still busy row then leads to another wait that is
+    /// not a retry (worlds that count retries independently ask this).
+    pub const fn is_polling(&self) -> bool {
+        matches!(self.state, State::AwaitingObservation { free_until: Some(_) })
+    }
+
     /// Retries made so far.
     pub const fn attempts(&self) -> u32 {
         self.attempts
@@ -433,8 +467,8 @@ impl ClientMachine {
     pub fn handle_timeout(&mut self, cfg: &Config, now: LocalInstant) -> Option<Command> {
         match &mut self.state {
             State::AwaitingRetryTimer { wake_at, then } if now >= *wake_at => match *then {
-                Retry::Observe => {
-                    self.state = State::AwaitingObservation;
+                Retry::Observe { counted_at } => {
+                    self.state = State::AwaitingObservation { free_until: (now < counted_at).then_some(counted_at) };
                     Some(Command::ReadRow)
                 }
                 Retry::Acquire => self.send_acquire(now),
@@ -486,7 +520,10 @@ impl ClientMachine {
                 None
             }
             (
-                State::NotStarted | State::AwaitingNeed | State::AwaitingRetryTimer { .. } | State::AwaitingObservation,
+                State::NotStarted
+                | State::AwaitingNeed
+                | State::AwaitingRetryTimer { .. }
+                | State::AwaitingObservation { .. },
                 Event::Cancel,
             ) => self.finish(Outcome::Cancelled),
             // Under the lease, the need check's answer cannot change what a cancel means: release now and
@@ -528,7 +565,7 @@ impl ClientMachine {
             },
             (State::AwaitingAcquireCommit { .. }, Event::TxnAborted) => {
                 let backoff_ms = cfg.wait_ms().saturating_mul(1 << self.attempts.min(16));
-                self.retry_after(cfg, now, backoff_ms.min(cfg.max_wait_ms()), Retry::Acquire)
+                self.retry_after(cfg, now, backoff_ms.min(cfg.max_wait_ms()))
             }
             (State::AwaitingAcquireCommit { .. }, Event::TxnOutcomeUnknown) => {
                 self.state = State::AwaitingAcquireResolution { read_sent_at: now };
@@ -537,7 +574,7 @@ impl ClientMachine {
             (
                 state @ (State::AwaitingAcquireCommit { .. }
                 | State::AwaitingAcquireResolution { .. }
-                | State::AwaitingObservation),
+                | State::AwaitingObservation { .. }),
                 Event::TxnFailed(failure) | Event::ReadFailed(failure),
             ) => {
                 if self.cancel_requested {
@@ -545,8 +582,11 @@ impl ClientMachine {
                 } else if failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
                     // Not an attempt: nobody was seen holding the lease. An acquisition is re-entrant, so
                     // retrying it also resolves an unknown one.
-                    let then = if state == State::AwaitingObservation { Retry::Observe } else { Retry::Acquire };
-                    self.wait_then(cfg, now, cfg.wait_ms(), then)
+                    if matches!(state, State::AwaitingObservation { .. }) {
+                        self.wait_on_busy(cfg, now, cfg.wait_ms(), None)
+                    } else {
+                        self.wait_then_acquire(cfg, now, cfg.wait_ms())
+                    }
                 } else {
                     self.finish(Outcome::Failed(failure))
                 }
@@ -564,9 +604,15 @@ impl ClientMachine {
                     self.act_on(cfg, now, observation, true)
                 }
             },
-            (State::AwaitingObservation, Event::RowRead { row, server_now }) => {
-                let observation = observe(cfg, self.mode, self.id, row.as_ref(), server_now);
-                self.act_on(cfg, now, observation, false)
+            (State::AwaitingObservation { free_until }, Event::RowRead { row, server_now }) => {
+                match (observe(cfg, self.mode, self.id, row.as_ref(), server_now), free_until) {
+                    // A poll that finds the lease still busy: poll on, towards the same counted wake-up.
+                    (Observation::Busy { expires_at, server_now, .. }, Some(counted_at)) => {
+                        let remaining_ms = server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms());
+                        self.wait_on_busy(cfg, now, remaining_ms, Some(counted_at))
+                    }
+                    (observation, _) => self.act_on(cfg, now, observation, false),
+                }
             }
 
             (State::AwaitingNeedWhileHolding { held }, Event::NeedAnswered { needed }) => {
@@ -574,7 +620,7 @@ impl ClientMachine {
                     self.send_release(held.fence, ReleaseReason::NotNeeded, MAX_RELEASE_RESENDS)
                 } else if cfg.protocol().keeps_deadline() && now >= held.deadline {
                     // The grant ran out during the need check: acquire again (re-entrant if still ours).
-                    self.retry_after(cfg, now, 0, Retry::Acquire)
+                    self.retry_after(cfg, now, 0)
                 } else {
                     self.state = State::Holding { held, lost: false, finishing: None };
                     Some(Command::RunSection { fence: held.fence, deadline: held.deadline })
@@ -721,15 +767,23 @@ impl ClientMachine {
     }
 
     /// Counts one retry, gives up past the limit, else sleeps `wait_ms` plus jitter.
-    fn retry_after(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64, then: Retry) -> Option<Command> {
+    fn retry_after(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64) -> Option<Command> {
         self.attempts = self.attempts.saturating_add(1);
+        if let Some(end) = self.end_of_retries() {
+            return end;
+        }
+        self.wait_then_acquire(cfg, now, wait_ms)
+    }
+
+    /// After counting a retry: finishes if cancelled or past `max_retries`.
+    fn end_of_retries(&mut self) -> Option<Option<Command>> {
         if self.cancel_requested {
-            return self.finish(Outcome::Cancelled);
+            return Some(self.finish(Outcome::Cancelled));
         }
         if self.attempts > self.max_retries {
-            return self.finish(Outcome::GaveUp { attempts: self.attempts });
+            return Some(self.finish(Outcome::GaveUp { attempts: self.attempts }));
         }
-        self.wait_then(cfg, now, wait_ms, then)
+        None
     }
 
     /// Whether a retry sent after the usual wait would still fall inside the unavailability budget.
@@ -737,10 +791,27 @@ impl ClientMachine {
         self.unavailable_since.is_some_and(|since| now.plus_ms(cfg.wait_ms()) < since.plus_ms(cfg.unavailable_ms()))
     }
 
-    /// Sleeps `wait_ms` plus jitter, then does `then`.
-    fn wait_then(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64, then: Retry) -> Option<Command> {
+    /// Sleeps until `wait_ms` plus jitter from now (at the latest `counted_at`, the wake-up already counted as a
+    /// retry), polling every `poll_ms` plus jitter before that; then reads the row.
+    fn wait_on_busy(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        wait_ms: u64,
+        counted_at: Option<LocalInstant>,
+    ) -> Option<Command> {
+        let jitter_ms = self.jitter.next_ms(cfg.jitter_ms());
+        let due = now.plus_ms(wait_ms.saturating_add(jitter_ms));
+        let counted_at = counted_at.map_or(due, |c| c.max(now));
+        let wake_at = due.min(counted_at).min(now.plus_ms(cfg.poll_ms().saturating_add(jitter_ms)));
+        self.state = State::AwaitingRetryTimer { wake_at, then: Retry::Observe { counted_at } };
+        None
+    }
+
+    /// Sleeps `wait_ms` plus jitter, then acquires.
+    fn wait_then_acquire(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64) -> Option<Command> {
         let wake_at = now.plus_ms(wait_ms.saturating_add(self.jitter.next_ms(cfg.jitter_ms())));
-        self.state = State::AwaitingRetryTimer { wake_at, then };
+        self.state = State::AwaitingRetryTimer { wake_at, then: Retry::Acquire };
         None
     }
 
@@ -754,11 +825,15 @@ impl ClientMachine {
         after_unknown: bool,
     ) -> Option<Command> {
         match observation {
-            Observation::Acquirable { .. } if after_unknown => self.retry_after(cfg, now, 0, Retry::Acquire),
+            Observation::Acquirable { .. } if after_unknown => self.retry_after(cfg, now, 0),
             Observation::Acquirable { .. } => self.send_acquire(now),
-            // Sleep until the server-side expiry (not a blind poll), bounded by max_wait_ms.
+            // One retry per wait until the server-side expiry (bounded by max_wait_ms); polls come between.
             Observation::Busy { expires_at, server_now, .. } => {
-                self.retry_after(cfg, now, server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms()), Retry::Observe)
+                self.attempts = self.attempts.saturating_add(1);
+                if let Some(end) = self.end_of_retries() {
+                    return end;
+                }
+                self.wait_on_busy(cfg, now, server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms()), None)
             }
             Observation::DoneByOther { holder, fence } => self.finish(Outcome::DoneByOther { holder, fence }),
         }
@@ -812,7 +887,7 @@ impl ClientMachine {
             }
             ReleaseReason::Unlocked => self.finish(Outcome::Released { fence }),
             ReleaseReason::NotNeeded => self.finish(Outcome::NotNeeded),
-            ReleaseReason::SectionFailed { .. } => self.retry_after(cfg, now, cfg.wait_ms(), Retry::Acquire),
+            ReleaseReason::SectionFailed { .. } => self.retry_after(cfg, now, cfg.wait_ms()),
             ReleaseReason::Abandon(outcome) => self.finish(outcome),
         }
     }

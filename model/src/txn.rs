@@ -287,6 +287,7 @@ mod tests {
             staleness_ms: 1_000,
             wait_ms: 1,
             max_wait_ms: 5,
+            poll_ms: 5,
             max_retries: 3,
             renew_interval_ms: 3,
             safety_margin_ms: 2,

@@ -507,3 +507,30 @@ fn jitter_is_deterministic_per_client_and_bounded() {
         assert!(at >= t(500) && at <= t(507), "{at}");
     }
 }
+
+#[test]
+fn a_waiter_polls_every_poll_ms_before_the_expiry_it_read_and_polls_are_not_retries() {
+    let cfg = ConfigParams { poll_ms: 2, ..cfg().params().clone() }.validate().expect("valid");
+    let mut h = Harness { machine: ClientMachine::lock(ME, "me", 5), cfg };
+    h.machine.start(t(0));
+    let busy = TxnReply::Busy { holder: OTHER, fence: Fence::new(1), expires_at: server(10), server_now: server(1) };
+    assert_eq!(h.on(1, Event::TxnCommitted(busy)), None);
+    assert_eq!(h.machine.attempts(), 1);
+    assert_eq!(h.poll(), Some(t(3)), "a poll 2 ms on, before the counted wake-up at 1 + min(9, max_wait 5) = 6");
+    assert_eq!(h.timeout(3), Some(Command::ReadRow));
+    let held = row(OTHER, 1, Status::Started, 10);
+    assert_eq!(h.on(3, Event::RowRead { row: Some(held.clone()), server_now: server(3) }), None);
+    assert_eq!(h.machine.attempts(), 1, "a poll that finds the row busy is not a retry");
+    assert_eq!(h.poll(), Some(t(5)));
+    assert_eq!(h.timeout(5), Some(Command::ReadRow));
+    assert_eq!(h.on(5, Event::RowRead { row: Some(held.clone()), server_now: server(5) }), None);
+    assert_eq!(h.poll(), Some(t(6)), "the counted wake-up is not moved by polls");
+    assert_eq!(h.timeout(6), Some(Command::ReadRow));
+    assert_eq!(h.on(6, Event::RowRead { row: Some(held), server_now: server(6) }), None);
+    assert_eq!(h.machine.attempts(), 2, "the wake-up at the expiry read is a retry, as before polls");
+    // The holder releases: the next poll sees it long before the expiry and acquires.
+    assert_eq!(h.poll(), Some(t(8)));
+    assert_eq!(h.timeout(8), Some(Command::ReadRow));
+    let released = row(OTHER, 1, Status::Done, 8);
+    assert_eq!(h.on(8, Event::RowRead { row: Some(released), server_now: server(8) }), Some(acquire(Mode::Lock)));
+}

@@ -410,6 +410,7 @@ impl Scenario {
             jitter_ms: rng.random_range(0..=wait_ms),
             // 0: an outage fails a waiting client at once; otherwise it retries through short ones.
             unavailable_ms: rng.random_range(0..=3u64) * 2 * wait_ms,
+            poll_ms: rng.random_range(100..=1_000u64),
             protocol: options.protocol,
         };
         let network = Network {

@@ -468,7 +468,9 @@ impl World {
         );
         let unavailable =
             matches!(event, Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable));
-        let retry = !(acquiring && unavailable);
+        // Nor is the wait after a poll that found the row still busy.
+        let polling = self.clients[c].machine.is_polling();
+        let retry = !(polling || (acquiring && unavailable));
         let result = self.clients[c].machine.handle(&self.cfg, now, event);
         match result {
             Ok(command) => self.after_machine_step(c, was_waiting, retry, command),

@@ -65,6 +65,8 @@ pub fn edge_config(protocol: Protocol) -> BoxedStrategy<Config> {
                 prop_oneof![3 => Just(0u64), 1 => 0..=max_wait_ms],
                 // 0: an unavailable Spanner fails the run at once; otherwise it is retried for a few waits.
                 prop_oneof![Just(0u64), 1..=4 * wait_ms],
+                // Polls before the expiry a waiter read, or none that early.
+                prop_oneof![1..=2 * max_wait_ms, Just(2 * max_wait_ms)],
             )
         })
         .prop_map(
@@ -72,12 +74,14 @@ pub fn edge_config(protocol: Protocol) -> BoxedStrategy<Config> {
                 ((ttl_ms, safety_margin_ms, renew_interval_ms, wait_ms, max_retries), max_wait_ms, staleness_ms),
                 jitter_ms,
                 unavailable_ms,
+                poll_ms,
             )| {
                 ConfigParams {
                     ttl_ms,
                     staleness_ms,
                     wait_ms,
                     max_wait_ms,
+                    poll_ms,
                     max_retries,
                     renew_interval_ms,
                     safety_margin_ms,
@@ -151,6 +155,7 @@ impl Profile for GridTime {
                     staleness_ms: 30_500,
                     wait_ms: 300,
                     max_wait_ms: 2_500,
+                    poll_ms: 1_700,
                     max_retries,
                     renew_interval_ms: 2_500,
                     safety_margin_ms: 1_000,

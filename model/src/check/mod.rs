@@ -128,6 +128,8 @@ impl CheckOptions {
             staleness_ms: 100,
             wait_ms: 1,
             max_wait_ms: 3,
+            // Waiters poll every millisecond before the expiry they read, so polls are explored too.
+            poll_ms: 1,
             max_retries: 2,
             renew_interval_ms: 1,
             safety_margin_ms: 1,
@@ -214,6 +216,8 @@ pub struct ClientGhost {
     pub unknown_lost: bool,
     /// Its section failed.
     pub section_failed: bool,
+    /// A poll (before the expiry it had read) found the row released or DONE.
+    pub poll_noticed: bool,
 }
 
 /// One client process.
@@ -410,14 +414,23 @@ impl LeaseModel {
     fn start(&self, state: &mut WorldState, slot: usize) {
         let now = Self::local_now(state, slot);
         let command = state.clients[slot].machine.start(now);
-        self.execute(state, slot, command);
+        self.execute(state, slot, command, true);
     }
 
     /// Feeds `event` to a client's machine and executes what it commands.
     fn deliver(&self, state: &mut WorldState, slot: usize, event: Event) {
         let now = Self::local_now(state, slot);
+        // A poll that finds the row still busy waits on without it being a retry.
+        let counts_wait = !state.clients[slot].machine.is_polling();
         match state.clients[slot].machine.handle(&self.cfg, now, event) {
-            Ok(command) => self.execute(state, slot, command),
+            Ok(command) => {
+                if !counts_wait
+                    && matches!(command, Some(Command::RunTxn(_) | Command::Finish(crate::Outcome::DoneByOther { .. })))
+                {
+                    state.clients[slot].ghost.poll_noticed = true;
+                }
+                self.execute(state, slot, command, counts_wait);
+            }
             Err(_) => state.ghost.driver_contract_broken = true,
         }
     }
@@ -426,9 +439,12 @@ impl LeaseModel {
     /// transaction reads the row and server time when sent; its commit is a separate step. Reading at send time
     /// is the worst case for the holder's deadline (the earliest possible expiry); a client that is slow to send
     /// is modelled by the steps before the send (timers, deliveries, ticks) happening later.
-    fn execute(&self, state: &mut WorldState, slot: usize, command: Option<Command>) {
+    fn execute(&self, state: &mut WorldState, slot: usize, command: Option<Command>, counts_wait: bool) {
         let client = &mut state.clients[slot];
-        if client.machine.state_name() == "AwaitingRetryTimer" && client.machine.poll_timeout(&self.cfg).is_some() {
+        if counts_wait
+            && client.machine.state_name() == "AwaitingRetryTimer"
+            && client.machine.poll_timeout(&self.cfg).is_some()
+        {
             client.ghost.waits += 1;
         }
         if client.op != Op::Idle && matches!(command, Some(Command::CheckNeed | Command::ReadRow | Command::RunTxn(_)))
@@ -581,7 +597,7 @@ impl Model for LeaseModel {
                 let slot = usize::from(c);
                 let now = Self::local_now(&state, slot);
                 let command = state.clients[slot].machine.handle_timeout(&self.cfg, now);
-                self.execute(&mut state, slot, command);
+                self.execute(&mut state, slot, command, true);
             }
             Action::SectionWrite(c) => {
                 let slot = usize::from(c);

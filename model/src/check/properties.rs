@@ -167,6 +167,10 @@ pub(super) fn all() -> Vec<Property<LeaseModel>> {
         Property::sometimes("a client finds the section no longer needed", |_: &LeaseModel, s: &WorldState| {
             outcome_reached(s, |o| matches!(o, Outcome::NotNeeded))
         }),
+        Property::sometimes(
+            "a waiter's poll notices a release or DONE before the expiry it read",
+            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.poll_noticed),
+        ),
         Property::sometimes("a client gives up after max retries", |_: &LeaseModel, s: &WorldState| {
             outcome_reached(s, |o| matches!(o, Outcome::GaveUp { .. }))
         }),
