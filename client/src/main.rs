@@ -103,6 +103,17 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Internal: one process of the hand-over benchmark (used by `bench`).
+    #[command(hide = true)]
+    HandoverWorker {
+        #[command(flatten)]
+        target: Target,
+        /// `lock`: take turns holding the lock; `done`: race run-once sections.
+        #[arg(long)]
+        mode: bench::HandoverMode,
+        #[arg(long)]
+        rounds: u32,
+    },
     /// Internal: one process of `stress --processes`.
     #[command(hide = true)]
     StressWorker {
@@ -521,6 +532,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Stress { clients, processes, store } => stress(clients, processes, store).await,
         Cmd::Bench { iterations } => bench::bench(iterations as usize).await,
         Cmd::Hold { target } => bench::hold(target.endpoint, target.database, target.name).await,
+        Cmd::HandoverWorker { target, mode, rounds } => {
+            bench::handover_worker(target.endpoint, target.database, target.name, mode, rounds).await
+        }
         Cmd::StressWorker { target, clients, effects_table } => {
             stress_worker(target.endpoint, target.database, target.name, clients, effects_table).await
         }
