@@ -7,6 +7,7 @@
 //! events. A caller that goes away (its future dropped, its guard dropped) or a mutex shut down is a
 //! [`Event::Cancel`]; whatever that means in the current state is the machine's decision.
 
+use crate::clock::{Clock, JUMP_CHECK};
 use crate::metrics::Metrics;
 use crate::mutex::Lease;
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
@@ -16,7 +17,6 @@ use spanner_mutex_model::{
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,26 +24,6 @@ use tokio_util::task::TaskTracker;
 
 /// An operation in flight. Built from owned clones so it can outlive a cancelled caller.
 pub(crate) type Op = Pin<Box<dyn Future<Output = Event> + Send + 'static>>;
-
-/// The local monotonic clock, as the machine sees it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    origin: Instant,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Self { origin: Instant::now() }
-    }
-
-    pub(crate) fn now(self) -> LocalInstant {
-        LocalInstant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
-    }
-
-    pub(crate) fn instant(self, at: LocalInstant) -> Instant {
-        self.origin + Duration::from_micros(at.micros())
-    }
-}
 
 /// The last store error of one client, kept for the error its caller sees.
 #[derive(Clone, Debug, Default)]
@@ -153,14 +133,14 @@ pub(crate) fn spawn<S: LeaseStore>(
     machine: ClientMachine,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
+    clock: Clock,
 ) -> UserSide {
     // One request (or answer) is outstanding at a time; the second slot keeps a send from ever waiting.
     let (to_user, requests) = mpsc::channel(2);
     let (answers, from_user) = mpsc::channel(2);
     let (done, finished) = oneshot::channel();
     let span = tracing::info_span!("client", mutex = %ctx.name, client = %machine.id(), mode = ?machine.mode());
-    let driver =
-        Driver { ctx, clock: Clock::new(), machine, to_user, from_user: Some(from_user), shutdown, lease: None };
+    let driver = Driver { ctx, clock, machine, to_user, from_user: Some(from_user), shutdown, lease: None };
     tasks.spawn(tracing::Instrument::instrument(
         async move {
             let result = driver.run().await;
@@ -235,6 +215,12 @@ impl<S: LeaseStore> Driver<S> {
             }
             self.follow_lease();
             let timeout = self.machine.poll_timeout(&cfg).map(|at| self.clock.instant(at));
+            // While a lease is held, look at the clock at least every JUMP_CHECK: a suspension moves it without
+            // any timer firing, and the deadline counts it.
+            let timeout = match (timeout, self.machine.lease()) {
+                (Some(at), Some(_)) => Some(at.min(Instant::now() + JUMP_CHECK)),
+                (timeout, _) => timeout,
+            };
             if op.is_none() && timeout.is_none() && self.from_user.is_none() {
                 // Nothing can wake the machine again: a driver bug, reported instead of hanging.
                 return Err(UnexpectedEvent { state: self.machine.state_name(), event: "nothing left to wait for" });
@@ -296,5 +282,57 @@ impl<S: LeaseStore> Driver<S> {
             }
             _ => self.lease = None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+    use crate::clock::Suspension;
+    use spanner_mutex_model::ConfigParams;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// A computer that is suspended when the test says so.
+    #[derive(Debug, Default)]
+    struct Sleeps(AtomicU64);
+
+    impl Suspension for Sleeps {
+        fn suspended(&self) -> Duration {
+            Duration::from_millis(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_suspended_past_its_deadline_is_told_the_lock_is_lost_promptly_on_waking() {
+        // The next renewal is 3 s away; only the deadline, counted with the suspension, can signal the loss.
+        let cfg = ConfigParams::default().validate().expect("valid");
+        let name = MutexName::new("suspended").expect("valid");
+        let ctx = Ctx {
+            store: MemoryStore::new(),
+            cfg: cfg.clone(),
+            name: name.clone(),
+            metrics: Arc::default(),
+            last_error: LastError::default(),
+        };
+        let machine = ClientMachine::lock(spanner_mutex_model::ClientId::from_u128(1), "holder", 0);
+        let sleeps = Arc::new(Sleeps::default());
+        let clock = Clock::counting(Arc::clone(&sleeps) as Arc<dyn Suspension>);
+        let tasks = TaskTracker::new();
+        let mut user = spawn(ctx, machine, &tasks, CancellationToken::new(), clock);
+        let Some(ToUser::Granted(lease)) = user.requests.recv().await else { panic!("granted") };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!lease.is_lock_lost());
+        // Suspended for two TTLs: tokio's (monotonic) clock did not move meanwhile.
+        sleeps.0.store(2 * cfg.ttl_ms(), Ordering::SeqCst);
+        let woke = Instant::now();
+        tokio::time::timeout(JUMP_CHECK + Duration::from_millis(1), lease.lock_lost())
+            .await
+            .expect("lock-lost within one jump check of waking");
+        assert!(woke.elapsed() <= JUMP_CHECK);
+        drop(user.answers);
+        tasks.close();
+        tasks.wait().await;
     }
 }

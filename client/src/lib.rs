@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 pub mod config;
 mod driver;
 pub mod emulator;

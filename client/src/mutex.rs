@@ -1,5 +1,6 @@
 //! The user-facing API: run a critical section once across a fleet, or hold a lease lock.
 
+use crate::clock::Clock;
 use crate::driver::{self, Ctx, DriverResult, LastError, ToUser, UserSide};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::store::LeaseStore;
@@ -243,7 +244,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
         if self.shutdown.is_cancelled() {
             return Err(RunError::Cancelled);
         }
-        Ok(driver::spawn(ctx, machine, &self.tasks, self.shutdown.clone()))
+        Ok(driver::spawn(ctx, machine, &self.tasks, self.shutdown.clone(), Clock::new()))
     }
 
     /// Runs `section` once across every client of this mutex: checks need, acquires, checks need again under
