@@ -1,6 +1,7 @@
 //! `spanner-mutex` CLI: demo, init, status, run-once, stress.
 
 mod bench;
+mod chaos;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -103,6 +104,17 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Internal: one process of the chaos test (`client/tests/chaos.rs`).
+    #[command(hide = true)]
+    ChaosWorker {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        steps: i64,
+    },
+    /// Internal: print the chaos test's table DDL.
+    #[command(hide = true)]
+    ChaosDdl,
     /// Internal: one process of the hand-over benchmark (used by `bench`).
     #[command(hide = true)]
     HandoverWorker {
@@ -532,6 +544,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Stress { clients, processes, store } => stress(clients, processes, store).await,
         Cmd::Bench { iterations } => bench::bench(iterations as usize).await,
         Cmd::Hold { target } => bench::hold(target.endpoint, target.database, target.name).await,
+        Cmd::ChaosWorker { target, steps } => chaos::worker(target.endpoint, target.database, target.name, steps).await,
+        Cmd::ChaosDdl => {
+            println!("{}", chaos::CHAOS_DDL);
+            Ok(())
+        }
         Cmd::HandoverWorker { target, mode, rounds } => {
             bench::handover_worker(target.endpoint, target.database, target.name, mode, rounds).await
         }
