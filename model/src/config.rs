@@ -25,6 +25,10 @@ pub enum Protocol {
     /// simulator and the conformance tests must catch.
     #[cfg(any(test, feature = "bug-injection"))]
     NoFenceCheck,
+    /// Fenced, but a cancel while the need check runs under the lease only marks the cancel (defect 1 of the
+    /// first driver, re-inserted): the lease is left to expire. The driver conformance test must catch it.
+    #[cfg(any(test, feature = "bug-injection"))]
+    LeakOnCancelInNeedCheck,
 }
 
 impl Protocol {

@@ -519,15 +519,31 @@ impl ClientMachine {
                 self.state = State::Finished(outcome);
                 None
             }
+            // Waiting to acquire again: an earlier acquisition whose outcome was never learned (or a grant whose
+            // deadline ran out under the need check) may have left a lease of ours on the row. Read it, and
+            // release what it shows (the resolution path acts on the cancel).
+            (State::AwaitingRetryTimer { then: Retry::Acquire, .. }, Event::Cancel) => {
+                self.cancel_requested = true;
+                self.state = State::AwaitingAcquireResolution { read_sent_at: now };
+                Some(Command::ReadRow)
+            }
             (
                 State::NotStarted
                 | State::AwaitingNeed
-                | State::AwaitingRetryTimer { .. }
+                | State::AwaitingRetryTimer { then: Retry::Observe { .. }, .. }
                 | State::AwaitingObservation { .. },
                 Event::Cancel,
             ) => self.finish(Outcome::Cancelled),
             // Under the lease, the need check's answer cannot change what a cancel means: release now and
             // leave the check unanswered (the driver drops it).
+            #[cfg(any(test, feature = "bug-injection"))]
+            (state @ State::AwaitingNeedWhileHolding { .. }, Event::Cancel)
+                if cfg.protocol() == crate::Protocol::LeakOnCancelInNeedCheck =>
+            {
+                self.cancel_requested = true;
+                self.state = state;
+                None
+            }
             (State::AwaitingNeedWhileHolding { held }, Event::Cancel) => {
                 self.cancel_requested = true;
                 self.send_release(held.fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)

@@ -4,6 +4,7 @@
 //! compared after every step. See docs/testing.md.
 
 pub mod coverage;
+pub mod driver;
 pub mod emulator;
 pub mod generate;
 pub mod harness;

@@ -108,6 +108,8 @@ impl CheckOptions {
             Protocol::Naive => "naive",
             #[cfg(any(test, feature = "bug-injection"))]
             Protocol::NoFenceCheck => "no-fence-check",
+            #[cfg(any(test, feature = "bug-injection"))]
+            Protocol::LeakOnCancelInNeedCheck => "leak-on-cancel-in-need-check",
         };
         format!(
             "--clients {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} --protocol {protocol}",
