@@ -1,15 +1,29 @@
-//! `chaos-worker`: one process of the chaos test (`client/tests/chaos.rs`). It runs a run-once section of
-//! `steps` fenced steps until the section is done, each step one fenced insert into `ChaosSteps` recording the
-//! step, the writer and the fence, and prints one line per `run()` call with its duration and result.
+//! A small Jepsen (`spanner-mutex chaos --rounds N`, run by `client/tests/chaos.rs`). In each round, real OS
+//! processes of `chaos-worker` race for a run-once section of fenced steps against the emulator while a seeded
+//! nemesis SIGKILLs workers (and starts replacements), SIGSTOPs one past its TTL, freezes the emulator (Spanner
+//! stops answering) and restarts it (sessions lost, durable state kept). A checker over the recorded history
+//! (the `ChaosSteps` rows with their fences and commit timestamps, and each worker's reported calls) asserts:
+//! every step applied exactly once, fences never go back in commit order, every reported outcome true, every
+//! call that failed returned within its bound, and every worker ends (no hang).
+//!
+//! `chaos-worker` runs the section until it is done, each step one fenced insert into `ChaosSteps` recording
+//! the step, the writer and the fence, and prints one line per `run()` call with its duration and result.
 
+use anyhow::Context;
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
+use google_cloud_spanner::transaction::ReadWriteTransaction;
+use spanner_mutex::emulator::Emulator;
 use spanner_mutex::{BoxError, CriticalSection, RunOutcome, SectionGuard, SpannerMutex, SpannerStore, Timeouts};
 use spanner_mutex_model::{ConfigParams, MutexName};
+use std::collections::BTreeMap;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
 
 /// The history table the chaos test checks; see [`worker`].
-pub(crate) const CHAOS_DDL: &str = "CREATE TABLE ChaosSteps (round STRING(64) NOT NULL, step INT64 NOT NULL, \
+const CHAOS_DDL: &str = "CREATE TABLE ChaosSteps (round STRING(64) NOT NULL, step INT64 NOT NULL, \
      writer STRING(36) NOT NULL, fence INT64 NOT NULL, committed_at TIMESTAMP NOT NULL OPTIONS \
      (allow_commit_timestamp = true)) PRIMARY KEY (round, step, writer, fence)";
 
@@ -110,5 +124,370 @@ pub(crate) async fn worker(endpoint: String, database: String, round: String, st
         if result.is_ok() {
             return Ok(());
         }
+    }
+}
+
+const PROJECT: &str = "chaos-project";
+const INSTANCE: &str = "chaos-instance";
+const DATABASE: &str = "chaos-db";
+const LEASE_TABLE: &str = "SpannerMutex";
+/// `ChaosSteps`' columns and types, as [`spanner_mutex::schema::COLUMNS`] lists the lease table's.
+const CHAOS_COLUMNS: &[(&str, &str)] =
+    &[("round", "STRING"), ("step", "INT64"), ("writer", "STRING"), ("fence", "INT64"), ("committed_at", "TIMESTAMP")];
+const WORKERS: usize = 3;
+const STEPS: i64 = 6;
+/// Longer than the chaos lease (1 s), so the stopped holder is taken over.
+const STOP_FOR: Duration = Duration::from_millis(1_500);
+/// A round that has not ended by then has hung.
+const ROUND_LIMIT: Duration = Duration::from_secs(90);
+
+/// The longest a `run()` may take to fail while the worker runs (time it was frozen is added): the next store
+/// call after the longest wait, the unavailability budget, a last call and its resolving read, and the need
+/// check's read; plus a second for a loaded 2-core machine running three workers and the emulator.
+fn failure_bound() -> Duration {
+    let (p, t) = (chaos_params(), chaos_timeouts());
+    Duration::from_millis(
+        p.max_wait_ms + p.jitter_ms + p.unavailable_ms + 2 * (t.transaction_ms + t.rpc_ms) + t.rpc_ms + 1_000,
+    )
+}
+
+fn path() -> String {
+    format!("projects/{PROJECT}/instances/{INSTANCE}/databases/{DATABASE}")
+}
+
+/// A seeded stream of choices (SplitMix64): the same rounds for the same seed.
+struct Choices(u64);
+
+impl Choices {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// One worker process and what it has reported.
+struct Worker {
+    child: Child,
+    lines: tokio::task::JoinHandle<Vec<String>>,
+    /// How long the nemesis kept it frozen (its calls may take that much longer).
+    frozen: Duration,
+}
+
+impl Worker {
+    fn spawn(endpoint: &str, round: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["chaos-worker", "--endpoint", endpoint, "--database", &path(), "--name", round])
+            .args(["--steps", &STEPS.to_string()])
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        let lines = tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            let mut all = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                all.push(line);
+            }
+            all
+        });
+        Ok(Self { child, lines, frozen: Duration::ZERO })
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args([name, &pid.to_string()]).status();
+        }
+    }
+
+    /// Waits for it to end; its report lines and frozen time.
+    async fn end(mut self, round: &str) -> anyhow::Result<Report> {
+        let status = tokio::time::timeout(ROUND_LIMIT, self.child.wait())
+            .await
+            .with_context(|| format!("{round}: a worker hung"))??;
+        let lines = self.lines.await?;
+        anyhow::ensure!(status.success(), "{round}: a worker failed ({status}): {lines:?}");
+        Ok(Report { lines, frozen: self.frozen })
+    }
+
+    async fn kill(mut self) -> anyhow::Result<Report> {
+        self.child.start_kill()?;
+        let _ = self.child.wait().await;
+        Ok(Report { lines: self.lines.await?, frozen: self.frozen })
+    }
+}
+
+/// What one worker reported: `step S fence F` and `call MS RESULT` lines.
+#[derive(Debug)]
+struct Report {
+    lines: Vec<String>,
+    frozen: Duration,
+}
+
+impl Report {
+    fn frozen_ms(&self) -> u64 {
+        u64::try_from(self.frozen.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// One recorded step and the fence it was written under, in commit order.
+#[derive(Debug)]
+struct Applied {
+    step: i64,
+    fence: i64,
+}
+
+/// The emulator's database with the lease and history tables; a store on it.
+async fn setup(emulator: &Emulator) -> anyhow::Result<SpannerStore> {
+    let store = emulator.create_database(PROJECT, INSTANCE, DATABASE, LEASE_TABLE, Timeouts::default()).await?;
+    emulator.apply_ddl(&path(), vec![CHAOS_DDL.to_owned()]).await?;
+    Ok(store)
+}
+
+/// Every row of the lease and history tables, as the mutations that insert it again.
+async fn snapshot(store: &SpannerStore) -> anyhow::Result<Vec<Mutation>> {
+    let client = store.database_client().await;
+    let mut mutations = Vec::new();
+    for (table, columns) in [(LEASE_TABLE, spanner_mutex::schema::COLUMNS), ("ChaosSteps", CHAOS_COLUMNS)] {
+        let select: Vec<String> = columns
+            .iter()
+            .map(|&(column, ty)| match ty {
+                "TIMESTAMP" => format!("FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%E6SZ', {column}, 'UTC') AS {column}"),
+                _ => column.to_owned(),
+            })
+            .collect();
+        let sql = format!("SELECT {} FROM {table}", select.join(", "));
+        let mut rows = client.single_use().build().execute_query(Statement::builder(sql).build()).await?;
+        while let Some(row) = rows.next().await.transpose()? {
+            let mut insert = Mutation::new_insert_builder(table);
+            for &(column, ty) in columns {
+                insert = if ty == "INT64" {
+                    insert.set(column).to(row.get::<Option<i64>>(column)?)
+                } else {
+                    // Strings, and timestamps as RFC 3339 text (Spanner parses them for a TIMESTAMP column).
+                    insert.set(column).to(row.get::<Option<String>>(column)?)
+                };
+            }
+            mutations.push(insert.build());
+        }
+    }
+    Ok(mutations)
+}
+
+async fn restore(store: &SpannerStore, mutations: Vec<Mutation>) -> anyhow::Result<()> {
+    if mutations.is_empty() {
+        return Ok(());
+    }
+    let client = store.database_client().await;
+    client
+        .read_write_transaction()
+        .build()
+        .run(move |tx: ReadWriteTransaction| {
+            let mutations = mutations.clone();
+            async move { tx.buffer(mutations) }
+        })
+        .await?;
+    Ok(())
+}
+
+async fn history(store: &SpannerStore, round: &str) -> anyhow::Result<Vec<Applied>> {
+    let client = store.database_client().await;
+    let statement =
+        Statement::builder("SELECT step, fence FROM ChaosSteps WHERE round = @round ORDER BY committed_at, fence")
+            .add_param("round", round)
+            .build();
+    let mut rows = client.single_use().build().execute_query(statement).await?;
+    let mut applied = Vec::new();
+    while let Some(row) = rows.next().await.transpose()? {
+        applied.push(Applied { step: row.get("step")?, fence: row.get("fence")? });
+    }
+    Ok(applied)
+}
+
+/// Everything wrong with one round's history and reports.
+fn violations(applied: &[Applied], reports: &[Report]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut per_step: BTreeMap<i64, usize> = BTreeMap::new();
+    for a in applied {
+        *per_step.entry(a.step).or_default() += 1;
+    }
+    for step in 0..STEPS {
+        match per_step.get(&step) {
+            Some(1) => {}
+            count => found.push(format!("step {step} applied {} times", count.copied().unwrap_or(0))),
+        }
+    }
+    for pair in applied.windows(2) {
+        if pair[1].fence < pair[0].fence {
+            found.push(format!("fence {} landed after fence {}: {:?}", pair[1].fence, pair[0].fence, pair));
+        }
+    }
+    let complete = per_step.len() as i64 == STEPS;
+    for report in reports {
+        for call in report.lines.iter().filter(|l| l.starts_with("call ")) {
+            let fields: Vec<&str> = call.split_whitespace().collect();
+            let true_ = match fields.get(2).copied() {
+                Some("executed") => {
+                    let fence: i64 = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(-1);
+                    complete && applied.iter().any(|a| a.fence == fence)
+                }
+                Some("done-by-other" | "not-needed") => complete,
+                // Errors come while the nemesis works; what is judged is how long they took.
+                _ => {
+                    let took = Duration::from_millis(fields.get(1).and_then(|ms| ms.parse().ok()).unwrap_or(u64::MAX));
+                    if took > failure_bound() + report.frozen {
+                        found.push(format!(
+                            "call took {took:?}, over its bound of {:?} (+{:?} frozen): {call}",
+                            failure_bound(),
+                            report.frozen
+                        ));
+                    }
+                    true
+                }
+            };
+            if !true_ {
+                found.push(format!("untrue report: {call}"));
+            }
+        }
+    }
+    found
+}
+
+/// What the nemesis did.
+#[derive(Debug, Default)]
+struct Nemesis {
+    kills: u64,
+    pauses: u64,
+    outages: u64,
+    restarts: u64,
+}
+
+/// Runs `rounds` rounds with the nemesis seeded by `seed`; prints one summary line and fails on any violation.
+pub(crate) async fn chaos(rounds: u64, seed: u64) -> anyhow::Result<()> {
+    let mut emulator = Emulator::start().await.context("the Spanner emulator must be installed (see README)")?;
+    let mut store = setup(&emulator).await?;
+    let endpoint = emulator.endpoint();
+    let mut choices = Choices(seed);
+    let mut nemesis = Nemesis::default();
+    let mut all_violations = Vec::new();
+    let (mut failed_calls, mut slowest_failure_ms) = (0u64, 0u64);
+    let started = Instant::now();
+    for r in 0..rounds {
+        let round = format!("chaos-{r}");
+        let mut workers = (0..WORKERS).map(|_| Worker::spawn(&endpoint, &round)).collect::<Result<Vec<_>, _>>()?;
+        let mut reports = Vec::new();
+        // Two nemesis actions at seeded moments while the workers race and step.
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(150 + choices.below(500))).await;
+            let alive: Vec<usize> = (0..workers.len()).filter(|&i| workers[i].alive()).collect();
+            if alive.is_empty() {
+                break;
+            }
+            let victim = alive[usize::try_from(choices.below(alive.len() as u64))?];
+            match choices.below(4) {
+                0 => {
+                    reports.push(workers.swap_remove(victim).kill().await?);
+                    workers.push(Worker::spawn(&endpoint, &round)?);
+                    nemesis.kills += 1;
+                }
+                1 => {
+                    workers[victim].signal("-STOP");
+                    tokio::time::sleep(STOP_FOR).await;
+                    workers[victim].signal("-CONT");
+                    workers[victim].frozen += STOP_FOR;
+                    nemesis.pauses += 1;
+                }
+                2 => {
+                    // Spanner stops answering for 1-4 s: every call in flight runs into its bound.
+                    emulator.pause();
+                    tokio::time::sleep(Duration::from_millis(1_000 + choices.below(3_000))).await;
+                    emulator.resume();
+                    nemesis.outages += 1;
+                }
+                _ => {
+                    // A restart that keeps what was committed and loses every session: workers frozen, the
+                    // calls in flight given time to land, the tables copied, the emulator restarted on the
+                    // same ports and the copy written back.
+                    let frozen_at = Instant::now();
+                    for worker in &workers {
+                        worker.signal("-STOP");
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let rows = snapshot(&store).await?;
+                    emulator.restart().await?;
+                    store = setup(&emulator).await?;
+                    restore(&store, rows).await?;
+                    for worker in &mut workers {
+                        worker.signal("-CONT");
+                        worker.frozen += frozen_at.elapsed();
+                    }
+                    nemesis.restarts += 1;
+                }
+            }
+        }
+        for worker in workers {
+            reports.push(worker.end(&round).await?);
+        }
+        for report in &reports {
+            for call in report.lines.iter().filter(|l| l.starts_with("call ") && l.contains(" error ")) {
+                let took_ms: u64 = call.split_whitespace().nth(1).and_then(|ms| ms.parse().ok()).unwrap_or(0);
+                failed_calls += 1;
+                slowest_failure_ms = slowest_failure_ms.max(took_ms.saturating_sub(report.frozen_ms()));
+            }
+        }
+        let applied = history(&store, &round).await?;
+        let found = violations(&applied, &reports);
+        if !found.is_empty() {
+            all_violations.push(format!("{round}: {found:?}\nhistory: {applied:?}\nreports: {reports:?}"));
+        }
+    }
+    let Nemesis { kills, pauses, outages, restarts } = nemesis;
+    println!(
+        "rounds={rounds} kills={kills} pauses={pauses} outages={outages} restarts={restarts} violations={} \
+         failed_calls={failed_calls} slowest_failure_ms={slowest_failure_ms} (bound {} ms, frozen time excluded) \
+         seed={seed} took={}s",
+        all_violations.len(),
+        failure_bound().as_millis(),
+        started.elapsed().as_secs()
+    );
+    anyhow::ensure!(all_violations.is_empty(), "{}", all_violations.join("\n\n"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(pairs: &[(i64, i64)]) -> Vec<Applied> {
+        pairs.iter().map(|&(step, fence)| Applied { step, fence }).collect()
+    }
+
+    fn report(lines: &[&str]) -> Vec<Report> {
+        vec![Report { lines: lines.iter().map(|&l| l.to_owned()).collect(), frozen: Duration::from_secs(1) }]
+    }
+
+    #[test]
+    fn the_checker_finds_a_step_applied_twice_a_stale_fence_an_untrue_report_and_a_slow_failure() {
+        let clean = applied(&[(0, 1), (1, 1), (2, 2), (3, 2), (4, 2), (5, 3)]);
+        let calls = report(&["call 900 executed 3", "call 950 done-by-other", "call 4000 error Spanner unavailable"]);
+        assert_eq!(violations(&clean, &calls), Vec::<String>::new());
+        let twice = applied(&[(0, 1), (1, 1), (1, 2), (2, 2), (3, 2), (4, 2), (5, 2)]);
+        assert_eq!(violations(&twice, &[]).len(), 1, "step 1 twice");
+        let stale = applied(&[(0, 2), (1, 1), (2, 2), (3, 2), (4, 2), (5, 2)]);
+        assert_eq!(violations(&stale, &[]).len(), 1, "fence 1 after fence 2");
+        let missing = applied(&[(0, 1)]);
+        let found = violations(&missing, &report(&["call 10 executed 1"]));
+        assert!(found.iter().any(|v| v.starts_with("untrue report")), "{found:?}");
+        let slow_ms = (failure_bound() + Duration::from_secs(1)).as_millis() + 1;
+        let found = violations(&clean, &report(&[&format!("call {slow_ms} error Spanner unavailable")]));
+        assert!(found.iter().any(|v| v.contains("over its bound")), "{found:?}");
     }
 }

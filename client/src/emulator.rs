@@ -130,6 +130,21 @@ impl Emulator {
         Ok(())
     }
 
+    /// Freezes the emulator (SIGSTOP): Spanner stops answering, connections stay open, nothing is lost.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused emulator go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();
+    }
+
     /// Stops the emulator now.
     pub fn stop(&mut self) {
         let group = format!("-{}", self.child.id());

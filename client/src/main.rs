@@ -112,9 +112,17 @@ enum Cmd {
         #[arg(long)]
         steps: i64,
     },
-    /// Internal: print the chaos test's table DDL.
+    /// Internal: the chaos test (`client/tests/chaos.rs`): worker processes under a nemesis, against an
+    /// emulator started here; one summary line; fails on any violation.
     #[command(hide = true)]
-    ChaosDdl,
+    Chaos {
+        /// Rounds to run.
+        #[arg(long, default_value_t = 30)]
+        rounds: u64,
+        /// Seeds the nemesis's choices.
+        #[arg(long, default_value_t = 0x5eed)]
+        seed: u64,
+    },
     /// Internal: one process of the hand-over benchmark (used by `bench`).
     #[command(hide = true)]
     HandoverWorker {
@@ -545,10 +553,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench { iterations } => bench::bench(iterations as usize).await,
         Cmd::Hold { target } => bench::hold(target.endpoint, target.database, target.name).await,
         Cmd::ChaosWorker { target, steps } => chaos::worker(target.endpoint, target.database, target.name, steps).await,
-        Cmd::ChaosDdl => {
-            println!("{}", chaos::CHAOS_DDL);
-            Ok(())
-        }
+        Cmd::Chaos { rounds, seed } => chaos::chaos(rounds, seed).await,
         Cmd::HandoverWorker { target, mode, rounds } => {
             bench::handover_worker(target.endpoint, target.database, target.name, mode, rounds).await
         }
