@@ -49,7 +49,14 @@ impl Protocol {
 
     /// Whether fenced writes verify that the row still carries the writer's fence.
     pub const fn checks_fence(self) -> bool {
-        matches!(self, Self::Fenced)
+        match self {
+            Self::Fenced => true,
+            Self::Naive => false,
+            #[cfg(any(test, feature = "bug-injection"))]
+            Self::NoFenceCheck => false,
+            #[cfg(any(test, feature = "bug-injection"))]
+            Self::LeakOnCancelInNeedCheck => true,
+        }
     }
 
     /// Whether a holder renews its lease and honours its local deadline.

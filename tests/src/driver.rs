@@ -13,16 +13,18 @@
 //!   the library's hands returns within [`Bounds::unavailable`]; a free row is taken or reported by a waiter
 //!   within [`Bounds::hand_over`].
 
-use crate::harness::{Backend, Fate, RowView};
+use crate::coverage::event_label;
+use crate::emulator::{EmulatorEnv, SpannerEmulator};
+use crate::harness::{Backend, Fate, RowView, compare};
+use crate::memory::injected_fault;
 use crate::now_or_never;
 use crate::reference::{Reference, START, row_view};
-use spanner_mutex::memory::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::store::RowRead;
 use spanner_mutex::{
     BoxError, CriticalSection, FaultyStore, LeaseStore, LockGuard, MemoryStore, RunError, RunOutcome, SectionGuard,
     SpannerMutex, StoreError, StoreErrorKind, read_event, txn_event,
 };
-use spanner_mutex_model::{ClientId, Config, Fence, MutexName, Status, TxnReply, TxnRequest};
+use spanner_mutex_model::{ClientId, Config, Event, Fence, MutexName, Status, TxnReply, TxnRequest};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -121,8 +123,12 @@ struct World {
     faults: u64,
     /// When a fault last reached a call.
     last_disturbance: Option<Instant>,
-    /// The first disagreement between the store and the reference.
+    /// The first disagreement between the store (or the emulator) and the reference.
     mismatch: Option<String>,
+    /// The emulator, run beside the in-memory store when the case is one of the emulator subset.
+    emulator: Option<EmulatorMirror>,
+    /// Store calls so far.
+    calls: u64,
 }
 
 impl World {
@@ -133,7 +139,28 @@ impl World {
         if delta > 0 {
             self.store.inner().advance_server_clock_ms(delta);
             now_or_never(self.reference.advance(delta));
+            if let Some(emulator) = &mut self.emulator {
+                now_or_never(emulator.backend.advance(delta));
+            }
             self.server_ms = now_ms;
+        }
+    }
+
+    fn differs(&mut self, what: String) {
+        self.mismatch.get_or_insert(what);
+    }
+
+    /// Runs `request` with `fate` on the emulator too, if there is one; its answer must be the reference's
+    /// `expected` (up to times) and its row the reference's (within [`EMULATOR_SLACK_US`]).
+    fn mirror_transact(&mut self, cfg: &Config, request: &TxnRequest, fate: Fate, expected: &Event) {
+        let Some(emulator) = &mut self.emulator else { return };
+        let answered = event_label(&emulator.blocking(|e| e.transact(cfg, request, fate)));
+        let observed = emulator.blocking(Backend::observe);
+        let expected = event_label(expected);
+        if answered != expected {
+            self.differs(format!("{request:?} with fate {fate:?}: emulator {answered}, reference {expected}"));
+        } else if let Err(e) = compare(&self.reference.observed(), &observed, EMULATOR_SLACK_US) {
+            self.differs(format!("after {request:?} on the emulator: {e}"));
         }
     }
 
@@ -158,9 +185,45 @@ impl World {
 
     fn compare_rows(&mut self, name: &MutexName, after: &str) {
         let (ours, theirs) = (self.store_row(name), self.reference.observed().row);
-        if ours != theirs && self.mismatch.is_none() {
-            self.mismatch = Some(format!("row differs after {after}:\n  store     {ours:?}\n  reference {theirs:?}"));
+        if ours != theirs {
+            self.differs(format!("row differs after {after}:\n  store     {ours:?}\n  reference {theirs:?}"));
         }
+    }
+}
+
+/// How far the emulator's relative row times may be from the reference's: its server clock follows virtual time
+/// to within one operation's duration (see `crate::emulator`), with room for a loaded machine.
+pub const EMULATOR_SLACK_US: i64 = 400_000;
+
+/// The emulator as a third participant: every store call also runs there, on a real-time runtime of its own,
+/// while the paused runtime waits (so virtual time stands still meanwhile). Its row and answers are compared with
+/// the reference's.
+pub struct EmulatorMirror {
+    backend: SpannerEmulator,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for EmulatorMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmulatorMirror")
+    }
+}
+
+impl EmulatorMirror {
+    /// Mirrors onto `env`'s database, mutex `name` (one per case), driving it on `runtime`.
+    pub fn new(env: &EmulatorEnv, name: MutexName, runtime: Arc<tokio::runtime::Runtime>) -> Self {
+        Self { backend: SpannerEmulator::new(env, name), runtime }
+    }
+
+    /// Runs `call` on the emulator to completion, blocking this (paused) thread meanwhile.
+    fn blocking<'a, F, T>(&'a mut self, call: impl FnOnce(&'a mut SpannerEmulator) -> F) -> T
+    where
+        F: Future<Output = T> + Send + 'a,
+        T: Send,
+    {
+        let future = call(&mut self.backend);
+        let runtime = &self.runtime;
+        std::thread::scope(|scope| scope.spawn(|| runtime.block_on(future)).join().expect("the emulator call ran"))
     }
 }
 
@@ -184,19 +247,15 @@ impl Mirror {
             data.insert(format!("effect {fence} {client}"), String::new());
         });
         let theirs = now_or_never(world.reference.fenced_write(cfg, client, fence));
-        if ours.is_ok() != theirs && world.mismatch.is_none() {
-            world.mismatch = Some(format!("fenced write of {fence}: store {ours:?}, reference accepted {theirs}"));
+        if ours.is_ok() != theirs {
+            world.differs(format!("fenced write of {fence}: store {ours:?}, reference accepted {theirs}"));
+        }
+        if let Some(emulator) = &mut world.emulator
+            && emulator.blocking(|e| e.fenced_write(cfg, client, fence)) != theirs
+        {
+            world.differs(format!("fenced write of {fence}: the emulator disagrees with the reference ({theirs})"));
         }
         theirs
-    }
-}
-
-fn target(request: &TxnRequest) -> Option<FaultTarget> {
-    match request {
-        TxnRequest::Acquire { .. } => Some(FaultTarget::Acquire),
-        TxnRequest::Renew { .. } => Some(FaultTarget::Renew),
-        TxnRequest::Release { .. } => Some(FaultTarget::Release),
-        TxnRequest::VerifyFence { .. } => None,
     }
 }
 
@@ -214,29 +273,24 @@ impl LeaseStore for Mirror {
         let result = {
             let mut world = self.world();
             world.sync();
+            world.calls += 1;
             world.ids[self.who].insert(request.client());
             let fate =
                 if world.in_outage() { Fate::Unavailable } else { world.fates.pop_front().unwrap_or(Fate::Commit) };
             if fate != Fate::Commit {
                 world.disturbed();
             }
-            let effect = match fate {
-                Fate::Commit => None,
-                Fate::Abort => Some(FaultEffect::Aborted),
-                Fate::UnknownLanded => Some(FaultEffect::UnknownCommitted),
-                Fate::UnknownLost => Some(FaultEffect::UnknownNotCommitted),
-                Fate::Unavailable => Some(FaultEffect::Unavailable),
-            };
-            if let (Some(effect), Some(on)) = (effect, target(request)) {
-                world.store.inject(InjectedFault { on, effect });
+            if let Some(fault) = injected_fault(request, fate) {
+                world.store.inject(fault);
             }
             let result = now_or_never(world.store.transact(cfg, name, request));
             let theirs = now_or_never(world.reference.transact(cfg, request, fate));
             let ours = txn_event(result.clone());
-            if ours != theirs && world.mismatch.is_none() {
-                world.mismatch = Some(format!("{request:?} with fate {fate:?}: store {ours:?}, reference {theirs:?}"));
+            if ours != theirs {
+                world.differs(format!("{request:?} with fate {fate:?}: store {ours:?}, reference {theirs:?}"));
             }
             world.compare_rows(name, &format!("{request:?}"));
+            world.mirror_transact(cfg, request, fate, &theirs);
             result
         };
         half_trip().await;
@@ -248,6 +302,7 @@ impl LeaseStore for Mirror {
         let result = {
             let mut world = self.world();
             world.sync();
+            world.calls += 1;
             if world.in_outage() || world.failing_reads > 0 {
                 world.failing_reads = world.failing_reads.saturating_sub(1);
                 world.disturbed();
@@ -255,8 +310,14 @@ impl LeaseStore for Mirror {
             } else {
                 let result = now_or_never(world.store.read(name));
                 let (ours, theirs) = (read_event(result.clone()), now_or_never(world.reference.read()));
-                if ours != theirs && world.mismatch.is_none() {
-                    world.mismatch = Some(format!("read: store {ours:?}, reference {theirs:?}"));
+                if ours != theirs {
+                    world.differs(format!("read: store {ours:?}, reference {theirs:?}"));
+                }
+                if let Some(emulator) = &mut world.emulator {
+                    let (label, expected) = (event_label(&emulator.blocking(Backend::read)), event_label(&theirs));
+                    if label != expected {
+                        world.differs(format!("read: emulator {label}, reference {expected}"));
+                    }
                 }
                 result
             }
@@ -397,6 +458,8 @@ pub struct Tally {
     pub unavailable_checked: u64,
     /// Checks of the hand-over bound with a waiter and a free row.
     pub hand_over_checked: u64,
+    /// Store calls (transactions and reads) mirrored on the reference (and the emulator, if any).
+    pub store_calls: u64,
 }
 
 impl Tally {
@@ -411,6 +474,7 @@ impl Tally {
         }
         self.unavailable_checked += other.unavailable_checked;
         self.hand_over_checked += other.hand_over_checked;
+        self.store_calls += other.store_calls;
     }
 }
 
@@ -441,6 +505,15 @@ async fn settle() {
 impl DriverHarness {
     /// `clients` clients of one kind (run-once, or lock) on a fresh store, with protocol `cfg`.
     pub fn new(cfg: Config, clients: usize, run_once: bool) -> Self {
+        Self::mirrored(cfg, clients, run_once, None)
+    }
+
+    /// [`Self::new`], with every store call also run on the emulator and compared.
+    pub fn with_emulator(cfg: Config, clients: usize, run_once: bool, emulator: EmulatorMirror) -> Self {
+        Self::mirrored(cfg, clients, run_once, Some(emulator))
+    }
+
+    fn mirrored(cfg: Config, clients: usize, run_once: bool, emulator: Option<EmulatorMirror>) -> Self {
         let epoch = Instant::now();
         let world = World {
             store: FaultyStore::new(MemoryStore::with_manual_clock(START)),
@@ -455,6 +528,8 @@ impl DriverHarness {
             ids: Vec::new(),
             last_disturbance: None,
             mismatch: None,
+            emulator,
+            calls: 0,
         };
         let world = Arc::new(Mutex::new(world));
         let name = MutexName::new("conformance").expect("valid");
@@ -751,11 +826,12 @@ impl DriverHarness {
     /// Every property after a step.
     async fn check(&mut self) -> Result<(), String> {
         {
-            let mut world = self.world();
+            let mut world = lock(&self.world);
             world.sync();
             if let Some(mismatch) = world.mismatch.take() {
                 return Err(mismatch);
             }
+            self.tally.store_calls = world.calls;
         }
         self.collect().await?;
         self.safety().await?;

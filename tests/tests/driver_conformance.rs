@@ -5,14 +5,21 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, FileFailurePersistence, TestCaseError, TestRunner};
+use spanner_mutex_model::MutexName;
 use spanner_mutex_model::{Config, ConfigParams, Protocol};
-use spanner_mutex_tests::driver::{DriverHarness, RTT_MS, Step, Tally};
+use spanner_mutex_tests::driver::{DriverHarness, EmulatorMirror, RTT_MS, Step, Tally};
+use spanner_mutex_tests::emulator::EmulatorEnv;
 use spanner_mutex_tests::harness::Fate;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Cases per run, each up to `STEPS` steps.
 const CASES: u32 = 5_000;
 const STEPS: usize = 60;
+/// The emulator subset: fewer, shorter cases (every store call also runs on the emulator), from a fixed seed.
+const EMULATOR_CASES: u32 = 120;
+const EMULATOR_STEPS: usize = 40;
 
 fn config(protocol: Protocol) -> impl Strategy<Value = Config> {
     (200..=2_000u64, 0..=4u64, 2..=20u64, 1..=100u64, 1..=2_000u64, 1..=20u64, 2..=20u32, 0..=1_000u64).prop_filter_map(
@@ -60,12 +67,52 @@ fn case(protocol: Protocol) -> impl Strategy<Value = (Config, usize, bool, Vec<S
     })
 }
 
-/// Runs one case in virtual time; the error names the step and the history.
-fn run(cfg: &Config, clients: usize, run_once: bool, steps: &[Step]) -> Result<Tally, String> {
+/// The emulator subset: leases far longer than a case, so nothing expires (the emulator's clock follows virtual
+/// time only to within an operation's duration, so no decision may fall near an expiry), and polls few enough to
+/// keep every call mirrored. Every step kind and fault is generated.
+fn emulator_case() -> impl Strategy<Value = (Config, usize, bool, Vec<Step>)> {
+    let cfg = (1..=100u64, 2..=20u32, 0..=1_000u64).prop_map(|(wait_ms, max_retries, unavailable_ms)| {
+        ConfigParams {
+            ttl_ms: 30_000,
+            safety_margin_ms: 3_000,
+            renew_interval_ms: 5_000,
+            wait_ms,
+            max_wait_ms: 2_000,
+            poll_ms: 400,
+            max_retries,
+            unavailable_ms,
+            staleness_ms: 600_000,
+            jitter_ms: 0,
+            protocol: Protocol::Fenced,
+        }
+        .validate()
+        .expect("valid")
+    });
+    (cfg, 1..=3usize, any::<bool>()).prop_flat_map(|(cfg, clients, run_once)| {
+        // Steps of at most 300 ms: a case spans at most EMULATOR_STEPS x 300 ms, well inside the TTL.
+        let steps = step(clients).prop_map(|s| match s {
+            Step::Advance { ms } => Step::Advance { ms: ms.min(300) },
+            other => other,
+        });
+        (Just(cfg), Just(clients), Just(run_once), prop::collection::vec(steps, 1..EMULATOR_STEPS))
+    })
+}
+
+/// Runs one case in virtual time (mirrored on the emulator if given); the error names the step and the history.
+fn run(
+    cfg: &Config,
+    clients: usize,
+    run_once: bool,
+    steps: &[Step],
+    emulator: Option<EmulatorMirror>,
+) -> Result<Tally, String> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
     runtime.block_on(async {
-        let mut harness = DriverHarness::new(cfg.clone(), clients, run_once);
+        let mut harness = match emulator {
+            None => DriverHarness::new(cfg.clone(), clients, run_once),
+            Some(emulator) => DriverHarness::with_emulator(cfg.clone(), clients, run_once, emulator),
+        };
         for step in steps {
             if let Err(e) = harness.apply(step).await {
                 return Err(format!("{e}\nhistory:\n  {}", harness.log.join("\n  ")));
@@ -90,7 +137,7 @@ fn the_production_driver_conforms_to_the_model_under_faults_and_cancellation() {
     let total = Mutex::new(Tally::default());
     let mut runner = runner(CASES, Some("proptest-regressions/driver.txt"));
     let result = runner.run(&case(Protocol::Fenced), |(cfg, clients, run_once, steps)| {
-        let tally = run(&cfg, clients, run_once, &steps).map_err(TestCaseError::fail)?;
+        let tally = run(&cfg, clients, run_once, &steps, None).map_err(TestCaseError::fail)?;
         total.lock().expect("not poisoned").add(&tally);
         Ok(())
     });
@@ -132,10 +179,38 @@ fn re_inserting_the_cancel_leak_fails_driver_conformance() {
     // Not replayed from a file: the generator must find it every time.
     let mut runner = runner(CASES, None);
     let result = runner.run(&case(Protocol::LeakOnCancelInNeedCheck), |(cfg, clients, run_once, steps)| {
-        run(&cfg, clients, run_once, &steps).map(|_| ()).map_err(TestCaseError::fail)
+        run(&cfg, clients, run_once, &steps, None).map(|_| ()).map_err(TestCaseError::fail)
     });
     let Err(failure) = result else { panic!("the re-inserted cancel leak went unnoticed") };
     let report = failure.to_string();
     println!("found: {report}");
     assert!(report.contains("still holds the lease"), "found something else: {report}");
+}
+
+#[test]
+fn the_production_driver_conforms_on_the_emulator() {
+    let runtime = Arc::new(tokio::runtime::Runtime::new().expect("a tokio runtime"));
+    let env = runtime
+        .block_on(EmulatorEnv::start())
+        .expect("the Spanner emulator must be installed for the conformance tests (see README)");
+    let mut runner = TestRunner::new_with_rng(
+        RunnerConfig { cases: EMULATOR_CASES, failure_persistence: None, ..RunnerConfig::default() },
+        proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+    );
+    let (total, cases) = (Mutex::new(Tally::default()), AtomicUsize::new(0));
+    let result = runner.run(&emulator_case(), |(cfg, clients, run_once, steps)| {
+        // A mutex of its own per case (the emulator's rows outlive a case).
+        let name = MutexName::new(format!("driver-{}", cases.fetch_add(1, Ordering::SeqCst))).expect("valid");
+        let mirror = EmulatorMirror::new(&env, name, Arc::clone(&runtime));
+        let tally = run(&cfg, clients, run_once, &steps, Some(mirror)).map_err(TestCaseError::fail)?;
+        total.lock().expect("not poisoned").add(&tally);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let total = total.into_inner().expect("not poisoned");
+    println!("emulator: {} cases\n{total:#?}", cases.into_inner());
+    assert!(total.store_calls >= 500, "every call mirrored, and enough of them: {total:?}");
+    assert!(!total.cancels_checked.is_empty() && total.returned.len() >= 4, "{total:?}");
 }
