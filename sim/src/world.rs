@@ -235,6 +235,20 @@ impl World {
         ServerTime::from_unix_micros(EPOCH_UNIX_MICROS.saturating_add(i64::try_from(self.now_us).unwrap_or(i64::MAX)))
     }
 
+    /// The instants strictly after `from_us` and before `to_us` at which a STARTED row expires, in order.
+    pub fn expiries_between(&self, from_us: u64, to_us: u64) -> Vec<u64> {
+        let mut instants: Vec<u64> = self
+            .mutexes
+            .iter()
+            .filter_map(|m| m.row.as_ref())
+            .filter(|r| r.status == Status::Started)
+            .filter_map(|r| u64::try_from(r.expires_at.unix_micros() - EPOCH_UNIX_MICROS).ok())
+            .filter(|&t| from_us < t && t < to_us)
+            .collect();
+        instants.sort_unstable();
+        instants
+    }
+
     /// The client's monotonic clock now: microseconds since its process booted, at its drifted rate, minus lag.
     pub fn local_now(&self, c: usize) -> LocalInstant {
         self.local_at(c, self.now_us)

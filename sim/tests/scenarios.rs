@@ -230,3 +230,51 @@ fn a_passing_checker_path_replays_without_violations() {
     assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());
     assert!(report.text().contains("run ends: EXECUTED under fence 1"), "{}", report.text());
 }
+
+/// One client whose clock runs 15% slow (beyond what the 200 ms margin covers) loses Spanner mid-section: its row
+/// expires at about 2.0 s while it relies on its lease until about 2.1 s. `extra` adds an unrelated client (on
+/// another mutex) whose first event falls in that window; the verdict must not depend on it.
+fn slow_clock_outage(extra: bool) -> Scenario {
+    let mut toml = String::from(
+        r#"name = "slow clock, Spanner down mid-section"
+seed = 1
+duration_ms = 4000
+mutexes = 2
+
+[config]
+ttl_ms = 2000
+staleness_ms = 10000
+wait_ms = 200
+max_wait_ms = 2000
+max_retries = 20
+renew_interval_ms = 600
+safety_margin_ms = 200
+jitter_ms = 0
+
+[[client]]
+name = "slow"
+drift_ppm = -150000
+section_min_ms = 3000
+section_max_ms = 3000
+
+[[fault]]
+kind = "outage"
+at_ms = 300
+duration_ms = 3000
+"#,
+    );
+    if extra {
+        toml.push_str("\n[[client]]\nname = \"bystander\"\nmutex = 1\nstart_ms = 2050\nsection_min_ms = 10\nsection_max_ms = 10\n");
+    }
+    Scenario::from_toml(&toml).expect("valid scenario")
+}
+
+#[test]
+fn invariants_are_checked_where_they_can_change_not_only_at_events() {
+    // Found by the audit of issue 10: without the bystander the run passed.
+    for extra in [false, true] {
+        let report = run(&slow_clock_outage(extra), false).expect("runs");
+        let names: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+        assert_eq!(names, [RELIANCE_BACKED_BY_ROW], "with bystander: {extra}\n{}", report.timeline());
+    }
+}
