@@ -106,13 +106,14 @@ impl CriticalSection<SpannerStore> for Steps {
     }
 }
 
-/// Runs the round's section until it is done, printing `call MS RESULT` per `run()`.
+/// Runs the round's section until it is done, printing `call MS @START RESULT` per `run()` (its duration, and
+/// when it started in Unix milliseconds).
 pub(crate) async fn worker(endpoint: String, database: String, round: String, steps: i64) -> anyhow::Result<()> {
     let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), chaos_timeouts()).await?;
     let mutex = SpannerMutex::new(store.clone(), chaos_params().validate()?, MutexName::new(round.clone())?, "chaos");
     let section = Steps { store, round, steps };
     loop {
-        let started = Instant::now();
+        let (started, start_unix_ms) = (Instant::now(), unix_ms());
         let result = mutex.run(&section).await;
         let verdict = match &result {
             Ok(RunOutcome::Executed { fence }) => format!("executed {}", fence.get()),
@@ -120,7 +121,7 @@ pub(crate) async fn worker(endpoint: String, database: String, round: String, st
             Ok(RunOutcome::NotNeeded) => "not-needed".into(),
             Err(error) => format!("error {error}"),
         };
-        println!("call {} {verdict}", started.elapsed().as_millis());
+        println!("call {} @{start_unix_ms} {verdict}", started.elapsed().as_millis());
         if result.is_ok() {
             return Ok(());
         }
@@ -141,9 +142,41 @@ const STOP_FOR: Duration = Duration::from_millis(1_500);
 /// A round that has not ended by then has hung.
 const ROUND_LIMIT: Duration = Duration::from_secs(90);
 
-/// The longest a `run()` may take to fail while the worker runs (time it was frozen is added): the next store
-/// call after the longest wait, the unavailability budget, a last call and its resolving read, and the need
-/// check's read; plus a second for a loaded 2-core machine running three workers and the emulator.
+fn unix_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One `call MS @START RESULT` line.
+struct Call<'a> {
+    took_ms: u64,
+    start_unix_ms: u64,
+    /// `executed F`, `done-by-other`, `not-needed` or `error ...`.
+    verdict: Vec<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        let mut fields = line.split_whitespace();
+        (fields.next() == Some("call")).then_some(())?;
+        let took_ms = fields.next()?.parse().ok()?;
+        let start_unix_ms = fields.next()?.strip_prefix('@')?.parse().ok()?;
+        Some(Self { took_ms, start_unix_ms, verdict: fields.collect() })
+    }
+
+    /// How long it took to fail from the moment Spanner stopped answering: from the last outage that began
+    /// before it ended, or from its start if that was later.
+    fn failing_ms(&self, outage_starts_unix_ms: &[u64]) -> u64 {
+        let end = self.start_unix_ms + self.took_ms;
+        let outage = outage_starts_unix_ms.iter().copied().filter(|&o| o <= end).max().unwrap_or(0);
+        end - outage.max(self.start_unix_ms)
+    }
+}
+
+/// The longest a `run()` may take to fail, from the moment Spanner stops answering (or from its start, if later;
+/// time the worker was frozen is added): the next store call after the longest wait, the unavailability budget,
+/// a last call and its resolving read, and the need check's read; plus a second for a loaded 2-core machine
+/// running three workers and the emulator.
 fn failure_bound() -> Duration {
     let (p, t) = (chaos_params(), chaos_timeouts());
     Duration::from_millis(
@@ -313,7 +346,7 @@ async fn history(store: &SpannerStore, round: &str) -> anyhow::Result<Vec<Applie
 }
 
 /// Everything wrong with one round's history and reports.
-fn violations(applied: &[Applied], reports: &[Report]) -> Vec<String> {
+fn violations(applied: &[Applied], reports: &[Report], outage_starts_unix_ms: &[u64]) -> Vec<String> {
     let mut found = Vec::new();
     let mut per_step: BTreeMap<i64, usize> = BTreeMap::new();
     for a in applied {
@@ -332,20 +365,24 @@ fn violations(applied: &[Applied], reports: &[Report]) -> Vec<String> {
     }
     let complete = per_step.len() as i64 == STEPS;
     for report in reports {
-        for call in report.lines.iter().filter(|l| l.starts_with("call ")) {
-            let fields: Vec<&str> = call.split_whitespace().collect();
-            let true_ = match fields.get(2).copied() {
-                Some("executed") => {
-                    let fence: i64 = fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(-1);
+        for line in report.lines.iter().filter(|l| l.starts_with("call ")) {
+            let Some(call) = Call::parse(line) else {
+                found.push(format!("unreadable report: {line}"));
+                continue;
+            };
+            let true_ = match call.verdict.as_slice() {
+                ["executed", fence] => {
+                    let fence: i64 = fence.parse().unwrap_or(-1);
                     complete && applied.iter().any(|a| a.fence == fence)
                 }
-                Some("done-by-other" | "not-needed") => complete,
-                // Errors come while the nemesis works; what is judged is how long they took.
+                ["done-by-other" | "not-needed"] => complete,
+                // Errors come while the nemesis works; what is judged is how long they took to fail.
                 _ => {
-                    let took = Duration::from_millis(fields.get(1).and_then(|ms| ms.parse().ok()).unwrap_or(u64::MAX));
-                    if took > failure_bound() + report.frozen {
+                    let failing = Duration::from_millis(call.failing_ms(outage_starts_unix_ms));
+                    if failing > failure_bound() + report.frozen {
                         found.push(format!(
-                            "call took {took:?}, over its bound of {:?} (+{:?} frozen): {call}",
+                            "call failed {failing:?} after Spanner stopped answering (or it started), over its \
+                             bound of {:?} (+{:?} frozen): {line}",
                             failure_bound(),
                             report.frozen
                         ));
@@ -354,7 +391,7 @@ fn violations(applied: &[Applied], reports: &[Report]) -> Vec<String> {
                 }
             };
             if !true_ {
-                found.push(format!("untrue report: {call}"));
+                found.push(format!("untrue report: {line}"));
             }
         }
     }
@@ -383,7 +420,7 @@ pub(crate) async fn chaos(rounds: u64, seed: u64) -> anyhow::Result<()> {
     for r in 0..rounds {
         let round = format!("chaos-{r}");
         let mut workers = (0..WORKERS).map(|_| Worker::spawn(&endpoint, &round)).collect::<Result<Vec<_>, _>>()?;
-        let mut reports = Vec::new();
+        let (mut reports, mut outage_starts) = (Vec::new(), Vec::new());
         // Two nemesis actions at seeded moments while the workers race and step.
         for _ in 0..2 {
             tokio::time::sleep(Duration::from_millis(150 + choices.below(500))).await;
@@ -407,6 +444,7 @@ pub(crate) async fn chaos(rounds: u64, seed: u64) -> anyhow::Result<()> {
                 }
                 2 => {
                     // Spanner stops answering for 1-4 s: every call in flight runs into its bound.
+                    outage_starts.push(unix_ms());
                     emulator.pause();
                     tokio::time::sleep(Duration::from_millis(1_000 + choices.below(3_000))).await;
                     emulator.resume();
@@ -437,14 +475,16 @@ pub(crate) async fn chaos(rounds: u64, seed: u64) -> anyhow::Result<()> {
             reports.push(worker.end(&round).await?);
         }
         for report in &reports {
-            for call in report.lines.iter().filter(|l| l.starts_with("call ") && l.contains(" error ")) {
-                let took_ms: u64 = call.split_whitespace().nth(1).and_then(|ms| ms.parse().ok()).unwrap_or(0);
+            for call in
+                report.lines.iter().filter_map(|l| Call::parse(l)).filter(|c| c.verdict.first() == Some(&"error"))
+            {
                 failed_calls += 1;
-                slowest_failure_ms = slowest_failure_ms.max(took_ms.saturating_sub(report.frozen_ms()));
+                let failing_ms = call.failing_ms(&outage_starts).saturating_sub(report.frozen_ms());
+                slowest_failure_ms = slowest_failure_ms.max(failing_ms);
             }
         }
         let applied = history(&store, &round).await?;
-        let found = violations(&applied, &reports);
+        let found = violations(&applied, &reports, &outage_starts);
         if !found.is_empty() {
             all_violations.push(format!("{round}: {found:?}\nhistory: {applied:?}\nreports: {reports:?}"));
         }
@@ -477,17 +517,20 @@ mod tests {
     #[test]
     fn the_checker_finds_a_step_applied_twice_a_stale_fence_an_untrue_report_and_a_slow_failure() {
         let clean = applied(&[(0, 1), (1, 1), (2, 2), (3, 2), (4, 2), (5, 3)]);
-        let calls = report(&["call 900 executed 3", "call 950 done-by-other", "call 4000 error Spanner unavailable"]);
-        assert_eq!(violations(&clean, &calls), Vec::<String>::new());
+        let calls = report(&["call 900 @0 executed 3", "call 950 @0 done-by-other", "call 4000 @0 error unavailable"]);
+        assert_eq!(violations(&clean, &calls, &[]), Vec::<String>::new());
         let twice = applied(&[(0, 1), (1, 1), (1, 2), (2, 2), (3, 2), (4, 2), (5, 2)]);
-        assert_eq!(violations(&twice, &[]).len(), 1, "step 1 twice");
+        assert_eq!(violations(&twice, &[], &[]).len(), 1, "step 1 twice");
         let stale = applied(&[(0, 2), (1, 1), (2, 2), (3, 2), (4, 2), (5, 2)]);
-        assert_eq!(violations(&stale, &[]).len(), 1, "fence 1 after fence 2");
+        assert_eq!(violations(&stale, &[], &[]).len(), 1, "fence 1 after fence 2");
         let missing = applied(&[(0, 1)]);
-        let found = violations(&missing, &report(&["call 10 executed 1"]));
+        let found = violations(&missing, &report(&["call 10 @0 executed 1"]), &[]);
         assert!(found.iter().any(|v| v.starts_with("untrue report")), "{found:?}");
         let slow_ms = (failure_bound() + Duration::from_secs(1)).as_millis() + 1;
-        let found = violations(&clean, &report(&[&format!("call {slow_ms} error Spanner unavailable")]));
+        let slow = format!("call {slow_ms} @1000 error Spanner unavailable");
+        let found = violations(&clean, &report(&[&slow]), &[]);
         assert!(found.iter().any(|v| v.contains("over its bound")), "{found:?}");
+        // The same call is in time if Spanner stopped answering well after it started.
+        assert_eq!(violations(&clean, &report(&[&slow]), &[3_000]), Vec::<String>::new());
     }
 }
