@@ -409,12 +409,45 @@ fn cancel_during_an_acquire_waits_for_its_outcome_and_releases_if_it_won() {
 }
 
 #[test]
-fn cancel_while_waiting_finishes_at_once() {
+fn cancel_while_waiting_to_acquire_again_reads_the_row_then_finishes() {
     let mut h = Harness::run_once();
     h.machine.start(t(0));
     h.on(0, Event::NeedAnswered { needed: true });
     h.on(0, Event::TxnAborted);
-    assert_eq!(h.on(1, Event::Cancel), Some(Command::Finish(Outcome::Cancelled)));
+    assert_eq!(h.on(1, Event::Cancel), Some(Command::ReadRow), "a lease of ours could be on the row");
+    let other = row(OTHER, 4, Status::Started, 20);
+    assert_eq!(
+        h.on(2, Event::RowRead { row: Some(other), server_now: server(2) }),
+        Some(Command::Finish(Outcome::Cancelled))
+    );
+}
+
+#[test]
+fn cancel_after_an_unresolved_unknown_acquisition_releases_the_lease_it_finds() {
+    // Found by the driver conformance test: the acquisition landed, its outcome was unknown, the resolving read
+    // failed, and a cancel during the wait before acquiring again left the lease on the row until its TTL.
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(1, Event::TxnOutcomeUnknown), Some(Command::ReadRow));
+    assert_eq!(h.on(2, Event::ReadFailed(Failure::Unavailable)), None, "waits to acquire again");
+    assert_eq!(h.on(2, Event::Cancel), Some(Command::ReadRow));
+    let ours = row(ME, 7, Status::Started, 20);
+    assert_eq!(
+        h.on(3, Event::RowRead { row: Some(ours), server_now: server(3) }),
+        Some(release(7, ReleaseStatus::Failed { error: "Cancelled".into() }))
+    );
+    assert_eq!(h.on(4, Event::TxnCommitted(TxnReply::Released)), Some(Command::Finish(Outcome::Cancelled)));
+}
+
+#[test]
+fn cancel_while_waiting_on_another_lease_finishes_at_once() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    let busy = TxnReply::Busy { holder: OTHER, fence: Fence::new(4), expires_at: server(20), server_now: server(1) };
+    assert_eq!(h.on(1, Event::TxnCommitted(busy)), None);
+    assert_eq!(h.on(2, Event::Cancel), Some(Command::Finish(Outcome::Cancelled)));
 }
 
 #[test]
