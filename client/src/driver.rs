@@ -227,7 +227,10 @@ impl<S: LeaseStore> Driver<S> {
             }
             let listening = self.from_user.is_some();
             let from_user = self.from_user.as_mut();
+            // Biased, in this order, so a run replays exactly in virtual time: a store answer is a fact the
+            // machine should know before a timer due at the same instant fires.
             tokio::select! {
+                biased;
                 event = async { match op.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                     op = None;
                     command = self.feed(event)?;

@@ -355,6 +355,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
 /// in which case the work is dropped: nothing it could answer would be heard.
 async fn until_driver_ends<T>(requests: &mut mpsc::Receiver<ToUser>, work: impl Future<Output = T>) -> Option<T> {
     tokio::select! {
+        biased;
         output = work => Some(output),
         _ = requests.recv() => None,
     }

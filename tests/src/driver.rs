@@ -38,6 +38,9 @@ pub const RTT_MS: u64 = 20;
 /// one round trip), then the release commits (one round trip). One millisecond for the timer wheel.
 pub const CANCEL_BOUND: Duration = Duration::from_millis(2 * RTT_MS + 1);
 
+/// How often the properties are checked while time passes: a bound is enforced to within this.
+pub const CHECK_EVERY_MS: u64 = 5;
+
 /// The timing bounds a configuration promises.
 #[derive(Clone, Copy, Debug)]
 pub struct Bounds {
@@ -121,6 +124,8 @@ struct World {
     outage_since: Option<Instant>,
     /// Faults that reached a call so far (fates other than commit, failed reads, answers during an outage).
     faults: u64,
+    /// The calls (by number) a fault reached.
+    faulted_calls: BTreeSet<usize>,
     /// When a fault last reached a call.
     last_disturbance: Option<Instant>,
     /// The first disagreement between the store (or the emulator) and the reference.
@@ -168,8 +173,9 @@ impl World {
         self.outage_until.is_some_and(|until| Instant::now() < until)
     }
 
-    fn disturbed(&mut self) {
+    fn disturbed(&mut self, call: usize) {
         self.faults += 1;
+        self.faulted_calls.insert(call);
         self.last_disturbance = Some(Instant::now());
     }
 
@@ -278,7 +284,7 @@ impl LeaseStore for Mirror {
             let fate =
                 if world.in_outage() { Fate::Unavailable } else { world.fates.pop_front().unwrap_or(Fate::Commit) };
             if fate != Fate::Commit {
-                world.disturbed();
+                world.disturbed(self.who);
             }
             if let Some(fault) = injected_fault(request, fate) {
                 world.store.inject(fault);
@@ -305,7 +311,7 @@ impl LeaseStore for Mirror {
             world.calls += 1;
             if world.in_outage() || world.failing_reads > 0 {
                 world.failing_reads = world.failing_reads.saturating_sub(1);
-                world.disturbed();
+                world.disturbed(self.who);
                 Err(unavailable())
             } else {
                 let result = now_or_never(world.store.read(name));
@@ -436,12 +442,12 @@ struct Client {
     call: Option<JoinHandle<Returned>>,
     /// Since when the library (not user code) has had the call in hand, if it has.
     library_since: Option<Instant>,
-    /// The fault count when the call started: an `Unavailable` answer needs a fault after it.
-    faults_at_start: u64,
     /// A held lock.
     guard: Option<LockGuard>,
     /// Its call is the release of its lock.
     releasing: bool,
+    /// Its call's need check was answered with a failure.
+    need_failed: bool,
 }
 
 /// What the generated cases reached, so a test can show they reach every path it claims to check.
@@ -487,8 +493,6 @@ pub struct DriverHarness {
     bounds: Bounds,
     world: Arc<Mutex<World>>,
     clients: Vec<Client>,
-    /// A need check answered with a failure, so `NeedCheck` errors are expected.
-    need_failed: bool,
     /// What the case reached.
     pub tally: Tally,
     /// What happened, for the failure report.
@@ -525,6 +529,7 @@ impl DriverHarness {
             outage_until: None,
             outage_since: None,
             faults: 0,
+            faulted_calls: BTreeSet::new(),
             ids: Vec::new(),
             last_disturbance: None,
             mismatch: None,
@@ -540,9 +545,9 @@ impl DriverHarness {
                 slot: Arc::default(),
                 call: None,
                 library_since: None,
-                faults_at_start: 0,
                 guard: None,
                 releasing: false,
+                need_failed: false,
             })
             .collect();
         Self {
@@ -552,7 +557,6 @@ impl DriverHarness {
             world,
             clients,
             mutexes: Vec::new(),
-            need_failed: false,
             tally: Tally::default(),
             log: Vec::new(),
         }
@@ -586,11 +590,11 @@ impl DriverHarness {
         self.check().await
     }
 
-    /// Advances virtual time in round-trip steps, checking between them.
+    /// Advances virtual time in steps of [`CHECK_EVERY_MS`], checking between them.
     async fn advance(&mut self, ms: u64) -> Result<(), String> {
         let mut left = ms;
         while left > 0 {
-            let step = left.min(RTT_MS);
+            let step = left.min(CHECK_EVERY_MS);
             tokio::time::sleep(Duration::from_millis(step)).await;
             left -= step;
             settle().await;
@@ -601,13 +605,12 @@ impl DriverHarness {
 
     async fn user(&mut self, c: usize, choice: u8) {
         settle().await;
-        let faults = lock(&self.world).faults;
         let client = &mut self.clients[c];
         let need = lock(&client.slot).need.take_if(|answer| !answer.is_closed());
         let section = lock(&client.slot).section.clone().filter(|controls| !controls.is_closed());
         if let Some(need) = need {
             let answer = if choice % 8 == 7 {
-                self.need_failed = true;
+                client.need_failed = true;
                 Err("the need check failed".to_owned())
             } else {
                 Ok(now_or_never(lock(&self.world).reference.needed()))
@@ -627,10 +630,10 @@ impl DriverHarness {
         } else if let Some(guard) = client.guard.take() {
             client.releasing = true;
             client.library_since = Some(Instant::now());
-            client.faults_at_start = faults;
             client.call = Some(tokio::spawn(async move { Returned::Release(guard.release().await) }));
         } else if client.call.is_none() {
             client.releasing = false;
+            client.need_failed = false;
             let call_no = self.mutexes.len();
             lock(&self.world).ids.push(BTreeSet::new());
             let mutex = SpannerMutex::new(
@@ -642,7 +645,6 @@ impl DriverHarness {
             self.mutexes.push(mutex.clone());
             client.call_no = call_no;
             client.library_since = Some(Instant::now());
-            client.faults_at_start = faults;
             client.call = Some(if client.run_once {
                 let code = UserCode {
                     slot: Arc::clone(&client.slot),
@@ -765,6 +767,7 @@ impl DriverHarness {
 
     /// Whether what client `c` was told is true of the reference.
     fn judge(&mut self, c: usize, returned: Returned) -> Result<(), String> {
+        let run_once = matches!(returned, Returned::Run(_));
         let world = self.world();
         let observed = world.reference.observed();
         let ids = &world.ids[self.clients[c].call_no];
@@ -813,11 +816,14 @@ impl DriverHarness {
             }
             Returned::Run(Err(e)) | Returned::Lock(Err(e)) | Returned::Release(Err(e)) => e,
         };
-        let faulted = world.faults > self.clients[c].faults_at_start;
+        // Only a fault that reached this call explains `Unavailable`; only a failed check of its own, `NeedCheck`.
+        let faulted = world.faulted_calls.contains(&self.clients[c].call_no);
         let explained = match &error {
             RunError::Unavailable(_) => faulted,
-            RunError::NeedCheck(_) => self.need_failed,
-            RunError::GaveUp { .. } | RunError::LeaseLost { .. } => true,
+            RunError::NeedCheck(_) => self.clients[c].need_failed,
+            // A lock call waits without limit (`try_acquire` answers `None`, never `GaveUp`).
+            RunError::GaveUp { .. } => run_once,
+            RunError::LeaseLost { .. } => true,
             RunError::Cancelled | RunError::Rejected(_) | RunError::Driver(_) => false,
         };
         if explained { Ok(()) } else { Err(format!("client {c}: unexplained error {error:?}")) }
@@ -905,6 +911,10 @@ impl DriverHarness {
         if let Some(down) = world.down_since() {
             for (c, client) in self.clients.iter().enumerate() {
                 let Some(since) = in_library(client) else { continue };
+                if !late(since.max(down), self.bounds.unavailable_ms / 2) {
+                    continue;
+                }
+                // Counted once the call is at least half way to its bound: the check could fail.
                 self.tally.unavailable_checked += 1;
                 if late(since.max(down), self.bounds.unavailable_ms) {
                     return Err(format!(
@@ -932,9 +942,13 @@ impl DriverHarness {
                 continue;
             }
             if let Some(since) = in_library(client) {
-                self.tally.hand_over_checked += 1;
                 let start = free_since.max(since).max(calm_since.unwrap_or(free_since));
-                if start < now && late(start, self.bounds.hand_over_ms) {
+                if start >= now || !late(start, self.bounds.hand_over_ms / 2) {
+                    continue;
+                }
+                // Counted once the waiter is at least half way to its bound: the check could fail.
+                self.tally.hand_over_checked += 1;
+                if late(start, self.bounds.hand_over_ms) {
                     return Err(format!(
                         "client {c} still waits {:?} after the row was free (bound {} ms): {row:?}",
                         now.duration_since(start),
