@@ -312,3 +312,46 @@ async fn a_need_check_through_the_library_client_recovers_after_an_emulator_rest
     assert_eq!(m.run(&after).await.expect("the very next run succeeds"), RunOutcome::Executed { fence: Fence::FIRST });
     assert_eq!(effect_rows(&store, "after").await, 1);
 }
+
+/// A need check that answers "needed" once, then, under the lease, tells the test it is running and never ends.
+struct HangsUnderTheLease {
+    calls: AtomicU64,
+    under_the_lease: tokio::sync::Notify,
+}
+
+impl CriticalSection<SpannerStore> for HangsUnderTheLease {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Ok(true);
+        }
+        self.under_the_lease.notify_one();
+        std::future::pending().await
+    }
+
+    async fn execute(&self, _guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+        unreachable!("the run is dropped during its second need check")
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_run_during_the_need_check_under_the_lease_releases_it_on_spanner() {
+    // Defect 1, as first found on the emulator: the row stayed STARTED until its TTL (9 s of a 10 s lease).
+    let (_emulator, store) = setup().await;
+    let m = mutex(store.clone(), "dropped");
+    let section =
+        Arc::new(HangsUnderTheLease { calls: AtomicU64::new(0), under_the_lease: tokio::sync::Notify::new() });
+    let run = {
+        let (m, section) = (m.clone(), Arc::clone(&section));
+        tokio::spawn(async move { m.run(section.as_ref()).await })
+    };
+    section.under_the_lease.notified().await;
+    run.abort();
+    // The background release is awaitable; once it is done the row must be free for the next client at once.
+    m.shutdown().await;
+    let row = store.read(&name("dropped")).await.expect("read").0.expect("the acquisition wrote the row");
+    // Released as FAILED "Cancelled" (before the fix it stayed STARTED), so anyone may take it at once.
+    assert_eq!((row.status, row.last_error.as_deref()), (Status::Failed, Some("Cancelled")), "{row:?}");
+    let other = mutex(store.clone(), "dropped");
+    let guard = other.try_acquire().await.expect("no error").expect("free at once");
+    guard.release().await.expect("released");
+}
