@@ -10,6 +10,11 @@ pub const TTL_MS_LIMIT: u64 = 24 * 60 * 60 * 1_000;
 pub const STALENESS_MS_LIMIT: u64 = 30 * 24 * 60 * 60 * 1_000;
 /// The most retries one run may make.
 pub const MAX_RETRIES_LIMIT: u32 = 100_000;
+/// The largest clock drift a configuration may declare: 50%, a clock running at half speed. Working oscillators
+/// stay within 100 ppm; the model checker's millisecond-scale leases need a coarse rate.
+pub const CLOCK_DRIFT_PPM_LIMIT: u64 = 500_000;
+/// One million: parts per million in one.
+const PPM: u64 = 1_000_000;
 
 /// Which protocol the machine and the transaction logic follow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -85,8 +90,16 @@ pub struct ConfigParams {
     pub max_retries: u32,
     /// How often a holder renews, counted from its previous acquisition or renewal.
     pub renew_interval_ms: u64,
-    /// Subtracted from the TTL for the holder's local deadline; covers client clock drift and RPC latency.
+    /// Subtracted from the TTL for the holder's local deadline. Must cover the holder's clock drift over a lease
+    /// and twice Spanner's clock uncertainty: at least `ttl_ms * clock_drift_ppm / 1e6 + 2 * server_uncertainty_ms`.
     pub safety_margin_ms: u64,
+    /// The most a client's monotonic clock may run slow against real time, in parts per million. Quartz clocks
+    /// are specified within 100 ppm and NTP slews at most 500 ppm, so the default of 1,000 ppm (0.1%) leaves room.
+    pub clock_drift_ppm: u64,
+    /// How far a Spanner server's `CURRENT_TIMESTAMP()` may be from real time. TrueTime's uncertainty is a sawtooth
+    /// between about 1 and 7 ms (Corbett et al., "Spanner", OSDI 2012, section 5.3); the default of 10 ms covers it.
+    /// Two servers may err in opposite directions, so the margin pays for it twice.
+    pub server_uncertainty_ms: u64,
     /// Upper bound of the random delay added to each wait, so waiters do not wake in lockstep.
     pub jitter_ms: u64,
     /// How long a client keeps retrying while Spanner is unavailable (failed or unknown outcomes, nothing
@@ -107,6 +120,8 @@ impl Default for ConfigParams {
             max_retries: 100,
             renew_interval_ms: 3_000,
             safety_margin_ms: 1_000,
+            clock_drift_ppm: 1_000,
+            server_uncertainty_ms: 10,
             jitter_ms: 250,
             unavailable_ms: 15_000,
             protocol: Protocol::Fenced,
@@ -192,11 +207,29 @@ fn less(field: &'static str, value: u64, bound_name: &'static str, bound: u64) -
 }
 
 impl ConfigParams {
+    /// The least safety margin these parameters allow: the drift over one lease (rounded up) plus twice the
+    /// server clock uncertainty.
+    pub const fn required_margin_ms(&self) -> u64 {
+        let drift_ms = self.ttl_ms.saturating_mul(self.clock_drift_ppm).div_ceil(PPM);
+        drift_ms.saturating_add(self.server_uncertainty_ms.saturating_mul(2))
+    }
+
     /// Checks every rule and returns the validated [`Config`], or the first rule broken.
     pub fn validate(self) -> Result<Config, ConfigError> {
         positive("ttl_ms", self.ttl_ms)?;
         at_most("ttl_ms", self.ttl_ms, TTL_MS_LIMIT)?;
         less("safety_margin_ms", self.safety_margin_ms, "ttl_ms", self.ttl_ms)?;
+        at_most("clock_drift_ppm", self.clock_drift_ppm, CLOCK_DRIFT_PPM_LIMIT)?;
+        at_most("server_uncertainty_ms", self.server_uncertainty_ms, TTL_MS_LIMIT)?;
+        // A holder relies on its lease until `ttl - margin` on its own clock after sending the acquisition. The
+        // row expires `ttl` after the time its server read, which may be `uncertainty` early, and a rival's server
+        // may read `uncertainty` late: the margin must cover both errors and the holder's drift over a lease.
+        at_least(
+            "safety_margin_ms",
+            self.safety_margin_ms,
+            "ttl_ms * clock_drift_ppm / 1e6 + 2 * server_uncertainty_ms",
+            self.required_margin_ms(),
+        )?;
         positive("renew_interval_ms", self.renew_interval_ms)?;
         // A renewal must be sent while the previous grant still proves the lease locally.
         less(
@@ -263,6 +296,14 @@ impl Config {
     pub const fn safety_margin_ms(&self) -> u64 {
         self.params.safety_margin_ms
     }
+    /// The most a client's clock may run slow, in parts per million.
+    pub const fn clock_drift_ppm(&self) -> u64 {
+        self.params.clock_drift_ppm
+    }
+    /// How far a Spanner server's clock may be from real time.
+    pub const fn server_uncertainty_ms(&self) -> u64 {
+        self.params.server_uncertainty_ms
+    }
     /// Upper bound of the random delay added to each wait.
     pub const fn jitter_ms(&self) -> u64 {
         self.params.jitter_ms
@@ -282,7 +323,8 @@ impl Config {
         self.params.protocol
     }
     /// How long after sending an acquisition or renewal its holder may still rely on it:
-    /// the server's expiry is at least `ttl_ms` after the send, the margin absorbs drift.
+    /// the server's expiry is at least `ttl_ms` after the send (read on a server clock that may err), the margin
+    /// absorbs drift and that error (see [`ConfigParams::required_margin_ms`]).
     pub const fn local_lease_ms(&self) -> u64 {
         self.params.ttl_ms - self.params.safety_margin_ms
     }
@@ -315,6 +357,19 @@ mod tests {
             (Box::new(|p| p.ttl_ms = 0), "ttl_ms must be greater than 0"),
             (Box::new(|p| p.ttl_ms = TTL_MS_LIMIT + 1), "ttl_ms = 86400001 exceeds the limit of 86400000"),
             (Box::new(|p| p.safety_margin_ms = 10_000), "safety_margin_ms = 10000 must be less than ttl_ms = 10000"),
+            (
+                Box::new(|p| p.safety_margin_ms = 29),
+                "safety_margin_ms = 29 must be at least ttl_ms * clock_drift_ppm / 1e6 + 2 * server_uncertainty_ms = 30",
+            ),
+            (
+                Box::new(|p| {
+                    p.safety_margin_ms = 0;
+                    p.clock_drift_ppm = 0;
+                    p.server_uncertainty_ms = 4;
+                }),
+                "safety_margin_ms = 0 must be at least ttl_ms * clock_drift_ppm / 1e6 + 2 * server_uncertainty_ms = 8",
+            ),
+            (Box::new(|p| p.clock_drift_ppm = 600_000), "clock_drift_ppm = 600000 exceeds the limit of 500000"),
             (Box::new(|p| p.renew_interval_ms = 0), "renew_interval_ms must be greater than 0"),
             (
                 Box::new(|p| p.renew_interval_ms = 9_000),

@@ -17,7 +17,10 @@ pub mod txn;
 #[cfg(feature = "checker")]
 pub mod check;
 
-pub use config::{Config, ConfigError, ConfigParams, MAX_RETRIES_LIMIT, Protocol, STALENESS_MS_LIMIT, TTL_MS_LIMIT};
+pub use config::{
+    CLOCK_DRIFT_PPM_LIMIT, Config, ConfigError, ConfigParams, MAX_RETRIES_LIMIT, Protocol, STALENESS_MS_LIMIT,
+    TTL_MS_LIMIT,
+};
 pub use ids::{ClientId, Fence, MUTEX_NAME_MAX_BYTES, MutexName, MutexNameError};
 pub use machine::{ClientMachine, Command, Event, Failure, HeldLease, Outcome, SectionResult, UnexpectedEvent};
 pub use row::{LeaseRow, RowWrite, Status, UnknownStatus};

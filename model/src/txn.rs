@@ -291,6 +291,8 @@ mod tests {
             max_retries: 3,
             renew_interval_ms: 3,
             safety_margin_ms: 2,
+            clock_drift_ppm: 0,
+            server_uncertainty_ms: 1,
             jitter_ms: 0,
             unavailable_ms: 0,
             protocol: Protocol::Fenced,

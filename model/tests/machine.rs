@@ -9,7 +9,7 @@ use spanner_mutex_model::{
 const ME: ClientId = ClientId::from_u128(1);
 const OTHER: ClientId = ClientId::from_u128(2);
 
-/// ttl 10, margin 2 (local lease 8), renew every 3, wait 1, max wait 5, 2 retries, no jitter.
+/// ttl 10, margin 2 (local lease 8; covers 1 ms of server clock error each way), renew every 3, wait 1, max wait 5, 2 retries, no jitter.
 fn cfg() -> Config {
     ConfigParams {
         ttl_ms: 10,
@@ -19,6 +19,8 @@ fn cfg() -> Config {
         max_retries: 2,
         renew_interval_ms: 3,
         safety_margin_ms: 2,
+        clock_drift_ppm: 0,
+        server_uncertainty_ms: 1,
         jitter_ms: 0,
         ..ConfigParams::default()
     }

@@ -6,8 +6,8 @@
 use crate::invariants::Violation;
 use crate::trace::TraceLine;
 use crate::world::{FencedWrite, ReadTxn, World};
-use spanner_mutex_model::check::{Action, CheckOptions, LeaseModel, violated_safety};
-use spanner_mutex_model::{ClientId, Command, Event, Fence, SectionResult};
+use spanner_mutex_model::check::{Action, CheckOptions, ClockError, LeaseModel, violated_safety};
+use spanner_mutex_model::{ClientId, Command, Event, Fence, SectionResult, ServerTime};
 use stateright::{Model, Path};
 
 /// Why a path cannot be replayed.
@@ -103,7 +103,7 @@ impl Lockstep {
                     let row = self.world.mutexes[m].row.clone();
                     command = self.world.feed(c, Event::RowRead { row, server_now: self.world.server_now() });
                 }
-                Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request)),
+                Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request, 0)),
                 Command::RunSection { fence, .. } => self.sections[c] = Section::Running { fence },
                 Command::Granted { .. } => {
                     self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
@@ -167,7 +167,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                     return Err(not_possible("no section is running"));
                 };
                 let writer = lockstep.world.clients[c].machine.id();
-                lockstep.sections[c] = Section::Wrote(lockstep.world.fenced_write(c, writer, fence));
+                lockstep.sections[c] = Section::Wrote(lockstep.world.fenced_write(c, writer, fence, 0));
             }
             Action::SectionReturn(c) => {
                 let c = client(c)?;
@@ -202,6 +202,15 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             Action::Drift(c) => {
                 let c = client(c)?;
                 lockstep.world.clients[c].lag_us += 1_000;
+            }
+            Action::ClockError(c, error) => {
+                let c = client(c)?;
+                let txn = lockstep.pending[c].as_mut().ok_or_else(|| not_possible("no transaction in flight"))?;
+                let error_us = match error {
+                    ClockError::Early => -1_000,
+                    ClockError::Late => 1_000,
+                };
+                txn.read_at = ServerTime::from_unix_micros(txn.read_at.unix_micros() + error_us);
             }
         }
         for c in 0..clients {

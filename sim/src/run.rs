@@ -209,6 +209,8 @@ struct Runner<'a> {
     queue: Queue,
     runtime: Vec<Runtime>,
     commit_faults: Vec<CommitFault>,
+    /// Injected server clock errors waiting for a client's reads: (client, error, reads left).
+    clock_faults: Vec<(usize, i64, u32)>,
     outage_until_us: u64,
 }
 
@@ -244,6 +246,7 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
         queue: Queue::default(),
         runtime,
         commit_faults: Vec::new(),
+        clock_faults: Vec::new(),
         outage_until_us: 0,
     };
     let mut c = 0;
@@ -366,7 +369,8 @@ impl Runner<'_> {
                         Pending::Deliver { c, run, event: Event::TxnFailed(Failure::Unavailable) },
                     );
                 } else {
-                    let txn = self.world.read_txn(c, request);
+                    let error_us = self.server_error_us(c);
+                    let txn = self.world.read_txn(c, request, error_us);
                     let hold_us = self.rng.random_range(US_PER_MS..=self.scenario.network.commit_max_ms * US_PER_MS);
                     self.push(now + hold_us, Pending::Commit { c, run, txn });
                 }
@@ -388,8 +392,9 @@ impl Runner<'_> {
                     );
                 } else {
                     let m = self.world.clients[c].mutex;
-                    let event =
-                        Event::RowRead { row: self.world.mutexes[m].row.clone(), server_now: self.world.server_now() };
+                    let error_us = self.server_error_us(c);
+                    let server_now = self.world.server_read(error_us);
+                    let event = Event::RowRead { row: self.world.mutexes[m].row.clone(), server_now };
                     let at = now + self.latency_us();
                     self.push(at, Pending::Deliver { c, run, event });
                 }
@@ -405,10 +410,12 @@ impl Runner<'_> {
                 // A write sent before its process died still lands: Spanner does not know the process is gone.
                 let result = if self.outage() {
                     SectionResult::Failed { error: "Spanner unavailable".into() }
-                } else if self.world.fenced_write(c, writer, fence) == FencedWrite::Accepted {
-                    SectionResult::Completed
                 } else {
-                    SectionResult::Failed { error: "fenced write rejected".into() }
+                    let error_us = self.server_error_us(c);
+                    match self.world.fenced_write(c, writer, fence, error_us) {
+                        FencedWrite::Accepted => SectionResult::Completed,
+                        FencedWrite::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
+                    }
                 };
                 let delay_us = if self.outage() { self.rpc_timeout_us() } else { self.latency_us() };
                 self.push(now + delay_us, Pending::SectionReturn { c, run, result });
@@ -430,6 +437,23 @@ impl Runner<'_> {
                     self.push(now + every_ms * US_PER_MS, Pending::NeedAgain);
                 }
             }
+        }
+    }
+
+    /// How far the server clock errs for this read of client `c`: an injected error if one waits, else drawn
+    /// within the network's uncertainty, half of the draws at the extremes (where overlaps would be).
+    fn server_error_us(&mut self, c: usize) -> i64 {
+        if let Some(fault) = self.clock_faults.iter_mut().find(|f| f.0 == c && f.2 > 0) {
+            fault.2 -= 1;
+            return fault.1;
+        }
+        let bound_us = i64::try_from(self.scenario.network.server_uncertainty_ms * US_PER_MS).unwrap_or(i64::MAX);
+        if bound_us == 0 {
+            0
+        } else if self.rng.random_bool(0.5) {
+            if self.rng.random_bool(0.5) { bound_us } else { -bound_us }
+        } else {
+            self.rng.random_range(-bound_us..=bound_us)
         }
     }
 
@@ -509,6 +533,13 @@ impl Runner<'_> {
                 *offset = offset.saturating_add(by_ms.saturating_mul(1_000));
                 self.world.note(Who::Client(c), "fault", |_| format!("wall clock steps by {by_ms} ms"));
                 self.world.log.draw(|r| r.mark(now, c, "clock step"));
+            }
+            Fault::ServerClockError { client, error_ms, times, .. } => {
+                let c = self.client_index(client);
+                self.clock_faults.push((c, error_ms.saturating_mul(1_000), *times));
+                self.world.note(Who::Client(c), "fault", |_| {
+                    format!("the server clock of its next {times} read(s) errs by {error_ms} ms")
+                });
             }
             Fault::SectionFail { client, .. } => {
                 let c = self.client_index(client);

@@ -71,6 +71,9 @@ pub struct Network {
     pub unknown_rate: f64,
     /// How long a client waits for Spanner before calling it unavailable.
     pub rpc_timeout_ms: u64,
+    /// How far each server time read (a transaction's `now`, a read's `server_now`) may be from real time:
+    /// drawn per read within plus or minus this, half of the draws at the extremes.
+    pub server_uncertainty_ms: u64,
 }
 
 impl Default for Network {
@@ -84,6 +87,7 @@ impl Default for Network {
             abort_rate: 0.0,
             unknown_rate: 0.0,
             rpc_timeout_ms: 2_000,
+            server_uncertainty_ms: 0,
         }
     }
 }
@@ -211,6 +215,19 @@ pub enum Fault {
         /// By how much (negative: backwards).
         by_ms: i64,
     },
+    /// The server time read by the client's next `times` transactions, reads and fenced writes is `error_ms` off
+    /// real time (negative: early), whatever the network's uncertainty draws.
+    ServerClockError {
+        /// From when.
+        at_ms: u64,
+        /// Which client.
+        client: String,
+        /// How far off.
+        error_ms: i64,
+        /// How many reads.
+        #[serde(default = "one_u32")]
+        times: u32,
+    },
     /// The client's next section fails before writing.
     SectionFail {
         /// From when.
@@ -240,6 +257,7 @@ impl Fault {
             | Self::Abort { at_ms, .. }
             | Self::Unknown { at_ms, .. }
             | Self::ClockStep { at_ms, .. }
+            | Self::ServerClockError { at_ms, .. }
             | Self::SectionFail { at_ms, .. }
             | Self::NewNeed { at_ms } => *at_ms,
         }
@@ -254,6 +272,7 @@ impl Fault {
             | Self::Abort { client, .. }
             | Self::Unknown { client, .. }
             | Self::ClockStep { client, .. }
+            | Self::ServerClockError { client, .. }
             | Self::SectionFail { client, .. } => Some(client),
             Self::Outage { .. } | Self::NewNeed { .. } => None,
         }
@@ -385,9 +404,9 @@ impl Default for GenerateOptions {
     }
 }
 
-/// The fleet a sweep draws clients' drift within: up to the safety margin's whole share of the lease, the most
-/// the protocol tolerates (docs/protocol.md: a client slow by `margin / ttl` reaches its deadline a TTL after it
-/// sent the acquisition, no later than the row expires); larger drift is a scenario of its own.
+/// The fleet a sweep draws clients' drift within: up to the whole drift the configuration declares, the most the
+/// protocol tolerates (docs/protocol.md: a client slow by the margin left after twice the server clock error
+/// reaches its deadline no later than any server may judge the row expired); larger drift is a scenario of its own.
 const MAX_GENERATED_DRIFT_FRACTION_OF_MARGIN: u64 = 1;
 
 impl Scenario {
@@ -397,6 +416,9 @@ impl Scenario {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let ttl_ms = rng.random_range(1..=5u64) * 1_000;
         let safety_margin_ms = ttl_ms / rng.random_range(5..=10u64);
+        // The margin pays for twice the server clock error first; drift gets the rest, as the rule allows.
+        let server_uncertainty_ms = rng.random_range(0..=safety_margin_ms / 8);
+        let clock_drift_ppm = (safety_margin_ms - 2 * server_uncertainty_ms) * 1_000_000 / ttl_ms;
         let renew_interval_ms = (ttl_ms - safety_margin_ms) / rng.random_range(2..=4u64);
         let wait_ms = rng.random_range(50..=300u64);
         let max_retries = rng.random_range(3..=10u32);
@@ -408,6 +430,8 @@ impl Scenario {
             max_retries,
             renew_interval_ms,
             safety_margin_ms,
+            clock_drift_ppm,
+            server_uncertainty_ms,
             jitter_ms: rng.random_range(0..=wait_ms),
             // 0: an outage fails a waiting client at once; otherwise it retries through short ones.
             unavailable_ms: rng.random_range(0..=3u64) * 2 * wait_ms,
@@ -423,10 +447,10 @@ impl Scenario {
             abort_rate: f64::from(rng.random_range(0..=100u32)) / 1_000.0,
             unknown_rate: f64::from(rng.random_range(0..=50u32)) / 1_000.0,
             rpc_timeout_ms: rng.random_range(500..=3_000),
+            server_uncertainty_ms,
         };
         let clients_n = options.clients.unwrap_or_else(|| rng.random_range(2..=5));
-        let max_drift_ppm =
-            i64::try_from(safety_margin_ms * 1_000_000 / ttl_ms / MAX_GENERATED_DRIFT_FRACTION_OF_MARGIN).unwrap_or(0);
+        let max_drift_ppm = i64::try_from(clock_drift_ppm / MAX_GENERATED_DRIFT_FRACTION_OF_MARGIN).unwrap_or(0);
         let clients: Vec<ClientSpec> = (0..clients_n)
             .map(|i| {
                 let section_min_ms = rng.random_range(10..=ttl_ms / 2);

@@ -299,10 +299,15 @@ impl World {
         }
     }
 
-    /// The time a transaction's decisions are made on: Spanner's in the fenced protocol, the client's wall
-    /// clock in the seed's.
-    pub fn decision_time(&self, c: usize) -> ServerTime {
-        self.cfg.protocol().decision_time(self.server_now(), self.clients[c].wall_offset_us)
+    /// What a server reads as the time now, when its clock errs by `error_us` (negative: early).
+    pub fn server_read(&self, error_us: i64) -> ServerTime {
+        ServerTime::from_unix_micros(self.server_now().unix_micros().saturating_add(error_us))
+    }
+
+    /// The time a transaction's decisions are made on: Spanner's (read on a server whose clock errs by
+    /// `error_us`) in the fenced protocol, the client's wall clock in the seed's.
+    pub fn decision_time(&self, c: usize, error_us: i64) -> ServerTime {
+        self.cfg.protocol().decision_time(self.server_read(error_us), self.clients[c].wall_offset_us)
     }
 
     /// The client's name with its run number, for traces: `a#2`.
@@ -347,8 +352,10 @@ impl World {
     }
 
     /// A transaction reaches Spanner: it reads the row's version and the decision time.
-    pub fn read_txn(&self, c: usize, request: TxnRequest) -> ReadTxn {
-        ReadTxn { request, version: self.mutexes[self.clients[c].mutex].version, read_at: self.decision_time(c) }
+    /// Its server's clock errs by `error_us`.
+    pub fn read_txn(&self, c: usize, request: TxnRequest, error_us: i64) -> ReadTxn {
+        let read_at = self.decision_time(c, error_us);
+        ReadTxn { request, version: self.mutexes[self.clients[c].mutex].version, read_at }
     }
 
     /// The transaction commits (or not) with `fate`; returns the event its client is told. A transaction whose
@@ -424,11 +431,12 @@ impl World {
 
     /// A section's fenced write reaches Spanner: one transaction that verifies the fence and, if it is current,
     /// applies the effect. Linearized at this step.
-    /// `writer` is the run that sent it, which may have ended since (the write still lands).
-    pub fn fenced_write(&mut self, c: usize, writer: ClientId, fence: Fence) -> FencedWrite {
+    /// `writer` is the run that sent it, which may have ended since (the write still lands). The server's clock
+    /// errs by `error_us`.
+    pub fn fenced_write(&mut self, c: usize, writer: ClientId, fence: Fence, error_us: i64) -> FencedWrite {
         let m = self.clients[c].mutex;
         let verify = TxnRequest::VerifyFence { client: writer, fence };
-        let at = self.decision_time(c);
+        let at = self.decision_time(c, error_us);
         let accepted = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), at).reply == TxnReply::FenceValid;
         let mutex = &mut self.mutexes[m];
         let result = if accepted {

@@ -3,8 +3,8 @@
 
 use spanner_mutex_model::Protocol;
 use spanner_mutex_model::check::{
-    CheckOptions, DOUBLE_EXECUTION, Faults, NO_STALE_WRITE, RELIANCE_BACKED_BY_ROW, SearchOptions, Verdict,
-    decode_path, run_check,
+    CheckOptions, DOUBLE_EXECUTION, Faults, NO_STALE_WRITE, RELIANCE_BACKED_BY_ROW, SINGLE_RELIANCE, SearchOptions,
+    Verdict, decode_path, run_check,
 };
 use spanner_mutex_sim::scenario::Fault;
 use spanner_mutex_sim::{GenerateOptions, RunReport, Scenario, SweepOptions, replay, run, sweep};
@@ -119,6 +119,33 @@ fn every_scenario_file_is_tested() {
     for name in names {
         assert!(source.contains(&format!("passes_and_is_pinned(\"{name}\")")), "scenario {name} has no test");
     }
+}
+
+#[test]
+fn server_clock_error_is_paid_for_by_the_margin() {
+    let r = passes_and_is_pinned("server-clock-error");
+    assert_eq!((r.stats.takeovers, r.stats.lock_lost_signals, r.stats.effects), (1, 1, 1));
+}
+
+#[test]
+fn server_clock_error_without_its_margin_overlaps_two_holders() {
+    // The audit's trace: margin 0 (the rule relaxed by declaring a perfect server clock) and servers that err
+    // 8 ms each way: the new holder takes over while the old one still relies on its lease.
+    let mut relaxed = scenario("server-clock-error");
+    relaxed.config.safety_margin_ms = 0;
+    relaxed.config.server_uncertainty_ms = 0;
+    let report = run(&relaxed, true).expect("runs");
+    let names = violated(&report);
+    assert!(names.contains(&SINGLE_RELIANCE), "{names:?}\n{}", report.timeline());
+    assert!(!names.contains(&DOUBLE_EXECUTION) && !names.contains(&NO_STALE_WRITE), "{names:?}");
+    // And the configuration rule refuses that margin once the error is declared.
+    let mut declared = relaxed.config.clone();
+    declared.server_uncertainty_ms = 8;
+    let err = declared.validate().expect_err("margin too small");
+    assert_eq!(
+        err.to_string(),
+        "safety_margin_ms = 0 must be at least ttl_ms * clock_drift_ppm / 1e6 + 2 * server_uncertainty_ms = 16"
+    );
 }
 
 #[test]

@@ -85,6 +85,9 @@ pub fn edge_config(protocol: Protocol) -> BoxedStrategy<Config> {
                     max_retries,
                     renew_interval_ms,
                     safety_margin_ms,
+                    // The conformance worlds have exact clocks; the machine reads only the margin.
+                    clock_drift_ppm: 0,
+                    server_uncertainty_ms: 0,
                     jitter_ms,
                     unavailable_ms,
                     protocol,
@@ -159,6 +162,8 @@ impl Profile for GridTime {
                     max_retries,
                     renew_interval_ms: 2_500,
                     safety_margin_ms: 1_000,
+                    clock_drift_ppm: 0,
+                    server_uncertainty_ms: 0,
                     jitter_ms: 0,
                     unavailable_ms,
                     protocol: Protocol::Fenced,

@@ -30,6 +30,9 @@ fn config(protocol: Protocol) -> impl Strategy<Value = Config> {
             ConfigParams {
                 ttl_ms,
                 safety_margin_ms,
+                // The conformance world's clocks are exact; the machine reads only the margin.
+                clock_drift_ppm: 0,
+                server_uncertainty_ms: 0,
                 renew_interval_ms: (lease_ms * renew_tenths / 40).max(2 * RTT_MS),
                 wait_ms,
                 max_wait_ms: max_wait_ms.max(wait_ms),
@@ -75,6 +78,8 @@ fn emulator_case() -> impl Strategy<Value = (Config, usize, bool, Vec<Step>)> {
         ConfigParams {
             ttl_ms: 30_000,
             safety_margin_ms: 3_000,
+            clock_drift_ppm: 0,
+            server_uncertainty_ms: 0,
             renew_interval_ms: 5_000,
             wait_ms,
             max_wait_ms: 2_000,

@@ -39,6 +39,15 @@ impl CommitFate {
     }
 }
 
+/// Which way a server's clock errs in one read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClockError {
+    /// The server reads 1 ms before real time: a lease it grants expires 1 ms early.
+    Early,
+    /// The server reads 1 ms after real time: it judges expiries 1 ms early.
+    Late,
+}
+
 /// One step of the world. Client numbers are slots, from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -58,6 +67,8 @@ pub enum Action {
     Crash(u8),
     /// The client's clock falls 1 ms further behind.
     Drift(u8),
+    /// The server time the client's transaction read errs by 1 ms.
+    ClockError(u8, ClockError),
 }
 
 impl fmt::Display for Action {
@@ -79,6 +90,8 @@ impl fmt::Display for Action {
             Self::SectionFail(c) => write!(f, "fail:{c}"),
             Self::Crash(c) => write!(f, "crash:{c}"),
             Self::Drift(c) => write!(f, "drift:{c}"),
+            Self::ClockError(c, ClockError::Early) => write!(f, "clock:{c}:early"),
+            Self::ClockError(c, ClockError::Late) => write!(f, "clock:{c}:late"),
         }
     }
 }
@@ -119,6 +132,11 @@ impl FromStr for Action {
             "fail" => Self::SectionFail(client),
             "crash" => Self::Crash(client),
             "drift" => Self::Drift(client),
+            "clock" => match parts.next() {
+                Some("early") => Self::ClockError(client, ClockError::Early),
+                Some("late") => Self::ClockError(client, ClockError::Late),
+                _ => return Err(err()),
+            },
             _ => return Err(err()),
         };
         if parts.next().is_some() { Err(err()) } else { Ok(action) }
@@ -151,6 +169,8 @@ mod tests {
                 Action::SectionFail(c),
                 Action::Crash(c),
                 Action::Drift(c),
+                Action::ClockError(c, ClockError::Early),
+                Action::ClockError(c, ClockError::Late),
             ]);
             all.extend(fates.map(|f| Action::TxnCommit(c, f)));
         }

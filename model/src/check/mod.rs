@@ -12,7 +12,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
-pub use action::{Action, CommitFate, ParseActionError, decode_path, encode_path};
+pub use action::{Action, ClockError, CommitFate, ParseActionError, decode_path, encode_path};
 pub use cli::{FaultArg, ModelArgs, ProtocolArg, read_path_argument};
 pub use properties::{
     DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_STALE_WRITE, OUTCOMES_TRUE,
@@ -46,13 +46,18 @@ pub struct Faults {
     pub drift: bool,
     /// A critical section fails before writing its effect.
     pub section_failure: bool,
+    /// The server time a transaction reads is 1 ms early or late. Not in [`Self::ALL`]: the checked lease
+    /// grows by twice the error to pay for it, and needs a longer horizon to be taken over.
+    pub clock_error: bool,
 }
 
 impl Faults {
-    /// Every fault kind.
-    pub const ALL: Self = Self { crash: true, abort: true, unknown: true, drift: true, section_failure: true };
+    /// Every fault kind of the default check (all but [`Self::clock_error`]).
+    pub const ALL: Self =
+        Self { crash: true, abort: true, unknown: true, drift: true, section_failure: true, clock_error: false };
     /// No faults: only scheduling (which already includes arbitrarily long pauses) and time.
-    pub const NONE: Self = Self { crash: false, abort: false, unknown: false, drift: false, section_failure: false };
+    pub const NONE: Self =
+        Self { crash: false, abort: false, unknown: false, drift: false, section_failure: false, clock_error: false };
 }
 
 /// What to check.
@@ -71,6 +76,9 @@ pub struct CheckOptions {
     pub skew_ms: u64,
     /// The protocol the machines and transactions follow.
     pub protocol: Protocol,
+    /// The clients' configuration declares no server clock error even when [`Faults::clock_error`] injects one
+    /// (the safety-margin rule relaxed).
+    pub assume_exact_server_clock: bool,
 }
 
 impl Default for CheckOptions {
@@ -82,6 +90,7 @@ impl Default for CheckOptions {
             max_time_ms: 4,
             skew_ms: 1,
             protocol: Protocol::Fenced,
+            assume_exact_server_clock: false,
         }
     }
 }
@@ -97,6 +106,7 @@ impl CheckOptions {
             (f.unknown, "unknown"),
             (f.drift, "drift"),
             (f.section_failure, "section-failure"),
+            (f.clock_error, "clock-error"),
         ] {
             if on {
                 faults.push(name);
@@ -111,8 +121,9 @@ impl CheckOptions {
             #[cfg(any(test, feature = "bug-injection"))]
             Protocol::LeakOnCancelInNeedCheck => "leak-on-cancel-in-need-check",
         };
+        let relaxed = if self.assume_exact_server_clock { " --assume-exact-server-clock" } else { "" };
         format!(
-            "--clients {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} --protocol {protocol}",
+            "--clients {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} --protocol {protocol}{relaxed}",
             self.clients, self.fault_budget, self.max_time_ms, self.skew_ms
         )
     }
@@ -122,11 +133,20 @@ impl CheckOptions {
         (slot as i64 - 1) * i64::try_from(self.skew_ms).unwrap_or(0) * 1_000
     }
 
+    /// The server clock error the clients' configuration declares: 1 ms when it is injected, unless the rule
+    /// is relaxed.
+    pub const fn declared_uncertainty_ms(&self) -> u64 {
+        if self.faults.clock_error && !self.assume_exact_server_clock { 1 } else { 0 }
+    }
+
     /// The protocol configuration the checked clients use: a 3 ms lease (2 ms locally, so 1 ms of drift is
-    /// absorbed), renewed every 1 ms, at most 2 retries.
+    /// absorbed), renewed every 1 ms, at most 2 retries. A declared server clock error of 1 ms adds 2 ms to the
+    /// lease and to the margin, as the configuration rule demands.
     pub fn protocol_config(&self) -> Config {
+        let uncertainty_ms = self.declared_uncertainty_ms();
+        let ttl_ms = 3 + 2 * uncertainty_ms;
         ConfigParams {
-            ttl_ms: 3,
+            ttl_ms,
             staleness_ms: 100,
             wait_ms: 1,
             max_wait_ms: 3,
@@ -134,7 +154,10 @@ impl CheckOptions {
             poll_ms: 1,
             max_retries: 2,
             renew_interval_ms: 1,
-            safety_margin_ms: 1,
+            safety_margin_ms: 1 + 2 * uncertainty_ms,
+            // Drift steps lag a client's clock 1 ms in all, over a lease.
+            clock_drift_ppm: 1_000_000 / ttl_ms,
+            server_uncertainty_ms: uncertainty_ms,
             jitter_ms: 0,
             // The checked world has no unavailable Spanner (only unknown outcomes, aborts and crashes).
             unavailable_ms: 0,
@@ -188,6 +211,8 @@ pub enum Op {
         version: u32,
         /// The time its decisions were made on.
         read_at: ServerTime,
+        /// Whether that time has been made to err (once per transaction).
+        clock_erred: bool,
     },
 }
 
@@ -262,6 +287,8 @@ pub struct WorldGhost {
     pub lock_lost: bool,
     /// The machine rejected an event the world sent, or asked for two operations at once.
     pub driver_contract_broken: bool,
+    /// A server clock read erred.
+    pub clock_erred: bool,
 }
 
 /// The whole system.
@@ -334,7 +361,9 @@ fn representative(state: &WorldState) -> WorldState {
         let slot = &state.clients[i];
         let op = match &slot.op {
             Op::Idle => None,
-            Op::TxnRead { request, version, read_at } => Some((request_rank(request), *version, *read_at)),
+            Op::TxnRead { request, version, read_at, clock_erred } => {
+                Some((request_rank(request), *version, *read_at, *clock_erred))
+            }
         };
         let wrote = |n: usize| state.effects.get(n).map(|e| slot_of(e.writer).0 == i);
         let key = (
@@ -465,7 +494,8 @@ impl LeaseModel {
             }
             Some(Command::RunTxn(request)) => {
                 let read_at = self.decision_time(state, slot);
-                state.clients[slot].op = Op::TxnRead { request, version: state.row_version, read_at };
+                state.clients[slot].op =
+                    Op::TxnRead { request, version: state.row_version, read_at, clock_erred: false };
             }
             Some(Command::RunSection { fence, .. }) => client.section = Section::Started { fence },
             // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
@@ -525,8 +555,13 @@ impl Model for LeaseModel {
             let c = i as u8;
             match &client.op {
                 Op::Idle => {}
-                Op::TxnRead { version, .. } => {
+                Op::TxnRead { version, clock_erred, .. } => {
                     actions.push(Action::TxnCommit(c, CommitFate::AsDecided));
+                    // Erring after the read is the same as erring at it: nothing observed the time in between.
+                    if faults.clock_error && can_fault && !clock_erred {
+                        actions.push(Action::ClockError(c, ClockError::Early));
+                        actions.push(Action::ClockError(c, ClockError::Late));
+                    }
                     if *version == state.row_version && can_fault {
                         if faults.abort {
                             actions.push(Action::TxnCommit(c, CommitFate::Aborted));
@@ -555,7 +590,9 @@ impl Model for LeaseModel {
             if faults.crash && can_fault && running {
                 actions.push(Action::Crash(c));
             }
-            if faults.drift && can_fault && running && client.lag_ms < self.cfg.safety_margin_ms() {
+            // Drift has the margin's share left after twice the declared server clock error.
+            let drift_share_ms = self.cfg.safety_margin_ms() - 2 * self.cfg.server_uncertainty_ms();
+            if faults.drift && can_fault && running && client.lag_ms < drift_share_ms {
                 actions.push(Action::Drift(c));
             }
         }
@@ -567,7 +604,7 @@ impl Model for LeaseModel {
             Action::Tick => state.now_ms += 1,
             Action::TxnCommit(c, fate) => {
                 let slot = usize::from(c);
-                let Op::TxnRead { request, version, read_at } =
+                let Op::TxnRead { request, version, read_at, .. } =
                     std::mem::replace(&mut state.clients[slot].op, Op::Idle)
                 else {
                     return None;
@@ -648,12 +685,27 @@ impl Model for LeaseModel {
                 state.faults_left -= 1;
                 state.clients[usize::from(c)].lag_ms += 1;
             }
+            Action::ClockError(c, error) => {
+                let Op::TxnRead { read_at, clock_erred, .. } = &mut state.clients[usize::from(c)].op else {
+                    return None;
+                };
+                let error_us = match error {
+                    ClockError::Early => -1_000,
+                    ClockError::Late => 1_000,
+                };
+                *read_at = ServerTime::from_unix_micros(read_at.unix_micros() + error_us);
+                *clock_erred = true;
+                state.faults_left -= 1;
+                state.ghost.clock_erred = true;
+            }
         }
         Some(state)
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        properties::all()
+        let mut all = properties::all();
+        all.extend(properties::for_optional_faults(self));
+        all
     }
 
     fn format_action(&self, action: &Action) -> String {

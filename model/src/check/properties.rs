@@ -99,6 +99,18 @@ fn outcome_is_true(model: &LeaseModel, state: &WorldState, slot: usize) -> bool 
     }
 }
 
+/// The `sometimes` companions of optional fault kinds, for a model that injects them.
+pub(super) fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
+    let mut properties = Vec::new();
+    if model.options.faults.clock_error {
+        properties.push(Property::sometimes(
+            "a paused holder's lease is taken over after a server clock erred",
+            |_: &LeaseModel, s: &WorldState| s.ghost.clock_erred && s.ghost.takeover_after_pause,
+        ));
+    }
+    properties
+}
+
 fn outcome_reached(state: &WorldState, wanted: fn(&Outcome) -> bool) -> bool {
     state.clients.iter().any(|c| c.machine.outcome().is_some_and(wanted))
 }

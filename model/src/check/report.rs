@@ -271,6 +271,13 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::SectionFail(c) => format!("{}'s section fails", client(c)),
         Action::Crash(c) => format!("{} crashes and restarts", client(c)),
         Action::Drift(c) => format!("{}'s clock falls 1 ms behind", client(c)),
+        Action::ClockError(c, error) => {
+            let way = match error {
+                super::ClockError::Early => "1 ms early",
+                super::ClockError::Late => "1 ms late",
+            };
+            format!("the server clock {}'s transaction read was {way}", client(c))
+        }
     }
 }
 

@@ -91,3 +91,34 @@ fn representative_is_an_equivalent_state() {
         assert_eq!((property.condition)(&model, &state), (property.condition)(&model, &rep), "{}", property.name);
     }
 }
+
+#[test]
+fn server_clock_errors_overlap_leases_unless_the_margin_pays_for_them() {
+    // Two reads that err 1 ms each way: the first holder's lease expires 1 ms early on the row, a rival's server
+    // judges it 1 ms late, and a margin that covers drift only leaves both relying on the lease.
+    let relaxed = CheckOptions {
+        clients: 2,
+        faults: Faults { clock_error: true, ..Faults::NONE },
+        fault_budget: 2,
+        assume_exact_server_clock: true,
+        ..CheckOptions::default()
+    };
+    let summary = run_check(relaxed.clone(), one_thread());
+    assert_eq!(summary.verdict, Verdict::Violated);
+    let violated: Vec<_> = summary.counterexamples.iter().map(|c| c.property).collect();
+    assert!(violated.contains(&SINGLE_RELIANCE), "{violated:?}");
+    let overlap = summary.counterexamples.iter().find(|c| c.property == SINGLE_RELIANCE).expect("found");
+    let errors = decode_path(&overlap.encoded).expect("decodes");
+    let erred = errors.iter().filter(|a| matches!(a, Action::ClockError(..))).count();
+    assert_eq!(erred, 2, "one error each way: {}", overlap.encoded);
+
+    // The rule kept: the configuration declares the error, so the lease and the margin grow by twice it.
+    let kept = CheckOptions { assume_exact_server_clock: false, max_time_ms: 5, ..relaxed };
+    let summary = run_check(kept, one_thread());
+    assert!(summary.counterexamples.is_empty(), "{:#?}", summary.counterexamples);
+    assert!(
+        !summary.unreached.contains(&"a paused holder's lease is taken over after a server clock erred"),
+        "{:?}",
+        summary.unreached
+    );
+}
