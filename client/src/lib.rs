@@ -39,6 +39,8 @@ pub use config::{ConfigFileError, MutexConfig, Timeouts};
 pub use driver::{read_event, txn_event};
 pub use memory::{FaultyStore, MemoryStore};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use mutex::{BoxError, CriticalSection, Lease, LockGuard, RunError, RunOutcome, SectionGuard, SpannerMutex};
+pub use mutex::{
+    BoxError, CriticalSection, Fenced, Lease, LockGuard, RunError, RunOutcome, SectionGuard, SpannerMutex,
+};
 pub use spanner::SpannerStore;
 pub use store::{LeaseStore, StoreError, StoreErrorKind};

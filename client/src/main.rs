@@ -216,7 +216,7 @@ impl CriticalSection<SpannerStore> for SpannerSection {
             })
             .await;
         match result {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(FencedError::Rejected { fence }) => Err(format!("fenced write rejected for {fence}").into()),
             Err(e) => Err(e.into()),
         }

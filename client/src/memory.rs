@@ -2,9 +2,10 @@
 //! serializability, and a monotonic server clock stamps commits. Used by the demo when no Spanner is around, and
 //! by tests. Fenced user data lives beside the rows, so `fenced` has the same meaning as on Spanner.
 
+use crate::mutex::Fenced;
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
-use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, ServerTime};
+use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, RowWrite, ServerTime};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -104,23 +105,55 @@ impl MemoryStore {
         self.lock().data.clone()
     }
 
-    /// Runs `work` on the user data atomically with verifying that `client` still holds `name` with `fence`,
-    /// exactly as `fenced` does on Spanner: the writes land only while the lease is ours.
+    /// Runs `work` on the user data atomically with verifying that `client` still holds `name` with `fence` and
+    /// recording in the row that its fenced write number `write` landed, exactly as `fenced` does on Spanner: the
+    /// writes land only while the lease is ours, and a retry of a landed write is not applied again.
     pub fn fenced<T>(
         &self,
         cfg: &Config,
         name: &MutexName,
         client: ClientId,
         fence: Fence,
+        write: u32,
         work: impl FnOnce(&mut BTreeMap<String, String>) -> T,
-    ) -> Result<T, FenceRejected> {
+    ) -> Result<Fenced<T>, FenceRejected> {
+        self.fenced_attempt(cfg, name, client, fence, write, &mut Some(work))
+    }
+
+    /// One attempt of [`Self::fenced`]: takes `work` out of its option only when it runs.
+    pub(crate) fn fenced_attempt<T, W: FnOnce(&mut BTreeMap<String, String>) -> T>(
+        &self,
+        cfg: &Config,
+        name: &MutexName,
+        client: ClientId,
+        fence: Fence,
+        write: u32,
+        work: &mut Option<W>,
+    ) -> Result<Fenced<T>, FenceRejected> {
         let mut inner = self.lock();
         let now = self.now(&inner);
-        let verify = TxnRequest::VerifyFence { client, fence };
-        match plan(cfg, &verify, inner.rows.get(name), now).reply {
-            TxnReply::FenceValid => Ok(work(&mut inner.data)),
+        let verify = TxnRequest::VerifyFence { client, fence, write };
+        let planned = plan(cfg, &verify, inner.rows.get(name), now);
+        match planned.reply {
+            // A write number is issued once, and only a landed attempt records it: an attempt that finds its
+            // fence valid has not run the work before.
+            TxnReply::FenceValid => {
+                let value = work.take().map(|work| work(&mut inner.data));
+                if let Some(record) = planned.write {
+                    Self::commit(&mut inner, name, record, now);
+                }
+                Ok(value.map_or(Fenced::CommittedEarlier, Fenced::Committed))
+            }
+            TxnReply::AlreadyApplied => Ok(Fenced::CommittedEarlier),
             _ => Err(FenceRejected { fence }),
         }
+    }
+
+    fn commit(inner: &mut Inner, name: &MutexName, write: RowWrite, now: ServerTime) {
+        // Commit timestamps are unique and increasing, as Spanner's are.
+        let commit = now.max(ServerTime::from_unix_micros(inner.last_commit.unix_micros() + 1));
+        inner.last_commit = commit;
+        inner.rows.insert(name.clone(), write.committed_at(commit));
     }
 }
 
@@ -130,10 +163,7 @@ impl LeaseStore for MemoryStore {
         let now = self.now(&inner);
         let planned = plan(cfg, request, inner.rows.get(name), now);
         if let Some(write) = planned.write {
-            // Commit timestamps are unique and increasing, as Spanner's are.
-            let commit = now.max(ServerTime::from_unix_micros(inner.last_commit.unix_micros() + 1));
-            inner.last_commit = commit;
-            inner.rows.insert(name.clone(), write.committed_at(commit));
+            Self::commit(&mut inner, name, write, now);
         }
         Ok(planned.reply)
     }
@@ -171,6 +201,8 @@ pub enum FaultTarget {
     Renew,
     /// Releases.
     Release,
+    /// Fenced writes (through the guard's `fenced`, which retries aborts and unknown outcomes).
+    FencedWrite,
 }
 
 /// What an injected fault does.
@@ -202,13 +234,22 @@ impl<S: LeaseStore> FaultyStore<S> {
         &self.inner
     }
 
+    /// The next fault planned for a fenced write, if any.
+    pub(crate) fn take_fenced_write_fault(&self) -> Option<FaultEffect> {
+        self.take_for(FaultTarget::FencedWrite)
+    }
+
     fn take(&self, request: &TxnRequest) -> Option<FaultEffect> {
         let target = match request {
             TxnRequest::Acquire { .. } => FaultTarget::Acquire,
             TxnRequest::Renew { .. } => FaultTarget::Renew,
             TxnRequest::Release { .. } => FaultTarget::Release,
-            TxnRequest::VerifyFence { .. } => return None,
+            TxnRequest::VerifyFence { .. } => FaultTarget::FencedWrite,
         };
+        self.take_for(target)
+    }
+
+    fn take_for(&self, target: FaultTarget) -> Option<FaultEffect> {
         let mut plan = self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let index = plan.iter().position(|f| f.on == target)?;
         Some(plan.remove(index).effect)

@@ -73,11 +73,35 @@ impl Lease {
     }
 }
 
+/// What a fenced write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fenced<T> {
+    /// The writes committed in this call; the work returned this.
+    Committed(T),
+    /// An earlier attempt of this call, whose answer was lost (a timeout, a lost connection), committed the
+    /// writes: the row's record of this fence's writes says so, and they were not applied again. The work's
+    /// return value from that attempt is gone.
+    CommittedEarlier,
+}
+
+impl<T> Fenced<T> {
+    /// The work's value, if it committed in this attempt.
+    pub fn into_value(self) -> Option<T> {
+        match self {
+            Self::Committed(value) => Some(value),
+            Self::CommittedEarlier => None,
+        }
+    }
+}
+
 /// What a critical section gets while it runs: the [`Lease`] (by `Deref`) and fenced writes.
 #[derive(Debug)]
 pub struct SectionGuard<S> {
     pub(crate) ctx: Ctx<S>,
     lease: Lease,
+    /// How many fenced writes this lease made; held while one runs, so writes are numbered and resolved one at a
+    /// time (the row's record compares numbers).
+    fenced_writes: tokio::sync::Mutex<u32>,
 }
 
 impl<S> std::ops::Deref for SectionGuard<S> {
@@ -89,28 +113,69 @@ impl<S> std::ops::Deref for SectionGuard<S> {
 
 impl SectionGuard<crate::MemoryStore> {
     /// Runs `work` on the in-memory store's user data only while the lease is still held with this fence,
-    /// atomically with that check.
+    /// atomically with that check and with the row's record of this write.
     pub fn fenced<T>(
         &self,
         work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
-    ) -> Result<T, crate::memory::FenceRejected> {
-        self.ctx.store.fenced(&self.ctx.cfg, &self.ctx.name, self.lease.client, self.lease.fence, work)
+    ) -> Result<Fenced<T>, crate::memory::FenceRejected> {
+        let mut writes = self.next_fenced_write_blocking();
+        let write = *writes + 1;
+        let result =
+            self.ctx.store.fenced(&self.ctx.cfg, &self.ctx.name, self.lease.client, self.lease.fence, write, work);
+        *writes = write;
+        result
     }
 }
 
 impl SectionGuard<crate::FaultyStore<crate::MemoryStore>> {
-    /// [`SectionGuard::<MemoryStore>::fenced`] through the fault-injecting wrapper (fenced writes are not faulted).
+    /// [`SectionGuard::<MemoryStore>::fenced`] through the fault-injecting wrapper: an injected abort or unknown
+    /// outcome (of [`crate::memory::FaultTarget::FencedWrite`]) is retried under the same write number, as on
+    /// Spanner, and a write that landed unseen is found in the row's record.
     pub fn fenced<T>(
         &self,
         work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
-    ) -> Result<T, crate::memory::FenceRejected> {
-        self.ctx.store.inner().fenced(&self.ctx.cfg, &self.ctx.name, self.lease.client, self.lease.fence, work)
+    ) -> Result<Fenced<T>, crate::memory::FenceRejected> {
+        let mut writes = self.next_fenced_write_blocking();
+        let write = *writes + 1;
+        let (cfg, name, client, fence) = (&self.ctx.cfg, &self.ctx.name, self.lease.client, self.lease.fence);
+        let store = &self.ctx.store;
+        let mut work = Some(work);
+        let result = loop {
+            match store.take_fenced_write_fault() {
+                None => break store.inner().fenced_attempt(cfg, name, client, fence, write, &mut work),
+                // It lands, but the answer is lost: the loop retries the same write.
+                Some(crate::memory::FaultEffect::UnknownCommitted) => {
+                    if let Err(rejected) = store.inner().fenced_attempt(cfg, name, client, fence, write, &mut work) {
+                        break Err(rejected);
+                    }
+                }
+                // Nothing landed: the loop retries.
+                Some(_) => {}
+            }
+        };
+        *writes = write;
+        result
     }
 }
 
 impl<S> SectionGuard<S> {
     pub(crate) const fn ctx(&self) -> &Ctx<S> {
         &self.ctx
+    }
+
+    /// Waits for this lease's previous fenced write to be resolved; the guard holds the count of writes made.
+    pub(crate) async fn next_fenced_write(&self) -> tokio::sync::MutexGuard<'_, u32> {
+        self.fenced_writes.lock().await
+    }
+
+    /// [`Self::next_fenced_write`] for the in-memory store's synchronous writes, which hold it only briefly.
+    fn next_fenced_write_blocking(&self) -> tokio::sync::MutexGuard<'_, u32> {
+        loop {
+            if let Ok(writes) = self.fenced_writes.try_lock() {
+                return writes;
+            }
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -269,7 +334,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
                     None => None,
                 },
                 ToUser::RunSection(lease) => {
-                    let guard = SectionGuard { ctx: ctx.clone(), lease };
+                    let guard = SectionGuard { ctx: ctx.clone(), lease, fenced_writes: tokio::sync::Mutex::new(0) };
                     match until_driver_ends(&mut requests, section.execute(&guard)).await {
                         Some(Ok(())) => Some(Event::SectionFinished(SectionResult::Completed)),
                         Some(Err(error)) => {

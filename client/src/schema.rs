@@ -16,6 +16,7 @@ pub const COLUMNS: &[(&str, &str)] = &[
     ("expires_at", "TIMESTAMP"),
     ("attempt", "INT64"),
     ("last_error", "STRING(MAX)"),
+    ("fenced_writes", "INT64"),
 ];
 
 /// Schema problems.
@@ -32,7 +33,7 @@ pub enum SchemaError {
         /// Database.
         database: String,
     },
-    /// A column is missing or has the wrong type.
+    /// A column has the wrong type.
     #[error("column {table}.{column}: expected {expected}, found {found}")]
     Column {
         /// Table.
@@ -43,6 +44,17 @@ pub enum SchemaError {
         expected: &'static str,
         /// What the table has.
         found: String,
+    },
+    /// A column is missing: the table was made by an older version (before `fenced_writes`, the record that keeps
+    /// fenced writes exactly-once) or by hand.
+    #[error("column {table}.{column} is missing; add it with: {ddl}")]
+    MissingColumn {
+        /// Table.
+        table: String,
+        /// Column.
+        column: &'static str,
+        /// The statement that adds it.
+        ddl: String,
     },
     /// Spanner failed.
     #[error("Spanner: {0}")]
@@ -64,6 +76,17 @@ pub fn create_table_ddl(table: &str, delete_after_days: Option<u32>) -> Result<S
         .collect();
     let ttl = delete_after_days.map(|d| format!(", ROW DELETION POLICY (OLDER_THAN(updated_at, INTERVAL {d} DAY))"));
     Ok(format!("CREATE TABLE {table} (\n{}\n) PRIMARY KEY (name){}", columns.join(",\n"), ttl.unwrap_or_default()))
+}
+
+/// The statement that adds a missing column to an existing lease table. Existing rows get the column's neutral
+/// value (`0`: no fenced writes recorded), which every column added since the first version has.
+fn add_column_ddl(table: &str, column: &str, ty: &str) -> String {
+    let nullable = ["holder_name", "last_error"];
+    if nullable.contains(&column) {
+        format!("ALTER TABLE {table} ADD COLUMN {column} {ty}")
+    } else {
+        format!("ALTER TABLE {table} ADD COLUMN {column} {ty} NOT NULL DEFAULT (0)")
+    }
 }
 
 /// Creates the lease table in an existing database (`projects/P/instances/I/databases/D`) through the
@@ -110,14 +133,14 @@ pub async fn validate_schema(store: &SpannerStore) -> Result<(), SchemaError> {
         });
     }
     for (column, expected) in COLUMNS {
-        let actual = found.iter().find(|(c, _)| c == column).map(|(_, t)| t.clone());
-        if actual.as_deref() != Some(expected) {
-            return Err(SchemaError::Column {
-                table: store.table().to_owned(),
-                column,
-                expected,
-                found: actual.unwrap_or_else(|| "no such column".into()),
-            });
+        let table = store.table().to_owned();
+        match found.iter().find(|(c, _)| c == column).map(|(_, t)| t.clone()) {
+            Some(actual) if actual == *expected => {}
+            Some(actual) => return Err(SchemaError::Column { table, column, expected, found: actual }),
+            None => {
+                let ddl = add_column_ddl(&table, column, expected);
+                return Err(SchemaError::MissingColumn { table, column, ddl });
+            }
         }
     }
     Ok(())

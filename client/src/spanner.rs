@@ -2,6 +2,7 @@
 //! request, one single-use read per observation, no admin RPC on the hot path, and a time bound on everything.
 
 use crate::config::{Timeouts, validate_table_id};
+use crate::mutex::Fenced;
 use crate::serial::{HolderFirst, Turn};
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_gax::error::rpc::Code;
@@ -13,6 +14,8 @@ use google_cloud_spanner::transaction::{BasicTransactionRetryPolicy, ReadWriteTr
 use spanner_mutex_model::txn::{TxnPlan, TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, ServerTime, Status};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::sync::RwLock;
 use wkt::Timestamp;
 
@@ -116,6 +119,7 @@ fn decode_row(row: &google_cloud_spanner::result::Row) -> google_cloud_spanner::
     let holder = uuid::Uuid::parse_str(&holder).map_err(|e| bad(format!("holder {holder:?}: {e}")))?;
     let fence: i64 = row.get("fence")?;
     let attempt: i64 = row.get("attempt")?;
+    let fenced_writes: i64 = row.get("fenced_writes")?;
     let updated_at: Timestamp = row.get("updated_at")?;
     let expires_at: Timestamp = row.get("expires_at")?;
     let lease = LeaseRow {
@@ -127,6 +131,7 @@ fn decode_row(row: &google_cloud_spanner::result::Row) -> google_cloud_spanner::
         expires_at: micros(&expires_at),
         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
         last_error: row.get("last_error")?,
+        fenced_writes: u32::try_from(fenced_writes).map_err(|_| bad(format!("fenced_writes {fenced_writes}")))?,
     };
     Ok((Some(lease), micros(&now)))
 }
@@ -154,7 +159,7 @@ impl SpannerStore {
         // Only validated identifiers reach SQL; values are always parameters.
         let select_sql = format!(
             "SELECT CURRENT_TIMESTAMP() AS now, t.status, t.holder, t.holder_name, t.fence, t.updated_at, \
-             t.expires_at, t.attempt, t.last_error FROM (SELECT 1) LEFT JOIN {table} AS t ON t.name = @name"
+             t.expires_at, t.attempt, t.last_error, t.fenced_writes FROM (SELECT 1) LEFT JOIN {table} AS t ON t.name = @name"
         );
         Ok(Self {
             spanner,
@@ -244,6 +249,8 @@ impl SpannerStore {
             .to(i64::from(write.attempt))
             .set("last_error")
             .to(write.last_error.clone())
+            .set("fenced_writes")
+            .to(i64::from(write.fenced_writes))
             .build()
     }
 
@@ -360,7 +367,7 @@ impl LeaseStore for SpannerStore {
     }
 }
 
-/// A fenced transaction that did not run the user's work.
+/// A fenced transaction that did not commit the user's work (as far as could be told).
 #[derive(Debug, thiserror::Error)]
 pub enum FencedError {
     /// The lease is no longer held with this fence: nothing was written.
@@ -372,78 +379,162 @@ pub enum FencedError {
     /// The transaction failed (the user's work may have returned this error).
     #[error("fenced transaction failed: {0}")]
     Spanner(#[from] google_cloud_spanner::Error),
-    /// Spanner did not answer within `timeouts.transaction_ms`: the writes may or may not have committed.
-    #[error("fenced transaction did not answer within {ms} ms: it may or may not have committed")]
+    /// Spanner gave no certain answer (timeouts, aborts, lost connections) to this write or to its retries for
+    /// `lease.unavailable_ms` after the first: the writes may or may not have committed. The lease's row records
+    /// the writes that did, so a later fenced write of this lease is still numbered and checked correctly.
+    #[error("fenced transaction gave no certain answer within {ms} ms of retries: it may or may not have committed")]
     OutcomeUnknown {
-        /// The bound.
+        /// How long it was retried.
         ms: u64,
     },
 }
 
+/// What one attempt of a fenced transaction did.
+enum FencedAttempt<T> {
+    Committed(T),
+    AlreadyApplied,
+    NotHolder,
+}
+
 impl SpannerStore {
     /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that `client`
-    /// still holds `name` with `fence`; `work`'s writes commit only while the lease is theirs. Sections use this
-    /// through [`crate::SectionGuard::fenced`]; it is public for drivers of their own.
+    /// still holds `name` with `fence`; `work`'s writes commit only while the lease is theirs, together with the
+    /// row's record that this lease's fenced write number `write` landed. An attempt without a certain answer is
+    /// retried under the same number, for up to `lease.unavailable_ms` (at least once): a retry whose earlier
+    /// attempt landed finds the record and returns [`Fenced::CommittedEarlier`] without running `work` again.
+    /// Sections use this through [`crate::SectionGuard::fenced`], which numbers the writes; it is public for
+    /// drivers of their own, who must number a lease's writes from 1 and issue them one at a time.
     pub async fn fenced<T, F, Fut>(
         &self,
         cfg: &Config,
         name: &MutexName,
         client: ClientId,
         fence: Fence,
+        write: u32,
         work: F,
-    ) -> Result<T, FencedError>
+    ) -> Result<Fenced<T>, FencedError>
     where
         F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
         Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
         T: Send + 'static,
     {
-        let verify = TxnRequest::VerifyFence { client, fence };
+        let verify = TxnRequest::VerifyFence { client, fence, write };
         let _serial = self.serialized(&verify).await;
-        let runner = self.runner(&self.database_client().await);
-        let (store, cfg, name) = (self.clone(), cfg.clone(), name.clone());
-        let run = runner.run(move |tx: ReadWriteTransaction| {
-            let (store, cfg, name, verify, work) =
-                (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone());
-            async move {
-                if store.plan_in(&tx, &cfg, &name, &verify).await?.reply != TxnReply::FenceValid {
-                    return Ok(None);
+        let mut first_uncertain: Option<tokio::time::Instant> = None;
+        for tries in 1u32.. {
+            let work_failed = Arc::new(AtomicBool::new(false));
+            let attempt = self.fenced_once(cfg, name, &verify, work.clone(), Arc::clone(&work_failed));
+            let error = match tokio::time::timeout(self.timeouts.transaction(), attempt).await {
+                Ok(Ok(FencedAttempt::Committed(value))) => return Ok(Fenced::Committed(value)),
+                Ok(Ok(FencedAttempt::AlreadyApplied)) => return Ok(Fenced::CommittedEarlier),
+                Ok(Ok(FencedAttempt::NotHolder)) => return Err(FencedError::Rejected { fence }),
+                Ok(Err(error)) => Some(error),
+                Err(_) => None,
+            };
+            // The user's own error, or one that retrying cannot help, is the answer.
+            if let Some(error) = error {
+                let lost = is_session_lost(&error);
+                if lost {
+                    self.rebuild().await;
                 }
-                work(tx).await.map(Some)
+                let uncertain = matches!(
+                    classify(&error, true),
+                    StoreErrorKind::Unknown | StoreErrorKind::Aborted | StoreErrorKind::Unavailable
+                );
+                if work_failed.load(Ordering::SeqCst) || !(lost || uncertain) {
+                    return Err(error.into());
+                }
+                tracing::debug!(%name, fence = fence.get(), write, %error, "fenced write without a certain answer");
+            }
+            let since = *first_uncertain.get_or_insert_with(tokio::time::Instant::now);
+            if tries > 1 && since.elapsed() >= Duration::from_millis(cfg.unavailable_ms()) {
+                break;
+            }
+        }
+        Err(FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() })
+    }
+
+    async fn fenced_once<T, F, Fut>(
+        &self,
+        cfg: &Config,
+        name: &MutexName,
+        verify: &TxnRequest,
+        work: F,
+        work_failed: Arc<AtomicBool>,
+    ) -> Result<FencedAttempt<T>, google_cloud_spanner::Error>
+    where
+        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+        T: Send + 'static,
+    {
+        let runner = self.runner(&self.database_client().await);
+        let (store, cfg, name, verify) = (self.clone(), cfg.clone(), name.clone(), verify.clone());
+        let run = runner.run(move |tx: ReadWriteTransaction| {
+            let (store, cfg, name, verify, work, work_failed) =
+                (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone(), Arc::clone(&work_failed));
+            async move {
+                let planned = store.plan_in(&tx, &cfg, &name, &verify).await?;
+                match planned.reply {
+                    TxnReply::FenceValid => {}
+                    TxnReply::AlreadyApplied => return Ok(FencedAttempt::AlreadyApplied),
+                    _ => return Ok(FencedAttempt::NotHolder),
+                }
+                if let Some(record) = &planned.write {
+                    tx.buffer([store.lease_mutation(&name, record)])?;
+                }
+                let value = work(tx).await.inspect_err(|_| work_failed.store(true, Ordering::SeqCst))?;
+                Ok(FencedAttempt::Committed(value))
             }
         });
-        let ms = self.timeouts.transaction_ms;
-        let outcome = tokio::time::timeout(self.timeouts.transaction(), run)
-            .await
-            .map_err(|_| FencedError::OutcomeUnknown { ms })?;
-        if let Err(error) = &outcome
-            && is_session_lost(error)
-        {
-            self.rebuild().await;
-        }
-        outcome?.into_inner().ok_or(FencedError::Rejected { fence })
+        Ok(run.await?.into_inner())
     }
 }
 
-macro_rules! spanner_fenced {
-    ($store:ty, $spanner:expr) => {
-        impl crate::SectionGuard<$store> {
-            /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that
-            /// this client still holds the lease with this fence; `work`'s writes commit only while the lease
-            /// is ours. `work` may run more than once (Spanner retries aborted transactions): keep it free of
-            /// side effects outside the transaction.
-            pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<T, FencedError>
-            where
-                F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
-                Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
-                T: Send + 'static,
-            {
-                let ctx = self.ctx();
-                let spanner: fn(&$store) -> &SpannerStore = $spanner;
-                spanner(&ctx.store).fenced(&ctx.cfg, &ctx.name, self.client(), self.fence(), work).await
-            }
-        }
-    };
+impl crate::SectionGuard<SpannerStore> {
+    /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that this client
+    /// still holds the lease with this fence; `work`'s writes commit only while the lease is ours, exactly once:
+    /// an attempt whose answer is lost is retried, and the row's record of this lease's writes tells whether it
+    /// had landed ([`Fenced::CommittedEarlier`]). `work` may run more than once (Spanner retries aborted
+    /// transactions): keep it free of side effects outside the transaction. One fenced write of a lease runs at
+    /// a time; a second call waits for the first.
+    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError>
+    where
+        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+        T: Send + 'static,
+    {
+        let ctx = self.ctx();
+        let mut writes = self.next_fenced_write().await;
+        let write = *writes + 1;
+        let result = ctx.store.fenced(&ctx.cfg, &ctx.name, self.client(), self.fence(), write, work).await;
+        // Numbers are never reused, whatever the answer: a write that may have landed keeps its number.
+        *writes = write;
+        result
+    }
 }
 
-spanner_fenced!(SpannerStore, |store| store);
-spanner_fenced!(crate::FaultyStore<SpannerStore>, |store| store.inner());
+impl crate::SectionGuard<crate::FaultyStore<SpannerStore>> {
+    /// [`crate::SectionGuard::<SpannerStore>::fenced`] through the fault-injecting wrapper. A planned fault of
+    /// [`crate::memory::FaultTarget::FencedWrite`] loses a real attempt's answer: `UnknownCommitted` runs the write
+    /// on Spanner and discards what it said, so the retry must find the row's record; other effects skip it.
+    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError>
+    where
+        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+        T: Send + 'static,
+    {
+        let ctx = self.ctx();
+        let store = ctx.store.inner();
+        let mut writes = self.next_fenced_write().await;
+        let write = *writes + 1;
+        *writes = write;
+        let (cfg, name, client, fence) = (&ctx.cfg, &ctx.name, self.client(), self.fence());
+        while let Some(effect) = ctx.store.take_fenced_write_fault() {
+            if effect == crate::memory::FaultEffect::UnknownCommitted {
+                // Its answer is lost whatever it was; a refusal would be found again by the retry.
+                let _lost = store.fenced(cfg, name, client, fence, write, work.clone()).await;
+            }
+        }
+        store.fenced(cfg, name, client, fence, write, work).await
+    }
+}

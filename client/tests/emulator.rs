@@ -119,7 +119,7 @@ macro_rules! effect_impl {
                     })
                     .await;
                 match result {
-                    Ok(()) => Ok(()),
+                    Ok(_) => Ok(()),
                     Err(e @ FencedError::Rejected { .. }) => {
                         self.rejected.fetch_add(1, Ordering::SeqCst);
                         Err(e.into())
@@ -240,6 +240,20 @@ async fn unknown_commit_outcomes_are_resolved_through_the_real_store() {
 }
 
 #[tokio::test]
+async fn a_fenced_write_whose_answer_was_lost_is_found_in_the_row_and_not_applied_again() {
+    let (_emulator, store) = setup().await;
+    let faulty = FaultyStore::new(store.clone());
+    // The first attempt commits on the emulator and its answer is dropped; the retry must find the record (without
+    // it the retried insert of the same effect row fails with ALREADY_EXISTS, or a blind write applies it twice).
+    faulty.inject(InjectedFault { on: FaultTarget::FencedWrite, effect: FaultEffect::UnknownCommitted });
+    let run = mutex(faulty, "fenced-unknown").run(&Effect::new("f1")).await.expect("runs");
+    assert_eq!(run, RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(effect_rows(&store, "f1").await, 1);
+    let (row, _) = store.read(&name("fenced-unknown")).await.expect("reads");
+    assert_eq!(row.map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 1)));
+}
+
+#[tokio::test]
 async fn a_missing_table_is_a_clear_error() {
     let (emulator, _store) = setup().await;
     let missing = SpannerStore::connect(DATABASE, "NoSuchTable", Some(emulator.endpoint()), fast_timeouts())
@@ -258,6 +272,42 @@ async fn a_missing_table_is_a_clear_error() {
         mutex(missing, "m").run(&Effect::new("m")).await.expect("runs"),
         RunOutcome::Executed { fence: Fence::FIRST }
     );
+}
+
+#[tokio::test]
+async fn a_table_from_before_the_fenced_write_record_names_the_statement_that_upgrades_it() {
+    let (emulator, _store) = setup().await;
+    let old = "CREATE TABLE OldLeases (name STRING(128) NOT NULL, status STRING(16) NOT NULL, \
+               holder STRING(36) NOT NULL, holder_name STRING(256), fence INT64 NOT NULL, \
+               updated_at TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true), \
+               expires_at TIMESTAMP NOT NULL, attempt INT64 NOT NULL, last_error STRING(MAX)) PRIMARY KEY (name)";
+    emulator.apply_ddl(DATABASE, vec![old.into()]).await.expect("old table");
+    let store = SpannerStore::connect(DATABASE, "OldLeases", Some(emulator.endpoint()), fast_timeouts())
+        .await
+        .expect("connects");
+    // A row written by the old version, so the upgrade must give existing rows a value.
+    let m = mutex(store.clone(), "old");
+    let error = validate_schema(&store).await.expect_err("column missing");
+    let SchemaError::MissingColumn { ddl, .. } = &error else { panic!("{error}") };
+    assert_eq!(error.to_string(), format!("column OldLeases.fenced_writes is missing; add it with: {ddl}"));
+    assert!(m.run(&Effect::new("old")).await.is_err(), "the old table cannot hold the record");
+    let insert = "INSERT INTO OldLeases (name, status, holder, fence, updated_at, expires_at, attempt) \
+                  VALUES ('old', 'FAILED', '00000000-0000-0000-0000-000000000001', 1, PENDING_COMMIT_TIMESTAMP(), \
+                  TIMESTAMP '2000-01-01T00:00:00Z', 1)";
+    let client = store.database_client().await;
+    let dml = Statement::builder(insert).build();
+    client
+        .read_write_transaction()
+        .build()
+        .run(move |tx: google_cloud_spanner::transaction::ReadWriteTransaction| {
+            let dml = dml.clone();
+            async move { tx.execute_update(dml).await }
+        })
+        .await
+        .expect("old row");
+    emulator.apply_ddl(DATABASE, vec![ddl.clone()]).await.expect("the named statement applies");
+    validate_schema(&store).await.expect("valid now");
+    assert_eq!(m.run(&Effect::new("old")).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
 }
 
 #[tokio::test]

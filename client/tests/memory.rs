@@ -252,3 +252,41 @@ async fn try_acquire_gives_up_at_once_and_acquire_timeout_returns_none() {
     assert!(mutex.try_acquire().await.expect("no error").is_none());
     assert!(mutex.acquire_timeout(Duration::from_millis(100)).await.expect("no error").is_none());
 }
+
+/// Makes two fenced writes; the first's answer is lost after it landed (injected), the second's is not.
+struct TwoWrites {
+    results: std::sync::Mutex<Vec<String>>,
+}
+
+impl CriticalSection<FaultyStore<MemoryStore>> for TwoWrites {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+    async fn execute(&self, guard: &SectionGuard<FaultyStore<MemoryStore>>) -> Result<(), BoxError> {
+        for key in ["first", "second"] {
+            let written = guard.fenced(|data| {
+                let count = data.get(key).map_or(0, |n| n.parse::<u32>().unwrap_or(0)) + 1;
+                data.insert(key.into(), count.to_string());
+            })?;
+            self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!("{written:?}"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
+    let store = FaultyStore::new(MemoryStore::new());
+    for effect in [FaultEffect::UnknownCommitted, FaultEffect::UnknownNotCommitted] {
+        store.inject(InjectedFault { on: FaultTarget::FencedWrite, effect });
+    }
+    let section = TwoWrites { results: std::sync::Mutex::default() };
+    let outcome = mutex(store.clone()).run(&section).await.expect("runs");
+    assert_eq!(outcome, RunOutcome::Executed { fence: Fence::FIRST });
+    // The first landed unseen and its retry found the row's record; the second was lost and its retry ran it.
+    let results = section.results.lock().expect("not poisoned").clone();
+    assert_eq!(results, ["CommittedEarlier", "Committed(())"]);
+    let data = store.inner().data();
+    assert_eq!((data.get("first").map(String::as_str), data.get("second").map(String::as_str)), (Some("1"), Some("1")));
+    assert_eq!(store.inner().row(&name()).map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 2)));
+}

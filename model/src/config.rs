@@ -34,6 +34,10 @@ pub enum Protocol {
     /// first driver, re-inserted): the lease is left to expire. The driver conformance test must catch it.
     #[cfg(any(test, feature = "bug-injection"))]
     LeakOnCancelInNeedCheck,
+    /// Fenced, but fenced writes keep no record of having landed (the first client's behaviour, re-inserted): a
+    /// retry of a write whose answer was lost applies it again. The checker and the simulator must catch it.
+    #[cfg(any(test, feature = "bug-injection"))]
+    NoFencedWriteRecord,
 }
 
 impl Protocol {
@@ -60,7 +64,20 @@ impl Protocol {
             #[cfg(any(test, feature = "bug-injection"))]
             Self::NoFenceCheck => false,
             #[cfg(any(test, feature = "bug-injection"))]
-            Self::LeakOnCancelInNeedCheck => true,
+            Self::LeakOnCancelInNeedCheck | Self::NoFencedWriteRecord => true,
+        }
+    }
+
+    /// Whether a fenced write records in the row that it landed, so its retry is recognised.
+    pub const fn records_fenced_writes(self) -> bool {
+        match self {
+            Self::Fenced => true,
+            // The seed had neither fences nor a record.
+            Self::Naive => false,
+            #[cfg(any(test, feature = "bug-injection"))]
+            Self::NoFenceCheck | Self::LeakOnCancelInNeedCheck => true,
+            #[cfg(any(test, feature = "bug-injection"))]
+            Self::NoFencedWriteRecord => false,
         }
     }
 

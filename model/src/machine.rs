@@ -574,7 +574,11 @@ impl ClientMachine {
                     self.act_on(cfg, now, Observation::Busy { holder, fence, expires_at, server_now }, false)
                 }
                 TxnReply::DoneByOther { holder, fence } => self.finish(Outcome::DoneByOther { holder, fence }),
-                TxnReply::Renewed { .. } | TxnReply::Released | TxnReply::FenceValid | TxnReply::NotHolder => {
+                TxnReply::Renewed { .. }
+                | TxnReply::Released
+                | TxnReply::FenceValid
+                | TxnReply::AlreadyApplied
+                | TxnReply::NotHolder => {
                     self.state = State::AwaitingAcquireCommit { sent_at };
                     return Err(unexpected);
                 }

@@ -70,6 +70,9 @@ pub struct LeaseRow {
     pub attempt: u32,
     /// The error the last FAILED holder reported.
     pub last_error: Option<String>,
+    /// How many fenced writes committed under `fence`: the idempotency record. A fenced write whose answer was
+    /// lost is retried under the same number, and finds here that it already landed.
+    pub fenced_writes: u32,
 }
 
 /// What a transaction writes: a [`LeaseRow`] whose `updated_at` Spanner fills in with the commit timestamp.
@@ -89,6 +92,8 @@ pub struct RowWrite {
     pub attempt: u32,
     /// See [`LeaseRow::last_error`].
     pub last_error: Option<String>,
+    /// See [`LeaseRow::fenced_writes`].
+    pub fenced_writes: u32,
 }
 
 impl RowWrite {
@@ -103,6 +108,7 @@ impl RowWrite {
             expires_at: self.expires_at,
             attempt: self.attempt,
             last_error: self.last_error,
+            fenced_writes: self.fenced_writes,
         }
     }
 }
@@ -124,6 +130,7 @@ impl LeaseRow {
             expires_at: self.expires_at,
             attempt: self.attempt,
             last_error: self.last_error.clone(),
+            fenced_writes: self.fenced_writes,
         }
     }
 }

@@ -118,12 +118,16 @@ pub enum TxnRequest {
         status: ReleaseStatus,
     },
     /// Verify, inside a user's transaction, that the lease is still held with this fence; the user's writes in
-    /// the same transaction then commit only while the lease is ours.
+    /// the same transaction then commit only while the lease is ours, together with the row's record that write
+    /// number `write` landed, so a retry of a write whose answer was lost finds it and does not apply it twice.
     VerifyFence {
         /// The holder.
         client: ClientId,
         /// Its fence.
         fence: Fence,
+        /// The write's number under this fence, from 1; a retry keeps its number. A holder issues its fenced
+        /// writes one at a time, so every write numbered below this one has been resolved.
+        write: u32,
     },
 }
 
@@ -189,6 +193,8 @@ pub enum TxnReply {
     Released,
     /// The fence is current: the transaction's other writes may commit.
     FenceValid,
+    /// This fenced write committed in an earlier attempt whose answer was lost; nothing is written again.
+    AlreadyApplied,
     /// The row no longer names this client and fence as an unexpired holder; nothing was written.
     NotHolder,
 }
@@ -222,6 +228,11 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
                     (Some(r), AcquisitionKind::Fresh) => (r.fence.next(), 1),
                     (Some(r), _) => (r.fence.next(), r.attempt.saturating_add(1)),
                 };
+                // Re-entering keeps the record of the writes made under this fence.
+                let fenced_writes = match (row, kind) {
+                    (Some(r), AcquisitionKind::Reentrant) => r.fenced_writes,
+                    _ => 0,
+                };
                 let expires_at = now.plus_ms(cfg.ttl_ms());
                 let write = RowWrite {
                     status: Status::Started,
@@ -231,6 +242,7 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
                     expires_at,
                     attempt,
                     last_error: None,
+                    fenced_writes,
                 };
                 TxnPlan { write: Some(write), reply: TxnReply::Acquired { fence, expires_at, kind } }
             }
@@ -263,9 +275,16 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
             Some(r) if r.holder == *client && r.fence == *fence => no_write(TxnReply::Released),
             _ => no_write(TxnReply::NotHolder),
         },
-        TxnRequest::VerifyFence { client, fence } => {
-            if !cfg.protocol().checks_fence() || held_by(row, *client, *fence, now) {
-                no_write(TxnReply::FenceValid)
+        TxnRequest::VerifyFence { client, fence, write } => {
+            let ours = row.filter(|r| r.holder == *client && r.fence == *fence);
+            // Judged before expiry: that the write landed is a fact of the past, true after the lease ended.
+            if cfg.protocol().records_fenced_writes() && ours.is_some_and(|r| r.fenced_writes >= *write) {
+                no_write(TxnReply::AlreadyApplied)
+            } else if !cfg.protocol().checks_fence() || held_by(row, *client, *fence, now) {
+                let record = ours
+                    .filter(|_| cfg.protocol().records_fenced_writes())
+                    .map(|r| RowWrite { fenced_writes: *write, ..r.to_write() });
+                TxnPlan { write: record, reply: TxnReply::FenceValid }
             } else {
                 no_write(TxnReply::NotHolder)
             }
@@ -424,7 +443,7 @@ mod tests {
     #[test]
     fn verify_fence_accepts_only_the_current_unexpired_holder() {
         let first = commit(&plan(&cfg(), &acquire(A), None, at(0)), 0);
-        let verify = |client, fence| TxnRequest::VerifyFence { client, fence };
+        let verify = |client, fence| TxnRequest::VerifyFence { client, fence, write: 1 };
         assert_eq!(plan(&cfg(), &verify(A, Fence::FIRST), Some(&first), at(9)).reply, TxnReply::FenceValid);
         assert_eq!(plan(&cfg(), &verify(A, Fence::FIRST), Some(&first), at(10)).reply, TxnReply::NotHolder);
         let second = commit(&plan(&cfg(), &acquire(B), Some(&first), at(10)), 10);
@@ -439,7 +458,27 @@ mod tests {
         let broken = params.validate().expect("valid");
         let first = commit(&plan(&broken, &acquire(A), None, at(0)), 0);
         let second = commit(&plan(&broken, &acquire(B), Some(&first), at(10)), 10);
-        let verify = TxnRequest::VerifyFence { client: A, fence: Fence::FIRST };
+        let verify = TxnRequest::VerifyFence { client: A, fence: Fence::FIRST, write: 1 };
         assert_eq!(plan(&broken, &verify, Some(&second), at(11)).reply, TxnReply::FenceValid);
+    }
+
+    #[test]
+    fn a_fenced_write_records_that_it_landed_so_its_retry_is_not_applied_again() {
+        let held = commit(&plan(&cfg(), &acquire(A), None, at(0)), 0);
+        let write = |write| TxnRequest::VerifyFence { client: A, fence: Fence::FIRST, write };
+        let first = plan(&cfg(), &write(1), Some(&held), at(1));
+        assert_eq!(first.reply, TxnReply::FenceValid);
+        let landed = commit(&first, 1);
+        assert_eq!(landed.fenced_writes, 1);
+        // The answer was lost: the retry finds the record, even once the lease has expired.
+        assert_eq!(plan(&cfg(), &write(1), Some(&landed), at(2)), no_write(TxnReply::AlreadyApplied));
+        assert_eq!(plan(&cfg(), &write(1), Some(&landed), at(50)).reply, TxnReply::AlreadyApplied);
+        // The next write is new; a renewal keeps the record; a new holder starts its own.
+        assert_eq!(plan(&cfg(), &write(2), Some(&landed), at(2)).reply, TxnReply::FenceValid);
+        let renew = TxnRequest::Renew { client: A, fence: Fence::FIRST };
+        assert_eq!(commit(&plan(&cfg(), &renew, Some(&landed), at(3)), 3).fenced_writes, 1);
+        let taken = commit(&plan(&cfg(), &acquire(B), Some(&landed), at(20)), 20);
+        assert_eq!(taken.fenced_writes, 0);
+        assert_eq!(plan(&cfg(), &write(1), Some(&taken), at(21)).reply, TxnReply::NotHolder);
     }
 }

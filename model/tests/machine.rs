@@ -62,6 +62,7 @@ fn row(holder: ClientId, fence: u64, status: Status, expires_ms: i64) -> LeaseRo
         expires_at: server(expires_ms),
         attempt: 1,
         last_error: None,
+        fenced_writes: 0,
     }
 }
 

@@ -161,13 +161,17 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 let command = lockstep.world.fire_timer(c);
                 lockstep.execute(c, command);
             }
-            Action::SectionWrite(c) => {
+            Action::SectionWrite(c, fate) => {
                 let c = client(c)?;
                 let Section::Running { fence } = lockstep.sections[c] else {
                     return Err(not_possible("no section is running"));
                 };
                 let writer = lockstep.world.clients[c].machine.id();
-                lockstep.sections[c] = Section::Wrote(lockstep.world.fenced_write(c, writer, fence, 0));
+                match lockstep.world.fenced_write(c, writer, fence, 0, fate) {
+                    // Told nothing certain, the section stays running and writes again.
+                    FencedWrite::Retry => {}
+                    written => lockstep.sections[c] = Section::Wrote(written),
+                }
             }
             Action::SectionReturn(c) => {
                 let c = client(c)?;
@@ -175,8 +179,10 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                     return Err(not_possible("no section has written"));
                 };
                 let result = match written {
-                    FencedWrite::Accepted => SectionResult::Completed,
-                    FencedWrite::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
+                    FencedWrite::Accepted | FencedWrite::AlreadyApplied => SectionResult::Completed,
+                    FencedWrite::Rejected | FencedWrite::Retry => {
+                        SectionResult::Failed { error: "fenced write rejected".into() }
+                    }
                 };
                 lockstep.sections[c] = Section::Idle;
                 let command = lockstep.world.feed(c, Event::SectionFinished(result));

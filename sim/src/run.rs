@@ -198,6 +198,7 @@ impl CommitFault {
                     | (TxnKind::Acquire, TxnRequest::Acquire { .. })
                     | (TxnKind::Renew, TxnRequest::Renew { .. })
                     | (TxnKind::Release, TxnRequest::Release { .. })
+                    | (TxnKind::FencedWrite, TxnRequest::VerifyFence { .. })
             )
     }
 }
@@ -409,16 +410,23 @@ impl Runner<'_> {
             Pending::WriteArrive { c, run, writer, fence } => {
                 // A write sent before its process died still lands: Spanner does not know the process is gone.
                 let result = if self.outage() {
-                    SectionResult::Failed { error: "Spanner unavailable".into() }
+                    Some(SectionResult::Failed { error: "Spanner unavailable".into() })
                 } else {
                     let error_us = self.server_error_us(c);
-                    match self.world.fenced_write(c, writer, fence, error_us) {
-                        FencedWrite::Accepted => SectionResult::Completed,
-                        FencedWrite::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
+                    let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
+                    let fate = self.fate(c, &verify);
+                    match self.world.fenced_write(c, writer, fence, error_us, fate) {
+                        FencedWrite::Accepted | FencedWrite::AlreadyApplied => Some(SectionResult::Completed),
+                        FencedWrite::Rejected => Some(SectionResult::Failed { error: "fenced write rejected".into() }),
+                        FencedWrite::Retry => None,
                     }
                 };
                 let delay_us = if self.outage() { self.rpc_timeout_us() } else { self.latency_us() };
-                self.push(now + delay_us, Pending::SectionReturn { c, run, result });
+                match result {
+                    Some(result) => self.push(now + delay_us, Pending::SectionReturn { c, run, result }),
+                    // Told nothing certain, the section sends the same write again (if it still runs).
+                    None => self.push(now + delay_us, Pending::SectionWrite { c, run, fence }),
+                }
             }
             Pending::SectionReturn { c, run, result } => {
                 if self.current(c, run) {
@@ -464,9 +472,6 @@ impl Runner<'_> {
             return fault.fate;
         }
         let n = &self.scenario.network;
-        if matches!(request, TxnRequest::VerifyFence { .. }) {
-            return CommitFate::AsDecided;
-        }
         if n.abort_rate > 0.0 && self.rng.random_bool(n.abort_rate) {
             CommitFate::Aborted
         } else if n.unknown_rate > 0.0 && self.rng.random_bool(n.unknown_rate) {

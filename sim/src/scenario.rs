@@ -136,7 +136,9 @@ pub enum TxnKind {
     Renew,
     /// Releases.
     Release,
-    /// All of the above.
+    /// A section's fenced write (it retries the same write when told nothing certain).
+    FencedWrite,
+    /// Acquisitions, renewals and releases.
     Any,
 }
 

@@ -169,13 +169,17 @@ pub enum Who {
     World,
 }
 
-/// Which way a section's fenced write went.
+/// Which way a section's fenced write went, as its section is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FencedWrite {
     /// The resource accepted the effect.
     Accepted,
+    /// An earlier attempt of this write landed (its answer was lost); nothing was applied again.
+    AlreadyApplied,
     /// The fence check refused it.
     Rejected,
+    /// Aborted, or the outcome is unknown: the section retries the same write.
+    Retry,
 }
 
 impl World {
@@ -430,16 +434,24 @@ impl World {
     }
 
     /// A section's fenced write reaches Spanner: one transaction that verifies the fence and, if it is current,
-    /// applies the effect. Linearized at this step.
+    /// applies the effect and records in the row that write number 1 of this fence landed. Linearized at this step.
     /// `writer` is the run that sent it, which may have ended since (the write still lands). The server's clock
-    /// errs by `error_us`.
-    pub fn fenced_write(&mut self, c: usize, writer: ClientId, fence: Fence, error_us: i64) -> FencedWrite {
+    /// errs by `error_us`; `fate` says whether it commits and what the section is told.
+    pub fn fenced_write(
+        &mut self,
+        c: usize,
+        writer: ClientId,
+        fence: Fence,
+        error_us: i64,
+        fate: CommitFate,
+    ) -> FencedWrite {
         let m = self.clients[c].mutex;
-        let verify = TxnRequest::VerifyFence { client: writer, fence };
+        let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
         let at = self.decision_time(c, error_us);
-        let accepted = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), at).reply == TxnReply::FenceValid;
-        let mutex = &mut self.mutexes[m];
-        let result = if accepted {
+        let plan = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), at);
+        let valid = plan.reply == TxnReply::FenceValid;
+        if valid && fate.lands() {
+            let mutex = &mut self.mutexes[m];
             if let Some(problem) = invariants::no_stale_write::on_accepted(mutex, fence) {
                 self.ghost.stale_write_accepted.get_or_insert(problem);
             }
@@ -449,16 +461,40 @@ impl World {
             }
             mutex.effects.push(effect);
             self.stats.effects += 1;
-            FencedWrite::Accepted
-        } else {
-            self.stats.fenced_writes_rejected += 1;
-            FencedWrite::Rejected
+            if let Some(record) = plan.write {
+                self.write_row(m, record, false);
+            }
+        }
+        match fate {
+            CommitFate::Aborted => self.stats.aborts += 1,
+            CommitFate::UnknownLanded | CommitFate::UnknownLost => self.stats.unknown_outcomes += 1,
+            CommitFate::AsDecided => {}
+        }
+        let result = match (fate, &plan.reply) {
+            (CommitFate::Aborted | CommitFate::UnknownLanded | CommitFate::UnknownLost, _) => FencedWrite::Retry,
+            (CommitFate::AsDecided, TxnReply::FenceValid) => FencedWrite::Accepted,
+            (CommitFate::AsDecided, TxnReply::AlreadyApplied) => FencedWrite::AlreadyApplied,
+            (CommitFate::AsDecided, _) => {
+                self.stats.fenced_writes_rejected += 1;
+                FencedWrite::Rejected
+            }
         };
         let now = self.now_us;
-        self.log.draw(|r| r.effect(now, c, fence, result == FencedWrite::Accepted));
-        self.note(Who::Client(c), "effect", |_| match result {
-            FencedWrite::Accepted => format!("fenced write with fence {} ACCEPTED", fence.get()),
-            FencedWrite::Rejected => format!("fenced write with fence {} REJECTED", fence.get()),
+        let landed = valid && fate.lands();
+        self.log.draw(|r| r.effect(now, c, fence, landed));
+        self.note(Who::Client(c), "effect", |_| {
+            let fence = fence.get();
+            match (result, landed) {
+                (FencedWrite::Accepted, _) => format!("fenced write with fence {fence} ACCEPTED"),
+                (FencedWrite::AlreadyApplied, _) => {
+                    format!("fenced write with fence {fence} retried: found ALREADY APPLIED, not applied again")
+                }
+                (FencedWrite::Rejected, _) => format!("fenced write with fence {fence} REJECTED"),
+                (FencedWrite::Retry, true) => format!("fenced write with fence {fence} APPLIED, client told {fate:?}"),
+                (FencedWrite::Retry, false) => {
+                    format!("fenced write with fence {fence} not applied, client told {fate:?}")
+                }
+            }
         });
         result
     }
@@ -656,6 +692,7 @@ fn reply_words(reply: &TxnReply) -> String {
         TxnReply::Renewed { .. } => "renewed".into(),
         TxnReply::Released => "released".into(),
         TxnReply::FenceValid => "fence valid".into(),
+        TxnReply::AlreadyApplied => "already applied".into(),
         TxnReply::NotHolder => "NOT HOLDER".into(),
     }
 }

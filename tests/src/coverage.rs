@@ -45,6 +45,7 @@ pub fn event_label(event: &Event) -> String {
                 TxnReply::Renewed { .. } => "Renewed",
                 TxnReply::Released => "Released",
                 TxnReply::FenceValid => "FenceValid",
+                TxnReply::AlreadyApplied => "AlreadyApplied",
                 TxnReply::NotHolder => "NotHolder",
             }
         ),

@@ -249,7 +249,7 @@ impl Mirror {
     fn fenced_write(&self, cfg: &Config, name: &MutexName, client: ClientId, fence: Fence) -> bool {
         let mut world = self.world();
         world.sync();
-        let ours = world.store.inner().fenced(cfg, name, client, fence, |data| {
+        let ours = world.store.inner().fenced(cfg, name, client, fence, 1, |data| {
             data.insert(format!("effect {fence} {client}"), String::new());
         });
         let theirs = now_or_never(world.reference.fenced_write(cfg, client, fence));

@@ -126,8 +126,9 @@ impl Backend for SpannerEmulator {
                 .build();
             async move { tx.buffer([effect]) }
         };
-        match self.store.inner().fenced(cfg, &self.name, client, fence, work).await {
-            Ok(()) => true,
+        // A conformance section makes one fenced write: number 1 of its lease.
+        match self.store.inner().fenced(cfg, &self.name, client, fence, 1, work).await {
+            Ok(_) => true,
             Err(FencedError::Rejected { .. }) => false,
             Err(e @ (FencedError::Spanner(_) | FencedError::OutcomeUnknown { .. })) => {
                 panic!("fenced write failed on the emulator: {e}")

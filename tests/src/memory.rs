@@ -58,7 +58,7 @@ impl Backend for Memory {
 
     async fn fenced_write(&mut self, cfg: &Config, client: ClientId, fence: Fence) -> bool {
         let key = format!("{EFFECT_PREFIX}{client}/{}", fence.get());
-        self.store.inner().fenced(cfg, &self.name, client, fence, |data| data.insert(key, String::new())).is_ok()
+        self.store.inner().fenced(cfg, &self.name, client, fence, 1, |data| data.insert(key, String::new())).is_ok()
     }
 
     async fn needed(&mut self) -> bool {

@@ -88,14 +88,22 @@ impl Backend for Reference {
     }
 
     async fn fenced_write(&mut self, cfg: &Config, client: ClientId, fence: Fence) -> bool {
-        let verify = TxnRequest::VerifyFence { client, fence };
-        let accepted = plan(cfg, &verify, self.row.as_ref(), self.now).reply == TxnReply::FenceValid;
-        if accepted {
-            self.stale_write_accepted |= superseded(fence, self.max_fence);
-            self.effects.push((client, fence));
-            self.effects.sort();
+        // A conformance section makes one fenced write: number 1 of its lease.
+        let verify = TxnRequest::VerifyFence { client, fence, write: 1 };
+        let planned = plan(cfg, &verify, self.row.as_ref(), self.now);
+        match planned.reply {
+            TxnReply::FenceValid => {
+                self.stale_write_accepted |= superseded(fence, self.max_fence);
+                self.effects.push((client, fence));
+                self.effects.sort();
+                if let Some(record) = planned.write {
+                    self.commit(record);
+                }
+                true
+            }
+            TxnReply::AlreadyApplied => true,
+            _ => false,
         }
-        accepted
     }
 
     async fn needed(&mut self) -> bool {

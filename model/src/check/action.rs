@@ -24,6 +24,26 @@ impl CommitFate {
         if conflict { Self::Aborted } else { self }
     }
 
+    /// The fate's word in an action's text.
+    const fn word(self) -> &'static str {
+        match self {
+            Self::AsDecided => "ok",
+            Self::Aborted => "aborted",
+            Self::UnknownLanded => "unknown-landed",
+            Self::UnknownLost => "unknown-lost",
+        }
+    }
+
+    fn from_word(word: Option<&str>) -> Option<Self> {
+        match word? {
+            "ok" => Some(Self::AsDecided),
+            "aborted" => Some(Self::Aborted),
+            "unknown-landed" => Some(Self::UnknownLanded),
+            "unknown-lost" => Some(Self::UnknownLost),
+            _ => None,
+        }
+    }
+
     /// Whether the transaction's writes land.
     pub const fn lands(self) -> bool {
         matches!(self, Self::AsDecided | Self::UnknownLanded)
@@ -57,8 +77,8 @@ pub enum Action {
     TxnCommit(u8, CommitFate),
     /// The client's due timer fires.
     Timeout(u8),
-    /// The client's section tries its fenced write.
-    SectionWrite(u8),
+    /// The client's section tries its fenced write, with a fate (abort and unknown outcomes are retried).
+    SectionWrite(u8, CommitFate),
     /// The client's section returns what its write achieved.
     SectionReturn(u8),
     /// The client's section fails before writing.
@@ -75,17 +95,11 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::Tick => f.write_str("tick"),
-            Self::TxnCommit(c, fate) => {
-                let fate = match fate {
-                    CommitFate::AsDecided => "ok",
-                    CommitFate::Aborted => "aborted",
-                    CommitFate::UnknownLanded => "unknown-landed",
-                    CommitFate::UnknownLost => "unknown-lost",
-                };
-                write!(f, "commit:{c}:{fate}")
-            }
+            Self::TxnCommit(c, fate) => write!(f, "commit:{c}:{}", fate.word()),
+            // The plain write keeps its short form, so older counterexamples still parse.
+            Self::SectionWrite(c, CommitFate::AsDecided) => write!(f, "write:{c}"),
+            Self::SectionWrite(c, fate) => write!(f, "write:{c}:{}", fate.word()),
             Self::Timeout(c) => write!(f, "timeout:{c}"),
-            Self::SectionWrite(c) => write!(f, "write:{c}"),
             Self::SectionReturn(c) => write!(f, "return:{c}"),
             Self::SectionFail(c) => write!(f, "fail:{c}"),
             Self::Crash(c) => write!(f, "crash:{c}"),
@@ -116,18 +130,12 @@ impl FromStr for Action {
         }
         let client: u8 = parts.next().and_then(|c| c.parse().ok()).ok_or_else(err)?;
         let action = match verb {
-            "commit" => {
-                let fate = match parts.next() {
-                    Some("ok") => CommitFate::AsDecided,
-                    Some("aborted") => CommitFate::Aborted,
-                    Some("unknown-landed") => CommitFate::UnknownLanded,
-                    Some("unknown-lost") => CommitFate::UnknownLost,
-                    _ => return Err(err()),
-                };
-                Self::TxnCommit(client, fate)
-            }
+            "commit" => Self::TxnCommit(client, CommitFate::from_word(parts.next()).ok_or_else(err)?),
+            "write" => match parts.next() {
+                None => return Ok(Self::SectionWrite(client, CommitFate::AsDecided)),
+                word => Self::SectionWrite(client, CommitFate::from_word(word).ok_or_else(err)?),
+            },
             "timeout" => Self::Timeout(client),
-            "write" => Self::SectionWrite(client),
             "return" => Self::SectionReturn(client),
             "fail" => Self::SectionFail(client),
             "crash" => Self::Crash(client),
@@ -164,7 +172,6 @@ mod tests {
         for c in [0, 3] {
             all.extend([
                 Action::Timeout(c),
-                Action::SectionWrite(c),
                 Action::SectionReturn(c),
                 Action::SectionFail(c),
                 Action::Crash(c),
@@ -173,6 +180,7 @@ mod tests {
                 Action::ClockError(c, ClockError::Late),
             ]);
             all.extend(fates.map(|f| Action::TxnCommit(c, f)));
+            all.extend(fates.map(|f| Action::SectionWrite(c, f)));
         }
         assert_eq!(decode_path(&encode_path(&all)), Ok(all));
     }

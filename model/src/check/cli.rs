@@ -15,6 +15,9 @@ pub enum ProtocolArg {
     /// Fenced with the fence check removed (a re-inserted bug).
     #[cfg(feature = "bug-injection")]
     NoFenceCheck,
+    /// Fenced writes without the record of having landed (a re-inserted bug).
+    #[cfg(feature = "bug-injection")]
+    NoFencedWriteRecord,
 }
 
 impl ProtocolArg {
@@ -25,6 +28,8 @@ impl ProtocolArg {
             Self::Naive => Protocol::Naive,
             #[cfg(feature = "bug-injection")]
             Self::NoFenceCheck => Protocol::NoFenceCheck,
+            #[cfg(feature = "bug-injection")]
+            Self::NoFencedWriteRecord => Protocol::NoFencedWriteRecord,
         }
     }
 }

@@ -120,6 +120,8 @@ impl CheckOptions {
             Protocol::NoFenceCheck => "no-fence-check",
             #[cfg(any(test, feature = "bug-injection"))]
             Protocol::LeakOnCancelInNeedCheck => "leak-on-cancel-in-need-check",
+            #[cfg(any(test, feature = "bug-injection"))]
+            Protocol::NoFencedWriteRecord => "no-fenced-write-record",
         };
         let relaxed = if self.assume_exact_server_clock { " --assume-exact-server-clock" } else { "" };
         format!(
@@ -245,6 +247,8 @@ pub struct ClientGhost {
     pub section_failed: bool,
     /// A poll (before the expiry it had read) found the row released or DONE.
     pub poll_noticed: bool,
+    /// Its section's retried fenced write found the record that the earlier attempt landed.
+    pub fenced_write_resolved: bool,
 }
 
 /// One client process.
@@ -579,7 +583,11 @@ impl Model for LeaseModel {
             match client.section {
                 Section::Idle => {}
                 Section::Started { .. } => {
-                    actions.push(Action::SectionWrite(c));
+                    actions.push(Action::SectionWrite(c, CommitFate::AsDecided));
+                    if faults.unknown && can_fault {
+                        actions.push(Action::SectionWrite(c, CommitFate::UnknownLanded));
+                        actions.push(Action::SectionWrite(c, CommitFate::UnknownLost));
+                    }
                     if faults.section_failure && can_fault {
                         actions.push(Action::SectionFail(c));
                     }
@@ -638,23 +646,41 @@ impl Model for LeaseModel {
                 let command = state.clients[slot].machine.handle_timeout(&self.cfg, now);
                 self.execute(&mut state, slot, command, true);
             }
-            Action::SectionWrite(c) => {
+            Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);
                 let Section::Started { fence } = state.clients[slot].section else { return None };
                 let client = state.clients[slot].machine.id();
-                let verify = TxnRequest::VerifyFence { client, fence };
+                // The checked section makes one fenced write; a retry keeps its number.
+                let verify = TxnRequest::VerifyFence { client, fence, write: 1 };
                 let at = self.decision_time(&state, slot);
-                let accepted = txn::plan(&self.cfg, &verify, state.row.as_ref(), at).reply == TxnReply::FenceValid;
+                let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), at);
+                if fate != CommitFate::AsDecided {
+                    state.faults_left -= 1;
+                }
                 // Judged independently of the transaction logic: a fence is stale once a newer one was granted.
                 let stale = superseded(fence, state.ghost.max_fence);
-                if accepted {
+                let accepted = plan.reply == TxnReply::FenceValid;
+                if accepted && fate.lands() {
                     // A third effect is unreachable: the check stops at the second (a violation).
                     let _ = state.effects.try_push(Effect { writer: client, fence });
                     state.ghost.stale_write_accepted |= stale;
-                    state.clients[slot].section = Section::Wrote;
-                } else {
-                    state.ghost.stale_write_rejected |= stale;
-                    state.clients[slot].section = Section::Rejected;
+                    if let Some(record) = plan.write {
+                        Self::commit_write(&mut state, record, false);
+                    }
+                }
+                let section = &mut state.clients[slot];
+                match (fate, plan.reply) {
+                    // Told nothing certain, the section retries the same write.
+                    (CommitFate::Aborted | CommitFate::UnknownLanded | CommitFate::UnknownLost, _) => {}
+                    (CommitFate::AsDecided, TxnReply::FenceValid) => section.section = Section::Wrote,
+                    (CommitFate::AsDecided, TxnReply::AlreadyApplied) => {
+                        section.ghost.fenced_write_resolved = true;
+                        section.section = Section::Wrote;
+                    }
+                    (CommitFate::AsDecided, _) => {
+                        state.ghost.stale_write_rejected |= stale;
+                        state.clients[slot].section = Section::Rejected;
+                    }
                 }
             }
             Action::SectionReturn(c) => {

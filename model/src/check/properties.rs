@@ -164,6 +164,10 @@ pub(super) fn all() -> Vec<Property<LeaseModel>> {
                     .any(|c| c.ghost.unknown_lost && matches!(c.machine.outcome(), Some(Outcome::Executed { .. })))
             },
         ),
+        Property::sometimes(
+            "a fenced write whose answer was lost is found applied on retry",
+            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.fenced_write_resolved),
+        ),
         Property::sometimes("another client executes after a section failed", |_: &LeaseModel, s: &WorldState| {
             s.clients.iter().any(|failed| {
                 failed.ghost.section_failed

@@ -2,7 +2,7 @@
 //! in words plus an encoded path that `explore`, the simulator and tests can replay.
 
 use super::properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
-use super::{Action, CheckOptions, LeaseModel, Op, Section, WorldState, encode_path};
+use super::{Action, CheckOptions, CommitFate, LeaseModel, Op, Section, WorldState, encode_path};
 use crate::{ClientId, LeaseRow};
 use serde::Serialize;
 use stateright::report::{ReportData, ReportDiscovery, Reporter};
@@ -263,9 +263,19 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
             Op::Idle => format!("{}'s transaction commits as {fate:?}", client(c)),
         },
         Action::Timeout(c) => format!("{}'s timer fires", client(c)),
-        Action::SectionWrite(c) => {
-            let accepted = after.effects.len() > before.effects.len();
-            format!("{}'s section writes its effect: {}", client(c), if accepted { "ACCEPTED" } else { "rejected" })
+        Action::SectionWrite(c, fate) => {
+            let landed = after.effects.len() > before.effects.len();
+            let verdict = match (fate, landed) {
+                (CommitFate::AsDecided, true) => "ACCEPTED".to_owned(),
+                (CommitFate::AsDecided, false) => match after.clients[usize::from(c)].section {
+                    Section::Wrote => "found already applied".to_owned(),
+                    _ => "rejected".to_owned(),
+                },
+                (fate, landed) => {
+                    format!("{fate:?} ({}), the section will retry", if landed { "landed" } else { "lost" })
+                }
+            };
+            format!("{}'s section writes its effect: {verdict}", client(c))
         }
         Action::SectionReturn(c) => format!("{}'s section returns", client(c)),
         Action::SectionFail(c) => format!("{}'s section fails", client(c)),
