@@ -62,7 +62,8 @@ pub enum SchemaError {
 }
 
 /// The DDL for the lease table, with an optional row deletion policy (days after the last update). Note that
-/// deleting a row restarts its fences at 1: keep the policy longer than any fenced resource remembers fences.
+/// a row created again after a deletion starts its fences at the server time of its creation, above every fence of
+/// the deleted row (see `Fence::first_at`), as long as the policy's days outlast the longest lease.
 pub fn create_table_ddl(table: &str, delete_after_days: Option<u32>) -> Result<String, SchemaError> {
     validate_table_id(table)?;
     let nullable = ["holder_name", "last_error"];

@@ -9,7 +9,7 @@ use spanner_mutex::{
     StoreError,
 };
 use spanner_mutex_model::txn::Mode;
-use spanner_mutex_model::{ClientId, Config, ConfigParams, Fence, LeaseRow, MutexName, Status, TxnReply, TxnRequest};
+use spanner_mutex_model::{ClientId, Config, ConfigParams, LeaseRow, MutexName, Status, TxnReply, TxnRequest};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -272,7 +272,8 @@ async fn cancel_while_waiting_for_a_holder_ends_at_once_and_writes_nothing() {
     waiter.shutdown().await;
     assert!(start.elapsed() <= RTT, "at most the read in flight: {:?}", start.elapsed());
     assert_eq!(store.row(&name()).map(|r| (r.status, r.fence)), Some((Status::Started, held.fence())));
-    assert_eq!(held.release().await.expect("released"), Fence::FIRST);
+    let fence = held.fence();
+    assert_eq!(held.release().await.expect("released"), fence);
 }
 
 #[tokio::test(start_paused = true)]
@@ -394,7 +395,7 @@ async fn a_blocking_section_does_not_starve_its_lease() {
     let section =
         BlockingSection { block: Duration::from_millis(3 * roomy.ttl_ms), saw_lock_lost: AtomicBool::new(false) };
     let outcome = m.run(&section).await.expect("runs");
-    assert_eq!(outcome, RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(outcome, RunOutcome::Executed { fence: store.row(&name()).expect("row").fence });
     assert!(!section.saw_lock_lost.load(Ordering::SeqCst), "renewals went on while the section blocked");
     assert!(m.metrics().renewals >= 3, "{:?}", m.metrics());
     assert_eq!(m.metrics().lost, 0);
@@ -525,13 +526,13 @@ async fn a_waiter_gets_a_released_lock_within_one_poll_and_costs_at_most_one_rea
     let polls = (hold.as_millis() / POLL.as_millis()) as u64;
     assert!(reads <= polls, "{reads} reads in {hold:?} at one poll per {POLL:?}");
     assert!(reads >= polls / 2, "it does poll: {reads} reads");
-    held.release().await.expect("released");
+    let first = held.release().await.expect("released");
     let released = Instant::now();
     let guard = waiting.await.expect("joined").expect("acquired");
     let took = released.elapsed();
     // The next poll (at most poll_ms away), its read and the acquisition.
     assert!(took <= POLL + 2 * RTT, "handed over after {took:?}");
-    assert_eq!(guard.fence(), Fence::new(2));
+    assert_eq!(guard.fence(), first.next());
     assert_eq!(waiter.metrics().takeovers, 0, "handed over by the release, not by expiry");
 }
 

@@ -12,7 +12,7 @@ use spanner_mutex::{
     Timeouts,
 };
 use spanner_mutex_model::txn::Mode;
-use spanner_mutex_model::{ClientId, ConfigParams, Fence, MutexName, Status, TxnRequest};
+use spanner_mutex_model::{ClientId, ConfigParams, Fence, MutexName, Status, TxnReply, TxnRequest};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,6 +68,12 @@ async fn create_tables(emulator: &Emulator) -> SpannerStore {
                    PRIMARY KEY (id)";
     emulator.apply_ddl(DATABASE, vec![effects.into()]).await.expect("effects table");
     store
+}
+
+/// What a run that executed under the row's current fence reports.
+async fn executed_under_row(store: &SpannerStore, mutex: &str) -> RunOutcome {
+    let (row, _) = store.read(&name(mutex)).await.expect("reads");
+    RunOutcome::Executed { fence: row.expect("a row").fence }
 }
 
 async fn effect_rows(store: &SpannerStore, id: &str) -> i64 {
@@ -143,9 +149,10 @@ async fn lock_acquire_release_and_twenty_clients_in_one_process_execute_once() {
     let (_emulator, store) = setup().await;
     let lock = mutex(store.clone(), "lock");
     let guard = lock.acquire().await.expect("acquired");
-    assert_eq!(guard.fence(), Fence::FIRST);
+    let first = guard.fence();
+    assert_eq!(store.read(&name("lock")).await.expect("read").0.map(|r| r.fence), Some(first));
     assert!(lock.try_acquire().await.expect("no error").is_none());
-    assert_eq!(guard.release().await.expect("released"), Fence::FIRST);
+    assert_eq!(guard.release().await.expect("released"), first);
     assert_eq!(store.read(&name("lock")).await.expect("read").0.map(|r| r.status), Some(Status::Done));
 
     let race = mutex(store.clone(), "race");
@@ -196,9 +203,10 @@ async fn a_vanished_holder_is_taken_over_after_its_ttl() {
     let cfg = params().validate().expect("valid");
     let ghost =
         TxnRequest::Acquire { client: ClientId::from_u128(7), holder_name: "ghost".into(), mode: Mode::RunOnce };
-    store.transact(&cfg, &name("ghost"), &ghost).await.expect("ghost acquired");
+    let reply = store.transact(&cfg, &name("ghost"), &ghost).await.expect("ghost acquired");
+    let TxnReply::Acquired { fence: ghosts, .. } = reply else { panic!("acquired: {reply:?}") };
     let m = mutex(store.clone(), "ghost");
-    assert_eq!(m.run(&Effect::new("ghost")).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
+    assert_eq!(m.run(&Effect::new("ghost")).await.expect("runs"), RunOutcome::Executed { fence: ghosts.next() });
     assert_eq!(m.metrics().takeovers, 1);
 }
 
@@ -216,8 +224,11 @@ async fn a_paused_holder_loses_the_lease_and_its_fenced_write_is_refused() {
         tokio::spawn(async move { paused.run(slow.as_ref()).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let (row, _) = store.read(&name("paused")).await.expect("reads");
+    let paused_fence = row.expect("the paused holder's row").fence;
     let other = mutex(store.clone(), "paused");
-    assert_eq!(other.run(&Effect::new("paused")).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
+    let took_over = RunOutcome::Executed { fence: paused_fence.next() };
+    assert_eq!(other.run(&Effect::new("paused")).await.expect("runs"), took_over);
     let outcome = paused_run.await.expect("joined").expect("no error");
     assert!(slow.saw_lock_lost.load(Ordering::SeqCst));
     assert_eq!(slow.rejected.load(Ordering::SeqCst), 1);
@@ -231,11 +242,13 @@ async fn unknown_commit_outcomes_are_resolved_through_the_real_store() {
     let faulty = FaultyStore::new(store.clone());
     faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownCommitted });
     let landed = mutex(faulty.clone(), "unknown-landed");
-    assert_eq!(landed.run(&Effect::new("u1")).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    let outcome = landed.run(&Effect::new("u1")).await.expect("runs");
+    assert_eq!(outcome, executed_under_row(&store, "unknown-landed").await);
     assert_eq!((landed.metrics().unknown_commits, landed.metrics().acquisitions), (1, 0));
     faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownNotCommitted });
     let lost = mutex(faulty, "unknown-lost");
-    assert_eq!(lost.run(&Effect::new("u2")).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    let outcome = lost.run(&Effect::new("u2")).await.expect("runs");
+    assert_eq!(outcome, executed_under_row(&store, "unknown-lost").await);
     assert_eq!((lost.metrics().unknown_commits, lost.metrics().acquisitions), (1, 1));
 }
 
@@ -247,7 +260,7 @@ async fn a_fenced_write_whose_answer_was_lost_is_found_in_the_row_and_not_applie
     // it the retried insert of the same effect row fails with ALREADY_EXISTS, or a blind write applies it twice).
     faulty.inject(InjectedFault { on: FaultTarget::FencedWrite, effect: FaultEffect::UnknownCommitted });
     let run = mutex(faulty, "fenced-unknown").run(&Effect::new("f1")).await.expect("runs");
-    assert_eq!(run, RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(run, executed_under_row(&store, "fenced-unknown").await);
     assert_eq!(effect_rows(&store, "f1").await, 1);
     let (row, _) = store.read(&name("fenced-unknown")).await.expect("reads");
     assert_eq!(row.map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 1)));
@@ -268,10 +281,8 @@ async fn a_missing_table_is_a_clear_error() {
         spanner_mutex::emulator::admin_clients(&emulator.endpoint(), &emulator.rest_endpoint()).await.expect("admin");
     spanner_mutex::schema::create_schema(&admin, DATABASE, "NoSuchTable", Some(7)).await.expect("created");
     validate_schema(&missing).await.expect("valid now");
-    assert_eq!(
-        mutex(missing, "m").run(&Effect::new("m")).await.expect("runs"),
-        RunOutcome::Executed { fence: Fence::FIRST }
-    );
+    let outcome = mutex(missing.clone(), "m").run(&Effect::new("m")).await.expect("runs");
+    assert_eq!(outcome, executed_under_row(&missing, "m").await);
 }
 
 #[tokio::test]
@@ -323,7 +334,8 @@ async fn emulator_down_gives_a_bounded_error_then_the_store_recovers() {
     emulator.restart().await.expect("restarted");
     create_tables(&emulator).await;
     // The same store (and its database client) works again: a lost session is rebuilt.
-    assert_eq!(m.run(&Effect::new("down")).await.expect("recovered"), RunOutcome::Executed { fence: Fence::FIRST });
+    let outcome = m.run(&Effect::new("down")).await.expect("recovered");
+    assert_eq!(outcome, executed_under_row(&store, "down").await);
 }
 
 /// A migration whose need check reads the effect through the library's database client, as users do.
@@ -354,12 +366,13 @@ async fn a_need_check_through_the_library_client_recovers_after_an_emulator_rest
     let (mut emulator, store) = setup_with_own_store().await;
     let m = mutex(store.clone(), "heal");
     let first = Migration { store: store.clone(), effect: Effect::new("before") };
-    assert_eq!(m.run(&first).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(m.run(&first).await.expect("runs"), executed_under_row(&store, "heal").await);
     emulator.stop();
     emulator.restart().await.expect("restarted");
     create_tables(&emulator).await;
     let after = Migration { store: store.clone(), effect: Effect::new("after") };
-    assert_eq!(m.run(&after).await.expect("the very next run succeeds"), RunOutcome::Executed { fence: Fence::FIRST });
+    let outcome = m.run(&after).await.expect("the very next run succeeds");
+    assert_eq!(outcome, executed_under_row(&store, "heal").await);
     assert_eq!(effect_rows(&store, "after").await, 1);
 }
 

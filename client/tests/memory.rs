@@ -27,6 +27,11 @@ fn name() -> MutexName {
     MutexName::new("test-mutex").expect("valid")
 }
 
+/// The fence the row carries now.
+fn row_fence(store: &MemoryStore) -> Fence {
+    store.row(&name()).expect("a row").fence
+}
+
 fn mutex<S: LeaseStore>(store: S) -> SpannerMutex<S> {
     SpannerMutex::new(store, params().validate().expect("valid"), name(), "test")
 }
@@ -74,13 +79,13 @@ async fn lock_acquire_and_release() {
     let store = MemoryStore::new();
     let mutex = mutex(store.clone());
     let guard = mutex.acquire().await.expect("acquired");
-    assert_eq!(guard.fence(), Fence::FIRST);
-    assert_eq!(store.row(&name()).map(|r| r.status), Some(Status::Started));
+    let first = guard.fence();
+    assert_eq!(store.row(&name()).map(|r| (r.status, r.fence)), Some((Status::Started, first)));
     assert!(mutex.try_acquire().await.expect("no error").is_none(), "held by the guard");
-    assert_eq!(guard.release().await.expect("released"), Fence::FIRST);
+    assert_eq!(guard.release().await.expect("released"), first);
     assert_eq!(store.row(&name()).map(|r| r.status), Some(Status::Done));
     let again = mutex.try_acquire().await.expect("no error").expect("free again");
-    assert_eq!(again.fence(), Fence::new(2));
+    assert_eq!(again.fence(), first.next());
 }
 
 #[tokio::test]
@@ -114,11 +119,11 @@ async fn a_vanished_holder_is_taken_over_after_its_ttl() {
     let ghost =
         TxnRequest::Acquire { client: ClientId::from_u128(7), holder_name: "ghost".into(), mode: Mode::RunOnce };
     let reply = store.transact(&cfg, &name(), &ghost).await.expect("acquired");
-    assert!(matches!(reply, TxnReply::Acquired { .. }));
+    let TxnReply::Acquired { fence: ghosts, .. } = reply else { panic!("acquired: {reply:?}") };
     let mutex = mutex(store.clone());
     let section = Section::default();
     let outcome = mutex.run(&section).await.expect("runs");
-    assert_eq!(outcome, RunOutcome::Executed { fence: Fence::new(2) });
+    assert_eq!(outcome, RunOutcome::Executed { fence: ghosts.next() });
     assert_eq!(mutex.metrics().takeovers, 1);
 }
 
@@ -138,15 +143,16 @@ async fn a_paused_holder_loses_the_lease_its_fenced_write_is_refused_and_the_sec
     };
     // Another client takes over once the lease has expired on the server and does the work.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let paused_fence = store.row(&name()).expect("the paused holder's row").fence;
     let other = mutex(store.clone());
     let quick = Section::default();
-    assert_eq!(other.run(&quick).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
+    assert_eq!(other.run(&quick).await.expect("runs"), RunOutcome::Executed { fence: paused_fence.next() });
     let paused_outcome = paused_run.await.expect("joined").expect("no error");
     assert!(slow.saw_lock_lost.load(Ordering::SeqCst), "the paused holder was told it lost the lock");
     assert_eq!(slow.rejected.load(Ordering::SeqCst), 1, "its fenced write was refused");
     assert_eq!(slow.executions.load(Ordering::SeqCst), 0);
     assert!(
-        matches!(paused_outcome, RunOutcome::DoneByOther { fence, .. } if fence == Fence::new(2)),
+        matches!(paused_outcome, RunOutcome::DoneByOther { fence, .. } if fence == paused_fence.next()),
         "{paused_outcome:?}"
     );
     assert_eq!(paused.metrics().lost, 1);
@@ -159,7 +165,7 @@ async fn an_unknown_commit_that_landed_is_resolved_as_acquired() {
     faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownCommitted });
     let mutex = mutex(faulty.clone());
     let section = Section::default();
-    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: row_fence(faulty.inner()) });
     let m = mutex.metrics();
     assert_eq!((m.unknown_commits, m.acquisitions), (1, 0), "resolved by a read, not a second acquisition");
     assert!(m.reads >= 1);
@@ -171,7 +177,7 @@ async fn an_unknown_commit_that_did_not_land_is_retried() {
     faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::UnknownNotCommitted });
     let mutex = mutex(faulty.clone());
     let section = Section::default();
-    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: row_fence(faulty.inner()) });
     assert_eq!(mutex.metrics().unknown_commits, 1);
     assert_eq!(mutex.metrics().acquisitions, 1);
 }
@@ -181,7 +187,7 @@ async fn renewal_keeps_a_long_section_s_lease() {
     let store = MemoryStore::new();
     let mutex = mutex(store.clone());
     let section = Section { sleep_ms: 1_000, ..Section::default() };
-    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(mutex.run(&section).await.expect("runs"), RunOutcome::Executed { fence: row_fence(&store) });
     assert!(!section.saw_lock_lost.load(Ordering::SeqCst));
     assert!(mutex.metrics().renewals >= 3, "{:?}", mutex.metrics());
     assert_eq!(mutex.metrics().lost, 0);
@@ -192,10 +198,11 @@ async fn dropping_a_lock_guard_releases_at_once() {
     let store = MemoryStore::new();
     let mutex = mutex(store.clone());
     let guard = mutex.acquire().await.expect("acquired");
+    let first = guard.fence();
     drop(guard);
     // The release runs in the background; the next holder must get the row freed, not expired.
     let next = mutex.acquire_timeout(Duration::from_secs(5)).await.expect("no error").expect("acquired");
-    assert_eq!(next.fence(), Fence::new(2));
+    assert_eq!(next.fence(), first.next());
     assert_eq!(mutex.metrics().takeovers, 0, "handed over by release, not by expiry");
 }
 
@@ -206,8 +213,9 @@ async fn cancelling_a_run_mid_section_releases_failed_for_the_next_client() {
     let section = Section { sleep_ms: 10_000, ..Section::default() };
     let cancelled = tokio::time::timeout(Duration::from_millis(100), mutex.run(&section)).await;
     assert!(cancelled.is_err(), "timed out, i.e. cancelled");
+    let first = row_fence(&store);
     let next = Section::default();
-    assert_eq!(mutex.run(&next).await.expect("runs"), RunOutcome::Executed { fence: Fence::new(2) });
+    assert_eq!(mutex.run(&next).await.expect("runs"), RunOutcome::Executed { fence: first.next() });
     assert_eq!(mutex.metrics().takeovers, 0, "the cancelled run released (FAILED) instead of expiring");
 }
 
@@ -224,8 +232,8 @@ async fn spanner_unavailable_is_a_typed_error() {
 async fn a_short_unavailability_is_retried_by_the_machine() {
     let faulty = FaultyStore::new(MemoryStore::new());
     faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::Unavailable });
-    let outcome = mutex(faulty).run(&Section::default()).await.expect("retried within unavailable_ms");
-    assert_eq!(outcome, RunOutcome::Executed { fence: Fence::FIRST });
+    let outcome = mutex(faulty.clone()).run(&Section::default()).await.expect("retried within unavailable_ms");
+    assert_eq!(outcome, RunOutcome::Executed { fence: row_fence(faulty.inner()) });
 }
 
 struct FailingNeed;
@@ -282,7 +290,7 @@ async fn a_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
     }
     let section = TwoWrites { results: std::sync::Mutex::default() };
     let outcome = mutex(store.clone()).run(&section).await.expect("runs");
-    assert_eq!(outcome, RunOutcome::Executed { fence: Fence::FIRST });
+    assert_eq!(outcome, RunOutcome::Executed { fence: row_fence(store.inner()) });
     // The first landed unseen and its retry found the row's record; the second was lost and its retry ran it.
     let results = section.results.lock().expect("not poisoned").clone();
     assert_eq!(results, ["CommittedEarlier", "Committed(())"]);

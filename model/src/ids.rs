@@ -32,14 +32,24 @@ impl fmt::Display for ClientId {
     }
 }
 
-/// The fence token of one acquisition: strictly increasing, one per acquisition of the mutex. A protected resource
-/// accepts a write only while the lease row still carries the writer's fence.
+/// The fence token of one acquisition: strictly increasing, one per acquisition of the mutex, also across the
+/// deletion of its row (see [`Fence::first_at`]). A protected resource accepts a write only while the lease row
+/// still carries the writer's fence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Fence(u64);
 
 impl Fence {
-    /// The fence of the first acquisition of a mutex.
+    /// The smallest fence: that of a row created at server time 0 (in tests and the model checker).
     pub const FIRST: Self = Self(1);
+
+    /// The fence of the acquisition that creates a row at server time `now`: the time in microseconds (at least
+    /// 1); later acquisitions add 1. A row is created anew only after a deletion policy removed the old one, days
+    /// after its last write, while its fences stayed below the server time of its last acquisition (one per
+    /// acquisition, and acquisitions are at least a microsecond of server time apart): so the new fences are
+    /// above every old one, and fences never repeat for a name.
+    pub fn first_at(now: crate::ServerTime) -> Self {
+        Self(u64::try_from(now.unix_micros()).unwrap_or(0).max(1))
+    }
 
     /// Wraps a raw fence value as stored in the row.
     pub const fn new(value: u64) -> Self {

@@ -223,7 +223,7 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
         TxnRequest::Acquire { client, holder_name, mode } => match observe(cfg, *mode, *client, row, now) {
             Observation::Acquirable { kind } => {
                 let (fence, attempt) = match (row, kind) {
-                    (None, _) => (Fence::FIRST, 1),
+                    (None, _) => (Fence::first_at(now), 1),
                     (Some(r), AcquisitionKind::Reentrant) => (r.fence, r.attempt),
                     (Some(r), AcquisitionKind::Fresh) => (r.fence.next(), 1),
                     (Some(r), _) => (r.fence.next(), r.attempt.saturating_add(1)),
@@ -332,18 +332,36 @@ mod tests {
         plan.write.clone().expect("a write").committed_at(at(at_ms))
     }
 
+    /// The fence of a row created at 100 ms: the server time in microseconds.
+    const CREATED_AT_100_MS: Fence = Fence::new(100_000);
+
     #[test]
-    fn first_acquire_creates_fence_one_expiring_a_ttl_after_server_now() {
+    fn first_acquire_creates_a_fence_of_the_server_time_expiring_a_ttl_after_it() {
         let p = plan(&cfg(), &acquire(A), None, at(100));
         assert_eq!(
             p.reply,
-            TxnReply::Acquired { fence: Fence::FIRST, expires_at: at(110), kind: AcquisitionKind::Fresh }
+            TxnReply::Acquired { fence: CREATED_AT_100_MS, expires_at: at(110), kind: AcquisitionKind::Fresh }
         );
         let row = commit(&p, 101);
         assert_eq!(
             (row.status, row.holder, row.fence, row.expires_at, row.attempt),
-            (Status::Started, A, Fence::FIRST, at(110), 1)
+            (Status::Started, A, CREATED_AT_100_MS, at(110), 1)
         );
+    }
+
+    #[test]
+    fn a_row_created_again_after_deletion_starts_above_every_earlier_fence() {
+        // Acquisitions add 1 each, at most one per microsecond of server time: the fences of a deleted row stay
+        // below the server time of its last write, so a row created later starts above them.
+        let mut row = commit(&plan(&cfg(), &acquire(A), None, at(100)), 100);
+        for (i, ms) in (111..).step_by(11).take(50).enumerate() {
+            let client = if i % 2 == 0 { B } else { A };
+            row = commit(&plan(&cfg(), &acquire(client), Some(&row), at(ms)), ms);
+        }
+        assert_eq!(row.fence, Fence::new(100_050));
+        let deleted_then_created = plan(&cfg(), &acquire(A), None, at(row.updated_at.unix_micros() / 1_000 + 1));
+        let TxnReply::Acquired { fence, .. } = deleted_then_created.reply else { panic!("acquired") };
+        assert!(fence > row.fence, "{fence} after {}", row.fence);
     }
 
     #[test]
@@ -352,12 +370,16 @@ mod tests {
         let busy = plan(&cfg(), &acquire(B), Some(&row), at(109));
         assert_eq!(
             busy,
-            no_write(TxnReply::Busy { holder: A, fence: Fence::FIRST, expires_at: at(110), server_now: at(109) })
+            no_write(TxnReply::Busy { holder: A, fence: CREATED_AT_100_MS, expires_at: at(110), server_now: at(109) })
         );
         let take = plan(&cfg(), &acquire(B), Some(&row), at(110));
         assert_eq!(
             take.reply,
-            TxnReply::Acquired { fence: Fence::new(2), expires_at: at(120), kind: AcquisitionKind::Takeover }
+            TxnReply::Acquired {
+                fence: CREATED_AT_100_MS.next(),
+                expires_at: at(120),
+                kind: AcquisitionKind::Takeover
+            }
         );
         assert_eq!(commit(&take, 110).attempt, 2);
     }
@@ -368,7 +390,7 @@ mod tests {
         let again = plan(&cfg(), &acquire(A), Some(&row), at(105));
         assert_eq!(
             again.reply,
-            TxnReply::Acquired { fence: Fence::FIRST, expires_at: at(115), kind: AcquisitionKind::Reentrant }
+            TxnReply::Acquired { fence: CREATED_AT_100_MS, expires_at: at(115), kind: AcquisitionKind::Reentrant }
         );
     }
 

@@ -551,6 +551,9 @@ impl Runner<'_> {
                 self.runtime[c].section_fail_next = true;
                 self.world.note(Who::Client(c), "fault", |_| "its next section will fail".into());
             }
+            Fault::RowDeleted { mutex, older_than_ms, .. } => {
+                self.world.delete_row_if_older_than(*mutex, *older_than_ms)
+            }
             Fault::NewNeed { .. } => self.world.new_need(),
         }
     }

@@ -237,6 +237,17 @@ pub enum Fault {
         /// Which client.
         client: String,
     },
+    /// A row deletion policy runs: mutex `mutex`'s row is deleted if its last write is at least `older_than_ms`
+    /// old (Spanner's policies count days, longer than any lease, so only an expired or ended lease goes).
+    RowDeleted {
+        /// When.
+        at_ms: u64,
+        /// Which mutex.
+        #[serde(default)]
+        mutex: usize,
+        /// The policy's age.
+        older_than_ms: u64,
+    },
     /// Every mutex's section is needed again (a new need generation).
     NewNeed {
         /// When.
@@ -261,6 +272,7 @@ impl Fault {
             | Self::ClockStep { at_ms, .. }
             | Self::ServerClockError { at_ms, .. }
             | Self::SectionFail { at_ms, .. }
+            | Self::RowDeleted { at_ms, .. }
             | Self::NewNeed { at_ms } => *at_ms,
         }
     }
@@ -276,7 +288,7 @@ impl Fault {
             | Self::ClockStep { client, .. }
             | Self::ServerClockError { client, .. }
             | Self::SectionFail { client, .. } => Some(client),
-            Self::Outage { .. } | Self::NewNeed { .. } => None,
+            Self::Outage { .. } | Self::RowDeleted { .. } | Self::NewNeed { .. } => None,
         }
     }
 }
@@ -370,6 +382,11 @@ impl Scenario {
                 && !names.iter().any(|n| n == client)
             {
                 return Err(invalid(format!("fault at {} ms names unknown client {client:?}", fault.at_ms())));
+            }
+            if let Fault::RowDeleted { at_ms, mutex, .. } = fault
+                && *mutex >= self.mutexes
+            {
+                return Err(invalid(format!("fault at {at_ms} ms: mutex {mutex} but mutexes = {}", self.mutexes)));
             }
         }
         Ok(cfg)
@@ -474,12 +491,13 @@ impl Scenario {
         for _ in 0..rng.random_range(0..=6) {
             let at_ms = rng.random_range(0..options.duration_ms);
             let client = format!("c{}", rng.random_range(0..clients_n));
-            let fault = match rng.random_range(0..6) {
+            let fault = match rng.random_range(0..7) {
                 0 => Fault::Crash { at_ms, client, restart_after_ms: Some(rng.random_range(0..=2 * ttl_ms)) },
                 1 => Fault::Pause { at_ms, client, duration_ms: rng.random_range(1..=3 * ttl_ms) },
                 2 => Fault::Outage { at_ms, duration_ms: rng.random_range(1..=2 * ttl_ms) },
                 3 => Fault::ClockStep { at_ms, client, by_ms: rng.random_range(-300_000..=300_000) },
                 4 => Fault::Unknown { at_ms, client, txn: TxnKind::Any, landed: rng.random_bool(0.5), times: 1 },
+                5 => Fault::RowDeleted { at_ms, mutex: 0, older_than_ms: ttl_ms + rng.random_range(1..=ttl_ms) },
                 _ => Fault::SectionFail { at_ms, client },
             };
             faults.push(fault);

@@ -499,6 +499,19 @@ impl World {
         result
     }
 
+    /// A row deletion policy (`OLDER_THAN(updated_at, older_than_ms)`) looks at row `m`: deletes it if its last
+    /// write is at least that old. Transactions that read it abort, as on any change.
+    pub fn delete_row_if_older_than(&mut self, m: usize, older_than_ms: u64) {
+        let old_enough =
+            self.mutexes[m].row.as_ref().is_some_and(|r| r.updated_at.plus_ms(older_than_ms) <= self.server_now());
+        if old_enough {
+            let mutex = &mut self.mutexes[m];
+            mutex.row = None;
+            mutex.version += 1;
+            self.note(Who::Row(m), "row", |_| format!("DELETED by a row deletion policy ({older_than_ms} ms)"));
+        }
+    }
+
     /// Starts a new need generation for every mutex.
     pub fn new_need(&mut self) {
         for mutex in &mut self.mutexes {

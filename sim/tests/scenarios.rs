@@ -49,7 +49,8 @@ fn holder_paused_past_ttl() {
 fn unknown_commit_that_landed() {
     let r = passes_and_is_pinned("unknown-commit-landed");
     assert_eq!((r.stats.unknown_outcomes, r.stats.acquisitions, r.stats.effects), (1, 1, 1));
-    assert!(r.trace.iter().any(|l| l.who == "a#1" && l.detail == "run ends: EXECUTED under fence 1"));
+    // The row was created by a's acquisition, read at 4.582 ms of simulated server time: that is its fence, in us.
+    assert!(r.trace.iter().any(|l| l.who == "a#1" && l.detail == "run ends: EXECUTED under fence 1767225600004582"));
 }
 
 #[test]
@@ -119,6 +120,29 @@ fn every_scenario_file_is_tested() {
     for name in names {
         assert!(source.contains(&format!("passes_and_is_pinned(\"{name}\")")), "scenario {name} has no test");
     }
+}
+
+#[test]
+fn a_row_deleted_by_its_policy_is_created_again_with_fences_above_every_earlier_one() {
+    // Before fences started at the creating server time, the new row started again at 1, below the fences an
+    // outside resource had seen.
+    let mut s = scenario("holder-crash-mid-section");
+    s.faults.push(Fault::RowDeleted { at_ms: 9_000, mutex: 0, older_than_ms: 2_500 });
+    s.faults.push(Fault::NewNeed { at_ms: 9_500 });
+    s.clients[1].repeat_after_ms = Some(4_000);
+    s.duration_ms = 16_000;
+    let report = run(&s, true).expect("runs");
+    assert!(report.violations.is_empty(), "{:?}\n{}", report.violations, report.timeline());
+    let timeline = report.timeline();
+    assert!(timeline.contains("DELETED by a row deletion policy"), "{timeline}");
+    let fences: Vec<u64> = report
+        .trace
+        .iter()
+        .filter_map(|l| l.detail.strip_prefix("acquire commits: ACQUIRED fence "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(fences.len() >= 3, "acquired before and after the deletion: {fences:?}\n{timeline}");
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
 }
 
 #[test]
@@ -285,7 +309,8 @@ fn a_passing_checker_path_replays_without_violations() {
     let actions = decode_path("commit:0:ok write:0 return:0 commit:0:ok").expect("decodes");
     let report = replay(&options, &actions).expect("replays");
     assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());
-    assert!(report.text().contains("run ends: EXECUTED under fence 1"), "{}", report.text());
+    // The row is created at the simulator's epoch (2026-01-01): its first fence is that server time in us.
+    assert!(report.text().contains("run ends: EXECUTED under fence 1767225600000000"), "{}", report.text());
 }
 
 /// One client whose clock runs 15% slow (beyond what the 200 ms margin covers) loses Spanner mid-section: its row

@@ -46,13 +46,17 @@ pub const SAFETY: &[&str] = &[
     EVENTS_ACCEPTED,
 ];
 
-/// Whether a committed write keeps the fence history sound: an acquisition writes the fence after the highest
-/// granted so far (or, re-acquiring its own unexpired lease, the same one); no other write changes the fence.
-/// Judged here, apart from the transaction logic, by the checker and the simulator alike.
+/// Whether a committed write keeps the fence history sound: an acquisition of an existing row writes the fence
+/// after the highest granted so far (or, re-acquiring its own unexpired lease, the same one), one that creates
+/// the row (none, or deleted) a fence above every one granted before; no other write changes the fence. Judged
+/// here, apart from the transaction logic, by the checker and the simulator alike.
 pub fn fence_follows(previous: Option<&LeaseRow>, max_fence: Option<Fence>, write: &RowWrite, acquire: bool) -> bool {
     if acquire {
         let reentrant = previous.is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
-        reentrant || write.fence == max_fence.map_or(Fence::FIRST, Fence::next)
+        match previous {
+            Some(_) => reentrant || write.fence == max_fence.map_or(Fence::FIRST, Fence::next),
+            None => max_fence.is_none_or(|max| write.fence > max),
+        }
     } else {
         previous.is_none_or(|p| p.fence == write.fence)
     }

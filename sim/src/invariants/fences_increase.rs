@@ -1,5 +1,6 @@
 //! Every acquisition's fence is exactly one more than the highest granted before (or unchanged when a client
-//! re-acquires its own unexpired lease), and no other write changes the fence.
+//! re-acquires its own unexpired lease), one that creates the row (also after a deletion) is above every fence
+//! granted before, and no other write changes the fence.
 
 use crate::world::{MutexState, World};
 use spanner_mutex_model::check::fence_follows;
@@ -28,8 +29,9 @@ pub fn check(world: &World) -> Option<String> {
         return Some(problem.clone());
     }
     world.mutexes.iter().enumerate().find_map(|(m, mutex)| {
-        let row_fence = mutex.row.as_ref().map(|r| r.fence);
-        (row_fence != mutex.max_fence)
-            .then(|| format!("row {m} carries fence {row_fence:?}, below the highest granted"))
+        // A deleted row carries nothing; the next one must start above the highest (checked on its write).
+        let row_fence = mutex.row.as_ref().map(|r| r.fence)?;
+        (Some(row_fence) != mutex.max_fence)
+            .then(|| format!("row {m} carries fence {row_fence}, below the highest granted"))
     })
 }
