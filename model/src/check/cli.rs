@@ -71,6 +71,9 @@ pub struct ModelArgs {
     /// Server time bound in milliseconds (the checked lease is 3 ms).
     #[arg(long, default_value_t = CheckOptions::default().max_time_ms, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub max_time_ms: u64,
+    /// How long a DONE row stays fresh, in ms (below the horizon, a stale DONE is acquired again; at least 4).
+    #[arg(long, default_value_t = CheckOptions::default().staleness_ms, value_parser = clap::value_parser!(u64).range(4..))]
+    pub staleness_ms: u64,
     /// Client wall-clock skew step for the naive protocol.
     #[arg(long, default_value_t = CheckOptions::default().skew_ms)]
     pub skew_ms: u64,
@@ -107,6 +110,7 @@ impl ModelArgs {
             skew_ms: self.skew_ms,
             protocol: self.protocol.protocol(),
             assume_exact_server_clock: self.assume_exact_server_clock,
+            staleness_ms: self.staleness_ms,
         }
     }
 }

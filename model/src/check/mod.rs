@@ -15,9 +15,9 @@ mod tests;
 pub use action::{Action, ClockError, CommitFate, ParseActionError, decode_path, encode_path};
 pub use cli::{FaultArg, ModelArgs, ProtocolArg, read_path_argument};
 pub use properties::{
-    DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_STALE_WRITE, OUTCOMES_TRUE,
-    RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY, SINGLE_RELIANCE, fence_follows, overwrites_done, superseded,
-    violated_safety,
+    DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_CLIENT_STUCK,
+    NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY, SINGLE_RELIANCE,
+    done_has_effect, fence_follows, outcome_is_true, overwrites_done, superseded, violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 
@@ -79,6 +79,9 @@ pub struct CheckOptions {
     /// The clients' configuration declares no server clock error even when [`Faults::clock_error`] injects one
     /// (the safety-margin rule relaxed).
     pub assume_exact_server_clock: bool,
+    /// How long a DONE row stays fresh. The default (100 ms) is beyond the horizon; below it, a stale DONE row is
+    /// acquired again within the check.
+    pub staleness_ms: u64,
 }
 
 impl Default for CheckOptions {
@@ -91,6 +94,7 @@ impl Default for CheckOptions {
             skew_ms: 1,
             protocol: Protocol::Fenced,
             assume_exact_server_clock: false,
+            staleness_ms: 100,
         }
     }
 }
@@ -125,8 +129,9 @@ impl CheckOptions {
         };
         let relaxed = if self.assume_exact_server_clock { " --assume-exact-server-clock" } else { "" };
         format!(
-            "--clients {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} --protocol {protocol}{relaxed}",
-            self.clients, self.fault_budget, self.max_time_ms, self.skew_ms
+            "--clients {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} --staleness-ms {} \
+             --protocol {protocol}{relaxed}",
+            self.clients, self.fault_budget, self.max_time_ms, self.skew_ms, self.staleness_ms
         )
     }
 
@@ -149,7 +154,7 @@ impl CheckOptions {
         let ttl_ms = 3 + 2 * uncertainty_ms;
         ConfigParams {
             ttl_ms,
-            staleness_ms: 100,
+            staleness_ms: self.staleness_ms,
             wait_ms: 1,
             max_wait_ms: 3,
             // Waiters poll every millisecond before the expiry they read, so polls are explored too.
@@ -166,7 +171,7 @@ impl CheckOptions {
             protocol: self.protocol,
         }
         .validate()
-        .expect("the checked configuration is valid")
+        .expect("the checked configuration is valid (--staleness-ms must exceed the checked lease: 3 ms, 5 with clock-error)")
     }
 }
 
@@ -281,6 +286,8 @@ pub struct WorldGhost {
     pub stale_write_rejected: bool,
     /// A DONE row was changed other than by a fresh acquisition.
     pub done_overwritten: bool,
+    /// A stale DONE row was acquired again.
+    pub stale_done_acquired: bool,
     /// A lease was taken over from a crashed holder.
     pub takeover_after_crash: bool,
     /// A lease was taken over from a holder that was still running.
@@ -293,6 +300,8 @@ pub struct WorldGhost {
     pub driver_contract_broken: bool,
     /// A server clock read erred.
     pub clock_erred: bool,
+    /// A client reported an outcome that was not true when it reported it.
+    pub false_outcome: bool,
 }
 
 /// The whole system.
@@ -487,7 +496,21 @@ impl LeaseModel {
             state.ghost.driver_contract_broken = true;
         }
         match command {
-            None | Some(Command::Finish(_)) => {}
+            None => {}
+            Some(Command::Finish(outcome)) => {
+                let effects: ArrayVec<_, 2> = state.effects.iter().map(|e| (e.writer, e.fence)).collect();
+                let client = &state.clients[slot];
+                // The checker's need check answers from the effects at once, and a run finishes right after it.
+                let facts = OutcomeFacts {
+                    client: client.machine.id(),
+                    effects: &effects,
+                    row: state.row.as_ref(),
+                    last_need_answer: Some(state.effects.is_empty()),
+                    waits: client.ghost.waits,
+                    max_retries: self.cfg.max_retries(),
+                };
+                state.ghost.false_outcome |= !outcome_is_true(&outcome, &facts);
+            }
             Some(Command::CheckNeed) => {
                 let needed = state.effects.is_empty();
                 self.deliver(state, slot, Event::NeedAnswered { needed });
@@ -514,6 +537,7 @@ impl LeaseModel {
         let ghost = &mut state.ghost;
         ghost.fence_regressed |= !fence_follows(previous.as_ref(), ghost.max_fence, &write, acquire);
         ghost.done_overwritten |= overwrites_done(previous.as_ref(), &write, acquire);
+        ghost.stale_done_acquired |= acquire && previous.as_ref().is_some_and(|p| p.status == Status::Done);
         let reentrant = previous.as_ref().is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
         if acquire && let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
             match state.clients.iter().find(|c| c.machine.id() == prev.holder) {

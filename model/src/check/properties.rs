@@ -2,7 +2,7 @@
 //! reachable, so a model that does nothing cannot pass.
 
 use super::{LeaseModel, WorldState};
-use crate::{Fence, LeaseRow, Outcome, RowWrite, Status};
+use crate::{ClientId, Fence, LeaseRow, Outcome, RowWrite, Status};
 use stateright::Property;
 
 /// At most one client relies on the lease at a time.
@@ -21,6 +21,10 @@ pub const DONE_IS_FINAL: &str = "DONE is only replaced by a fresh acquisition";
 pub const OUTCOMES_TRUE: &str = "reported outcomes are true";
 /// The driver (world) never sends the machine an event it does not wait for.
 pub const EVENTS_ACCEPTED: &str = "the machine accepts every event the world sends";
+/// A DONE row was left by a holder that applied the effect or found it applied.
+pub const DONE_HAS_EFFECT: &str = "a DONE row implies an effect";
+/// Every client that has not finished has an operation, its section or a timer under way.
+pub const NO_CLIENT_STUCK: &str = "no client waits with nothing under way";
 
 /// Safety properties from most to least severe, for choosing which counterexample to shorten.
 pub const SEVERITY: &[&str] = &[
@@ -31,6 +35,8 @@ pub const SEVERITY: &[&str] = &[
     DONE_IS_FINAL,
     FENCES_INCREASE,
     OUTCOMES_TRUE,
+    DONE_HAS_EFFECT,
+    NO_CLIENT_STUCK,
     EVENTS_ACCEPTED,
 ];
 
@@ -43,6 +49,8 @@ pub const SAFETY: &[&str] = &[
     DOUBLE_EXECUTION,
     DONE_IS_FINAL,
     OUTCOMES_TRUE,
+    DONE_HAS_EFFECT,
+    NO_CLIENT_STUCK,
     EVENTS_ACCEPTED,
 ];
 
@@ -87,25 +95,64 @@ fn reliant(model: &LeaseModel, state: &WorldState) -> impl Iterator<Item = (usiz
     })
 }
 
-fn outcome_is_true(model: &LeaseModel, state: &WorldState, slot: usize) -> bool {
-    let client = &state.clients[slot];
-    match client.machine.outcome() {
-        Some(Outcome::Executed { fence }) => {
-            state.effects.iter().any(|e| e.writer == client.machine.id() && e.fence == *fence)
+/// What an outcome is judged against, at the moment it is reported.
+#[derive(Clone, Copy, Debug)]
+pub struct OutcomeFacts<'a> {
+    /// The reporting client.
+    pub client: ClientId,
+    /// Effects the resource accepted (of the current need), as `(writer, fence)`.
+    pub effects: &'a [(ClientId, Fence)],
+    /// The lease row now.
+    pub row: Option<&'a LeaseRow>,
+    /// The client's last need check answer in this run (`Some(true)`: needed).
+    pub last_need_answer: Option<bool>,
+    /// Retry waits the world saw this run start (polls and waits for an unavailable Spanner not counted).
+    pub waits: u32,
+    /// The configured `max_retries`.
+    pub max_retries: u32,
+}
+
+/// Whether `outcome` is true of the world: "executed" means its effect was accepted under that fence; "done by
+/// other" names a holder that applied the effect, or one that found it applied under an earlier fence; "not
+/// needed" follows a need check that said so; "gave up" comes after exactly `max_retries` waits; "lease lost"
+/// means the row no longer carries the client's fence. One definition, used by the checker and the simulator.
+pub fn outcome_is_true(outcome: &Outcome, facts: &OutcomeFacts<'_>) -> bool {
+    let effect_by = |writer: ClientId, fence: Fence| facts.effects.contains(&(writer, fence));
+    match outcome {
+        Outcome::Executed { fence } => effect_by(facts.client, *fence),
+        Outcome::DoneByOther { holder, fence } => {
+            effect_by(*holder, *fence) || facts.effects.iter().any(|(_, earlier)| earlier < fence)
         }
-        Some(Outcome::DoneByOther { .. } | Outcome::NotNeeded) => !state.effects.is_empty(),
-        Some(Outcome::GaveUp { attempts }) => {
-            *attempts > model.cfg.max_retries() && client.ghost.waits == model.cfg.max_retries()
-        }
-        Some(Outcome::LeaseLost { .. } | Outcome::Cancelled | Outcome::Failed(_) | Outcome::Released { .. }) | None => {
-            true
-        }
+        Outcome::NotNeeded => facts.last_need_answer == Some(false),
+        Outcome::GaveUp { attempts } => *attempts > facts.max_retries && facts.waits == facts.max_retries,
+        Outcome::LeaseLost { fence } => !facts.row.is_some_and(|r| r.holder == facts.client && r.fence == *fence),
+        Outcome::Released { .. } | Outcome::Cancelled | Outcome::Failed(_) => true,
     }
 }
 
-/// The `sometimes` companions of optional fault kinds, for a model that injects them.
+/// Whether a DONE row is backed by an effect: its holder applied it, or found it applied under an earlier fence.
+pub fn done_has_effect(row: Option<&LeaseRow>, effects: &[(ClientId, Fence)]) -> bool {
+    row.is_none_or(|r| r.status != Status::Done || effects.iter().any(|(_, fence)| *fence <= r.fence))
+}
+
+/// Whether a client that has not finished has something under way: an operation in flight, its section, or a
+/// timer. A client with none of them would wait forever.
+fn not_stuck(model: &LeaseModel, state: &WorldState, slot: usize) -> bool {
+    let client = &state.clients[slot];
+    client.machine.outcome().is_some()
+        || client.op != super::Op::Idle
+        || client.section != super::Section::Idle
+        || client.machine.poll_timeout(&model.cfg).is_some()
+}
+
+/// The `sometimes` companions of optional fault kinds and reachable staleness, for a model that has them.
 pub(super) fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     let mut properties = Vec::new();
+    if model.options.staleness_ms < model.options.max_time_ms {
+        properties.push(Property::sometimes("a stale DONE row is acquired again", |_: &LeaseModel, s: &WorldState| {
+            s.ghost.stale_done_acquired
+        }));
+    }
     if model.options.faults.clock_error {
         properties.push(Property::sometimes(
             "a paused holder's lease is taken over after a server clock erred",
@@ -134,8 +181,13 @@ pub(super) fn all() -> Vec<Property<LeaseModel>> {
         Property::always(NO_STALE_WRITE, |_: &LeaseModel, s: &WorldState| !s.ghost.stale_write_accepted),
         Property::always(DOUBLE_EXECUTION, |_: &LeaseModel, s: &WorldState| s.effects.len() <= 1),
         Property::always(DONE_IS_FINAL, |_: &LeaseModel, s: &WorldState| !s.ghost.done_overwritten),
-        Property::always(OUTCOMES_TRUE, |m: &LeaseModel, s: &WorldState| {
-            (0..s.clients.len()).all(|i| outcome_is_true(m, s, i))
+        Property::always(OUTCOMES_TRUE, |_: &LeaseModel, s: &WorldState| !s.ghost.false_outcome),
+        Property::always(DONE_HAS_EFFECT, |_: &LeaseModel, s: &WorldState| {
+            let effects: arrayvec::ArrayVec<_, 2> = s.effects.iter().map(|e| (e.writer, e.fence)).collect();
+            done_has_effect(s.row.as_ref(), &effects)
+        }),
+        Property::always(NO_CLIENT_STUCK, |m: &LeaseModel, s: &WorldState| {
+            (0..s.clients.len()).all(|i| not_stuck(m, s, i))
         }),
         Property::always(EVENTS_ACCEPTED, |_: &LeaseModel, s: &WorldState| !s.ghost.driver_contract_broken),
         Property::sometimes("a client executes the section", |_: &LeaseModel, s: &WorldState| {

@@ -2,6 +2,7 @@
 //! re-inserted bug are caught, and the `sometimes` companions really depend on the faults they are about.
 
 use super::*;
+use crate::Outcome;
 use stateright::Path;
 
 /// One thread: only a single-threaded depth-first search visits a deterministic number of states.
@@ -146,4 +147,44 @@ fn fenced_writes_without_their_record_apply_a_retried_write_twice() {
     let summary = run_check(CheckOptions { protocol: Protocol::Fenced, ..options }, one_thread());
     assert!(summary.counterexamples.is_empty(), "{:#?}", summary.counterexamples);
     assert!(!summary.unreached.contains(&"a fenced write whose answer was lost is found applied on retry"));
+}
+
+#[test]
+fn the_outcome_judge_is_the_simulators_strict_one() {
+    let (a, b, c) = (ClientId::from_u128(1), ClientId::from_u128(2), ClientId::from_u128(3));
+    let effects = [(b, Fence::new(5))];
+    let facts = |client, row| OutcomeFacts {
+        client,
+        effects: &effects,
+        row,
+        last_need_answer: Some(true),
+        waits: 0,
+        max_retries: 2,
+    };
+    // "Done by other" must name the holder that applied it (or one that found an earlier fence's effect); the
+    // checker's old judge accepted any report once some effect existed.
+    assert!(outcome_is_true(&Outcome::DoneByOther { holder: b, fence: Fence::new(5) }, &facts(a, None)));
+    assert!(outcome_is_true(&Outcome::DoneByOther { holder: c, fence: Fence::new(6) }, &facts(a, None)));
+    assert!(!outcome_is_true(&Outcome::DoneByOther { holder: c, fence: Fence::new(5) }, &facts(a, None)));
+    // "Not needed" must follow a need check that said so.
+    assert!(!outcome_is_true(&Outcome::NotNeeded, &facts(a, None)));
+    // "Lease lost" is false while the row still carries the client's fence (the old judge accepted it always).
+    let row = LeaseRow {
+        status: Status::Started,
+        holder: a,
+        holder_name: String::new(),
+        fence: Fence::new(7),
+        updated_at: ServerTime::from_unix_micros(0),
+        expires_at: ServerTime::from_unix_micros(3_000),
+        attempt: 1,
+        last_error: None,
+        fenced_writes: 0,
+    };
+    assert!(!outcome_is_true(&Outcome::LeaseLost { fence: Fence::new(7) }, &facts(a, Some(&row))));
+    assert!(outcome_is_true(&Outcome::LeaseLost { fence: Fence::new(6) }, &facts(a, Some(&row))));
+    // A DONE row needs an effect at or below its fence.
+    let done = LeaseRow { status: Status::Done, ..row };
+    assert!(done_has_effect(Some(&done), &effects));
+    assert!(!done_has_effect(Some(&done), &[]));
+    assert!(!done_has_effect(Some(&LeaseRow { fence: Fence::new(4), ..done }), &effects));
 }

@@ -2,6 +2,7 @@
 //! safety properties, so a counterexample replayed here reports the same violation.
 
 pub mod at_most_once;
+pub mod done_has_effect;
 pub mod done_is_final;
 pub mod events_accepted;
 pub mod fences_increase;
@@ -36,5 +37,6 @@ pub const ALL: &[(&str, Check)] = &[
     (done_is_final::NAME, done_is_final::check),
     (fences_increase::NAME, fences_increase::check),
     (outcomes_true::NAME, outcomes_true::check),
+    (done_has_effect::NAME, done_has_effect::check),
     (events_accepted::NAME, events_accepted::check),
 ];

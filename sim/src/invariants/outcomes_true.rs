@@ -4,28 +4,25 @@
 
 use crate::world::World;
 use spanner_mutex_model::Outcome;
+use spanner_mutex_model::check::{OutcomeFacts, outcome_is_true};
 
 /// The model checker's name for it.
 pub const NAME: &str = spanner_mutex_model::check::OUTCOMES_TRUE;
 
-/// Judges client `c`'s outcome as it finishes.
+/// Judges client `c`'s outcome as it finishes, by the model checker's definition.
 pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {
     let client = &world.clients[c];
     let mutex = &world.mutexes[client.mutex];
-    let id = client.machine.id();
-    let effect_by = |writer, fence| mutex.effects.iter().any(|e| e.writer == writer && e.fence == fence);
-    let true_ = match outcome {
-        Outcome::Executed { fence } => effect_by(id, *fence),
-        // The holder ran the section, or found it already done by an earlier fence and released it as DONE.
-        Outcome::DoneByOther { holder, fence } => {
-            effect_by(*holder, *fence) || mutex.effects.iter().any(|e| e.fence < *fence)
-        }
-        Outcome::NotNeeded => client.last_need_answer == Some(false),
-        Outcome::GaveUp { attempts } => *attempts > world.cfg.max_retries() && client.waits == world.cfg.max_retries(),
-        Outcome::LeaseLost { fence } => !mutex.row.as_ref().is_some_and(|r| r.holder == id && r.fence == *fence),
-        Outcome::Released { .. } | Outcome::Cancelled | Outcome::Failed(_) => true,
+    let effects: Vec<_> = mutex.effects.iter().map(|e| (e.writer, e.fence)).collect();
+    let facts = OutcomeFacts {
+        client: client.machine.id(),
+        effects: &effects,
+        row: mutex.row.as_ref(),
+        last_need_answer: client.last_need_answer,
+        waits: client.waits,
+        max_retries: world.cfg.max_retries(),
     };
-    (!true_).then(|| format!("{} reported {outcome:?}, which is not true", world.label(c)))
+    (!outcome_is_true(outcome, &facts)).then(|| format!("{} reported {outcome:?}, which is not true", world.label(c)))
 }
 
 /// Reads the record [`judge`] keeps.

@@ -1,0 +1,15 @@
+//! A DONE row was left by a holder that applied the effect, or that found it applied under an earlier fence.
+
+use crate::world::World;
+use spanner_mutex_model::check::done_has_effect;
+
+/// The model checker's name for it.
+pub const NAME: &str = spanner_mutex_model::check::DONE_HAS_EFFECT;
+
+/// Judges every row by the model checker's rule.
+pub fn check(world: &World) -> Option<String> {
+    world.mutexes.iter().enumerate().find_map(|(m, mutex)| {
+        let effects: Vec<_> = mutex.effects.iter().map(|e| (e.writer, e.fence)).collect();
+        (!done_has_effect(mutex.row.as_ref(), &effects)).then(|| format!("row {m} is DONE but no effect backs it"))
+    })
+}
