@@ -5,8 +5,8 @@
 
 use crate::invariants::Violation;
 use crate::trace::TraceLine;
-use crate::world::{FencedWrite, ReadTxn, World};
-use spanner_mutex_model::check::{Action, CheckOptions, ClockError, LeaseModel, violated_safety};
+use crate::world::{FencedWrite, Queued, ReadTxn, World};
+use spanner_mutex_model::check::{Action, CheckOptions, ClockError, CommitFate, LeaseModel, violated_safety};
 use spanner_mutex_model::{ClientId, Command, Event, Fence, SectionResult, ServerTime};
 use stateright::{Model, Path};
 
@@ -88,6 +88,8 @@ struct Lockstep {
     world: World,
     pending: Vec<Option<ReadTxn>>,
     sections: Vec<Section>,
+    /// A commit its client was told was unknown, still on its way (the checker keeps at most one).
+    queued: Option<(usize, Queued)>,
 }
 
 impl Lockstep {
@@ -129,7 +131,8 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
     for slot in 0..clients {
         world.add_client(slot.to_string(), 0, 0, options.wall_offset_us(slot));
     }
-    let mut lockstep = Lockstep { world, pending: vec![None; clients], sections: vec![Section::Idle; clients] };
+    let mut lockstep =
+        Lockstep { world, pending: vec![None; clients], sections: vec![Section::Idle; clients], queued: None };
     for c in 0..clients {
         lockstep.start(c);
     }
@@ -147,6 +150,9 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             Action::TxnCommit(c, fate) => {
                 let c = client(c)?;
                 let txn = lockstep.pending[c].take().ok_or_else(|| not_possible("no transaction in flight"))?;
+                if fate == CommitFate::UnknownLate {
+                    lockstep.queued = Some((c, Queued::Txn(txn.clone())));
+                }
                 let event = lockstep.world.commit(c, txn, fate);
                 let command = lockstep.world.feed(c, event);
                 lockstep.execute(c, command);
@@ -167,6 +173,11 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                     return Err(not_possible("no section is running"));
                 };
                 let writer = lockstep.world.clients[c].machine.id();
+                if fate == CommitFate::UnknownLate {
+                    let version = lockstep.world.mutexes[lockstep.world.clients[c].mutex].version;
+                    let read_at = lockstep.world.decision_time(c, 0);
+                    lockstep.queued = Some((c, Queued::FencedWrite { writer, fence, version, read_at }));
+                }
                 match lockstep.world.fenced_write(c, writer, fence, 0, fate) {
                     // Told nothing certain, the section stays running and writes again.
                     FencedWrite::Retry => {}
@@ -208,6 +219,10 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             Action::Drift(c) => {
                 let c = client(c)?;
                 lockstep.world.clients[c].lag_us += 1_000;
+            }
+            Action::LateCommit => {
+                let (c, queued) = lockstep.queued.take().ok_or_else(|| not_possible("no commit is queued"))?;
+                lockstep.world.commit_late(c, queued);
             }
             Action::ClockError(c, error) => {
                 let c = client(c)?;

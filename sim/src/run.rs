@@ -4,7 +4,7 @@
 use crate::invariants::Violation;
 use crate::scenario::{Fault, Scenario, ScenarioError, TxnKind};
 use crate::trace::{Picture, TraceLine};
-use crate::world::{FencedWrite, ReadTxn, Stats, Who, World};
+use crate::world::{FencedWrite, Queued, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spanner_mutex_model::check::CommitFate;
@@ -111,6 +111,8 @@ enum Pending {
     NeedAgain,
     /// A suspended client wakes: its clock runs again.
     Wake { c: usize },
+    /// A commit its client was told was unknown reaches Spanner.
+    Late { c: usize, queued: Queued },
 }
 
 impl Pending {
@@ -128,7 +130,8 @@ impl Pending {
             | Self::WriteArrive { .. }
             | Self::Fault { .. }
             | Self::NeedAgain
-            | Self::Wake { .. } => None,
+            | Self::Wake { .. }
+            | Self::Late { .. } => None,
         }
     }
 }
@@ -186,6 +189,8 @@ struct CommitFault {
     txn: TxnKind,
     fate: CommitFate,
     remaining: u32,
+    /// For [`CommitFate::UnknownLate`]: how long after the answer the commit reaches Spanner.
+    late_us: u64,
 }
 
 impl CommitFault {
@@ -212,6 +217,8 @@ struct Runner<'a> {
     commit_faults: Vec<CommitFault>,
     /// Injected server clock errors waiting for a client's reads: (client, error, reads left).
     clock_faults: Vec<(usize, i64, u32)>,
+    /// The injected delay of the late commit [`Runner::fate`] just chose (0: drawn).
+    next_late_us: u64,
     outage_until_us: u64,
 }
 
@@ -248,6 +255,7 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
         runtime,
         commit_faults: Vec::new(),
         clock_faults: Vec::new(),
+        next_late_us: 0,
         outage_until_us: 0,
     };
     let mut c = 0;
@@ -382,9 +390,14 @@ impl Runner<'_> {
                 } else {
                     (self.fate(c, &txn.request), self.latency_us())
                 };
+                if fate == CommitFate::UnknownLate {
+                    let late_us = self.late_us(c);
+                    self.push(now + late_us, Pending::Late { c, queued: Queued::Txn(txn.clone()) });
+                }
                 let event = self.world.commit(c, txn, fate);
                 self.push(now + delay_us, Pending::Deliver { c, run, event });
             }
+            Pending::Late { c, queued } => self.world.commit_late(c, queued),
             Pending::ReadArrive { c, run } => {
                 if self.outage() {
                     self.push(
@@ -415,6 +428,13 @@ impl Runner<'_> {
                     let error_us = self.server_error_us(c);
                     let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
                     let fate = self.fate(c, &verify);
+                    if fate == CommitFate::UnknownLate {
+                        let version = self.world.mutexes[self.world.clients[c].mutex].version;
+                        let read_at = self.world.decision_time(c, error_us);
+                        let queued = Queued::FencedWrite { writer, fence, version, read_at };
+                        let late_us = self.late_us(c);
+                        self.push(now + late_us, Pending::Late { c, queued });
+                    }
                     match self.world.fenced_write(c, writer, fence, error_us, fate) {
                         FencedWrite::Accepted | FencedWrite::AlreadyApplied => Some(SectionResult::Completed),
                         FencedWrite::Rejected => Some(SectionResult::Failed { error: "fenced write rejected".into() }),
@@ -448,6 +468,16 @@ impl Runner<'_> {
         }
     }
 
+    /// How long after its client is told "unknown" a queued commit reaches Spanner: as injected, or up to two
+    /// RPC timeouts.
+    fn late_us(&mut self, _c: usize) -> u64 {
+        if self.next_late_us > 0 {
+            self.next_late_us
+        } else {
+            self.rng.random_range(US_PER_MS..=2 * self.rpc_timeout_us())
+        }
+    }
+
     /// How far the server clock errs for this read of client `c`: an injected error if one waits, else drawn
     /// within the network's uncertainty, half of the draws at the extremes (where overlaps would be).
     fn server_error_us(&mut self, c: usize) -> i64 {
@@ -469,13 +499,19 @@ impl Runner<'_> {
     fn fate(&mut self, c: usize, request: &TxnRequest) -> CommitFate {
         if let Some(fault) = self.commit_faults.iter_mut().find(|f| f.hits(c, request)) {
             fault.remaining -= 1;
+            self.next_late_us = fault.late_us;
             return fault.fate;
         }
+        self.next_late_us = 0;
         let n = &self.scenario.network;
         if n.abort_rate > 0.0 && self.rng.random_bool(n.abort_rate) {
             CommitFate::Aborted
         } else if n.unknown_rate > 0.0 && self.rng.random_bool(n.unknown_rate) {
-            if self.rng.random_bool(0.5) { CommitFate::UnknownLanded } else { CommitFate::UnknownLost }
+            match self.rng.random_range(0..3) {
+                0 => CommitFate::UnknownLanded,
+                1 => CommitFate::UnknownLost,
+                _ => CommitFate::UnknownLate,
+            }
         } else {
             CommitFate::AsDecided
         }
@@ -522,15 +558,24 @@ impl Runner<'_> {
             }
             Fault::Abort { client, txn, times, .. } => {
                 let c = self.client_index(client);
-                self.commit_faults.push(CommitFault { c, txn: *txn, fate: CommitFate::Aborted, remaining: *times });
+                let fate = CommitFate::Aborted;
+                self.commit_faults.push(CommitFault { c, txn: *txn, fate, remaining: *times, late_us: 0 });
                 self.world.note(Who::Client(c), "fault", |_| format!("its next {times} {txn:?} commit(s) will abort"));
             }
             Fault::Unknown { client, txn, landed, times, .. } => {
                 let c = self.client_index(client);
                 let fate = if *landed { CommitFate::UnknownLanded } else { CommitFate::UnknownLost };
-                self.commit_faults.push(CommitFault { c, txn: *txn, fate, remaining: *times });
+                self.commit_faults.push(CommitFault { c, txn: *txn, fate, remaining: *times, late_us: 0 });
                 let how = if *landed { "commit but be reported UNKNOWN" } else { "not commit and be reported UNKNOWN" };
                 self.world.note(Who::Client(c), "fault", |_| format!("its next {times} {txn:?} commit(s) will {how}"));
+            }
+            Fault::LateCommit { client, txn, after_ms, times, .. } => {
+                let c = self.client_index(client);
+                let (fate, late_us) = (CommitFate::UnknownLate, after_ms.max(&1) * US_PER_MS);
+                self.commit_faults.push(CommitFault { c, txn: *txn, fate, remaining: *times, late_us });
+                self.world.note(Who::Client(c), "fault", |_| {
+                    format!("its next {times} {txn:?} commit(s) will be reported UNKNOWN and reach Spanner {after_ms} ms later")
+                });
             }
             Fault::ClockStep { client, by_ms, .. } => {
                 let c = self.client_index(client);

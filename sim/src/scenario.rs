@@ -208,6 +208,21 @@ pub enum Fault {
         #[serde(default = "one_u32")]
         times: u32,
     },
+    /// The client's next `times` commits of `txn` are reported unknown while they are still queued: each reaches
+    /// Spanner `after_ms` later and lands unless the row changed meanwhile.
+    LateCommit {
+        /// From when.
+        at_ms: u64,
+        /// Which client.
+        client: String,
+        /// Which transactions.
+        txn: TxnKind,
+        /// How long after the answer the commit reaches Spanner.
+        after_ms: u64,
+        /// How many.
+        #[serde(default = "one_u32")]
+        times: u32,
+    },
     /// The client's wall clock jumps by `by_ms` (NTP step); its monotonic clock does not.
     ClockStep {
         /// When.
@@ -269,6 +284,7 @@ impl Fault {
             | Self::Outage { at_ms, .. }
             | Self::Abort { at_ms, .. }
             | Self::Unknown { at_ms, .. }
+            | Self::LateCommit { at_ms, .. }
             | Self::ClockStep { at_ms, .. }
             | Self::ServerClockError { at_ms, .. }
             | Self::SectionFail { at_ms, .. }
@@ -285,6 +301,7 @@ impl Fault {
             | Self::Suspend { client, .. }
             | Self::Abort { client, .. }
             | Self::Unknown { client, .. }
+            | Self::LateCommit { client, .. }
             | Self::ClockStep { client, .. }
             | Self::ServerClockError { client, .. }
             | Self::SectionFail { client, .. } => Some(client),

@@ -169,6 +169,24 @@ pub enum Who {
     World,
 }
 
+/// A commit still on its way after its client was told the outcome is unknown.
+#[derive(Clone, Debug)]
+pub enum Queued {
+    /// A lease transaction, as it read.
+    Txn(ReadTxn),
+    /// A section's fenced write (write 1 of its lease), as it read.
+    FencedWrite {
+        /// The run that sent it.
+        writer: ClientId,
+        /// Its fence.
+        fence: Fence,
+        /// The row version it read.
+        version: u64,
+        /// The time its decisions are made on.
+        read_at: ServerTime,
+    },
+}
+
 /// Which way a section's fenced write went, as its section is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FencedWrite {
@@ -397,6 +415,7 @@ impl World {
                 (Event::TxnCommitted(reply), _, _) => format!("{what} commits: {}", reply_words(reply)),
                 (_, _, CommitFate::Aborted) => format!("{what} aborts (injected)"),
                 (_, _, CommitFate::UnknownLanded) => format!("{what} commits, client told UNKNOWN"),
+                (_, _, CommitFate::UnknownLate) => format!("{what} still queued, client told UNKNOWN"),
                 (_, _, _) => format!("{what} does not commit, client told UNKNOWN"),
             }
         });
@@ -451,27 +470,20 @@ impl World {
         let plan = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), at);
         let valid = plan.reply == TxnReply::FenceValid;
         if valid && fate.lands() {
-            let mutex = &mut self.mutexes[m];
-            if let Some(problem) = invariants::no_stale_write::on_accepted(mutex, fence) {
-                self.ghost.stale_write_accepted.get_or_insert(problem);
-            }
-            let effect = Effect { writer, fence, generation: mutex.generation };
-            if let Some(problem) = invariants::at_most_once::on_accepted(mutex, &effect) {
-                self.ghost.double_execution.get_or_insert(problem);
-            }
-            mutex.effects.push(effect);
-            self.stats.effects += 1;
-            if let Some(record) = plan.write {
-                self.write_row(m, record, false);
-            }
+            self.apply_effect(m, writer, fence, plan.write);
         }
         match fate {
             CommitFate::Aborted => self.stats.aborts += 1,
-            CommitFate::UnknownLanded | CommitFate::UnknownLost => self.stats.unknown_outcomes += 1,
+            CommitFate::UnknownLanded | CommitFate::UnknownLost | CommitFate::UnknownLate => {
+                self.stats.unknown_outcomes += 1;
+            }
             CommitFate::AsDecided => {}
         }
         let result = match (fate, &plan.reply) {
-            (CommitFate::Aborted | CommitFate::UnknownLanded | CommitFate::UnknownLost, _) => FencedWrite::Retry,
+            (
+                CommitFate::Aborted | CommitFate::UnknownLanded | CommitFate::UnknownLost | CommitFate::UnknownLate,
+                _,
+            ) => FencedWrite::Retry,
             (CommitFate::AsDecided, TxnReply::FenceValid) => FencedWrite::Accepted,
             (CommitFate::AsDecided, TxnReply::AlreadyApplied) => FencedWrite::AlreadyApplied,
             (CommitFate::AsDecided, _) => {
@@ -497,6 +509,62 @@ impl World {
             }
         });
         result
+    }
+
+    /// A fenced write lands: the effect, judged by the invariants, and the row's record of it.
+    fn apply_effect(&mut self, m: usize, writer: ClientId, fence: Fence, record: Option<RowWrite>) {
+        let mutex = &mut self.mutexes[m];
+        if let Some(problem) = invariants::no_stale_write::on_accepted(mutex, fence) {
+            self.ghost.stale_write_accepted.get_or_insert(problem);
+        }
+        let effect = Effect { writer, fence, generation: mutex.generation };
+        if let Some(problem) = invariants::at_most_once::on_accepted(mutex, &effect) {
+            self.ghost.double_execution.get_or_insert(problem);
+        }
+        mutex.effects.push(effect);
+        self.stats.effects += 1;
+        if let Some(record) = record {
+            self.write_row(m, record, false);
+        }
+    }
+
+    /// A commit whose client was told the outcome is unknown reaches Spanner late: it lands if the row is as
+    /// it read it, else it aborts. Nobody hears of it.
+    pub fn commit_late(&mut self, c: usize, queued: Queued) {
+        let m = self.clients[c].mutex;
+        let version = match &queued {
+            Queued::Txn(txn) => txn.version,
+            Queued::FencedWrite { version, .. } => *version,
+        };
+        let landed = version == self.mutexes[m].version;
+        if landed {
+            match &queued {
+                Queued::Txn(txn) => {
+                    let plan = txn::plan(&self.cfg, &txn.request, self.mutexes[m].row.as_ref(), txn.read_at);
+                    if let Some(write) = plan.write {
+                        self.write_row(m, write, matches!(txn.request, TxnRequest::Acquire { .. }));
+                    }
+                }
+                Queued::FencedWrite { writer, fence, read_at, .. } => {
+                    let verify = TxnRequest::VerifyFence { client: *writer, fence: *fence, write: 1 };
+                    let plan = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), *read_at);
+                    if plan.reply == TxnReply::FenceValid {
+                        self.apply_effect(m, *writer, *fence, plan.write);
+                    }
+                }
+            }
+        }
+        self.note(Who::Client(c), "commit", |_| {
+            let what = match &queued {
+                Queued::Txn(txn) => request_words(&txn.request),
+                Queued::FencedWrite { fence, .. } => format!("fenced write with fence {}", fence.get()),
+            };
+            if landed {
+                format!("LATE {what} reaches Spanner and lands")
+            } else {
+                format!("LATE {what} aborts: the row changed")
+            }
+        });
     }
 
     /// A row deletion policy (`OLDER_THAN(updated_at, older_than_ms)`) looks at row `m`: deletes it if its last

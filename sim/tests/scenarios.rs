@@ -146,6 +146,24 @@ fn a_row_deleted_by_its_policy_is_created_again_with_fences_above_every_earlier_
 }
 
 #[test]
+fn a_commit_that_lands_after_its_unknown_answer() {
+    let r = passes_and_is_pinned("late-commit");
+    assert!(r.trace.iter().any(|l| l.detail == "LATE acquire reaches Spanner and lands"), "{}", r.timeline());
+    assert_eq!((r.stats.takeovers, r.stats.effects, outcome(&r, "executed")), (1, 1, 1));
+}
+
+#[test]
+fn a_checker_path_with_a_late_commit_replays_in_the_simulator() {
+    let options = CheckOptions { clients: 2, faults: Faults { late: true, ..Faults::NONE }, ..CheckOptions::default() };
+    let actions = decode_path("commit:0:unknown-late late-commit commit:1:ok").expect("decodes");
+    let report = replay(&options, &actions).expect("replays");
+    assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());
+    let text = report.text();
+    assert!(text.contains("LATE acquire reaches Spanner and lands"), "{text}");
+    assert!(text.contains("aborts: the row changed since its read"), "{text}");
+}
+
+#[test]
 fn fenced_write_whose_answer_was_lost() {
     let r = passes_and_is_pinned("fenced-write-unknown");
     assert_eq!((r.stats.unknown_outcomes, r.stats.effects, outcome(&r, "executed")), (1, 1, 1));

@@ -16,6 +16,9 @@ pub enum CommitFate {
     UnknownLanded,
     /// Not committed, and the client is told the outcome is unknown.
     UnknownLost,
+    /// The client is told the outcome is unknown while the commit is still queued: it lands later (a
+    /// [`Action::LateCommit`] step), unless the row changed meanwhile, or never.
+    UnknownLate,
 }
 
 impl CommitFate {
@@ -31,6 +34,7 @@ impl CommitFate {
             Self::Aborted => "aborted",
             Self::UnknownLanded => "unknown-landed",
             Self::UnknownLost => "unknown-lost",
+            Self::UnknownLate => "unknown-late",
         }
     }
 
@@ -40,6 +44,7 @@ impl CommitFate {
             "aborted" => Some(Self::Aborted),
             "unknown-landed" => Some(Self::UnknownLanded),
             "unknown-lost" => Some(Self::UnknownLost),
+            "unknown-late" => Some(Self::UnknownLate),
             _ => None,
         }
     }
@@ -54,7 +59,7 @@ impl CommitFate {
         match self {
             Self::AsDecided => Event::TxnCommitted(reply),
             Self::Aborted => Event::TxnAborted,
-            Self::UnknownLanded | Self::UnknownLost => Event::TxnOutcomeUnknown,
+            Self::UnknownLanded | Self::UnknownLost | Self::UnknownLate => Event::TxnOutcomeUnknown,
         }
     }
 }
@@ -89,6 +94,8 @@ pub enum Action {
     Drift(u8),
     /// The server time the client's transaction read errs by 1 ms.
     ClockError(u8, ClockError),
+    /// The queued commit its client was told was unknown reaches Spanner now: it lands unless the row changed.
+    LateCommit,
 }
 
 impl fmt::Display for Action {
@@ -106,6 +113,7 @@ impl fmt::Display for Action {
             Self::Drift(c) => write!(f, "drift:{c}"),
             Self::ClockError(c, ClockError::Early) => write!(f, "clock:{c}:early"),
             Self::ClockError(c, ClockError::Late) => write!(f, "clock:{c}:late"),
+            Self::LateCommit => f.write_str("late-commit"),
         }
     }
 }
@@ -125,8 +133,9 @@ impl FromStr for Action {
         let err = || ParseActionError { token: token.to_owned() };
         let mut parts = token.split(':');
         let verb = parts.next().ok_or_else(err)?;
-        if verb == "tick" {
-            return if parts.next().is_none() { Ok(Self::Tick) } else { Err(err()) };
+        if verb == "tick" || verb == "late-commit" {
+            let action = if verb == "tick" { Self::Tick } else { Self::LateCommit };
+            return if parts.next().is_none() { Ok(action) } else { Err(err()) };
         }
         let client: u8 = parts.next().and_then(|c| c.parse().ok()).ok_or_else(err)?;
         let action = match verb {
@@ -167,8 +176,14 @@ mod tests {
 
     #[test]
     fn every_action_round_trips_through_its_text() {
-        let fates = [CommitFate::AsDecided, CommitFate::Aborted, CommitFate::UnknownLanded, CommitFate::UnknownLost];
-        let mut all = vec![Action::Tick];
+        let fates = [
+            CommitFate::AsDecided,
+            CommitFate::Aborted,
+            CommitFate::UnknownLanded,
+            CommitFate::UnknownLost,
+            CommitFate::UnknownLate,
+        ];
+        let mut all = vec![Action::Tick, Action::LateCommit];
         for c in [0, 3] {
             all.extend([
                 Action::Timeout(c),

@@ -54,6 +54,8 @@ pub enum FaultArg {
     /// A server clock that reads 1 ms early or late in one transaction (not in `all`: the checked lease grows
     /// to 5 ms to pay for it, so use `--max-time-ms 5` or more).
     ClockError,
+    /// A commit told unknown that stays queued and lands later (not in `all`).
+    Late,
 }
 
 /// The flags that select a checked model, as printed with every counterexample.
@@ -100,6 +102,7 @@ impl ModelArgs {
                 FaultArg::Drift => faults.drift = true,
                 FaultArg::SectionFailure => faults.section_failure = true,
                 FaultArg::ClockError => faults.clock_error = true,
+                FaultArg::Late => faults.late = true,
             }
         }
         CheckOptions {

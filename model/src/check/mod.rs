@@ -49,15 +49,32 @@ pub struct Faults {
     /// The server time a transaction reads is 1 ms early or late. Not in [`Self::ALL`]: the checked lease
     /// grows by twice the error to pay for it, and needs a longer horizon to be taken over.
     pub clock_error: bool,
+    /// A commit its client is told is unknown stays queued and reaches Spanner later (landing unless the row
+    /// changed meanwhile). Not in [`Self::ALL`]: it adds a queued transaction to the state.
+    pub late: bool,
 }
 
 impl Faults {
     /// Every fault kind of the default check (all but [`Self::clock_error`]).
-    pub const ALL: Self =
-        Self { crash: true, abort: true, unknown: true, drift: true, section_failure: true, clock_error: false };
+    pub const ALL: Self = Self {
+        crash: true,
+        abort: true,
+        unknown: true,
+        drift: true,
+        section_failure: true,
+        clock_error: false,
+        late: false,
+    };
     /// No faults: only scheduling (which already includes arbitrarily long pauses) and time.
-    pub const NONE: Self =
-        Self { crash: false, abort: false, unknown: false, drift: false, section_failure: false, clock_error: false };
+    pub const NONE: Self = Self {
+        crash: false,
+        abort: false,
+        unknown: false,
+        drift: false,
+        section_failure: false,
+        clock_error: false,
+        late: false,
+    };
 }
 
 /// What to check.
@@ -111,6 +128,7 @@ impl CheckOptions {
             (f.drift, "drift"),
             (f.section_failure, "section-failure"),
             (f.clock_error, "clock-error"),
+            (f.late, "late"),
         ] {
             if on {
                 faults.push(name);
@@ -223,6 +241,31 @@ pub enum Op {
     },
 }
 
+/// A commit whose client was told the outcome is unknown, still on its way to Spanner.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Queued {
+    /// A lease transaction.
+    Txn {
+        /// The transaction.
+        request: TxnRequest,
+        /// The row version it read.
+        version: u32,
+        /// The time its decisions are made on.
+        read_at: ServerTime,
+    },
+    /// A section's fenced write (write 1 of its lease).
+    FencedWrite {
+        /// The run that sent it.
+        writer: ClientId,
+        /// Its fence.
+        fence: Fence,
+        /// The row version it read.
+        version: u32,
+        /// The time its decisions are made on.
+        read_at: ServerTime,
+    },
+}
+
 /// The user's critical section: write the effect through a fenced transaction, then return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Section {
@@ -302,6 +345,8 @@ pub struct WorldGhost {
     pub clock_erred: bool,
     /// A client reported an outcome that was not true when it reported it.
     pub false_outcome: bool,
+    /// A commit its client was told was unknown landed later.
+    pub late_landed: bool,
 }
 
 /// The whole system.
@@ -319,6 +364,8 @@ pub struct WorldState {
     pub effects: ArrayVec<Effect, 2>,
     /// Faults left to inject.
     pub faults_left: u8,
+    /// A commit still on its way after its client was told the outcome is unknown (at most one).
+    pub queued: Option<Queued>,
     /// History.
     pub ghost: WorldGhost,
 }
@@ -417,6 +464,11 @@ fn representative(state: &WorldState) -> WorldState {
     }
     for effect in &mut out.effects {
         effect.writer = rename(effect.writer);
+    }
+    match &mut out.queued {
+        None => {}
+        Some(Queued::Txn { request, .. }) => request.relabel(rename),
+        Some(Queued::FencedWrite { writer, .. }) => *writer = rename(*writer),
     }
     out
 }
@@ -552,6 +604,35 @@ impl LeaseModel {
     }
 }
 
+impl LeaseModel {
+    /// A queued commit reaches Spanner: it lands if the row is as it read it (else it aborts, as any
+    /// transaction whose read changed). Nobody hears of it: its client was told the outcome is unknown.
+    fn land_late(&self, state: &mut WorldState, queued: Queued) {
+        match queued {
+            Queued::Txn { request, version, read_at } if version == state.row_version => {
+                let plan = txn::plan(&self.cfg, &request, state.row.as_ref(), read_at);
+                if let Some(write) = plan.write {
+                    Self::commit_write(state, write, matches!(request, TxnRequest::Acquire { .. }));
+                    state.ghost.late_landed = true;
+                }
+            }
+            Queued::FencedWrite { writer, fence, version, read_at } if version == state.row_version => {
+                let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
+                let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), read_at);
+                if plan.reply == TxnReply::FenceValid {
+                    let _ = state.effects.try_push(Effect { writer, fence });
+                    state.ghost.stale_write_accepted |= superseded(fence, state.ghost.max_fence);
+                    if let Some(record) = plan.write {
+                        Self::commit_write(state, record, false);
+                    }
+                    state.ghost.late_landed = true;
+                }
+            }
+            Queued::Txn { .. } | Queued::FencedWrite { .. } => {}
+        }
+    }
+}
+
 impl Model for LeaseModel {
     type State = WorldState;
     type Action = Action;
@@ -565,6 +646,7 @@ impl Model for LeaseModel {
             clients,
             effects: ArrayVec::new(),
             faults_left: self.options.fault_budget,
+            queued: None,
             ghost: WorldGhost::default(),
         };
         for slot in 0..state.clients.len() {
@@ -578,6 +660,9 @@ impl Model for LeaseModel {
         let can_fault = state.faults_left > 0;
         if state.now_ms < self.options.max_time_ms {
             actions.push(Action::Tick);
+        }
+        if state.queued.is_some() {
+            actions.push(Action::LateCommit);
         }
         for (i, client) in state.clients.iter().enumerate() {
             let c = i as u8;
@@ -598,6 +683,9 @@ impl Model for LeaseModel {
                             actions.push(Action::TxnCommit(c, CommitFate::UnknownLanded));
                             actions.push(Action::TxnCommit(c, CommitFate::UnknownLost));
                         }
+                        if faults.late && state.queued.is_none() {
+                            actions.push(Action::TxnCommit(c, CommitFate::UnknownLate));
+                        }
                     }
                 }
             }
@@ -611,6 +699,9 @@ impl Model for LeaseModel {
                     if faults.unknown && can_fault {
                         actions.push(Action::SectionWrite(c, CommitFate::UnknownLanded));
                         actions.push(Action::SectionWrite(c, CommitFate::UnknownLost));
+                    }
+                    if faults.late && can_fault && state.queued.is_none() {
+                        actions.push(Action::SectionWrite(c, CommitFate::UnknownLate));
                     }
                     if faults.section_failure && can_fault {
                         actions.push(Action::SectionFail(c));
@@ -648,6 +739,9 @@ impl Model for LeaseModel {
                     state.faults_left -= 1;
                 }
                 let applied = fate.unless_conflict(conflict);
+                if applied == CommitFate::UnknownLate {
+                    state.queued = Some(Queued::Txn { request: request.clone(), version, read_at });
+                }
                 if applied.lands() {
                     if let Some(write) = plan.write {
                         Self::commit_write(&mut state, write, acquire);
@@ -684,6 +778,10 @@ impl Model for LeaseModel {
                 // Judged independently of the transaction logic: a fence is stale once a newer one was granted.
                 let stale = superseded(fence, state.ghost.max_fence);
                 let accepted = plan.reply == TxnReply::FenceValid;
+                if fate == CommitFate::UnknownLate {
+                    let version = state.row_version;
+                    state.queued = Some(Queued::FencedWrite { writer: client, fence, version, read_at: at });
+                }
                 if accepted && fate.lands() {
                     // A third effect is unreachable: the check stops at the second (a violation).
                     let _ = state.effects.try_push(Effect { writer: client, fence });
@@ -695,7 +793,13 @@ impl Model for LeaseModel {
                 let section = &mut state.clients[slot];
                 match (fate, plan.reply) {
                     // Told nothing certain, the section retries the same write.
-                    (CommitFate::Aborted | CommitFate::UnknownLanded | CommitFate::UnknownLost, _) => {}
+                    (
+                        CommitFate::Aborted
+                        | CommitFate::UnknownLanded
+                        | CommitFate::UnknownLost
+                        | CommitFate::UnknownLate,
+                        _,
+                    ) => {}
                     (CommitFate::AsDecided, TxnReply::FenceValid) => section.section = Section::Wrote,
                     (CommitFate::AsDecided, TxnReply::AlreadyApplied) => {
                         section.ghost.fenced_write_resolved = true;
@@ -734,6 +838,10 @@ impl Model for LeaseModel {
             Action::Drift(c) => {
                 state.faults_left -= 1;
                 state.clients[usize::from(c)].lag_ms += 1;
+            }
+            Action::LateCommit => {
+                let queued = state.queued.take()?;
+                self.land_late(&mut state, queued);
             }
             Action::ClockError(c, error) => {
                 let Op::TxnRead { read_at, clock_erred, .. } = &mut state.clients[usize::from(c)].op else {

@@ -153,6 +153,12 @@ pub(super) fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel
             s.ghost.stale_done_acquired
         }));
     }
+    if model.options.faults.late {
+        properties.push(Property::sometimes(
+            "a commit its client was told was unknown lands later",
+            |_: &LeaseModel, s: &WorldState| s.ghost.late_landed,
+        ));
+    }
     if model.options.faults.clock_error {
         properties.push(Property::sometimes(
             "a paused holder's lease is taken over after a server clock erred",

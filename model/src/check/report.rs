@@ -281,6 +281,17 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::SectionFail(c) => format!("{}'s section fails", client(c)),
         Action::Crash(c) => format!("{} crashes and restarts", client(c)),
         Action::Drift(c) => format!("{}'s clock falls 1 ms behind", client(c)),
+        Action::LateCommit => {
+            let landed = after.row_version != before.row_version;
+            let what = match &before.queued {
+                Some(super::Queued::Txn { request, .. }) => {
+                    format!("{}'s {}", who(request.client()), request_kind(request))
+                }
+                Some(super::Queued::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
+                None => "nothing".to_owned(),
+            };
+            format!("the queued commit of {what} reaches Spanner: {}", if landed { "LANDS" } else { "aborts" })
+        }
         Action::ClockError(c, error) => {
             let way = match error {
                 super::ClockError::Early => "1 ms early",

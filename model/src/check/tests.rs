@@ -188,3 +188,25 @@ fn the_outcome_judge_is_the_simulators_strict_one() {
     assert!(!done_has_effect(Some(&done), &[]));
     assert!(!done_has_effect(Some(&LeaseRow { fence: Fence::new(4), ..done }), &effects));
 }
+
+#[test]
+fn commits_that_land_after_their_unknown_answer_keep_every_property() {
+    // An acquisition, renewal, release or fenced write told "unknown" while still queued, landing later (unless
+    // the row changed), after the client has read the row, retried, crashed or given up.
+    let options = CheckOptions { clients: 2, faults: Faults { late: true, ..Faults::ALL }, ..CheckOptions::default() };
+    let summary = run_check(options, one_thread());
+    assert_eq!(summary.verdict, Verdict::Pass, "{summary:#?}");
+    assert!(!summary.unreached.contains(&"a commit its client was told was unknown lands later"));
+    let model = LeaseModel::new(CheckOptions {
+        clients: 2,
+        faults: Faults { late: true, ..Faults::NONE },
+        ..CheckOptions::default()
+    });
+    // Client 0's acquisition is answered "unknown" and lands after client 1's acquisition read the row: client
+    // 1's commit then aborts, as a transaction whose read changed must.
+    let path = decode_path("commit:0:unknown-late late-commit commit:1:ok").expect("decodes");
+    let init = model.init_states().remove(0);
+    let last = Path::from_actions(&model, init, &path).expect("replays").last_state().clone();
+    assert_eq!(last.row.as_ref().map(|r| r.holder), Some(client_id(0, 0)));
+    assert!(last.queued.is_none());
+}
