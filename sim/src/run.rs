@@ -1,7 +1,7 @@
 //! Runs a scenario: a discrete-event scheduler over virtual time that executes the machines' commands against
 //! the world with latencies, commit fates and faults drawn from the scenario's one seed.
 
-use crate::invariants::Violation;
+use crate::invariants::{self, Violation};
 use crate::scenario::{Fault, Scenario, ScenarioError, TxnKind};
 use crate::trace::{Picture, TraceLine};
 use crate::world::{FencedWrite, Queued, ReadTxn, Stats, Who, World};
@@ -180,6 +180,8 @@ struct Runtime {
     paused_until_us: u64,
     timer_token: u64,
     timer_at_us: Option<u64>,
+    /// When its current run started.
+    run_started_us: u64,
 }
 
 /// Injected commit fates waiting for a client's transactions.
@@ -220,6 +222,9 @@ struct Runner<'a> {
     /// The injected delay of the late commit [`Runner::fate`] just chose (0: drawn).
     next_late_us: u64,
     outage_until_us: u64,
+    /// When the last injected fault is over; runs are held to [`Runner::progress_bound_us`] from then.
+    quiet_since_us: u64,
+    progress_bound_us: u64,
 }
 
 /// Runs `scenario`; `tracing` records the trace and picture (sweeps leave it off for speed).
@@ -244,6 +249,7 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
                 paused_until_us: 0,
                 timer_token: 0,
                 timer_at_us: None,
+                run_started_us: 0,
             });
         }
     }
@@ -257,6 +263,8 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
         clock_faults: Vec::new(),
         next_late_us: 0,
         outage_until_us: 0,
+        quiet_since_us: invariants::progress::quiet_since_us(scenario),
+        progress_bound_us: invariants::progress::bound_us(scenario),
     };
     let mut c = 0;
     for spec in &scenario.clients {
@@ -273,6 +281,12 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
     }
     let end_us = scenario.duration_ms * US_PER_MS;
     runner.run_until(end_us);
+    for c in 0..runner.world.clients.len() {
+        let client = &runner.world.clients[c];
+        if client.alive && client.machine.outcome().is_none() {
+            runner.check_progress(c, end_us, false);
+        }
+    }
     let mut world = runner.world;
     let picture = world.finish_picture(end_us);
     Ok(RunReport {
@@ -355,6 +369,7 @@ impl Runner<'_> {
                     return;
                 }
                 let id = ClientId::from_u128(self.rng.random());
+                self.runtime[c].run_started_us = now;
                 let command = self.world.start_run(c, id, !self.world.clients[c].alive);
                 self.execute(c, command);
             }
@@ -640,12 +655,27 @@ impl Runner<'_> {
                 self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
             }
             Some(Command::Finish(_)) => {
+                self.check_progress(c, now, true);
                 if let Some(after_us) = self.runtime[c].repeat_after_us {
                     self.push(now + after_us, Pending::Start { c });
                 }
             }
         }
         self.arm_timer(c);
+    }
+
+    /// Judges client `c`'s current run at `now` (`finished`: it just finished) against the progress bound,
+    /// counted from its start or from when faults stopped, whichever is later.
+    fn check_progress(&mut self, c: usize, now: u64, finished: bool) {
+        let from = self.runtime[c].run_started_us.max(self.quiet_since_us);
+        let took_us = now.saturating_sub(from);
+        if took_us > self.progress_bound_us {
+            let label = self.world.label(c);
+            let (took_ms, bound_ms) = (took_us / US_PER_MS, self.progress_bound_us / US_PER_MS);
+            let what = if finished { "finished only after" } else { "has not finished after" };
+            let detail = format!("{label} {what} {took_ms} ms since faults stopped (bound {bound_ms} ms)");
+            self.world.report_violation(invariants::progress::NAME, detail);
+        }
     }
 
     fn arm_timer(&mut self, c: usize) {

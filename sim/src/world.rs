@@ -699,6 +699,14 @@ impl World {
         }
     }
 
+    /// Records a broken invariant that is judged outside [`invariants::ALL`] (first of its kind only).
+    pub fn report_violation(&mut self, invariant: &'static str, detail: String) {
+        if !self.violations.iter().any(|v| v.invariant == invariant) {
+            self.note(Who::World, "VIOLATION", |_| format!("{invariant}: {detail}"));
+            self.violations.push(Violation { invariant, at_us: self.now_us, detail });
+        }
+    }
+
     /// Checks every invariant; records the first violation of each.
     pub fn check_invariants(&mut self) {
         for (name, check) in invariants::ALL {

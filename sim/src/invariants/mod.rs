@@ -8,6 +8,7 @@ pub mod events_accepted;
 pub mod fences_increase;
 pub mod no_stale_write;
 pub mod outcomes_true;
+pub mod progress;
 pub mod reliance_backed_by_row;
 pub mod single_reliance;
 
