@@ -113,7 +113,8 @@ impl<S> std::ops::Deref for SectionGuard<S> {
 
 impl SectionGuard<crate::MemoryStore> {
     /// Runs `work` on the in-memory store's user data only while the lease is still held with this fence,
-    /// atomically with that check and with the row's record of this write.
+    /// atomically with that check and with the row's record of this write. `work` must not call `fenced` on the
+    /// same guard: fenced writes of a lease run one at a time, so that call would wait forever.
     pub fn fenced<T>(
         &self,
         work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,

@@ -71,7 +71,12 @@ pub fn create_table_ddl(table: &str, delete_after_days: Option<u32>) -> Result<S
         .iter()
         .map(|(name, ty)| {
             let not_null = if nullable.contains(name) { "" } else { " NOT NULL" };
-            let options = if *name == "updated_at" { " OPTIONS (allow_commit_timestamp = true)" } else { "" };
+            let options = match *name {
+                "updated_at" => " OPTIONS (allow_commit_timestamp = true)",
+                // As the upgrade adds it, so tables made either way have one shape.
+                "fenced_writes" => " DEFAULT (0)",
+                _ => "",
+            };
             format!("  {name} {ty}{not_null}{options}")
         })
         .collect();

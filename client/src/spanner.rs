@@ -421,13 +421,20 @@ impl SpannerStore {
         let verify = TxnRequest::VerifyFence { client, fence, write };
         let _serial = self.serialized(&verify).await;
         let mut first_uncertain: Option<tokio::time::Instant> = None;
+        // After an attempt without a certain answer, a refusal or an error no longer says nothing was written:
+        // that attempt may have landed (and one that read the row before an expiry may still land).
+        let unknown = |first_uncertain: Option<tokio::time::Instant>, other: FencedError| {
+            if first_uncertain.is_some() { FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() } } else { other }
+        };
         for tries in 1u32.. {
             let work_failed = Arc::new(AtomicBool::new(false));
             let attempt = self.fenced_once(cfg, name, &verify, work.clone(), Arc::clone(&work_failed));
             let error = match tokio::time::timeout(self.timeouts.transaction(), attempt).await {
                 Ok(Ok(FencedAttempt::Committed(value))) => return Ok(Fenced::Committed(value)),
                 Ok(Ok(FencedAttempt::AlreadyApplied)) => return Ok(Fenced::CommittedEarlier),
-                Ok(Ok(FencedAttempt::NotHolder)) => return Err(FencedError::Rejected { fence }),
+                Ok(Ok(FencedAttempt::NotHolder)) => {
+                    return Err(unknown(first_uncertain, FencedError::Rejected { fence }));
+                }
                 Ok(Err(error)) => Some(error),
                 Err(_) => None,
             };
@@ -442,7 +449,7 @@ impl SpannerStore {
                     StoreErrorKind::Unknown | StoreErrorKind::Aborted | StoreErrorKind::Unavailable
                 );
                 if work_failed.load(Ordering::SeqCst) || !(lost || uncertain) {
-                    return Err(error.into());
+                    return Err(unknown(first_uncertain, error.into()));
                 }
                 tracing::debug!(%name, fence = fence.get(), write, %error, "fenced write without a certain answer");
             }
@@ -450,6 +457,8 @@ impl SpannerStore {
             if tries > 1 && since.elapsed() >= Duration::from_millis(cfg.unavailable_ms()) {
                 break;
             }
+            // Not in a tight loop: an unavailable Spanner may answer at once.
+            tokio::time::sleep(Duration::from_millis(cfg.wait_ms())).await;
         }
         Err(FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() })
     }
@@ -473,6 +482,8 @@ impl SpannerStore {
             let (store, cfg, name, verify, work, work_failed) =
                 (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone(), Arc::clone(&work_failed));
             async move {
+                // Spanner's runner calls this again after an abort: only this call's work counts.
+                work_failed.store(false, Ordering::SeqCst);
                 let planned = store.plan_in(&tx, &cfg, &name, &verify).await?;
                 match planned.reply {
                     TxnReply::FenceValid => {}
@@ -505,11 +516,10 @@ impl crate::SectionGuard<SpannerStore> {
     {
         let ctx = self.ctx();
         let mut writes = self.next_fenced_write().await;
-        let write = *writes + 1;
-        let result = ctx.store.fenced(&ctx.cfg, &ctx.name, self.client(), self.fence(), write, work).await;
-        // Numbers are never reused, whatever the answer: a write that may have landed keeps its number.
-        *writes = write;
-        result
+        // Taken before the call: a write that may have landed keeps its number even if this future is dropped.
+        *writes += 1;
+        let write = *writes;
+        ctx.store.fenced(&ctx.cfg, &ctx.name, self.client(), self.fence(), write, work).await
     }
 }
 

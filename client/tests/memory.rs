@@ -291,7 +291,8 @@ async fn a_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
     let section = TwoWrites { results: std::sync::Mutex::default() };
     let outcome = mutex(store.clone()).run(&section).await.expect("runs");
     assert_eq!(outcome, RunOutcome::Executed { fence: row_fence(store.inner()) });
-    // The first landed unseen and its retry found the row's record; the second was lost and its retry ran it.
+    // The first write's first attempt landed unseen and its second was lost; its third found the row's record.
+    // The second write met no fault and ran once.
     let results = section.results.lock().expect("not poisoned").clone();
     assert_eq!(results, ["CommittedEarlier", "Committed(())"]);
     let data = store.inner().data();

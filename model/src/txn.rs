@@ -228,11 +228,7 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
                     (Some(r), AcquisitionKind::Fresh) => (r.fence.next(), 1),
                     (Some(r), _) => (r.fence.next(), r.attempt.saturating_add(1)),
                 };
-                // Re-entering keeps the record of the writes made under this fence.
-                let fenced_writes = match (row, kind) {
-                    (Some(r), AcquisitionKind::Reentrant) => r.fenced_writes,
-                    _ => 0,
-                };
+
                 let expires_at = now.plus_ms(cfg.ttl_ms());
                 let write = RowWrite {
                     status: Status::Started,
@@ -242,7 +238,10 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
                     expires_at,
                     attempt,
                     last_error: None,
-                    fenced_writes,
+                    // Every acquisition starts a new lease whose fenced writes are numbered from 1, re-entry
+                    // included (a retry after a release that was never confirmed): the old lease's writes are
+                    // resolved or abandoned, and an abandoned one read the row before this write, so it aborts.
+                    fenced_writes: 0,
                 };
                 TxnPlan { write: Some(write), reply: TxnReply::Acquired { fence, expires_at, kind } }
             }
@@ -499,6 +498,9 @@ mod tests {
         assert_eq!(plan(&cfg(), &write(2), Some(&landed), at(2)).reply, TxnReply::FenceValid);
         let renew = TxnRequest::Renew { client: A, fence: Fence::FIRST };
         assert_eq!(commit(&plan(&cfg(), &renew, Some(&landed), at(3)), 3).fenced_writes, 1);
+        // Re-entering (a retry whose release was never confirmed) starts a new lease: its writes count from 1.
+        let reentered = commit(&plan(&cfg(), &acquire(A), Some(&landed), at(4)), 4);
+        assert_eq!((reentered.fence, reentered.fenced_writes), (landed.fence, 0));
         let taken = commit(&plan(&cfg(), &acquire(B), Some(&landed), at(20)), 20);
         assert_eq!(taken.fenced_writes, 0);
         assert_eq!(plan(&cfg(), &write(1), Some(&taken), at(21)).reply, TxnReply::NotHolder);

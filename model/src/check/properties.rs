@@ -100,7 +100,8 @@ fn reliant(model: &LeaseModel, state: &WorldState) -> impl Iterator<Item = (usiz
 pub struct OutcomeFacts<'a> {
     /// The reporting client.
     pub client: ClientId,
-    /// Effects the resource accepted (of the current need), as `(writer, fence)`.
+    /// Effects the resource accepted, as `(writer, fence)` (every need generation's: a DONE row stays final
+    /// within the staleness window across a new need).
     pub effects: &'a [(ClientId, Fence)],
     /// The lease row now.
     pub row: Option<&'a LeaseRow>,
