@@ -448,6 +448,8 @@ struct Client {
     releasing: bool,
     /// Its call's need check was answered with a failure.
     need_failed: bool,
+    /// When its call's section last failed: the call then waits out its own backoff, whoever frees the row.
+    section_failed_at: Option<Instant>,
 }
 
 /// What the generated cases reached, so a test can show they reach every path it claims to check.
@@ -545,6 +547,7 @@ impl DriverHarness {
                 slot: Arc::default(),
                 call: None,
                 library_since: None,
+                section_failed_at: None,
                 guard: None,
                 releasing: false,
                 need_failed: false,
@@ -626,6 +629,9 @@ impl DriverHarness {
             if matches!(action, SectionAction::Return(_)) {
                 client.library_since = Some(Instant::now());
             }
+            if matches!(action, SectionAction::Return(false)) {
+                client.section_failed_at = Some(Instant::now());
+            }
             let _ = controls.send(action).await;
         } else if let Some(guard) = client.guard.take() {
             client.releasing = true;
@@ -634,6 +640,7 @@ impl DriverHarness {
         } else if client.call.is_none() {
             client.releasing = false;
             client.need_failed = false;
+            client.section_failed_at = None;
             let call_no = self.mutexes.len();
             lock(&self.world).ids.push(BTreeSet::new());
             let mutex = SpannerMutex::new(
@@ -942,7 +949,11 @@ impl DriverHarness {
                 continue;
             }
             if let Some(since) = in_library(client) {
-                let start = free_since.max(since).max(calm_since.unwrap_or(free_since));
+                // A call whose own section failed sleeps its backoff before it looks at the row again (found by
+                // this test: it counted a row freed by another call during that backoff against the waiter).
+                let backoff_over = client.section_failed_at.map(|f| f + Duration::from_millis(self.bounds.calm_ms));
+                let start =
+                    free_since.max(since).max(calm_since.unwrap_or(free_since)).max(backoff_over.unwrap_or(free_since));
                 if start >= now || !late(start, self.bounds.hand_over_ms / 2) {
                     continue;
                 }
