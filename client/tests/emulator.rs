@@ -150,7 +150,11 @@ async fn lock_acquire_release_and_twenty_clients_in_one_process_execute_once() {
     let lock = mutex(store.clone(), "lock");
     let guard = lock.acquire().await.expect("acquired");
     let first = guard.fence();
-    assert_eq!(store.read(&name("lock")).await.expect("read").0.map(|r| r.fence), Some(first));
+    let (row, server_now) = store.read(&name("lock")).await.expect("read");
+    assert_eq!(row.map(|r| r.fence), Some(first));
+    // A created row's first fence is Spanner's time of its creation, in microseconds: just before now.
+    let age_us = server_now.unix_micros() - i64::try_from(first.get()).expect("fits");
+    assert!((0..10_000_000).contains(&age_us), "fence {first} is {age_us} us before Spanner's now");
     assert!(lock.try_acquire().await.expect("no error").is_none());
     assert_eq!(guard.release().await.expect("released"), first);
     assert_eq!(store.read(&name("lock")).await.expect("read").0.map(|r| r.status), Some(Status::Done));

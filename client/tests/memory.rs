@@ -81,6 +81,10 @@ async fn lock_acquire_and_release() {
     let guard = mutex.acquire().await.expect("acquired");
     let first = guard.fence();
     assert_eq!(store.row(&name()).map(|r| (r.status, r.fence)), Some((Status::Started, first)));
+    // A created row's first fence is the server time of its creation in microseconds: not after now.
+    let (_, server_now) = store.read(&name()).await.expect("reads");
+    let age_us = server_now.unix_micros() - i64::try_from(first.get()).expect("fits");
+    assert!((0..1_000_000).contains(&age_us), "fence {first} is {age_us} us before the server's now");
     assert!(mutex.try_acquire().await.expect("no error").is_none(), "held by the guard");
     assert_eq!(guard.release().await.expect("released"), first);
     assert_eq!(store.row(&name()).map(|r| r.status), Some(Status::Done));
