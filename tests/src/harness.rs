@@ -125,6 +125,8 @@ pub struct RowView {
     pub attempt: u32,
     /// Last error text.
     pub last_error: Option<String>,
+    /// The record of fenced writes landed under `fence`.
+    pub fenced_writes: u32,
     /// `expires_at - now`, microseconds (negative once expired).
     pub remaining_us: i64,
     /// `now - updated_at`, microseconds.
@@ -388,8 +390,8 @@ pub fn compare(reference: &Observed, other: &Observed, slack_us: i64) -> Result<
     match (&reference.row, &other.row) {
         (None, None) => Ok(()),
         (Some(r), Some(o)) => {
-            let same_facts = (r.status, r.holder, r.fence, r.attempt, &r.last_error)
-                == (o.status, o.holder, o.fence, o.attempt, &o.last_error);
+            let same_facts = (r.status, r.holder, r.fence, r.attempt, &r.last_error, r.fenced_writes)
+                == (o.status, o.holder, o.fence, o.attempt, &o.last_error, o.fenced_writes);
             let close = (r.remaining_us - o.remaining_us).abs() <= slack_us && (r.age_us - o.age_us).abs() <= slack_us;
             if same_facts && close {
                 Ok(())

@@ -44,6 +44,7 @@ pub fn row_view(row: &LeaseRow, now: ServerTime) -> RowView {
         fence: row.fence,
         attempt: row.attempt,
         last_error: row.last_error.clone(),
+        fenced_writes: row.fenced_writes,
         remaining_us: row.expires_at.unix_micros() - now.unix_micros(),
         age_us: now.unix_micros() - row.updated_at.unix_micros(),
     }
