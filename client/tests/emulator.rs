@@ -422,3 +422,74 @@ async fn dropping_a_run_during_the_need_check_under_the_lease_releases_it_on_spa
     let guard = other.try_acquire().await.expect("no error").expect("free at once");
     guard.release().await.expect("released");
 }
+
+/// Freezes the emulator (SIGSTOP) as its fenced write starts, for longer than one attempt may take.
+struct FrozenWrite {
+    emulator: Arc<Emulator>,
+    freeze: Duration,
+    written: std::sync::Mutex<Option<String>>,
+}
+
+impl CriticalSection<SpannerStore> for FrozenWrite {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+        if self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
+            return Err("only the first execution is judged".into());
+        }
+        self.emulator.pause();
+        let (emulator, freeze) = (Arc::clone(&self.emulator), self.freeze);
+        let thaw = tokio::spawn(async move {
+            tokio::time::sleep(freeze).await;
+            emulator.resume();
+        });
+        let (writer, fence) = (guard.client().to_string(), guard.fence().get());
+        let result = guard
+            .fenced(move |tx| {
+                let writer = writer.clone();
+                async move {
+                    let row = Mutation::new_insert_builder("Effects")
+                        .set("id")
+                        .to("frozen")
+                        .set("writer")
+                        .to(writer)
+                        .set("fence")
+                        .to(i64::try_from(fence).unwrap_or(i64::MAX))
+                        .build();
+                    tx.buffer([row])
+                }
+            })
+            .await;
+        thaw.await?;
+        *self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!("{result:?}"));
+        result.map(|_| ()).map_err(Into::into)
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_write_without_an_answer_is_retried_until_spanner_answers_and_lands_once() {
+    let (emulator, store) = setup().await;
+    let emulator = Arc::new(emulator);
+    // A lease long enough to outlast the freeze; retries of the write for up to 10 s.
+    let cfg = ConfigParams {
+        ttl_ms: 30_000,
+        renew_interval_ms: 10_000,
+        safety_margin_ms: 3_000,
+        wait_ms: 200,
+        max_wait_ms: 1_000,
+        jitter_ms: 10,
+        staleness_ms: 600_000,
+        unavailable_ms: 10_000,
+        ..ConfigParams::default()
+    };
+    let m = SpannerMutex::new(store.clone(), cfg.validate().expect("valid"), name("frozen"), "test");
+    // Frozen past one attempt's bound (transaction_ms = 3 s): the first attempt has no answer, and only the
+    // retry loop of `fenced` gets the write through.
+    let section = FrozenWrite { emulator, freeze: Duration::from_millis(4_500), written: std::sync::Mutex::default() };
+    let outcome = m.run(&section).await.expect("runs");
+    assert_eq!(outcome, executed_under_row(&store, "frozen").await);
+    let written = section.written.lock().expect("not poisoned").clone().expect("wrote");
+    assert!(written.starts_with("Ok(Committed"), "{written}");
+    assert_eq!(effect_rows(&store, "frozen").await, 1);
+}
