@@ -17,6 +17,7 @@ use spanner_mutex_model::{
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -164,6 +165,8 @@ impl Drop for LeaseSignals {
     /// When the driver stops tracking a lease (released, lost, or the driver ended), user code must not go on
     /// relying on it.
     fn drop(&mut self) {
+        // The deadline too: after a suspension the last one sent may still lie ahead on tokio's clock.
+        self.deadline.send_replace(Instant::now());
         self.lost.cancel();
     }
 }
@@ -184,6 +187,7 @@ impl<S: LeaseStore> Driver<S> {
         let cfg = self.ctx.cfg.clone();
         let mut op: Option<Op> = None;
         let mut command = self.machine.start(self.clock.now());
+        let mut alarm = self.clock.alarm();
         loop {
             match command.take() {
                 None => {}
@@ -214,13 +218,16 @@ impl<S: LeaseStore> Driver<S> {
                 }
             }
             self.follow_lease();
-            let timeout = self.machine.poll_timeout(&cfg).map(|at| self.clock.instant(at));
-            // While a lease is held, look at the clock at least every JUMP_CHECK: a suspension moves it without
-            // any timer firing, and the deadline counts it.
-            let timeout = match (timeout, self.machine.lease()) {
-                (Some(at), Some(_)) => Some(at.min(Instant::now() + JUMP_CHECK)),
-                (timeout, _) => timeout,
+            let due = self.machine.poll_timeout(&cfg);
+            let timeout = due.map(|at| self.clock.instant(at));
+            // A suspension moves the clock without any tokio timer firing. The alarm counts it; without one, a
+            // holder looks at the clock at least every JUMP_CHECK, since its deadline counts it.
+            let timeout = match (timeout, self.machine.lease(), &alarm) {
+                (Some(at), Some(_), None) => Some(at.min(Instant::now() + JUMP_CHECK)),
+                (timeout, ..) => timeout,
             };
+            let alarm_after =
+                due.map(|at| Duration::from_micros(at.micros().saturating_sub(self.clock.now().micros())));
             if op.is_none() && timeout.is_none() && self.from_user.is_none() {
                 // Nothing can wake the machine again: a driver bug, reported instead of hanging.
                 return Err(UnexpectedEvent { state: self.machine.state_name(), event: "nothing left to wait for" });
@@ -243,6 +250,10 @@ impl<S: LeaseStore> Driver<S> {
                 }
                 () = self.shutdown.cancelled(), if listening => command = self.cancel()?,
                 () = async { match timeout { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                    command = self.machine.handle_timeout(&cfg, self.clock.now());
+                }
+                () = async { match (alarm.as_mut(), alarm_after) { (Some(a), Some(after)) => a.wait(after).await, _ => std::future::pending().await } } => {
+                    // Early (the tokio timer is the precise one) this is a no-op: the machine acts only on what is due.
                     command = self.machine.handle_timeout(&cfg, self.clock.now());
                 }
             }
@@ -292,23 +303,55 @@ impl<S: LeaseStore> Driver<S> {
 mod tests {
     use super::*;
     use crate::MemoryStore;
-    use crate::clock::Suspension;
+    use crate::clock::{Alarm, Suspension};
     use spanner_mutex_model::ConfigParams;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
+    use tokio::sync::Notify;
 
-    /// A computer that is suspended when the test says so.
+    /// A computer that is suspended when the test says so, with or without a timer that counts it.
     #[derive(Debug, Default)]
-    struct Sleeps(AtomicU64);
+    struct Sleeps {
+        suspended_ms: AtomicU64,
+        has_alarm: bool,
+        resumed: Arc<Notify>,
+    }
 
-    impl Suspension for Sleeps {
-        fn suspended(&self) -> Duration {
-            Duration::from_millis(self.0.load(Ordering::SeqCst))
+    impl Sleeps {
+        /// The computer slept `ms`; like the kernel's CLOCK_BOOTTIME timers, alarms look at the clock on waking.
+        fn suspend(&self, ms: u64) {
+            self.suspended_ms.fetch_add(ms, Ordering::SeqCst);
+            self.resumed.notify_waiters();
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_holder_suspended_past_its_deadline_is_told_the_lock_is_lost_promptly_on_waking() {
+    impl Suspension for Sleeps {
+        fn suspended(&self) -> Duration {
+            Duration::from_millis(self.suspended_ms.load(Ordering::SeqCst))
+        }
+
+        fn alarm(&self) -> Option<Box<dyn Alarm>> {
+            self.has_alarm.then(|| Box::new(WakesOnResume(Arc::clone(&self.resumed))) as Box<dyn Alarm>)
+        }
+    }
+
+    /// Fires after its time on tokio's clock, or on waking (the driver then finds out what is due).
+    struct WakesOnResume(Arc<Notify>);
+
+    impl Alarm for WakesOnResume {
+        fn wait(&mut self, after: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            Box::pin(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(after) => {}
+                    () = self.0.notified() => {}
+                }
+            })
+        }
+    }
+
+    /// Holds a lock, is suspended for two TTLs (tokio's monotonic clock does not move meanwhile), and returns how
+    /// long after waking, on tokio's clock, the lock-lost signal came.
+    async fn lock_lost_after_a_suspension(has_alarm: bool) -> Duration {
         // The next renewal is 3 s away; only the deadline, counted with the suspension, can signal the loss.
         let cfg = ConfigParams::default().validate().expect("valid");
         let name = MutexName::new("suspended").expect("valid");
@@ -320,22 +363,49 @@ mod tests {
             last_error: LastError::default(),
         };
         let machine = ClientMachine::lock(spanner_mutex_model::ClientId::from_u128(1), "holder", 0);
-        let sleeps = Arc::new(Sleeps::default());
+        let sleeps = Arc::new(Sleeps { has_alarm, ..Sleeps::default() });
         let clock = Clock::counting(Arc::clone(&sleeps) as Arc<dyn Suspension>);
         let tasks = TaskTracker::new();
         let mut user = spawn(ctx, machine, &tasks, CancellationToken::new(), clock);
         let Some(ToUser::Granted(lease)) = user.requests.recv().await else { panic!("granted") };
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!lease.is_lock_lost());
-        // Suspended for two TTLs: tokio's (monotonic) clock did not move meanwhile.
-        sleeps.0.store(2 * cfg.ttl_ms(), Ordering::SeqCst);
+        sleeps.suspend(2 * cfg.ttl_ms());
         let woke = Instant::now();
         tokio::time::timeout(JUMP_CHECK + Duration::from_millis(1), lease.lock_lost())
             .await
             .expect("lock-lost within one jump check of waking");
-        assert!(woke.elapsed() <= JUMP_CHECK);
+        let after = woke.elapsed();
+        assert!(lease.deadline() <= Instant::now(), "a lost lease's deadline is not ahead");
         drop(user.answers);
         tasks.close();
         tasks.wait().await;
+        after
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_suspended_past_its_deadline_is_told_the_lock_is_lost_at_once_on_waking() {
+        assert_eq!(lock_lost_after_a_suspension(true).await, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_timer_that_counts_suspension_a_holder_is_told_within_one_jump_check() {
+        let after = lock_lost_after_a_suspension(false).await;
+        assert!(Duration::ZERO < after && after <= JUMP_CHECK, "{after:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_boot_time_alarm_fires_after_its_time_and_rearming_replaces_it() {
+        // Real time: a suspension cannot be injected here, so this shows the timerfd plumbing, not the kernel.
+        let mut alarm = Clock::new().alarm().expect("Linux has CLOCK_BOOTTIME timers");
+        let started = std::time::Instant::now();
+        alarm.wait(Duration::from_millis(20)).await;
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        // A far wait dropped unfired, then a near one: only the second counts.
+        drop(tokio::time::timeout(Duration::from_millis(5), alarm.wait(Duration::from_secs(3_600))).await);
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), alarm.wait(Duration::from_millis(10))).await.expect("fires");
+        assert!(started.elapsed() >= Duration::from_millis(10));
     }
 }
