@@ -553,7 +553,15 @@ impl Runner<'_> {
                 self.world.note(Who::Client(c), "fault", |_| format!("process PAUSED for {duration_ms} ms"));
                 self.world.log.draw(|r| r.interval(Some(c), now, until, "paused"));
             }
-            Fault::Suspend { client, duration_ms, .. } => {
+            Fault::Suspend { client, duration_ms, clock_stops: false, .. } => {
+                // The client's clock and alarm count the suspension: to the protocol it is a pause.
+                let c = self.client_index(client);
+                let until = now + duration_ms * US_PER_MS;
+                self.runtime[c].paused_until_us = self.runtime[c].paused_until_us.max(until);
+                self.world.note(Who::Client(c), "fault", |_| format!("computer SUSPENDED for {duration_ms} ms"));
+                self.world.log.draw(|r| r.interval(Some(c), now, until, "suspended"));
+            }
+            Fault::Suspend { client, duration_ms, clock_stops: true, .. } => {
                 let c = self.client_index(client);
                 let until = now + duration_ms * US_PER_MS;
                 self.runtime[c].paused_until_us = self.runtime[c].paused_until_us.max(until);

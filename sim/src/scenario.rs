@@ -165,8 +165,9 @@ pub enum Fault {
         /// For how long.
         duration_ms: u64,
     },
-    /// The process and its monotonic clock stop (a suspended VM or laptop: Linux's `CLOCK_MONOTONIC`, which
-    /// `std` and tokio use, does not count suspension): on waking it believes almost no time has passed.
+    /// The computer sleeps (a suspended VM or laptop). Linux's `CLOCK_MONOTONIC`, which `std` and tokio use,
+    /// does not count it; the client's clock and alarm count it through `CLOCK_BOOTTIME` (docs/protocol.md), so on
+    /// waking it acts on everything that came due meanwhile, as after a pause.
     Suspend {
         /// When.
         at_ms: u64,
@@ -174,6 +175,10 @@ pub enum Fault {
         client: String,
         /// For how long.
         duration_ms: u64,
+        /// A platform without `CLOCK_BOOTTIME`: the client's clock stops too, and on waking it believes almost no
+        /// time has passed.
+        #[serde(default)]
+        clock_stops: bool,
     },
     /// Spanner answers nothing: requests time out as unavailable, commits due meanwhile are lost unseen.
     Outage {
@@ -510,7 +515,15 @@ impl Scenario {
             let client = format!("c{}", rng.random_range(0..clients_n));
             let fault = match rng.random_range(0..7) {
                 0 => Fault::Crash { at_ms, client, restart_after_ms: Some(rng.random_range(0..=2 * ttl_ms)) },
-                1 => Fault::Pause { at_ms, client, duration_ms: rng.random_range(1..=3 * ttl_ms) },
+                1 => {
+                    let duration_ms = rng.random_range(1..=3 * ttl_ms);
+                    // The production client's clock counts a suspension; a stopped clock has its own tests.
+                    if rng.random_bool(0.5) {
+                        Fault::Pause { at_ms, client, duration_ms }
+                    } else {
+                        Fault::Suspend { at_ms, client, duration_ms, clock_stops: false }
+                    }
+                }
                 2 => Fault::Outage { at_ms, duration_ms: rng.random_range(1..=2 * ttl_ms) },
                 3 => Fault::ClockStep { at_ms, client, by_ms: rng.random_range(-300_000..=300_000) },
                 4 => Fault::Unknown { at_ms, client, txn: TxnKind::Any, landed: rng.random_bool(0.5), times: 1 },

@@ -249,13 +249,31 @@ fn drift_within_the_safety_margin_is_absorbed_and_beyond_it_only_fencing_holds()
 }
 
 #[test]
+fn a_holder_whose_clock_counts_a_suspension_is_told_the_lock_is_lost_on_waking() {
+    // The production client on Linux: its clock and alarm count the suspension, so on waking past its TTL it
+    // stops relying on the lease at once and is told so, as after a pause.
+    let paused = run(&scenario("holder-paused-past-ttl"), false).expect("runs");
+    let mut suspended = scenario("holder-paused-past-ttl");
+    for fault in &mut suspended.faults {
+        if let Fault::Pause { at_ms, client, duration_ms } = fault.clone() {
+            *fault = Fault::Suspend { at_ms, client, duration_ms, clock_stops: false };
+        }
+    }
+    let report = run(&suspended, false).expect("runs");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let signals = |r: &RunReport| (r.stats.lock_lost_signals, r.stats.effects, r.stats.fenced_writes_rejected);
+    assert_eq!(signals(&report), (1, 1, 1));
+    assert_eq!(signals(&report), signals(&paused));
+}
+
+#[test]
 fn a_suspended_holders_clock_stops_so_lock_lost_never_comes_but_fencing_holds() {
     // Suspension (VM or laptop sleep) stops CLOCK_MONOTONIC: on waking the holder believes its lease is still
     // good. The local deadline cannot protect it; the fenced write does.
     let mut suspended = scenario("holder-paused-past-ttl");
     for fault in &mut suspended.faults {
         if let Fault::Pause { at_ms, client, duration_ms } = fault.clone() {
-            *fault = Fault::Suspend { at_ms, client, duration_ms };
+            *fault = Fault::Suspend { at_ms, client, duration_ms, clock_stops: true };
         }
     }
     let report = run(&suspended, true).expect("runs");
