@@ -430,6 +430,8 @@ struct FrozenWrite {
     effect: Effect,
     /// What the first execution returned.
     written: std::sync::Mutex<Option<String>>,
+    /// Whether the first execution's write returned before the emulator thawed.
+    returned_while_frozen: AtomicBool,
 }
 
 impl CriticalSection<SpannerStore> for FrozenWrite {
@@ -447,6 +449,7 @@ impl CriticalSection<SpannerStore> for FrozenWrite {
             emulator.resume();
         });
         let result = self.effect.execute(guard).await;
+        self.returned_while_frozen.store(!thaw.is_finished(), Ordering::SeqCst);
         thaw.await?;
         *self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!("{result:?}"));
         result
@@ -477,10 +480,46 @@ async fn a_fenced_write_without_an_answer_is_retried_until_spanner_answers_and_l
         freeze: Duration::from_millis(4_500),
         effect: Effect::new("frozen"),
         written: std::sync::Mutex::default(),
+        returned_while_frozen: AtomicBool::new(false),
     };
     let outcome = m.run(&section).await.expect("runs");
     assert_eq!(outcome, executed_under_row(&store, "frozen").await);
     let written = section.written.lock().expect("not poisoned").clone().expect("wrote");
     assert_eq!(written, "Ok(())", "the first execution's write got through");
     assert_eq!(effect_rows(&store, "frozen").await, 1);
+}
+
+#[tokio::test]
+async fn a_fenced_write_spanner_never_answers_ends_as_outcome_unknown_within_its_bound() {
+    let (emulator, store) = setup().await;
+    let emulator = Arc::new(emulator);
+    // Retries of the write for 2 s after the first attempt's 3 s bound: about 6 s in all, against a 10 s freeze.
+    let cfg = ConfigParams {
+        ttl_ms: 30_000,
+        renew_interval_ms: 10_000,
+        safety_margin_ms: 3_000,
+        wait_ms: 200,
+        max_wait_ms: 1_000,
+        max_retries: 0,
+        jitter_ms: 10,
+        staleness_ms: 600_000,
+        unavailable_ms: 2_000,
+        ..ConfigParams::default()
+    };
+    let m = SpannerMutex::new(store.clone(), cfg.validate().expect("valid"), name("unanswered"), "test");
+    let section = FrozenWrite {
+        emulator,
+        freeze: Duration::from_secs(10),
+        effect: Effect::new("unanswered"),
+        written: std::sync::Mutex::default(),
+        returned_while_frozen: AtomicBool::new(false),
+    };
+    drop(m.run(&section).await);
+    let written = section.written.lock().expect("not poisoned").clone().expect("wrote");
+    // Neither "refused" nor a Spanner error: nobody can tell whether it landed, and it says so, without waiting
+    // for Spanner to come back.
+    assert!(written.contains("OutcomeUnknown"), "{written}");
+    assert!(section.returned_while_frozen.load(Ordering::SeqCst), "returned only after the emulator thawed");
+    // Requests the frozen emulator received may still have landed after the answer: once at most.
+    assert!(effect_rows(&store, "unanswered").await <= 1);
 }
