@@ -26,7 +26,10 @@
 mod clock;
 pub mod config;
 mod driver;
+#[cfg(feature = "test-util")]
 pub mod emulator;
+#[cfg(feature = "test-util")]
+pub mod faulty;
 pub mod memory;
 mod metrics;
 mod mutex;
@@ -37,7 +40,9 @@ pub mod store;
 
 pub use config::{ConfigFileError, MutexConfig, Timeouts};
 pub use driver::{read_event, txn_event};
-pub use memory::{FaultyStore, MemoryStore};
+#[cfg(feature = "test-util")]
+pub use faulty::FaultyStore;
+pub use memory::MemoryStore;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use mutex::{
     BoxError, CriticalSection, Fenced, Lease, LockGuard, RunError, RunOutcome, SectionGuard, SpannerMutex,

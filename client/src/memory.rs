@@ -3,7 +3,7 @@
 //! by tests. Fenced user data lives beside the rows, so `fenced` has the same meaning as on Spanner.
 
 use crate::mutex::Fenced;
-use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
+use crate::store::{LeaseStore, RowRead, StoreError};
 use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, RowWrite, ServerTime};
 use std::collections::BTreeMap;
@@ -66,6 +66,7 @@ impl MemoryStore {
     /// An empty store whose server clock reads `start` and moves only by
     /// [`Self::advance_server_clock_ms`] (commits still get strictly increasing timestamps): for tests that
     /// compare it step by step with the model.
+    #[cfg(feature = "test-util")]
     pub fn with_manual_clock(start: ServerTime) -> Self {
         let store = Self::new();
         {
@@ -90,6 +91,7 @@ impl MemoryStore {
     }
 
     /// Moves the server clock forward by `ms` (tests: expire a lease without waiting).
+    #[cfg(feature = "test-util")]
     pub fn advance_server_clock_ms(&self, ms: u64) {
         let mut inner = self.lock();
         inner.offset_micros = inner.offset_micros.saturating_add(i64::try_from(ms * 1_000).unwrap_or(i64::MAX));
@@ -172,112 +174,5 @@ impl LeaseStore for MemoryStore {
         let inner = self.lock();
         let now = self.now(&inner);
         Ok((inner.rows.get(name).cloned(), now))
-    }
-}
-
-/// Store faults for tests and the simulator: wraps any store and makes chosen operations fail in chosen ways,
-/// while every other operation runs the real store's code path.
-#[derive(Clone, Debug)]
-pub struct FaultyStore<S> {
-    inner: S,
-    plan: Arc<Mutex<Vec<InjectedFault>>>,
-}
-
-/// One injected fault, consumed by the next transaction whose request matches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InjectedFault {
-    /// Which requests it applies to.
-    pub on: FaultTarget,
-    /// What happens.
-    pub effect: FaultEffect,
-}
-
-/// Which transactions a fault applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultTarget {
-    /// Acquisitions.
-    Acquire,
-    /// Renewals.
-    Renew,
-    /// Releases.
-    Release,
-    /// Fenced writes (through the guard's `fenced`, which retries aborts and unknown outcomes).
-    FencedWrite,
-}
-
-/// What an injected fault does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultEffect {
-    /// The transaction commits, but the client is told the outcome is unknown.
-    UnknownCommitted,
-    /// The transaction does not run, and the client is told the outcome is unknown.
-    UnknownNotCommitted,
-    /// The transaction does not run and reports an abort.
-    Aborted,
-    /// The transaction does not run and reports the store unavailable.
-    Unavailable,
-}
-
-impl<S: LeaseStore> FaultyStore<S> {
-    /// Wraps `inner` with no faults planned.
-    pub fn new(inner: S) -> Self {
-        Self { inner, plan: Arc::new(Mutex::new(Vec::new())) }
-    }
-
-    /// Plans `fault` for the next matching transaction (faults apply in the order planned).
-    pub fn inject(&self, fault: InjectedFault) {
-        self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(fault);
-    }
-
-    /// The wrapped store.
-    pub const fn inner(&self) -> &S {
-        &self.inner
-    }
-
-    /// The next fault planned for a fenced write, if any.
-    pub(crate) fn take_fenced_write_fault(&self) -> Option<FaultEffect> {
-        self.take_for(FaultTarget::FencedWrite)
-    }
-
-    fn take(&self, request: &TxnRequest) -> Option<FaultEffect> {
-        let target = match request {
-            TxnRequest::Acquire { .. } => FaultTarget::Acquire,
-            TxnRequest::Renew { .. } => FaultTarget::Renew,
-            TxnRequest::Release { .. } => FaultTarget::Release,
-            TxnRequest::VerifyFence { .. } => FaultTarget::FencedWrite,
-        };
-        self.take_for(target)
-    }
-
-    fn take_for(&self, target: FaultTarget) -> Option<FaultEffect> {
-        let mut plan = self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let index = plan.iter().position(|f| f.on == target)?;
-        Some(plan.remove(index).effect)
-    }
-}
-
-impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
-    async fn heal(&self, error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-        self.inner.heal(error).await
-    }
-
-    async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
-        let injected = || StoreError::new(StoreErrorKind::Unknown, "injected: outcome unknown");
-        match self.take(request) {
-            None => self.inner.transact(cfg, name, request).await,
-            Some(FaultEffect::UnknownCommitted) => {
-                self.inner.transact(cfg, name, request).await?;
-                Err(injected())
-            }
-            Some(FaultEffect::UnknownNotCommitted) => Err(injected()),
-            Some(FaultEffect::Aborted) => Err(StoreError::new(StoreErrorKind::Aborted, "injected: aborted")),
-            Some(FaultEffect::Unavailable) => {
-                Err(StoreError::new(StoreErrorKind::Unavailable, "injected: unavailable"))
-            }
-        }
-    }
-
-    async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
-        self.inner.read(name).await
     }
 }

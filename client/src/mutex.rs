@@ -128,37 +128,6 @@ impl SectionGuard<crate::MemoryStore> {
     }
 }
 
-impl SectionGuard<crate::FaultyStore<crate::MemoryStore>> {
-    /// [`SectionGuard::<MemoryStore>::fenced`] through the fault-injecting wrapper: an injected abort or unknown
-    /// outcome (of [`crate::memory::FaultTarget::FencedWrite`]) is retried under the same write number, as on
-    /// Spanner, and a write that landed unseen is found in the row's record.
-    pub fn fenced<T>(
-        &self,
-        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
-    ) -> Result<Fenced<T>, crate::memory::FenceRejected> {
-        let mut writes = self.next_fenced_write_blocking();
-        let write = *writes + 1;
-        let (cfg, name, client, fence) = (&self.ctx.cfg, &self.ctx.name, self.lease.client, self.lease.fence);
-        let store = &self.ctx.store;
-        let mut work = Some(work);
-        let result = loop {
-            match store.take_fenced_write_fault() {
-                None => break store.inner().fenced_attempt(cfg, name, client, fence, write, &mut work),
-                // It lands, but the answer is lost: the loop retries the same write.
-                Some(crate::memory::FaultEffect::UnknownCommitted) => {
-                    if let Err(rejected) = store.inner().fenced_attempt(cfg, name, client, fence, write, &mut work) {
-                        break Err(rejected);
-                    }
-                }
-                // Nothing landed: the loop retries.
-                Some(_) => {}
-            }
-        };
-        *writes = write;
-        result
-    }
-}
-
 impl<S> SectionGuard<S> {
     pub(crate) const fn ctx(&self) -> &Ctx<S> {
         &self.ctx
@@ -170,7 +139,7 @@ impl<S> SectionGuard<S> {
     }
 
     /// [`Self::next_fenced_write`] for the in-memory store's synchronous writes, which hold it only briefly.
-    fn next_fenced_write_blocking(&self) -> tokio::sync::MutexGuard<'_, u32> {
+    pub(crate) fn next_fenced_write_blocking(&self) -> tokio::sync::MutexGuard<'_, u32> {
         loop {
             if let Ok(writes) = self.fenced_writes.try_lock() {
                 return writes;

@@ -522,29 +522,3 @@ impl crate::SectionGuard<SpannerStore> {
         ctx.store.fenced(&ctx.cfg, &ctx.name, self.client(), self.fence(), write, work).await
     }
 }
-
-impl crate::SectionGuard<crate::FaultyStore<SpannerStore>> {
-    /// [`crate::SectionGuard::<SpannerStore>::fenced`] through the fault-injecting wrapper. A planned fault of
-    /// [`crate::memory::FaultTarget::FencedWrite`] loses a real attempt's answer: `UnknownCommitted` runs the write
-    /// on Spanner and discards what it said, so the retry must find the row's record; other effects skip it.
-    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError>
-    where
-        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
-        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
-        T: Send + 'static,
-    {
-        let ctx = self.ctx();
-        let store = ctx.store.inner();
-        let mut writes = self.next_fenced_write().await;
-        let write = *writes + 1;
-        *writes = write;
-        let (cfg, name, client, fence) = (&ctx.cfg, &ctx.name, self.client(), self.fence());
-        while let Some(effect) = ctx.store.take_fenced_write_fault() {
-            if effect == crate::memory::FaultEffect::UnknownCommitted {
-                // Its answer is lost whatever it was; a refusal would be found again by the retry.
-                let _lost = store.fenced(cfg, name, client, fence, write, work.clone()).await;
-            }
-        }
-        store.fenced(cfg, name, client, fence, write, work).await
-    }
-}

@@ -2,7 +2,7 @@
 //! in-memory store's server clock follows it). Every store call takes one round trip of `RTT`; the bounds below
 //! are stated in round trips, counted from the moment of the cancel.
 
-use spanner_mutex::memory::{FaultEffect, FaultTarget, InjectedFault};
+use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::store::RowRead;
 use spanner_mutex::{
     BoxError, CriticalSection, FaultyStore, LeaseStore, MemoryStore, RunError, RunOutcome, SectionGuard, SpannerMutex,

@@ -1,6 +1,6 @@
 //! Client behaviour on the in-memory store (the same driver and machine as on Spanner).
 
-use spanner_mutex::memory::{FaultEffect, FaultTarget, InjectedFault};
+use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::{
     BoxError, CriticalSection, FaultyStore, LeaseStore, MemoryStore, RunError, RunOutcome, SectionGuard, SpannerMutex,
 };

@@ -3,7 +3,7 @@
 
 use crate::harness::{Backend, Fate, Observed};
 use crate::reference::{START, row_view};
-use spanner_mutex::memory::{FaultEffect, FaultTarget, InjectedFault};
+use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::{FaultyStore, LeaseStore, MemoryStore, read_event, txn_event};
 use spanner_mutex_model::txn::TxnRequest;
 use spanner_mutex_model::{ClientId, Config, Event, Fence, MutexName};

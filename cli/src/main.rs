@@ -104,7 +104,7 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Internal: one process of the chaos test (`client/tests/chaos.rs`).
+    /// Internal: one process of the chaos test (`cli/tests/chaos.rs`).
     #[command(hide = true)]
     ChaosWorker {
         #[command(flatten)]
@@ -112,7 +112,7 @@ enum Cmd {
         #[arg(long)]
         steps: i64,
     },
-    /// Internal: the chaos test (`client/tests/chaos.rs`): worker processes under a nemesis, against an
+    /// Internal: the chaos test (`cli/tests/chaos.rs`): worker processes under a nemesis, against an
     /// emulator started here; one summary line; fails on any violation.
     #[command(hide = true)]
     Chaos {

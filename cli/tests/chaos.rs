@@ -1,6 +1,6 @@
 //! A small Jepsen: `spanner-mutex chaos` runs real worker processes against the emulator under a nemesis that
 //! SIGKILLs and SIGSTOPs workers, freezes the emulator and restarts it, and checks the recorded history (see
-//! `client/src/chaos.rs`). CI runs 30 rounds; `CHAOS_ROUNDS=N` here, or `spanner-mutex chaos --rounds N`, for
+//! `cli/src/chaos.rs`). CI runs 30 rounds; `CHAOS_ROUNDS=N` here, or `spanner-mutex chaos --rounds N`, for
 //! long runs.
 
 #[test]

@@ -1,0 +1,176 @@
+//! Test rigs (feature `test-util`): a store wrapper that makes chosen operations fail in chosen ways, for tests,
+//! the conformance suite and the chaos test. Not for production builds.
+
+use crate::memory::MemoryStore;
+use crate::mutex::{Fenced, SectionGuard};
+use crate::spanner::{FencedError, SpannerStore};
+use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
+use google_cloud_spanner::transaction::ReadWriteTransaction;
+use spanner_mutex_model::txn::{TxnReply, TxnRequest};
+use spanner_mutex_model::{Config, MutexName};
+use std::sync::{Arc, Mutex};
+
+/// Store faults for tests and the simulator: wraps any store and makes chosen operations fail in chosen ways,
+/// while every other operation runs the real store's code path.
+#[derive(Clone, Debug)]
+pub struct FaultyStore<S> {
+    inner: S,
+    plan: Arc<Mutex<Vec<InjectedFault>>>,
+}
+
+/// One injected fault, consumed by the next transaction whose request matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectedFault {
+    /// Which requests it applies to.
+    pub on: FaultTarget,
+    /// What happens.
+    pub effect: FaultEffect,
+}
+
+/// Which transactions a fault applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// Acquisitions.
+    Acquire,
+    /// Renewals.
+    Renew,
+    /// Releases.
+    Release,
+    /// Fenced writes (through the guard's `fenced`, which retries aborts and unknown outcomes).
+    FencedWrite,
+}
+
+/// What an injected fault does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultEffect {
+    /// The transaction commits, but the client is told the outcome is unknown.
+    UnknownCommitted,
+    /// The transaction does not run, and the client is told the outcome is unknown.
+    UnknownNotCommitted,
+    /// The transaction does not run and reports an abort.
+    Aborted,
+    /// The transaction does not run and reports the store unavailable.
+    Unavailable,
+}
+
+impl<S: LeaseStore> FaultyStore<S> {
+    /// Wraps `inner` with no faults planned.
+    pub fn new(inner: S) -> Self {
+        Self { inner, plan: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// Plans `fault` for the next matching transaction (faults apply in the order planned).
+    pub fn inject(&self, fault: InjectedFault) {
+        self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(fault);
+    }
+
+    /// The wrapped store.
+    pub const fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The next fault planned for a fenced write, if any.
+    pub(crate) fn take_fenced_write_fault(&self) -> Option<FaultEffect> {
+        self.take_for(FaultTarget::FencedWrite)
+    }
+
+    fn take(&self, request: &TxnRequest) -> Option<FaultEffect> {
+        let target = match request {
+            TxnRequest::Acquire { .. } => FaultTarget::Acquire,
+            TxnRequest::Renew { .. } => FaultTarget::Renew,
+            TxnRequest::Release { .. } => FaultTarget::Release,
+            TxnRequest::VerifyFence { .. } => FaultTarget::FencedWrite,
+        };
+        self.take_for(target)
+    }
+
+    fn take_for(&self, target: FaultTarget) -> Option<FaultEffect> {
+        let mut plan = self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let index = plan.iter().position(|f| f.on == target)?;
+        Some(plan.remove(index).effect)
+    }
+}
+
+impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
+    async fn heal(&self, error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+        self.inner.heal(error).await
+    }
+
+    async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
+        let injected = || StoreError::new(StoreErrorKind::Unknown, "injected: outcome unknown");
+        match self.take(request) {
+            None => self.inner.transact(cfg, name, request).await,
+            Some(FaultEffect::UnknownCommitted) => {
+                self.inner.transact(cfg, name, request).await?;
+                Err(injected())
+            }
+            Some(FaultEffect::UnknownNotCommitted) => Err(injected()),
+            Some(FaultEffect::Aborted) => Err(StoreError::new(StoreErrorKind::Aborted, "injected: aborted")),
+            Some(FaultEffect::Unavailable) => {
+                Err(StoreError::new(StoreErrorKind::Unavailable, "injected: unavailable"))
+            }
+        }
+    }
+
+    async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
+        self.inner.read(name).await
+    }
+}
+
+impl SectionGuard<FaultyStore<MemoryStore>> {
+    /// [`SectionGuard::<MemoryStore>::fenced`] through the fault-injecting wrapper: an injected abort or unknown
+    /// outcome (of [`FaultTarget::FencedWrite`]) is retried under the same write number, as on
+    /// Spanner, and a write that landed unseen is found in the row's record.
+    pub fn fenced<T>(
+        &self,
+        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
+    ) -> Result<Fenced<T>, crate::memory::FenceRejected> {
+        let mut writes = self.next_fenced_write_blocking();
+        let write = *writes + 1;
+        let ctx = self.ctx();
+        let (cfg, name, client, fence) = (&ctx.cfg, &ctx.name, self.client(), self.fence());
+        let store = &ctx.store;
+        let mut work = Some(work);
+        let result = loop {
+            match store.take_fenced_write_fault() {
+                None => break store.inner().fenced_attempt(cfg, name, client, fence, write, &mut work),
+                // It lands, but the answer is lost: the loop retries the same write.
+                Some(FaultEffect::UnknownCommitted) => {
+                    if let Err(rejected) = store.inner().fenced_attempt(cfg, name, client, fence, write, &mut work) {
+                        break Err(rejected);
+                    }
+                }
+                // Nothing landed: the loop retries.
+                Some(_) => {}
+            }
+        };
+        *writes = write;
+        result
+    }
+}
+
+impl SectionGuard<FaultyStore<SpannerStore>> {
+    /// [`SectionGuard::<SpannerStore>::fenced`] through the fault-injecting wrapper. A planned fault of
+    /// [`FaultTarget::FencedWrite`] loses a real attempt's answer: `UnknownCommitted` runs the write
+    /// on Spanner and discards what it said, so the retry must find the row's record; other effects skip it.
+    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError>
+    where
+        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+        T: Send + 'static,
+    {
+        let ctx = self.ctx();
+        let store = ctx.store.inner();
+        let mut writes = self.next_fenced_write().await;
+        let write = *writes + 1;
+        *writes = write;
+        let (cfg, name, client, fence) = (&ctx.cfg, &ctx.name, self.client(), self.fence());
+        while let Some(effect) = ctx.store.take_fenced_write_fault() {
+            if effect == FaultEffect::UnknownCommitted {
+                // Its answer is lost whatever it was; a refusal would be found again by the retry.
+                let _lost = store.fenced(cfg, name, client, fence, write, work.clone()).await;
+            }
+        }
+        store.fenced(cfg, name, client, fence, write, work).await
+    }
+}
