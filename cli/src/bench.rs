@@ -266,7 +266,7 @@ impl spanner_mutex::CriticalSection<SpannerStore> for Sleep {
     async fn is_needed(&self) -> Result<bool, spanner_mutex::BoxError> {
         Ok(true)
     }
-    async fn execute(&self, _: &spanner_mutex::SectionGuard<SpannerStore>) -> Result<(), spanner_mutex::BoxError> {
+    async fn execute(&self, _: &spanner_mutex::LeaseHandle<SpannerStore>) -> Result<(), spanner_mutex::BoxError> {
         tokio::time::sleep(HOLD).await;
         Ok(())
     }

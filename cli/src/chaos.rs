@@ -14,7 +14,7 @@ use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
 use google_cloud_spanner::transaction::ReadWriteTransaction;
 use spanner_mutex::emulator::Emulator;
-use spanner_mutex::{BoxError, CriticalSection, RunOutcome, SectionGuard, SpannerMutex, SpannerStore, Timeouts};
+use spanner_mutex::{BoxError, CriticalSection, LeaseHandle, RunOutcome, SpannerMutex, SpannerStore, Timeouts};
 use spanner_mutex_model::{ConfigParams, MutexName};
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -77,7 +77,7 @@ impl CriticalSection<SpannerStore> for Steps {
         Ok((self.recorded().await?.len() as i64) < self.steps)
     }
 
-    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
         let done = self.recorded().await?;
         let (writer, fence) = (guard.client().to_string(), i64::try_from(guard.fence().get())?);
         for step in (0..self.steps).filter(|s| !done.contains(s)) {

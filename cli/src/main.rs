@@ -9,7 +9,7 @@ use google_cloud_spanner::statement::Statement;
 use spanner_mutex::emulator::{self, Emulator};
 use spanner_mutex::spanner::FencedError;
 use spanner_mutex::{
-    BoxError, CriticalSection, LeaseStore, MemoryStore, MutexConfig, RunOutcome, SectionGuard, SpannerMutex,
+    BoxError, CriticalSection, LeaseHandle, LeaseStore, MemoryStore, MutexConfig, RunOutcome, SpannerMutex,
     SpannerStore, Timeouts,
 };
 use spanner_mutex_model::{ConfigParams, MutexName};
@@ -171,7 +171,7 @@ impl CriticalSection<MemoryStore> for MemorySection {
         Ok(self.executions.load(Ordering::SeqCst) == 0)
     }
 
-    async fn execute(&self, guard: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let executions = Arc::clone(&self.executions);
         let fence = guard.fence();
@@ -195,7 +195,7 @@ impl CriticalSection<SpannerStore> for SpannerSection {
         Ok(true)
     }
 
-    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
         let (id, writer, fence) = (self.effect_id.clone(), guard.client().to_string(), guard.fence().get());
         let table = self.table.clone();
         let result = guard
@@ -367,7 +367,7 @@ impl CriticalSection<SpannerStore> for AppendLine {
         Ok(!text.lines().any(|l| l == self.line))
     }
 
-    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.file)?;
         writeln!(file, "{}", self.line)?;

@@ -98,7 +98,7 @@ pub struct MutexConfig {
     pub timeouts: Timeouts,
 }
 
-fn default_display_name() -> String {
+pub(crate) fn default_display_name() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "spanner-mutex".into())
 }
 
@@ -159,6 +159,16 @@ pub enum ConfigFileError {
         /// That bound's value.
         bound: u64,
     },
+    /// `lease.protocol` names a variant other than the fenced protocol: those exist for the model checker and the
+    /// simulator, to show what goes wrong without fencing.
+    #[error(
+        "lease.protocol = {0:?} is an unsafe variant kept for the model checker and the simulator; remove the key \
+         (the default, \"fenced\", is the only protocol a client runs)"
+    )]
+    UnsafeProtocol(spanner_mutex_model::Protocol),
+    /// The app's config file has no table by the name given.
+    #[error("the config file has no [{0}] table with the mutex settings")]
+    MissingTable(String),
     /// A timeout is zero or too large.
     #[error("timeouts.{field} = {value} must be between 1 and {limit}")]
     Timeout {
@@ -251,9 +261,23 @@ impl MutexConfig {
         validate_resource_id("instance_id", &self.instance_id, 64)?;
         validate_resource_id("database_id", &self.database_id, 30)?;
         validate_table_id(&self.table_id)?;
+        if self.lease.protocol != spanner_mutex_model::Protocol::Fenced {
+            return Err(ConfigFileError::UnsafeProtocol(self.lease.protocol));
+        }
         let lease = self.lease.clone().validate()?;
         self.timeouts.validate(&lease)?;
         Ok(())
+    }
+
+    /// Reads the mutex settings from the table `key` of an app's own TOML config file (`[spanner_mutex]`, say),
+    /// so they can live beside the app's settings; unknown keys inside that table are still errors.
+    pub fn parse_table(text: &str, key: &str) -> Result<Self, ConfigFileError> {
+        let mut document: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigFileError::Parse(format!("TOML: {e}")))?;
+        let table = document.remove(key).ok_or_else(|| ConfigFileError::MissingTable(key.to_owned()))?;
+        let config: Self = table.try_into().map_err(|e| ConfigFileError::Parse(format!("TOML [{key}]: {e}")))?;
+        config.validate()?;
+        Ok(config)
     }
 
     /// The validated protocol config.

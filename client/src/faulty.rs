@@ -2,7 +2,7 @@
 //! the conformance suite and the chaos test. Not for production builds.
 
 use crate::memory::MemoryStore;
-use crate::mutex::{Fenced, SectionGuard};
+use crate::mutex::{Fenced, LeaseHandle};
 use crate::spanner::{FencedError, SpannerStore};
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_spanner::transaction::ReadWriteTransaction;
@@ -117,8 +117,8 @@ impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
     }
 }
 
-impl SectionGuard<FaultyStore<MemoryStore>> {
-    /// [`SectionGuard::<MemoryStore>::fenced`] through the fault-injecting wrapper: an injected abort or unknown
+impl LeaseHandle<FaultyStore<MemoryStore>> {
+    /// [`LeaseHandle::<MemoryStore>::fenced`] through the fault-injecting wrapper: an injected abort or unknown
     /// outcome (of [`FaultTarget::FencedWrite`]) is retried under the same write number, as on
     /// Spanner, and a write that landed unseen is found in the row's record.
     pub fn fenced<T>(
@@ -149,8 +149,8 @@ impl SectionGuard<FaultyStore<MemoryStore>> {
     }
 }
 
-impl SectionGuard<FaultyStore<SpannerStore>> {
-    /// [`SectionGuard::<SpannerStore>::fenced`] through the fault-injecting wrapper. A planned fault of
+impl LeaseHandle<FaultyStore<SpannerStore>> {
+    /// [`LeaseHandle::<SpannerStore>::fenced`] through the fault-injecting wrapper. A planned fault of
     /// [`FaultTarget::FencedWrite`] loses a real attempt's answer: `UnknownCommitted` runs the write
     /// on Spanner and discards what it said, so the retry must find the row's record; other effects skip it.
     pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError>

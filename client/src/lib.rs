@@ -5,13 +5,13 @@
 //! ([`MemoryStore`]).
 //!
 //! ```no_run
-//! use spanner_mutex::{BoxError, CriticalSection, MemoryStore, SectionGuard, SpannerMutex};
+//! use spanner_mutex::{BoxError, CriticalSection, MemoryStore, LeaseHandle, SpannerMutex};
 //! use spanner_mutex_model::{Config, MutexName};
 //!
 //! struct Migrate;
 //! impl CriticalSection<MemoryStore> for Migrate {
 //!     async fn is_needed(&self) -> Result<bool, BoxError> { Ok(true) }
-//!     async fn execute(&self, guard: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+//!     async fn execute(&self, guard: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
 //!         guard.fenced(|data| data.insert("schema".into(), "v2".into()))?;
 //!         Ok(())
 //!     }
@@ -33,6 +33,7 @@ pub mod faulty;
 pub mod memory;
 mod metrics;
 mod mutex;
+mod mutexes;
 pub mod schema;
 mod serial;
 pub mod spanner;
@@ -44,8 +45,7 @@ pub use driver::{read_event, txn_event};
 pub use faulty::FaultyStore;
 pub use memory::MemoryStore;
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use mutex::{
-    BoxError, CriticalSection, Fenced, Lease, LockGuard, RunError, RunOutcome, SectionGuard, SpannerMutex,
-};
+pub use mutex::{BoxError, CriticalSection, Fenced, Lease, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
+pub use mutexes::{Mutexes, MutexesBuilder, SetupError};
 pub use spanner::SpannerStore;
 pub use store::{LeaseStore, StoreError, StoreErrorKind};

@@ -18,17 +18,17 @@ use tokio_util::task::TaskTracker;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The user's run-once work.
-pub trait CriticalSection<S>: Send + Sync {
+pub trait CriticalSection<S = crate::SpannerStore>: Send + Sync {
     /// Whether the work still needs doing. Check the *effect* (e.g. the migrations table), never the mutex row.
     /// Called before acquiring and again under the lease.
     fn is_needed(&self) -> impl Future<Output = Result<bool, BoxError>> + Send;
 
     /// Does the work while the lease is held. Keep effects in Spanner writes made through
-    /// [`SectionGuard::fenced`] for exactly-once; select on [`SectionGuard::lock_lost`] to stop early.
-    fn execute(&self, guard: &SectionGuard<S>) -> impl Future<Output = Result<(), BoxError>> + Send;
+    /// [`LeaseHandle::fenced`] for exactly-once; select on [`LeaseHandle::lock_lost`] to stop early.
+    fn execute(&self, guard: &LeaseHandle<S>) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-/// A held lease as its holder sees it: what [`SectionGuard`] and [`LockGuard`] both give (through `Deref`).
+/// A held lease as its holder sees it: what [`LeaseHandle`] and [`LockGuard`] both give (through `Deref`).
 #[derive(Debug)]
 pub struct Lease {
     client: ClientId,
@@ -94,9 +94,10 @@ impl<T> Fenced<T> {
     }
 }
 
-/// What a critical section gets while it runs: the [`Lease`] (by `Deref`) and fenced writes.
+/// A held lease, whatever holds it (a run-once section, a lock, a leadership): the [`Lease`]'s fence, deadline
+/// and lock-lost signal (by `Deref`), and fenced writes that commit only while the lease is held.
 #[derive(Debug)]
-pub struct SectionGuard<S> {
+pub struct LeaseHandle<S = crate::SpannerStore> {
     pub(crate) ctx: Ctx<S>,
     lease: Lease,
     /// How many fenced writes this lease made; held while one runs, so writes are numbered and resolved one at a
@@ -104,14 +105,14 @@ pub struct SectionGuard<S> {
     fenced_writes: tokio::sync::Mutex<u32>,
 }
 
-impl<S> std::ops::Deref for SectionGuard<S> {
+impl<S> std::ops::Deref for LeaseHandle<S> {
     type Target = Lease;
     fn deref(&self) -> &Lease {
         &self.lease
     }
 }
 
-impl SectionGuard<crate::MemoryStore> {
+impl LeaseHandle<crate::MemoryStore> {
     /// Runs `work` on the in-memory store's user data only while the lease is still held with this fence,
     /// atomically with that check and with the row's record of this write. `work` must not call `fenced` on the
     /// same guard: fenced writes of a lease run one at a time, so that call would wait forever.
@@ -128,7 +129,11 @@ impl SectionGuard<crate::MemoryStore> {
     }
 }
 
-impl<S> SectionGuard<S> {
+impl<S> LeaseHandle<S> {
+    pub(crate) fn new(ctx: Ctx<S>, lease: Lease) -> Self {
+        Self { ctx, lease, fenced_writes: tokio::sync::Mutex::new(0) }
+    }
+
     pub(crate) const fn ctx(&self) -> &Ctx<S> {
         &self.ctx
     }
@@ -206,7 +211,7 @@ pub enum RunError {
 /// Every run, acquisition and held lock is driven by a task of its own; clones share those tasks, so
 /// [`SpannerMutex::shutdown`] on any clone cancels them all and waits until each has released what it held.
 #[derive(Clone, Debug)]
-pub struct SpannerMutex<S> {
+pub struct SpannerMutex<S = crate::SpannerStore> {
     store: S,
     cfg: Config,
     name: MutexName,
@@ -304,7 +309,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
                     None => None,
                 },
                 ToUser::RunSection(lease) => {
-                    let guard = SectionGuard { ctx: ctx.clone(), lease, fenced_writes: tokio::sync::Mutex::new(0) };
+                    let guard = LeaseHandle::new(ctx.clone(), lease);
                     match until_driver_ends(&mut requests, section.execute(&guard)).await {
                         Some(Ok(())) => Some(Event::SectionFinished(SectionResult::Completed)),
                         Some(Err(error)) => {
@@ -353,12 +358,12 @@ impl<S: LeaseStore> SpannerMutex<S> {
 
     /// Waits for the lock, retrying without limit; the returned guard renews in the background. Dropping the
     /// returned future releases a lock won meanwhile.
-    pub async fn acquire(&self) -> Result<LockGuard, RunError> {
+    pub async fn acquire(&self) -> Result<LockGuard<S>, RunError> {
         self.lock_with(u32::MAX).await
     }
 
     /// Tries once; `Ok(None)` if someone else holds the lock.
-    pub async fn try_acquire(&self) -> Result<Option<LockGuard>, RunError> {
+    pub async fn try_acquire(&self) -> Result<Option<LockGuard<S>>, RunError> {
         match self.lock_with(0).await {
             Ok(guard) => Ok(Some(guard)),
             Err(RunError::GaveUp { .. }) => Ok(None),
@@ -367,19 +372,21 @@ impl<S: LeaseStore> SpannerMutex<S> {
     }
 
     /// Waits for the lock at most `timeout`; `Ok(None)` on timeout (a grant racing the timeout is released).
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockGuard>, RunError> {
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockGuard<S>>, RunError> {
         match tokio::time::timeout(timeout, self.acquire()).await {
             Ok(result) => result.map(Some),
             Err(_) => Ok(None),
         }
     }
 
-    async fn lock_with(&self, max_retries: u32) -> Result<LockGuard, RunError> {
+    async fn lock_with(&self, max_retries: u32) -> Result<LockGuard<S>, RunError> {
         let ctx = self.ctx();
         let machine = ClientMachine::lock(Self::new_client(), self.display_name.clone(), max_retries);
         let UserSide { mut requests, answers, finished } = self.start(ctx.clone(), machine)?;
         if let Some(ToUser::Granted(lease)) = requests.recv().await {
-            return Ok(LockGuard { lease, answers, finished, last_error: ctx.last_error });
+            let last_error = ctx.last_error.clone();
+            let handle = Box::new(LeaseHandle::new(ctx, lease));
+            return Ok(LockGuard { handle, answers, finished, last_error });
         }
         drop(answers);
         Err(outcome_error(driver_outcome(finished.await)?, &ctx.last_error))
@@ -429,25 +436,26 @@ fn outcome_error(outcome: Outcome, last_error: &LastError) -> RunError {
 /// [`LockGuard::release`], or on drop (in the background, at once rather than after the TTL;
 /// [`SpannerMutex::shutdown`] waits for it).
 #[derive(Debug)]
-pub struct LockGuard {
-    lease: Lease,
+pub struct LockGuard<S = crate::SpannerStore> {
+    // Boxed: a guard is moved around (returned, stored in enums) far more often than it is created.
+    handle: Box<LeaseHandle<S>>,
     answers: mpsc::Sender<Event>,
     finished: oneshot::Receiver<DriverResult>,
     last_error: LastError,
 }
-impl std::ops::Deref for LockGuard {
-    type Target = Lease;
-    fn deref(&self) -> &Lease {
-        &self.lease
+impl<S> std::ops::Deref for LockGuard<S> {
+    type Target = LeaseHandle<S>;
+    fn deref(&self) -> &LeaseHandle<S> {
+        &self.handle
     }
 }
 
-impl LockGuard {
+impl<S> LockGuard<S> {
     /// Releases the lock and waits until the release committed: `Ok` with the fence held. `Err(LeaseLost)` if
     /// someone took it over first; `Err(Unavailable)` if the release could not be confirmed (the row then
     /// expires at its TTL); `Err(Cancelled)` if the mutex was shut down first (which released it).
     pub async fn release(self) -> Result<Fence, RunError> {
-        let Self { lease: _, answers, finished, last_error } = self;
+        let Self { handle: _, answers, finished, last_error } = self;
         let _ = answers.send(Event::ReleaseRequested).await;
         let result = finished.await;
         drop(answers);

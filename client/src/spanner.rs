@@ -43,6 +43,15 @@ pub enum ConnectError {
     /// Building the Spanner client failed.
     #[error("cannot build the Spanner client: {0}")]
     Client(String),
+    /// The database does not exist.
+    #[error(
+        "database {database} does not exist: check the path (projects/P/instances/I/databases/D), or create it \
+         (on the emulator: `spanner-mutex init --config FILE`)"
+    )]
+    DatabaseNotFound {
+        /// The path asked for.
+        database: String,
+    },
     /// Spanner did not answer in time.
     #[error("Spanner at {endpoint} did not answer within {ms} ms: {message}")]
     Unavailable {
@@ -183,6 +192,9 @@ impl SpannerStore {
             spanner.database_client(database.to_owned()).with_request_options(request_options(timeouts)).build();
         match tokio::time::timeout(timeouts.connect(), build).await {
             Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) if e.status().is_some_and(|s| s.code == Code::NotFound) => {
+                Err(ConnectError::DatabaseNotFound { database: database.to_owned() })
+            }
             Ok(Err(e)) => Err(ConnectError::Client(e.to_string())),
             Err(_) => Err(ConnectError::Unavailable {
                 endpoint: endpoint.unwrap_or("Cloud Spanner").to_owned(),
@@ -402,7 +414,7 @@ impl SpannerStore {
     /// row's record that this lease's fenced write number `write` landed. An attempt without a certain answer is
     /// retried under the same number, for up to `lease.unavailable_ms` (at least once): a retry whose earlier
     /// attempt landed finds the record and returns [`Fenced::CommittedEarlier`] without running `work` again.
-    /// Sections use this through [`crate::SectionGuard::fenced`], which numbers the writes; it is public for
+    /// Sections use this through [`crate::LeaseHandle::fenced`], which numbers the writes; it is public for
     /// drivers of their own, who must number a lease's writes from 1 and issue them one at a time.
     pub async fn fenced<T, F, Fut>(
         &self,
@@ -501,7 +513,7 @@ impl SpannerStore {
     }
 }
 
-impl crate::SectionGuard<SpannerStore> {
+impl crate::LeaseHandle<SpannerStore> {
     /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that this client
     /// still holds the lease with this fence; `work`'s writes commit only while the lease is ours, exactly once:
     /// an attempt whose answer is lost is retried, and the row's record of this lease's writes tells whether it

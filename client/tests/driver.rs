@@ -5,7 +5,7 @@
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::store::RowRead;
 use spanner_mutex::{
-    BoxError, CriticalSection, FaultyStore, LeaseStore, MemoryStore, RunError, RunOutcome, SectionGuard, SpannerMutex,
+    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, MemoryStore, RunError, RunOutcome, SpannerMutex,
     StoreError,
 };
 use spanner_mutex_model::txn::Mode;
@@ -97,7 +97,7 @@ impl<S: LeaseStore> CriticalSection<S> for Scripted {
         }
     }
 
-    async fn execute(&self, guard: &SectionGuard<S>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<S>) -> Result<(), BoxError> {
         match self.body {
             Step::Answer(true) => Ok(()),
             Step::Answer(false) => Err("section failed".into()),
@@ -376,7 +376,7 @@ impl CriticalSection<MemoryStore> for BlockingSection {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, guard: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
         std::thread::sleep(self.block);
         self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
         guard.fenced(|data| data.insert("effect".into(), "done".into()))?;

@@ -8,7 +8,7 @@ use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::schema::{SchemaError, validate_schema};
 use spanner_mutex::spanner::FencedError;
 use spanner_mutex::{
-    BoxError, CriticalSection, FaultyStore, LeaseStore, RunError, RunOutcome, SectionGuard, SpannerMutex, SpannerStore,
+    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, RunError, RunOutcome, SpannerMutex, SpannerStore,
     Timeouts,
 };
 use spanner_mutex_model::txn::Mode;
@@ -104,7 +104,7 @@ macro_rules! effect_impl {
             async fn is_needed(&self) -> Result<bool, BoxError> {
                 Ok(true)
             }
-            async fn execute(&self, guard: &SectionGuard<$store>) -> Result<(), BoxError> {
+            async fn execute(&self, guard: &LeaseHandle<$store>) -> Result<(), BoxError> {
                 tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
                 self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
                 let (id, writer, fence) = (self.id.clone(), guard.client().to_string(), guard.fence().get());
@@ -334,7 +334,7 @@ impl CriticalSection<SpannerStore> for Migration {
         let n: i64 = rows.next().await.transpose()?.ok_or("no count row")?.get("n")?;
         Ok(n == 0)
     }
-    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
         self.effect.execute(guard).await
     }
 }
@@ -371,7 +371,7 @@ impl CriticalSection<SpannerStore> for HangsUnderTheLease {
         std::future::pending().await
     }
 
-    async fn execute(&self, _guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, _guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
         unreachable!("the run is dropped during its second need check")
     }
 }
@@ -414,7 +414,7 @@ impl CriticalSection<SpannerStore> for FrozenWrite {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, guard: &SectionGuard<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
         if self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
             return Err("only the first execution is judged".into());
         }
@@ -498,4 +498,25 @@ async fn a_fenced_write_spanner_never_answers_ends_as_outcome_unknown_within_its
     assert!(section.returned_while_frozen.load(Ordering::SeqCst), "returned only after the emulator thawed");
     // Requests the frozen emulator received may still have landed after the answer: once at most.
     assert!(effect_rows(&store, "unanswered").await <= 1);
+}
+
+#[tokio::test]
+async fn mutexes_connect_through_an_emulator_host_and_name_a_missing_table_or_database() {
+    let (emulator, _store) = setup().await;
+    let host = emulator.endpoint().trim_start_matches("http://").to_owned();
+    let builder = || {
+        spanner_mutex::Mutexes::builder()
+            .emulator_host(host.clone())
+            .lease(params())
+            .timeouts(Timeouts { connect_ms: 5_000, rpc_ms: 300, transaction_ms: 400 })
+            .display_name("test")
+    };
+    let mutexes = builder().database(DATABASE).connect().await.expect("connects");
+    let guard = mutexes.mutex("built").expect("valid").try_acquire().await.expect("no error").expect("free");
+    guard.release().await.expect("released");
+    let error = builder().database(DATABASE).table("NoSuchTable").connect().await.expect_err("no table").to_string();
+    assert!(error.contains("NoSuchTable") && error.contains("spanner-mutex init"), "{error}");
+    let missing = "projects/test-project/instances/test-instance/databases/nope";
+    let error = builder().database(missing).connect().await.expect_err("no database").to_string();
+    assert!(error.contains("databases/nope does not exist"), "{error}");
 }

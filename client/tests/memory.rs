@@ -2,7 +2,7 @@
 
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::{
-    BoxError, CriticalSection, FaultyStore, LeaseStore, MemoryStore, RunError, RunOutcome, SectionGuard, SpannerMutex,
+    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, MemoryStore, RunError, RunOutcome, SpannerMutex,
 };
 use spanner_mutex_model::txn::Mode;
 use spanner_mutex_model::{ClientId, ConfigParams, Fence, MutexName, Status, TxnReply, TxnRequest};
@@ -52,7 +52,7 @@ macro_rules! section_impl {
             async fn is_needed(&self) -> Result<bool, BoxError> {
                 Ok(self.executions.load(Ordering::SeqCst) == 0)
             }
-            async fn execute(&self, guard: &SectionGuard<$store>) -> Result<(), BoxError> {
+            async fn execute(&self, guard: &LeaseHandle<$store>) -> Result<(), BoxError> {
                 tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
                 self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
                 let fence = guard.fence();
@@ -246,7 +246,7 @@ impl CriticalSection<MemoryStore> for FailingNeed {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Err("migrations table unreachable".into())
     }
-    async fn execute(&self, _: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, _: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
         Ok(())
     }
 }
@@ -274,7 +274,7 @@ impl CriticalSection<FaultyStore<MemoryStore>> for TwoWrites {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, guard: &SectionGuard<FaultyStore<MemoryStore>>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<FaultyStore<MemoryStore>>) -> Result<(), BoxError> {
         for key in ["first", "second"] {
             let written = guard.fenced(|data| {
                 let count = data.get(key).map_or(0, |n| n.parse::<u32>().unwrap_or(0)) + 1;

@@ -3,7 +3,7 @@
 //! return to the baseline after every round, so no detached task outlives its work, and resident memory stays
 //! flat. `SOAK_ROUNDS=N` runs longer (CI: 20 rounds, 10,000 cycles). Alone in its file: memory is per process.
 
-use spanner_mutex::{BoxError, CriticalSection, MemoryStore, SectionGuard, SpannerMutex};
+use spanner_mutex::{BoxError, CriticalSection, LeaseHandle, MemoryStore, SpannerMutex};
 use spanner_mutex_model::{ConfigParams, MutexName};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -36,7 +36,7 @@ impl CriticalSection<MemoryStore> for Section {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, _: &SectionGuard<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, _: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
         if self.hangs {
             std::future::pending::<()>().await;
         }

@@ -21,7 +21,7 @@ use crate::now_or_never;
 use crate::reference::{Reference, START, row_view};
 use spanner_mutex::store::RowRead;
 use spanner_mutex::{
-    BoxError, CriticalSection, FaultyStore, LeaseStore, LockGuard, MemoryStore, RunError, RunOutcome, SectionGuard,
+    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, LockGuard, MemoryStore, RunError, RunOutcome,
     SpannerMutex, StoreError, StoreErrorKind, read_event, txn_event,
 };
 use spanner_mutex_model::{ClientId, Config, Event, Fence, MutexName, Status, TxnReply, TxnRequest};
@@ -378,7 +378,7 @@ impl CriticalSection<Mirror> for UserCode {
         }
     }
 
-    async fn execute(&self, guard: &SectionGuard<Mirror>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle<Mirror>) -> Result<(), BoxError> {
         let (controls, mut actions) = mpsc::channel(4);
         lock(&self.slot).section = Some(controls);
         let mut wrote = false;
@@ -409,7 +409,7 @@ impl CriticalSection<Mirror> for UserCode {
 #[derive(Debug)]
 enum Returned {
     Run(Result<RunOutcome, RunError>),
-    Lock(Result<Option<LockGuard>, RunError>),
+    Lock(Result<Option<LockGuard<Mirror>>, RunError>),
     Release(Result<Fence, RunError>),
 }
 
@@ -443,7 +443,7 @@ struct Client {
     /// Since when the library (not user code) has had the call in hand, if it has.
     library_since: Option<Instant>,
     /// A held lock.
-    guard: Option<LockGuard>,
+    guard: Option<LockGuard<Mirror>>,
     /// Its call is the release of its lock.
     releasing: bool,
     /// Its call's need check was answered with a failure.

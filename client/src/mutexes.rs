@@ -1,0 +1,251 @@
+//! The entry point: where the lease table is, how leases behave and who this process is, checked once; mutexes
+//! by name from there. Cloud Spanner (or its emulator, through `SPANNER_EMULATOR_HOST`) or the embedded
+//! in-memory store, through the same API.
+
+use crate::config::{ConfigFileError, MutexConfig, Timeouts};
+use crate::memory::MemoryStore;
+use crate::mutex::SpannerMutex;
+use crate::schema::{SchemaError, validate_schema};
+use crate::spanner::{ConnectError, SpannerStore};
+use crate::store::LeaseStore;
+use spanner_mutex_model::{Config, ConfigParams, MutexName, MutexNameError};
+use std::path::Path;
+
+/// Why [`Mutexes`] could not be set up. Each says what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The config file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is invalid (the message names it and the rule).
+    #[error(transparent)]
+    Config(#[from] ConfigFileError),
+    /// No database was given.
+    #[error(
+        "no database: give one with MutexesBuilder::database(\"projects/P/instances/I/databases/D\") or a config file"
+    )]
+    NoDatabase,
+    /// Spanner could not be reached within `timeouts.connect_ms`.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The database or the lease table is missing or has the wrong shape (the message says what to run).
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// Hands out mutexes by name on one lease table, all with the same lease settings and display name.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let mutexes = spanner_mutex::Mutexes::from_file("mutex.toml").await?; // honours SPANNER_EMULATOR_HOST
+/// let lock = mutexes.mutex("nightly-report")?.acquire().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Mutexes<S = SpannerStore> {
+    store: S,
+    cfg: Config,
+    display_name: String,
+}
+
+impl Mutexes<SpannerStore> {
+    /// Settings from code; see [`MutexesBuilder`].
+    pub fn builder() -> MutexesBuilder {
+        MutexesBuilder::default()
+    }
+
+    /// Reads a config file (TOML or JSON, ours or the seed's), connects and checks the lease table.
+    pub async fn from_file(path: impl AsRef<Path>) -> Result<Self, SetupError> {
+        Self::builder().config(read(path.as_ref(), MutexConfig::parse)?).connect().await
+    }
+
+    /// [`Self::from_file`] for settings kept in the table `key` (`[spanner_mutex]`, say) of an app's own TOML
+    /// config file.
+    pub async fn from_file_table(path: impl AsRef<Path>, key: &str) -> Result<Self, SetupError> {
+        let config = read(path.as_ref(), |text| MutexConfig::parse_table(text, key))?;
+        Self::builder().config(config).connect().await
+    }
+}
+
+impl Mutexes<MemoryStore> {
+    /// The embedded in-memory store, for one process: demos, tests, a single-instance deployment.
+    pub fn in_memory(lease: ConfigParams, display_name: impl Into<String>) -> Result<Self, SetupError> {
+        let cfg = checked_lease(lease)?;
+        Ok(Self { store: MemoryStore::new(), cfg, display_name: display_name.into() })
+    }
+}
+
+impl<S: LeaseStore> Mutexes<S> {
+    /// The mutex called `name` (its row's key): letters, digits, `-`, `_`, `.`, `/`, `:`, at most 256 bytes.
+    pub fn mutex(&self, name: &str) -> Result<SpannerMutex<S>, MutexNameError> {
+        let name = MutexName::new(name)?;
+        Ok(SpannerMutex::new(self.store.clone(), self.cfg.clone(), name, self.display_name.clone()))
+    }
+
+    /// The store, for the app's own reads and writes (e.g. [`SpannerStore::database_client`]).
+    pub const fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The lease settings every mutex of this gets.
+    pub const fn config(&self) -> &Config {
+        &self.cfg
+    }
+}
+
+/// Settings for [`Mutexes`] from code, a config file, or both (the file first, then the calls that follow).
+#[derive(Clone, Debug, Default)]
+pub struct MutexesBuilder {
+    database: Option<String>,
+    table: Option<String>,
+    lease: Option<ConfigParams>,
+    timeouts: Option<Timeouts>,
+    display_name: Option<String>,
+    emulator_host: Option<String>,
+}
+
+impl MutexesBuilder {
+    /// Everything a config file gives: database, table, lease settings, timeouts, display name.
+    #[must_use]
+    pub fn config(mut self, config: MutexConfig) -> Self {
+        self.database = Some(config.database_path());
+        self.table = Some(config.table_id);
+        self.lease = Some(config.lease);
+        self.timeouts = Some(config.timeouts);
+        self.display_name = Some(config.display_name);
+        self
+    }
+
+    /// The database, `projects/P/instances/I/databases/D`.
+    #[must_use]
+    pub fn database(mut self, path: impl Into<String>) -> Self {
+        self.database = Some(path.into());
+        self
+    }
+
+    /// The lease table (default `SpannerMutex`).
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = Some(table.into());
+        self
+    }
+
+    /// Lease timings (default [`ConfigParams::default`]).
+    #[must_use]
+    pub fn lease(mut self, lease: ConfigParams) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Bounds on Spanner calls (default [`Timeouts::default`]).
+    #[must_use]
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = Some(timeouts);
+        self
+    }
+
+    /// This process's name in lease rows (default `$HOSTNAME`).
+    #[must_use]
+    pub fn display_name(mut self, name: impl Into<String>) -> Self {
+        self.display_name = Some(name.into());
+        self
+    }
+
+    /// An emulator's gRPC address, `host:port` as in `SPANNER_EMULATOR_HOST` (which is used when this is not
+    /// called); `http://host:port` is accepted too.
+    #[must_use]
+    pub fn emulator_host(mut self, host: impl Into<String>) -> Self {
+        self.emulator_host = Some(host.into());
+        self
+    }
+
+    /// Checks every setting, connects within `timeouts.connect_ms` and checks that the lease table exists with
+    /// the expected columns.
+    pub async fn connect(self) -> Result<Mutexes<SpannerStore>, SetupError> {
+        let cfg = checked_lease(self.lease.unwrap_or_default())?;
+        let timeouts = self.timeouts.unwrap_or_default();
+        timeouts.validate(&cfg)?;
+        let database = self.database.ok_or(SetupError::NoDatabase)?;
+        let table = self.table.unwrap_or_else(|| "SpannerMutex".into());
+        let emulator = self.emulator_host.or_else(|| std::env::var("SPANNER_EMULATOR_HOST").ok());
+        let endpoint = emulator.as_deref().map(grpc_endpoint);
+        let store = SpannerStore::connect(database, &table, endpoint, timeouts).await?;
+        validate_schema(&store).await?;
+        let display_name = self.display_name.unwrap_or_else(crate::config::default_display_name);
+        Ok(Mutexes { store, cfg, display_name })
+    }
+}
+
+/// `host:port` or `http://host:port` as the endpoint the client wants.
+pub(crate) fn grpc_endpoint(host: &str) -> String {
+    let host = host.trim().trim_end_matches('/');
+    if host.contains("://") { host.to_owned() } else { format!("http://{host}") }
+}
+
+fn checked_lease(lease: ConfigParams) -> Result<Config, ConfigFileError> {
+    if lease.protocol != spanner_mutex_model::Protocol::Fenced {
+        return Err(ConfigFileError::UnsafeProtocol(lease.protocol));
+    }
+    Ok(lease.validate()?)
+}
+
+fn read(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<MutexConfig, ConfigFileError>,
+) -> Result<MutexConfig, SetupError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| SetupError::ReadConfig { path: path.display().to_string(), source })?;
+    Ok(parse(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emulator_address_has_one_form_whatever_was_written() {
+        for written in ["127.0.0.1:9010", "http://127.0.0.1:9010", " 127.0.0.1:9010/ "] {
+            assert_eq!(grpc_endpoint(written), "http://127.0.0.1:9010");
+        }
+    }
+
+    #[test]
+    fn the_unsafe_protocols_are_refused_with_what_to_do() {
+        let lease = ConfigParams { protocol: spanner_mutex_model::Protocol::Naive, ..ConfigParams::default() };
+        let error = Mutexes::in_memory(lease, "test").expect_err("refused").to_string();
+        assert!(error.contains("lease.protocol") && error.contains("remove the key"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_builder_without_a_database_says_how_to_give_one() {
+        let error = Mutexes::builder().connect().await.expect_err("no database").to_string();
+        assert!(error.contains("MutexesBuilder::database"), "{error}");
+    }
+
+    #[test]
+    fn settings_can_live_in_a_table_of_the_apps_own_file() {
+        let text = r#"
+[app]
+port = 8080
+[spanner_mutex]
+name = "migrations"
+project_id = "demo-project"
+instance_id = "demo-instance"
+database_id = "demo-db"
+"#;
+        let config = MutexConfig::parse_table(text, "spanner_mutex").expect("valid");
+        assert_eq!(config.database_path(), "projects/demo-project/instances/demo-instance/databases/demo-db");
+        let typo = text.replace("database_id", "databse_id");
+        let error = MutexConfig::parse_table(&typo, "spanner_mutex").expect_err("typo").to_string();
+        assert!(error.contains("databse_id"), "{error}");
+        let error = MutexConfig::parse_table(text, "mutex").expect_err("no table").to_string();
+        assert!(error.contains("[mutex]"), "{error}");
+    }
+}
