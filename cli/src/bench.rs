@@ -201,7 +201,8 @@ pub(crate) async fn bench(iterations: usize) -> anyhow::Result<()> {
 }
 
 async fn add_effects_table_at(emulator: &Emulator) -> anyhow::Result<()> {
-    add_effects_table(emulator, "bench-db", "bench-project", "bench-instance").await
+    let database = "projects/bench-project/instances/bench-instance/databases/bench-db";
+    add_effects_table(&emulator.rest_endpoint(), &emulator.endpoint(), database).await
 }
 
 /// The baseline: a read-write transaction that reads the row and rewrites one column, nothing else.

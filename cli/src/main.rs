@@ -9,7 +9,7 @@ use google_cloud_spanner::statement::Statement;
 use spanner_mutex::emulator::{self, Emulator};
 use spanner_mutex::spanner::FencedError;
 use spanner_mutex::{
-    BoxError, CriticalSection, LeaseHandle, LeaseStore, MemoryStore, MutexConfig, RunOutcome, SpannerMutex,
+    BoxError, CriticalSection, LeaseHandle, LeaseStore, MemoryStore, MutexConfig, Mutexes, RunOutcome, SpannerMutex,
     SpannerStore, Timeouts,
 };
 use spanner_mutex_model::{ConfigParams, MutexName};
@@ -235,30 +235,89 @@ async fn count_effects(store: &SpannerStore, id: &str) -> anyhow::Result<i64> {
 
 async fn emulator_store(database: &str) -> anyhow::Result<(Option<Emulator>, SpannerStore, String)> {
     let timeouts = Timeouts::default();
-    if let Ok(host) = std::env::var("SPANNER_EMULATOR_HOST") {
-        let endpoint = format!("http://{host}");
-        let path = format!("projects/demo-project/instances/demo-instance/databases/{database}");
-        let store = SpannerStore::connect(path, "SpannerMutex", Some(endpoint.clone()), timeouts).await?;
-        return Ok((None, store, endpoint));
+    if let Some(host) = emulator_host() {
+        let store =
+            prepare_emulator(&host, "demo-project", "demo-instance", database, "SpannerMutex", timeouts).await?;
+        return Ok((None, store, format!("http://{host}")));
     }
     let emulator = Emulator::start().await?;
     let store = emulator.create_database("demo-project", "demo-instance", database, "SpannerMutex", timeouts).await?;
-    add_effects_table(&emulator, database, "demo-project", "demo-instance").await?;
+    add_effects_table(&emulator.rest_endpoint(), &emulator.endpoint(), store.database()).await?;
     let endpoint = emulator.endpoint();
     Ok((Some(emulator), store, endpoint))
 }
 
-pub(crate) async fn add_effects_table(
-    emulator: &Emulator,
-    database: &str,
+/// `SPANNER_EMULATOR_HOST` as `host:port`, whichever form it was written in.
+fn emulator_host() -> Option<String> {
+    let host = std::env::var("SPANNER_EMULATOR_HOST").ok()?;
+    Some(host.trim().trim_end_matches('/').rsplit("://").next().unwrap_or_default().to_owned())
+}
+
+/// The REST gateway of the emulator at `host` (gRPC), which creating databases needs: `SPANNER_EMULATOR_REST`
+/// (`host:port` or `http://host:port`), else the gateway's default layout, REST on the gRPC port + 10 (9010 and
+/// 9020), checked to answer HTTP.
+async fn emulator_rest(host: &str) -> anyhow::Result<String> {
+    if let Ok(rest) = std::env::var("SPANNER_EMULATOR_REST") {
+        let rest = rest.trim().trim_end_matches('/').rsplit("://").next().unwrap_or_default().to_owned();
+        return Ok(format!("http://{rest}"));
+    }
+    let (name, port) = host.rsplit_once(':').with_context(|| format!("SPANNER_EMULATOR_HOST={host} has no port"))?;
+    let port: u16 = port.parse().with_context(|| format!("SPANNER_EMULATOR_HOST={host}: bad port"))?;
+    let guess = format!("{name}:{}", port.saturating_add(10));
+    if answers_http(&guess).await {
+        return Ok(format!("http://{guess}"));
+    }
+    bail!(
+        "creating databases needs the emulator's REST gateway, and nothing answers HTTP at {guess} (the gRPC port + \
+         10, where gateway_main puts it by default); set SPANNER_EMULATOR_REST=host:port to its --http_port"
+    )
+}
+
+/// Whether `addr` answers an HTTP/1.1 request (the REST gateway does; the gRPC port speaks only HTTP/2).
+async fn answers_http(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1."))
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten().unwrap_or(false)
+}
+
+/// Creates on a running emulator whatever is missing of the instance, the database, the lease table and the
+/// demo's effects table, and connects.
+async fn prepare_emulator(
+    host: &str,
     project: &str,
     instance: &str,
-) -> anyhow::Result<()> {
-    let path = format!("projects/{project}/instances/{instance}/databases/{database}");
+    database: &str,
+    table: &str,
+    timeouts: Timeouts,
+) -> anyhow::Result<SpannerStore> {
+    let (grpc, rest) = (format!("http://{host}"), emulator_rest(host).await?);
+    let store =
+        emulator::create_database_at(&grpc, &rest, project, instance, database, table, timeouts).await.with_context(
+            || format!("preparing {project}/{instance}/{database} on the emulator at {host} (REST {rest})"),
+        )?;
+    add_effects_table(&rest, &grpc, store.database()).await?;
+    Ok(store)
+}
+
+/// Adds the demo's effects table to `database` unless it is there.
+pub(crate) async fn add_effects_table(rest: &str, grpc: &str, database: &str) -> anyhow::Result<()> {
+    use google_cloud_lro::Poller;
     let ddl = format!(
         "CREATE TABLE {EFFECTS_TABLE} (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)"
     );
-    Ok(emulator.apply_ddl(&path, vec![ddl]).await?)
+    let (_, databases) = emulator::admin_clients(grpc, rest).await?;
+    let added =
+        databases.update_database_ddl().set_database(database).set_statements([ddl]).poller().until_done().await;
+    match added {
+        Err(e) if !emulator::already_exists(&e.to_string()) => Err(e).context(format!("adding {EFFECTS_TABLE}")),
+        _ => Ok(()),
+    }
 }
 
 fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunError>)]) {
@@ -348,11 +407,6 @@ async fn demo(store: Option<StoreArg>, clients: u32) -> anyhow::Result<()> {
 fn load(path: &std::path::Path) -> anyhow::Result<MutexConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     MutexConfig::parse(&text).with_context(|| format!("in {}", path.display()))
-}
-
-async fn connect(config: &MutexConfig) -> anyhow::Result<SpannerStore> {
-    let endpoint = std::env::var("SPANNER_EMULATOR_HOST").ok().map(|h| format!("http://{h}"));
-    Ok(SpannerStore::connect(config.database_path(), &config.table_id, endpoint, config.timeouts.clone()).await?)
 }
 
 /// Appends one line to a file, once across all clients; need = the line is not there yet.
@@ -469,10 +523,8 @@ async fn stress(clients: u32, processes: u32, store: StoreArg) -> anyhow::Result
         );
         count_effects(&spanner, &name).await?
     };
-    println!(
-        "executions={executions} (must be 1); total {:.1} s including emulator start",
-        started.elapsed().as_secs_f64()
-    );
+    let including = if emulator.is_some() { " including emulator start" } else { "" };
+    println!("executions={executions} (must be 1); total {:.1} s{including}", started.elapsed().as_secs_f64());
     drop(emulator);
     if executions != 1 {
         bail!("the section ran {executions} times");
@@ -481,33 +533,38 @@ async fn stress(clients: u32, processes: u32, store: StoreArg) -> anyhow::Result
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    // The cause chain in one line, for people: no Rust backtrace, whatever RUST_BACKTRACE says.
+    match command(Cli::parse().command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn command(command: Cmd) -> anyhow::Result<()> {
+    match command {
         Cmd::Demo { store, clients } => demo(store, clients).await,
         Cmd::Init { config } => {
             let config = load(&config)?;
             let ddl = spanner_mutex::schema::create_table_ddl(&config.table_id, None)?;
-            match std::env::var("SPANNER_EMULATOR_HOST") {
-                Ok(host) => {
-                    let rest =
-                        std::env::var("SPANNER_EMULATOR_REST").unwrap_or_else(|_| host.replace(":9010", ":9020"));
-                    emulator::create_database_at(
-                        &format!("http://{host}"),
-                        &format!("http://{rest}"),
-                        &config.project_id,
-                        &config.instance_id,
-                        &config.database_id,
-                        &config.table_id,
-                        config.timeouts.clone(),
-                    )
-                    .await?;
-                    println!("created {} with table {}", config.database_path(), config.table_id);
+            match emulator_host() {
+                Some(host) => {
+                    let (p, i, d) = (&config.project_id, &config.instance_id, &config.database_id);
+                    prepare_emulator(&host, p, i, d, &config.table_id, config.timeouts.clone()).await?;
+                    println!(
+                        "created {} with tables {} and {EFFECTS_TABLE} on the emulator at {host}",
+                        config.database_path(),
+                        config.table_id
+                    );
                 }
-                Err(_) => {
+                None => {
                     let spanner = google_cloud_spanner::client::Spanner::builder().build().await?;
                     let admin = spanner.database_admin_builder().build().await?;
                     spanner_mutex::schema::create_schema(&admin, &config.database_path(), &config.table_id, None)
@@ -519,34 +576,18 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Status { config, name } => {
             let config = load(&config)?;
-            let store = connect(&config).await?;
-            spanner_mutex::schema::validate_schema(&store).await?;
-            let name = MutexName::new(name.unwrap_or_else(|| config.name.clone()))?;
-            let (row, now) = store.read(&name).await?;
-            match row {
-                None => println!("{name}: no row (never acquired); server time {now}"),
-                Some(r) => println!(
-                    "{name}: {} by {} ({}) fence {} attempt {}; updated {} expires {} (server now {}){}",
-                    r.status,
-                    r.holder,
-                    r.holder_name,
-                    r.fence.get(),
-                    r.attempt,
-                    r.updated_at,
-                    r.expires_at,
-                    now,
-                    r.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default()
-                ),
-            }
+            let name = name.unwrap_or_else(|| config.name.clone());
+            let mutexes = Mutexes::builder().config(config).connect().await?;
+            let status = mutexes.mutex(&name)?.status().await?;
+            println!("{name}: {status}");
+            println!("server time: {}", spanner_mutex::rfc3339(status.server_time));
             Ok(())
         }
         Cmd::RunOnce { config, file } => {
             let config = load(&config)?;
-            let store = connect(&config).await?;
-            spanner_mutex::schema::validate_schema(&store).await?;
-            let mutex = SpannerMutex::new(store, config.protocol()?, config.mutex_name()?, config.display_name.clone());
-            let section = AppendLine { file, line: format!("ran {}", config.name) };
-            println!("{:?}", mutex.run(&section).await?);
+            let line = format!("ran {}", config.name);
+            let mutex = Mutexes::builder().config(config.clone()).connect().await?.mutex(&config.name)?;
+            println!("{}", mutex.run(&AppendLine { file, line }).await?);
             Ok(())
         }
         Cmd::Stress { clients, processes, store } => stress(clients, processes, store).await,

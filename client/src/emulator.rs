@@ -215,24 +215,40 @@ pub async fn create_database_at(
             .until_done()
             .await;
         if let Err(e) = created
-            && !e.to_string().contains("ALREADY_EXISTS")
-            && !e.to_string().contains("already exists")
+            && !already_exists(&e.to_string())
         {
             return Err(setup(&e));
         }
         let ddl = schema::create_table_ddl(table, None).map_err(|e| setup(&e))?;
-        databases
+        let path = format!("projects/{project}/instances/{instance}/databases/{database}");
+        let created = databases
             .create_database()
             .set_parent(format!("projects/{project}/instances/{instance}"))
             .set_create_statement(format!("CREATE DATABASE `{database}`"))
-            .set_extra_statements([ddl])
+            .set_extra_statements([ddl.clone()])
             .poller()
             .until_done()
-            .await
-            .map_err(|e| setup(&e))?;
-        let path = format!("projects/{project}/instances/{instance}/databases/{database}");
+            .await;
+        // Run again on an existing database, it adds the table if that is what is missing.
+        if let Err(e) = created {
+            if !already_exists(&e.to_string()) {
+                return Err(setup(&e));
+            }
+            let added =
+                databases.update_database_ddl().set_database(&path).set_statements([ddl]).poller().until_done().await;
+            if let Err(e) = added
+                && !already_exists(&e.to_string())
+            {
+                return Err(setup(&e));
+            }
+        }
         SpannerStore::connect(path, table, Some(endpoint.to_owned()), timeouts).await.map_err(|e| setup(&e))
     })
     .await
     .map_err(|_| EmulatorError::Setup("creating the database took over 60 s".into()))?
+}
+
+/// Whether an admin error says the thing to create is there already (the emulator words it several ways).
+pub fn already_exists(message: &str) -> bool {
+    ["ALREADY_EXISTS", "already exists", "Duplicate name"].iter().any(|m| message.contains(m))
 }

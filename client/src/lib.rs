@@ -30,6 +30,7 @@ mod driver;
 pub mod emulator;
 #[cfg(feature = "test-util")]
 pub mod faulty;
+mod leader;
 pub mod memory;
 mod metrics;
 mod mutex;
@@ -43,9 +44,11 @@ pub use config::{ConfigFileError, MutexConfig, Timeouts};
 pub use driver::{read_event, txn_event};
 #[cfg(feature = "test-util")]
 pub use faulty::FaultyStore;
+pub use leader::{Holder, Leadership, MutexStatus, rfc3339};
 pub use memory::MemoryStore;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use mutex::{BoxError, CriticalSection, Fenced, Lease, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
 pub use mutexes::{Mutexes, MutexesBuilder, SetupError};
-pub use spanner::SpannerStore;
+pub use spanner::{FencedError, SpannerStore};
+pub use spanner_mutex_model::{ClientId, Config, ConfigParams, Fence, MutexName, ServerTime};
 pub use store::{LeaseStore, StoreError, StoreErrorKind};

@@ -173,6 +173,19 @@ pub enum RunOutcome {
     },
 }
 
+impl std::fmt::Display for RunOutcome {
+    /// In words: `executed with fence 17`, `not needed`, `done by another client (6b7d…) with fence 16`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Executed { fence } => write!(f, "executed with fence {}", fence.get()),
+            Self::NotNeeded => write!(f, "not needed"),
+            Self::DoneByOther { holder, fence } => {
+                write!(f, "done by another client ({holder}) with fence {}", fence.get())
+            }
+        }
+    }
+}
+
 /// Why `run` or a lock operation did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -274,6 +287,17 @@ impl<S: LeaseStore> SpannerMutex<S> {
             metrics: Arc::clone(&self.metrics),
             last_error: LastError::default(),
         }
+    }
+
+    /// Runs `work` on a task of this mutex until it ends or the mutex shuts down.
+    pub(crate) fn track(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = work => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
     }
 
     fn new_client() -> ClientId {

@@ -1,0 +1,80 @@
+//! Leader election on the in-memory store, in virtual time (tokio's paused clock moves the store's server clock
+//! too), so the timing promises are checked exactly.
+
+use spanner_mutex::{ConfigParams, Holder, MemoryStore, Mutexes, SpannerMutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+fn lease() -> ConfigParams {
+    ConfigParams { ttl_ms: 3_000, renew_interval_ms: 1_000, safety_margin_ms: 300, ..ConfigParams::default() }
+}
+
+/// The hand-over bound: one poll period and its jitter (a read in memory takes no time).
+fn poll_bound() -> Duration {
+    let lease = lease();
+    Duration::from_millis(lease.poll_ms + lease.jitter_ms)
+}
+
+fn candidates(store: &Mutexes<MemoryStore>) -> (SpannerMutex<MemoryStore>, SpannerMutex<MemoryStore>) {
+    (store.mutex("leader").expect("valid"), store.mutex("leader").expect("valid"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resigned_leader_is_followed_within_one_poll_and_observers_see_each_term() {
+    let mutexes = Mutexes::in_memory(lease(), "pod").expect("valid");
+    let (a, b) = candidates(&mutexes);
+    let observer = mutexes.mutex("leader").expect("valid");
+    let mut leaders = observer.observe();
+    let first = a.campaign().await.expect("leads");
+    leaders.changed().await.expect("watching");
+    let seen: Option<Holder> = leaders.borrow_and_update().clone();
+    assert_eq!(seen.map(|h| h.fence), Some(first.term()));
+    let waiting = tokio::spawn(async move { b.campaign().await.map(|l| (l.term(), Instant::now(), l)) });
+    // B waits while A leads and renews, far past one TTL.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!waiting.is_finished(), "two leaders");
+    assert!(!first.is_lock_lost());
+    let old_term = first.term();
+    first.resign().await.expect("resigned");
+    let resigned_at = Instant::now();
+    let (term, led_at, second) = waiting.await.expect("joined").expect("leads");
+    assert!(term > old_term, "terms increase: {term} after {old_term}");
+    assert!(led_at - resigned_at <= poll_bound(), "handed over after {:?}", led_at - resigned_at);
+    leaders.changed().await.expect("watching");
+    assert_eq!(leaders.borrow().as_ref().map(|h| h.fence), Some(term));
+    assert_eq!(observer.leader().await.expect("reads").map(|h| h.fence), Some(term));
+    drop(second);
+    observer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_past_its_lease_loses_leadership_and_its_old_term_cannot_write() {
+    let mutexes = Mutexes::in_memory(lease(), "pod").expect("valid");
+    let (a, b) = candidates(&mutexes);
+    let first = a.campaign().await.expect("leads");
+    // Spanner's clock runs two TTLs ahead (the leader's renewals were lost, as if it had been stopped): B takes
+    // over, and A's next renewal is refused.
+    mutexes.store().advance_server_clock_ms(2 * lease().ttl_ms);
+    let second = tokio::time::timeout(poll_bound() * 2, b.campaign()).await.expect("in time").expect("leads");
+    assert!(second.term() > first.term());
+    tokio::time::timeout(Duration::from_millis(lease().ttl_ms), first.lock_lost()).await.expect("told it lost");
+    let refused = first.fenced(|data| data.insert("old-term".into(), "write".into()));
+    assert!(refused.is_err(), "a write of the old term landed: {refused:?}");
+    assert!(second.fenced(|data| data.insert("new-term".into(), "write".into())).is_ok());
+    assert_eq!(mutexes.store().data().get("old-term"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_campaign_dropped_while_waiting_or_shut_down_while_leading_leaves_nothing_held() {
+    let mutexes = Mutexes::in_memory(lease(), "pod").expect("valid");
+    let (a, b) = candidates(&mutexes);
+    let leading = a.campaign().await.expect("leads");
+    // B gives up waiting: nothing of it remains.
+    assert!(tokio::time::timeout(Duration::from_secs(1), b.campaign()).await.is_err());
+    // A shuts down while leading: it resigns at once, so a new candidate leads without waiting for the TTL.
+    a.shutdown().await;
+    assert!(leading.is_lock_lost());
+    let c = mutexes.mutex("leader").expect("valid");
+    let next = c.try_acquire().await.expect("no error");
+    assert!(next.is_some(), "the shut-down leader still held it: {}", c.status().await.expect("reads"));
+}
