@@ -196,25 +196,15 @@ impl CriticalSection<SpannerStore> for SpannerSection {
     }
 
     async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
-        let (id, writer, fence) = (self.effect_id.clone(), guard.client().to_string(), guard.fence().get());
-        let table = self.table.clone();
-        let result = guard
-            .fenced(move |tx| {
-                let (id, writer, table) = (id.clone(), writer.clone(), table.clone());
-                async move {
-                    let insert = google_cloud_spanner::mutation::Mutation::new_insert_builder(table.clone())
-                        .set("id")
-                        .to(id)
-                        .set("writer")
-                        .to(writer)
-                        .set("fence")
-                        .to(i64::try_from(fence).unwrap_or(i64::MAX))
-                        .build();
-                    tx.buffer([insert])?;
-                    Ok(())
-                }
-            })
-            .await;
+        let insert = google_cloud_spanner::mutation::Mutation::new_insert_builder(&self.table)
+            .set("id")
+            .to(&self.effect_id)
+            .set("writer")
+            .to(guard.client().to_string())
+            .set("fence")
+            .to(i64::try_from(guard.fence().get()).unwrap_or(i64::MAX))
+            .build();
+        let result = guard.commit(vec![insert]).await;
         match result {
             Ok(_) => Ok(()),
             Err(FencedError::Rejected { fence }) => Err(format!("fenced write rejected for {fence}").into()),

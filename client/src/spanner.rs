@@ -14,7 +14,6 @@ use google_cloud_spanner::transaction::{BasicTransactionRetryPolicy, ReadWriteTr
 use spanner_mutex_model::txn::{TxnPlan, TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, ServerTime, Status};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::RwLock;
 use wkt::Timestamp;
@@ -379,9 +378,11 @@ impl LeaseStore for SpannerStore {
     }
 }
 
-/// A fenced transaction that did not commit the user's work (as far as could be told).
+/// A fenced transaction that did not commit the user's work (as far as could be told); `E` is the error type the
+/// work returns.
 #[derive(Debug, thiserror::Error)]
-pub enum FencedError {
+#[non_exhaustive]
+pub enum FencedError<E = google_cloud_spanner::Error> {
     /// The lease is no longer held with this fence: nothing was written.
     #[error("fenced write refused: {fence} no longer holds the lease")]
     Rejected {
@@ -399,6 +400,9 @@ pub enum FencedError {
         /// How long it was retried.
         ms: u64,
     },
+    /// The work returned this error: the transaction was rolled back, nothing it wrote committed.
+    #[error("the fenced work failed: {0}")]
+    Work(E),
 }
 
 /// What one attempt of a fenced transaction did.
@@ -416,7 +420,7 @@ impl SpannerStore {
     /// attempt landed finds the record and returns [`Fenced::CommittedEarlier`] without running `work` again.
     /// Sections use this through [`crate::LeaseHandle::fenced`], which numbers the writes; it is public for
     /// drivers of their own, who must number a lease's writes from 1 and issue them one at a time.
-    pub async fn fenced<T, F, Fut>(
+    pub async fn fenced<T, E, F, Fut>(
         &self,
         cfg: &Config,
         name: &MutexName,
@@ -424,23 +428,26 @@ impl SpannerStore {
         fence: Fence,
         write: u32,
         work: F,
-    ) -> Result<Fenced<T>, FencedError>
+    ) -> Result<Fenced<T>, FencedError<E>>
     where
-        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
-        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send,
         T: Send + 'static,
+        E: From<google_cloud_spanner::Error> + Send + 'static,
     {
+        // Shared, not cloned: Spanner's runner calls the work once per attempt.
+        let work = Arc::new(work);
         let verify = TxnRequest::VerifyFence { client, fence, write };
         let _serial = self.serialized(&verify).await;
         let mut first_uncertain: Option<tokio::time::Instant> = None;
         // After an attempt without a certain answer, a refusal or an error no longer says nothing was written:
         // that attempt may have landed (and one that read the row before an expiry may still land).
-        let unknown = |first_uncertain: Option<tokio::time::Instant>, other: FencedError| {
+        let unknown = |first_uncertain: Option<tokio::time::Instant>, other: FencedError<E>| {
             if first_uncertain.is_some() { FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() } } else { other }
         };
         for tries in 1u32.. {
-            let work_failed = Arc::new(AtomicBool::new(false));
-            let attempt = self.fenced_once(cfg, name, &verify, work.clone(), Arc::clone(&work_failed));
+            let work_failed = Arc::new(std::sync::Mutex::new(None));
+            let attempt = self.fenced_once(cfg, name, &verify, Arc::clone(&work), Arc::clone(&work_failed));
             let error = match tokio::time::timeout(self.timeouts.transaction(), attempt).await {
                 Ok(Ok(FencedAttempt::Committed(value))) => return Ok(Fenced::Committed(value)),
                 Ok(Ok(FencedAttempt::AlreadyApplied)) => return Ok(Fenced::CommittedEarlier),
@@ -450,7 +457,11 @@ impl SpannerStore {
                 Ok(Err(error)) => Some(error),
                 Err(_) => None,
             };
-            // The user's own error, or one that retrying cannot help, is the answer.
+            // The work's own error is the answer: this attempt read the record, so nothing earlier had landed.
+            if let Some(failed) = work_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                return Err(FencedError::Work(failed));
+            }
+            // So is an error that retrying cannot help.
             if let Some(error) = error {
                 let lost = is_session_lost(&error);
                 if lost {
@@ -460,7 +471,7 @@ impl SpannerStore {
                     classify(&error, true),
                     StoreErrorKind::Unknown | StoreErrorKind::Aborted | StoreErrorKind::Unavailable
                 );
-                if work_failed.load(Ordering::SeqCst) || !(lost || uncertain) {
+                if !(lost || uncertain) {
                     return Err(unknown(first_uncertain, error.into()));
                 }
                 tracing::debug!(%name, fence = fence.get(), write, %error, "fenced write without a certain answer");
@@ -475,27 +486,28 @@ impl SpannerStore {
         Err(FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() })
     }
 
-    async fn fenced_once<T, F, Fut>(
+    async fn fenced_once<T, E, F, Fut>(
         &self,
         cfg: &Config,
         name: &MutexName,
         verify: &TxnRequest,
-        work: F,
-        work_failed: Arc<AtomicBool>,
+        work: Arc<F>,
+        work_failed: Arc<std::sync::Mutex<Option<E>>>,
     ) -> Result<FencedAttempt<T>, google_cloud_spanner::Error>
     where
-        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
-        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send,
         T: Send + 'static,
+        E: Send + 'static,
     {
         let runner = self.runner(&self.database_client().await);
         let (store, cfg, name, verify) = (self.clone(), cfg.clone(), name.clone(), verify.clone());
         let run = runner.run(move |tx: ReadWriteTransaction| {
             let (store, cfg, name, verify, work, work_failed) =
-                (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone(), Arc::clone(&work_failed));
+                (store.clone(), cfg.clone(), name.clone(), verify.clone(), Arc::clone(&work), Arc::clone(&work_failed));
             async move {
                 // Spanner's runner calls this again after an abort: only this call's work counts.
-                work_failed.store(false, Ordering::SeqCst);
+                *work_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 let planned = store.plan_in(&tx, &cfg, &name, &verify).await?;
                 match planned.reply {
                     TxnReply::FenceValid => {}
@@ -505,8 +517,14 @@ impl SpannerStore {
                 if let Some(record) = &planned.write {
                     tx.buffer([store.lease_mutation(&name, record)])?;
                 }
-                let value = work(tx).await.inspect_err(|_| work_failed.store(true, Ordering::SeqCst))?;
-                Ok(FencedAttempt::Committed(value))
+                match work(tx).await {
+                    Ok(value) => Ok(FencedAttempt::Committed(value)),
+                    Err(error) => {
+                        // Kept for the caller; an error of Spanner's own kind rolls the transaction back.
+                        *work_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                        Err(google_cloud_spanner::Error::deser("the fenced work returned an error"))
+                    }
+                }
             }
         });
         Ok(run.await?.into_inner())
@@ -518,13 +536,15 @@ impl crate::LeaseHandle<SpannerStore> {
     /// still holds the lease with this fence; `work`'s writes commit only while the lease is ours, exactly once:
     /// an attempt whose answer is lost is retried, and the row's record of this lease's writes tells whether it
     /// had landed ([`Fenced::CommittedEarlier`]). `work` may run more than once (Spanner retries aborted
-    /// transactions): keep it free of side effects outside the transaction. One fenced write of a lease runs at
-    /// a time; a second call waits for the first.
-    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError>
+    /// transactions): keep it free of side effects outside the transaction. An error it returns rolls the
+    /// transaction back and comes back as [`FencedError::Work`] (an abort inside it then ends the call rather
+    /// than being retried). One fenced write of a lease runs at a time; a second call waits for the first.
+    pub async fn fenced<T, E, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError<E>>
     where
-        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
-        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
+        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send,
         T: Send + 'static,
+        E: From<google_cloud_spanner::Error> + Send + 'static,
     {
         let ctx = self.ctx();
         let mut writes = self.next_fenced_write().await;
@@ -532,5 +552,15 @@ impl crate::LeaseHandle<SpannerStore> {
         *writes += 1;
         let write = *writes;
         ctx.store.fenced(&ctx.cfg, &ctx.name, self.client(), self.fence(), write, work).await
+    }
+
+    /// Commits `mutations` in one read-write transaction only while this lease is held: [`Self::fenced`] for
+    /// the common case of writes that need no reads.
+    pub async fn commit(&self, mutations: Vec<Mutation>) -> Result<Fenced<()>, FencedError> {
+        self.fenced(move |tx| {
+            let mutations = mutations.clone();
+            async move { tx.buffer(mutations) }
+        })
+        .await
     }
 }

@@ -520,3 +520,53 @@ async fn mutexes_connect_through_an_emulator_host_and_name_a_missing_table_or_da
     let error = builder().database(missing).connect().await.expect_err("no database").to_string();
     assert!(error.contains("databases/nope does not exist"), "{error}");
 }
+
+/// An app's own error type, as a fenced write's work may return it.
+#[derive(Debug)]
+enum AppError {
+    Invalid,
+    Spanner(google_cloud_spanner::Error),
+}
+
+impl From<google_cloud_spanner::Error> for AppError {
+    fn from(error: google_cloud_spanner::Error) -> Self {
+        Self::Spanner(error)
+    }
+}
+
+#[tokio::test]
+async fn a_lock_holder_writes_fenced_and_its_own_error_rolls_the_write_back() {
+    let (_emulator, store) = setup().await;
+    let lock = mutex(store.clone(), "app-error").acquire().await.expect("acquired");
+    let insert = |id: &str| {
+        Mutation::new_insert_builder("Effects")
+            .set("id")
+            .to(id)
+            .set("writer")
+            .to(lock.client().to_string())
+            .set("fence")
+            .to(i64::try_from(lock.fence().get()).unwrap_or(i64::MAX))
+            .build()
+    };
+    let rolled_back = insert("app-error");
+    let result = lock
+        .fenced(move |tx| {
+            let row = rolled_back.clone();
+            async move {
+                tx.buffer([row])?;
+                Err::<(), _>(AppError::Invalid)
+            }
+        })
+        .await;
+    match result {
+        Err(FencedError::Work(AppError::Invalid)) => {}
+        Err(FencedError::Work(AppError::Spanner(e))) => panic!("the app's error became a Spanner one: {e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(effect_rows(&store, "app-error").await, 0, "the work's error rolled its writes back");
+    // The next write of the same lock is numbered after the failed one and lands.
+    let committed = lock.commit(vec![insert("app-error")]).await.expect("committed");
+    assert_eq!(committed, spanner_mutex::Fenced::Committed(()));
+    assert_eq!(effect_rows(&store, "app-error").await, 1);
+    lock.release().await.expect("released");
+}

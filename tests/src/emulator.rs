@@ -215,9 +215,7 @@ impl Backend for SpannerEmulator {
         match self.store.inner().fenced(cfg, &self.name, client, fence, 1, work).await {
             Ok(_) => true,
             Err(FencedError::Rejected { .. }) => false,
-            Err(e @ (FencedError::Spanner(_) | FencedError::OutcomeUnknown { .. })) => {
-                panic!("fenced write failed on the emulator: {e}")
-            }
+            Err(e) => panic!("fenced write failed on the emulator: {e}"),
         }
     }
 
