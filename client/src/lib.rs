@@ -1,25 +1,20 @@
-//! spanner-mutex: a distributed mutex / lease on Google Cloud Spanner.
+//! spanner-mutex: a distributed mutex, lease and leader election on Google Cloud Spanner.
 //!
-//! The protocol is the model-checked machine of `spanner-mutex-model`; this crate executes its commands
-//! against a [`LeaseStore`]: Cloud Spanner ([`SpannerStore`]) or the embedded in-memory default
-//! ([`MemoryStore`]).
+//! The protocol is the model-checked machine of `spanner-mutex-model`; this crate drives it against Cloud Spanner
+//! ([`SpannerStore`]) or the embedded in-memory store ([`MemoryStore`]). Start from [`Mutexes`]: a config file,
+//! code, or the in-memory store; then a [`SpannerMutex`] by name runs a section once across a fleet
+//! ([`SpannerMutex::run`]), takes a lock ([`SpannerMutex::acquire`]) or campaigns for leadership
+//! ([`SpannerMutex::campaign`]). Each hands out a [`LeaseHandle`] whose fenced writes commit only while the lease
+//! is held.
 //!
 //! ```no_run
-//! use spanner_mutex::{BoxError, CriticalSection, MemoryStore, LeaseHandle, SpannerMutex};
-//! use spanner_mutex_model::{Config, MutexName};
-//!
-//! struct Migrate;
-//! impl CriticalSection<MemoryStore> for Migrate {
-//!     async fn is_needed(&self) -> Result<bool, BoxError> { Ok(true) }
-//!     async fn execute(&self, guard: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
-//!         guard.fenced(|data| data.insert("schema".into(), "v2".into()))?;
-//!         Ok(())
-//!     }
-//! }
+//! use spanner_mutex::{ConfigParams, Mutexes};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let mutex = SpannerMutex::new(MemoryStore::new(), Config::default(), MutexName::new("migrate")?, "pod-1");
-//! println!("{:?}", mutex.run(&Migrate).await?);
+//! let mutexes = Mutexes::in_memory(ConfigParams::default(), "pod-1")?;
+//! let leader = mutexes.mutex("scheduler")?.campaign().await?;
+//! leader.fenced(|data| data.insert("term".into(), leader.term().to_string()))?;
+//! leader.lock_lost().await; // leadership lost: stop leader-only work
 //! # Ok(()) }
 //! ```
 
@@ -52,3 +47,8 @@ pub use mutexes::{Mutexes, MutexesBuilder, SetupError};
 pub use spanner::{FencedError, SpannerStore};
 pub use spanner_mutex_model::{ClientId, Config, ConfigParams, Fence, MutexName, ServerTime};
 pub use store::{LeaseStore, StoreError, StoreErrorKind};
+
+/// The README's code, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
