@@ -70,3 +70,112 @@ async fn the_migration_example_run_by_three_processes_applies_each_migration_onc
         .expect("ran");
     assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "not needed");
 }
+
+const LEADER_WRITES: &str = "CREATE TABLE LeaderWrites (term INT64 NOT NULL, seq INT64 NOT NULL, pid INT64 NOT NULL, \
+                             committed_at TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true)) PRIMARY KEY (term, seq)";
+
+/// A leader example process and the lines it prints, as they come.
+struct Candidate {
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Candidate {
+    fn start(binary: &std::path::Path, config: &std::path::Path, host: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(binary)
+            .arg(config)
+            .env("SPANNER_EMULATOR_HOST", host)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("example starts");
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args([signal, &self.pid().to_string()]).status();
+        assert!(status.expect("kill runs").success());
+    }
+}
+
+/// The first line starting with `prefix` any candidate prints within `within`, and who printed it.
+async fn first_line(candidates: &mut [Candidate], prefix: &str, within: std::time::Duration) -> (usize, String) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        for (i, c) in candidates.iter_mut().enumerate() {
+            while let Ok(line) = c.lines.try_recv() {
+                if line.starts_with(prefix) {
+                    return (i, line);
+                }
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nobody printed {prefix:?} within {within:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+fn term_of(line: &str) -> i64 {
+    line.split_whitespace().nth(2).and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("a term in {line:?}"))
+}
+
+#[tokio::test]
+async fn the_leader_example_fails_over_after_a_kill_and_a_stopped_leaders_term_never_writes_after_the_next() {
+    let (emulator, config) = emulator_with(&[LEADER_WRITES]).await;
+    let (binary, host) = (example("leader"), host(&emulator));
+    let mut candidates: Vec<_> = (0..3).map(|_| Candidate::start(&binary, &config, &host)).collect();
+    let long = std::time::Duration::from_secs(30);
+    let (first, line) = first_line(&mut candidates, "leading", long).await;
+    let first_term = term_of(&line);
+    // SIGKILL the leader: it cannot resign, so its lease must expire.
+    candidates[first].signal("-KILL");
+    let killed_at = std::time::Instant::now();
+    let (second, line) = first_line(&mut candidates, "leading", long).await;
+    let failover = killed_at.elapsed();
+    let second_term = term_of(&line);
+    assert!(second != first && second_term > first_term, "{first}:{first_term} then {second}:{second_term}");
+    // SIGSTOP the new leader past its lease: the third takes over; once resumed, the stopped leader's writes of
+    // its old term are refused (its lock-lost or a refused write ends its term).
+    // Stopped mid-term, after some writes, so there are writes of its term to compare.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    candidates[second].signal("-STOP");
+    let (third, line) = first_line(&mut candidates, "leading", long).await;
+    let third_term = term_of(&line);
+    assert!(third != second && third_term > second_term);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    candidates[second].signal("-CONT");
+    let (ended, line) = first_line(&mut candidates, "lost term", long).await;
+    assert_eq!((ended, term_of(&line)), (second, second_term));
+    // Let the new leader write on, then compare commit times: no write of the stopped term after the next term's first.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let store =
+        spanner_mutex::SpannerStore::connect(DATABASE, "SpannerMutex", Some(emulator.endpoint()), Timeouts::default())
+            .await
+            .expect("connects");
+    let sql = "SELECT (SELECT MAX(committed_at) FROM LeaderWrites WHERE term = @old) < \
+               (SELECT MIN(committed_at) FROM LeaderWrites WHERE term = @new) AS ordered, \
+               (SELECT COUNT(*) FROM LeaderWrites WHERE term = @old) AS old_writes, \
+               (SELECT COUNT(*) FROM LeaderWrites WHERE term = @new) AS new_writes";
+    let statement = google_cloud_spanner::statement::Statement::builder(sql)
+        .add_param("old", second_term)
+        .add_param("new", third_term)
+        .build();
+    let mut rows = store.database_client().await.single_use().build().execute_query(statement).await.expect("query");
+    let row = rows.next().await.transpose().expect("row").expect("one row");
+    let ordered: Option<bool> = row.get("ordered").expect("ordered");
+    let writes: (i64, i64) = (row.get("old_writes").expect("old"), row.get("new_writes").expect("new"));
+    assert!(writes.0 > 0 && writes.1 > 0, "both terms must have written: {writes:?}");
+    assert_eq!(ordered, Some(true), "a write of term {second_term} landed after term {third_term} began writing");
+    println!("failover after SIGKILL: {} ms (ttl 5000 ms, poll 400 + jitter <= 250 ms)", failover.as_millis());
+}

@@ -40,8 +40,9 @@ async fn a_resigned_leader_is_followed_within_one_poll_and_observers_see_each_te
     let (term, led_at, second) = waiting.await.expect("joined").expect("leads");
     assert!(term > old_term, "terms increase: {term} after {old_term}");
     assert!(led_at - resigned_at <= poll_bound(), "handed over after {:?}", led_at - resigned_at);
-    leaders.changed().await.expect("watching");
-    assert_eq!(leaders.borrow().as_ref().map(|h| h.fence), Some(term));
+    // The observer may first see the moment with no leader; within one poll it sees the new term.
+    let seen = tokio::time::timeout(poll_bound(), leaders.wait_for(|l| l.as_ref().is_some_and(|h| h.fence == term)));
+    seen.await.expect("within one poll").expect("watching");
     assert_eq!(observer.leader().await.expect("reads").map(|h| h.fence), Some(term));
     drop(second);
     observer.shutdown().await;
@@ -77,4 +78,22 @@ async fn a_campaign_dropped_while_waiting_or_shut_down_while_leading_leaves_noth
     let c = mutexes.mutex("leader").expect("valid");
     let next = c.try_acquire().await.expect("no error");
     assert!(next.is_some(), "the shut-down leader still held it: {}", c.status().await.expect("reads"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_died_is_replaced_within_its_ttl_and_one_poll() {
+    use spanner_mutex::LeaseStore;
+    use spanner_mutex_model::txn::Mode;
+    use spanner_mutex_model::{ClientId, MutexName, TxnRequest};
+    let mutexes = Mutexes::in_memory(lease(), "pod").expect("valid");
+    // A leader that won and then died (SIGKILL): nobody renews or releases its lease.
+    let dead = TxnRequest::Acquire { client: ClientId::from_u128(7), holder_name: "dead".into(), mode: Mode::Lock };
+    let name = MutexName::new("leader").expect("valid");
+    mutexes.store().transact(mutexes.config(), &name, &dead).await.expect("the dead leader acquired");
+    let died_at = Instant::now();
+    let next = mutexes.mutex("leader").expect("valid").campaign().await.expect("leads");
+    let took = died_at.elapsed();
+    assert!(took <= Duration::from_millis(lease().ttl_ms) + poll_bound(), "replaced after {took:?}");
+    assert!(took >= Duration::from_millis(lease().ttl_ms), "replaced before its lease ended: {took:?}");
+    drop(next);
 }

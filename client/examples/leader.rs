@@ -1,0 +1,47 @@
+//! A leader-elected worker: of all instances running it, one leads at a time and does the leader-only work (here,
+//! a fenced write every 200 ms that only the current term can commit); the others wait to take over. Ctrl-C
+//! resigns at once. `cargo run -p spanner-mutex --example leader -- mutex.toml` (needs a `LeaderWrites` table:
+//! client/tests/examples.rs has its DDL).
+use google_cloud_spanner::statement::Statement;
+use spanner_mutex::{BoxError, FencedError, Mutexes};
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let mutexes = Mutexes::from_file(std::env::args().nth(1).unwrap_or_else(|| "mutex.toml".into())).await?;
+    let mutex = mutexes.mutex("leader")?;
+    let pid = i64::from(std::process::id());
+    loop {
+        let leader = tokio::select! {
+            leader = mutex.campaign() => leader?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let term = i64::try_from(leader.term().get())?;
+        println!("leading term {term} pid {pid}");
+        for seq in 1_i64.. {
+            tokio::select! {
+                () = leader.lock_lost() => break,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::signal::ctrl_c() => {
+                    leader.resign().await?;
+                    println!("resigned term {term}");
+                    return Ok(());
+                }
+            }
+            let written = leader
+                .fenced(move |tx| async move {
+                    let sql = "INSERT INTO LeaderWrites (term, seq, pid, committed_at) \
+                               VALUES (@term, @seq, @pid, PENDING_COMMIT_TIMESTAMP())";
+                    let insert = Statement::builder(sql).add_param("term", term).add_param("seq", seq);
+                    tx.execute_update(insert.add_param("pid", pid).build()).await
+                })
+                .await;
+            match written {
+                Ok(_) => {}
+                Err(FencedError::Rejected { .. }) => break,
+                Err(error) => eprintln!("write of term {term} failed: {error}"),
+            }
+        }
+        println!("lost term {term}");
+    }
+}
