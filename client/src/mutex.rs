@@ -24,7 +24,7 @@ pub trait CriticalSection<S = crate::SpannerStore>: Send + Sync {
     fn is_needed(&self) -> impl Future<Output = Result<bool, BoxError>> + Send;
 
     /// Does the work while the lease is held. Keep effects in Spanner writes made through
-    /// [`LeaseHandle::fenced`] for exactly-once; select on [`LeaseHandle::lock_lost`] to stop early.
+    /// [`LeaseHandle::fenced`] for exactly-once; select on [`Lease::lock_lost`] to stop early.
     fn execute(&self, guard: &LeaseHandle<S>) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
