@@ -35,10 +35,9 @@ impl LastError {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.clone());
     }
 
-    /// The last error's text, for people.
-    pub(crate) fn message(&self) -> String {
-        let last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        last.as_ref().map_or_else(|| "no detail".to_owned(), |e| e.message.clone())
+    /// The last error, if any.
+    pub(crate) fn get(&self) -> Option<StoreError> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 

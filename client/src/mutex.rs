@@ -3,7 +3,7 @@
 use crate::clock::Clock;
 use crate::driver::{self, Ctx, DriverResult, LastError, ToUser, UserSide};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::store::LeaseStore;
+use crate::store::{LeaseStore, StoreError};
 use spanner_mutex_model::{
     ClientId, ClientMachine, Config, Event, Failure, Fence, MutexName, Outcome, SectionResult, UnexpectedEvent,
 };
@@ -170,6 +170,9 @@ pub enum RunOutcome {
         holder: ClientId,
         /// With which fence.
         fence: Fence,
+        /// This client's own section ran under this fence and lost its lease before it finished (a pause past
+        /// the TTL, say): its fenced writes were refused from then on, and the other client finished the work.
+        lost_own_lease: Option<Fence>,
     },
 }
 
@@ -179,8 +182,12 @@ impl std::fmt::Display for RunOutcome {
         match self {
             Self::Executed { fence } => write!(f, "executed with fence {}", fence.get()),
             Self::NotNeeded => write!(f, "not needed"),
-            Self::DoneByOther { holder, fence } => {
-                write!(f, "done by another client ({holder}) with fence {}", fence.get())
+            Self::DoneByOther { holder, fence, lost_own_lease } => {
+                write!(f, "done by another client ({holder}) with fence {}", fence.get())?;
+                match lost_own_lease {
+                    Some(own) => write!(f, ", after this client's section lost its lease with fence {}", own.get()),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -188,12 +195,15 @@ impl std::fmt::Display for RunOutcome {
 
 /// Why `run` or a lock operation did not succeed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The client waited and retried more than `max_retries` times.
-    #[error("gave up after {attempts} attempts")]
+    #[error("gave up after {attempts} attempts{}", cause_text(last.as_ref()))]
     GaveUp {
         /// Attempts made.
         attempts: u32,
+        /// The last store error met on the way, if any (the lease may simply have stayed busy).
+        last: Option<StoreError>,
     },
     /// The section finished (or the lock was released) after another client had taken the lease over; its
     /// fenced writes were refused from that moment on.
@@ -202,12 +212,20 @@ pub enum RunError {
         /// The lost fence.
         fence: Fence,
     },
-    /// Spanner did not answer within the configured bound.
-    #[error("Spanner unavailable: {0}")]
-    Unavailable(String),
-    /// Spanner refused the operation (missing table, wrong schema, permission).
-    #[error("Spanner refused the operation: {0}")]
-    Rejected(String),
+    /// Spanner did not answer within `lease.unavailable_ms` (plus one call's bound).
+    #[error("Spanner unavailable{}", cause_text(.0.as_ref()))]
+    Unavailable(Option<StoreError>),
+    /// Spanner refused the operation (missing table, wrong schema, permission): retrying cannot help.
+    #[error("Spanner refused the operation{}", cause_text(.0.as_ref()))]
+    Rejected(Option<StoreError>),
+    /// A release could not be confirmed: Spanner gave no answer, so the lease expires at its TTL.
+    #[error("the release of {fence} was not confirmed, so the lease expires at its TTL{}", cause_text(cause.as_ref()))]
+    ReleaseUnconfirmed {
+        /// The fence being released.
+        fence: Fence,
+        /// What Spanner last said, if anything.
+        cause: Option<StoreError>,
+    },
     /// The user's need check failed.
     #[error("need check failed: {0}")]
     NeedCheck(#[source] BoxError),
@@ -217,6 +235,23 @@ pub enum RunError {
     /// A driver bug: the machine refused an event.
     #[error("protocol driver bug: {0}")]
     Driver(#[from] UnexpectedEvent),
+}
+
+impl RunError {
+    /// The store error behind this one, if any: its kind, gRPC code and whether a retry can help.
+    pub const fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Self::GaveUp { last: cause, .. }
+            | Self::Unavailable(cause)
+            | Self::Rejected(cause)
+            | Self::ReleaseUnconfirmed { cause, .. } => cause.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+fn cause_text(cause: Option<&StoreError>) -> String {
+    cause.map(|e| format!(": {e}")).unwrap_or_default()
 }
 
 /// A mutex on one row of a lease table.
@@ -322,6 +357,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
         let machine = ClientMachine::run_once(Self::new_client(), self.display_name.clone(), &self.cfg);
         let UserSide { mut requests, answers, finished } = self.start(ctx.clone(), machine)?;
         let mut need_error = None;
+        let mut lost_own_lease = None;
         while let Some(request) = requests.recv().await {
             let answer = match request {
                 ToUser::CheckNeed => match self.check_need(&mut requests, section).await {
@@ -334,7 +370,11 @@ impl<S: LeaseStore> SpannerMutex<S> {
                 },
                 ToUser::RunSection(lease) => {
                     let guard = LeaseHandle::new(ctx.clone(), lease);
-                    match until_driver_ends(&mut requests, section.execute(&guard)).await {
+                    let finished = until_driver_ends(&mut requests, section.execute(&guard)).await;
+                    if guard.is_lock_lost() {
+                        lost_own_lease = Some(guard.fence());
+                    }
+                    match finished {
                         Some(Ok(())) => Some(Event::SectionFinished(SectionResult::Completed)),
                         Some(Err(error)) => {
                             // The section runs again after FAILED; give it a healed client if it needs one.
@@ -356,7 +396,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
         match driver_outcome(finished.await)? {
             Outcome::Executed { fence } => Ok(RunOutcome::Executed { fence }),
             Outcome::NotNeeded => Ok(RunOutcome::NotNeeded),
-            Outcome::DoneByOther { holder, fence } => Ok(RunOutcome::DoneByOther { holder, fence }),
+            Outcome::DoneByOther { holder, fence } => Ok(RunOutcome::DoneByOther { holder, fence, lost_own_lease }),
             Outcome::Failed(Failure::NeedCheck) if need_error.is_some() => {
                 Err(RunError::NeedCheck(need_error.take().expect("checked")))
             }
@@ -441,13 +481,12 @@ fn driver_outcome(finished: Result<DriverResult, oneshot::error::RecvError>) -> 
 }
 
 fn outcome_error(outcome: Outcome, last_error: &LastError) -> RunError {
-    let message = || last_error.message();
     match outcome {
-        Outcome::GaveUp { attempts } => RunError::GaveUp { attempts },
+        Outcome::GaveUp { attempts } => RunError::GaveUp { attempts, last: last_error.get() },
         Outcome::LeaseLost { fence } => RunError::LeaseLost { fence },
         Outcome::Cancelled => RunError::Cancelled,
-        Outcome::Failed(Failure::Unavailable) => RunError::Unavailable(message()),
-        Outcome::Failed(Failure::Rejected) => RunError::Rejected(message()),
+        Outcome::Failed(Failure::Unavailable) => RunError::Unavailable(last_error.get()),
+        Outcome::Failed(Failure::Rejected) => RunError::Rejected(last_error.get()),
         Outcome::Failed(Failure::NeedCheck) => RunError::NeedCheck("need check failed".into()),
         // Successes are mapped by the callers; reaching here is a driver bug.
         Outcome::Executed { .. } | Outcome::Released { .. } | Outcome::NotNeeded | Outcome::DoneByOther { .. } => {
@@ -476,19 +515,19 @@ impl<S> std::ops::Deref for LockGuard<S> {
 
 impl<S> LockGuard<S> {
     /// Releases the lock and waits until the release committed: `Ok` with the fence held. `Err(LeaseLost)` if
-    /// someone took it over first; `Err(Unavailable)` if the release could not be confirmed (the row then
+    /// someone took it over first; `Err(ReleaseUnconfirmed)` if the release could not be confirmed (the row then
     /// expires at its TTL); `Err(Cancelled)` if the mutex was shut down first (which released it).
     pub async fn release(self) -> Result<Fence, RunError> {
-        let Self { handle: _, answers, finished, last_error } = self;
+        let Self { handle, answers, finished, last_error } = self;
+        let fence = handle.fence();
         let _ = answers.send(Event::ReleaseRequested).await;
         let result = finished.await;
         drop(answers);
         match driver_outcome(result)? {
             Outcome::Released { fence } => Ok(fence),
-            Outcome::Failed(Failure::Unavailable) => Err(RunError::Unavailable(format!(
-                "the release was not confirmed, so the lease expires at its TTL: {}",
-                last_error.message()
-            ))),
+            Outcome::Failed(Failure::Unavailable) => {
+                Err(RunError::ReleaseUnconfirmed { fence, cause: last_error.get() })
+            }
             outcome => Err(outcome_error(outcome, &last_error)),
         }
     }

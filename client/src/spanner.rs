@@ -344,7 +344,7 @@ impl LeaseStore for SpannerStore {
                 self.rebuild().await;
                 result = self.transact_once(cfg, name, request).await;
             }
-            result.map_err(|e| StoreError::new(classify(&e, true), e.to_string()))
+            result.map_err(|e| StoreError::new(classify(&e, true), e.to_string()).with_code(e.status().map(|s| s.code)))
         };
         // The hard bound on the whole call: whatever happens beneath, the machine hears within it.
         tokio::time::timeout(self.timeouts.transaction(), attempt).await.unwrap_or_else(|_| {
@@ -364,7 +364,11 @@ impl LeaseStore for SpannerStore {
             match tokio::time::timeout(self.timeouts.rpc(), query).await {
                 Ok(Ok(read)) => return Ok(read),
                 Ok(Err(e)) if attempt == 0 && is_session_lost(&e) => self.rebuild().await,
-                Ok(Err(e)) => return Err(StoreError::new(classify(&e, false), e.to_string())),
+                Ok(Err(e)) => {
+                    return Err(
+                        StoreError::new(classify(&e, false), e.to_string()).with_code(e.status().map(|s| s.code))
+                    );
+                }
                 Err(_) => {
                     let ms = self.timeouts.rpc_ms;
                     return Err(StoreError::new(

@@ -17,20 +17,36 @@ pub enum StoreErrorKind {
     Rejected,
 }
 
-/// A failed store operation, with the underlying error's text for people.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{kind:?}: {message}")]
+/// A failed store operation: its kind, Spanner's gRPC status code when Spanner answered, and the underlying
+/// error's text for people.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}{message}", code.map(|c| format!("{c:?}: ")).unwrap_or_default())]
 pub struct StoreError {
     /// What kind of failure, which decides what the machine is told.
     pub kind: StoreErrorKind,
+    /// The gRPC status code Spanner answered with; `None` when it did not answer (a timeout, a lost connection)
+    /// or the store is not Spanner.
+    pub code: Option<google_cloud_gax::error::rpc::Code>,
     /// The underlying error.
     pub message: String,
 }
 
 impl StoreError {
-    /// An error of `kind` with `message`.
+    /// An error of `kind` with `message`, without a status code.
     pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self { kind, code: None, message: message.into() }
+    }
+
+    /// The same error, with the status code Spanner answered with.
+    #[must_use]
+    pub const fn with_code(mut self, code: Option<google_cloud_gax::error::rpc::Code>) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// Whether trying again may succeed: everything but a refusal (missing table, wrong schema, permission).
+    pub const fn is_retryable(&self) -> bool {
+        !matches!(self.kind, StoreErrorKind::Rejected)
     }
 
     /// The machine's failure for an error that is final.

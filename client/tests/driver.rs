@@ -324,7 +324,8 @@ async fn an_unconfirmed_release_is_an_error_not_a_success() {
     let guard = m.acquire().await.expect("acquired");
     faulty.inject(InjectedFault { on: FaultTarget::Release, effect: FaultEffect::Unavailable });
     let error = guard.release().await.expect_err("not confirmed");
-    assert!(matches!(&error, RunError::Unavailable(message) if message.contains("not confirmed")), "{error}");
+    assert!(matches!(&error, RunError::ReleaseUnconfirmed { .. }), "{error}");
+    assert!(error.to_string().contains("not confirmed"), "{error}");
     assert_eq!(status(&store), Some(Status::Started), "the row still names the holder until it expires");
 }
 
@@ -464,7 +465,7 @@ async fn every_call_returns_unavailable_within_its_bound_when_spanner_stops_answ
         // The holder is told it lost the lease by its local deadline, and its release is bounded too.
         let release_started = Instant::now();
         let released = held.release().await;
-        assert!(matches!(released, Err(RunError::Unavailable(_))), "{released:?}");
+        assert!(matches!(released, Err(RunError::ReleaseUnconfirmed { .. })), "{released:?}");
         assert!(release_started.elapsed() <= TRANSACTION_BOUND + READ_BOUND, "{:?}", release_started.elapsed());
         holder.shutdown().await;
     }
@@ -484,7 +485,7 @@ async fn a_release_while_a_renewal_is_in_flight_is_bounded_when_spanner_stops_an
     assert_eq!(holder.metrics().renewals, 0);
     let start = Instant::now();
     let released = held.release().await;
-    assert!(matches!(released, Err(RunError::Unavailable(_))), "{released:?}");
+    assert!(matches!(released, Err(RunError::ReleaseUnconfirmed { .. })), "{released:?}");
     let took = start.elapsed();
     assert!(took > TRANSACTION_BOUND, "it did wait for the renewal in flight: {took:?}");
     assert!(took <= 2 * TRANSACTION_BOUND + READ_BOUND, "{took:?}");

@@ -255,7 +255,9 @@ async fn a_missing_table_is_a_clear_error() {
     let schema = validate_schema(&missing).await.expect_err("missing");
     assert!(matches!(schema, SchemaError::MissingTable { ref table, .. } if table == "NoSuchTable"), "{schema}");
     let error = mutex(missing.clone(), "m").run(&Effect::new("m")).await.expect_err("fails");
-    assert!(matches!(&error, RunError::Rejected(message) if message.contains("NoSuchTable")), "{error}");
+    assert!(matches!(&error, RunError::Rejected(Some(e)) if e.message.contains("NoSuchTable")), "{error}");
+    let cause = error.store_error().expect("a cause");
+    assert!(!cause.is_retryable() && cause.code.is_some(), "{cause:?}");
     // create_schema makes it usable.
     let (_, admin) =
         spanner_mutex::emulator::admin_clients(&emulator.endpoint(), &emulator.rest_endpoint()).await.expect("admin");

@@ -156,7 +156,8 @@ async fn a_paused_holder_loses_the_lease_its_fenced_write_is_refused_and_the_sec
     assert_eq!(slow.rejected.load(Ordering::SeqCst), 1, "its fenced write was refused");
     assert_eq!(slow.executions.load(Ordering::SeqCst), 0);
     assert!(
-        matches!(paused_outcome, RunOutcome::DoneByOther { fence, .. } if fence == paused_fence.next()),
+        matches!(paused_outcome, RunOutcome::DoneByOther { fence, lost_own_lease: Some(own), .. }
+            if fence == paused_fence.next() && own == paused_fence),
         "{paused_outcome:?}"
     );
     assert_eq!(paused.metrics().lost, 1);
@@ -229,7 +230,7 @@ async fn spanner_unavailable_is_a_typed_error() {
     faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::Unavailable });
     let no_budget = ConfigParams { unavailable_ms: 0, ..params() }.validate().expect("valid");
     let error = SpannerMutex::new(faulty, no_budget, name(), "test").run(&Section::default()).await.expect_err("down");
-    assert!(matches!(&error, RunError::Unavailable(message) if message.contains("injected")), "{error}");
+    assert!(matches!(&error, RunError::Unavailable(Some(e)) if e.message.contains("injected")), "{error}");
 }
 
 #[tokio::test]

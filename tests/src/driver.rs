@@ -789,7 +789,7 @@ impl DriverHarness {
                     Err(format!("client {c}: Executed with {fence}, but its section completed with {completed:?}"))
                 };
             }
-            Returned::Run(Ok(RunOutcome::DoneByOther { holder, fence })) => {
+            Returned::Run(Ok(RunOutcome::DoneByOther { holder, fence, .. })) => {
                 let done = row.is_some_and(|r| r.status == Status::Done && r.holder == holder && r.fence == fence);
                 // (Done by another call; possibly an earlier, cancelled one of this process.)
                 return if done {
@@ -826,12 +826,13 @@ impl DriverHarness {
         // Only a fault that reached this call explains `Unavailable`; only a failed check of its own, `NeedCheck`.
         let faulted = world.faulted_calls.contains(&self.clients[c].call_no);
         let explained = match &error {
-            RunError::Unavailable(_) => faulted,
+            RunError::Unavailable(_) | RunError::ReleaseUnconfirmed { .. } => faulted,
             RunError::NeedCheck(_) => self.clients[c].need_failed,
             // A lock call waits without limit (`try_acquire` answers `None`, never `GaveUp`).
             RunError::GaveUp { .. } => run_once,
             RunError::LeaseLost { .. } => true,
-            RunError::Cancelled | RunError::Rejected(_) | RunError::Driver(_) => false,
+            // Cancelled, Rejected, Driver, and any kind added later.
+            _ => false,
         };
         if explained { Ok(()) } else { Err(format!("client {c}: unexplained error {error:?}")) }
     }
