@@ -70,7 +70,7 @@ impl<S: LeaseStore> Ctx<S> {
     pub(crate) fn read(&self) -> Op {
         let ctx = self.clone();
         Box::pin(async move {
-            ctx.metrics.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.metrics.record_read();
             let result = ctx.store.read(&ctx.name).await;
             if let Err(error) = &result {
                 ctx.last_error.remember(error);
@@ -140,7 +140,16 @@ pub(crate) fn spawn<S: LeaseStore>(
     let (answers, from_user) = mpsc::channel(2);
     let (done, finished) = oneshot::channel();
     let span = tracing::info_span!("client", mutex = %ctx.name, client = %machine.id(), mode = ?machine.mode());
-    let driver = Driver { ctx, clock, machine, to_user, from_user: Some(from_user), shutdown, lease: None };
+    let driver = Driver {
+        ctx,
+        clock,
+        machine,
+        to_user,
+        from_user: Some(from_user),
+        shutdown,
+        lease: None,
+        waiting_since: Some(Instant::now()),
+    };
     tasks.spawn(tracing::Instrument::instrument(
         async move {
             let result = driver.run().await;
@@ -158,12 +167,16 @@ pub(crate) fn spawn<S: LeaseStore>(
 struct LeaseSignals {
     deadline: watch::Sender<Instant>,
     lost: CancellationToken,
+    /// For the hold-time histogram.
+    granted_at: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for LeaseSignals {
     /// When the driver stops tracking a lease (released, lost, or the driver ended), user code must not go on
     /// relying on it.
     fn drop(&mut self) {
+        self.metrics.record_hold(self.granted_at.elapsed());
         // The deadline too: after a suspension the last one sent may still lie ahead on tokio's clock.
         self.deadline.send_replace(Instant::now());
         self.lost.cancel();
@@ -179,6 +192,8 @@ struct Driver<S> {
     from_user: Option<mpsc::Receiver<Event>>,
     shutdown: CancellationToken,
     lease: Option<LeaseSignals>,
+    /// When the driver started, until its first lease: for the acquire-wait histogram.
+    waiting_since: Option<Instant>,
 }
 
 impl<S: LeaseStore> Driver<S> {
@@ -208,7 +223,7 @@ impl<S: LeaseStore> Driver<S> {
                 }
                 Some(Command::SignalLockLost { fence }) => {
                     tracing::warn!(%fence, "lock lost: the lease can no longer be proven held");
-                    self.ctx.metrics.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.ctx.metrics.record_lost();
                     self.lease = None;
                 }
                 Some(Command::Finish(outcome)) => {
@@ -282,7 +297,11 @@ impl<S: LeaseStore> Driver<S> {
     fn new_lease(&mut self, fence: spanner_mutex_model::Fence, deadline: LocalInstant) -> Lease {
         let (deadline_tx, deadline_rx) = watch::channel(self.clock.instant(deadline));
         let lost = CancellationToken::new();
-        self.lease = Some(LeaseSignals { deadline: deadline_tx, lost: lost.clone() });
+        let (granted_at, metrics) = (Instant::now(), Arc::clone(&self.ctx.metrics));
+        if let Some(started) = self.waiting_since.take() {
+            metrics.record_acquire_wait(granted_at - started);
+        }
+        self.lease = Some(LeaseSignals { deadline: deadline_tx, lost: lost.clone(), granted_at, metrics });
         Lease::new(self.machine.id(), fence, deadline_rx, lost)
     }
 

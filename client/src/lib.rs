@@ -35,13 +35,14 @@ mod serial;
 pub mod spanner;
 pub mod store;
 
+pub use crate::metrics::names as metric_names;
+pub use crate::metrics::{Metrics, MetricsSnapshot};
 pub use config::{ConfigFileError, MutexConfig, Timeouts};
 pub use driver::{read_event, txn_event};
 #[cfg(feature = "test-util")]
 pub use faulty::FaultyStore;
 pub use leader::{Holder, Leadership, MutexStatus, rfc3339};
 pub use memory::MemoryStore;
-pub use metrics::{Metrics, MetricsSnapshot};
 pub use mutex::{BoxError, CriticalSection, Fenced, Lease, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
 pub use mutexes::{Mutexes, MutexesBuilder, SetupError};
 pub use spanner::{FencedError, SpannerStore};

@@ -273,12 +273,13 @@ impl<S: LeaseStore> SpannerMutex<S> {
     /// A mutex named `name` on `store` with protocol configuration `cfg`; `display_name` is written to the row
     /// for people reading it.
     pub fn new(store: S, cfg: Config, name: MutexName, display_name: impl Into<String>) -> Self {
+        let metrics = Metrics::for_mutex(&name);
         Self {
             store,
             cfg,
             name,
             display_name: display_name.into(),
-            metrics: Arc::default(),
+            metrics: Arc::new(metrics),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }
