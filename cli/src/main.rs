@@ -56,6 +56,8 @@ enum Cmd {
         /// Racing clients.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
         clients: u32,
+        #[command(flatten)]
+        lease: LeaseArgs,
     },
     /// Create the instance, database and table on the emulator (only the table on real Spanner).
     Init {
@@ -91,6 +93,8 @@ enum Cmd {
         /// Store.
         #[arg(long, value_enum, default_value = "emulator")]
         store: StoreArg,
+        #[command(flatten)]
+        lease: LeaseArgs,
     },
     /// Measure the client's performance figures against the emulator (Markdown table).
     Bench {
@@ -143,19 +147,52 @@ enum Cmd {
         clients: u32,
         #[arg(long, default_value = EFFECTS_TABLE)]
         effects_table: String,
+        #[command(flatten)]
+        lease: LeaseArgs,
     },
 }
 
-/// Demo protocol timings: short, so a takeover shows within seconds.
-fn demo_params() -> ConfigParams {
-    ConfigParams {
-        ttl_ms: 3_000,
-        renew_interval_ms: 1_000,
-        safety_margin_ms: 500,
-        wait_ms: 50,
-        max_wait_ms: 1_000,
-        jitter_ms: 25,
-        ..ConfigParams::default()
+/// Lease timings of `demo` and `stress` (and the workers `stress` starts). The defaults are short, so a takeover
+/// shows within seconds; every rule of the lease config applies, with errors naming the flag's field.
+#[derive(clap::Args, Clone, Debug)]
+struct LeaseArgs {
+    /// How long a lease lasts without renewal.
+    #[arg(long, default_value_t = 3_000)]
+    ttl_ms: u64,
+    /// How often a holder renews.
+    #[arg(long, default_value_t = 1_000)]
+    renew_interval_ms: u64,
+    /// How much earlier than the TTL a holder stops relying on its lease.
+    #[arg(long, default_value_t = 500)]
+    safety_margin_ms: u64,
+    /// How often a waiter reads a busy row.
+    #[arg(long, default_value_t = ConfigParams::default().poll_ms)]
+    poll_ms: u64,
+}
+
+impl LeaseArgs {
+    fn params(&self) -> ConfigParams {
+        ConfigParams {
+            ttl_ms: self.ttl_ms,
+            renew_interval_ms: self.renew_interval_ms,
+            safety_margin_ms: self.safety_margin_ms,
+            poll_ms: self.poll_ms,
+            wait_ms: 50,
+            max_wait_ms: 1_000,
+            jitter_ms: 25,
+            ..ConfigParams::default()
+        }
+    }
+
+    /// The same flags, for a worker process.
+    fn to_args(&self) -> Vec<String> {
+        let flags = [
+            ("--ttl-ms", self.ttl_ms),
+            ("--renew-interval-ms", self.renew_interval_ms),
+            ("--safety-margin-ms", self.safety_margin_ms),
+            ("--poll-ms", self.poll_ms),
+        ];
+        flags.iter().flat_map(|(flag, value)| [(*flag).to_owned(), value.to_string()]).collect()
     }
 }
 
@@ -313,8 +350,10 @@ pub(crate) async fn add_effects_table(rest: &str, grpc: &str, database: &str) ->
 fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunError>)]) {
     for (client, outcome) in outcomes {
         match outcome {
-            Ok(RunOutcome::Executed { fence }) => println!("  client {client:>3}: EXECUTED the section with {fence}"),
-            Ok(other) => println!("  client {client:>3}: {other:?}"),
+            Ok(outcome @ RunOutcome::Executed { .. }) => {
+                println!("  client {client:>3}: {}", outcome.to_string().to_uppercase())
+            }
+            Ok(other) => println!("  client {client:>3}: {other}"),
             Err(e) => println!("  client {client:>3}: error: {e}"),
         }
     }
@@ -346,7 +385,7 @@ fn report_executions(
     metrics: &spanner_mutex::MetricsSnapshot,
 ) -> anyhow::Result<()> {
     println!(
-        "section executions: {executions} (must be 1); wall {:.0} ms; {metrics:?}",
+        "section executions: {executions} (must be 1); wall {:.0} ms\nmetrics: {metrics}",
         started.elapsed().as_secs_f64() * 1e3
     );
     if executions != 1 {
@@ -355,8 +394,8 @@ fn report_executions(
     Ok(())
 }
 
-async fn demo(store: Option<StoreArg>, clients: u32) -> anyhow::Result<()> {
-    let cfg = demo_params().validate()?;
+async fn demo(store: Option<StoreArg>, clients: u32, lease: &LeaseArgs) -> anyhow::Result<()> {
+    let cfg = lease.params().validate()?;
     let name = MutexName::new("demo-migration")?;
     let use_emulator = match store {
         Some(StoreArg::Memory) => false,
@@ -426,9 +465,10 @@ async fn stress_worker(
     name: String,
     clients: u32,
     table: String,
+    lease: &LeaseArgs,
 ) -> anyhow::Result<()> {
     let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
-    let mutex = SpannerMutex::new(store, demo_params().validate()?, MutexName::new(name.clone())?, "stress");
+    let mutex = SpannerMutex::new(store, lease.params().validate()?, MutexName::new(name.clone())?, "stress");
     let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name, table }), clients).await;
     for (_, outcome) in outcomes {
         println!(
@@ -445,8 +485,8 @@ async fn stress_worker(
     Ok(())
 }
 
-async fn stress(clients: u32, processes: u32, store: StoreArg) -> anyhow::Result<()> {
-    let cfg = demo_params().validate()?;
+async fn stress(clients: u32, processes: u32, store: StoreArg, lease: &LeaseArgs) -> anyhow::Result<()> {
+    let cfg = lease.params().validate()?;
     let name = format!("stress-{}", uuid::Uuid::new_v4().simple());
     let started = Instant::now();
     if store == StoreArg::Memory {
@@ -497,6 +537,7 @@ async fn stress(clients: u32, processes: u32, store: StoreArg) -> anyhow::Result
                         "--clients",
                         &per.to_string(),
                     ])
+                    .args(lease.to_args())
                     .output()
             })
             .collect();
@@ -540,7 +581,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn command(command: Cmd) -> anyhow::Result<()> {
     match command {
-        Cmd::Demo { store, clients } => demo(store, clients).await,
+        Cmd::Demo { store, clients, lease } => demo(store, clients, &lease).await,
         Cmd::Init { config } => {
             let config = load(&config)?;
             let ddl = spanner_mutex::schema::create_table_ddl(&config.table_id, None)?;
@@ -580,7 +621,7 @@ async fn command(command: Cmd) -> anyhow::Result<()> {
             println!("{}", mutex.run(&AppendLine { file, line }).await?);
             Ok(())
         }
-        Cmd::Stress { clients, processes, store } => stress(clients, processes, store).await,
+        Cmd::Stress { clients, processes, store, lease } => stress(clients, processes, store, &lease).await,
         Cmd::Bench { iterations } => bench::bench(iterations as usize).await,
         Cmd::Hold { target } => bench::hold(target.endpoint, target.database, target.name).await,
         Cmd::ChaosWorker { target, steps } => chaos::worker(target.endpoint, target.database, target.name, steps).await,
@@ -588,8 +629,8 @@ async fn command(command: Cmd) -> anyhow::Result<()> {
         Cmd::HandoverWorker { target, mode, rounds } => {
             bench::handover_worker(target.endpoint, target.database, target.name, mode, rounds).await
         }
-        Cmd::StressWorker { target, clients, effects_table } => {
-            stress_worker(target.endpoint, target.database, target.name, clients, effects_table).await
+        Cmd::StressWorker { target, clients, effects_table, lease } => {
+            stress_worker(target.endpoint, target.database, target.name, clients, effects_table, &lease).await
         }
     }
 }

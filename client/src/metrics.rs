@@ -138,3 +138,22 @@ impl Metrics {
         }
     }
 }
+
+impl std::fmt::Display for MetricsSnapshot {
+    /// One line in words: `6 transactions, 4 reads, 1 acquisitions (0 takeovers), 0 renewals, 0 leases lost, ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} transactions, {} reads, {} acquisitions ({} takeovers), {} renewals, {} leases lost, {} aborts, \
+             {} unknown commits",
+            self.transactions,
+            self.reads,
+            self.acquisitions,
+            self.takeovers,
+            self.renewals,
+            self.lost,
+            self.aborts,
+            self.unknown_commits
+        )
+    }
+}
