@@ -1,5 +1,5 @@
 //! Run at every instance's start-up: each migration is applied once across the fleet (docs/usage.md).
-use google_cloud_spanner::{mutation::Mutation, statement::Statement};
+use spanner_mutex::google_cloud_spanner::{mutation::Mutation, statement::Statement};
 use spanner_mutex::{BoxError, CriticalSection, LeaseHandle, Mutexes};
 
 const MIGRATIONS: [&str; 3] = ["001-create-users", "002-backfill-emails", "003-drop-legacy"];
@@ -31,6 +31,8 @@ async fn pending(mutexes: &Mutexes) -> Result<impl Iterator<Item = &'static str>
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let mutexes = Mutexes::from_file(std::env::args().nth(1).unwrap_or_else(|| "mutex.toml".into())).await?;
-    println!("{}", mutexes.mutex("migrations")?.run(&Migrate(mutexes.clone())).await?);
+    // Named after the newest migration: a DONE row counts as done for `staleness_ms`, so a new set needs a new name.
+    let name = format!("migrations-to-{}", MIGRATIONS[MIGRATIONS.len() - 1]);
+    println!("{}", mutexes.mutex(&name)?.run(&Migrate(mutexes.clone())).await?);
     Ok(())
 }

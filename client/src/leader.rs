@@ -87,6 +87,7 @@ impl std::fmt::Display for MutexStatus {
 /// [`crate::Lease::lock_lost`] resolves when leadership is lost). Renewed in the background; dropping it resigns
 /// at once (in the background; [`SpannerMutex::shutdown`] waits for it).
 #[derive(Debug)]
+#[must_use = "dropping the leadership resigns at once"]
 pub struct Leadership<S = crate::SpannerStore> {
     guard: LockGuard<S>,
 }

@@ -41,12 +41,19 @@ pub use config::{ConfigFileError, MutexConfig, Timeouts};
 pub use driver::{read_event, txn_event};
 #[cfg(feature = "test-util")]
 pub use faulty::FaultyStore;
+/// The Spanner client this crate drives, re-exported so an app's fenced work (`Mutation`, `Statement`,
+/// `ReadWriteTransaction`) uses the same version without pinning it.
+pub use google_cloud_spanner;
 pub use leader::{Holder, Leadership, MutexStatus, rfc3339};
 pub use memory::MemoryStore;
 pub use mutex::{BoxError, CriticalSection, Fenced, Lease, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
 pub use mutexes::{Mutexes, MutexesBuilder, SetupError};
+pub use schema::SchemaError;
+pub use spanner::ConnectError;
 pub use spanner::{FencedError, SpannerStore};
-pub use spanner_mutex_model::{ClientId, Config, ConfigParams, Fence, MutexName, ServerTime};
+pub use spanner_mutex_model::{
+    ClientId, Config, ConfigParams, Fence, LeaseRow, MutexName, MutexNameError, ServerTime, Status, UnexpectedEvent,
+};
 pub use store::{LeaseStore, StoreError, StoreErrorKind};
 
 /// The README's code, compiled as doctests.

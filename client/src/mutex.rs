@@ -269,20 +269,33 @@ pub struct SpannerMutex<S = crate::SpannerStore> {
     shutdown: CancellationToken,
 }
 
+/// What every handle of one mutex shares: its counters, its tasks and its shutdown.
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Fresh state for the mutex `name`, shut down with `shutdown` (or a parent of it).
+    pub(crate) fn new(name: &MutexName, shutdown: CancellationToken) -> Self {
+        Self { metrics: Arc::new(Metrics::for_mutex(name)), tasks: TaskTracker::new(), shutdown }
+    }
+}
+
 impl<S: LeaseStore> SpannerMutex<S> {
     /// A mutex named `name` on `store` with protocol configuration `cfg`; `display_name` is written to the row
-    /// for people reading it.
+    /// for people reading it. [`crate::Mutexes::mutex`] is the usual way to get one.
     pub fn new(store: S, cfg: Config, name: MutexName, display_name: impl Into<String>) -> Self {
-        let metrics = Metrics::for_mutex(&name);
-        Self {
-            store,
-            cfg,
-            name,
-            display_name: display_name.into(),
-            metrics: Arc::new(metrics),
-            tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-        }
+        let shared = Shared::new(&name, CancellationToken::new());
+        Self::with_shared(store, cfg, name, display_name.into(), shared)
+    }
+
+    /// A handle on the state `shared` of the mutex `name`.
+    pub(crate) fn with_shared(store: S, cfg: Config, name: MutexName, display_name: String, shared: Shared) -> Self {
+        let Shared { metrics, tasks, shutdown } = shared;
+        Self { store, cfg, name, display_name, metrics, tasks, shutdown }
     }
 
     /// The mutex name.
@@ -500,6 +513,7 @@ fn outcome_error(outcome: Outcome, last_error: &LastError) -> RunError {
 /// [`LockGuard::release`], or on drop (in the background, at once rather than after the TTL;
 /// [`SpannerMutex::shutdown`] waits for it).
 #[derive(Debug)]
+#[must_use = "dropping the guard releases the lock at once"]
 pub struct LockGuard<S = crate::SpannerStore> {
     // Boxed: a guard is moved around (returned, stored in enums) far more often than it is created.
     handle: Box<LeaseHandle<S>>,

@@ -4,12 +4,15 @@
 
 use crate::config::{ConfigFileError, MutexConfig, Timeouts};
 use crate::memory::MemoryStore;
-use crate::mutex::SpannerMutex;
+use crate::mutex::{Shared, SpannerMutex};
 use crate::schema::{SchemaError, validate_schema};
 use crate::spanner::{ConnectError, SpannerStore};
 use crate::store::LeaseStore;
 use spanner_mutex_model::{Config, ConfigParams, MutexName, MutexNameError};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 /// Why [`Mutexes`] could not be set up. Each says what is wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +51,16 @@ pub enum SetupError {
 /// let lock = mutexes.mutex("nightly-report")?.acquire().await?;
 /// # Ok(()) }
 /// ```
+///
+/// Every `mutex(name)` call for the same name shares that mutex's tasks, counters and shutdown, and
+/// [`Mutexes::shutdown`] ends them all.
 #[derive(Clone, Debug)]
 pub struct Mutexes<S = SpannerStore> {
     store: S,
     cfg: Config,
     display_name: String,
+    mutexes: Arc<Mutex<BTreeMap<MutexName, Shared>>>,
+    shutdown: CancellationToken,
 }
 
 impl Mutexes<SpannerStore> {
@@ -78,15 +86,39 @@ impl Mutexes<MemoryStore> {
     /// The embedded in-memory store, for one process: demos, tests, a single-instance deployment.
     pub fn in_memory(lease: ConfigParams, display_name: impl Into<String>) -> Result<Self, SetupError> {
         let cfg = checked_lease(lease)?;
-        Ok(Self { store: MemoryStore::new(), cfg, display_name: display_name.into() })
+        Ok(Self::on(MemoryStore::new(), cfg, display_name.into()))
     }
 }
 
 impl<S: LeaseStore> Mutexes<S> {
+    fn on(store: S, cfg: Config, display_name: String) -> Self {
+        Self { store, cfg, display_name, mutexes: Arc::default(), shutdown: CancellationToken::new() }
+    }
+
     /// The mutex called `name` (its row's key): letters, digits, `-`, `_`, `.`, `/`, `:`, at most 256 bytes.
+    /// Handles of the same name share their tasks, counters and shutdown.
     pub fn mutex(&self, name: &str) -> Result<SpannerMutex<S>, MutexNameError> {
         let name = MutexName::new(name)?;
-        Ok(SpannerMutex::new(self.store.clone(), self.cfg.clone(), name, self.display_name.clone()))
+        let shared = {
+            let mut mutexes = self.mutexes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let child = || Shared::new(&name, self.shutdown.child_token());
+            mutexes.entry(name.clone()).or_insert_with(child).clone()
+        };
+        Ok(SpannerMutex::with_shared(self.store.clone(), self.cfg.clone(), name, self.display_name.clone(), shared))
+    }
+
+    /// Shuts every mutex of this down ([`SpannerMutex::shutdown`]): cancels their runs, acquisitions, locks and
+    /// campaigns, and waits until each has released what it held. Call it on SIGTERM.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let all: Vec<Shared> = {
+            let mutexes = self.mutexes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            mutexes.values().cloned().collect()
+        };
+        for shared in all {
+            shared.tasks.close();
+            shared.tasks.wait().await;
+        }
     }
 
     /// The store, for the app's own reads and writes (e.g. [`SpannerStore::database_client`]).
@@ -179,7 +211,7 @@ impl MutexesBuilder {
         let store = SpannerStore::connect(database, &table, endpoint, timeouts).await?;
         validate_schema(&store).await?;
         let display_name = self.display_name.unwrap_or_else(crate::config::default_display_name);
-        Ok(Mutexes { store, cfg, display_name })
+        Ok(Mutexes::on(store, cfg, display_name))
     }
 }
 

@@ -393,7 +393,8 @@ pub enum FencedError<E = google_cloud_spanner::Error> {
         /// The writer's fence.
         fence: Fence,
     },
-    /// The transaction failed (the user's work may have returned this error).
+    /// Spanner failed the transaction (its own reads, the fence check or the commit), with an error retrying
+    /// could not help. An error the work returns is [`FencedError::Work`].
     #[error("fenced transaction failed: {0}")]
     Spanner(#[from] google_cloud_spanner::Error),
     /// Spanner gave no certain answer (timeouts, aborts, lost connections) to this write or to its retries for

@@ -7,20 +7,18 @@ use std::path::PathBuf;
 
 const DATABASE: &str = "projects/example-project/instances/example-instance/databases/example-db";
 
-/// The example's binary, built by `cargo test` beside this test's own (built here if a filter skipped it).
+/// The example's binary beside this test's own, built (or found up to date) by cargo in the same profile: a
+/// filtered `cargo test` does not build examples, and a stale one would test old code.
 fn example(name: &str) -> PathBuf {
     let deps = std::env::current_exe().expect("test path").parent().expect("deps").to_path_buf();
     let profile_dir = deps.parent().expect("profile dir").to_path_buf();
-    let binary = profile_dir.join("examples").join(name);
-    if !binary.is_file() {
-        let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        build.args(["build", "-p", "spanner-mutex", "--example", name]);
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        assert!(build.status().expect("cargo runs").success(), "building example {name}");
+    let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build.args(["build", "-q", "-p", "spanner-mutex", "--example", name]);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
     }
-    binary
+    assert!(build.status().expect("cargo runs").success(), "building example {name}");
+    profile_dir.join("examples").join(name)
 }
 
 /// An emulator with the lease table, the tables the examples write, and a config file naming them.
@@ -178,4 +176,12 @@ async fn the_leader_example_fails_over_after_a_kill_and_a_stopped_leaders_term_n
     assert!(writes.0 > 0 && writes.1 > 0, "both terms must have written: {writes:?}");
     assert_eq!(ordered, Some(true), "a write of term {second_term} landed after term {third_term} began writing");
     println!("failover after SIGKILL: {} ms (ttl 5000 ms, poll 400 + jitter <= 250 ms)", failover.as_millis());
+    // SIGTERM, as Cloud Run and GKE send: the leader resigns and exits cleanly, and the other candidate leads.
+    candidates[third].signal("-TERM");
+    let terminated_at = std::time::Instant::now();
+    let status = tokio::time::timeout(long, candidates[third].child.wait()).await.expect("exits").expect("waited");
+    assert!(status.success(), "{status}");
+    let (fourth, line) = first_line(&mut candidates, "leading", long).await;
+    assert!(fourth == second && term_of(&line) > third_term, "{fourth}: {line}");
+    println!("hand-over after SIGTERM: {} ms", terminated_at.elapsed().as_millis());
 }

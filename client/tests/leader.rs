@@ -72,10 +72,13 @@ async fn a_campaign_dropped_while_waiting_or_shut_down_while_leading_leaves_noth
     let leading = a.campaign().await.expect("leads");
     // B gives up waiting: nothing of it remains.
     assert!(tokio::time::timeout(Duration::from_secs(1), b.campaign()).await.is_err());
-    // A shuts down while leading: it resigns at once, so a new candidate leads without waiting for the TTL.
-    a.shutdown().await;
+    // This process shuts down (SIGTERM) while A leads: it resigns at once, so a candidate of another process
+    // (the same store, its own Mutexes) leads without waiting for the TTL.
+    mutexes.shutdown().await;
     assert!(leading.is_lock_lost());
-    let c = mutexes.mutex("leader").expect("valid");
+    assert!(matches!(a.campaign().await, Err(spanner_mutex::RunError::Cancelled)), "shut down means no new runs");
+    let cfg = mutexes.config().clone();
+    let c = SpannerMutex::new(mutexes.store().clone(), cfg, spanner_mutex::MutexName::new("leader").expect("ok"), "c");
     let next = c.try_acquire().await.expect("no error");
     assert!(next.is_some(), "the shut-down leader still held it: {}", c.status().await.expect("reads"));
 }
@@ -96,4 +99,16 @@ async fn a_leader_that_died_is_replaced_within_its_ttl_and_one_poll() {
     assert!(took <= Duration::from_millis(lease().ttl_ms) + poll_bound(), "replaced after {took:?}");
     assert!(took >= Duration::from_millis(lease().ttl_ms), "replaced before its lease ended: {took:?}");
     drop(next);
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_handle_of_a_name_shares_its_counters_and_its_shutdown() {
+    let mutexes = Mutexes::in_memory(lease(), "pod").expect("valid");
+    let leading = mutexes.mutex("leader").expect("valid").campaign().await.expect("leads");
+    // A handle made later, e.g. in a SIGTERM handler, sees the same mutex.
+    let later = mutexes.mutex("leader").expect("valid");
+    assert_eq!(later.metrics().acquisitions, 1);
+    later.shutdown().await;
+    assert!(leading.is_lock_lost(), "the leadership was resigned by the shutdown");
+    assert_eq!(later.status().await.expect("reads").holder(), None);
 }
