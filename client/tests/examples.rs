@@ -7,13 +7,13 @@ use std::path::PathBuf;
 
 const DATABASE: &str = "projects/example-project/instances/example-instance/databases/example-db";
 
-/// The example's binary beside this test's own, built (or found up to date) by cargo in the same profile: a
-/// filtered `cargo test` does not build examples, and a stale one would test old code.
+/// The example's binary beside this test's own, brought up to date by cargo (a filtered `cargo test` skips
+/// examples, and a stale one would test old code).
 fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().expect("test path").parent().expect("deps").to_path_buf();
-    let profile_dir = deps.parent().expect("profile dir").to_path_buf();
+    let test = std::env::current_exe().expect("test path");
+    let profile_dir = test.parent().and_then(std::path::Path::parent).expect("profile dir").to_path_buf();
     let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build.args(["build", "-q", "-p", "spanner-mutex", "--example", name]);
+    build.args(["build", "-q", "--workspace", "--example", name]);
     if profile_dir.ends_with("release") {
         build.arg("--release");
     }
@@ -29,7 +29,9 @@ async fn emulator_with(tables: &[&str]) -> (Emulator, PathBuf) {
         .create_database("example-project", "example-instance", "example-db", "SpannerMutex", timeouts)
         .await
         .expect("database created");
-    emulator.apply_ddl(DATABASE, tables.iter().map(|t| (*t).to_owned()).collect()).await.expect("tables");
+    if !tables.is_empty() {
+        emulator.apply_ddl(DATABASE, tables.iter().map(|t| (*t).to_owned()).collect()).await.expect("tables");
+    }
     let config = std::env::temp_dir().join(format!("spanner-mutex-example-{}.toml", std::process::id()));
     let text = "name = \"example\"\nproject_id = \"example-project\"\ninstance_id = \"example-instance\"\n\
                 database_id = \"example-db\"\n[lease]\nttl_ms = 5000\nrenew_interval_ms = 1500\nsafety_margin_ms = 500\n";
@@ -184,4 +186,29 @@ async fn the_leader_example_fails_over_after_a_kill_and_a_stopped_leaders_term_n
     let (fourth, line) = first_line(&mut candidates, "leading", long).await;
     assert!(fourth == second && term_of(&line) > third_term, "{fourth}: {line}");
     println!("hand-over after SIGTERM: {} ms", terminated_at.elapsed().as_millis());
+}
+
+#[tokio::test]
+async fn the_lock_example_run_twice_at_once_runs_the_job_one_after_the_other() {
+    let (emulator, config) = emulator_with(&[]).await;
+    let binary = example("lock");
+    // Jobs of 1.5 s: the second instance waits for the first's release, then runs under a greater fence.
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let mut command = tokio::process::Command::new(&binary);
+            command.arg(&config).arg("1500").env("SPANNER_EMULATOR_HOST", host(&emulator)).output()
+        })
+        .collect();
+    let mut fences = Vec::new();
+    for run in runs {
+        let output = run.await.expect("example ran");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        let fence = |prefix: &str| stdout.lines().find_map(|l| l.strip_prefix(prefix)).map(str::to_owned);
+        let locked = fence("locked with fence ").expect("locked");
+        assert_eq!(fence("released fence ").as_deref(), Some(locked.as_str()), "{stdout}");
+        fences.push(locked.parse::<u64>().expect("a fence"));
+    }
+    fences.sort_unstable();
+    assert!(fences[0] < fences[1], "two holders with one fence: {fences:?}");
 }
