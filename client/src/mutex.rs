@@ -67,6 +67,11 @@ impl Lease {
         self.lost.cancelled()
     }
 
+    /// [`Self::lock_lost`] as an owned future, for a task spawned to do the lease's work.
+    pub fn lock_lost_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.lost.clone().cancelled_owned()
+    }
+
     /// Whether the lock-lost signal has been given.
     pub fn is_lock_lost(&self) -> bool {
         self.lost.is_cancelled()
@@ -198,12 +203,18 @@ impl std::fmt::Display for RunOutcome {
 #[non_exhaustive]
 pub enum RunError {
     /// The client waited and retried more than `max_retries` times.
-    #[error("gave up after {attempts} attempts{}", cause_text(last.as_ref()))]
+    #[error(
+        "gave up after {attempts} attempts{}{}",
+        cause_text(last.as_ref()),
+        section_error.as_ref().map(|e| format!("; the section's last error: {e}")).unwrap_or_default()
+    )]
     GaveUp {
         /// Attempts made.
         attempts: u32,
         /// The last store error met on the way, if any (the lease may simply have stayed busy).
         last: Option<StoreError>,
+        /// For a run: the error this client's own section last returned, if it ran and failed.
+        section_error: Option<BoxError>,
     },
     /// The section finished (or the lock was released) after another client had taken the lease over; its
     /// fenced writes were refused from that moment on.
@@ -372,6 +383,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
         let UserSide { mut requests, answers, finished } = self.start(ctx.clone(), machine)?;
         let mut need_error = None;
         let mut lost_own_lease = None;
+        let mut section_error = None;
         while let Some(request) = requests.recv().await {
             let answer = match request {
                 ToUser::CheckNeed => match self.check_need(&mut requests, section).await {
@@ -393,7 +405,9 @@ impl<S: LeaseStore> SpannerMutex<S> {
                         Some(Err(error)) => {
                             // The section runs again after FAILED; give it a healed client if it needs one.
                             self.store.heal(&*error).await;
-                            Some(Event::SectionFinished(SectionResult::Failed { error: error.to_string() }))
+                            let failed = SectionResult::Failed { error: error.to_string() };
+                            section_error = Some(error);
+                            Some(Event::SectionFinished(failed))
                         }
                         None => None,
                     }
@@ -414,7 +428,10 @@ impl<S: LeaseStore> SpannerMutex<S> {
             Outcome::Failed(Failure::NeedCheck) if need_error.is_some() => {
                 Err(RunError::NeedCheck(need_error.take().expect("checked")))
             }
-            other => Err(outcome_error(other, &ctx.last_error)),
+            other => match outcome_error(other, &ctx.last_error) {
+                RunError::GaveUp { attempts, last, .. } => Err(RunError::GaveUp { attempts, last, section_error }),
+                error => Err(error),
+            },
         }
     }
 
@@ -496,7 +513,7 @@ fn driver_outcome(finished: Result<DriverResult, oneshot::error::RecvError>) -> 
 
 fn outcome_error(outcome: Outcome, last_error: &LastError) -> RunError {
     match outcome {
-        Outcome::GaveUp { attempts } => RunError::GaveUp { attempts, last: last_error.get() },
+        Outcome::GaveUp { attempts } => RunError::GaveUp { attempts, last: last_error.get(), section_error: None },
         Outcome::LeaseLost { fence } => RunError::LeaseLost { fence },
         Outcome::Cancelled => RunError::Cancelled,
         Outcome::Failed(Failure::Unavailable) => RunError::Unavailable(last_error.get()),

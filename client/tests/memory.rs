@@ -304,3 +304,25 @@ async fn a_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
     assert_eq!((data.get("first").map(String::as_str), data.get("second").map(String::as_str)), (Some("1"), Some("1")));
     assert_eq!(store.inner().row(&name()).map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 2)));
 }
+
+/// A section whose work always fails.
+struct Failing;
+
+impl CriticalSection<MemoryStore> for Failing {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+    async fn execute(&self, _: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
+        Err("the migration's SQL is invalid".into())
+    }
+}
+
+#[tokio::test]
+async fn a_run_that_gives_up_on_a_failing_section_returns_the_sections_own_error() {
+    let cfg = ConfigParams { max_retries: 2, ..params() }.validate().expect("valid");
+    let m = SpannerMutex::new(MemoryStore::new(), cfg, name(), "test");
+    let error = m.run(&Failing).await.expect_err("gives up");
+    let RunError::GaveUp { section_error: Some(cause), .. } = &error else { panic!("{error:?}") };
+    assert_eq!(cause.to_string(), "the migration's SQL is invalid");
+    assert!(error.to_string().contains("the section's last error: the migration's SQL is invalid"), "{error}");
+}
