@@ -434,44 +434,10 @@ impl CriticalSection<SpannerStore> for FrozenWrite {
     }
 }
 
-#[tokio::test]
-async fn a_fenced_write_without_an_answer_is_retried_until_spanner_answers_and_lands_once() {
+/// An emulator, a mutex whose lease outlasts `freeze`, and a section that freezes the emulator that long as its
+/// fenced write starts; the write is retried for `unavailable_ms`.
+async fn frozen_write(id: &str, unavailable_ms: u64, freeze: Duration) -> (SpannerStore, SpannerMutex, FrozenWrite) {
     let (emulator, store) = setup().await;
-    let emulator = Arc::new(emulator);
-    // A lease long enough to outlast the freeze; retries of the write for up to 10 s.
-    let cfg = ConfigParams {
-        ttl_ms: 30_000,
-        renew_interval_ms: 10_000,
-        safety_margin_ms: 3_000,
-        wait_ms: 200,
-        max_wait_ms: 1_000,
-        jitter_ms: 10,
-        staleness_ms: 600_000,
-        unavailable_ms: 10_000,
-        ..ConfigParams::default()
-    };
-    let m = SpannerMutex::new(store.clone(), cfg.validate().expect("valid"), name("frozen"), "test");
-    // Frozen past one attempt's bound (transaction_ms = 3 s): the first attempt has no answer, and only the
-    // retry loop of `fenced` gets the write through.
-    let section = FrozenWrite {
-        emulator,
-        freeze: Duration::from_millis(4_500),
-        effect: Effect::new("frozen"),
-        written: std::sync::Mutex::default(),
-        returned_while_frozen: AtomicBool::new(false),
-    };
-    let outcome = m.run(&section).await.expect("runs");
-    assert_eq!(outcome, executed_under_row(&store, "frozen").await);
-    let written = section.written.lock().expect("not poisoned").clone().expect("wrote");
-    assert_eq!(written, "Ok(())", "the first execution's write got through");
-    assert_eq!(effect_rows(&store, "frozen").await, 1);
-}
-
-#[tokio::test]
-async fn a_fenced_write_spanner_never_answers_ends_as_outcome_unknown_within_its_bound() {
-    let (emulator, store) = setup().await;
-    let emulator = Arc::new(emulator);
-    // Retries of the write for 2 s after the first attempt's 3 s bound: about 6 s in all, against a 10 s freeze.
     let cfg = ConfigParams {
         ttl_ms: 30_000,
         renew_interval_ms: 10_000,
@@ -481,17 +447,36 @@ async fn a_fenced_write_spanner_never_answers_ends_as_outcome_unknown_within_its
         max_retries: 0,
         jitter_ms: 10,
         staleness_ms: 600_000,
-        unavailable_ms: 2_000,
+        unavailable_ms,
         ..ConfigParams::default()
     };
-    let m = SpannerMutex::new(store.clone(), cfg.validate().expect("valid"), name("unanswered"), "test");
+    let m = SpannerMutex::new(store.clone(), cfg.validate().expect("valid"), name(id), "test");
     let section = FrozenWrite {
-        emulator,
-        freeze: Duration::from_secs(10),
-        effect: Effect::new("unanswered"),
+        emulator: Arc::new(emulator),
+        freeze,
+        effect: Effect::new(id),
         written: std::sync::Mutex::default(),
         returned_while_frozen: AtomicBool::new(false),
     };
+    (store, m, section)
+}
+
+#[tokio::test]
+async fn a_fenced_write_without_an_answer_is_retried_until_spanner_answers_and_lands_once() {
+    // Retries of the write for up to 10 s. Frozen past one attempt's bound (transaction_ms = 3 s): the first
+    // attempt has no answer, and only the retry loop of `fenced` gets the write through.
+    let (store, m, section) = frozen_write("frozen", 10_000, Duration::from_millis(4_500)).await;
+    let outcome = m.run(&section).await.expect("runs");
+    assert_eq!(outcome, executed_under_row(&store, "frozen").await);
+    let written = section.written.lock().expect("not poisoned").clone().expect("wrote");
+    assert_eq!(written, "Ok(())", "the first execution's write got through");
+    assert_eq!(effect_rows(&store, "frozen").await, 1);
+}
+
+#[tokio::test]
+async fn a_fenced_write_spanner_never_answers_ends_as_outcome_unknown_within_its_bound() {
+    // Retries of the write for 2 s after the first attempt's 3 s bound: about 6 s in all, against a 10 s freeze.
+    let (store, m, section) = frozen_write("unanswered", 2_000, Duration::from_secs(10)).await;
     drop(m.run(&section).await);
     let written = section.written.lock().expect("not poisoned").clone().expect("wrote");
     // Neither "refused" nor a Spanner error: nobody can tell whether it landed, and it says so, without waiting
