@@ -184,6 +184,18 @@ impl LeaseArgs {
         }
     }
 
+    /// The validated lease config; an error names the flags, as the config's rules name its fields.
+    fn config(&self) -> anyhow::Result<spanner_mutex::Config> {
+        self.params().validate().map_err(|error| {
+            let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+            let mut message = error.to_string();
+            for field in ["ttl_ms", "renew_interval_ms", "safety_margin_ms", "poll_ms"] {
+                message = message.replace(field, &flag(field));
+            }
+            anyhow::anyhow!("invalid lease flags: {message}")
+        })
+    }
+
     /// The same flags, for a worker process.
     fn to_args(&self) -> Vec<String> {
         let flags = [
@@ -395,7 +407,7 @@ fn report_executions(
 }
 
 async fn demo(store: Option<StoreArg>, clients: u32, lease: &LeaseArgs) -> anyhow::Result<()> {
-    let cfg = lease.params().validate()?;
+    let cfg = lease.config()?;
     let name = MutexName::new("demo-migration")?;
     let use_emulator = match store {
         Some(StoreArg::Memory) => false,
@@ -468,7 +480,7 @@ async fn stress_worker(
     lease: &LeaseArgs,
 ) -> anyhow::Result<()> {
     let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
-    let mutex = SpannerMutex::new(store, lease.params().validate()?, MutexName::new(name.clone())?, "stress");
+    let mutex = SpannerMutex::new(store, lease.config()?, MutexName::new(name.clone())?, "stress");
     let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name, table }), clients).await;
     for (_, outcome) in outcomes {
         println!(
@@ -486,7 +498,7 @@ async fn stress_worker(
 }
 
 async fn stress(clients: u32, processes: u32, store: StoreArg, lease: &LeaseArgs) -> anyhow::Result<()> {
-    let cfg = lease.params().validate()?;
+    let cfg = lease.config()?;
     let name = format!("stress-{}", uuid::Uuid::new_v4().simple());
     let started = Instant::now();
     if store == StoreArg::Memory {
