@@ -34,7 +34,8 @@ pub struct Holder {
 impl MutexStatus {
     /// The holder, if the row is STARTED and unexpired at the read.
     pub fn holder(&self) -> Option<Holder> {
-        let row = self.row.as_ref().filter(|r| r.status == Status::Started && r.expires_at > self.server_time)?;
+        // The model's own rule for a row that grants its lease.
+        let row = self.row.as_ref().filter(|r| r.grants(r.holder, r.fence, self.server_time))?;
         let remaining_us = row.expires_at.unix_micros().saturating_sub(self.server_time.unix_micros());
         Some(Holder {
             client: row.holder,
