@@ -43,3 +43,33 @@ async fn twenty_clients_across_four_processes_execute_once() {
     let effects: i64 = rows.next().await.transpose().expect("row").expect("one row").get("n").expect("n");
     assert_eq!(effects, 1);
 }
+
+#[tokio::test]
+async fn init_then_stress_on_a_running_emulator_need_nothing_created_by_hand() {
+    // A running emulator with nothing in it, reached through the environment only, as a user would start one.
+    let emulator = Emulator::start().await.expect("the Spanner emulator must be installed (see README)");
+    let host = emulator.endpoint().trim_start_matches("http://").to_owned();
+    let rest = emulator.rest_endpoint();
+    let config = std::env::temp_dir().join(format!("spanner-mutex-cli-init-{}.toml", std::process::id()));
+    std::fs::write(&config, "name = \"by-hand\"\nproject_id = \"hand-project\"\ninstance_id = \"hand-instance\"\ndatabase_id = \"hand-db\"\n")
+        .expect("written");
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_spanner-mutex"));
+        command.args(args).env("SPANNER_EMULATOR_HOST", &host).env("SPANNER_EMULATOR_REST", &rest).output()
+    };
+    let config = config.to_string_lossy().into_owned();
+    for _ in 0..2 {
+        // Twice: the second run finds everything there and still succeeds.
+        let init = cli(&["init", "--config", &config]).await.expect("init ran");
+        let stdout = String::from_utf8_lossy(&init.stdout);
+        assert!(init.status.success(), "{stdout}{}", String::from_utf8_lossy(&init.stderr));
+        assert!(stdout.contains("hand-db with tables SpannerMutex and DemoEffects"), "{stdout}");
+    }
+    let status = cli(&["status", "--config", &config]).await.expect("status ran");
+    assert_eq!(String::from_utf8_lossy(&status.stdout).lines().next(), Some("by-hand: free: never used"));
+    let stress = cli(&["stress", "--clients", "20"]).await.expect("stress ran");
+    let stdout = String::from_utf8_lossy(&stress.stdout);
+    assert!(stress.status.success(), "{stdout}{}", String::from_utf8_lossy(&stress.stderr));
+    assert!(stdout.contains("executions=1 (must be 1)") && !stdout.contains("emulator start"), "{stdout}");
+    assert!(stdout.contains("errors=0"), "{stdout}");
+}
