@@ -181,6 +181,15 @@ pub enum ConfigFileError {
     },
 }
 
+/// Validates lease settings for a client: every rule of the model's config, and only the fenced protocol (the
+/// others exist for the model checker and the simulator).
+pub(crate) fn client_lease(lease: ConfigParams) -> Result<Config, ConfigFileError> {
+    if lease.protocol != spanner_mutex_model::Protocol::Fenced {
+        return Err(ConfigFileError::UnsafeProtocol(lease.protocol));
+    }
+    Ok(lease.validate()?)
+}
+
 /// Checks a Spanner table name: a letter, then letters, digits or underscores, at most 128 characters. Table
 /// names cannot be query parameters, so this is what keeps SQL injection out.
 pub fn validate_table_id(value: &str) -> Result<(), ConfigFileError> {
@@ -261,10 +270,7 @@ impl MutexConfig {
         validate_resource_id("instance_id", &self.instance_id, 64)?;
         validate_resource_id("database_id", &self.database_id, 30)?;
         validate_table_id(&self.table_id)?;
-        if self.lease.protocol != spanner_mutex_model::Protocol::Fenced {
-            return Err(ConfigFileError::UnsafeProtocol(self.lease.protocol));
-        }
-        let lease = self.lease.clone().validate()?;
+        let lease = client_lease(self.lease.clone())?;
         self.timeouts.validate(&lease)?;
         Ok(())
     }
@@ -282,7 +288,7 @@ impl MutexConfig {
 
     /// The validated protocol config.
     pub fn protocol(&self) -> Result<Config, ConfigFileError> {
-        Ok(self.lease.clone().validate()?)
+        client_lease(self.lease.clone())
     }
 
     /// The validated mutex name.

@@ -2,7 +2,7 @@
 //! by name from there. Cloud Spanner (or its emulator, through `SPANNER_EMULATOR_HOST`) or the embedded
 //! in-memory store, through the same API.
 
-use crate::config::{ConfigFileError, MutexConfig, Timeouts};
+use crate::config::{ConfigFileError, MutexConfig, Timeouts, client_lease};
 use crate::memory::MemoryStore;
 use crate::mutex::{Shared, SpannerMutex};
 use crate::schema::{SchemaError, validate_schema};
@@ -85,7 +85,7 @@ impl Mutexes<SpannerStore> {
 impl Mutexes<MemoryStore> {
     /// The embedded in-memory store, for one process: demos, tests, a single-instance deployment.
     pub fn in_memory(lease: ConfigParams, display_name: impl Into<String>) -> Result<Self, SetupError> {
-        let cfg = checked_lease(lease)?;
+        let cfg = client_lease(lease)?;
         Ok(Self::on(MemoryStore::new(), cfg, display_name.into()))
     }
 }
@@ -201,7 +201,7 @@ impl MutexesBuilder {
     /// Checks every setting, connects within `timeouts.connect_ms` and checks that the lease table exists with
     /// the expected columns.
     pub async fn connect(self) -> Result<Mutexes<SpannerStore>, SetupError> {
-        let cfg = checked_lease(self.lease.unwrap_or_default())?;
+        let cfg = client_lease(self.lease.unwrap_or_default())?;
         let timeouts = self.timeouts.unwrap_or_default();
         timeouts.validate(&cfg)?;
         let database = self.database.ok_or(SetupError::NoDatabase)?;
@@ -219,13 +219,6 @@ impl MutexesBuilder {
 pub(crate) fn grpc_endpoint(host: &str) -> String {
     let host = host.trim().trim_end_matches('/');
     if host.contains("://") { host.to_owned() } else { format!("http://{host}") }
-}
-
-fn checked_lease(lease: ConfigParams) -> Result<Config, ConfigFileError> {
-    if lease.protocol != spanner_mutex_model::Protocol::Fenced {
-        return Err(ConfigFileError::UnsafeProtocol(lease.protocol));
-    }
-    Ok(lease.validate()?)
 }
 
 fn read(
