@@ -2,8 +2,7 @@
 //! a fenced write every 200 ms that only the current term can commit); the others wait to take over. SIGTERM (as
 //! Cloud Run and GKE send) or Ctrl-C resigns at once. `cargo run -p spanner-mutex --example leader -- mutex.toml`
 //! (needs a `LeaderWrites` table: client/tests/examples.rs has its DDL).
-use spanner_mutex::google_cloud_spanner::statement::Statement;
-use spanner_mutex::{BoxError, FencedError, Mutexes, RunError};
+use spanner_mutex::prelude::*;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -1,7 +1,7 @@
 //! A lock around a job that must never run twice at the same time (a nightly report, say): an instance that finds
 //! it held waits up to a minute, then reports who holds it. The lease renews in the background while the job runs;
 //! if it is ever lost, the job stops. `cargo run -p spanner-mutex --example lock -- mutex.toml [JOB_MS]`.
-use spanner_mutex::{BoxError, Mutexes};
+use spanner_mutex::prelude::*;
 use std::time::Duration;
 
 #[tokio::main]

@@ -1,13 +1,11 @@
 //! Run at every instance's start-up: each migration is applied once across the fleet (docs/usage.md).
-use spanner_mutex::google_cloud_spanner::{mutation::Mutation, statement::Statement};
-use spanner_mutex::{BoxError, CriticalSection, LeaseHandle, Mutexes};
-
+use spanner_mutex::prelude::*;
 const MIGRATIONS: [&str; 3] = ["001-create-users", "002-backfill-emails", "003-drop-legacy"];
 struct Migrate(Mutexes);
 
 impl CriticalSection for Migrate {
     async fn is_needed(&self) -> Result<bool, BoxError> {
-        Ok(pending(&self.0).await?.next().is_some())
+        Ok(!pending(&self.0).await?.is_empty())
     }
     async fn execute(&self, lease: &LeaseHandle) -> Result<(), BoxError> {
         for id in pending(&self.0).await? {
@@ -17,22 +15,16 @@ impl CriticalSection for Migrate {
         Ok(())
     }
 }
-
-async fn pending(mutexes: &Mutexes) -> Result<impl Iterator<Item = &'static str>, BoxError> {
-    let query = Statement::builder("SELECT id FROM Applied").build();
+async fn pending(mutexes: &Mutexes) -> Result<Vec<&'static str>, BoxError> {
+    let query = Statement::builder("SELECT ARRAY(SELECT id FROM Applied) AS ids").build();
     let mut rows = mutexes.store().database_client().await.single_use().build().execute_query(query).await?;
-    let mut done = Vec::<String>::new();
-    while let Some(row) = rows.next().await.transpose()? {
-        done.push(row.get("id")?);
-    }
-    Ok(MIGRATIONS.into_iter().filter(move |id| !done.iter().any(|d| d == id)))
+    let applied: Vec<String> = rows.next().await.ok_or("the query returned no row")??.get("ids")?;
+    Ok(MIGRATIONS.into_iter().filter(|id| !applied.iter().any(|a| a == id)).collect())
 }
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let mutexes = Mutexes::from_file(std::env::args().nth(1).unwrap_or_else(|| "mutex.toml".into())).await?;
     // Named after the newest migration: a DONE row counts as done for `staleness_ms`, so a new set needs a new name.
-    let name = format!("migrations-to-{}", MIGRATIONS[MIGRATIONS.len() - 1]);
-    println!("{}", mutexes.mutex(&name)?.run(&Migrate(mutexes.clone())).await?);
+    println!("{}", mutexes.mutex(&format!("migrations-to-{}", MIGRATIONS[2]))?.run(&Migrate(mutexes.clone())).await?);
     Ok(())
 }

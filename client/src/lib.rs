@@ -56,6 +56,16 @@ pub use spanner_mutex_model::{
 };
 pub use store::{LeaseStore, StoreError, StoreErrorKind};
 
+/// What an app's code names most, for `use spanner_mutex::prelude::*;`: the entry point, the section trait, the
+/// lease handle and its results, plus the two Spanner types that fenced work builds.
+pub mod prelude {
+    pub use crate::google_cloud_spanner::{mutation::Mutation, statement::Statement};
+    pub use crate::{
+        BoxError, CriticalSection, Fenced, FencedError, Leadership, LeaseHandle, LockGuard, Mutexes, RunError,
+        RunOutcome,
+    };
+}
+
 /// The README's code, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

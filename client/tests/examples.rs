@@ -69,6 +69,17 @@ async fn the_migration_example_run_by_three_processes_applies_each_migration_onc
         .await
         .expect("ran");
     assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "not needed");
+    let store =
+        spanner_mutex::SpannerStore::connect(DATABASE, "SpannerMutex", Some(emulator.endpoint()), Timeouts::default())
+            .await
+            .expect("connects");
+    let query = google_cloud_spanner::statement::Statement::builder("SELECT id FROM Applied ORDER BY id").build();
+    let mut rows = store.database_client().await.single_use().build().execute_query(query).await.expect("query");
+    let mut applied = Vec::<String>::new();
+    while let Some(row) = rows.next().await.transpose().expect("row") {
+        applied.push(row.get("id").expect("id"));
+    }
+    assert_eq!(applied, ["001-create-users", "002-backfill-emails", "003-drop-legacy"]);
 }
 
 const LEADER_WRITES: &str = "CREATE TABLE LeaderWrites (term INT64 NOT NULL, seq INT64 NOT NULL, pid INT64 NOT NULL, \
