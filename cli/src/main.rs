@@ -288,8 +288,7 @@ async fn emulator_store(database: &str) -> anyhow::Result<(Option<Emulator>, Spa
 
 /// `SPANNER_EMULATOR_HOST` as `host:port`, whichever form it was written in.
 fn emulator_host() -> Option<String> {
-    let host = std::env::var("SPANNER_EMULATOR_HOST").ok()?;
-    Some(host.trim().trim_end_matches('/').rsplit("://").next().unwrap_or_default().to_owned())
+    Some(spanner_mutex::config::emulator_host_port(&std::env::var("SPANNER_EMULATOR_HOST").ok()?).to_owned())
 }
 
 /// The REST gateway of the emulator at `host` (gRPC), which creating databases needs: `SPANNER_EMULATOR_REST`
@@ -297,8 +296,7 @@ fn emulator_host() -> Option<String> {
 /// 9020), checked to answer HTTP.
 async fn emulator_rest(host: &str) -> anyhow::Result<String> {
     if let Ok(rest) = std::env::var("SPANNER_EMULATOR_REST") {
-        let rest = rest.trim().trim_end_matches('/').rsplit("://").next().unwrap_or_default().to_owned();
-        return Ok(format!("http://{rest}"));
+        return Ok(format!("http://{}", spanner_mutex::config::emulator_host_port(&rest)));
     }
     let (name, port) = host.rsplit_once(':').with_context(|| format!("SPANNER_EMULATOR_HOST={host} has no port"))?;
     let port: u16 = port.parse().with_context(|| format!("SPANNER_EMULATOR_HOST={host}: bad port"))?;

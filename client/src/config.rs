@@ -98,6 +98,13 @@ pub struct MutexConfig {
     pub timeouts: Timeouts,
 }
 
+/// The `host:port` of an emulator address, whichever form it was written in (`host:port`, `http://host:port`,
+/// with or without a trailing slash): the one form every address of this crate and its CLI is reduced to.
+pub fn emulator_host_port(address: &str) -> &str {
+    let address = address.trim().trim_end_matches('/');
+    address.rsplit_once("://").map_or(address, |(_, host_port)| host_port)
+}
+
 pub(crate) fn default_display_name() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "spanner-mutex".into())
 }

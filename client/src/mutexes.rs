@@ -217,8 +217,7 @@ impl MutexesBuilder {
 
 /// `host:port` or `http://host:port` as the endpoint the client wants.
 pub(crate) fn grpc_endpoint(host: &str) -> String {
-    let host = host.trim().trim_end_matches('/');
-    if host.contains("://") { host.to_owned() } else { format!("http://{host}") }
+    format!("http://{}", crate::config::emulator_host_port(host))
 }
 
 fn read(
@@ -236,7 +235,7 @@ mod tests {
 
     #[test]
     fn an_emulator_address_has_one_form_whatever_was_written() {
-        for written in ["127.0.0.1:9010", "http://127.0.0.1:9010", " 127.0.0.1:9010/ "] {
+        for written in ["127.0.0.1:9010", "http://127.0.0.1:9010", " 127.0.0.1:9010/ ", "http://127.0.0.1:9010/"] {
             assert_eq!(grpc_endpoint(written), "http://127.0.0.1:9010");
         }
     }
