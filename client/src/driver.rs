@@ -244,7 +244,7 @@ impl<S: LeaseStore> Driver<S> {
                 due.map(|at| Duration::from_micros(at.micros().saturating_sub(self.clock.now().micros())));
             if op.is_none() && timeout.is_none() && self.from_user.is_none() {
                 // Nothing can wake the machine again: a driver bug, reported instead of hanging.
-                return Err(UnexpectedEvent { state: self.machine.state_name(), event: "nothing left to wait for" });
+                return Err(UnexpectedEvent { state: self.machine.phase(), event: "nothing left to wait for" });
             }
             let listening = self.from_user.is_some();
             let from_user = self.from_user.as_mut();
@@ -276,10 +276,10 @@ impl<S: LeaseStore> Driver<S> {
 
     /// Feeds an event to the machine, tracing the transition.
     fn feed(&mut self, event: Event) -> Result<Option<Command>, UnexpectedEvent> {
-        let from = self.machine.state_name();
+        let from = self.machine.phase().name();
         let traced = format!("{event:?}");
         let command = self.machine.handle(&self.ctx.cfg, self.clock.now(), event)?;
-        tracing::trace!(from, to = self.machine.state_name(), event = %traced, ?command, "transition");
+        tracing::trace!(from, to = self.machine.phase().name(), event = %traced, ?command, "transition");
         Ok(command)
     }
 

@@ -521,7 +521,10 @@ fn outcome_error(outcome: Outcome, last_error: &LastError) -> RunError {
         Outcome::Failed(Failure::NeedCheck) => RunError::NeedCheck("need check failed".into()),
         // Successes are mapped by the callers; reaching here is a driver bug.
         Outcome::Executed { .. } | Outcome::Released { .. } | Outcome::NotNeeded | Outcome::DoneByOther { .. } => {
-            RunError::Driver(UnexpectedEvent { state: "Finished", event: "a success where a failure was expected" })
+            RunError::Driver(UnexpectedEvent {
+                state: spanner_mutex_model::Phase::Finished,
+                event: "a success where a failure was expected",
+            })
         }
     }
 }

@@ -143,8 +143,8 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("event {event} is not expected in state {state}")]
 pub struct UnexpectedEvent {
-    /// The machine's state.
-    pub state: &'static str,
+    /// The machine's phase.
+    pub state: Phase,
     /// The event.
     pub event: &'static str,
 }
@@ -191,8 +191,23 @@ enum ReleaseReason {
     Completed,
     NotNeeded,
     Unlocked,
-    SectionFailed { error: String },
+    /// The section failed; the run retries after the release unless the user `cancelled` meanwhile.
+    SectionFailed {
+        error: String,
+        cancelled: bool,
+    },
     Abandon(Outcome),
+}
+
+impl ReleaseReason {
+    /// The reason once the user cancels: a failed section is not retried; every other reason already ends the
+    /// run, and its outcome stays true (a completed section was executed).
+    fn cancelled(self) -> Self {
+        match self {
+            Self::SectionFailed { error, .. } => Self::SectionFailed { error, cancelled: true },
+            reason => reason,
+        }
+    }
 }
 
 /// What the release transaction established.
@@ -218,11 +233,14 @@ enum Retry {
 enum State {
     NotStarted,
     AwaitingNeed,
+    /// `cancelled`: the user cancelled while the acquisition was in flight; what it won is released.
     AwaitingAcquireCommit {
         sent_at: LocalInstant,
+        cancelled: bool,
     },
     AwaitingAcquireResolution {
         read_sent_at: LocalInstant,
+        cancelled: bool,
     },
     AwaitingRetryTimer {
         wake_at: LocalInstant,
@@ -253,20 +271,87 @@ enum State {
     Finished(Outcome),
 }
 
-impl State {
-    const fn name(&self) -> &'static str {
+/// Which state a machine is in, without its data: what traces, drivers and checkers ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Not started.
+    NotStarted,
+    /// The need check runs (before any lease).
+    AwaitingNeed,
+    /// An acquisition is in flight.
+    AwaitingAcquireCommit,
+    /// An acquisition's outcome was unknown; the row is being read.
+    AwaitingAcquireResolution,
+    /// Sleeping until a poll, a retry or a re-acquisition.
+    AwaitingRetryTimer,
+    /// The row is being read (a poll or a counted retry).
+    AwaitingObservation,
+    /// The need check runs again under the lease.
+    AwaitingNeedWhileHolding,
+    /// The section runs (run-once) or the user holds the lock.
+    Holding,
+    /// A release is in flight.
+    AwaitingReleaseCommit,
+    /// A release's outcome was unknown; the row is being read.
+    AwaitingReleaseResolution,
+    /// The run is over.
+    Finished,
+}
+
+impl Phase {
+    /// Every phase, in declaration order.
+    pub const ALL: [Self; 11] = [
+        Self::NotStarted,
+        Self::AwaitingNeed,
+        Self::AwaitingAcquireCommit,
+        Self::AwaitingAcquireResolution,
+        Self::AwaitingRetryTimer,
+        Self::AwaitingObservation,
+        Self::AwaitingNeedWhileHolding,
+        Self::Holding,
+        Self::AwaitingReleaseCommit,
+        Self::AwaitingReleaseResolution,
+        Self::Finished,
+    ];
+
+    /// The phase's name, as traces print it.
+    pub const fn name(self) -> &'static str {
         match self {
             Self::NotStarted => "NotStarted",
             Self::AwaitingNeed => "AwaitingNeed",
-            Self::AwaitingAcquireCommit { .. } => "AwaitingAcquireCommit",
-            Self::AwaitingAcquireResolution { .. } => "AwaitingAcquireResolution",
-            Self::AwaitingRetryTimer { .. } => "AwaitingRetryTimer",
-            Self::AwaitingObservation { .. } => "AwaitingObservation",
-            Self::AwaitingNeedWhileHolding { .. } => "AwaitingNeedWhileHolding",
-            Self::Holding { .. } => "Holding",
-            Self::AwaitingReleaseCommit { .. } => "AwaitingReleaseCommit",
-            Self::AwaitingReleaseResolution { .. } => "AwaitingReleaseResolution",
-            Self::Finished(_) => "Finished",
+            Self::AwaitingAcquireCommit => "AwaitingAcquireCommit",
+            Self::AwaitingAcquireResolution => "AwaitingAcquireResolution",
+            Self::AwaitingRetryTimer => "AwaitingRetryTimer",
+            Self::AwaitingObservation => "AwaitingObservation",
+            Self::AwaitingNeedWhileHolding => "AwaitingNeedWhileHolding",
+            Self::Holding => "Holding",
+            Self::AwaitingReleaseCommit => "AwaitingReleaseCommit",
+            Self::AwaitingReleaseResolution => "AwaitingReleaseResolution",
+            Self::Finished => "Finished",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl State {
+    const fn phase(&self) -> Phase {
+        match self {
+            Self::NotStarted => Phase::NotStarted,
+            Self::AwaitingNeed => Phase::AwaitingNeed,
+            Self::AwaitingAcquireCommit { .. } => Phase::AwaitingAcquireCommit,
+            Self::AwaitingAcquireResolution { .. } => Phase::AwaitingAcquireResolution,
+            Self::AwaitingRetryTimer { .. } => Phase::AwaitingRetryTimer,
+            Self::AwaitingObservation { .. } => Phase::AwaitingObservation,
+            Self::AwaitingNeedWhileHolding { .. } => Phase::AwaitingNeedWhileHolding,
+            Self::Holding { .. } => Phase::Holding,
+            Self::AwaitingReleaseCommit { .. } => Phase::AwaitingReleaseCommit,
+            Self::AwaitingReleaseResolution { .. } => Phase::AwaitingReleaseResolution,
+            Self::Finished(_) => Phase::Finished,
         }
     }
 }
@@ -323,7 +408,6 @@ pub struct ClientMachine {
     mode: Mode,
     max_retries: u32,
     attempts: u32,
-    cancel_requested: bool,
     /// When Spanner was first reported unavailable with nothing answered since; bounds retrying it.
     unavailable_since: Option<LocalInstant>,
     jitter: Jitter,
@@ -349,7 +433,6 @@ impl ClientMachine {
             mode,
             max_retries,
             attempts: 0,
-            cancel_requested: false,
             unavailable_since: None,
             jitter: Jitter(seed.0 ^ seed.1),
             state: State::NotStarted,
@@ -366,9 +449,9 @@ impl ClientMachine {
         self.mode
     }
 
-    /// The current state's name, for traces.
-    pub const fn state_name(&self) -> &'static str {
-        self.state.name()
+    /// The current state, without its data.
+    pub const fn phase(&self) -> Phase {
+        self.state.phase()
     }
 
     /// Whether the machine is reading the row for a poll: a still busy row then leads to another wait that is
@@ -459,7 +542,7 @@ impl ClientMachine {
                 self.state = State::AwaitingNeed;
                 Some(Command::CheckNeed)
             }
-            Mode::Lock => self.send_acquire(now),
+            Mode::Lock => self.send_acquire(now, false),
         }
     }
 
@@ -471,7 +554,7 @@ impl ClientMachine {
                     self.state = State::AwaitingObservation { free_until: (now < counted_at).then_some(counted_at) };
                     Some(Command::ReadRow)
                 }
-                Retry::Acquire => self.send_acquire(now),
+                Retry::Acquire => self.send_acquire(now, false),
             },
             State::Holding { held, lost, .. } if !*lost && cfg.protocol().keeps_deadline() => {
                 if now >= held.deadline {
@@ -505,7 +588,7 @@ impl ClientMachine {
             Event::ReleaseRequested if !matches!(self.state, State::Holding { .. }) => Event::Cancel,
             event => event,
         };
-        let unexpected = UnexpectedEvent { state: self.state.name(), event: event_name(&event) };
+        let unexpected = UnexpectedEvent { state: self.state.phase(), event: event_name(&event) };
         match &event {
             Event::TxnCommitted(_) | Event::TxnAborted | Event::RowRead { .. } => self.unavailable_since = None,
             Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable) => {
@@ -523,8 +606,7 @@ impl ClientMachine {
             // deadline ran out under the need check) may have left a lease of ours on the row. Read it, and
             // release what it shows (the resolution path acts on the cancel).
             (State::AwaitingRetryTimer { then: Retry::Acquire, .. }, Event::Cancel) => {
-                self.cancel_requested = true;
-                self.state = State::AwaitingAcquireResolution { read_sent_at: now };
+                self.state = State::AwaitingAcquireResolution { read_sent_at: now, cancelled: true };
                 Some(Command::ReadRow)
             }
             (
@@ -540,38 +622,47 @@ impl ClientMachine {
             (state @ State::AwaitingNeedWhileHolding { .. }, Event::Cancel)
                 if cfg.protocol() == crate::Protocol::LeakOnCancelInNeedCheck =>
             {
-                self.cancel_requested = true;
                 self.state = state;
                 None
             }
             (State::AwaitingNeedWhileHolding { held }, Event::Cancel) => {
-                self.cancel_requested = true;
                 self.send_release(held.fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)
             }
             // An operation is in flight whose answer decides what there is to release (or the section already
-            // finished and its release waits for a renewal): remember the cancel and act on the answer.
-            (
-                state @ (State::AwaitingAcquireCommit { .. }
-                | State::AwaitingAcquireResolution { .. }
-                | State::Holding { finishing: Some(_), .. }
-                | State::AwaitingReleaseCommit { .. }
-                | State::AwaitingReleaseResolution { .. }),
-                Event::Cancel,
-            ) => {
-                self.cancel_requested = true;
-                self.state = state;
+            // finished and its release waits for a renewal): remember the cancel in the state and act on the answer.
+            (State::AwaitingAcquireCommit { sent_at, .. }, Event::Cancel) => {
+                self.state = State::AwaitingAcquireCommit { sent_at, cancelled: true };
+                None
+            }
+            (State::AwaitingAcquireResolution { read_sent_at, .. }, Event::Cancel) => {
+                self.state = State::AwaitingAcquireResolution { read_sent_at, cancelled: true };
+                None
+            }
+            (State::Holding { held, lost, finishing: Some(reason) }, Event::Cancel) => {
+                self.state = State::Holding { held, lost, finishing: Some(reason.cancelled()) };
+                None
+            }
+            (State::AwaitingReleaseCommit { fence, reason, resends_left }, Event::Cancel) => {
+                self.state = State::AwaitingReleaseCommit { fence, reason: reason.cancelled(), resends_left };
+                None
+            }
+            (State::AwaitingReleaseResolution { fence, reason, resends_left }, Event::Cancel) => {
+                self.state = State::AwaitingReleaseResolution { fence, reason: reason.cancelled(), resends_left };
                 None
             }
 
             (State::AwaitingNeed, Event::NeedAnswered { needed: false }) => self.finish(Outcome::NotNeeded),
-            (State::AwaitingNeed, Event::NeedAnswered { needed: true }) => self.send_acquire(now),
+            (State::AwaitingNeed, Event::NeedAnswered { needed: true }) => self.send_acquire(now, false),
             (State::AwaitingNeed, Event::NeedCheckFailed) => self.finish(Outcome::Failed(Failure::NeedCheck)),
 
-            (State::AwaitingAcquireCommit { sent_at }, Event::TxnCommitted(reply)) => match reply {
+            (State::AwaitingAcquireCommit { sent_at, cancelled }, Event::TxnCommitted(reply)) => match reply {
                 // This transaction wrote expires_at = (server time after sent_at) + ttl.
-                TxnReply::Acquired { fence, .. } => self.on_acquired(cfg, fence, Held::granted_at(cfg, fence, sent_at)),
+                TxnReply::Acquired { fence, .. } => {
+                    self.on_acquired(cfg, fence, Held::granted_at(cfg, fence, sent_at), cancelled)
+                }
                 TxnReply::Busy { holder, fence, expires_at, server_now } => {
-                    self.act_on(cfg, now, Observation::Busy { holder, fence, expires_at, server_now }, false)
+                    let busy = Observation::Busy { holder, fence, expires_at, server_now };
+                    self.act_on(cfg, now, busy, false, cancelled)
                 }
                 TxnReply::DoneByOther { holder, fence } => self.finish(Outcome::DoneByOther { holder, fence }),
                 TxnReply::Renewed { .. }
@@ -579,16 +670,16 @@ impl ClientMachine {
                 | TxnReply::FenceValid
                 | TxnReply::AlreadyApplied
                 | TxnReply::NotHolder => {
-                    self.state = State::AwaitingAcquireCommit { sent_at };
+                    self.state = State::AwaitingAcquireCommit { sent_at, cancelled };
                     return Err(unexpected);
                 }
             },
-            (State::AwaitingAcquireCommit { .. }, Event::TxnAborted) => {
+            (State::AwaitingAcquireCommit { cancelled, .. }, Event::TxnAborted) => {
                 let backoff_ms = cfg.wait_ms().saturating_mul(1 << self.attempts.min(16));
-                self.retry_after(cfg, now, backoff_ms.min(cfg.max_wait_ms()))
+                self.retry_after(cfg, now, backoff_ms.min(cfg.max_wait_ms()), cancelled)
             }
-            (State::AwaitingAcquireCommit { .. }, Event::TxnOutcomeUnknown) => {
-                self.state = State::AwaitingAcquireResolution { read_sent_at: now };
+            (State::AwaitingAcquireCommit { cancelled, .. }, Event::TxnOutcomeUnknown) => {
+                self.state = State::AwaitingAcquireResolution { read_sent_at: now, cancelled };
                 Some(Command::ReadRow)
             }
             (
@@ -597,7 +688,12 @@ impl ClientMachine {
                 | State::AwaitingObservation { .. }),
                 Event::TxnFailed(failure) | Event::ReadFailed(failure),
             ) => {
-                if self.cancel_requested {
+                let cancelled = match state {
+                    State::AwaitingAcquireCommit { cancelled, .. }
+                    | State::AwaitingAcquireResolution { cancelled, .. } => cancelled,
+                    _ => false,
+                };
+                if cancelled {
                     self.finish(Outcome::Cancelled)
                 } else if failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
                     // Not an attempt: nobody was seen holding the lease. An acquisition is re-entrant, so
@@ -611,19 +707,26 @@ impl ClientMachine {
                     self.finish(Outcome::Failed(failure))
                 }
             }
-            (State::AwaitingAcquireResolution { read_sent_at }, Event::RowRead { row, server_now }) => match row {
-                // Only a row naming this client proves it holds the lease; nothing is assumed. The row may have
-                // been written by an earlier acquisition of ours, so the deadline comes from the expiry it shows,
-                // not from when the unknown transaction was sent.
-                Some(r) if r.status == Status::Started && r.holder == self.id && server_now < r.expires_at => {
-                    let remaining_ms = server_now.ms_until_floor(r.expires_at);
-                    self.on_acquired(cfg, r.fence, Held::observed(cfg, r.fence, read_sent_at, remaining_ms))
+            (State::AwaitingAcquireResolution { read_sent_at, cancelled }, Event::RowRead { row, server_now }) => {
+                match row {
+                    // Only a row naming this client proves it holds the lease; nothing is assumed. The row may have
+                    // been written by an earlier acquisition of ours, so the deadline comes from the expiry it shows,
+                    // not from when the unknown transaction was sent.
+                    Some(r) if r.status == Status::Started && r.holder == self.id && server_now < r.expires_at => {
+                        let remaining_ms = server_now.ms_until_floor(r.expires_at);
+                        self.on_acquired(
+                            cfg,
+                            r.fence,
+                            Held::observed(cfg, r.fence, read_sent_at, remaining_ms),
+                            cancelled,
+                        )
+                    }
+                    row => {
+                        let observation = observe(cfg, self.mode, self.id, row.as_ref(), server_now);
+                        self.act_on(cfg, now, observation, true, cancelled)
+                    }
                 }
-                row => {
-                    let observation = observe(cfg, self.mode, self.id, row.as_ref(), server_now);
-                    self.act_on(cfg, now, observation, true)
-                }
-            },
+            }
             (State::AwaitingObservation { free_until }, Event::RowRead { row, server_now }) => {
                 match (observe(cfg, self.mode, self.id, row.as_ref(), server_now), free_until) {
                     // A poll that finds the lease still busy: poll on, towards the same counted wake-up.
@@ -631,7 +734,7 @@ impl ClientMachine {
                         let remaining_ms = server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms());
                         self.wait_on_busy(cfg, now, remaining_ms, Some(counted_at))
                     }
-                    (observation, _) => self.act_on(cfg, now, observation, false),
+                    (observation, _) => self.act_on(cfg, now, observation, false, false),
                 }
             }
 
@@ -640,7 +743,7 @@ impl ClientMachine {
                     self.send_release(held.fence, ReleaseReason::NotNeeded, MAX_RELEASE_RESENDS)
                 } else if cfg.protocol().keeps_deadline() && now >= held.deadline {
                     // The grant ran out during the need check: acquire again (re-entrant if still ours).
-                    self.retry_after(cfg, now, 0)
+                    self.retry_after(cfg, now, 0, false)
                 } else {
                     self.state = State::Holding { held, lost: false, finishing: None };
                     Some(Command::RunSection { fence: held.fence, deadline: held.deadline })
@@ -705,13 +808,10 @@ impl ClientMachine {
                 let reason = match (self.mode, event) {
                     (Mode::RunOnce, Event::SectionFinished(SectionResult::Completed)) => ReleaseReason::Completed,
                     (Mode::RunOnce, Event::SectionFinished(SectionResult::Failed { error })) => {
-                        ReleaseReason::SectionFailed { error }
+                        ReleaseReason::SectionFailed { error, cancelled: false }
                     }
                     (Mode::Lock, Event::ReleaseRequested) => ReleaseReason::Unlocked,
-                    (_, Event::Cancel) => {
-                        self.cancel_requested = true;
-                        ReleaseReason::Abandon(Outcome::Cancelled)
-                    }
+                    (_, Event::Cancel) => ReleaseReason::Abandon(Outcome::Cancelled),
                     _ => {
                         self.state = State::Holding { held, lost, finishing: None };
                         return Err(unexpected);
@@ -778,26 +878,26 @@ impl ClientMachine {
         Some(Command::Finish(outcome))
     }
 
-    fn send_acquire(&mut self, now: LocalInstant) -> Option<Command> {
-        if self.cancel_requested {
+    fn send_acquire(&mut self, now: LocalInstant, cancelled: bool) -> Option<Command> {
+        if cancelled {
             return self.finish(Outcome::Cancelled);
         }
-        self.state = State::AwaitingAcquireCommit { sent_at: now };
+        self.state = State::AwaitingAcquireCommit { sent_at: now, cancelled: false };
         Some(Command::RunTxn(TxnRequest::Acquire { client: self.id, holder_name: self.name.clone(), mode: self.mode }))
     }
 
     /// Counts one retry, gives up past the limit, else sleeps `wait_ms` plus jitter.
-    fn retry_after(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64) -> Option<Command> {
+    fn retry_after(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64, cancelled: bool) -> Option<Command> {
         self.attempts = self.attempts.saturating_add(1);
-        if let Some(end) = self.end_of_retries() {
+        if let Some(end) = self.end_of_retries(cancelled) {
             return end;
         }
         self.wait_then_acquire(cfg, now, wait_ms)
     }
 
     /// After counting a retry: finishes if cancelled or past `max_retries`.
-    fn end_of_retries(&mut self) -> Option<Option<Command>> {
-        if self.cancel_requested {
+    fn end_of_retries(&mut self, cancelled: bool) -> Option<Option<Command>> {
+        if cancelled {
             return Some(self.finish(Outcome::Cancelled));
         }
         if self.attempts > self.max_retries {
@@ -836,21 +936,23 @@ impl ClientMachine {
     }
 
     /// Acts on what a read (or a transaction that wrote nothing) showed. `after_unknown`: the read resolved an
-    /// unknown commit that did not land, which counts as a retry even when the row is free.
+    /// unknown commit that did not land, which counts as a retry even when the row is free. `cancelled`: the
+    /// user cancelled meanwhile, so nothing more is tried.
     fn act_on(
         &mut self,
         cfg: &Config,
         now: LocalInstant,
         observation: Observation,
         after_unknown: bool,
+        cancelled: bool,
     ) -> Option<Command> {
         match observation {
-            Observation::Acquirable { .. } if after_unknown => self.retry_after(cfg, now, 0),
-            Observation::Acquirable { .. } => self.send_acquire(now),
+            Observation::Acquirable { .. } if after_unknown => self.retry_after(cfg, now, 0, cancelled),
+            Observation::Acquirable { .. } => self.send_acquire(now, cancelled),
             // One retry per wait until the server-side expiry (bounded by max_wait_ms); polls come between.
             Observation::Busy { expires_at, server_now, .. } => {
                 self.attempts = self.attempts.saturating_add(1);
-                if let Some(end) = self.end_of_retries() {
+                if let Some(end) = self.end_of_retries(cancelled) {
                     return end;
                 }
                 self.wait_on_busy(cfg, now, server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms()), None)
@@ -859,8 +961,8 @@ impl ClientMachine {
         }
     }
 
-    fn on_acquired(&mut self, cfg: &Config, fence: Fence, held: Held) -> Option<Command> {
-        if self.cancel_requested {
+    fn on_acquired(&mut self, cfg: &Config, fence: Fence, held: Held, cancelled: bool) -> Option<Command> {
+        if cancelled {
             return self.send_release(fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS);
         }
         let held = if cfg.protocol().keeps_deadline() { held } else { Held { renewal: Renewal::Stopped, ..held } };
@@ -880,7 +982,7 @@ impl ClientMachine {
 
     fn send_release(&mut self, fence: Fence, reason: ReleaseReason, resends_left: u8) -> Option<Command> {
         let status = match (&reason, self.mode) {
-            (ReleaseReason::SectionFailed { error }, _) => ReleaseStatus::Failed { error: error.clone() },
+            (ReleaseReason::SectionFailed { error, .. }, _) => ReleaseStatus::Failed { error: error.clone() },
             (ReleaseReason::Abandon(outcome), Mode::RunOnce) => ReleaseStatus::Failed { error: format!("{outcome:?}") },
             _ => ReleaseStatus::Done,
         };
@@ -907,7 +1009,7 @@ impl ClientMachine {
             }
             ReleaseReason::Unlocked => self.finish(Outcome::Released { fence }),
             ReleaseReason::NotNeeded => self.finish(Outcome::NotNeeded),
-            ReleaseReason::SectionFailed { .. } => self.retry_after(cfg, now, cfg.wait_ms()),
+            ReleaseReason::SectionFailed { cancelled, .. } => self.retry_after(cfg, now, cfg.wait_ms(), cancelled),
             ReleaseReason::Abandon(outcome) => self.finish(outcome),
         }
     }

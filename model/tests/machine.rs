@@ -523,7 +523,7 @@ fn unexpected_events_are_errors_not_silent() {
     h.machine.start(t(0));
     let err = h.machine.handle(&h.cfg, t(0), Event::TxnAborted).expect_err("not waiting for a transaction");
     assert_eq!(err.to_string(), "event TxnAborted is not expected in state AwaitingNeed");
-    assert_eq!(h.machine.state_name(), "AwaitingNeed", "the state is kept");
+    assert_eq!(h.machine.phase(), spanner_mutex_model::Phase::AwaitingNeed, "the state is kept");
 }
 
 #[test]

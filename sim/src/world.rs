@@ -8,7 +8,7 @@ use crate::trace::{Log, Picture, TraceLine};
 use spanner_mutex_model::check::CommitFate;
 use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LeaseRow, LocalInstant, Outcome, RowWrite,
+    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LeaseRow, LocalInstant, Outcome, Phase, RowWrite,
     ServerTime, Status,
 };
 use std::collections::BTreeMap;
@@ -602,8 +602,8 @@ impl World {
         // A wait for an unavailable Spanner while acquiring is not a retry: nobody was seen holding the lease.
         // (After a failed section, the wait to acquire again is one, whatever its release's fate.)
         let acquiring = matches!(
-            self.clients[c].machine.state_name(),
-            "AwaitingAcquireCommit" | "AwaitingAcquireResolution" | "AwaitingObservation"
+            self.clients[c].machine.phase(),
+            Phase::AwaitingAcquireCommit | Phase::AwaitingAcquireResolution | Phase::AwaitingObservation
         );
         let unavailable =
             matches!(event, Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable));
@@ -630,7 +630,7 @@ impl World {
     }
 
     fn waiting(&self, c: usize) -> bool {
-        self.clients[c].machine.state_name() == "AwaitingRetryTimer"
+        self.clients[c].machine.phase() == Phase::AwaitingRetryTimer
     }
 
     /// Bookkeeping after the machine moved: retry waits (`retry`: a wait now counts as one), reliance spans,

@@ -252,10 +252,14 @@ impl<B: Backend> Side<B> {
                 self.feed(c, event).await;
             }
             Op::Timer { client: c } => {
-                let from = self.clients[c].machine.state_name();
+                let from = self.clients[c].machine.phase().name();
                 let now = self.local_now();
                 let command = self.clients[c].machine.handle_timeout(&self.cfg, now);
-                self.transitions.insert(Transition::new(from, "Timeout".into(), self.clients[c].machine.state_name()));
+                self.transitions.insert(Transition::new(
+                    from,
+                    "Timeout".into(),
+                    self.clients[c].machine.phase().name(),
+                ));
                 self.execute(c, command).await;
             }
             Op::Write { client: c } => {
@@ -295,17 +299,17 @@ impl<B: Backend> Side<B> {
     async fn start(&mut self, c: usize) {
         let now = self.local_now();
         let command = self.clients[c].machine.start(now);
-        self.transitions.insert(Transition::new("NotStarted", "Start".into(), self.clients[c].machine.state_name()));
+        self.transitions.insert(Transition::new("NotStarted", "Start".into(), self.clients[c].machine.phase().name()));
         self.execute(c, command).await;
     }
 
     async fn feed(&mut self, c: usize, event: Event) {
         let label = event_label(&event);
-        let from = self.clients[c].machine.state_name();
+        let from = self.clients[c].machine.phase().name();
         let now = self.local_now();
         match self.clients[c].machine.handle(&self.cfg, now, event) {
             Ok(command) => {
-                self.transitions.insert(Transition::new(from, label, self.clients[c].machine.state_name()));
+                self.transitions.insert(Transition::new(from, label, self.clients[c].machine.phase().name()));
                 self.execute(c, command).await;
             }
             Err(unexpected) => panic!("the harness broke the driver contract: {unexpected}"),
@@ -319,10 +323,10 @@ impl<B: Backend> Side<B> {
                 Command::CheckNeed => {
                     let needed = self.backend.needed().await;
                     let event = Event::NeedAnswered { needed };
-                    let (label, from) = (event_label(&event), self.clients[c].machine.state_name());
+                    let (label, from) = (event_label(&event), self.clients[c].machine.phase().name());
                     let now = self.local_now();
                     command = self.clients[c].machine.handle(&self.cfg, now, event).expect("need is awaited");
-                    self.transitions.insert(Transition::new(from, label, self.clients[c].machine.state_name()));
+                    self.transitions.insert(Transition::new(from, label, self.clients[c].machine.phase().name()));
                 }
                 Command::RunTxn(request) => self.clients[c].in_flight = Some(InFlight::Txn(request)),
                 Command::ReadRow => self.clients[c].in_flight = Some(InFlight::Read),
@@ -339,7 +343,7 @@ impl<B: Backend> Side<B> {
             .iter()
             .map(|c| ClientView {
                 incarnation: c.incarnation,
-                state: c.machine.state_name(),
+                state: c.machine.phase().name(),
                 outcome: c.machine.outcome().cloned(),
                 lease: c.machine.lease().map(|l| (l.fence, l.lost)),
                 in_flight: c.in_flight.clone(),

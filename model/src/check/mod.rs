@@ -427,7 +427,7 @@ fn representative(state: &WorldState) -> WorldState {
         };
         let wrote = |n: usize| state.effects.get(n).map(|e| slot_of(e.writer).0 == i);
         let key = (
-            slot.machine.state_name(),
+            slot.machine.phase(),
             slot.machine.attempts(),
             slot.machine.lease().map(|l| (l.fence, l.deadline, l.lost)),
             slot.machine.outcome().map(outcome_rank),
@@ -538,7 +538,7 @@ impl LeaseModel {
     fn execute(&self, state: &mut WorldState, slot: usize, command: Option<Command>, counts_wait: bool) {
         let client = &mut state.clients[slot];
         if counts_wait
-            && client.machine.state_name() == "AwaitingRetryTimer"
+            && client.machine.phase() == crate::Phase::AwaitingRetryTimer
             && client.machine.poll_timeout(&self.cfg).is_some()
         {
             client.ghost.waits += 1;

@@ -314,7 +314,7 @@ fn state_words(state: &WorldState) -> String {
                 Section::Wrote | Section::Rejected => " +section(written)",
             };
             let outcome = c.machine.outcome().map(|o| format!(" {o:?}")).unwrap_or_default();
-            format!("c{i}:{}{}{section}{outcome}", c.machine.state_name(), op_text(&c.op))
+            format!("c{i}:{}{}{section}{outcome}", c.machine.phase(), op_text(&c.op))
         })
         .collect();
     let effects: Vec<String> =
