@@ -674,9 +674,15 @@ impl ClientMachine {
                     return Err(unexpected);
                 }
             },
-            (State::AwaitingAcquireCommit { cancelled, .. }, Event::TxnAborted) => {
+            // Cancelled: this attempt wrote nothing, but an earlier one of ours (a grant that ran out under the
+            // need check, an unknown outcome) may still hold the row. Read it and release what it shows.
+            (State::AwaitingAcquireCommit { cancelled: true, .. }, Event::TxnAborted) => {
+                self.state = State::AwaitingAcquireResolution { read_sent_at: now, cancelled: true };
+                Some(Command::ReadRow)
+            }
+            (State::AwaitingAcquireCommit { cancelled: false, .. }, Event::TxnAborted) => {
                 let backoff_ms = cfg.wait_ms().saturating_mul(1 << self.attempts.min(16));
-                self.retry_after(cfg, now, backoff_ms.min(cfg.max_wait_ms()), cancelled)
+                self.retry_after(cfg, now, backoff_ms.min(cfg.max_wait_ms()), false)
             }
             (State::AwaitingAcquireCommit { cancelled, .. }, Event::TxnOutcomeUnknown) => {
                 self.state = State::AwaitingAcquireResolution { read_sent_at: now, cancelled };

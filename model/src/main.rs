@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use spanner_mutex_model::check::{
-    LeaseModel, ModelArgs, SearchOptions, Verdict, decode_path, describe_path, read_path_argument, run_check,
-    violated_safety,
+    CheckOptions, CheckSummary, LeaseModel, ModelArgs, SearchOptions, Verdict, decode_path, describe_path,
+    read_path_argument, run_check, violated_safety,
 };
 use stateright::{Model, Path};
 use std::process::ExitCode;
@@ -65,41 +65,33 @@ fn main() -> anyhow::Result<ExitCode> {
                 progress_interval: Duration::from_secs(5),
                 symmetry: !no_symmetry,
             };
-            let options = model.options();
-            let summary = run_check(options.clone(), search);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                for c in &summary.counterexamples {
-                    println!("VIOLATED: {}", c.property);
-                    for step in &c.steps {
-                        println!("{step}");
-                    }
-                    println!(
-                        "replay: cargo run --release -p spanner-mutex-model -- replay {} '{}'",
-                        options.cli_args(),
-                        c.encoded
-                    );
-                    println!(
-                        "simulate: cargo run --release -p spanner-mutex-sim -- replay {} '{}'",
-                        options.cli_args(),
-                        c.encoded
-                    );
-                    println!();
+            let mut passed = true;
+            for options in model.worlds() {
+                if let Err(why) = options.validate() {
+                    anyhow::bail!("{why}");
                 }
-                for name in &summary.unreached {
-                    println!("UNREACHED sometimes: {name}");
+                if !json {
+                    println!("world: {}", options.cli_args());
                 }
-                println!("{}", summary.line());
+                let summary = run_check(options.clone(), search);
+                passed &= summary.verdict == Verdict::Pass;
+                print_summary(&summary, &options, json)?;
             }
-            Ok(if summary.verdict == Verdict::Pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Cmd::Explore { model, addr } => {
+            let options = model.options();
+            if let Err(why) = options.validate() {
+                anyhow::bail!("{why}");
+            }
             eprintln!("serving the stateright Explorer on http://{addr}/ (Ctrl-C to stop)");
-            LeaseModel::new(model.options()).checker().serve(addr.as_str());
+            LeaseModel::new(options).checker().serve(addr.as_str());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Replay { model, path } => {
+            if let Err(why) = model.options().validate() {
+                anyhow::bail!("{why}");
+            }
             let actions = decode_path(&read_path_argument(&path)?)?;
             let lease_model = LeaseModel::new(model.options());
             let init = lease_model.init_states().remove(0);
@@ -126,4 +118,26 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Prints one world's summary: counterexamples with their replay commands, unreached companions, the line.
+fn print_summary(summary: &CheckSummary, options: &CheckOptions, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+        return Ok(());
+    }
+    for c in &summary.counterexamples {
+        println!("VIOLATED: {}", c.property);
+        for step in &c.steps {
+            println!("{step}");
+        }
+        println!("replay: cargo run --release -p spanner-mutex-model -- replay {} '{}'", options.cli_args(), c.encoded);
+        println!("simulate: cargo run --release -p spanner-mutex-sim -- replay {} '{}'", options.cli_args(), c.encoded);
+        println!();
+    }
+    for name in &summary.unreached {
+        println!("UNREACHED sometimes: {name}");
+    }
+    println!("{}", summary.line());
+    Ok(())
 }

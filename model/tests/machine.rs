@@ -444,6 +444,26 @@ fn cancel_after_an_unresolved_unknown_acquisition_releases_the_lease_it_finds() 
 }
 
 #[test]
+fn a_cancelled_acquisition_that_aborts_releases_an_earlier_grant_it_finds() {
+    // Found by the model checker once cancels became user steps: the grant ran out during the need check, the
+    // re-acquisition was cancelled and aborted, and the run reported Cancelled with the first grant on the row.
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(0, acquired(1)), Some(Command::CheckNeed));
+    assert_eq!(h.on(9, Event::NeedAnswered { needed: true }), None, "the grant ran out: acquire again");
+    assert_eq!(h.timeout(9), Some(acquire(Mode::RunOnce)));
+    assert_eq!(h.on(9, Event::Cancel), None);
+    assert_eq!(h.on(9, Event::TxnAborted), Some(Command::ReadRow), "the first grant could still be on the row");
+    let ours = row(ME, 1, Status::Started, 10);
+    assert_eq!(
+        h.on(9, Event::RowRead { row: Some(ours), server_now: server(9) }),
+        Some(release(1, ReleaseStatus::Failed { error: "Cancelled".into() }))
+    );
+    assert_eq!(h.on(9, Event::TxnCommitted(TxnReply::Released)), Some(Command::Finish(Outcome::Cancelled)));
+}
+
+#[test]
 fn cancel_while_waiting_on_another_lease_finishes_at_once() {
     let mut h = Harness::run_once();
     h.machine.start(t(0));

@@ -25,6 +25,9 @@ pub enum ReplayError {
         /// How many there are.
         clients: usize,
     },
+    /// The path's model has lock or leader clients, which this replay does not drive.
+    #[error("the simulator replays run-once clients only; replay lock and leader paths with spanner-mutex-model")]
+    LockModeClients,
     /// The action is not possible in the world's state at that step.
     #[error("step {step}: {action} is not possible here ({why}); was the path made with other options?")]
     NotPossible {
@@ -90,12 +93,18 @@ struct Lockstep {
     sections: Vec<Section>,
     /// A commit its client was told was unknown, still on its way (the checker keeps at most one).
     queued: Option<(usize, Queued)>,
+    /// Need checks asked and not yet answered (only while a user cancel is possible, as in the checker).
+    need_pending: Vec<bool>,
+    /// User cancels left, and which clients' users cancelled.
+    cancels_left: u8,
+    cancelled: Vec<bool>,
 }
 
 impl Lockstep {
     fn execute(&mut self, c: usize, mut command: Option<Command>) {
         while let Some(cmd) = command.take() {
             match cmd {
+                Command::CheckNeed if self.cancels_left > 0 && !self.cancelled[c] => self.need_pending[c] = true,
                 Command::CheckNeed => {
                     let needed = self.world.need(c);
                     command = self.world.feed(c, Event::NeedAnswered { needed });
@@ -125,14 +134,24 @@ impl Lockstep {
 
 /// Replays `actions` (decoded from a checker path) in a world configured as the checker's `options`.
 pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport, ReplayError> {
+    if options.kinds.iter().any(|k| k.is_lock_mode()) {
+        return Err(ReplayError::LockModeClients);
+    }
     let model = LeaseModel::new(options.clone());
     let mut world = World::new(model.cfg.clone(), 1, true);
     let clients = usize::from(options.clients);
     for slot in 0..clients {
         world.add_client(slot.to_string(), 0, 0, options.wall_offset_us(slot));
     }
-    let mut lockstep =
-        Lockstep { world, pending: vec![None; clients], sections: vec![Section::Idle; clients], queued: None };
+    let mut lockstep = Lockstep {
+        world,
+        pending: vec![None; clients],
+        sections: vec![Section::Idle; clients],
+        queued: None,
+        need_pending: vec![false; clients],
+        cancels_left: options.cancels,
+        cancelled: vec![false; clients],
+    };
     for c in 0..clients {
         lockstep.start(c);
     }
@@ -199,6 +218,28 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 let command = lockstep.world.feed(c, Event::SectionFinished(result));
                 lockstep.execute(c, command);
             }
+            Action::NeedAnswer(c) => {
+                let c = client(c)?;
+                if !std::mem::take(&mut lockstep.need_pending[c]) {
+                    return Err(not_possible("no need check is pending"));
+                }
+                let needed = lockstep.world.need(c);
+                let command = lockstep.world.feed(c, Event::NeedAnswered { needed });
+                lockstep.execute(c, command);
+            }
+            Action::Cancel(c) => {
+                let c = client(c)?;
+                if lockstep.cancels_left == 0 || lockstep.cancelled[c] {
+                    return Err(not_possible("no cancel is left for this client"));
+                }
+                lockstep.cancels_left -= 1;
+                lockstep.cancelled[c] = true;
+                // The user's need check and section are dropped with the run.
+                lockstep.need_pending[c] = false;
+                lockstep.sections[c] = Section::Idle;
+                let command = lockstep.world.feed(c, Event::Cancel);
+                lockstep.execute(c, command);
+            }
             Action::SectionFail(c) => {
                 let c = client(c)?;
                 if !matches!(lockstep.sections[c], Section::Running { .. }) {
@@ -214,6 +255,8 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 lockstep.world.crash(c);
                 lockstep.pending[c] = None;
                 lockstep.sections[c] = Section::Idle;
+                lockstep.need_pending[c] = false;
+                lockstep.cancelled[c] = false;
                 lockstep.start(c);
             }
             Action::Drift(c) => {

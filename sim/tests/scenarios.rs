@@ -164,6 +164,18 @@ fn a_checker_path_with_a_late_commit_replays_in_the_simulator() {
 }
 
 #[test]
+fn a_checker_path_with_a_cancel_under_the_lease_replays_in_the_simulator() {
+    // Client 0 wins the lease; its user cancels during the need check under it; the release commits at once.
+    let options = CheckOptions { clients: 2, cancels: 1, faults: Faults::NONE, ..CheckOptions::default() };
+    let actions = decode_path("need:0 commit:0:ok cancel:0 commit:0:ok").expect("decodes");
+    let report = replay(&options, &actions).expect("replays");
+    assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());
+    let text = report.text();
+    assert!(text.contains("cancelled"), "{text}");
+    assert!(replay(&options, &decode_path("need:0 need:0").expect("decodes")).is_err(), "one need check pending");
+}
+
+#[test]
 fn fenced_write_whose_answer_was_lost() {
     let r = passes_and_is_pinned("fenced-write-unknown");
     assert_eq!((r.stats.unknown_outcomes, r.stats.effects, outcome(&r, "executed")), (1, 1, 1));

@@ -84,8 +84,13 @@ pub enum Action {
     Timeout(u8),
     /// The client's section tries its fenced write, with a fate (abort and unknown outcomes are retried).
     SectionWrite(u8, CommitFate),
-    /// The client's section returns what its write achieved.
+    /// The client's section returns what its write achieved; a lock or leader client's user releases (resigns).
     SectionReturn(u8),
+    /// The client's pending need check answers, from the effects applied by then.
+    NeedAnswer(u8),
+    /// The client's user cancels the run (drops the future: a need check or section under way is dropped too).
+    /// Giving up on a wait (a timeout around `acquire`) is the same step.
+    Cancel(u8),
     /// The client's section fails before writing.
     SectionFail(u8),
     /// The client crashes and restarts as a new client.
@@ -108,6 +113,8 @@ impl fmt::Display for Action {
             Self::SectionWrite(c, fate) => write!(f, "write:{c}:{}", fate.word()),
             Self::Timeout(c) => write!(f, "timeout:{c}"),
             Self::SectionReturn(c) => write!(f, "return:{c}"),
+            Self::NeedAnswer(c) => write!(f, "need:{c}"),
+            Self::Cancel(c) => write!(f, "cancel:{c}"),
             Self::SectionFail(c) => write!(f, "fail:{c}"),
             Self::Crash(c) => write!(f, "crash:{c}"),
             Self::Drift(c) => write!(f, "drift:{c}"),
@@ -146,6 +153,8 @@ impl FromStr for Action {
             },
             "timeout" => Self::Timeout(client),
             "return" => Self::SectionReturn(client),
+            "need" => Self::NeedAnswer(client),
+            "cancel" => Self::Cancel(client),
             "fail" => Self::SectionFail(client),
             "crash" => Self::Crash(client),
             "drift" => Self::Drift(client),
@@ -188,6 +197,8 @@ mod tests {
             all.extend([
                 Action::Timeout(c),
                 Action::SectionReturn(c),
+                Action::NeedAnswer(c),
+                Action::Cancel(c),
                 Action::SectionFail(c),
                 Action::Crash(c),
                 Action::Drift(c),

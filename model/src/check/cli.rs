@@ -1,7 +1,7 @@
 //! The command-line arguments that select a model, shared by `spanner-mutex-model` and the simulator's `replay`,
 //! so a counterexample's printed flags work with both.
 
-use super::{CheckOptions, Faults, MAX_CLIENTS};
+use super::{CheckOptions, ClientKind, Faults, MAX_CLIENTS};
 use crate::Protocol;
 use clap::ValueEnum;
 
@@ -18,6 +18,9 @@ pub enum ProtocolArg {
     /// Fenced writes without the record of having landed (a re-inserted bug).
     #[cfg(feature = "bug-injection")]
     NoFencedWriteRecord,
+    /// A cancel during the need check under the lease is forgotten (a re-inserted bug: the lease leaks).
+    #[cfg(feature = "bug-injection")]
+    LeakOnCancelInNeedCheck,
 }
 
 impl ProtocolArg {
@@ -30,6 +33,8 @@ impl ProtocolArg {
             Self::NoFenceCheck => Protocol::NoFenceCheck,
             #[cfg(feature = "bug-injection")]
             Self::NoFencedWriteRecord => Protocol::NoFencedWriteRecord,
+            #[cfg(feature = "bug-injection")]
+            Self::LeakOnCancelInNeedCheck => Protocol::LeakOnCancelInNeedCheck,
         }
     }
 }
@@ -58,12 +63,43 @@ pub enum FaultArg {
     Late,
 }
 
+/// One entry of `--kinds`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// `run`: a run-once section.
+    RunOnce,
+    /// `acquire`: a lock, written under and released.
+    Lock,
+    /// `campaign`: leadership, held until resigned or lost, then campaigned for again.
+    Leader,
+}
+
+impl KindArg {
+    /// The kind this argument names.
+    pub const fn kind(self) -> ClientKind {
+        match self {
+            Self::RunOnce => ClientKind::RunOnce,
+            Self::Lock => ClientKind::Lock,
+            Self::Leader => ClientKind::Leader,
+        }
+    }
+}
+
 /// The flags that select a checked model, as printed with every counterexample.
 #[derive(clap::Args)]
 pub struct ModelArgs {
-    /// Number of clients.
-    #[arg(long, default_value_t = CheckOptions::default().clients, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_CLIENTS)))]
-    pub clients: u8,
+    /// The clients' kinds, assigned to slots in turn (`lock,leader`: lock, leader, lock, ...). Run-once clients
+    /// cannot share a mutex with lock-mode ones. Default: run-once; `check` without it checks every mode's
+    /// default world (see `CheckOptions::default_worlds`).
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<KindArg>,
+    /// User cancels per execution at most (dropping a run, a campaign or a wait for the lock) [default: 0, or
+    /// each default world's].
+    #[arg(long)]
+    pub cancels: Option<u8>,
+    /// Number of clients [default: 3, or each default world's].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_CLIENTS)))]
+    pub clients: Option<u8>,
     /// Faults to inject (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub faults: Vec<FaultArg>,
@@ -89,7 +125,25 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The check options these arguments select.
+    /// The worlds these arguments select: the one [`Self::options`] names, or without `--kinds` every mode's
+    /// default world, with the flags given applied to each.
+    pub fn worlds(&self) -> Vec<CheckOptions> {
+        if !self.kinds.is_empty() {
+            return vec![self.options()];
+        }
+        let given = self.options();
+        CheckOptions::default_worlds()
+            .into_iter()
+            .map(|world| CheckOptions {
+                clients: self.clients.unwrap_or(world.clients),
+                cancels: self.cancels.unwrap_or(world.cancels),
+                kinds: world.kinds,
+                ..given.clone()
+            })
+            .collect()
+    }
+
+    /// The check options these arguments select (one world).
     pub fn options(&self) -> CheckOptions {
         let mut faults = Faults::NONE;
         for f in &self.faults {
@@ -105,8 +159,9 @@ impl ModelArgs {
                 FaultArg::Late => faults.late = true,
             }
         }
+        let defaults = CheckOptions::default();
         CheckOptions {
-            clients: self.clients,
+            clients: self.clients.unwrap_or(defaults.clients),
             faults,
             fault_budget: self.fault_budget,
             max_time_ms: self.max_time_ms,
@@ -114,6 +169,8 @@ impl ModelArgs {
             protocol: self.protocol.protocol(),
             assume_exact_server_clock: self.assume_exact_server_clock,
             staleness_ms: self.staleness_ms,
+            kinds: if self.kinds.is_empty() { defaults.kinds } else { self.kinds.iter().map(|k| k.kind()).collect() },
+            cancels: self.cancels.unwrap_or(defaults.cancels),
         }
     }
 }

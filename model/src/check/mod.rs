@@ -13,11 +13,12 @@ mod report;
 mod tests;
 
 pub use action::{Action, ClockError, CommitFate, ParseActionError, decode_path, encode_path};
-pub use cli::{FaultArg, ModelArgs, ProtocolArg, read_path_argument};
+pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, read_path_argument};
 pub use properties::{
     DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_CLIENT_STUCK,
-    NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY, SINGLE_RELIANCE,
-    done_has_effect, fence_follows, outcome_is_true, overwrites_done, superseded, violated_safety,
+    NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY,
+    SINGLE_RELIANCE, TERMS_INCREASE, done_has_effect, fence_follows, outcome_is_true, overwrites_done, superseded,
+    violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 
@@ -29,9 +30,43 @@ use crate::{
 use arrayvec::ArrayVec;
 use stateright::{Model, Property};
 
-/// The most clients a check may compose: with 4 the default faults are out of reach of a CI budget, and the
-/// state is stored inline, so this bound is paid for in every state copied.
-pub const MAX_CLIENTS: u8 = 3;
+/// The most clients a check may compose. The state is stored inline, so this bound is paid for in every state
+/// copied.
+pub const MAX_CLIENTS: u8 = 5;
+
+/// What a checked client's user does with the mutex: each kind is the production machine in one of the
+/// library's modes, driven by the steps its user can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClientKind {
+    /// `SpannerMutex::run`: need check, lease, need check again, one fenced write, release as DONE.
+    RunOnce,
+    /// `SpannerMutex::acquire`: the lock, one fenced write, then release (or give up waiting after
+    /// `max_retries`).
+    Lock,
+    /// `SpannerMutex::campaign`: a lock without a retry limit, held (renewed) until resigned or lost, then
+    /// campaigned for once more.
+    Leader,
+}
+
+impl ClientKind {
+    /// The kind's word on the command line.
+    pub const fn word(self) -> &'static str {
+        match self {
+            Self::RunOnce => "run-once",
+            Self::Lock => "lock",
+            Self::Leader => "leader",
+        }
+    }
+
+    /// Whether the kind runs the machine in lock mode (lock and leader share a row; run-once clients cannot:
+    /// a lock's release writes DONE, which a run-once client reads as "done by another").
+    pub const fn is_lock_mode(self) -> bool {
+        !matches!(self, Self::RunOnce)
+    }
+}
+
+/// How many campaigns a leader client makes (the second follows the end of its first term).
+pub const LEADER_CAMPAIGNS: u8 = 2;
 
 /// Which faults the world may inject. Each injected fault spends one unit of [`CheckOptions::fault_budget`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +134,10 @@ pub struct CheckOptions {
     /// How long a DONE row stays fresh. The default (100 ms) is beyond the horizon; below it, a stale DONE row is
     /// acquired again within the check.
     pub staleness_ms: u64,
+    /// The clients' kinds: slot `i` is `kinds[i % kinds.len()]`.
+    pub kinds: Vec<ClientKind>,
+    /// User cancels per execution at most (a budget of its own, beside the faults').
+    pub cancels: u8,
 }
 
 impl Default for CheckOptions {
@@ -112,6 +151,8 @@ impl Default for CheckOptions {
             protocol: Protocol::Fenced,
             assume_exact_server_clock: false,
             staleness_ms: 100,
+            kinds: vec![ClientKind::RunOnce],
+            cancels: 0,
         }
     }
 }
@@ -146,11 +187,56 @@ impl CheckOptions {
             Protocol::NoFencedWriteRecord => "no-fenced-write-record",
         };
         let relaxed = if self.assume_exact_server_clock { " --assume-exact-server-clock" } else { "" };
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.word()).collect();
         format!(
-            "--clients {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} --staleness-ms {} \
-             --protocol {protocol}{relaxed}",
-            self.clients, self.fault_budget, self.max_time_ms, self.skew_ms, self.staleness_ms
+            "--clients {} --kinds {} --cancels {} --faults {faults} --fault-budget {} --max-time-ms {} --skew-ms {} \
+             --staleness-ms {} --protocol {protocol}{relaxed}",
+            self.clients,
+            kinds.join(","),
+            self.cancels,
+            self.fault_budget,
+            self.max_time_ms,
+            self.skew_ms,
+            self.staleness_ms
         )
+    }
+
+    /// The worlds `check` covers by default, one per mode, each as deep as a CI budget allows: run-once clients
+    /// with faults (this default), run-once clients whose users cancel, and lock and leader clients sharing a
+    /// mutex, whose users cancel, release and resign.
+    pub fn default_worlds() -> Vec<Self> {
+        vec![
+            Self::default(),
+            Self { clients: 2, cancels: 1, ..Self::default() },
+            Self { clients: 2, cancels: 1, kinds: vec![ClientKind::Lock, ClientKind::Leader], ..Self::default() },
+        ]
+    }
+
+    /// Why these options describe no model, if they do not.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_CLIENTS).contains(&self.clients) {
+            return Err(format!("--clients {} is not in 1..={MAX_CLIENTS}", self.clients));
+        }
+        if self.kinds.is_empty() {
+            return Err("--kinds names no kind; use run-once, lock or leader".into());
+        }
+        let lock_mode = self.kinds.iter().filter(|k| k.is_lock_mode()).count();
+        if lock_mode != 0 && lock_mode != self.kinds.len() {
+            return Err("--kinds cannot mix run-once with lock or leader clients on one mutex (a released lock \
+                        is DONE, which a run-once client reads as done by another); check them separately"
+                .into());
+        }
+        Ok(())
+    }
+
+    /// Client `slot`'s kind.
+    pub fn kind(&self, slot: usize) -> ClientKind {
+        self.kinds[slot % self.kinds.len()]
+    }
+
+    /// Whether some client is of `kind`.
+    pub fn has(&self, kind: ClientKind) -> bool {
+        (0..usize::from(self.clients)).any(|slot| self.kind(slot) == kind)
     }
 
     /// Client `slot`'s wall clock offset from the server (see [`Self::skew_ms`]).
@@ -205,7 +291,9 @@ pub struct LeaseModel {
 impl LeaseModel {
     /// A model for `options`.
     pub fn new(options: CheckOptions) -> Self {
-        assert!((1..=MAX_CLIENTS).contains(&options.clients), "1 to {MAX_CLIENTS} clients");
+        if let Err(why) = options.validate() {
+            panic!("{why}");
+        }
         let cfg = options.protocol_config();
         Self { options, cfg }
     }
@@ -220,12 +308,15 @@ pub struct Effect {
     pub fence: Fence,
 }
 
-/// The operation a client has in flight (the machine has at most one): only transactions take a step of their
-/// own to commit; need checks and reads take effect when sent.
+/// The operation a client has in flight (the machine has at most one): transactions take a step of their own to
+/// commit, and so do need checks while a user cancel is still possible (it can come between); reads take
+/// effect when sent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     /// None.
     Idle,
+    /// The user's need check runs.
+    NeedCheck,
     /// A transaction that read the row at `version` and the decision time `read_at`. Its plan is not stored:
     /// if the row is unchanged at commit, planning again on it gives the same plan (and if it changed, the
     /// commit aborts), which keeps states small.
@@ -297,11 +388,23 @@ pub struct ClientGhost {
     pub poll_noticed: bool,
     /// Its section's retried fenced write found the record that the earlier attempt landed.
     pub fenced_write_resolved: bool,
+    /// Its user cancelled, in this phase.
+    pub cancelled_in: Option<crate::Phase>,
+    /// Campaigns made (leader clients).
+    pub campaigns: u8,
+    /// Leadership (or the lock) granted to this client, counted over its campaigns.
+    pub grants: u8,
+    /// A term of this leader ended, lost or resigned, with another campaign to come.
+    pub term_ended: bool,
+    /// Its run (or campaign) finished after its user cancelled.
+    pub finished_after_cancel: bool,
 }
 
 /// One client process.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientSlot {
+    /// What its user does.
+    pub kind: ClientKind,
     /// The production machine.
     pub machine: ClientMachine,
     /// Restarts so far.
@@ -347,6 +450,16 @@ pub struct WorldGhost {
     pub false_outcome: bool,
     /// A commit its client was told was unknown landed later.
     pub late_landed: bool,
+    /// The highest fence a lock or leadership was granted under.
+    pub max_term: Option<Fence>,
+    /// A grant's fence was not above every earlier grant's.
+    pub term_regressed: bool,
+    /// A client reported "released" or "cancelled" while the row still granted it the lease.
+    pub lease_kept_after_release: bool,
+    /// The fence of the last lock release that committed.
+    pub released_fence: Option<Fence>,
+    /// A waiting client was granted the lock after a release committed.
+    pub handed_over_after_release: bool,
 }
 
 /// The whole system.
@@ -364,6 +477,8 @@ pub struct WorldState {
     pub effects: ArrayVec<Effect, 2>,
     /// Faults left to inject.
     pub faults_left: u8,
+    /// User cancels left.
+    pub cancels_left: u8,
     /// A commit still on its way after its client was told the outcome is unknown (at most one).
     pub queued: Option<Queued>,
     /// History.
@@ -421,12 +536,14 @@ fn representative(state: &WorldState) -> WorldState {
         let slot = &state.clients[i];
         let op = match &slot.op {
             Op::Idle => None,
+            Op::NeedCheck => Some((4, 0, ServerTime::from_unix_micros(0), false)),
             Op::TxnRead { request, version, read_at, clock_erred } => {
                 Some((request_rank(request), *version, *read_at, *clock_erred))
             }
         };
         let wrote = |n: usize| state.effects.get(n).map(|e| slot_of(e.writer).0 == i);
         let key = (
+            slot.kind,
             slot.machine.phase(),
             slot.machine.attempts(),
             slot.machine.lease().map(|l| (l.fence, l.deadline, l.lost)),
@@ -502,9 +619,28 @@ impl LeaseModel {
         LocalInstant::from_ms(state.now_ms.saturating_sub(state.clients[slot].lag_ms))
     }
 
+    fn machine(&self, kind: ClientKind, id: ClientId) -> ClientMachine {
+        match kind {
+            ClientKind::RunOnce => ClientMachine::run_once(id, "", &self.cfg),
+            ClientKind::Lock => ClientMachine::lock(id, "", self.cfg.max_retries()),
+            ClientKind::Leader => ClientMachine::lock(id, "", u32::MAX),
+        }
+    }
+
     fn fresh_slot(&self, slot: usize, incarnation: u8, lag_ms: u64) -> ClientSlot {
-        let machine = ClientMachine::run_once(client_id(slot, incarnation), "", &self.cfg);
-        ClientSlot { machine, incarnation, lag_ms, op: Op::Idle, section: Section::Idle, ghost: ClientGhost::default() }
+        let kind = self.options.kind(slot);
+        let machine = self.machine(kind, client_id(slot, incarnation));
+        let ghost = ClientGhost { campaigns: 1, ..ClientGhost::default() };
+        ClientSlot { kind, machine, incarnation, lag_ms, op: Op::Idle, section: Section::Idle, ghost }
+    }
+
+    /// A leader whose term (or campaign) ended campaigns again, as the same client.
+    fn campaign_again(&self, state: &mut WorldState, slot: usize) {
+        let client = &mut state.clients[slot];
+        client.machine = self.machine(ClientKind::Leader, client.machine.id());
+        client.ghost.campaigns += 1;
+        client.ghost.waits = 0;
+        self.start(state, slot);
     }
 
     fn start(&self, state: &mut WorldState, slot: usize) {
@@ -550,6 +686,7 @@ impl LeaseModel {
         match command {
             None => {}
             Some(Command::Finish(outcome)) => {
+                self.judge_release(state, slot, &outcome);
                 let effects: ArrayVec<_, 2> = state.effects.iter().map(|e| (e.writer, e.fence)).collect();
                 let client = &state.clients[slot];
                 // The checker's need check answers from the effects at once, and a run finishes right after it.
@@ -562,6 +699,20 @@ impl LeaseModel {
                     max_retries: self.cfg.max_retries(),
                 };
                 state.ghost.false_outcome |= !outcome_is_true(&outcome, &facts);
+                let client = &mut state.clients[slot];
+                client.ghost.finished_after_cancel |= client.ghost.cancelled_in.is_some();
+                if client.kind == ClientKind::Leader
+                    && outcome != crate::Outcome::Cancelled
+                    && client.ghost.campaigns < LEADER_CAMPAIGNS
+                {
+                    client.ghost.term_ended |= client.ghost.grants > 0;
+                    self.campaign_again(state, slot);
+                }
+            }
+            // With a cancel still possible, the check takes a step of its own, so the cancel can come during it;
+            // else it answers when asked, from the effects applied by then (nothing can tell the two apart).
+            Some(Command::CheckNeed) if state.cancels_left > 0 && client.ghost.cancelled_in.is_none() => {
+                client.op = Op::NeedCheck;
             }
             Some(Command::CheckNeed) => {
                 let needed = state.effects.is_empty();
@@ -579,7 +730,35 @@ impl LeaseModel {
             Some(Command::RunSection { fence, .. }) => client.section = Section::Started { fence },
             // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
             Some(Command::SignalLockLost { .. }) => state.ghost.lock_lost = true,
-            Some(Command::Granted { .. }) => state.ghost.driver_contract_broken = true,
+            Some(Command::Granted { fence, .. }) => {
+                if !client.kind.is_lock_mode() {
+                    state.ghost.driver_contract_broken = true;
+                }
+                client.section = Section::Started { fence };
+                client.ghost.grants += 1;
+                let ghost = &mut state.ghost;
+                ghost.term_regressed |= ghost.max_term.is_some_and(|max| fence <= max);
+                ghost.max_term = ghost.max_term.max(Some(fence));
+                if client.ghost.waits > 0 && ghost.released_fence.is_some_and(|released| released < fence) {
+                    ghost.handed_over_after_release = true;
+                }
+            }
+        }
+    }
+
+    /// Judges a finishing client's "released" or "cancelled": the row must not grant it the lease any more (a
+    /// waiter can acquire at once). Records a committed lock release for the hand-over companion.
+    fn judge_release(&self, state: &mut WorldState, slot: usize, outcome: &crate::Outcome) {
+        let id = state.clients[slot].machine.id();
+        let now = Self::server_time(state.now_ms);
+        let held = state.row.as_ref().is_some_and(|r| r.grants(id, r.fence, now));
+        match outcome {
+            crate::Outcome::Released { fence } => {
+                state.ghost.lease_kept_after_release |= held;
+                state.ghost.released_fence = Some(*fence);
+            }
+            crate::Outcome::Cancelled => state.ghost.lease_kept_after_release |= held,
+            _ => {}
         }
     }
 
@@ -646,6 +825,7 @@ impl Model for LeaseModel {
             clients,
             effects: ArrayVec::new(),
             faults_left: self.options.fault_budget,
+            cancels_left: self.options.cancels,
             queued: None,
             ghost: WorldGhost::default(),
         };
@@ -656,6 +836,16 @@ impl Model for LeaseModel {
     }
 
     fn actions(&self, state: &WorldState, actions: &mut Vec<Action>) {
+        // A need check answers, or its user cancels during it, before anything else happens: a longer check is
+        // the same as the pause before the step that started it (the machine's deadline counts from the send).
+        if let Some(c) = state.clients.iter().position(|c| c.op == Op::NeedCheck) {
+            let c = c as u8;
+            actions.push(Action::NeedAnswer(c));
+            if state.cancels_left > 0 {
+                actions.push(Action::Cancel(c));
+            }
+            return;
+        }
         let faults = self.options.faults;
         let can_fault = state.faults_left > 0;
         if state.now_ms < self.options.max_time_ms {
@@ -668,6 +858,7 @@ impl Model for LeaseModel {
             let c = i as u8;
             match &client.op {
                 Op::Idle => {}
+                Op::NeedCheck => {}
                 Op::TxnRead { version, clock_erred, .. } => {
                     actions.push(Action::TxnCommit(c, CommitFate::AsDecided));
                     // Erring after the read is the same as erring at it: nothing observed the time in between.
@@ -703,13 +894,16 @@ impl Model for LeaseModel {
                     if faults.late && can_fault && state.queued.is_none() {
                         actions.push(Action::SectionWrite(c, CommitFate::UnknownLate));
                     }
-                    if faults.section_failure && can_fault {
+                    if faults.section_failure && can_fault && client.kind == ClientKind::RunOnce {
                         actions.push(Action::SectionFail(c));
                     }
                 }
                 Section::Wrote | Section::Rejected => actions.push(Action::SectionReturn(c)),
             }
             let running = client.machine.outcome().is_none();
+            if state.cancels_left > 0 && running && client.ghost.cancelled_in.is_none() {
+                actions.push(Action::Cancel(c));
+            }
             if faults.crash && can_fault && running {
                 actions.push(Action::Crash(c));
             }
@@ -782,9 +976,13 @@ impl Model for LeaseModel {
                     let version = state.row_version;
                     state.queued = Some(Queued::FencedWrite { writer: client, fence, version, read_at: at });
                 }
+                let run_once = state.clients[slot].kind == ClientKind::RunOnce;
                 if accepted && fate.lands() {
-                    // A third effect is unreachable: the check stops at the second (a violation).
-                    let _ = state.effects.try_push(Effect { writer: client, fence });
+                    // A third effect is unreachable: the check stops at the second (a violation). A lock
+                    // holder's write is not the run-once effect; only its fence is judged.
+                    if run_once {
+                        let _ = state.effects.try_push(Effect { writer: client, fence });
+                    }
                     state.ghost.stale_write_accepted |= stale;
                     if let Some(record) = plan.write {
                         Self::commit_write(&mut state, record, false);
@@ -819,7 +1017,34 @@ impl Model for LeaseModel {
                     Section::Idle | Section::Started { .. } => return None,
                 };
                 state.clients[slot].section = Section::Idle;
-                self.deliver(&mut state, slot, Event::SectionFinished(result));
+                let event = if state.clients[slot].kind.is_lock_mode() {
+                    Event::ReleaseRequested
+                } else {
+                    Event::SectionFinished(result)
+                };
+                self.deliver(&mut state, slot, event);
+            }
+            Action::NeedAnswer(c) => {
+                let slot = usize::from(c);
+                if state.clients[slot].op != Op::NeedCheck {
+                    return None;
+                }
+                state.clients[slot].op = Op::Idle;
+                let needed = state.effects.is_empty();
+                self.deliver(&mut state, slot, Event::NeedAnswered { needed });
+            }
+            Action::Cancel(c) => {
+                let slot = usize::from(c);
+                state.cancels_left -= 1;
+                let client = &mut state.clients[slot];
+                client.ghost.cancelled_in = Some(client.machine.phase());
+                // Dropping the run drops the user's need check and section with it; a transaction in flight
+                // still answers the machine.
+                if client.op == Op::NeedCheck {
+                    client.op = Op::Idle;
+                }
+                client.section = Section::Idle;
+                self.deliver(&mut state, slot, Event::Cancel);
             }
             Action::SectionFail(c) => {
                 let slot = usize::from(c);
@@ -861,9 +1086,7 @@ impl Model for LeaseModel {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        let mut all = properties::all();
-        all.extend(properties::for_optional_faults(self));
-        all
+        properties::all(self)
     }
 
     fn format_action(&self, action: &Action) -> String {

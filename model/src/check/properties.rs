@@ -1,8 +1,8 @@
 //! The properties checked. Every `always` has `sometimes` companions showing that the paths it is about are
 //! reachable, so a model that does nothing cannot pass.
 
-use super::{LeaseModel, WorldState};
-use crate::{ClientId, Fence, LeaseRow, Outcome, RowWrite, Status};
+use super::{ClientKind, LeaseModel, WorldState};
+use crate::{ClientId, Fence, LeaseRow, Outcome, Phase, RowWrite, Status};
 use stateright::Property;
 
 /// At most one client relies on the lease at a time.
@@ -25,6 +25,10 @@ pub const EVENTS_ACCEPTED: &str = "the machine accepts every event the world sen
 pub const DONE_HAS_EFFECT: &str = "a DONE row implies an effect";
 /// Every client that has not finished has an operation, its section or a timer under way.
 pub const NO_CLIENT_STUCK: &str = "no client waits with nothing under way";
+/// A client that reports "released" or "cancelled" holds no lease any more: a waiter can acquire at once.
+pub const RELEASE_LEAVES_NO_LEASE: &str = "a committed release or a cancel leaves no lease held";
+/// Each lock or leadership grant is under a fence above every earlier grant's.
+pub const TERMS_INCREASE: &str = "leadership terms' fences increase";
 
 /// Safety properties from most to least severe, for choosing which counterexample to shorten.
 pub const SEVERITY: &[&str] = &[
@@ -34,6 +38,8 @@ pub const SEVERITY: &[&str] = &[
     RELIANCE_BACKED_BY_ROW,
     DONE_IS_FINAL,
     FENCES_INCREASE,
+    TERMS_INCREASE,
+    RELEASE_LEAVES_NO_LEASE,
     OUTCOMES_TRUE,
     DONE_HAS_EFFECT,
     NO_CLIENT_STUCK,
@@ -52,6 +58,8 @@ pub const SAFETY: &[&str] = &[
     DONE_HAS_EFFECT,
     NO_CLIENT_STUCK,
     EVENTS_ACCEPTED,
+    TERMS_INCREASE,
+    RELEASE_LEAVES_NO_LEASE,
 ];
 
 /// Whether a committed write keeps the fence history sound: an acquisition of an existing row writes the fence
@@ -82,7 +90,7 @@ pub fn overwrites_done(previous: Option<&LeaseRow>, write: &RowWrite, acquire: b
 
 /// The safety properties (`always`) that `state` violates.
 pub fn violated_safety(model: &LeaseModel, state: &WorldState) -> Vec<&'static str> {
-    all()
+    all(model)
         .into_iter()
         .filter(|p| p.expectation == stateright::Expectation::Always && !(p.condition)(model, state))
         .map(|p| p.name)
@@ -146,8 +154,99 @@ fn not_stuck(model: &LeaseModel, state: &WorldState, slot: usize) -> bool {
         || client.machine.poll_timeout(&model.cfg).is_some()
 }
 
+/// Phases a user's cancel is shown reachable in, with the kinds of client that pass through them: every phase
+/// in which a client can hold or win a lease (and, for run-once clients, the first need check). Reads answer at
+/// once in the checked world, so the phases that await one are passed through, not rested in.
+const CANCELLED_IN: &[(&str, ClientKindSet, Condition)] = &[
+    ("a user cancels during the first need check", RUN_ONCE, cancelled_in::<{ Phase::AwaitingNeed as u8 }>),
+    ("a user cancels while an acquisition is in flight", ANY, cancelled_in::<{ Phase::AwaitingAcquireCommit as u8 }>),
+    ("a user cancels (gives up) while waiting for the lease", ANY, cancelled_in::<{ Phase::AwaitingRetryTimer as u8 }>),
+    (
+        "a user cancels during the need check under the lease",
+        RUN_ONCE,
+        cancelled_in::<{ Phase::AwaitingNeedWhileHolding as u8 }>,
+    ),
+    ("a user cancels while holding the lease", ANY, cancelled_in::<{ Phase::Holding as u8 }>),
+    ("a user cancels while a release is in flight", ANY, cancelled_in::<{ Phase::AwaitingReleaseCommit as u8 }>),
+];
+
+type Condition = fn(&LeaseModel, &WorldState) -> bool;
+
+/// A client whose user cancelled in phase `PHASE` (as `Phase as u8`) has finished since.
+fn cancelled_in<const PHASE: u8>(_: &LeaseModel, state: &WorldState) -> bool {
+    state
+        .clients
+        .iter()
+        .any(|c| c.ghost.cancelled_in.is_some_and(|p| p as u8 == PHASE) && c.ghost.finished_after_cancel)
+}
+
+/// Which kinds of client a companion needs.
+type ClientKindSet = u8;
+const RUN_ONCE: ClientKindSet = 1;
+const LOCK_MODE: ClientKindSet = 2;
+const ANY: ClientKindSet = RUN_ONCE | LOCK_MODE;
+
+fn kinds_of(model: &LeaseModel) -> ClientKindSet {
+    let run_once = if model.options.has(ClientKind::RunOnce) { RUN_ONCE } else { 0 };
+    let lock_mode = if (0..usize::from(model.options.clients)).any(|i| model.options.kind(i).is_lock_mode()) {
+        LOCK_MODE
+    } else {
+        0
+    };
+    run_once | lock_mode
+}
+
+/// The `sometimes` companions of user cancels, for a model that has them.
+fn for_cancels(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
+    if model.options.cancels == 0 {
+        return Vec::new();
+    }
+    let kinds = kinds_of(model);
+    CANCELLED_IN
+        .iter()
+        .filter(|(_, needs, _)| needs & kinds != 0)
+        .map(|&(name, _, condition)| Property::sometimes(name, condition))
+        .collect()
+}
+
+/// The `sometimes` companions of lock and leader clients, for a model that has them.
+fn for_lock_mode(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
+    let mut properties = Vec::new();
+    if kinds_of(model) & LOCK_MODE == 0 {
+        return properties;
+    }
+    properties.push(Property::sometimes("a released lock is handed to a waiter", |_: &LeaseModel, s: &WorldState| {
+        s.ghost.handed_over_after_release
+    }));
+    properties.push(Property::sometimes(
+        "a lock holder's fenced write is accepted",
+        |_: &LeaseModel, s: &WorldState| {
+            s.clients.iter().any(|c| c.kind.is_lock_mode() && c.section == super::Section::Wrote)
+        },
+    ));
+    if model.options.has(ClientKind::Leader) {
+        properties.push(Property::sometimes(
+            "a leader's term ends and it leads again",
+            |_: &LeaseModel, s: &WorldState| {
+                s.clients.iter().any(|c| c.ghost.term_ended && c.ghost.grants >= 2 && c.machine.lease().is_some())
+            },
+        ));
+    }
+    if model.options.has(ClientKind::Lock) {
+        properties.push(Property::sometimes(
+            "a lock client gives up after max retries",
+            |_: &LeaseModel, s: &WorldState| {
+                s.clients
+                    .iter()
+                    .any(|c| c.kind == ClientKind::Lock && matches!(c.machine.outcome(), Some(Outcome::GaveUp { .. })))
+            },
+        ));
+    }
+    properties
+}
+
 /// The `sometimes` companions of optional fault kinds and reachable staleness, for a model that has them.
-pub(super) fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
+fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     let mut properties = Vec::new();
     if model.options.staleness_ms < model.options.max_time_ms {
         properties.push(Property::sometimes("a stale DONE row is acquired again", |_: &LeaseModel, s: &WorldState| {
@@ -173,8 +272,20 @@ fn outcome_reached(state: &WorldState, wanted: fn(&Outcome) -> bool) -> bool {
     state.clients.iter().any(|c| c.machine.outcome().is_some_and(wanted))
 }
 
-/// Every property, safety first.
-pub(super) fn all() -> Vec<Property<LeaseModel>> {
+/// Every property of `model`, safety first, then the companions of what it has.
+pub(super) fn all(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
+    let mut properties = always();
+    properties.extend(sometimes());
+    if kinds_of(model) & RUN_ONCE != 0 {
+        properties.extend(for_run_once());
+    }
+    properties.extend(for_lock_mode(model));
+    properties.extend(for_cancels(model));
+    properties.extend(for_optional_faults(model));
+    properties
+}
+
+fn always() -> Vec<Property<LeaseModel>> {
     vec![
         Property::always(SINGLE_RELIANCE, |m: &LeaseModel, s: &WorldState| reliant(m, s).count() <= 1),
         Property::always(RELIANCE_BACKED_BY_ROW, |m: &LeaseModel, s: &WorldState| {
@@ -189,17 +300,28 @@ pub(super) fn all() -> Vec<Property<LeaseModel>> {
         Property::always(DOUBLE_EXECUTION, |_: &LeaseModel, s: &WorldState| s.effects.len() <= 1),
         Property::always(DONE_IS_FINAL, |_: &LeaseModel, s: &WorldState| !s.ghost.done_overwritten),
         Property::always(OUTCOMES_TRUE, |_: &LeaseModel, s: &WorldState| !s.ghost.false_outcome),
-        Property::always(DONE_HAS_EFFECT, |_: &LeaseModel, s: &WorldState| {
+        // A released lock is DONE too, with no run-once effect behind it.
+        Property::always(DONE_HAS_EFFECT, |m: &LeaseModel, s: &WorldState| {
             let effects: arrayvec::ArrayVec<_, 2> = s.effects.iter().map(|e| (e.writer, e.fence)).collect();
-            done_has_effect(s.row.as_ref(), &effects)
+            !m.options.has(ClientKind::RunOnce) || done_has_effect(s.row.as_ref(), &effects)
         }),
         Property::always(NO_CLIENT_STUCK, |m: &LeaseModel, s: &WorldState| {
             (0..s.clients.len()).all(|i| not_stuck(m, s, i))
         }),
         Property::always(EVENTS_ACCEPTED, |_: &LeaseModel, s: &WorldState| !s.ghost.driver_contract_broken),
-        Property::sometimes("a client executes the section", |_: &LeaseModel, s: &WorldState| {
-            outcome_reached(s, |o| matches!(o, Outcome::Executed { .. }))
-        }),
+        Property::always(TERMS_INCREASE, |_: &LeaseModel, s: &WorldState| !s.ghost.term_regressed),
+        Property::always(RELEASE_LEAVES_NO_LEASE, |_: &LeaseModel, s: &WorldState| !s.ghost.lease_kept_after_release),
+    ]
+}
+
+/// Whether a client won the lease this run: executed, or granted the lock.
+fn won(c: &super::ClientSlot) -> bool {
+    matches!(c.machine.outcome(), Some(Outcome::Executed { .. })) || c.ghost.grants > 0
+}
+
+/// Companions of paths every kind of client takes.
+fn sometimes() -> Vec<Property<LeaseModel>> {
+    vec![
         Property::sometimes("a crashed holder's lease is taken over", |_: &LeaseModel, s: &WorldState| {
             s.ghost.takeover_after_crash
         }),
@@ -213,24 +335,29 @@ pub(super) fn all() -> Vec<Property<LeaseModel>> {
         }),
         Property::sometimes(
             "an unknown commit that landed is resolved as acquired",
-            |_: &LeaseModel, s: &WorldState| {
-                s.clients
-                    .iter()
-                    .any(|c| c.ghost.unknown_landed && matches!(c.machine.outcome(), Some(Outcome::Executed { .. })))
-            },
+            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.unknown_landed && won(c)),
         ),
         Property::sometimes(
             "an unknown commit that did not land is retried to success",
-            |_: &LeaseModel, s: &WorldState| {
-                s.clients
-                    .iter()
-                    .any(|c| c.ghost.unknown_lost && matches!(c.machine.outcome(), Some(Outcome::Executed { .. })))
-            },
+            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.unknown_lost && won(c)),
         ),
         Property::sometimes(
             "a fenced write whose answer was lost is found applied on retry",
             |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.fenced_write_resolved),
         ),
+        Property::sometimes(
+            "a waiter's poll notices a release or DONE before the expiry it read",
+            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.poll_noticed),
+        ),
+    ]
+}
+
+/// Companions of the run-once paths.
+fn for_run_once() -> Vec<Property<LeaseModel>> {
+    vec![
+        Property::sometimes("a client executes the section", |_: &LeaseModel, s: &WorldState| {
+            outcome_reached(s, |o| matches!(o, Outcome::Executed { .. }))
+        }),
         Property::sometimes("another client executes after a section failed", |_: &LeaseModel, s: &WorldState| {
             s.clients.iter().any(|failed| {
                 failed.ghost.section_failed
@@ -246,10 +373,6 @@ pub(super) fn all() -> Vec<Property<LeaseModel>> {
         Property::sometimes("a client finds the section no longer needed", |_: &LeaseModel, s: &WorldState| {
             outcome_reached(s, |o| matches!(o, Outcome::NotNeeded))
         }),
-        Property::sometimes(
-            "a waiter's poll notices a release or DONE before the expiry it read",
-            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.poll_noticed),
-        ),
         Property::sometimes("a client gives up after max retries", |_: &LeaseModel, s: &WorldState| {
             outcome_reached(s, |o| matches!(o, Outcome::GaveUp { .. }))
         }),

@@ -236,6 +236,7 @@ fn row_text(row: Option<&LeaseRow>) -> String {
 fn op_text(op: &Op) -> String {
     match op {
         Op::Idle => String::new(),
+        Op::NeedCheck => " checking need".to_owned(),
         Op::TxnRead { request, .. } => format!(" committing {}", request_kind(request)),
     }
 }
@@ -260,11 +261,14 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
                 let reply = if conflict { "conflict: aborted".to_owned() } else { format!("{reply:?}") };
                 format!("{}'s {} commits as {fate:?}: {reply}", client(c), request_kind(request))
             }
-            Op::Idle => format!("{}'s transaction commits as {fate:?}", client(c)),
+            Op::Idle | Op::NeedCheck => format!("{}'s transaction commits as {fate:?}", client(c)),
         },
         Action::Timeout(c) => format!("{}'s timer fires", client(c)),
         Action::SectionWrite(c, fate) => {
-            let landed = after.effects.len() > before.effects.len();
+            let written = matches!(after.clients[usize::from(c)].section, Section::Wrote);
+            // A lock holder's write is not the run-once effect: whether it landed shows in its section.
+            let lock_write = before.clients[usize::from(c)].kind.is_lock_mode() && fate == CommitFate::AsDecided;
+            let landed = after.effects.len() > before.effects.len() || (lock_write && written);
             let verdict = match (fate, landed) {
                 (CommitFate::AsDecided, true) => "ACCEPTED".to_owned(),
                 (CommitFate::AsDecided, false) => match after.clients[usize::from(c)].section {
@@ -277,7 +281,20 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
             };
             format!("{}'s section writes its effect: {verdict}", client(c))
         }
+        Action::SectionReturn(c) if before.clients[usize::from(c)].kind.is_lock_mode() => {
+            format!("{}'s user releases", client(c))
+        }
         Action::SectionReturn(c) => format!("{}'s section returns", client(c)),
+        Action::NeedAnswer(c) => {
+            format!(
+                "{}'s need check answers: {}",
+                client(c),
+                if before.effects.is_empty() { "needed" } else { "not needed" }
+            )
+        }
+        Action::Cancel(c) => {
+            format!("{}'s user cancels in {}", client(c), before.clients[usize::from(c)].machine.phase())
+        }
         Action::SectionFail(c) => format!("{}'s section fails", client(c)),
         Action::Crash(c) => format!("{} crashes and restarts", client(c)),
         Action::Drift(c) => format!("{}'s clock falls 1 ms behind", client(c)),

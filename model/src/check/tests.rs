@@ -210,3 +210,54 @@ fn commits_that_land_after_their_unknown_answer_keep_every_property() {
     assert_eq!(last.row.as_ref().map(|r| r.holder), Some(client_id(0, 0)));
     assert!(last.queued.is_none());
 }
+
+#[test]
+fn re_inserting_the_cancel_during_need_check_leak_is_caught() {
+    // The bug found by trying the library as a new user: a cancel during the need check under the lease was
+    // remembered but never acted on, and the dropped check left the lease held until its expiry.
+    let options =
+        CheckOptions { clients: 2, cancels: 1, protocol: Protocol::LeakOnCancelInNeedCheck, ..CheckOptions::default() };
+    let summary = run_check(options, one_thread());
+    assert_eq!(summary.verdict, Verdict::Violated, "{summary:#?}");
+    let headline = &summary.counterexamples[0];
+    assert_eq!(headline.property, NO_CLIENT_STUCK, "{summary:#?}");
+    assert!(headline.steps.iter().any(|s| s.contains("cancels in AwaitingNeedWhileHolding")), "{:#?}", headline.steps);
+}
+
+#[test]
+fn every_mode_passes_with_user_cancels_releases_and_resignations() {
+    for options in CheckOptions::default_worlds().into_iter().skip(1) {
+        let summary = run_check(options.clone(), SearchOptions::default());
+        assert_eq!(summary.verdict, Verdict::Pass, "{}: {summary:#?}", options.cli_args());
+    }
+}
+
+#[test]
+fn lock_and_leader_worlds_have_their_own_companions() {
+    let options = CheckOptions {
+        clients: 2,
+        cancels: 1,
+        kinds: vec![ClientKind::Lock, ClientKind::Leader],
+        ..CheckOptions::default()
+    };
+    let names: Vec<_> = LeaseModel::new(options).properties().into_iter().map(|p| p.name).collect();
+    for wanted in [
+        TERMS_INCREASE,
+        RELEASE_LEAVES_NO_LEASE,
+        "a released lock is handed to a waiter",
+        "a leader's term ends and it leads again",
+        "a lock client gives up after max retries",
+        "a user cancels while holding the lease",
+        "a user cancels (gives up) while waiting for the lease",
+    ] {
+        assert!(names.contains(&wanted), "{wanted}");
+    }
+    assert!(!names.contains(&"a client executes the section"), "run-once companions only with run-once clients");
+}
+
+#[test]
+fn run_once_and_lock_clients_cannot_share_a_mutex() {
+    let options = CheckOptions { kinds: vec![ClientKind::RunOnce, ClientKind::Lock], ..CheckOptions::default() };
+    assert!(options.validate().expect_err("refused").contains("cannot mix run-once"));
+    assert!(CheckOptions { clients: 6, ..CheckOptions::default() }.validate().is_err());
+}
