@@ -528,8 +528,10 @@ fn outcome_rank(outcome: &crate::Outcome) -> u8 {
 }
 
 /// Symmetry reduction: clients are interchangeable in the fenced protocol (no per-client wall clock), so a state
-/// is represented by the one with slots sorted by their id-free content and every id renamed to match. Sound
-/// even where the sort ties: the representative is always an equivalent state.
+/// is represented by a canonical member of its class: slots sorted by their id-free content, every id renamed to
+/// match, and among the orders that sort (slots whose content ties) the one whose state hashes lowest. Every
+/// member of a class has the same candidates, so the choice is the same whichever member is reached first, and
+/// unique-state counts do not depend on the search's thread count.
 fn representative(state: &WorldState) -> WorldState {
     // The sort key is what a slot is, leaving out who it is. Ties only cost reduction, never soundness.
     let anonymous = |i: usize| {
@@ -556,11 +558,80 @@ fn representative(state: &WorldState) -> WorldState {
     };
     let mut order: ArrayVec<_, { MAX_CLIENTS as usize }> = (0..state.clients.len()).map(anonymous).collect();
     order.sort_unstable();
-    if order.iter().enumerate().all(|(new, &(_, old))| new == old) {
-        return state.clone();
+    let mut slots: ArrayVec<usize, { MAX_CLIENTS as usize }> = order.iter().map(|&(_, old)| old).collect();
+    // Runs of equal keys: the slots whose order the sort leaves open.
+    let mut ties: ArrayVec<(usize, usize), { MAX_CLIENTS as usize }> = ArrayVec::new();
+    let mut start = 0;
+    for i in 1..=order.len() {
+        if i == order.len() || order[i].0 != order[start].0 {
+            if i - start > 1 {
+                ties.push((start, i));
+            }
+            start = i;
+        }
     }
+    if ties.is_empty() {
+        return if slots.iter().enumerate().all(|(new, &old)| new == old) {
+            state.clone()
+        } else {
+            permuted(state, &slots)
+        };
+    }
+    let mut best: Option<(u64, WorldState)> = None;
+    each_tie_order(&mut slots, &ties, &mut |slots| {
+        let candidate = permuted(state, slots);
+        let hash = stable_hash(&candidate);
+        let better = match &best {
+            None => true,
+            Some((best_hash, best_state)) => {
+                // Equal hashes of different states: never seen, but the choice must still not depend on order.
+                hash < *best_hash || (hash == *best_hash && format!("{candidate:?}") < format!("{best_state:?}"))
+            }
+        };
+        if better {
+            best = Some((hash, candidate));
+        }
+    });
+    best.expect("at least one order").1
+}
+
+/// Calls `visit` with every order of `slots` that permutes only within the `ties` ranges (left as found).
+fn each_tie_order(slots: &mut [usize], ties: &[(usize, usize)], visit: &mut impl FnMut(&[usize])) {
+    let Some((&(from, to), rest)) = ties.split_first() else {
+        visit(slots);
+        return;
+    };
+    loop {
+        each_tie_order(slots, rest, visit);
+        if !next_permutation(&mut slots[from..to]) {
+            return;
+        }
+    }
+}
+
+/// Steps `items` to its next lexicographic permutation; after the last, restores the first and returns false.
+fn next_permutation(items: &mut [usize]) -> bool {
+    let Some(pivot) = (1..items.len()).rev().find(|&i| items[i - 1] < items[i]).map(|i| i - 1) else {
+        items.reverse();
+        return false;
+    };
+    let successor = (pivot + 1..items.len()).rev().find(|&i| items[i] > items[pivot]).expect("a larger item");
+    items.swap(pivot, successor);
+    items[pivot + 1..].reverse();
+    true
+}
+
+fn stable_hash(state: &WorldState) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    state.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `state` with slot `slots[new]` moved to `new`, and every client id renamed to match.
+fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
     let mut new_slot_of = [0usize; MAX_CLIENTS as usize];
-    for (new, &(_, old)) in order.iter().enumerate() {
+    for (new, &old) in slots.iter().enumerate() {
         new_slot_of[old] = new;
     }
     let rename = |id: ClientId| {
@@ -568,9 +639,9 @@ fn representative(state: &WorldState) -> WorldState {
         client_id(new_slot_of[slot], incarnation)
     };
     let mut out = state.clone();
-    out.clients = order
+    out.clients = slots
         .iter()
-        .map(|&(_, old)| {
+        .map(|&old| {
             let mut slot = state.clients[old].clone();
             slot.relabel(rename);
             slot
