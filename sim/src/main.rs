@@ -34,11 +34,19 @@ struct GenerateArgs {
     /// Simulated time per run.
     #[arg(long, default_value_t = GenerateOptions::default().duration_ms)]
     duration_ms: u64,
+    /// Every mode: run-once, lock and leader clients (two mutexes) and user cancels.
+    #[arg(long)]
+    every_mode: bool,
 }
 
 impl GenerateArgs {
     fn options(&self) -> GenerateOptions {
-        GenerateOptions { clients: self.clients, protocol: self.protocol.protocol(), duration_ms: self.duration_ms }
+        GenerateOptions {
+            clients: self.clients,
+            protocol: self.protocol.protocol(),
+            duration_ms: self.duration_ms,
+            every_mode: self.every_mode,
+        }
     }
 
     /// The flags that reproduce these options.
@@ -53,11 +61,18 @@ impl GenerateArgs {
         if self.duration_ms != GenerateOptions::default().duration_ms {
             flags.push_str(&format!(" --duration-ms {}", self.duration_ms));
         }
+        if self.every_mode {
+            flags.push_str(" --every-mode");
+        }
         flags
     }
 
     fn cargo_features(&self) -> &'static str {
-        if self.protocol.protocol().checks_fence() || !self.protocol.protocol().uses_server_time() {
+        // Only the two real protocols exist without the feature; every other variant is a re-inserted bug.
+        if matches!(
+            self.protocol.protocol(),
+            spanner_mutex_model::Protocol::Fenced | spanner_mutex_model::Protocol::Naive
+        ) {
             ""
         } else {
             " --features bug-injection"

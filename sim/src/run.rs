@@ -2,7 +2,7 @@
 //! the world with latencies, commit fates and faults drawn from the scenario's one seed.
 
 use crate::invariants::{self, Violation};
-use crate::scenario::{Fault, Scenario, ScenarioError, TxnKind};
+use crate::scenario::{ClientKind, Fault, Scenario, ScenarioError, TxnKind};
 use crate::trace::{Picture, TraceLine};
 use crate::world::{FencedWrite, Queued, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
@@ -113,6 +113,8 @@ enum Pending {
     Wake { c: usize },
     /// A commit its client was told was unknown reaches Spanner.
     Late { c: usize, queued: Queued },
+    /// The client's user cancels its current run (in the process: a frozen one cancels when it thaws).
+    UserCancel { c: usize },
 }
 
 impl Pending {
@@ -123,7 +125,8 @@ impl Pending {
             | Self::Deliver { c, .. }
             | Self::Timer { c, .. }
             | Self::SectionWrite { c, .. }
-            | Self::SectionReturn { c, .. } => Some(*c),
+            | Self::SectionReturn { c, .. }
+            | Self::UserCancel { c } => Some(*c),
             Self::Arrive { .. }
             | Self::Commit { .. }
             | Self::ReadArrive { .. }
@@ -172,6 +175,7 @@ impl Queue {
 /// A client's scenario settings and scheduler bookkeeping.
 #[derive(Clone, Debug)]
 struct Runtime {
+    need_check_us: u64,
     section_min_us: u64,
     section_max_us: u64,
     section_fail_rate: f64,
@@ -182,6 +186,9 @@ struct Runtime {
     timer_at_us: Option<u64>,
     /// When its current run started.
     run_started_us: u64,
+    /// The run whose user code is over (cancelled, released or resigned): its need check and section are
+    /// dropped, and it asks nothing more of the machine.
+    user_done_run: Option<u32>,
 }
 
 /// Injected commit fates waiting for a client's transactions.
@@ -239,17 +246,20 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
             (1..=spec.count).map(|i| format!("{}{i}", spec.name)).collect()
         };
         for name in names {
-            world.add_client(name, spec.mutex, spec.drift_ppm, spec.wall_skew_ms.saturating_mul(1_000));
+            let c = world.add_client(name, spec.mutex, spec.drift_ppm, spec.wall_skew_ms.saturating_mul(1_000));
+            world.clients[c].kind = spec.kind;
             runtime.push(Runtime {
                 section_min_us: spec.section_min_ms * US_PER_MS,
                 section_max_us: spec.section_max_ms * US_PER_MS,
                 section_fail_rate: spec.section_fail_rate,
                 section_fail_next: false,
+                need_check_us: spec.need_check_ms * US_PER_MS,
                 repeat_after_us: spec.repeat_after_ms.map(|ms| ms * US_PER_MS),
                 paused_until_us: 0,
                 timer_token: 0,
                 timer_at_us: None,
                 run_started_us: 0,
+                user_done_run: None,
             });
         }
     }
@@ -356,6 +366,11 @@ impl Runner<'_> {
         }
     }
 
+    /// Whether the user code of run `run` of client `c` is over (cancelled, released or resigned).
+    fn dropped(&self, c: usize, run: u32) -> bool {
+        self.runtime[c].user_done_run == Some(run)
+    }
+
     fn current(&self, c: usize, run: u32) -> bool {
         let client = &self.world.clients[c];
         client.alive && client.run == run
@@ -373,6 +388,8 @@ impl Runner<'_> {
                 let command = self.world.start_run(c, id, !self.world.clients[c].alive);
                 self.execute(c, command);
             }
+            // A dropped need check's answer never reaches the machine.
+            Pending::Deliver { c, run, event: Event::NeedAnswered { .. } } if self.dropped(c, run) => {}
             Pending::Deliver { c, run, event } => {
                 if self.current(c, run) {
                     let command = self.world.feed(c, event);
@@ -429,7 +446,7 @@ impl Runner<'_> {
                 }
             }
             Pending::SectionWrite { c, run, fence } => {
-                if self.current(c, run) {
+                if self.current(c, run) && !self.dropped(c, run) {
                     let writer = self.world.clients[c].machine.id();
                     let at = now + self.latency_us();
                     self.push(at, Pending::WriteArrive { c, run, writer, fence });
@@ -464,8 +481,24 @@ impl Runner<'_> {
                 }
             }
             Pending::SectionReturn { c, run, result } => {
-                if self.current(c, run) {
-                    let command = self.world.feed(c, Event::SectionFinished(result));
+                if self.current(c, run) && !self.dropped(c, run) {
+                    // A lock or leader's hold ends with a release (a resignation), whatever its write did.
+                    let event = if self.world.clients[c].kind.is_lock_mode() {
+                        self.runtime[c].user_done_run = Some(run);
+                        Event::ReleaseRequested
+                    } else {
+                        Event::SectionFinished(result)
+                    };
+                    let command = self.world.feed(c, event);
+                    self.execute(c, command);
+                }
+            }
+            Pending::UserCancel { c } => {
+                let run = self.world.clients[c].run;
+                if self.current(c, run) && self.world.clients[c].machine.outcome().is_none() {
+                    self.runtime[c].user_done_run = Some(run);
+                    self.world.note(Who::Client(c), "fault", |_| "its user CANCELS the run".into());
+                    let command = self.world.feed(c, Event::Cancel);
                     self.execute(c, command);
                 }
             }
@@ -623,6 +656,10 @@ impl Runner<'_> {
                 self.world.delete_row_if_older_than(*mutex, *older_than_ms)
             }
             Fault::NewNeed { .. } => self.world.new_need(),
+            Fault::Cancel { client, .. } => {
+                let c = self.client_index(client);
+                self.push(now, Pending::UserCancel { c });
+            }
         }
     }
 
@@ -631,10 +668,22 @@ impl Runner<'_> {
         let now = self.world.now_us;
         let run = self.world.clients[c].run;
         match command {
-            None | Some(Command::SignalLockLost { .. }) => {}
+            None => {}
+            // A leader resigns at once when told its term is lost; a run-once section and a lock holder carry on
+            // (fencing, not good manners, keeps them safe).
+            Some(Command::SignalLockLost { .. }) => {
+                if self.world.clients[c].kind == ClientKind::Leader && !self.dropped(c, run) {
+                    self.runtime[c].user_done_run = Some(run);
+                    let command = self.world.feed(c, Event::ReleaseRequested);
+                    self.execute(c, command);
+                    return;
+                }
+            }
             Some(Command::CheckNeed) => {
+                // Answered from the effects when asked, delivered when the check is over.
                 let needed = self.world.need(c);
-                self.push(now, Pending::Deliver { c, run, event: Event::NeedAnswered { needed } });
+                let at = now + self.runtime[c].need_check_us;
+                self.push(at, Pending::Deliver { c, run, event: Event::NeedAnswered { needed } });
             }
             Some(Command::RunTxn(request)) => {
                 let at = now + self.latency_us();
@@ -658,9 +707,14 @@ impl Runner<'_> {
                     self.push(now + work_us, Pending::SectionWrite { c, run, fence });
                 }
             }
-            Some(Command::Granted { .. }) => {
-                // Scenario clients are run-once; a grant would be a machine bug the invariants must see.
-                self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
+            Some(Command::Granted { fence, .. }) => {
+                if !self.world.clients[c].kind.is_lock_mode() {
+                    self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
+                }
+                // The holder works for the section's duration, makes its fenced write, then releases.
+                let rt = &self.runtime[c];
+                let work_us = self.rng.random_range(rt.section_min_us..=rt.section_max_us);
+                self.push(now + work_us, Pending::SectionWrite { c, run, fence });
             }
             Some(Command::Finish(_)) => {
                 self.check_progress(c, now, true);
@@ -675,6 +729,10 @@ impl Runner<'_> {
     /// Judges client `c`'s current run at `now` (`finished`: it just finished) against the progress bound,
     /// counted from its start or from when faults stopped, whichever is later.
     fn check_progress(&mut self, c: usize, now: u64, finished: bool) {
+        // A campaign has no retry limit and the lease is not fair: it waits as long as others keep leading.
+        if self.world.clients[c].kind == ClientKind::Leader {
+            return;
+        }
         let from = self.runtime[c].run_started_us.max(self.quiet_since_us);
         let took_us = now.saturating_sub(from);
         if took_us > self.progress_bound_us {

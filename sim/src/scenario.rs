@@ -92,12 +92,37 @@ impl Default for Network {
     }
 }
 
+/// What a client process does with its mutex: the library's three modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientKind {
+    /// `run`: a run-once section (need check, lease, fenced write, DONE).
+    #[default]
+    RunOnce,
+    /// `acquire`: the lock, held for the section's duration, one fenced write, then released.
+    Lock,
+    /// `campaign`: leadership without a retry limit, held for the section's duration (one fenced write of its
+    /// term), resigned at once when told it is lost.
+    Leader,
+}
+
+impl ClientKind {
+    /// Lock and leader clients run the machine in lock mode; they cannot share a mutex with run-once clients (a
+    /// released lock is DONE, which a run-once client reads as done by another).
+    pub const fn is_lock_mode(self) -> bool {
+        !matches!(self, Self::RunOnce)
+    }
+}
+
 /// One client process (or `count` identical ones).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     /// Its name in traces; with `count > 1` the copies are named `name1`, `name2`, ...
     pub name: String,
+    /// What it does: `run-once` (the default), `lock` or `leader`.
+    #[serde(default)]
+    pub kind: ClientKind,
     /// How many identical processes.
     #[serde(default = "one")]
     pub count: usize,
@@ -115,6 +140,9 @@ pub struct ClientSpec {
     /// Probability that a section fails before writing.
     #[serde(default)]
     pub section_fail_rate: f64,
+    /// How long its need check takes (0: it answers at once); a cancel can come meanwhile.
+    #[serde(default)]
+    pub need_check_ms: u64,
     /// Its wall clock's offset from Spanner's (only the seed protocol reads it).
     #[serde(default)]
     pub wall_skew_ms: i64,
@@ -273,6 +301,14 @@ pub enum Fault {
         /// When.
         at_ms: u64,
     },
+    /// The client's user cancels its current run (drops the future of `run`, `acquire` or `campaign`): a need
+    /// check or section under way is dropped, a lease held or won is released.
+    Cancel {
+        /// When.
+        at_ms: u64,
+        /// Which client.
+        client: String,
+    },
 }
 
 const fn one_u32() -> u32 {
@@ -294,6 +330,7 @@ impl Fault {
             | Self::ServerClockError { at_ms, .. }
             | Self::SectionFail { at_ms, .. }
             | Self::RowDeleted { at_ms, .. }
+            | Self::Cancel { at_ms, .. }
             | Self::NewNeed { at_ms } => *at_ms,
         }
     }
@@ -309,6 +346,7 @@ impl Fault {
             | Self::LateCommit { client, .. }
             | Self::ClockStep { client, .. }
             | Self::ServerClockError { client, .. }
+            | Self::Cancel { client, .. }
             | Self::SectionFail { client, .. } => Some(client),
             Self::Outage { .. } | Self::RowDeleted { .. } | Self::NewNeed { .. } => None,
         }
@@ -398,6 +436,15 @@ impl Scenario {
                 return Err(invalid(format!("client {:?}: drift_ppm must be within +-999999", c.name)));
             }
             rate(&format!("client {:?} section_fail_rate", c.name), c.section_fail_rate)?;
+            let mixed =
+                self.clients.iter().any(|o| o.mutex == c.mutex && o.kind.is_lock_mode() != c.kind.is_lock_mode());
+            if mixed {
+                return Err(invalid(format!(
+                    "client {:?}: run-once and lock or leader clients cannot share mutex {} (a released lock is DONE, \
+                     which a run-once client reads as done by another); give them different mutexes",
+                    c.name, c.mutex
+                )));
+            }
         }
         for fault in &self.faults {
             if let Some(client) = fault.client()
@@ -437,11 +484,14 @@ pub struct GenerateOptions {
     pub protocol: Protocol,
     /// Simulated time per run.
     pub duration_ms: u64,
+    /// Every mode: each client is run-once (mutex 0), lock or leader (mutex 1) at random, and users cancel
+    /// runs. Off: run-once clients only, as the sweeps before modes drew them (their seeds keep their runs).
+    pub every_mode: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { clients: None, protocol: Protocol::Fenced, duration_ms: 60_000 }
+        Self { clients: None, protocol: Protocol::Fenced, duration_ms: 60_000, every_mode: false }
     }
 }
 
@@ -497,18 +547,30 @@ impl Scenario {
                 let section_min_ms = rng.random_range(10..=ttl_ms / 2);
                 ClientSpec {
                     name: format!("c{i}"),
+                    kind: ClientKind::RunOnce,
                     count: 1,
                     mutex: 0,
                     start_ms: rng.random_range(0..=2_000),
                     section_min_ms,
                     section_max_ms: section_min_ms + rng.random_range(0..=ttl_ms),
                     section_fail_rate: f64::from(rng.random_range(0..=200u32)) / 1_000.0,
+                    need_check_ms: 0,
                     wall_skew_ms: rng.random_range(-300_000..=300_000),
                     drift_ppm: rng.random_range(-max_drift_ppm..=max_drift_ppm),
                     repeat_after_ms: Some(rng.random_range(100..=3_000)),
                 }
             })
             .collect();
+        let mut clients = clients;
+        if options.every_mode {
+            // Drawn after everything the run-once sweep draws, so the rest of a seed's scenario is the same.
+            for client in &mut clients {
+                client.kind = [ClientKind::RunOnce, ClientKind::Lock, ClientKind::Leader][rng.random_range(0..3)];
+                client.mutex = usize::from(client.kind.is_lock_mode());
+                client.need_check_ms = rng.random_range(0..=ttl_ms / 2);
+            }
+        }
+        let mutexes = if options.every_mode { 2 } else { 1 };
         let mut faults = Vec::new();
         for _ in 0..rng.random_range(0..=6) {
             let at_ms = rng.random_range(0..options.duration_ms);
@@ -532,12 +594,21 @@ impl Scenario {
             };
             faults.push(fault);
         }
+        if options.every_mode {
+            for _ in 0..rng.random_range(0..=4) {
+                let at_ms = rng.random_range(0..options.duration_ms);
+                let client = format!("c{}", rng.random_range(0..clients_n));
+                faults.push(Fault::Cancel { at_ms, client });
+            }
+            let at_ms = rng.random_range(0..options.duration_ms);
+            faults.push(Fault::RowDeleted { at_ms, mutex: 1, older_than_ms: ttl_ms + rng.random_range(1..=ttl_ms) });
+        }
         faults.sort_by_key(Fault::at_ms);
         Self {
             name: format!("generated from seed {seed}"),
             seed,
             duration_ms: options.duration_ms,
-            mutexes: 1,
+            mutexes,
             need_every_ms: Some(config.staleness_ms + rng.random_range(0..=2_000)),
             config,
             network,

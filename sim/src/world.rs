@@ -4,6 +4,7 @@
 //! driver: [`crate::run`] schedules them from a scenario and a seed, [`crate::replay`] follows a checker path.
 
 use crate::invariants::{self, Violation};
+use crate::scenario::ClientKind;
 use crate::trace::{Log, Picture, TraceLine};
 use spanner_mutex_model::check::CommitFate;
 use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
@@ -59,6 +60,8 @@ pub struct Client {
     pub name: String,
     /// The mutex it uses.
     pub mutex: usize,
+    /// What it does with it (set before its first run).
+    pub kind: ClientKind,
     /// The production machine of its current run.
     pub machine: ClientMachine,
     /// Runs started so far (restarts and repeats); events of earlier runs are dropped.
@@ -113,6 +116,8 @@ pub struct Stats {
     pub fenced_writes_rejected: u64,
     /// Lock-lost signals.
     pub lock_lost_signals: u64,
+    /// Fenced writes of lock holders and leaders that landed (not run-once effects).
+    pub term_writes: u64,
     /// Runs by outcome.
     pub outcomes: BTreeMap<String, u64>,
 }
@@ -223,6 +228,7 @@ impl World {
         self.clients.push(Client {
             name,
             mutex,
+            kind: ClientKind::RunOnce,
             machine: placeholder,
             run: 0,
             alive: false,
@@ -351,7 +357,12 @@ impl World {
         }
         client.alive = true;
         client.run += 1;
-        client.machine = ClientMachine::run_once(id, client.name.clone(), &self.cfg);
+        client.machine = match client.kind {
+            ClientKind::RunOnce => ClientMachine::run_once(id, client.name.clone(), &self.cfg),
+            ClientKind::Lock => ClientMachine::lock(id, client.name.clone(), self.cfg.max_retries()),
+            // A campaign has no retry limit: it waits as long as others lead.
+            ClientKind::Leader => ClientMachine::lock(id, client.name.clone(), u32::MAX),
+        };
         client.waits = 0;
         client.last_need_answer = None;
         let now = self.local_now(c);
@@ -470,7 +481,7 @@ impl World {
         let plan = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), at);
         let valid = plan.reply == TxnReply::FenceValid;
         if valid && fate.lands() {
-            self.apply_effect(m, writer, fence, plan.write);
+            self.apply_write(c, m, writer, fence, plan.write);
         }
         match fate {
             CommitFate::Aborted => self.stats.aborts += 1,
@@ -511,12 +522,21 @@ impl World {
         result
     }
 
-    /// A fenced write lands: the effect, judged by the invariants, and the row's record of it.
-    fn apply_effect(&mut self, m: usize, writer: ClientId, fence: Fence, record: Option<RowWrite>) {
+    /// A fenced write of client `c` lands: a run-once section's effect, or a lock or leader's write of its term
+    /// (judged by its fence only: those are not run once), and the row's record of it.
+    fn apply_write(&mut self, c: usize, m: usize, writer: ClientId, fence: Fence, record: Option<RowWrite>) {
         let mutex = &mut self.mutexes[m];
         if let Some(problem) = invariants::no_stale_write::on_accepted(mutex, fence) {
             self.ghost.stale_write_accepted.get_or_insert(problem);
         }
+        if self.clients[c].kind.is_lock_mode() {
+            self.stats.term_writes += 1;
+            if let Some(record) = record {
+                self.write_row(m, record, false);
+            }
+            return;
+        }
+        let mutex = &mut self.mutexes[m];
         let effect = Effect { writer, fence, generation: mutex.generation };
         if let Some(problem) = invariants::at_most_once::on_accepted(mutex, &effect) {
             self.ghost.double_execution.get_or_insert(problem);
@@ -549,7 +569,7 @@ impl World {
                     let verify = TxnRequest::VerifyFence { client: *writer, fence: *fence, write: 1 };
                     let plan = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), *read_at);
                     if plan.reply == TxnReply::FenceValid {
-                        self.apply_effect(m, *writer, *fence, plan.write);
+                        self.apply_write(c, m, *writer, *fence, plan.write);
                     }
                 }
             }

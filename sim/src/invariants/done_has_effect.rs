@@ -9,6 +9,10 @@ pub const NAME: &str = spanner_mutex_model::check::DONE_HAS_EFFECT;
 /// Judges every row by the model checker's rule.
 pub fn check(world: &World) -> Option<String> {
     world.mutexes.iter().enumerate().find_map(|(m, mutex)| {
+        // A released lock is DONE too, with no run-once effect behind it.
+        if world.clients.iter().any(|c| c.mutex == m && c.kind.is_lock_mode()) {
+            return None;
+        }
         let effects: Vec<_> = mutex.effects.iter().map(|e| (e.writer, e.fence)).collect();
         (!done_has_effect(mutex.row.as_ref(), &effects)).then(|| format!("row {m} is DONE but no effect backs it"))
     })
