@@ -45,6 +45,78 @@ fn holder_paused_past_ttl() {
     assert_eq!((r.stats.lock_lost_signals, outcome(&r, "executed"), outcome(&r, "done-by-other")), (1, 1, 1));
 }
 
+/// When `who`'s line whose detail starts with `detail` was written, in microseconds (the first such line).
+fn at_us(r: &RunReport, who: &str, detail: &str) -> u64 {
+    r.trace
+        .iter()
+        .find(|l| l.who == who && l.detail.starts_with(detail))
+        .unwrap_or_else(|| panic!("no {who} line {detail:?}\n{}", r.timeline()))
+        .at_us
+}
+
+/// When the lease row last written by `holder` before `before_us` expires, in microseconds.
+fn expiry_us(r: &RunReport, holder: &str, before_us: u64) -> u64 {
+    let line = r
+        .trace
+        .iter()
+        .filter(|l| l.who == "row0" && l.at_us < before_us && l.detail.starts_with(&format!("STARTED by {holder},")))
+        .next_back()
+        .unwrap_or_else(|| panic!("no row written by {holder}\n{}", r.timeline()));
+    let ms: u64 =
+        line.detail.rsplit("expires in ").next().and_then(|t| t.trim_end_matches(" ms").parse().ok()).expect("expiry");
+    line.at_us + ms * 1_000
+}
+
+/// One poll at the most, plus a round trip: `poll_ms + jitter_ms`, twice the slowest latency and a commit's hold.
+fn one_poll_us(s: &Scenario) -> u64 {
+    (s.config.poll_ms + s.config.jitter_ms + 2 * s.network.latency_max_ms + s.network.commit_max_ms) * 1_000
+}
+
+#[test]
+fn leader_killed() {
+    let r = passes_and_is_pinned("leader-killed");
+    let s = scenario("leader-killed");
+    assert_eq!((r.stats.takeovers, r.stats.term_writes, outcome(&r, "released")), (1, 1, 1));
+    // The dead leader's lease runs out; the candidate leads no earlier, and within one poll of it.
+    let expired = expiry_us(&r, "a#1", at_us(&r, "a#1", "process crashed"));
+    let leads = at_us(&r, "b#1", "acquire commits: ACQUIRED");
+    assert!(leads >= expired && leads <= expired + one_poll_us(&s), "{expired} {leads}\n{}", r.timeline());
+}
+
+#[test]
+fn leader_paused_past_its_ttl() {
+    let r = passes_and_is_pinned("leader-paused-past-ttl");
+    assert_eq!((r.stats.takeovers, r.stats.fenced_writes_rejected, r.stats.lock_lost_signals), (1, 1, 1));
+    assert_eq!((outcome(&r, "lease-lost"), outcome(&r, "released")), (1, 1));
+    // The old term's write comes after the new term began, and is refused.
+    let new_term = at_us(&r, "b#1", "acquire commits: ACQUIRED");
+    let refused = at_us(&r, "a#1", "fenced write with fence");
+    assert!(refused > new_term, "{}", r.timeline());
+    assert!(r.trace.iter().any(|l| l.who == "a#1" && l.detail.ends_with("REJECTED")), "{}", r.timeline());
+}
+
+#[test]
+fn a_released_lock_is_handed_to_a_waiter() {
+    let r = passes_and_is_pinned("release-handed-to-waiter");
+    let s = scenario("release-handed-to-waiter");
+    assert_eq!((r.stats.takeovers, outcome(&r, "released")), (0, 2));
+    let released = at_us(&r, "a#1", "release fence");
+    let taken = at_us(&r, "b#1", "acquire commits: ACQUIRED");
+    assert!(taken > released && taken <= released + one_poll_us(&s), "{released} {taken}\n{}", r.timeline());
+    assert!(taken < expiry_us(&r, "a#1", released), "long before the lease would have expired");
+}
+
+#[test]
+fn an_every_mode_sweep_passes_and_finds_the_re_inserted_cancel_leak() {
+    let every_mode = GenerateOptions { every_mode: true, ..GenerateOptions::default() };
+    let options = SweepOptions { first_seed: 0, seeds: 2_000, generate: every_mode.clone(), threads: 2, stop_after: 0 };
+    let summary = sweep(&options, &|_| {});
+    assert!(summary.failing.is_empty(), "{:?}", summary.failing.first());
+    let leaky = GenerateOptions { protocol: Protocol::LeakOnCancelInNeedCheck, ..every_mode };
+    let summary = sweep(&SweepOptions { seeds: 20_000, generate: leaky, stop_after: 1, ..options }, &|_| {});
+    assert!(!summary.failing.is_empty(), "a cancel during the need check under the lease leaks the lease");
+}
+
 #[test]
 fn unknown_commit_that_landed() {
     let r = passes_and_is_pinned("unknown-commit-landed");
