@@ -54,7 +54,8 @@ pub enum Outcome {
         /// The fence that was lost.
         fence: Fence,
     },
-    /// The run was cancelled; any lease it held was released.
+    /// The run was cancelled and holds no lease: any it held or won was released (a release that could not be
+    /// confirmed finishes `Failed` instead).
     Cancelled,
     /// An operation failed for good.
     Failed(Failure),
@@ -700,7 +701,9 @@ impl ClientMachine {
                     _ => false,
                 };
                 if cancelled {
-                    self.finish(Outcome::Cancelled)
+                    // What an earlier attempt of this run left on the row cannot be learned now, and "cancelled"
+                    // promises no lease is held: report the failure; such a lease ends by its TTL.
+                    self.finish(Outcome::Failed(failure))
                 } else if failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
                     // Not an attempt: nobody was seen holding the lease. An acquisition is re-entrant, so
                     // retrying it also resolves an unknown one.
@@ -1006,6 +1009,12 @@ impl ClientMachine {
     ) -> Option<Command> {
         let lost = released == Released::NotHolder;
         match reason {
+            // Not confirmed: the row may still name us until it expires, so the user must not hear "cancelled".
+            ReleaseReason::Abandon(Outcome::Cancelled) | ReleaseReason::SectionFailed { cancelled: true, .. }
+                if released == Released::Unconfirmed =>
+            {
+                self.finish(Outcome::Failed(Failure::Unavailable))
+            }
             ReleaseReason::Completed if lost => self.finish(Outcome::LeaseLost { fence }),
             ReleaseReason::Completed => self.finish(Outcome::Executed { fence }),
             ReleaseReason::Unlocked if lost => self.finish(Outcome::LeaseLost { fence }),

@@ -324,6 +324,40 @@ fn failed_section_releases_failed_then_retries_after_wait() {
 }
 
 #[test]
+fn a_cancel_whose_release_is_not_confirmed_is_not_reported_cancelled() {
+    // Found by the simulator's every-mode sweep: a failed section's release was in flight through an outage when
+    // the user cancelled; the release failed, and the run reported Cancelled with its lease still on the row.
+    let mut h = Harness::holding();
+    let failed = SectionResult::Failed { error: "Spanner unavailable".into() };
+    assert_eq!(
+        h.on(2, Event::SectionFinished(failed)),
+        Some(release(1, ReleaseStatus::Failed { error: "Spanner unavailable".into() }))
+    );
+    assert_eq!(h.on(3, Event::Cancel), None);
+    assert_eq!(
+        h.on(4, Event::TxnFailed(Failure::Unavailable)),
+        Some(Command::Finish(Outcome::Failed(Failure::Unavailable)))
+    );
+    // The same for a cancel while holding.
+    let mut h = Harness::holding();
+    h.on(2, Event::Cancel);
+    assert_eq!(
+        h.on(3, Event::TxnFailed(Failure::Unavailable)),
+        Some(Command::Finish(Outcome::Failed(Failure::Unavailable)))
+    );
+}
+
+#[test]
+fn a_cancelled_acquisition_that_fails_for_good_is_not_reported_cancelled() {
+    // An earlier attempt of the run may hold the row, and nothing can be read to find out.
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    assert_eq!(h.on(1, Event::Cancel), None);
+    assert_eq!(h.on(2, Event::TxnFailed(Failure::Rejected)), Some(Command::Finish(Outcome::Failed(Failure::Rejected))));
+}
+
+#[test]
 fn unknown_release_outcome_is_resolved_by_reading_the_row() {
     let mut h = Harness::holding();
     h.on(2, Event::SectionFinished(SectionResult::Completed));

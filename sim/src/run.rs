@@ -184,8 +184,9 @@ struct Runtime {
     paused_until_us: u64,
     timer_token: u64,
     timer_at_us: Option<u64>,
-    /// When its current run started.
-    run_started_us: u64,
+    /// Since when its current run is held to the progress bound: its start (run-once), or its grant (lock and
+    /// leader clients wait without a retry limit, and the lease is not fair, so only the hold is bounded).
+    progress_from_us: Option<u64>,
     /// The run whose user code is over (cancelled, released or resigned): its need check and section are
     /// dropped, and it asks nothing more of the machine.
     user_done_run: Option<u32>,
@@ -258,7 +259,7 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
                 paused_until_us: 0,
                 timer_token: 0,
                 timer_at_us: None,
-                run_started_us: 0,
+                progress_from_us: None,
                 user_done_run: None,
             });
         }
@@ -384,7 +385,7 @@ impl Runner<'_> {
                     return;
                 }
                 let id = ClientId::from_u128(self.rng.random());
-                self.runtime[c].run_started_us = now;
+                self.runtime[c].progress_from_us = (!self.world.clients[c].kind.is_lock_mode()).then_some(now);
                 let command = self.world.start_run(c, id, !self.world.clients[c].alive);
                 self.execute(c, command);
             }
@@ -668,17 +669,17 @@ impl Runner<'_> {
         let now = self.world.now_us;
         let run = self.world.clients[c].run;
         match command {
-            None => {}
             // A leader resigns at once when told its term is lost; a run-once section and a lock holder carry on
             // (fencing, not good manners, keeps them safe).
-            Some(Command::SignalLockLost { .. }) => {
-                if self.world.clients[c].kind == ClientKind::Leader && !self.dropped(c, run) {
-                    self.runtime[c].user_done_run = Some(run);
-                    let command = self.world.feed(c, Event::ReleaseRequested);
-                    self.execute(c, command);
-                    return;
-                }
+            Some(Command::SignalLockLost { .. })
+                if self.world.clients[c].kind == ClientKind::Leader && !self.dropped(c, run) =>
+            {
+                self.runtime[c].user_done_run = Some(run);
+                let command = self.world.feed(c, Event::ReleaseRequested);
+                self.execute(c, command);
+                return;
             }
+            None | Some(Command::SignalLockLost { .. }) => {}
             Some(Command::CheckNeed) => {
                 // Answered from the effects when asked, delivered when the check is over.
                 let needed = self.world.need(c);
@@ -712,6 +713,7 @@ impl Runner<'_> {
                     self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
                 }
                 // The holder works for the section's duration, makes its fenced write, then releases.
+                self.runtime[c].progress_from_us = Some(now);
                 let rt = &self.runtime[c];
                 let work_us = self.rng.random_range(rt.section_min_us..=rt.section_max_us);
                 self.push(now + work_us, Pending::SectionWrite { c, run, fence });
@@ -729,11 +731,8 @@ impl Runner<'_> {
     /// Judges client `c`'s current run at `now` (`finished`: it just finished) against the progress bound,
     /// counted from its start or from when faults stopped, whichever is later.
     fn check_progress(&mut self, c: usize, now: u64, finished: bool) {
-        // A campaign has no retry limit and the lease is not fair: it waits as long as others keep leading.
-        if self.world.clients[c].kind == ClientKind::Leader {
-            return;
-        }
-        let from = self.runtime[c].run_started_us.max(self.quiet_since_us);
+        let Some(from) = self.runtime[c].progress_from_us else { return };
+        let from = from.max(self.quiet_since_us);
         let took_us = now.saturating_sub(from);
         if took_us > self.progress_bound_us {
             let label = self.world.label(c);

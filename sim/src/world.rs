@@ -137,6 +137,8 @@ pub struct Ghost {
     pub false_outcome: Option<String>,
     /// A machine rejected an event.
     pub unexpected_event: Option<String>,
+    /// A run reported "released" or "cancelled" while the row still granted it the lease.
+    pub lease_kept_after_release: Option<String>,
 }
 
 /// The world.
@@ -359,9 +361,8 @@ impl World {
         client.run += 1;
         client.machine = match client.kind {
             ClientKind::RunOnce => ClientMachine::run_once(id, client.name.clone(), &self.cfg),
-            ClientKind::Lock => ClientMachine::lock(id, client.name.clone(), self.cfg.max_retries()),
-            // A campaign has no retry limit: it waits as long as others lead.
-            ClientKind::Leader => ClientMachine::lock(id, client.name.clone(), u32::MAX),
+            // As `acquire` and `campaign`: no retry limit; a user who gives up cancels.
+            ClientKind::Lock | ClientKind::Leader => ClientMachine::lock(id, client.name.clone(), u32::MAX),
         };
         client.waits = 0;
         client.last_need_answer = None;
@@ -682,6 +683,9 @@ impl World {
                 let outcome = outcome.clone();
                 if let Some(problem) = invariants::outcomes_true::judge(self, c, &outcome) {
                     self.ghost.false_outcome.get_or_insert(problem);
+                }
+                if let Some(problem) = invariants::release_leaves_no_lease::judge(self, c, &outcome) {
+                    self.ghost.lease_kept_after_release.get_or_insert(problem);
                 }
                 *self.stats.outcomes.entry(outcome_name(&outcome).to_owned()).or_default() += 1;
                 self.note(Who::Client(c), "finish", |w| format!("run ends: {}", outcome_words(w, &outcome)));

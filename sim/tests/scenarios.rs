@@ -59,8 +59,7 @@ fn expiry_us(r: &RunReport, holder: &str, before_us: u64) -> u64 {
     let line = r
         .trace
         .iter()
-        .filter(|l| l.who == "row0" && l.at_us < before_us && l.detail.starts_with(&format!("STARTED by {holder},")))
-        .next_back()
+        .rfind(|l| l.who == "row0" && l.at_us < before_us && l.detail.starts_with(&format!("STARTED by {holder},")))
         .unwrap_or_else(|| panic!("no row written by {holder}\n{}", r.timeline()));
     let ms: u64 =
         line.detail.rsplit("expires in ").next().and_then(|t| t.trim_end_matches(" ms").parse().ok()).expect("expiry");

@@ -40,8 +40,8 @@ pub const MAX_CLIENTS: u8 = 5;
 pub enum ClientKind {
     /// `SpannerMutex::run`: need check, lease, need check again, one fenced write, release as DONE.
     RunOnce,
-    /// `SpannerMutex::acquire`: the lock, one fenced write, then release (or give up waiting after
-    /// `max_retries`).
+    /// `SpannerMutex::acquire`: waits for the lock without a retry limit (its user may give up: a cancel),
+    /// makes one fenced write, then releases.
     Lock,
     /// `SpannerMutex::campaign`: a lock without a retry limit, held (renewed) until resigned or lost, then
     /// campaigned for once more.
@@ -693,8 +693,8 @@ impl LeaseModel {
     fn machine(&self, kind: ClientKind, id: ClientId) -> ClientMachine {
         match kind {
             ClientKind::RunOnce => ClientMachine::run_once(id, "", &self.cfg),
-            ClientKind::Lock => ClientMachine::lock(id, "", self.cfg.max_retries()),
-            ClientKind::Leader => ClientMachine::lock(id, "", u32::MAX),
+            // As `acquire` and `campaign` do: no retry limit.
+            ClientKind::Lock | ClientKind::Leader => ClientMachine::lock(id, "", u32::MAX),
         }
     }
 
@@ -705,10 +705,12 @@ impl LeaseModel {
         ClientSlot { kind, machine, incarnation, lag_ms, op: Op::Idle, section: Section::Idle, ghost }
     }
 
-    /// A leader whose term (or campaign) ended campaigns again, as the same client.
+    /// A leader whose term (or campaign) ended campaigns again. Each campaign is a new client id, as in
+    /// production; the checker numbers it as the next incarnation of the slot.
     fn campaign_again(&self, state: &mut WorldState, slot: usize) {
         let client = &mut state.clients[slot];
-        client.machine = self.machine(ClientKind::Leader, client.machine.id());
+        client.incarnation += 1;
+        client.machine = self.machine(ClientKind::Leader, client_id(slot, client.incarnation));
         client.ghost.campaigns += 1;
         client.ghost.waits = 0;
         self.start(state, slot);
@@ -773,7 +775,7 @@ impl LeaseModel {
                 let client = &mut state.clients[slot];
                 client.ghost.finished_after_cancel |= client.ghost.cancelled_in.is_some();
                 if client.kind == ClientKind::Leader
-                    && outcome != crate::Outcome::Cancelled
+                    && client.ghost.cancelled_in.is_none()
                     && client.ghost.campaigns < LEADER_CAMPAIGNS
                 {
                     client.ghost.term_ended |= client.ghost.grants > 0;

@@ -232,16 +232,6 @@ fn for_lock_mode(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
             },
         ));
     }
-    if model.options.has(ClientKind::Lock) {
-        properties.push(Property::sometimes(
-            "a lock client gives up after max retries",
-            |_: &LeaseModel, s: &WorldState| {
-                s.clients
-                    .iter()
-                    .any(|c| c.kind == ClientKind::Lock && matches!(c.machine.outcome(), Some(Outcome::GaveUp { .. })))
-            },
-        ));
-    }
     properties
 }
 

@@ -9,6 +9,7 @@ pub mod fences_increase;
 pub mod no_stale_write;
 pub mod outcomes_true;
 pub mod progress;
+pub mod release_leaves_no_lease;
 pub mod reliance_backed_by_row;
 pub mod single_reliance;
 
@@ -38,6 +39,7 @@ pub const ALL: &[(&str, Check)] = &[
     (done_is_final::NAME, done_is_final::check),
     (fences_increase::NAME, fences_increase::check),
     (outcomes_true::NAME, outcomes_true::check),
+    (release_leaves_no_lease::NAME, release_leaves_no_lease::check),
     (done_has_effect::NAME, done_has_effect::check),
     (events_accepted::NAME, events_accepted::check),
 ];

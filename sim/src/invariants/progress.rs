@@ -1,6 +1,8 @@
 //! Progress: once faults stop, every run finishes (any outcome, giving up included) within a bound derived from
 //! the configuration and the network: `max_retries + 1` waits of at most `max_wait_ms + jitter_ms` plus the
-//! round trips of a poll, an acquisition and its resolution, then the longest section, a TTL and the release.
+//! round trips of a poll, an acquisition and its resolution, then the longest section (and need checks), a TTL
+//! and the release. Lock and leader clients wait without a retry limit on a lease that is not fair, so only
+//! their hold is bounded: from the grant to the end of the run.
 //! Background aborts and unknown outcomes are inside it (each counts as a retry, or is resolved by a read);
 //! injected faults (pauses, crashes, outages, suspensions, late commits) are not, so runs are judged from the
 //! moment the last injected fault is over.
@@ -51,7 +53,14 @@ pub fn bound_us(scenario: &Scenario) -> u64 {
     let late_ms = if n.unknown_rate > 0.0 { 2 * n.rpc_timeout_ms + cfg.ttl_ms } else { 0 };
     let wait_ms = cfg.max_wait_ms + cfg.jitter_ms + 3 * round_trip_ms;
     let longest_section_ms = scenario.clients.iter().map(|c| c.section_max_ms).max().unwrap_or(0);
-    let ms = (u64::from(cfg.max_retries) + 1) * wait_ms + longest_section_ms + cfg.ttl_ms + late_ms + 4 * round_trip_ms;
+    // A run-once run checks its need twice.
+    let need_checks_ms = 2 * scenario.clients.iter().map(|c| c.need_check_ms).max().unwrap_or(0);
+    let ms = (u64::from(cfg.max_retries) + 1) * wait_ms
+        + longest_section_ms
+        + need_checks_ms
+        + cfg.ttl_ms
+        + late_ms
+        + 4 * round_trip_ms;
     ms * US_PER_MS
 }
 

@@ -1,0 +1,24 @@
+//! A run that reports "released" or "cancelled" holds no lease at that moment: the row does not grant it, so a
+//! waiter can acquire at once. (A commit told "unknown" that lands later can still leave a lease, for one TTL.)
+
+use crate::world::World;
+use spanner_mutex_model::Outcome;
+
+/// The model checker's name for it.
+pub const NAME: &str = spanner_mutex_model::check::RELEASE_LEAVES_NO_LEASE;
+
+/// Judges client `c`'s outcome as it finishes.
+pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {
+    if !matches!(outcome, Outcome::Released { .. } | Outcome::Cancelled) {
+        return None;
+    }
+    let client = &world.clients[c];
+    let row = world.mutexes[client.mutex].row.as_ref()?;
+    row.grants(client.machine.id(), row.fence, world.server_now())
+        .then(|| format!("{} reported {outcome:?} while the row still grants it the lease", world.label(c)))
+}
+
+/// Reads the record [`judge`] keeps.
+pub fn check(world: &World) -> Option<String> {
+    world.ghost.lease_kept_after_release.clone()
+}
