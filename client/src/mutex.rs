@@ -240,7 +240,8 @@ pub enum RunError {
     /// The user's need check failed.
     #[error("need check failed: {0}")]
     NeedCheck(#[source] BoxError),
-    /// The run was cancelled; any lease it held was released.
+    /// The run was cancelled and holds no lease: any it held or was winning was released. (A cancel whose release
+    /// could not be confirmed returns [`RunError::Unavailable`] instead: the lease then ends at its TTL.)
     #[error("cancelled")]
     Cancelled,
     /// A driver bug: the machine refused an event.
@@ -331,7 +332,8 @@ impl<S: LeaseStore> SpannerMutex<S> {
 
     /// Cancels every run, acquisition and lock of this mutex (and its clones) and waits until each has ended,
     /// having released whatever lease it held or was winning. Runs and locks still in progress return
-    /// [`RunError::Cancelled`] (a lock holder sees [`Lease::lock_lost`]); later calls return it at once. Also the
+    /// [`RunError::Cancelled`], or [`RunError::Unavailable`] if Spanner did not confirm the release (a lock holder
+    /// sees [`Lease::lock_lost`]); later calls return `Cancelled` at once. Also the
     /// way to wait for the background release of a dropped run future or [`LockGuard`].
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
