@@ -17,8 +17,8 @@ pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, read_path_argument};
 pub use properties::{
     DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_CLIENT_STUCK,
     NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY,
-    SINGLE_RELIANCE, TERMS_INCREASE, done_has_effect, fence_follows, outcome_is_true, overwrites_done, superseded,
-    violated_safety,
+    SINGLE_RELIANCE, TERMS_INCREASE, done_has_effect, fence_follows, keeps_lease_after_release, outcome_is_true,
+    overwrites_done, superseded, violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 
@@ -824,14 +824,9 @@ impl LeaseModel {
     fn judge_release(&self, state: &mut WorldState, slot: usize, outcome: &crate::Outcome) {
         let id = state.clients[slot].machine.id();
         let now = Self::server_time(state.now_ms);
-        let held = state.row.as_ref().is_some_and(|r| r.grants(id, r.fence, now));
-        match outcome {
-            crate::Outcome::Released { fence } => {
-                state.ghost.lease_kept_after_release |= held;
-                state.ghost.released_fence = Some(*fence);
-            }
-            crate::Outcome::Cancelled => state.ghost.lease_kept_after_release |= held,
-            _ => {}
+        state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.row.as_ref(), now);
+        if let crate::Outcome::Released { fence } = outcome {
+            state.ghost.released_fence = Some(*fence);
         }
     }
 

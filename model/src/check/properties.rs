@@ -2,7 +2,7 @@
 //! reachable, so a model that does nothing cannot pass.
 
 use super::{ClientKind, LeaseModel, WorldState};
-use crate::{ClientId, Fence, LeaseRow, Outcome, Phase, RowWrite, Status};
+use crate::{ClientId, Fence, LeaseRow, Outcome, Phase, RowWrite, ServerTime, Status};
 use stateright::Property;
 
 /// At most one client relies on the lease at a time.
@@ -137,6 +137,14 @@ pub fn outcome_is_true(outcome: &Outcome, facts: &OutcomeFacts<'_>) -> bool {
         Outcome::LeaseLost { fence } => !facts.row.is_some_and(|r| r.holder == facts.client && r.fence == *fence),
         Outcome::Released { .. } | Outcome::Cancelled | Outcome::Failed(_) => true,
     }
+}
+
+/// Whether `outcome`, reported by `client` with the row as `row` at server time `now`, breaks "a committed release
+/// or a cancel leaves no lease held": it says released or cancelled while the row still grants `client` the lease.
+/// One definition, used by the checker and the simulator.
+pub fn keeps_lease_after_release(outcome: &Outcome, client: ClientId, row: Option<&LeaseRow>, now: ServerTime) -> bool {
+    matches!(outcome, Outcome::Released { .. } | Outcome::Cancelled)
+        && row.is_some_and(|r| r.grants(client, r.fence, now))
 }
 
 /// Whether a DONE row is backed by an effect: its holder applied it, or found it applied under an earlier fence.

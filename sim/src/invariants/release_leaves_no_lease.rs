@@ -3,18 +3,16 @@
 
 use crate::world::World;
 use spanner_mutex_model::Outcome;
+use spanner_mutex_model::check::keeps_lease_after_release;
 
 /// The model checker's name for it.
 pub const NAME: &str = spanner_mutex_model::check::RELEASE_LEAVES_NO_LEASE;
 
-/// Judges client `c`'s outcome as it finishes.
+/// Judges client `c`'s outcome as it finishes, by the model checker's definition.
 pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {
-    if !matches!(outcome, Outcome::Released { .. } | Outcome::Cancelled) {
-        return None;
-    }
     let client = &world.clients[c];
-    let row = world.mutexes[client.mutex].row.as_ref()?;
-    row.grants(client.machine.id(), row.fence, world.server_now())
+    let row = world.mutexes[client.mutex].row.as_ref();
+    keeps_lease_after_release(outcome, client.machine.id(), row, world.server_now())
         .then(|| format!("{} reported {outcome:?} while the row still grants it the lease", world.label(c)))
 }
 
