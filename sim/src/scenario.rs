@@ -5,6 +5,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+pub use spanner_mutex_model::check::ClientKind;
 use spanner_mutex_model::{Config, ConfigError, ConfigParams, Protocol};
 
 /// The most clients a scenario may have (after expanding `count`).
@@ -92,35 +93,15 @@ impl Default for Network {
     }
 }
 
-/// What a client process does with its mutex: the library's three modes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClientKind {
-    /// `run`: a run-once section (need check, lease, fenced write, DONE).
-    #[default]
-    RunOnce,
-    /// `acquire`: the lock, held for the section's duration, one fenced write, then released.
-    Lock,
-    /// `campaign`: leadership without a retry limit, held for the section's duration (one fenced write of its
-    /// term), resigned at once when told it is lost.
-    Leader,
-}
-
-impl ClientKind {
-    /// Lock and leader clients run the machine in lock mode; they cannot share a mutex with run-once clients (a
-    /// released lock is DONE, which a run-once client reads as done by another).
-    pub const fn is_lock_mode(self) -> bool {
-        !matches!(self, Self::RunOnce)
-    }
-}
-
 /// One client process (or `count` identical ones).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     /// Its name in traces; with `count > 1` the copies are named `name1`, `name2`, ...
     pub name: String,
-    /// What it does: `run-once` (the default), `lock` or `leader`.
+    /// What it does: `run-once` (the default), `lock` or `leader`. A lock or leader client holds for the section's
+    /// duration, makes one fenced write of its term, then releases; a leader resigns when told it is lost.
+    /// Run-once and lock-mode clients cannot share a mutex.
     #[serde(default)]
     pub kind: ClientKind,
     /// How many identical processes.

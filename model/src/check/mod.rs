@@ -34,11 +34,13 @@ use stateright::{Model, Property};
 /// copied.
 pub const MAX_CLIENTS: u8 = 5;
 
-/// What a checked client's user does with the mutex: each kind is the production machine in one of the
-/// library's modes, driven by the steps its user can take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// What a client's user does with the mutex: each kind is the production machine in one of the library's modes,
+/// driven by the steps its user can take (in the checker and in the simulator's scenarios, as `kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ClientKind {
     /// `SpannerMutex::run`: need check, lease, need check again, one fenced write, release as DONE.
+    #[default]
     RunOnce,
     /// `SpannerMutex::acquire`: waits for the lock without a retry limit (its user may give up: a cancel),
     /// makes one fenced write, then releases.
