@@ -288,6 +288,10 @@ pub struct LeaseModel {
     pub options: CheckOptions,
     /// The clients' protocol configuration.
     pub cfg: Config,
+    /// Where the [`Witness`]es of `sometimes` companions go: `None`, into the states they lead to (so the
+    /// Explorer and stateright show each companion with its path); `Some`, into this tally, from every step the
+    /// search takes, leaving the states unmarked (see [`Self::tallying_witnesses`]).
+    tally: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl LeaseModel {
@@ -297,7 +301,30 @@ impl LeaseModel {
             panic!("{why}");
         }
         let cfg = options.protocol_config();
-        Self { options, cfg }
+        Self { options, cfg, tally: None }
+    }
+
+    /// This model with its witnesses tallied instead of marked in states, and only its `always` properties
+    /// given to stateright; [`Self::unreached`] judges the companions after the search. Marks in states split
+    /// each marked state from its unmarked twin (a third of the states of the default check), and a companion
+    /// that held was evaluated (and recorded) again in every later state. The verdict is the same: an
+    /// exhaustive search takes every step out of every reachable state, whatever its order or thread count.
+    pub fn tallying_witnesses(mut self) -> Self {
+        self.tally = Some(std::sync::Arc::default());
+        self
+    }
+
+    /// The `sometimes` companions no step of the search has witnessed so far, for a model made by
+    /// [`Self::tallying_witnesses`] (else every companion).
+    pub fn unreached(&self) -> Vec<&'static str> {
+        let tallied = self.tally.as_ref().map_or(0, |tally| tally.load(std::sync::atomic::Ordering::Relaxed));
+        let mut marked = self.init_states().swap_remove(0);
+        marked.ghost.witnessed = Witnessed(tallied);
+        properties::all(self)
+            .into_iter()
+            .filter(|p| p.expectation == stateright::Expectation::Sometimes && !(p.condition)(self, &marked))
+            .map(|p| p.name)
+            .collect()
     }
 }
 
@@ -319,14 +346,15 @@ pub enum Op {
     Idle,
     /// The user's need check runs.
     NeedCheck,
-    /// A transaction that read the row at `version` and the decision time `read_at`. Its plan is not stored:
-    /// if the row is unchanged at commit, planning again on it gives the same plan (and if it changed, the
-    /// commit aborts), which keeps states small.
+    /// A transaction that read the row and the decision time `read_at`. Its plan is not stored: if the row is
+    /// unchanged at commit, planning again on it gives the same plan (and if it changed, the commit aborts),
+    /// which keeps states small.
     TxnRead {
         /// The transaction.
         request: TxnRequest,
-        /// The row version it read.
-        version: u32,
+        /// No write has committed since it read the row. (Only this matters, not how many writes did: a
+        /// version number would split states that differ in nothing else.)
+        row_unchanged: bool,
         /// The time its decisions were made on.
         read_at: ServerTime,
         /// Whether that time has been made to err (once per transaction).
@@ -341,8 +369,8 @@ pub enum Queued {
     Txn {
         /// The transaction.
         request: TxnRequest,
-        /// The row version it read.
-        version: u32,
+        /// No write has committed since it read the row.
+        row_unchanged: bool,
         /// The time its decisions are made on.
         read_at: ServerTime,
     },
@@ -352,8 +380,8 @@ pub enum Queued {
         writer: ClientId,
         /// Its fence.
         fence: Fence,
-        /// The row version it read.
-        version: u32,
+        /// No write has committed since it read the row.
+        row_unchanged: bool,
         /// The time its decisions are made on.
         read_at: ServerTime,
     },
@@ -375,31 +403,26 @@ pub enum Section {
     Rejected,
 }
 
-/// Facts about a client's history that properties need and its machine does not keep.
+/// Facts about a client's history that properties need and its machine does not keep. Each is kept only as
+/// long as a property can still need it (a fact kept longer splits states that differ in nothing else).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientGhost {
     /// Times the world saw this client start a retry wait.
     pub waits: u32,
-    /// It was told "unknown" for an acquisition that landed.
+    /// It was told "unknown" for an acquisition that landed, and has not won or finished since.
     pub unknown_landed: bool,
-    /// It was told "unknown" for an acquisition that did not land.
+    /// It was told "unknown" for an acquisition that did not land, and has not won or finished since.
     pub unknown_lost: bool,
-    /// Its section failed.
+    /// Its section failed, and no client has executed since.
     pub section_failed: bool,
-    /// A poll (before the expiry it had read) found the row released or DONE.
-    pub poll_noticed: bool,
-    /// Its section's retried fenced write found the record that the earlier attempt landed.
-    pub fenced_write_resolved: bool,
     /// Its user cancelled, in this phase.
     pub cancelled_in: Option<crate::Phase>,
     /// Campaigns made (leader clients).
     pub campaigns: u8,
-    /// Leadership (or the lock) granted to this client, counted over its campaigns.
-    pub grants: u8,
-    /// A term of this leader ended, lost or resigned, with another campaign to come.
+    /// This campaign (or lock acquisition) was granted.
+    pub granted: bool,
+    /// A term of this leader ended, lost or resigned, and it has not led again since.
     pub term_ended: bool,
-    /// Its run (or campaign) finished after its user cancelled.
-    pub finished_after_cancel: bool,
 }
 
 /// One client process.
@@ -421,37 +444,112 @@ pub struct ClientSlot {
     pub ghost: ClientGhost,
 }
 
+/// A path a `sometimes` companion asks to see taken. The step that takes it marks the state it leads to, and
+/// the mark is gone from the states after: a fact that stayed set would split every later state in two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Witness {
+    /// A crashed holder's lease was taken over.
+    TakeoverAfterCrash,
+    /// A lease was taken over from a holder that was still running.
+    TakeoverAfterPause,
+    /// A paused holder's lease was taken over after a server clock read erred.
+    TakeoverAfterClockError,
+    /// A renewal committed.
+    Renewed,
+    /// A lock-lost signal was given.
+    LockLost,
+    /// The resource refused a write whose fence had been superseded.
+    StaleWriteRejected,
+    /// A client told "unknown" for an acquisition that landed was granted the lease.
+    UnknownLandedWon,
+    /// A client told "unknown" for an acquisition that did not land was granted the lease.
+    UnknownLostWon,
+    /// A retried fenced write found the record of the attempt that landed.
+    FencedWriteResolved,
+    /// A poll (before the expiry it had read) found the row released or DONE.
+    PollNoticed,
+    /// A run-once client reported "executed".
+    Executed,
+    /// A run-once client executed while another's failed section was behind it.
+    ExecutedAfterFailure,
+    /// A run-once client reported "done by another".
+    DoneByOther,
+    /// A run-once client reported "not needed".
+    NotNeeded,
+    /// A run-once client gave up after its retries.
+    GaveUp,
+    /// A waiting client was granted the lock after a release committed.
+    HandedOver,
+    /// A lock holder's fenced write was accepted.
+    LockWriteAccepted,
+    /// A leader whose term ended was granted leadership again.
+    LeadsAgain,
+    /// A stale DONE row was acquired again.
+    StaleDoneAcquired,
+    /// A commit its client was told was unknown landed later.
+    LateLanded,
+    /// A run or campaign finished after its user cancelled; the phase of the cancel is marked beside it.
+    FinishedAfterCancel,
+}
+
+/// The [`Witness`]es of the step that led to a state, and with [`Witness::FinishedAfterCancel`] the phase the
+/// cancel came in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Witnessed(u64);
+
+impl Witnessed {
+    const PHASE_SHIFT: u32 = 32;
+
+    /// Marks `witness`.
+    pub const fn insert(&mut self, witness: Witness) {
+        self.0 |= 1 << witness as u32;
+    }
+
+    /// Marks that a run finished after its user cancelled in `phase`.
+    pub const fn insert_cancel(&mut self, phase: crate::Phase) {
+        self.insert(Witness::FinishedAfterCancel);
+        self.0 |= 1 << (Self::PHASE_SHIFT + phase as u32);
+    }
+
+    /// Whether `witness` is marked.
+    pub const fn contains(self, witness: Witness) -> bool {
+        self.has_index(witness as u8)
+    }
+
+    /// Whether a run finished after its user cancelled in `phase`.
+    pub const fn contains_cancel(self, phase: crate::Phase) -> bool {
+        self.has_cancel_index(phase as u8)
+    }
+
+    const fn has_index(self, witness: u8) -> bool {
+        self.0 & (1 << witness) != 0
+    }
+
+    const fn has_cancel_index(self, phase: u8) -> bool {
+        self.0 & (1 << (Self::PHASE_SHIFT + phase as u32)) != 0
+    }
+}
+
 /// Global history for properties.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct WorldGhost {
+    /// What the step that led to this state showed (cleared by the next step).
+    pub witnessed: Witnessed,
     /// The highest fence ever granted.
     pub max_fence: Option<Fence>,
     /// A write lowered the row's fence or skipped one.
     pub fence_regressed: bool,
     /// The resource accepted a write whose fence had been superseded.
     pub stale_write_accepted: bool,
-    /// The resource refused a write whose fence had been superseded.
-    pub stale_write_rejected: bool,
     /// A DONE row was changed other than by a fresh acquisition.
     pub done_overwritten: bool,
-    /// A stale DONE row was acquired again.
-    pub stale_done_acquired: bool,
-    /// A lease was taken over from a crashed holder.
-    pub takeover_after_crash: bool,
-    /// A lease was taken over from a holder that was still running.
-    pub takeover_after_pause: bool,
-    /// A renewal committed.
-    pub renewed: bool,
-    /// A lock-lost signal was given.
-    pub lock_lost: bool,
     /// The machine rejected an event the world sent, or asked for two operations at once.
     pub driver_contract_broken: bool,
-    /// A server clock read erred.
+    /// A server clock read erred (kept for [`Witness::TakeoverAfterClockError`]).
     pub clock_erred: bool,
     /// A client reported an outcome that was not true when it reported it.
     pub false_outcome: bool,
-    /// A commit its client was told was unknown landed later.
-    pub late_landed: bool,
     /// The highest fence a lock or leadership was granted under.
     pub max_term: Option<Fence>,
     /// A grant's fence was not above every earlier grant's.
@@ -460,8 +558,6 @@ pub struct WorldGhost {
     pub lease_kept_after_release: bool,
     /// The fence of the last lock release that committed.
     pub released_fence: Option<Fence>,
-    /// A waiting client was granted the lock after a release committed.
-    pub handed_over_after_release: bool,
 }
 
 /// The whole system.
@@ -471,8 +567,6 @@ pub struct WorldState {
     pub now_ms: u64,
     /// The lease row.
     pub row: Option<LeaseRow>,
-    /// Incremented by every committed write; a transaction that read an older version aborts.
-    pub row_version: u32,
     /// The clients.
     pub clients: ArrayVec<ClientSlot, { MAX_CLIENTS as usize }>,
     /// Effects the protected resource accepted (the check stops at the second one: a violation).
@@ -540,9 +634,9 @@ fn representative(state: &WorldState) -> WorldState {
         let slot = &state.clients[i];
         let op = match &slot.op {
             Op::Idle => None,
-            Op::NeedCheck => Some((4, 0, ServerTime::from_unix_micros(0), false)),
-            Op::TxnRead { request, version, read_at, clock_erred } => {
-                Some((request_rank(request), *version, *read_at, *clock_erred))
+            Op::NeedCheck => Some((4, false, ServerTime::from_unix_micros(0), false)),
+            Op::TxnRead { request, row_unchanged, read_at, clock_erred } => {
+                Some((request_rank(request), *row_unchanged, *read_at, *clock_erred))
             }
         };
         let wrote = |n: usize| state.effects.get(n).map(|e| slot_of(e.writer).0 == i);
@@ -587,7 +681,11 @@ fn representative(state: &WorldState) -> WorldState {
             None => true,
             Some((best_hash, best_state)) => {
                 // Equal hashes of different states: never seen, but the choice must still not depend on order.
-                hash < *best_hash || (hash == *best_hash && format!("{candidate:?}") < format!("{best_state:?}"))
+                // (Tied slots that are wholly alike give equal candidates: nothing to choose.)
+                hash < *best_hash
+                    || (hash == *best_hash
+                        && candidate != *best_state
+                        && format!("{candidate:?}") < format!("{best_state:?}"))
             }
         };
         if better {
@@ -715,6 +813,7 @@ impl LeaseModel {
         client.machine = self.machine(ClientKind::Leader, client_id(slot, client.incarnation));
         client.ghost.campaigns += 1;
         client.ghost.waits = 0;
+        client.ghost.granted = false;
         self.start(state, slot);
     }
 
@@ -734,7 +833,7 @@ impl LeaseModel {
                 if !counts_wait
                     && matches!(command, Some(Command::RunTxn(_) | Command::Finish(crate::Outcome::DoneByOther { .. })))
                 {
-                    state.clients[slot].ghost.poll_noticed = true;
+                    state.ghost.witnessed.insert(Witness::PollNoticed);
                 }
                 self.execute(state, slot, command, counts_wait);
             }
@@ -752,7 +851,9 @@ impl LeaseModel {
             && client.machine.phase() == crate::Phase::AwaitingRetryTimer
             && client.machine.poll_timeout(&self.cfg).is_some()
         {
-            client.ghost.waits += 1;
+            // Lock-mode clients have no retry limit to judge a "gave up" by; only the hand-over companion asks
+            // whether they waited at all, and a count would split their states by it.
+            client.ghost.waits = if client.kind.is_lock_mode() { 1 } else { client.ghost.waits + 1 };
         }
         if client.op != Op::Idle && matches!(command, Some(Command::CheckNeed | Command::ReadRow | Command::RunTxn(_)))
         {
@@ -774,13 +875,13 @@ impl LeaseModel {
                     max_retries: self.cfg.max_retries(),
                 };
                 state.ghost.false_outcome |= !outcome_is_true(&outcome, &facts);
+                Self::witness_finish(state, slot, &outcome);
                 let client = &mut state.clients[slot];
-                client.ghost.finished_after_cancel |= client.ghost.cancelled_in.is_some();
                 if client.kind == ClientKind::Leader
                     && client.ghost.cancelled_in.is_none()
                     && client.ghost.campaigns < LEADER_CAMPAIGNS
                 {
-                    client.ghost.term_ended |= client.ghost.grants > 0;
+                    client.ghost.term_ended |= client.ghost.granted;
                     self.campaign_again(state, slot);
                 }
             }
@@ -799,26 +900,75 @@ impl LeaseModel {
             }
             Some(Command::RunTxn(request)) => {
                 let read_at = self.decision_time(state, slot);
-                state.clients[slot].op =
-                    Op::TxnRead { request, version: state.row_version, read_at, clock_erred: false };
+                state.clients[slot].op = Op::TxnRead { request, row_unchanged: true, read_at, clock_erred: false };
             }
-            Some(Command::RunSection { fence, .. }) => client.section = Section::Started { fence },
+            Some(Command::RunSection { fence, .. }) => {
+                client.section = Section::Started { fence };
+                Self::witness_won(state, slot);
+            }
             // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
-            Some(Command::SignalLockLost { .. }) => state.ghost.lock_lost = true,
+            Some(Command::SignalLockLost { .. }) => state.ghost.witnessed.insert(Witness::LockLost),
             Some(Command::Granted { fence, .. }) => {
                 if !client.kind.is_lock_mode() {
                     state.ghost.driver_contract_broken = true;
                 }
                 client.section = Section::Started { fence };
-                client.ghost.grants += 1;
+                client.ghost.granted = true;
+                let waited = client.ghost.waits > 0;
                 let ghost = &mut state.ghost;
                 ghost.term_regressed |= ghost.max_term.is_some_and(|max| fence <= max);
                 ghost.max_term = ghost.max_term.max(Some(fence));
-                if client.ghost.waits > 0 && ghost.released_fence.is_some_and(|released| released < fence) {
-                    ghost.handed_over_after_release = true;
+                if waited && ghost.released_fence.is_some_and(|released| released < fence) {
+                    ghost.witnessed.insert(Witness::HandedOver);
                 }
+                Self::witness_won(state, slot);
             }
         }
+    }
+
+    /// Marks what a client winning the lease shows, and forgets the facts kept until it won.
+    fn witness_won(state: &mut WorldState, slot: usize) {
+        let ghost = &mut state.clients[slot].ghost;
+        let witnessed = &mut state.ghost.witnessed;
+        if std::mem::take(&mut ghost.unknown_landed) {
+            witnessed.insert(Witness::UnknownLandedWon);
+        }
+        if std::mem::take(&mut ghost.unknown_lost) {
+            witnessed.insert(Witness::UnknownLostWon);
+        }
+        if std::mem::take(&mut ghost.term_ended) {
+            witnessed.insert(Witness::LeadsAgain);
+        }
+    }
+
+    /// Marks what a finishing client's outcome shows, and forgets the facts kept until it finished.
+    fn witness_finish(state: &mut WorldState, slot: usize, outcome: &crate::Outcome) {
+        use crate::Outcome;
+        let witnessed = &mut state.ghost.witnessed;
+        match outcome {
+            Outcome::Executed { .. } => {
+                witnessed.insert(Witness::Executed);
+                // One execution is all a run-once world has; no later one needs a failure behind it.
+                let mut after_failure = false;
+                for (i, client) in state.clients.iter_mut().enumerate() {
+                    after_failure |= i != slot && client.ghost.section_failed;
+                    client.ghost.section_failed = false;
+                }
+                if after_failure {
+                    witnessed.insert(Witness::ExecutedAfterFailure);
+                }
+            }
+            Outcome::DoneByOther { .. } => witnessed.insert(Witness::DoneByOther),
+            Outcome::NotNeeded => witnessed.insert(Witness::NotNeeded),
+            Outcome::GaveUp { .. } => witnessed.insert(Witness::GaveUp),
+            Outcome::Released { .. } | Outcome::LeaseLost { .. } | Outcome::Cancelled | Outcome::Failed(_) => {}
+        }
+        let ghost = &mut state.clients[slot].ghost;
+        if let Some(phase) = ghost.cancelled_in {
+            witnessed.insert_cancel(phase);
+        }
+        ghost.unknown_landed = false;
+        ghost.unknown_lost = false;
     }
 
     /// Judges a finishing client's "released" or "cancelled": the row must not grant it the lease any more (a
@@ -838,18 +988,33 @@ impl LeaseModel {
         let ghost = &mut state.ghost;
         ghost.fence_regressed |= !fence_follows(previous.as_ref(), ghost.max_fence, &write, acquire);
         ghost.done_overwritten |= overwrites_done(previous.as_ref(), &write, acquire);
-        ghost.stale_done_acquired |= acquire && previous.as_ref().is_some_and(|p| p.status == Status::Done);
+        if acquire && previous.as_ref().is_some_and(|p| p.status == Status::Done) {
+            ghost.witnessed.insert(Witness::StaleDoneAcquired);
+        }
         let reentrant = previous.as_ref().is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
         if acquire && let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
             match state.clients.iter().find(|c| c.machine.id() == prev.holder) {
-                None => ghost.takeover_after_crash = true,
-                Some(c) if c.machine.outcome().is_none() => ghost.takeover_after_pause = true,
+                None => ghost.witnessed.insert(Witness::TakeoverAfterCrash),
+                Some(c) if c.machine.outcome().is_none() => {
+                    ghost.witnessed.insert(Witness::TakeoverAfterPause);
+                    if ghost.clock_erred {
+                        ghost.witnessed.insert(Witness::TakeoverAfterClockError);
+                    }
+                }
                 Some(_) => {}
             }
         }
         ghost.max_fence = ghost.max_fence.max(Some(write.fence));
         state.row = Some(write.committed_at(Self::server_time(state.now_ms)));
-        state.row_version += 1;
+        // Every transaction that read the row before this write will abort.
+        for client in &mut state.clients {
+            if let Op::TxnRead { row_unchanged, .. } = &mut client.op {
+                *row_unchanged = false;
+            }
+        }
+        if let Some(Queued::Txn { row_unchanged, .. } | Queued::FencedWrite { row_unchanged, .. }) = &mut state.queued {
+            *row_unchanged = false;
+        }
     }
 }
 
@@ -858,14 +1023,14 @@ impl LeaseModel {
     /// transaction whose read changed). Nobody hears of it: its client was told the outcome is unknown.
     fn land_late(&self, state: &mut WorldState, queued: Queued) {
         match queued {
-            Queued::Txn { request, version, read_at } if version == state.row_version => {
+            Queued::Txn { request, row_unchanged: true, read_at } => {
                 let plan = txn::plan(&self.cfg, &request, state.row.as_ref(), read_at);
                 if let Some(write) = plan.write {
                     Self::commit_write(state, write, matches!(request, TxnRequest::Acquire { .. }));
-                    state.ghost.late_landed = true;
+                    state.ghost.witnessed.insert(Witness::LateLanded);
                 }
             }
-            Queued::FencedWrite { writer, fence, version, read_at } if version == state.row_version => {
+            Queued::FencedWrite { writer, fence, row_unchanged: true, read_at } => {
                 let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
                 let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), read_at);
                 if plan.reply == TxnReply::FenceValid {
@@ -874,7 +1039,7 @@ impl LeaseModel {
                     if let Some(record) = plan.write {
                         Self::commit_write(state, record, false);
                     }
-                    state.ghost.late_landed = true;
+                    state.ghost.witnessed.insert(Witness::LateLanded);
                 }
             }
             Queued::Txn { .. } | Queued::FencedWrite { .. } => {}
@@ -891,7 +1056,6 @@ impl Model for LeaseModel {
         let mut state = WorldState {
             now_ms: 0,
             row: None,
-            row_version: 0,
             clients,
             effects: ArrayVec::new(),
             faults_left: self.options.fault_budget,
@@ -929,14 +1093,14 @@ impl Model for LeaseModel {
             match &client.op {
                 Op::Idle => {}
                 Op::NeedCheck => {}
-                Op::TxnRead { version, clock_erred, .. } => {
+                Op::TxnRead { row_unchanged, clock_erred, .. } => {
                     actions.push(Action::TxnCommit(c, CommitFate::AsDecided));
                     // Erring after the read is the same as erring at it: nothing observed the time in between.
                     if faults.clock_error && can_fault && !clock_erred {
                         actions.push(Action::ClockError(c, ClockError::Early));
                         actions.push(Action::ClockError(c, ClockError::Late));
                     }
-                    if *version == state.row_version && can_fault {
+                    if *row_unchanged && can_fault {
                         if faults.abort {
                             actions.push(Action::TxnCommit(c, CommitFate::Aborted));
                         }
@@ -987,16 +1151,43 @@ impl Model for LeaseModel {
 
     fn next_state(&self, last: &WorldState, action: Action) -> Option<WorldState> {
         let mut state = last.clone();
+        state.ghost.witnessed = Witnessed::default();
+        self.step(&mut state, action)?;
+        if let Some(tally) = &self.tally {
+            let marks = std::mem::take(&mut state.ghost.witnessed).0;
+            if marks != 0 {
+                tally.fetch_or(marks, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Some(state)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        let mut properties = properties::all(self);
+        if self.tally.is_some() {
+            properties.retain(|p| p.expectation == stateright::Expectation::Always);
+        }
+        properties
+    }
+
+    fn format_action(&self, action: &Action) -> String {
+        action.to_string()
+    }
+}
+
+impl LeaseModel {
+    /// Takes `action` in `state`; `None` if it cannot be taken.
+    fn step(&self, state: &mut WorldState, action: Action) -> Option<()> {
         match action {
             Action::Tick => state.now_ms += 1,
             Action::TxnCommit(c, fate) => {
                 let slot = usize::from(c);
-                let Op::TxnRead { request, version, read_at, .. } =
+                let Op::TxnRead { request, row_unchanged, read_at, .. } =
                     std::mem::replace(&mut state.clients[slot].op, Op::Idle)
                 else {
                     return None;
                 };
-                let conflict = version != state.row_version;
+                let conflict = !row_unchanged;
                 let plan = txn::plan(&self.cfg, &request, state.row.as_ref(), read_at);
                 let acquire = matches!(request, TxnRequest::Acquire { .. });
                 if fate != CommitFate::AsDecided {
@@ -1004,14 +1195,14 @@ impl Model for LeaseModel {
                 }
                 let applied = fate.unless_conflict(conflict);
                 if applied == CommitFate::UnknownLate {
-                    state.queued = Some(Queued::Txn { request: request.clone(), version, read_at });
+                    state.queued = Some(Queued::Txn { request: request.clone(), row_unchanged, read_at });
                 }
                 if applied.lands() {
                     if let Some(write) = plan.write {
-                        Self::commit_write(&mut state, write, acquire);
+                        Self::commit_write(state, write, acquire);
                     }
                     if matches!(plan.reply, TxnReply::Renewed { .. }) {
-                        state.ghost.renewed = true;
+                        state.ghost.witnessed.insert(Witness::Renewed);
                     }
                 }
                 let ghost = &mut state.clients[slot].ghost;
@@ -1020,13 +1211,13 @@ impl Model for LeaseModel {
                     CommitFate::UnknownLost if acquire => ghost.unknown_lost = true,
                     _ => {}
                 }
-                self.deliver(&mut state, slot, applied.event(plan.reply));
+                self.deliver(state, slot, applied.event(plan.reply));
             }
             Action::Timeout(c) => {
                 let slot = usize::from(c);
-                let now = Self::local_now(&state, slot);
+                let now = Self::local_now(state, slot);
                 let command = state.clients[slot].machine.handle_timeout(&self.cfg, now);
-                self.execute(&mut state, slot, command, true);
+                self.execute(state, slot, command, true);
             }
             Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);
@@ -1034,7 +1225,7 @@ impl Model for LeaseModel {
                 let client = state.clients[slot].machine.id();
                 // The checked section makes one fenced write; a retry keeps its number.
                 let verify = TxnRequest::VerifyFence { client, fence, write: 1 };
-                let at = self.decision_time(&state, slot);
+                let at = self.decision_time(state, slot);
                 let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), at);
                 if fate != CommitFate::AsDecided {
                     state.faults_left -= 1;
@@ -1043,10 +1234,13 @@ impl Model for LeaseModel {
                 let stale = superseded(fence, state.ghost.max_fence);
                 let accepted = plan.reply == TxnReply::FenceValid;
                 if fate == CommitFate::UnknownLate {
-                    let version = state.row_version;
-                    state.queued = Some(Queued::FencedWrite { writer: client, fence, version, read_at: at });
+                    state.queued =
+                        Some(Queued::FencedWrite { writer: client, fence, row_unchanged: true, read_at: at });
                 }
                 let run_once = state.clients[slot].kind == ClientKind::RunOnce;
+                if accepted && fate.lands() && !run_once {
+                    state.ghost.witnessed.insert(Witness::LockWriteAccepted);
+                }
                 if accepted && fate.lands() {
                     // A third effect is unreachable: the check stops at the second (a violation). A lock
                     // holder's write is not the run-once effect; only its fence is judged.
@@ -1055,7 +1249,7 @@ impl Model for LeaseModel {
                     }
                     state.ghost.stale_write_accepted |= stale;
                     if let Some(record) = plan.write {
-                        Self::commit_write(&mut state, record, false);
+                        Self::commit_write(state, record, false);
                     }
                 }
                 let section = &mut state.clients[slot];
@@ -1070,12 +1264,14 @@ impl Model for LeaseModel {
                     ) => {}
                     (CommitFate::AsDecided, TxnReply::FenceValid) => section.section = Section::Wrote,
                     (CommitFate::AsDecided, TxnReply::AlreadyApplied) => {
-                        section.ghost.fenced_write_resolved = true;
                         section.section = Section::Wrote;
+                        state.ghost.witnessed.insert(Witness::FencedWriteResolved);
                     }
                     (CommitFate::AsDecided, _) => {
-                        state.ghost.stale_write_rejected |= stale;
-                        state.clients[slot].section = Section::Rejected;
+                        section.section = Section::Rejected;
+                        if stale {
+                            state.ghost.witnessed.insert(Witness::StaleWriteRejected);
+                        }
                     }
                 }
             }
@@ -1092,7 +1288,7 @@ impl Model for LeaseModel {
                 } else {
                     Event::SectionFinished(result)
                 };
-                self.deliver(&mut state, slot, event);
+                self.deliver(state, slot, event);
             }
             Action::NeedAnswer(c) => {
                 let slot = usize::from(c);
@@ -1101,7 +1297,7 @@ impl Model for LeaseModel {
                 }
                 state.clients[slot].op = Op::Idle;
                 let needed = state.effects.is_empty();
-                self.deliver(&mut state, slot, Event::NeedAnswered { needed });
+                self.deliver(state, slot, Event::NeedAnswered { needed });
             }
             Action::Cancel(c) => {
                 let slot = usize::from(c);
@@ -1114,21 +1310,21 @@ impl Model for LeaseModel {
                     client.op = Op::Idle;
                 }
                 client.section = Section::Idle;
-                self.deliver(&mut state, slot, Event::Cancel);
+                self.deliver(state, slot, Event::Cancel);
             }
             Action::SectionFail(c) => {
                 let slot = usize::from(c);
                 state.faults_left -= 1;
                 state.clients[slot].section = Section::Idle;
                 state.clients[slot].ghost.section_failed = true;
-                self.deliver(&mut state, slot, Event::SectionFinished(SectionResult::Failed { error: "boom".into() }));
+                self.deliver(state, slot, Event::SectionFinished(SectionResult::Failed { error: "boom".into() }));
             }
             Action::Crash(c) => {
                 let slot = usize::from(c);
                 state.faults_left -= 1;
                 let old = &state.clients[slot];
                 state.clients[slot] = self.fresh_slot(slot, old.incarnation + 1, old.lag_ms);
-                self.start(&mut state, slot);
+                self.start(state, slot);
             }
             Action::Drift(c) => {
                 state.faults_left -= 1;
@@ -1136,7 +1332,7 @@ impl Model for LeaseModel {
             }
             Action::LateCommit => {
                 let queued = state.queued.take()?;
-                self.land_late(&mut state, queued);
+                self.land_late(state, queued);
             }
             Action::ClockError(c, error) => {
                 let Op::TxnRead { read_at, clock_erred, .. } = &mut state.clients[usize::from(c)].op else {
@@ -1152,14 +1348,6 @@ impl Model for LeaseModel {
                 state.ghost.clock_erred = true;
             }
         }
-        Some(state)
-    }
-
-    fn properties(&self) -> Vec<Property<Self>> {
-        properties::all(self)
-    }
-
-    fn format_action(&self, action: &Action) -> String {
-        action.to_string()
+        Some(())
     }
 }

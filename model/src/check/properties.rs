@@ -1,7 +1,7 @@
 //! The properties checked. Every `always` has `sometimes` companions showing that the paths it is about are
 //! reachable, so a model that does nothing cannot pass.
 
-use super::{ClientKind, LeaseModel, WorldState};
+use super::{ClientKind, LeaseModel, Witness, WorldState};
 use crate::{ClientId, Fence, LeaseRow, Outcome, Phase, RowWrite, ServerTime, Status};
 use stateright::Property;
 
@@ -180,12 +180,14 @@ const CANCELLED_IN: &[(&str, ClientKindSet, Condition)] = &[
 
 type Condition = fn(&LeaseModel, &WorldState) -> bool;
 
-/// A client whose user cancelled in phase `PHASE` (as `Phase as u8`) has finished since.
+/// The step into `state` finished a run whose user cancelled in phase `PHASE` (as `Phase as u8`).
 fn cancelled_in<const PHASE: u8>(_: &LeaseModel, state: &WorldState) -> bool {
-    state
-        .clients
-        .iter()
-        .any(|c| c.ghost.cancelled_in.is_some_and(|p| p as u8 == PHASE) && c.ghost.finished_after_cancel)
+    state.ghost.witnessed.has_cancel_index(PHASE)
+}
+
+/// The step into `state` marked the witness `W` (as `Witness as u8`).
+fn saw<const W: u8>(_: &LeaseModel, state: &WorldState) -> bool {
+    state.ghost.witnessed.has_index(W)
 }
 
 /// Which kinds of client a companion needs.
@@ -223,22 +225,14 @@ fn for_lock_mode(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     if kinds_of(model) & LOCK_MODE == 0 {
         return properties;
     }
-    properties.push(Property::sometimes("a released lock is handed to a waiter", |_: &LeaseModel, s: &WorldState| {
-        s.ghost.handed_over_after_release
-    }));
+    properties.push(Property::sometimes("a released lock is handed to a waiter", saw::<{ Witness::HandedOver as u8 }>));
     properties.push(Property::sometimes(
         "a lock holder's fenced write is accepted",
-        |_: &LeaseModel, s: &WorldState| {
-            s.clients.iter().any(|c| c.kind.is_lock_mode() && c.section == super::Section::Wrote)
-        },
+        saw::<{ Witness::LockWriteAccepted as u8 }>,
     ));
     if model.options.has(ClientKind::Leader) {
-        properties.push(Property::sometimes(
-            "a leader's term ends and it leads again",
-            |_: &LeaseModel, s: &WorldState| {
-                s.clients.iter().any(|c| c.ghost.term_ended && c.ghost.grants >= 2 && c.machine.lease().is_some())
-            },
-        ));
+        properties
+            .push(Property::sometimes("a leader's term ends and it leads again", saw::<{ Witness::LeadsAgain as u8 }>));
     }
     properties
 }
@@ -247,27 +241,24 @@ fn for_lock_mode(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
 fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     let mut properties = Vec::new();
     if model.options.staleness_ms < model.options.max_time_ms {
-        properties.push(Property::sometimes("a stale DONE row is acquired again", |_: &LeaseModel, s: &WorldState| {
-            s.ghost.stale_done_acquired
-        }));
+        properties.push(Property::sometimes(
+            "a stale DONE row is acquired again",
+            saw::<{ Witness::StaleDoneAcquired as u8 }>,
+        ));
     }
     if model.options.faults.late {
         properties.push(Property::sometimes(
             "a commit its client was told was unknown lands later",
-            |_: &LeaseModel, s: &WorldState| s.ghost.late_landed,
+            saw::<{ Witness::LateLanded as u8 }>,
         ));
     }
     if model.options.faults.clock_error {
         properties.push(Property::sometimes(
             "a paused holder's lease is taken over after a server clock erred",
-            |_: &LeaseModel, s: &WorldState| s.ghost.clock_erred && s.ghost.takeover_after_pause,
+            saw::<{ Witness::TakeoverAfterClockError as u8 }>,
         ));
     }
     properties
-}
-
-fn outcome_reached(state: &WorldState, wanted: fn(&Outcome) -> bool) -> bool {
-    state.clients.iter().any(|c| c.machine.outcome().is_some_and(wanted))
 }
 
 /// Every property of `model`, safety first, then the companions of what it has.
@@ -312,40 +303,32 @@ fn always() -> Vec<Property<LeaseModel>> {
     ]
 }
 
-/// Whether a client won the lease this run: executed, or granted the lock.
-fn won(c: &super::ClientSlot) -> bool {
-    matches!(c.machine.outcome(), Some(Outcome::Executed { .. })) || c.ghost.grants > 0
-}
-
 /// Companions of paths every kind of client takes.
 fn sometimes() -> Vec<Property<LeaseModel>> {
     vec![
-        Property::sometimes("a crashed holder's lease is taken over", |_: &LeaseModel, s: &WorldState| {
-            s.ghost.takeover_after_crash
-        }),
-        Property::sometimes("a paused holder's lease is taken over", |_: &LeaseModel, s: &WorldState| {
-            s.ghost.takeover_after_pause
-        }),
-        Property::sometimes("a lease is renewed", |_: &LeaseModel, s: &WorldState| s.ghost.renewed),
-        Property::sometimes("lock lost is signalled", |_: &LeaseModel, s: &WorldState| s.ghost.lock_lost),
-        Property::sometimes("a write with a superseded fence is rejected", |_: &LeaseModel, s: &WorldState| {
-            s.ghost.stale_write_rejected
-        }),
+        Property::sometimes("a crashed holder's lease is taken over", saw::<{ Witness::TakeoverAfterCrash as u8 }>),
+        Property::sometimes("a paused holder's lease is taken over", saw::<{ Witness::TakeoverAfterPause as u8 }>),
+        Property::sometimes("a lease is renewed", saw::<{ Witness::Renewed as u8 }>),
+        Property::sometimes("lock lost is signalled", saw::<{ Witness::LockLost as u8 }>),
+        Property::sometimes(
+            "a write with a superseded fence is rejected",
+            saw::<{ Witness::StaleWriteRejected as u8 }>,
+        ),
         Property::sometimes(
             "an unknown commit that landed is resolved as acquired",
-            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.unknown_landed && won(c)),
+            saw::<{ Witness::UnknownLandedWon as u8 }>,
         ),
         Property::sometimes(
             "an unknown commit that did not land is retried to success",
-            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.unknown_lost && won(c)),
+            saw::<{ Witness::UnknownLostWon as u8 }>,
         ),
         Property::sometimes(
             "a fenced write whose answer was lost is found applied on retry",
-            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.fenced_write_resolved),
+            saw::<{ Witness::FencedWriteResolved as u8 }>,
         ),
         Property::sometimes(
             "a waiter's poll notices a release or DONE before the expiry it read",
-            |_: &LeaseModel, s: &WorldState| s.clients.iter().any(|c| c.ghost.poll_noticed),
+            saw::<{ Witness::PollNoticed as u8 }>,
         ),
     ]
 }
@@ -353,26 +336,13 @@ fn sometimes() -> Vec<Property<LeaseModel>> {
 /// Companions of the run-once paths.
 fn for_run_once() -> Vec<Property<LeaseModel>> {
     vec![
-        Property::sometimes("a client executes the section", |_: &LeaseModel, s: &WorldState| {
-            outcome_reached(s, |o| matches!(o, Outcome::Executed { .. }))
-        }),
-        Property::sometimes("another client executes after a section failed", |_: &LeaseModel, s: &WorldState| {
-            s.clients.iter().any(|failed| {
-                failed.ghost.section_failed
-                    && s.clients.iter().any(|c| {
-                        c.machine.id() != failed.machine.id()
-                            && matches!(c.machine.outcome(), Some(Outcome::Executed { .. }))
-                    })
-            })
-        }),
-        Property::sometimes("a client sees the section done by another", |_: &LeaseModel, s: &WorldState| {
-            outcome_reached(s, |o| matches!(o, Outcome::DoneByOther { .. }))
-        }),
-        Property::sometimes("a client finds the section no longer needed", |_: &LeaseModel, s: &WorldState| {
-            outcome_reached(s, |o| matches!(o, Outcome::NotNeeded))
-        }),
-        Property::sometimes("a client gives up after max retries", |_: &LeaseModel, s: &WorldState| {
-            outcome_reached(s, |o| matches!(o, Outcome::GaveUp { .. }))
-        }),
+        Property::sometimes("a client executes the section", saw::<{ Witness::Executed as u8 }>),
+        Property::sometimes(
+            "another client executes after a section failed",
+            saw::<{ Witness::ExecutedAfterFailure as u8 }>,
+        ),
+        Property::sometimes("a client sees the section done by another", saw::<{ Witness::DoneByOther as u8 }>),
+        Property::sometimes("a client finds the section no longer needed", saw::<{ Witness::NotNeeded as u8 }>),
+        Property::sometimes("a client gives up after max retries", saw::<{ Witness::GaveUp as u8 }>),
     ]
 }
