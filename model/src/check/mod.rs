@@ -30,8 +30,7 @@ use crate::{
 use arrayvec::ArrayVec;
 use stateright::{Model, Property};
 
-/// The most clients a check may compose. The state is stored inline, so this bound is paid for in every state
-/// copied.
+/// The most clients a check may compose.
 pub const MAX_CLIENTS: u8 = 5;
 
 /// What a client's user does with the mutex: each kind is the production machine in one of the library's modes,
@@ -485,8 +484,8 @@ pub enum Witness {
     LockWriteAccepted,
     /// A leader whose term ended was granted leadership again.
     LeadsAgain,
-    /// A stale DONE row was acquired again.
-    StaleDoneAcquired,
+    /// A DONE row (a run-once section's, gone stale, or a released lock's) was acquired again.
+    DoneAcquired,
     /// A commit its client was told was unknown landed later.
     LateLanded,
     /// A run or campaign finished after its user cancelled; the phase of the cancel is marked beside it.
@@ -556,8 +555,6 @@ pub struct WorldGhost {
     pub term_regressed: bool,
     /// A client reported "released" or "cancelled" while the row still granted it the lease.
     pub lease_kept_after_release: bool,
-    /// The fence of the last lock release that committed.
-    pub released_fence: Option<Fence>,
 }
 
 /// The whole system.
@@ -567,8 +564,9 @@ pub struct WorldState {
     pub now_ms: u64,
     /// The lease row.
     pub row: Option<LeaseRow>,
-    /// The clients.
-    pub clients: ArrayVec<ClientSlot, { MAX_CLIENTS as usize }>,
+    /// The clients, at most [`MAX_CLIENTS`]. On the heap: a state is moved several times per step, and an
+    /// inline array sized for five clients made each move copy 1.7 KB.
+    pub clients: Vec<ClientSlot>,
     /// Effects the protected resource accepted (the check stops at the second one: a violation).
     pub effects: ArrayVec<Effect, 2>,
     /// Faults left to inject.
@@ -862,7 +860,7 @@ impl LeaseModel {
         match command {
             None => {}
             Some(Command::Finish(outcome)) => {
-                self.judge_release(state, slot, &outcome);
+                Self::judge_release(state, slot, &outcome);
                 let effects: ArrayVec<_, 2> = state.effects.iter().map(|e| (e.writer, e.fence)).collect();
                 let client = &state.clients[slot];
                 // The checker's need check answers from the effects at once, and a run finishes right after it.
@@ -918,7 +916,8 @@ impl LeaseModel {
                 let ghost = &mut state.ghost;
                 ghost.term_regressed |= ghost.max_term.is_some_and(|max| fence <= max);
                 ghost.max_term = ghost.max_term.max(Some(fence));
-                if waited && ghost.released_fence.is_some_and(|released| released < fence) {
+                // The acquisition this grant follows was made in this same step (or its resolution read was).
+                if waited && ghost.witnessed.contains(Witness::DoneAcquired) {
                     ghost.witnessed.insert(Witness::HandedOver);
                 }
                 Self::witness_won(state, slot);
@@ -972,14 +971,11 @@ impl LeaseModel {
     }
 
     /// Judges a finishing client's "released" or "cancelled": the row must not grant it the lease any more (a
-    /// waiter can acquire at once). Records a committed lock release for the hand-over companion.
-    fn judge_release(&self, state: &mut WorldState, slot: usize, outcome: &crate::Outcome) {
+    /// waiter can acquire at once).
+    fn judge_release(state: &mut WorldState, slot: usize, outcome: &crate::Outcome) {
         let id = state.clients[slot].machine.id();
         let now = Self::server_time(state.now_ms);
         state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.row.as_ref(), now);
-        if let crate::Outcome::Released { fence } = outcome {
-            state.ghost.released_fence = Some(*fence);
-        }
     }
 
     /// Applies a committed write, recording what the properties watch for.
@@ -989,7 +985,7 @@ impl LeaseModel {
         ghost.fence_regressed |= !fence_follows(previous.as_ref(), ghost.max_fence, &write, acquire);
         ghost.done_overwritten |= overwrites_done(previous.as_ref(), &write, acquire);
         if acquire && previous.as_ref().is_some_and(|p| p.status == Status::Done) {
-            ghost.witnessed.insert(Witness::StaleDoneAcquired);
+            ghost.witnessed.insert(Witness::DoneAcquired);
         }
         let reentrant = previous.as_ref().is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
         if acquire && let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {

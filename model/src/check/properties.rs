@@ -241,10 +241,8 @@ fn for_lock_mode(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
 fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     let mut properties = Vec::new();
     if model.options.staleness_ms < model.options.max_time_ms {
-        properties.push(Property::sometimes(
-            "a stale DONE row is acquired again",
-            saw::<{ Witness::StaleDoneAcquired as u8 }>,
-        ));
+        properties
+            .push(Property::sometimes("a stale DONE row is acquired again", saw::<{ Witness::DoneAcquired as u8 }>));
     }
     if model.options.faults.late {
         properties.push(Property::sometimes(
