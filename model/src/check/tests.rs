@@ -96,6 +96,59 @@ fn equivalent_states_have_one_representative() {
     assert_eq!(via(0), via(1));
 }
 
+#[test]
+fn every_renaming_of_a_state_has_its_representative() {
+    // States of four run-once clients (ties, crashes, "done by another" outcomes naming each other), each under
+    // every order of its slots: one representative per class, whether or not the sorted order is taken at once.
+    let model = LeaseModel::new(CheckOptions { clients: 4, fault_budget: 2, ..CheckOptions::default() });
+    let mut queue: std::collections::VecDeque<WorldState> = model.init_states().into();
+    let mut seen = std::collections::HashSet::new();
+    let (mut checked, mut naming_another) = (0, 0);
+    let mut actions = Vec::new();
+    while let Some(state) = queue.pop_front() {
+        if checked == 4_000 {
+            break;
+        }
+        if !seen.insert(checker_hash(&state)) {
+            continue;
+        }
+        checked += 1;
+        let expected = representative(&state);
+        naming_another +=
+            usize::from(state.clients.iter().any(|c| matches!(c.machine.outcome(), Some(Outcome::DoneByOther { .. }))));
+        let mut order = [0, 1, 2, 3];
+        while next_permutation(&mut order) {
+            assert_eq!(representative(&permuted(&state, &order)), expected, "{order:?} of {state:#?}");
+        }
+        model.actions(&state, &mut actions);
+        // Breadth-first, but every fifth action first, so the walk reaches finished runs early.
+        for (i, action) in actions.drain(..).enumerate() {
+            if let Some(next) = model.next_state(&state, action) {
+                if i % 5 == 4 { queue.push_front(next) } else { queue.push_back(next) }
+            }
+        }
+    }
+    assert_eq!(checked, 4_000);
+    assert!(naming_another > 0, "some states have a client naming another");
+}
+
+#[test]
+fn a_client_naming_one_of_two_alike_clients_keeps_one_representative() {
+    // Clients 0 and 1 are alike but for their ids; client 2 finished naming client 0 as the one that did the work.
+    // Renaming 0 and 1 changes whom it names, so the sorted order alone is not canonical: the orders are tried.
+    let model = LeaseModel::new(CheckOptions::default());
+    let mut state = model.init_states().remove(0);
+    let named = state.clients[0].machine.id();
+    state.clients[2].op = Op::Idle;
+    let reply = TxnReply::DoneByOther { holder: named, fence: Fence::FIRST };
+    let now = LeaseModel::local_now(&state, 2);
+    let command = state.clients[2].machine.handle(&model.cfg, now, Event::TxnCommitted(reply)).expect("accepted");
+    assert!(matches!(command, Some(Command::Finish(Outcome::DoneByOther { .. }))), "{command:?}");
+    let swapped = permuted(&state, &[1, 0, 2]);
+    assert_ne!(swapped, state);
+    assert_eq!(representative(&swapped), representative(&state));
+}
+
 /// The seed's protocol under every fault but unknown outcomes (it has no record of fenced writes either, so with
 /// them it also applies a retried write twice, under one acquisition): its headline flaw, two acquisitions.
 fn naive() -> CheckOptions {
