@@ -103,12 +103,12 @@ pub struct ModelArgs {
     /// Faults to inject (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub faults: Vec<FaultArg>,
-    /// Faults injected per execution at most.
-    #[arg(long, default_value_t = CheckOptions::default().fault_budget)]
-    pub fault_budget: u8,
-    /// Server time bound in milliseconds (the checked lease is 3 ms).
-    #[arg(long, default_value_t = CheckOptions::default().max_time_ms, value_parser = clap::value_parser!(u64).range(1..=30))]
-    pub max_time_ms: u64,
+    /// Faults injected per execution at most [default: 1, or each default world's].
+    #[arg(long)]
+    pub fault_budget: Option<u8>,
+    /// Server time bound in milliseconds (the checked lease is 3 ms) [default: 4, or each default world's].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub max_time_ms: Option<u64>,
     /// How long a DONE row stays fresh, in ms (below the horizon, a stale DONE is acquired again; at least 4).
     #[arg(long, default_value_t = CheckOptions::default().staleness_ms, value_parser = clap::value_parser!(u64).range(4..))]
     pub staleness_ms: u64,
@@ -137,6 +137,8 @@ impl ModelArgs {
             .map(|world| CheckOptions {
                 clients: self.clients.unwrap_or(world.clients),
                 cancels: self.cancels.unwrap_or(world.cancels),
+                fault_budget: self.fault_budget.unwrap_or(world.fault_budget),
+                max_time_ms: self.max_time_ms.unwrap_or(world.max_time_ms),
                 kinds: world.kinds,
                 ..given.clone()
             })
@@ -163,8 +165,8 @@ impl ModelArgs {
         CheckOptions {
             clients: self.clients.unwrap_or(defaults.clients),
             faults,
-            fault_budget: self.fault_budget,
-            max_time_ms: self.max_time_ms,
+            fault_budget: self.fault_budget.unwrap_or(defaults.fault_budget),
+            max_time_ms: self.max_time_ms.unwrap_or(defaults.max_time_ms),
             skew_ms: self.skew_ms,
             protocol: self.protocol.protocol(),
             assume_exact_server_clock: self.assume_exact_server_clock,

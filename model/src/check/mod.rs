@@ -203,13 +203,21 @@ impl CheckOptions {
     }
 
     /// The worlds `check` covers by default, one per mode, each as deep as a CI budget allows: run-once clients
-    /// with faults (this default), run-once clients whose users cancel, and lock and leader clients sharing a
-    /// mutex, whose users cancel, release and resign.
+    /// with faults (this default); run-once clients whose users cancel, over a horizon with room for two
+    /// successive takeovers (leases granted at 0, 3 and 6 ms); and lock and leader clients sharing a mutex,
+    /// whose users cancel, release and resign, with two faults per execution. Every world together (budget 2
+    /// and the longer horizon at once) does not fit the budget: docs/benchmarks.md has its time.
     pub fn default_worlds() -> Vec<Self> {
         vec![
             Self::default(),
-            Self { clients: 2, cancels: 1, ..Self::default() },
-            Self { clients: 2, cancels: 1, kinds: vec![ClientKind::Lock, ClientKind::Leader], ..Self::default() },
+            Self { clients: 2, cancels: 1, max_time_ms: 6, ..Self::default() },
+            Self {
+                clients: 2,
+                cancels: 1,
+                fault_budget: 2,
+                kinds: vec![ClientKind::Lock, ClientKind::Leader],
+                ..Self::default()
+            },
         ]
     }
 
@@ -612,6 +620,10 @@ fn representative(state: &WorldState) -> WorldState {
     let names_another = std::cell::Cell::new(false);
     let anonymous = |i: usize| {
         let slot = &state.clients[i];
+        // A slot of a kind no other slot has is placed by its kind alone; its content need not be hashed.
+        if state.clients.iter().filter(|other| other.kind == slot.kind).count() == 1 {
+            return ((slot.kind, 0, false, false, false, false), i);
+        }
         let own = slot.machine.id();
         let mut blank = slot.clone();
         let names_another = &names_another;
@@ -722,15 +734,24 @@ fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
         let (slot, incarnation) = slot_of(id);
         client_id(new_slot_of[slot], incarnation)
     };
-    let mut out = state.clone();
-    out.clients = slots
-        .iter()
-        .map(|&old| {
-            let mut slot = state.clients[old].clone();
-            slot.relabel(rename);
-            slot
-        })
-        .collect();
+    // Field by field, so the slots are cloned once (and a new field cannot be forgotten).
+    let mut out = WorldState {
+        now_ms: state.now_ms,
+        row: state.row.clone(),
+        clients: slots
+            .iter()
+            .map(|&old| {
+                let mut slot = state.clients[old].clone();
+                slot.relabel(rename);
+                slot
+            })
+            .collect(),
+        effects: state.effects.clone(),
+        faults_left: state.faults_left,
+        cancels_left: state.cancels_left,
+        queued: state.queued.clone(),
+        ghost: state.ghost,
+    };
     if let Some(row) = &mut out.row {
         row.holder = rename(row.holder);
     }

@@ -96,11 +96,10 @@ fn equivalent_states_have_one_representative() {
     assert_eq!(via(0), via(1));
 }
 
-#[test]
-fn every_renaming_of_a_state_has_its_representative() {
-    // States of four run-once clients (ties, crashes, "done by another" outcomes naming each other), each under
-    // every order of its slots: one representative per class, whether or not the sorted order is taken at once.
-    let model = LeaseModel::new(CheckOptions { clients: 4, fault_budget: 2, ..CheckOptions::default() });
+/// Walks 4,000 states of `options`' world and requires every order of each state's slots to have the state's
+/// representative; returns how many of them have a client naming another.
+fn every_renaming_keeps_one_representative(options: CheckOptions) -> usize {
+    let model = LeaseModel::new(options);
     let mut queue: std::collections::VecDeque<WorldState> = model.init_states().into();
     let mut seen = std::collections::HashSet::new();
     let (mut checked, mut naming_another) = (0, 0);
@@ -116,7 +115,7 @@ fn every_renaming_of_a_state_has_its_representative() {
         let expected = representative(&state);
         naming_another +=
             usize::from(state.clients.iter().any(|c| matches!(c.machine.outcome(), Some(Outcome::DoneByOther { .. }))));
-        let mut order = [0, 1, 2, 3];
+        let mut order: Vec<usize> = (0..state.clients.len()).collect();
         while next_permutation(&mut order) {
             assert_eq!(representative(&permuted(&state, &order)), expected, "{order:?} of {state:#?}");
         }
@@ -129,7 +128,26 @@ fn every_renaming_of_a_state_has_its_representative() {
         }
     }
     assert_eq!(checked, 4_000);
+    naming_another
+}
+
+#[test]
+fn every_renaming_of_a_state_has_its_representative() {
+    // Four run-once clients (ties, crashes, "done by another" outcomes naming each other): one representative
+    // per class, whether or not the sorted order is taken at once.
+    let naming_another = every_renaming_keeps_one_representative(CheckOptions {
+        clients: 4,
+        fault_budget: 2,
+        ..CheckOptions::default()
+    });
     assert!(naming_another > 0, "some states have a client naming another");
+    // Lock, leader, lock: the leader is placed by its kind alone, the two lock clients by their content.
+    every_renaming_keeps_one_representative(CheckOptions {
+        clients: 3,
+        cancels: 1,
+        kinds: vec![ClientKind::Lock, ClientKind::Leader],
+        ..CheckOptions::default()
+    });
 }
 
 #[test]
