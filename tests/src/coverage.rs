@@ -131,9 +131,81 @@ pub const RUN_ONCE: &[(&str, &str, &str)] = &[
     ("NotStarted", "Start", "AwaitingNeed"),
 ];
 
+/// The lock-client transitions (grants, releases, cancels; a leader's are the same machine's) the conformance
+/// runs must exercise, as [`RUN_ONCE`] is for run-once clients.
+pub const LOCK_MODE: &[(&str, &str, &str)] = &[
+    ("AwaitingAcquireCommit", "Cancel", "AwaitingAcquireCommit"),
+    ("AwaitingAcquireCommit", "TxnAborted", "AwaitingAcquireResolution"),
+    ("AwaitingAcquireCommit", "TxnAborted", "AwaitingRetryTimer"),
+    ("AwaitingAcquireCommit", "TxnAborted", "Finished"),
+    ("AwaitingAcquireCommit", "TxnCommitted(Acquired)", "AwaitingReleaseCommit"),
+    ("AwaitingAcquireCommit", "TxnCommitted(Acquired)", "Holding"),
+    ("AwaitingAcquireCommit", "TxnCommitted(Busy)", "AwaitingRetryTimer"),
+    ("AwaitingAcquireCommit", "TxnCommitted(Busy)", "Finished"),
+    ("AwaitingAcquireCommit", "TxnFailed(Unavailable)", "AwaitingRetryTimer"),
+    ("AwaitingAcquireCommit", "TxnFailed(Unavailable)", "Finished"),
+    ("AwaitingAcquireCommit", "TxnOutcomeUnknown", "AwaitingAcquireResolution"),
+    ("AwaitingAcquireResolution", "Cancel", "AwaitingAcquireResolution"),
+    ("AwaitingAcquireResolution", "RowRead(DONE)", "AwaitingRetryTimer"),
+    ("AwaitingAcquireResolution", "RowRead(DONE)", "Finished"),
+    ("AwaitingAcquireResolution", "RowRead(STARTED)", "AwaitingReleaseCommit"),
+    ("AwaitingAcquireResolution", "RowRead(STARTED)", "AwaitingRetryTimer"),
+    ("AwaitingAcquireResolution", "RowRead(STARTED)", "Finished"),
+    ("AwaitingAcquireResolution", "RowRead(STARTED)", "Holding"),
+    ("AwaitingAcquireResolution", "RowRead(none)", "AwaitingRetryTimer"),
+    ("AwaitingAcquireResolution", "RowRead(none)", "Finished"),
+    ("AwaitingObservation", "Cancel", "Finished"),
+    ("AwaitingObservation", "RowRead(DONE)", "AwaitingAcquireCommit"),
+    ("AwaitingObservation", "RowRead(STARTED)", "AwaitingAcquireCommit"),
+    ("AwaitingObservation", "RowRead(STARTED)", "AwaitingRetryTimer"),
+    ("AwaitingObservation", "RowRead(STARTED)", "Finished"),
+    ("AwaitingReleaseCommit", "Cancel", "AwaitingReleaseCommit"),
+    ("AwaitingReleaseCommit", "TxnAborted", "AwaitingReleaseCommit"),
+    ("AwaitingReleaseCommit", "TxnAborted", "Finished"),
+    ("AwaitingReleaseCommit", "TxnCommitted(NotHolder)", "Finished"),
+    ("AwaitingReleaseCommit", "TxnCommitted(Released)", "Finished"),
+    ("AwaitingReleaseCommit", "TxnFailed(Unavailable)", "Finished"),
+    ("AwaitingReleaseCommit", "TxnOutcomeUnknown", "AwaitingReleaseResolution"),
+    ("AwaitingReleaseResolution", "Cancel", "AwaitingReleaseResolution"),
+    ("AwaitingReleaseResolution", "RowRead(DONE)", "Finished"),
+    ("AwaitingReleaseResolution", "RowRead(STARTED)", "AwaitingReleaseCommit"),
+    ("AwaitingReleaseResolution", "RowRead(STARTED)", "Finished"),
+    ("AwaitingRetryTimer", "Cancel", "AwaitingAcquireResolution"),
+    ("AwaitingRetryTimer", "Cancel", "Finished"),
+    ("AwaitingRetryTimer", "Timeout", "AwaitingAcquireCommit"),
+    ("AwaitingRetryTimer", "Timeout", "AwaitingObservation"),
+    ("Finished", "RowRead(DONE)", "Finished"),
+    ("Finished", "RowRead(STARTED)", "Finished"),
+    ("Holding", "Cancel", "AwaitingReleaseCommit"),
+    ("Holding", "Cancel", "Holding"),
+    ("Holding", "ReleaseRequested", "AwaitingReleaseCommit"),
+    ("Holding", "ReleaseRequested", "Holding"),
+    ("Holding", "Timeout", "Holding"),
+    ("Holding", "TxnAborted", "AwaitingReleaseCommit"),
+    ("Holding", "TxnAborted", "Holding"),
+    ("Holding", "TxnCommitted(NotHolder)", "AwaitingReleaseCommit"),
+    ("Holding", "TxnCommitted(NotHolder)", "Holding"),
+    ("Holding", "TxnCommitted(Renewed)", "AwaitingReleaseCommit"),
+    ("Holding", "TxnCommitted(Renewed)", "Holding"),
+    ("Holding", "TxnFailed(Unavailable)", "AwaitingReleaseCommit"),
+    ("Holding", "TxnFailed(Unavailable)", "Holding"),
+    ("Holding", "TxnOutcomeUnknown", "AwaitingReleaseCommit"),
+    ("Holding", "TxnOutcomeUnknown", "Holding"),
+    ("NotStarted", "Start", "AwaitingAcquireCommit"),
+];
+
 /// [`RUN_ONCE`] as transitions.
 pub fn run_once() -> BTreeSet<Transition> {
-    RUN_ONCE.iter().map(|&(from, event, to)| Transition::new(from, event.to_owned(), to)).collect()
+    transitions(RUN_ONCE)
+}
+
+/// [`LOCK_MODE`] as transitions.
+pub fn lock_mode() -> BTreeSet<Transition> {
+    transitions(LOCK_MODE)
+}
+
+fn transitions(list: &[(&'static str, &str, &'static str)]) -> BTreeSet<Transition> {
+    list.iter().map(|&(from, event, to)| Transition::new(from, event.to_owned(), to)).collect()
 }
 
 /// A generated case: the initial reference state and the operations.

@@ -1,7 +1,7 @@
 //! The operation generator: a proptest-state-machine reference machine whose state is the reference harness
 //! itself, so only operations valid in the current state are generated (and kept while shrinking).
 
-use crate::harness::{Fate, InFlight, Op, Side, Stage};
+use crate::harness::{Fate, InFlight, Op, Side};
 use crate::now_or_never;
 use crate::reference::Reference;
 use proptest::prelude::*;
@@ -14,6 +14,10 @@ use std::marker::PhantomData;
 
 /// How a family of cases picks configurations and time steps.
 pub trait Profile: Clone + Debug + 'static {
+    /// Whether the clients are lock clients (see [`Side::lock_mode`]), not run-once ones.
+    const LOCK_MODE: bool = false;
+    /// Whether users cancel runs.
+    const CANCELS: bool = false;
     /// Configurations to test.
     fn config() -> BoxedStrategy<Config>;
     /// Time steps worth taking from this state.
@@ -109,6 +113,24 @@ impl Profile for ExactTime {
     }
 }
 
+/// [`ExactTime`] with lock clients whose users write under the lease and release, restart (a leader's next
+/// campaign) and cancel.
+#[derive(Clone, Debug)]
+pub struct LockClients;
+
+impl Profile for LockClients {
+    const LOCK_MODE: bool = true;
+    const CANCELS: bool = true;
+
+    fn config() -> BoxedStrategy<Config> {
+        edge_config(Protocol::Fenced)
+    }
+
+    fn advances(state: &Side<Reference>) -> BoxedStrategy<u64> {
+        exact_advances(state)
+    }
+}
+
 /// Time steps for exact-time profiles: random, or exactly onto the next timer, the row's expiry (and a
 /// millisecond either side) or its staleness.
 pub fn exact_advances(state: &Side<Reference>) -> BoxedStrategy<u64> {
@@ -192,6 +214,23 @@ impl Profile for GridTime {
     }
 }
 
+/// [`GridTime`] with lock clients, as [`LockClients`] is [`ExactTime`] with them.
+#[derive(Clone, Debug)]
+pub struct LockGridTime;
+
+impl Profile for LockGridTime {
+    const LOCK_MODE: bool = true;
+    const CANCELS: bool = true;
+
+    fn config() -> BoxedStrategy<Config> {
+        GridTime::config()
+    }
+
+    fn advances(state: &Side<Reference>) -> BoxedStrategy<u64> {
+        GridTime::advances(state)
+    }
+}
+
 /// The reference state machine for profile `P`.
 #[derive(Clone, Debug)]
 pub struct Conformance<P>(PhantomData<P>);
@@ -215,7 +254,7 @@ impl<P: Profile> ReferenceStateMachine for Conformance<P> {
 
     fn init_state() -> BoxedStrategy<Self::State> {
         (P::config(), 2..=crate::harness::MAX_CLIENTS)
-            .prop_map(|(cfg, clients)| now_or_never(Side::new(cfg, Reference::default(), clients)))
+            .prop_map(|(cfg, clients)| now_or_never(Side::new(cfg, Reference::default(), clients, P::LOCK_MODE)))
             .boxed()
     }
 
@@ -233,15 +272,17 @@ impl<P: Profile> ReferenceStateMachine for Conformance<P> {
             if state.applicable(&Op::Timer { client: c }).is_ok() {
                 options.push((8, Just(Op::Timer { client: c }).boxed()));
             }
-            match client.section {
-                Stage::Running { .. } => {
-                    options.push((5, Just(Op::Write { client: c }).boxed()));
-                    options.push((1, Just(Op::Fail { client: c }).boxed()));
+            for (weight, op) in
+                [(5, Op::Write { client: c }), (1, Op::Fail { client: c }), (6, Op::Return { client: c })]
+            {
+                if state.applicable(&op).is_ok() {
+                    options.push((weight, Just(op).boxed()));
                 }
-                Stage::Wrote { .. } => options.push((6, Just(Op::Return { client: c }).boxed())),
-                Stage::Idle => {}
             }
             options.push((1, Just(Op::Restart { client: c }).boxed()));
+            if P::CANCELS && state.applicable(&Op::Cancel { client: c }).is_ok() {
+                options.push((1, Just(Op::Cancel { client: c }).boxed()));
+            }
         }
         Union::new_weighted(options).boxed()
     }

@@ -64,8 +64,15 @@ pub enum Op {
         /// Which client.
         client: usize,
     },
-    /// The client's process restarts (crashing if it was running) and starts a new run with a new id.
+    /// The client's process restarts (crashing if it was running) and starts a new run with a new id. For a
+    /// leader whose term ended, this is its next campaign.
     Restart {
+        /// Which client.
+        client: usize,
+    },
+    /// The client's user cancels the run (drops the future): its section is dropped, a transaction in flight
+    /// still answers the machine.
+    Cancel {
         /// Which client.
         client: usize,
     },
@@ -110,6 +117,8 @@ pub struct Client {
     pub section: Stage,
     /// Whether the lock-lost signal was given in this run.
     pub lock_lost: bool,
+    /// Whether its user cancelled this run.
+    pub cancelled: bool,
 }
 
 /// The lease row as compared: absolute times are replaced by times relative to the server's now.
@@ -169,6 +178,10 @@ pub struct Side<B> {
     pub now_ms: u64,
     /// The clients.
     pub clients: Vec<Client>,
+    /// Whether the clients are lock clients (a leader is a lock client that campaigns again after its term:
+    /// at the machine, a restart), not run-once ones: a grant starts the user's work, which writes under the
+    /// lease and then releases instead of finishing a section.
+    pub lock_mode: bool,
     /// Every machine transition taken.
     pub transitions: BTreeSet<Transition>,
 }
@@ -189,21 +202,33 @@ impl fmt::Display for NotApplicable {
 }
 
 impl<B: Backend> Side<B> {
-    /// `clients` machines on `backend`, each started.
-    pub async fn new(cfg: Config, backend: B, clients: usize) -> Self {
-        let mut side = Self { cfg, backend, now_ms: 0, clients: Vec::new(), transitions: BTreeSet::new() };
+    /// `clients` machines on `backend` (lock clients if `lock_mode`, else run-once ones), each started.
+    pub async fn new(cfg: Config, backend: B, clients: usize, lock_mode: bool) -> Self {
+        let mut side = Self { cfg, backend, now_ms: 0, clients: Vec::new(), lock_mode, transitions: BTreeSet::new() };
         for slot in 0..clients {
-            let machine = ClientMachine::run_once(client_id(slot, 0), format!("client {slot}"), &side.cfg);
+            let machine = side.machine(slot, 0);
             side.clients.push(Client {
                 machine,
                 incarnation: 0,
                 in_flight: None,
                 section: Stage::Idle,
                 lock_lost: false,
+                cancelled: false,
             });
             side.start(slot).await;
         }
         side
+    }
+
+    /// A new machine for run `incarnation` of client `slot`. A lock client gives up after the configuration's
+    /// retries (as `try_acquire`-style callers ask; `acquire` and `campaign` pass no limit).
+    fn machine(&self, slot: usize, incarnation: u32) -> ClientMachine {
+        let (id, name) = (client_id(slot, incarnation), format!("client {slot}"));
+        if self.lock_mode {
+            ClientMachine::lock(id, name, self.cfg.max_retries())
+        } else {
+            ClientMachine::run_once(id, name, &self.cfg)
+        }
     }
 
     fn local_now(&self) -> LocalInstant {
@@ -224,6 +249,7 @@ impl<B: Backend> Side<B> {
                 let due = client(c)?.machine.poll_timeout(&self.cfg).is_some_and(|at| at <= self.local_now());
                 due.then_some(()).ok_or(NotApplicable("no timer due"))
             }
+            Op::Fail { .. } if self.lock_mode => Err(NotApplicable("a lock holder's work releases; it does not fail")),
             Op::Write { client: c } | Op::Fail { client: c } => match client(c)?.section {
                 Stage::Running { .. } => Ok(()),
                 _ => Err(NotApplicable("no section running")),
@@ -233,6 +259,16 @@ impl<B: Backend> Side<B> {
                 _ => Err(NotApplicable("no section has written")),
             },
             Op::Restart { client: c } => client(c).map(|_| ()),
+            Op::Cancel { client: c } => {
+                let client = client(c)?;
+                if client.cancelled {
+                    Err(NotApplicable("already cancelled"))
+                } else if client.machine.outcome().is_some() {
+                    Err(NotApplicable("the run has finished"))
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -271,12 +307,14 @@ impl<B: Backend> Side<B> {
             Op::Return { client: c } => {
                 let Stage::Wrote { accepted } = self.clients[c].section else { unreachable!("checked applicable") };
                 self.clients[c].section = Stage::Idle;
-                let result = if accepted {
-                    SectionResult::Completed
+                let event = if self.lock_mode {
+                    Event::ReleaseRequested
+                } else if accepted {
+                    Event::SectionFinished(SectionResult::Completed)
                 } else {
-                    SectionResult::Failed { error: "fenced write refused".into() }
+                    Event::SectionFinished(SectionResult::Failed { error: "fenced write refused".into() })
                 };
-                self.feed(c, Event::SectionFinished(result)).await;
+                self.feed(c, event).await;
             }
             Op::Fail { client: c } => {
                 self.clients[c].section = Stage::Idle;
@@ -285,12 +323,20 @@ impl<B: Backend> Side<B> {
             Op::Restart { client: c } => {
                 let client = &mut self.clients[c];
                 client.incarnation += 1;
-                client.machine =
-                    ClientMachine::run_once(client_id(c, client.incarnation), format!("client {c}"), &self.cfg);
+                let incarnation = client.incarnation;
+                let machine = self.machine(c, incarnation);
+                let client = &mut self.clients[c];
+                client.machine = machine;
                 client.in_flight = None;
                 client.section = Stage::Idle;
                 client.lock_lost = false;
+                client.cancelled = false;
                 self.start(c).await;
+            }
+            Op::Cancel { client: c } => {
+                self.clients[c].cancelled = true;
+                self.clients[c].section = Stage::Idle;
+                self.feed(c, Event::Cancel).await;
             }
         }
         Ok(())
@@ -330,9 +376,12 @@ impl<B: Backend> Side<B> {
                 }
                 Command::RunTxn(request) => self.clients[c].in_flight = Some(InFlight::Txn(request)),
                 Command::ReadRow => self.clients[c].in_flight = Some(InFlight::Read),
-                Command::RunSection { fence, .. } => self.clients[c].section = Stage::Running { fence },
+                // A lock holder's work is the section's counterpart: it writes under the lease, then releases.
+                Command::RunSection { fence, .. } | Command::Granted { fence, .. } => {
+                    self.clients[c].section = Stage::Running { fence };
+                }
                 Command::SignalLockLost { .. } => self.clients[c].lock_lost = true,
-                Command::Granted { .. } | Command::Finish(_) => {}
+                Command::Finish(_) => {}
             }
         }
     }

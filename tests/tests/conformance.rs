@@ -5,7 +5,9 @@ use proptest_state_machine::ReferenceStateMachine;
 use spanner_mutex_model::{MutexName, Protocol};
 use spanner_mutex_tests::coverage::{self, Transition};
 use spanner_mutex_tests::emulator::{EmulatorEnv, SpannerEmulator};
-use spanner_mutex_tests::generate::{Conformance, ExactTime, GridTime, Profile, edge_config, exact_advances};
+use spanner_mutex_tests::generate::{
+    Conformance, ExactTime, GridTime, LockClients, LockGridTime, Profile, edge_config, exact_advances,
+};
 use spanner_mutex_tests::harness::Side;
 use spanner_mutex_tests::memory::Memory;
 use spanner_mutex_tests::reference::Reference;
@@ -43,12 +45,18 @@ fn report(title: &str, covered: &BTreeSet<Transition>) {
     }
 }
 
-#[test]
-fn in_memory_client_conforms_to_the_model() {
+/// Runs `MEMORY_CASES` generated sequences of profile `P` on the reference and the in-memory client, and
+/// requires the transitions taken to be exactly `declared` (named `list` in the messages).
+fn in_memory_conformance<P: Profile>(
+    title: &str,
+    regressions: &'static str,
+    declared: &BTreeSet<Transition>,
+    list: &str,
+) {
     let covered = Mutex::new(BTreeSet::new());
     let (cases, steps) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let mut runner = TestRunner::new(config(MEMORY_CASES, "proptest-regressions/in-memory.txt"));
-    let result = runner.run(&Conformance::<ExactTime>::sequential_strategy(1..MEMORY_STEPS), |(init, ops, seen)| {
+    let mut runner = TestRunner::new(config(MEMORY_CASES, regressions));
+    let result = runner.run(&Conformance::<P>::sequential_strategy(1..MEMORY_STEPS), |(init, ops, seen)| {
         let side = now_or_never(run_case(&init, &ops, Memory::default(), 0, seen.as_deref()))
             .map_err(proptest::test_runner::TestCaseError::fail)?;
         covered.lock().expect("not poisoned").extend(side.transitions);
@@ -61,14 +69,33 @@ fn in_memory_client_conforms_to_the_model() {
     }
     let covered = covered.into_inner().expect("not poisoned");
     let (cases, steps) = (cases.into_inner(), steps.into_inner());
-    println!("in-memory: {cases} cases, {steps} steps, each compared with the reference");
+    println!("{title}: {cases} cases, {steps} steps, each compared with the reference");
     assert!(cases >= MEMORY_CASES as usize, "every case ran: {cases}");
-    report("in-memory runs", &covered);
-    let declared = coverage::run_once();
-    let undeclared: Vec<_> = covered.difference(&declared).collect();
-    assert!(undeclared.is_empty(), "transitions taken but not in coverage::RUN_ONCE: {undeclared:#?}");
+    report(title, &covered);
+    let undeclared: Vec<_> = covered.difference(declared).collect();
+    assert!(undeclared.is_empty(), "transitions taken but not in {list}: {undeclared:#?}");
     let missed: Vec<_> = declared.difference(&covered).collect();
     assert!(missed.is_empty(), "declared transitions never taken in {MEMORY_CASES} cases: {missed:#?}");
+}
+
+#[test]
+fn in_memory_client_conforms_to_the_model() {
+    in_memory_conformance::<ExactTime>(
+        "in-memory",
+        "proptest-regressions/in-memory.txt",
+        &coverage::run_once(),
+        "coverage::RUN_ONCE",
+    );
+}
+
+#[test]
+fn in_memory_lock_clients_conform_to_the_model() {
+    in_memory_conformance::<LockClients>(
+        "in-memory, lock clients",
+        "proptest-regressions/in-memory-lock.txt",
+        &coverage::lock_mode(),
+        "coverage::LOCK_MODE",
+    );
 }
 
 /// The fence check removed: every backend agrees (they run the same broken logic), but the safety properties
@@ -136,9 +163,13 @@ fn emulator_client_conforms_to_the_model() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    // Then a few sequences chosen (from many generated ones, deterministically) to take every transition.
+    // Then a few sequences chosen (from many generated ones, deterministically) to take every transition, of
+    // run-once clients and of lock clients.
     let (covering, _) = coverage::covering_cases::<GridTime>(COVERING_SEED, COVERING_CANDIDATES, EMULATOR_STEPS);
-    for (init, ops) in &covering {
+    let (lock_covering, _) =
+        coverage::covering_cases::<LockGridTime>(COVERING_SEED, COVERING_CANDIDATES, EMULATOR_STEPS);
+    let (mut run_once_covered, mut lock_covered) = (BTreeSet::new(), BTreeSet::new());
+    for (init, ops) in covering.iter().chain(&lock_covering) {
         let n = cases.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = now_or_never(run_case(init, ops, Memory::default(), 0, None)) {
             panic!("covering case failed in memory: {e}\ninitial state: {init:#?}\noperations: {ops:#?}");
@@ -151,14 +182,15 @@ initial state: {init:#?}
 operations: {ops:#?}"
             )
         });
-        covered.lock().expect("not poisoned").extend(side.transitions);
+        if init.lock_mode { &mut lock_covered } else { &mut run_once_covered }.extend(side.transitions);
         steps.fetch_add(ops.len(), Ordering::Relaxed);
     }
-    let covered = covered.into_inner().expect("not poisoned");
+    let mut covered = covered.into_inner().expect("not poisoned");
+    covered.extend(run_once_covered);
     println!(
         "emulator: {} cases ({} chosen for coverage), {} steps, each compared with the reference and the in-memory client",
         cases.into_inner(),
-        covering.len(),
+        covering.len() + lock_covering.len(),
         steps.into_inner()
     );
     report("emulator runs", &covered);
@@ -169,14 +201,22 @@ operations: {ops:#?}"
         coverage::RUN_ONCE.len()
     );
     assert!(missed.is_empty(), "transitions the emulator runs never exercised: {missed:#?}");
+    report("emulator runs, lock clients", &lock_covered);
+    let missed: Vec<_> = coverage::lock_mode().difference(&lock_covered).cloned().collect();
+    println!(
+        "lock-client transition coverage on the emulator: {} of {} declared",
+        coverage::LOCK_MODE.len() - missed.len(),
+        coverage::LOCK_MODE.len()
+    );
+    assert!(missed.is_empty(), "lock-client transitions the emulator runs never exercised: {missed:#?}");
 }
 
 /// An in-memory store that deviates in one way: a commit reported unknown never lands. The comparison must
 /// notice, or the conformance tests could pass whatever the backends did.
 #[derive(Clone, Debug, Default)]
-struct LosesUnknownCommits(Memory);
+struct LosesUnknownCommits<const RELEASES_ONLY: bool>(Memory);
 
-impl spanner_mutex_tests::harness::Backend for LosesUnknownCommits {
+impl<const RELEASES_ONLY: bool> spanner_mutex_tests::harness::Backend for LosesUnknownCommits<RELEASES_ONLY> {
     async fn transact(
         &mut self,
         cfg: &spanner_mutex_model::Config,
@@ -184,7 +224,8 @@ impl spanner_mutex_tests::harness::Backend for LosesUnknownCommits {
         fate: spanner_mutex_tests::harness::Fate,
     ) -> spanner_mutex_model::Event {
         use spanner_mutex_tests::harness::Fate;
-        let fate = if fate == Fate::UnknownLanded { Fate::UnknownLost } else { fate };
+        let deviates = !RELEASES_ONLY || matches!(request, spanner_mutex_model::TxnRequest::Release { .. });
+        let fate = if deviates && fate == Fate::UnknownLanded { Fate::UnknownLost } else { fate };
         self.0.transact(cfg, request, fate).await
     }
     async fn read(&mut self) -> spanner_mutex_model::Event {
@@ -209,13 +250,14 @@ impl spanner_mutex_tests::harness::Backend for LosesUnknownCommits {
     }
 }
 
-#[test]
-fn a_deviating_store_is_caught() {
+/// Requires the conformance run of profile `P` to notice [`LosesUnknownCommits`] and shrink it; returns the
+/// shrunk operations.
+fn deviation_is_caught<P: Profile, const RELEASES_ONLY: bool>() -> Vec<spanner_mutex_tests::harness::Op> {
     let config =
         Config { cases: MEMORY_CASES, failure_persistence: None, rng_seed: RngSeed::Fixed(11), ..Config::default() };
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&Conformance::<ExactTime>::sequential_strategy(1..MEMORY_STEPS), |(init, ops, seen)| {
-        now_or_never(run_case(&init, &ops, LosesUnknownCommits::default(), 0, seen.as_deref()))
+    let result = runner.run(&Conformance::<P>::sequential_strategy(1..MEMORY_STEPS), |(init, ops, seen)| {
+        now_or_never(run_case(&init, &ops, LosesUnknownCommits::<RELEASES_ONLY>::default(), 0, seen.as_deref()))
             .map(drop)
             .map_err(proptest::test_runner::TestCaseError::fail)
     });
@@ -226,4 +268,18 @@ fn a_deviating_store_is_caught() {
         spanner_mutex_tests::harness::Op::Deliver { fate: spanner_mutex_tests::harness::Fate::UnknownLanded, .. }
     )));
     assert!(ops.len() <= 12, "shrunk to {ops:#?}");
+    ops
+}
+
+#[test]
+fn a_deviating_store_is_caught() {
+    deviation_is_caught::<ExactTime, false>();
+}
+
+#[test]
+fn a_store_that_loses_lock_releases_is_caught() {
+    // Only releases deviate, so the shrunk sequence must reach one: a user's release or cancel of a held lock.
+    let ops = deviation_is_caught::<LockClients, true>();
+    use spanner_mutex_tests::harness::Op;
+    assert!(ops.iter().any(|op| matches!(op, Op::Return { .. } | Op::Cancel { .. })), "{ops:#?}");
 }
