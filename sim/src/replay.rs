@@ -6,7 +6,9 @@
 use crate::invariants::Violation;
 use crate::trace::TraceLine;
 use crate::world::{FencedWrite, Queued, ReadTxn, World};
-use spanner_mutex_model::check::{Action, CheckOptions, ClockError, CommitFate, LeaseModel, violated_safety};
+use spanner_mutex_model::check::{
+    Action, CheckOptions, ClientKind, ClockError, CommitFate, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
+};
 use spanner_mutex_model::{ClientId, Command, Event, Fence, SectionResult, ServerTime};
 use stateright::{Model, Path};
 
@@ -25,9 +27,6 @@ pub enum ReplayError {
         /// How many there are.
         clients: usize,
     },
-    /// The path's model has lock or leader clients, which this replay does not drive.
-    #[error("the simulator replays run-once clients only; replay lock and leader paths with spanner-mutex-model")]
-    LockModeClients,
     /// The action is not possible in the world's state at that step.
     #[error("step {step}: {action} is not possible here ({why}); was the path made with other options?")]
     NotPossible {
@@ -79,7 +78,8 @@ fn checker_id(slot: usize, incarnation: u32) -> ClientId {
     ClientId::from_u128(((slot as u128 + 1) << 8) | u128::from(incarnation))
 }
 
-/// Where a client's section is, between the checker's `write`, `return` and `fail` actions.
+/// Where a client's section (a lock or leader's work under its grant) is, between the checker's `write`, `return`
+/// and `fail` actions.
 #[derive(Clone, Copy, Debug)]
 enum Section {
     Idle,
@@ -98,6 +98,9 @@ struct Lockstep {
     /// User cancels left, and which clients' users cancelled.
     cancels_left: u8,
     cancelled: Vec<bool>,
+    /// A leader's campaigns in this process, counted as the checker does (it campaigns again after a term
+    /// ends, up to [`LEADER_CAMPAIGNS`], unless its user cancelled).
+    campaigns: Vec<u8>,
 }
 
 impl Lockstep {
@@ -116,8 +119,19 @@ impl Lockstep {
                 }
                 Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request, 0)),
                 Command::RunSection { fence, .. } => self.sections[c] = Section::Running { fence },
+                Command::Granted { fence, .. } if self.world.clients[c].kind.is_lock_mode() => {
+                    self.sections[c] = Section::Running { fence };
+                }
                 Command::Granted { .. } => {
                     self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
+                }
+                Command::Finish(_)
+                    if self.world.clients[c].kind == ClientKind::Leader
+                        && !self.cancelled[c]
+                        && self.campaigns[c] < LEADER_CAMPAIGNS =>
+                {
+                    self.campaigns[c] += 1;
+                    self.start(c);
                 }
                 Command::SignalLockLost { .. } | Command::Finish(_) => {}
             }
@@ -134,14 +148,12 @@ impl Lockstep {
 
 /// Replays `actions` (decoded from a checker path) in a world configured as the checker's `options`.
 pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport, ReplayError> {
-    if options.kinds.iter().any(|k| k.is_lock_mode()) {
-        return Err(ReplayError::LockModeClients);
-    }
     let model = LeaseModel::new(options.clone());
     let mut world = World::new(model.cfg.clone(), 1, true);
     let clients = usize::from(options.clients);
     for slot in 0..clients {
-        world.add_client(slot.to_string(), 0, 0, options.wall_offset_us(slot));
+        let c = world.add_client(slot.to_string(), 0, 0, options.wall_offset_us(slot));
+        world.clients[c].kind = options.kind(slot);
     }
     let mut lockstep = Lockstep {
         world,
@@ -151,6 +163,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
         need_pending: vec![false; clients],
         cancels_left: options.cancels,
         cancelled: vec![false; clients],
+        campaigns: vec![1; clients],
     };
     for c in 0..clients {
         lockstep.start(c);
@@ -215,7 +228,13 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                     }
                 };
                 lockstep.sections[c] = Section::Idle;
-                let command = lockstep.world.feed(c, Event::SectionFinished(result));
+                // A lock or leader's user releases (resigns) after its work, whatever the write achieved.
+                let event = if lockstep.world.clients[c].kind.is_lock_mode() {
+                    Event::ReleaseRequested
+                } else {
+                    Event::SectionFinished(result)
+                };
+                let command = lockstep.world.feed(c, event);
                 lockstep.execute(c, command);
             }
             Action::NeedAnswer(c) => {
@@ -257,6 +276,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 lockstep.sections[c] = Section::Idle;
                 lockstep.need_pending[c] = false;
                 lockstep.cancelled[c] = false;
+                lockstep.campaigns[c] = 1;
                 lockstep.start(c);
             }
             Action::Drift(c) => {

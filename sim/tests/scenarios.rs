@@ -421,6 +421,53 @@ fn the_checkers_naive_counterexample_replays_to_the_same_violation() {
     insta::assert_snapshot!("naive_counterexample_replay", report.text());
 }
 
+/// Random walks through the checker's lock-and-leader world (faults, a cancel, two campaigns), each replayed
+/// in the simulator: every step the checker takes must be possible there, and neither side may see a violation.
+#[test]
+fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
+    use rand::{Rng, SeedableRng};
+    use spanner_mutex_model::check::{Action, ClientKind, LeaseModel};
+    use stateright::Model;
+    let options = CheckOptions {
+        clients: 2,
+        cancels: 1,
+        fault_budget: 2,
+        kinds: vec![ClientKind::Lock, ClientKind::Leader],
+        max_time_ms: 6,
+        ..CheckOptions::default()
+    };
+    let model = LeaseModel::new(options.clone());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let (mut released, mut campaigned_again, mut cancelled) = (0, 0, 0);
+    for walk in 0..400 {
+        let mut state = model.init_states().remove(0);
+        let mut path: Vec<Action> = Vec::new();
+        let mut actions = Vec::new();
+        for _ in 0..40 {
+            model.actions(&state, &mut actions);
+            let next: Vec<_> =
+                actions.drain(..).filter_map(|a| model.next_state(&state, a).map(|next| (a, next))).collect();
+            if next.is_empty() {
+                break;
+            }
+            let pick = rng.random_range(0..next.len());
+            let (action, next) = next.into_iter().nth(pick).expect("in range");
+            path.push(action);
+            state = next;
+        }
+        let report = replay(&options, &path).unwrap_or_else(|e| panic!("walk {walk}: {e}"));
+        let text = report.text();
+        assert!(report.violations.is_empty() && report.model_violations.is_empty(), "walk {walk}:\n{text}");
+        released += usize::from(text.contains("released"));
+        // The leader (slot 1) starts a second run without a crash: it campaigned again after its term.
+        campaigned_again += usize::from(
+            text.contains("(id 00000000-0000-0000-0000-000000000201)") && !path.contains(&Action::Crash(1)),
+        );
+        cancelled += usize::from(path.iter().any(|a| matches!(a, Action::Cancel(_))));
+    }
+    assert!(released > 0 && campaigned_again > 0 && cancelled > 0, "{released} {campaigned_again} {cancelled}");
+}
+
 #[test]
 fn a_passing_checker_path_replays_without_violations() {
     // One client acquires, runs, writes and releases: the happy path in the checker's vocabulary.
