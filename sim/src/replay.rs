@@ -9,12 +9,15 @@ use crate::world::{FencedWrite, Queued, ReadTxn, World};
 use spanner_mutex_model::check::{
     Action, CheckOptions, ClientKind, ClockError, CommitFate, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
 };
-use spanner_mutex_model::{ClientId, Command, Event, Fence, SectionResult, ServerTime};
+use spanner_mutex_model::{ClientId, Command, Event, Fence, LeaseRow, Phase, SectionResult, ServerTime};
 use stateright::{Model, Path};
 
 /// Why a path cannot be replayed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// The flags describe no model (e.g. run-once and lock clients on one mutex).
+    #[error("{0}")]
+    InvalidOptions(String),
     /// The action names a client the model does not have.
     #[error("step {step}: {action} names client {client}, but there are {clients} clients (check --clients)")]
     NoSuchClient {
@@ -46,6 +49,10 @@ pub struct ReplayStep {
     pub action: Action,
     /// What the world did, as trace lines.
     pub lines: Vec<TraceLine>,
+    /// The row after the step.
+    pub row: Option<LeaseRow>,
+    /// Each client's machine phase after the step.
+    pub phases: Vec<Phase>,
 }
 
 /// What a replay showed.
@@ -148,6 +155,7 @@ impl Lockstep {
 
 /// Replays `actions` (decoded from a checker path) in a world configured as the checker's `options`.
 pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport, ReplayError> {
+    options.validate().map_err(ReplayError::InvalidOptions)?;
     let model = LeaseModel::new(options.clone());
     let mut world = World::new(model.cfg.clone(), 1, true);
     let clients = usize::from(options.clients);
@@ -301,7 +309,13 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             lockstep.world.update_reliance(c);
         }
         lockstep.world.check_invariants();
-        steps.push(ReplayStep { action, lines: lockstep.world.log.lines()[before..].to_vec() });
+        let world = &lockstep.world;
+        steps.push(ReplayStep {
+            action,
+            lines: world.log.lines()[before..].to_vec(),
+            row: world.mutexes[0].row.clone(),
+            phases: world.clients.iter().map(|c| c.machine.phase()).collect(),
+        });
     }
     Ok(ReplayReport {
         steps,

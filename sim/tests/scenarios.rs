@@ -421,8 +421,9 @@ fn the_checkers_naive_counterexample_replays_to_the_same_violation() {
     insta::assert_snapshot!("naive_counterexample_replay", report.text());
 }
 
-/// Random walks through the checker's lock-and-leader world (faults, a cancel, two campaigns), each replayed
-/// in the simulator: every step the checker takes must be possible there, and neither side may see a violation.
+/// Random walks through a lock-and-leader world (faults, a cancel, two campaigns), each replayed in the
+/// simulator: every step the checker takes must be possible there, leave the same row and machine phases, and
+/// neither side may see a violation.
 #[test]
 fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
     use rand::{Rng, SeedableRng};
@@ -458,6 +459,23 @@ fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
         let report = replay(&options, &path).unwrap_or_else(|e| panic!("walk {walk}: {e}"));
         let text = report.text();
         assert!(report.violations.is_empty() && report.model_violations.is_empty(), "walk {walk}:\n{text}");
+        // Step by step, the same row and the same machine phases as the checker's. Fences are numbered from
+        // each world's own start (the checker's clock starts at 0, the simulator's at its epoch), so they must
+        // differ by one constant.
+        let init = model.init_states().remove(0);
+        let states = stateright::Path::from_actions(&model, init, &path).expect("the walk's own path").into_states();
+        let mut fence_offset = None;
+        for (i, (step, state)) in report.steps.iter().zip(&states[1..]).enumerate() {
+            let checker_row = state.row.as_ref().map(|r| (r.status, r.holder));
+            let sim_row = step.row.as_ref().map(|r| (r.status, r.holder));
+            assert_eq!(sim_row, checker_row, "walk {walk} step {}:\n{text}", i + 1);
+            if let (Some(sim), Some(checker)) = (&step.row, &state.row) {
+                let offset = i128::from(sim.fence.get()) - i128::from(checker.fence.get());
+                assert_eq!(*fence_offset.get_or_insert(offset), offset, "walk {walk} step {}:\n{text}", i + 1);
+            }
+            let phases: Vec<_> = state.clients.iter().map(|c| c.machine.phase()).collect();
+            assert_eq!(step.phases, phases, "walk {walk} step {}:\n{text}", i + 1);
+        }
         released += usize::from(text.contains("released"));
         // The leader (slot 1) starts a second run without a crash: it campaigned again after its term.
         campaigned_again += usize::from(

@@ -158,7 +158,6 @@ pub const LOCK_MODE: &[(&str, &str, &str)] = &[
     ("AwaitingObservation", "RowRead(DONE)", "AwaitingAcquireCommit"),
     ("AwaitingObservation", "RowRead(STARTED)", "AwaitingAcquireCommit"),
     ("AwaitingObservation", "RowRead(STARTED)", "AwaitingRetryTimer"),
-    ("AwaitingObservation", "RowRead(STARTED)", "Finished"),
     ("AwaitingReleaseCommit", "Cancel", "AwaitingReleaseCommit"),
     ("AwaitingReleaseCommit", "TxnAborted", "AwaitingReleaseCommit"),
     ("AwaitingReleaseCommit", "TxnAborted", "Finished"),

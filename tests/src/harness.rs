@@ -182,6 +182,10 @@ pub struct Side<B> {
     /// at the machine, a restart), not run-once ones: a grant starts the user's work, which writes under the
     /// lease and then releases instead of finishing a section.
     pub lock_mode: bool,
+    /// The highest fence a lock client was granted.
+    pub max_granted: Option<Fence>,
+    /// A lock client was granted a fence not above an earlier grant's.
+    pub terms_regressed: bool,
     /// Every machine transition taken.
     pub transitions: BTreeSet<Transition>,
 }
@@ -204,7 +208,16 @@ impl fmt::Display for NotApplicable {
 impl<B: Backend> Side<B> {
     /// `clients` machines on `backend` (lock clients if `lock_mode`, else run-once ones), each started.
     pub async fn new(cfg: Config, backend: B, clients: usize, lock_mode: bool) -> Self {
-        let mut side = Self { cfg, backend, now_ms: 0, clients: Vec::new(), lock_mode, transitions: BTreeSet::new() };
+        let mut side = Self {
+            cfg,
+            backend,
+            now_ms: 0,
+            clients: Vec::new(),
+            lock_mode,
+            max_granted: None,
+            terms_regressed: false,
+            transitions: BTreeSet::new(),
+        };
         for slot in 0..clients {
             let machine = side.machine(slot, 0);
             side.clients.push(Client {
@@ -220,12 +233,12 @@ impl<B: Backend> Side<B> {
         side
     }
 
-    /// A new machine for run `incarnation` of client `slot`. A lock client gives up after the configuration's
-    /// retries (as `try_acquire`-style callers ask; `acquire` and `campaign` pass no limit).
+    /// A new machine for run `incarnation` of client `slot`. A lock client is called as production calls it:
+    /// `try_acquire` (no retries) when the configuration allows none, else `acquire` or `campaign` (no limit).
     fn machine(&self, slot: usize, incarnation: u32) -> ClientMachine {
         let (id, name) = (client_id(slot, incarnation), format!("client {slot}"));
         if self.lock_mode {
-            ClientMachine::lock(id, name, self.cfg.max_retries())
+            ClientMachine::lock(id, name, if self.cfg.max_retries() == 0 { 0 } else { u32::MAX })
         } else {
             ClientMachine::run_once(id, name, &self.cfg)
         }
@@ -376,8 +389,11 @@ impl<B: Backend> Side<B> {
                 }
                 Command::RunTxn(request) => self.clients[c].in_flight = Some(InFlight::Txn(request)),
                 Command::ReadRow => self.clients[c].in_flight = Some(InFlight::Read),
+                Command::RunSection { fence, .. } => self.clients[c].section = Stage::Running { fence },
                 // A lock holder's work is the section's counterpart: it writes under the lease, then releases.
-                Command::RunSection { fence, .. } | Command::Granted { fence, .. } => {
+                Command::Granted { fence, .. } => {
+                    self.terms_regressed |= self.max_granted.is_some_and(|max| fence <= max);
+                    self.max_granted = self.max_granted.max(Some(fence));
                     self.clients[c].section = Stage::Running { fence };
                 }
                 Command::SignalLockLost { .. } => self.clients[c].lock_lost = true,

@@ -13,6 +13,7 @@ pub mod reference;
 
 use harness::{Backend, Op, Side, compare};
 use reference::Reference;
+use spanner_mutex_model::check::keeps_lease_after_release;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -39,6 +40,15 @@ pub fn safety(reference: &Side<Reference>) -> Result<(), String> {
     let reliant = reference.reliant();
     if reliant.len() > 1 {
         return Err(format!("more than one client relies on the lease: {reliant:?}"));
+    }
+    if reference.terms_regressed {
+        return Err("a lock client was granted a fence not above an earlier grant's".into());
+    }
+    for (i, client) in reference.clients.iter().enumerate() {
+        let (id, row, now) = (client.machine.id(), reference.backend.row(), reference.backend.now());
+        if let Some(outcome) = client.machine.outcome().filter(|o| keeps_lease_after_release(o, id, row, now)) {
+            return Err(format!("client {i} reported {outcome:?} while the row still grants it the lease"));
+        }
     }
     Ok(())
 }

@@ -51,6 +51,16 @@ pub fn row_view(row: &LeaseRow, now: ServerTime) -> RowView {
 }
 
 impl Reference {
+    /// The lease row.
+    pub const fn row(&self) -> Option<&LeaseRow> {
+        self.row.as_ref()
+    }
+
+    /// Server time now.
+    pub const fn now(&self) -> ServerTime {
+        self.now
+    }
+
     /// The row and the resource now.
     pub fn observed(&self) -> Observed {
         Observed { row: self.row.as_ref().map(|r| row_view(r, self.now)), effects: self.effects.clone() }

@@ -620,7 +620,9 @@ fn representative(state: &WorldState) -> WorldState {
     let names_another = std::cell::Cell::new(false);
     let anonymous = |i: usize| {
         let slot = &state.clients[i];
-        // A slot of a kind no other slot has is placed by its kind alone; its content need not be hashed.
+        // A slot of a kind no other slot has is placed by its kind alone; its content need not be hashed. Nor
+        // need it be asked whether it names another client: only a run-once "done by another" outcome does, and
+        // run-once clients never share a world with other kinds (`CheckOptions::validate`).
         if state.clients.iter().filter(|other| other.kind == slot.kind).count() == 1 {
             return ((slot.kind, 0, false, false, false, false), i);
         }
