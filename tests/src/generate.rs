@@ -14,10 +14,8 @@ use std::marker::PhantomData;
 
 /// How a family of cases picks configurations and time steps.
 pub trait Profile: Clone + Debug + 'static {
-    /// Whether the clients are lock clients (see [`Side::lock_mode`]), not run-once ones.
+    /// Whether the clients are lock clients (see [`Side::lock_mode`]) whose users also cancel, not run-once ones.
     const LOCK_MODE: bool = false;
-    /// Whether users cancel runs.
-    const CANCELS: bool = false;
     /// Configurations to test.
     fn config() -> BoxedStrategy<Config>;
     /// Time steps worth taking from this state.
@@ -113,23 +111,27 @@ impl Profile for ExactTime {
     }
 }
 
-/// [`ExactTime`] with lock clients whose users write under the lease and release, restart (a leader's next
+/// Profile `P` with lock clients whose users write under the lease and release, restart (a leader's next
 /// campaign) and cancel.
 #[derive(Clone, Debug)]
-pub struct LockClients;
+pub struct WithLockClients<P>(PhantomData<P>);
 
-impl Profile for LockClients {
+impl<P: Profile> Profile for WithLockClients<P> {
     const LOCK_MODE: bool = true;
-    const CANCELS: bool = true;
 
     fn config() -> BoxedStrategy<Config> {
-        edge_config(Protocol::Fenced)
+        P::config()
     }
 
     fn advances(state: &Side<Reference>) -> BoxedStrategy<u64> {
-        exact_advances(state)
+        P::advances(state)
     }
 }
+
+/// Lock clients in exact time.
+pub type LockClients = WithLockClients<ExactTime>;
+/// Lock clients on the emulator's time grid.
+pub type LockGridTime = WithLockClients<GridTime>;
 
 /// Time steps for exact-time profiles: random, or exactly onto the next timer, the row's expiry (and a
 /// millisecond either side) or its staleness.
@@ -214,23 +216,6 @@ impl Profile for GridTime {
     }
 }
 
-/// [`GridTime`] with lock clients, as [`LockClients`] is [`ExactTime`] with them.
-#[derive(Clone, Debug)]
-pub struct LockGridTime;
-
-impl Profile for LockGridTime {
-    const LOCK_MODE: bool = true;
-    const CANCELS: bool = true;
-
-    fn config() -> BoxedStrategy<Config> {
-        GridTime::config()
-    }
-
-    fn advances(state: &Side<Reference>) -> BoxedStrategy<u64> {
-        GridTime::advances(state)
-    }
-}
-
 /// The reference state machine for profile `P`.
 #[derive(Clone, Debug)]
 pub struct Conformance<P>(PhantomData<P>);
@@ -280,7 +265,7 @@ impl<P: Profile> ReferenceStateMachine for Conformance<P> {
                 }
             }
             options.push((1, Just(Op::Restart { client: c }).boxed()));
-            if P::CANCELS && state.applicable(&Op::Cancel { client: c }).is_ok() {
+            if P::LOCK_MODE && state.applicable(&Op::Cancel { client: c }).is_ok() {
                 options.push((1, Just(Op::Cancel { client: c }).boxed()));
             }
         }
