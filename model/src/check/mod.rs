@@ -9,6 +9,7 @@ mod action;
 mod cli;
 mod properties;
 mod report;
+mod search;
 #[cfg(test)]
 mod tests;
 
@@ -617,6 +618,17 @@ impl ClientSlot {
 /// no client names another (only a "done by another" outcome does), every order of them gives the same state:
 /// the sorted order is taken without trying the others.
 fn representative(state: &WorldState) -> WorldState {
+    representative_of(state).into_owned()
+}
+
+/// The fingerprint of `state`'s class under client symmetry (`symmetric`), else of `state` itself.
+fn canonical_fingerprint(state: &WorldState, symmetric: bool) -> u64 {
+    if symmetric { checker_hash(&*representative_of(state)) } else { checker_hash(state) }
+}
+
+/// [`representative`], borrowing `state` when it is its own representative (most are).
+fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, WorldState> {
+    use std::borrow::Cow;
     let names_another = std::cell::Cell::new(false);
     let anonymous = |i: usize| {
         let slot = &state.clients[i];
@@ -667,9 +679,9 @@ fn representative(state: &WorldState) -> WorldState {
     }
     if ties.is_empty() || !names_another.get() {
         return if slots.iter().enumerate().all(|(new, &old)| new == old) {
-            state.clone()
+            Cow::Borrowed(state)
         } else {
-            permuted(state, &slots)
+            Cow::Owned(permuted(state, &slots))
         };
     }
     let mut best: Option<(u64, WorldState)> = None;
@@ -691,7 +703,7 @@ fn representative(state: &WorldState) -> WorldState {
             best = Some((hash, candidate));
         }
     });
-    best.expect("at least one order").1
+    Cow::Owned(best.expect("at least one order").1)
 }
 
 /// Calls `visit` with every order of `slots` that permutes only within the `ties` ranges (left as found).

@@ -132,8 +132,8 @@ impl Default for SearchOptions {
     }
 }
 
-/// Runs one search and returns its counts and discoveries.
-fn search(
+/// Runs one stateright search and returns its counts and discoveries.
+pub(super) fn search(
     model: &LeaseModel,
     search: SearchOptions,
     depth_first: bool,
@@ -158,8 +158,8 @@ fn search(
     }
 }
 
-/// Checks `options` exhaustively and summarises. The exhaustive pass is depth-first (fastest, least memory)
-/// unless `search.depth_first` is false, and goes on past other violations until it finds a double execution,
+/// Checks `options` exhaustively and summarises. The exhaustive pass is depth-first (fastest, least memory: the
+/// search of `search.rs`) unless `search.depth_first` is false (stateright's breadth-first search), and goes on past other violations until it finds a double execution,
 /// the headline failure. When it found any violation, a breadth-first search for the most severe one it found
 /// gives the shortest counterexample to print.
 pub fn run_check(options: CheckOptions, search_options: SearchOptions) -> CheckSummary {
@@ -167,13 +167,27 @@ pub fn run_check(options: CheckOptions, search_options: SearchOptions) -> CheckS
     // Timing the checker itself, not the protocol.
     #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
-    let (states, unique_states, max_depth, mut discoveries) =
-        search(&model, search_options, search_options.depth_first, DOUBLE_EXECUTION);
+    let (states, unique_states, max_depth, violated) = if search_options.depth_first {
+        let limits = super::search::Limits {
+            threads: search_options.threads,
+            max_depth: search_options.max_depth,
+            symmetry: search_options.symmetry,
+            stop_at: DOUBLE_EXECUTION,
+            progress_interval: search_options.progress_interval,
+        };
+        let found = super::search::exhaustive(&model, &limits);
+        (found.states, found.unique_states, found.max_depth, found.violated)
+    } else {
+        let (states, unique_states, max_depth, discoveries) = search(&model, search_options, false, DOUBLE_EXECUTION);
+        (states, unique_states, max_depth, discoveries.into_keys().collect())
+    };
     let seconds = started.elapsed().as_secs_f64();
-    let most_severe = SEVERITY.iter().find(|name| discoveries.contains_key(*name));
-    if let Some(headline) = most_severe {
-        discoveries = search(&model, search_options, false, headline).3;
-    }
+    let most_severe = SEVERITY.iter().find(|name| violated.contains(*name));
+    // The exhaustive pass keeps no paths: a breadth-first search finds the shortest one to the worst violation.
+    let discoveries = match most_severe {
+        Some(headline) => search(&model, search_options, false, headline).3,
+        None => std::collections::HashMap::new(),
+    };
     let mut counterexamples: Vec<Counterexample> = SAFETY
         .iter()
         .filter_map(|name| {

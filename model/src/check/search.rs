@@ -1,0 +1,285 @@
+//! The exhaustive search `check` runs: depth-first over the model's canonical states, on any number of threads,
+//! keeping of each visited state only its 64-bit fingerprint (as stateright does).
+//!
+//! It visits states in the order stateright's depth-first checker does, so one thread gives the same counts and
+//! depth, but keeps less per state: stateright carries every pending state's whole path, clones each successor
+//! to take its symmetry representative and fingerprints both. Here a pending state carries its depth only, a
+//! successor that is already its representative is hashed as it is, and once. A violation's path is not kept:
+//! `check` asks stateright's breadth-first search for the shortest counterexample (`report::run_check`).
+
+use super::{LeaseModel, WorldState, canonical_fingerprint};
+use stateright::{Expectation, Model, Property};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// States a thread takes from its own stack between looks at the others (stateright's block size).
+const BLOCK_STATES: usize = 1_500;
+/// Shards of the visited set: enough that two threads rarely wait on one.
+const VISITED_SHARDS: usize = 64;
+
+/// How the search runs.
+pub(super) struct Limits {
+    /// Worker threads, at least 1.
+    pub threads: usize,
+    /// States at this depth are not expanded (the initial states are at depth 1).
+    pub max_depth: Option<usize>,
+    /// Reduce by client symmetry (when the model is symmetric).
+    pub symmetry: bool,
+    /// The search stops once this property is violated.
+    pub stop_at: &'static str,
+    /// Between progress lines on stderr.
+    pub progress_interval: Duration,
+}
+
+/// What a search found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Found {
+    /// States generated, counting revisits (and the initial states).
+    pub states: usize,
+    /// Distinct states.
+    pub unique_states: usize,
+    /// The deepest state taken from a stack (the initial states are at depth 1).
+    pub max_depth: usize,
+    /// The `always` properties some state violated, in the model's order.
+    pub violated: Vec<&'static str>,
+}
+
+/// A state to expand, and how deep it is.
+struct Job {
+    state: WorldState,
+    depth: usize,
+}
+
+/// Hashes a fingerprint to itself: it is already a hash.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are stored; fold anything else in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, fingerprint: u64) {
+        self.0 = fingerprint;
+    }
+}
+
+type FingerprintSet = HashSet<u64, BuildHasherDefault<FingerprintHasher>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked fails the whole search (the scope re-raises it); the data is still consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Work waiting for a thread, and who waits for it.
+#[derive(Default)]
+struct Pool {
+    batches: Vec<Vec<Job>>,
+    idle_threads: usize,
+    done: bool,
+}
+
+struct Shared<'a> {
+    model: &'a LeaseModel,
+    limits: &'a Limits,
+    visited: Vec<Mutex<FingerprintSet>>,
+    pool: Mutex<Pool>,
+    work_ready: Condvar,
+    /// Some thread waits for work (read without the pool's lock).
+    hungry: AtomicBool,
+    stop: AtomicBool,
+    states: AtomicUsize,
+    unique_states: AtomicUsize,
+    max_depth: AtomicUsize,
+    violated: Mutex<Vec<&'static str>>,
+    finished_threads: Mutex<usize>,
+    all_finished: Condvar,
+}
+
+impl Shared<'_> {
+    fn fingerprint(&self, state: &WorldState) -> u64 {
+        canonical_fingerprint(state, self.limits.symmetry && self.model.symmetric())
+    }
+
+    /// Whether `fingerprint` is new (and now visited).
+    fn visit(&self, fingerprint: u64) -> bool {
+        // The low bits pick a bucket inside a shard and the top seven its tag, so the shard comes from between.
+        let shard = (fingerprint >> 32) as usize % VISITED_SHARDS;
+        lock(&self.visited[shard]).insert(fingerprint)
+    }
+
+    /// A batch of work, or `None` once every thread is out of work (or the search stopped).
+    fn take(&self) -> Option<Vec<Job>> {
+        let mut pool = lock(&self.pool);
+        loop {
+            if pool.done {
+                return None;
+            }
+            if let Some(batch) = pool.batches.pop() {
+                return Some(batch);
+            }
+            pool.idle_threads += 1;
+            if pool.idle_threads == self.limits.threads {
+                pool.done = true;
+                self.work_ready.notify_all();
+                return None;
+            }
+            self.hungry.store(true, Ordering::Relaxed);
+            pool = self.work_ready.wait(pool).unwrap_or_else(PoisonError::into_inner);
+            pool.idle_threads -= 1;
+        }
+    }
+
+    /// Hands the bottom half of `stack` (the states nearest the root: the most work) to a waiting thread.
+    fn share(&self, stack: &mut Vec<Job>) {
+        let mut pool = lock(&self.pool);
+        if pool.idle_threads > pool.batches.len() && stack.len() > 1 {
+            pool.batches.push(stack.drain(..stack.len() / 2).collect());
+            self.work_ready.notify_one();
+        }
+        if pool.idle_threads <= pool.batches.len() {
+            self.hungry.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn halt(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        lock(&self.pool).done = true;
+        self.work_ready.notify_all();
+    }
+
+    fn worker(&self, always: &[Property<LeaseModel>]) {
+        let mut actions = Vec::new();
+        while let Some(mut stack) = self.take() {
+            while !stack.is_empty() {
+                self.expand_block(always, &mut stack, &mut actions);
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if self.hungry.load(Ordering::Relaxed) {
+                    self.share(&mut stack);
+                }
+            }
+        }
+    }
+
+    /// Takes up to [`BLOCK_STATES`] states from the stack: judges each, and pushes its new successors.
+    fn expand_block(
+        &self,
+        always: &[Property<LeaseModel>],
+        stack: &mut Vec<Job>,
+        actions: &mut Vec<<LeaseModel as Model>::Action>,
+    ) {
+        let (mut states, mut unique_states, mut max_depth) = (0, 0, 0);
+        for _ in 0..BLOCK_STATES {
+            let Some(Job { state, depth }) = stack.pop() else { break };
+            max_depth = max_depth.max(depth);
+            if self.limits.max_depth.is_some_and(|limit| depth >= limit) {
+                continue;
+            }
+            for property in always {
+                if !(property.condition)(self.model, &state) {
+                    let mut violated = lock(&self.violated);
+                    if !violated.contains(&property.name) {
+                        violated.push(property.name);
+                    }
+                    if property.name == self.limits.stop_at {
+                        drop(violated);
+                        self.halt();
+                    }
+                }
+            }
+            self.model.actions(&state, actions);
+            for action in actions.drain(..) {
+                let Some(next) = self.model.next_state(&state, action) else { continue };
+                states += 1;
+                if self.visit(self.fingerprint(&next)) {
+                    unique_states += 1;
+                    stack.push(Job { state: next, depth: depth + 1 });
+                }
+            }
+        }
+        self.states.fetch_add(states, Ordering::Relaxed);
+        self.unique_states.fetch_add(unique_states, Ordering::Relaxed);
+        self.max_depth.fetch_max(max_depth, Ordering::Relaxed);
+    }
+}
+
+/// Searches every state of `model` reachable within `limits`, judging its `always` properties.
+pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
+    assert!(limits.threads >= 1, "a search needs a thread");
+    let always: Vec<Property<LeaseModel>> =
+        model.properties().into_iter().filter(|p| p.expectation == Expectation::Always).collect();
+    let shared = Shared {
+        model,
+        limits,
+        visited: (0..VISITED_SHARDS).map(|_| Mutex::default()).collect(),
+        pool: Mutex::default(),
+        work_ready: Condvar::new(),
+        hungry: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        states: AtomicUsize::new(0),
+        unique_states: AtomicUsize::new(0),
+        max_depth: AtomicUsize::new(0),
+        violated: Mutex::default(),
+        finished_threads: Mutex::new(0),
+        all_finished: Condvar::new(),
+    };
+    let init: Vec<Job> = model.init_states().into_iter().map(|state| Job { state, depth: 1 }).collect();
+    shared.states.store(init.len(), Ordering::Relaxed);
+    for job in &init {
+        if shared.visit(shared.fingerprint(&job.state)) {
+            shared.unique_states.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    lock(&shared.pool).batches.push(init);
+    // Timing the checker itself, not the protocol.
+    #[allow(clippy::disallowed_methods)]
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..limits.threads {
+            scope.spawn(|| {
+                shared.worker(&always);
+                *lock(&shared.finished_threads) += 1;
+                shared.all_finished.notify_all();
+            });
+        }
+        let mut finished = lock(&shared.finished_threads);
+        let mut printed = Duration::ZERO;
+        while *finished < limits.threads {
+            let next_line = printed.saturating_add(limits.progress_interval).saturating_sub(started.elapsed());
+            finished = shared.all_finished.wait_timeout(finished, next_line).unwrap_or_else(PoisonError::into_inner).0;
+            let elapsed = started.elapsed();
+            if *finished < limits.threads && elapsed >= printed.saturating_add(limits.progress_interval) {
+                printed = elapsed;
+                let states = shared.states.load(Ordering::Relaxed);
+                eprintln!(
+                    "checking: states={states} unique={} depth={} seconds={} states_per_second={:.0}",
+                    shared.unique_states.load(Ordering::Relaxed),
+                    shared.max_depth.load(Ordering::Relaxed),
+                    elapsed.as_secs(),
+                    states as f64 / elapsed.as_secs_f64().max(1e-9)
+                );
+            }
+        }
+    });
+    let violated = lock(&shared.violated).clone();
+    // In the model's order, whichever thread found which first.
+    let violated = always.iter().map(|p| p.name).filter(|name| violated.contains(name)).collect();
+    Found {
+        states: shared.states.load(Ordering::Relaxed),
+        unique_states: shared.unique_states.load(Ordering::Relaxed),
+        max_depth: shared.max_depth.load(Ordering::Relaxed),
+        violated,
+    }
+}
