@@ -23,10 +23,10 @@ enum Cmd {
         #[command(flatten)]
         model: ModelArgs,
         /// Worker threads.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = at_least_one)]
         threads: usize,
         /// Stop paths at this depth (default: exhaustive within the time bound).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         depth: Option<usize>,
         /// Breadth-first exhaustive pass instead of depth-first (more memory, slower, no symmetry reduction).
         #[arg(long)]
@@ -140,4 +140,13 @@ fn print_summary(summary: &CheckSummary, options: &CheckOptions, json: bool) -> 
     }
     println!("{}", summary.line());
     Ok(())
+}
+
+/// A count of at least 1 (a search needs a thread; a path has its initial state).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(count) => Ok(count),
+        Err(error) => Err(error.to_string()),
+    }
 }

@@ -322,6 +322,11 @@ impl LeaseModel {
         self
     }
 
+    /// Whether this model was made by [`Self::tallying_witnesses`].
+    pub const fn tallies_witnesses(&self) -> bool {
+        self.tally.is_some()
+    }
+
     /// The `sometimes` companions no step of the search has witnessed so far, for a model made by
     /// [`Self::tallying_witnesses`] (else every companion).
     pub fn unreached(&self) -> Vec<&'static str> {

@@ -2,7 +2,8 @@
 //! keeping of each visited state only its 64-bit fingerprint (as stateright does).
 //!
 //! It visits states in the order stateright's depth-first checker does, so one thread gives the same counts and
-//! depth, but keeps less per state: stateright carries every pending state's whole path, clones each successor
+//! depth (short of a fingerprint collision in either, or a state that violates every property at once, which
+//! stateright leaves unexpanded), but keeps less per state: stateright carries every pending state's whole path, clones each successor
 //! to take its symmetry representative and fingerprints both. Here a pending state carries its depth only, a
 //! successor that is already its representative is hashed as it is, and once. A violation's path is not kept:
 //! `check` asks stateright's breadth-first search for the shortest counterexample (`report::run_check`).
@@ -24,7 +25,7 @@ const VISITED_SHARDS: usize = 64;
 pub(super) struct Limits {
     /// Worker threads, at least 1.
     pub threads: usize,
-    /// States at this depth are not expanded (the initial states are at depth 1).
+    /// States at this depth are neither judged nor expanded (the initial states are at depth 1).
     pub max_depth: Option<usize>,
     /// Reduce by client symmetry (when the model is symmetric).
     pub symmetry: bool,
@@ -62,11 +63,8 @@ impl Hasher for FingerprintHasher {
         self.0
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64`s are stored; fold anything else in all the same.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("the visited set holds u64 fingerprints only");
     }
 
     fn write_u64(&mut self, fingerprint: u64) {
@@ -77,7 +75,8 @@ impl Hasher for FingerprintHasher {
 type FingerprintSet = HashSet<u64, BuildHasherDefault<FingerprintHasher>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A worker that panicked fails the whole search (the scope re-raises it); the data is still consistent.
+    // A worker that panicked halts the search and the scope re-raises its panic (`Finishing`); until then the
+    // data behind every lock is still consistent.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -92,23 +91,43 @@ struct Pool {
 struct Shared<'a> {
     model: &'a LeaseModel,
     limits: &'a Limits,
+    /// Reduce by symmetry: asked for, and the model's clients are symmetric.
+    symmetry: bool,
     visited: Vec<Mutex<FingerprintSet>>,
     pool: Mutex<Pool>,
     work_ready: Condvar,
     /// Some thread waits for work (read without the pool's lock).
     hungry: AtomicBool,
+    /// The search was halted; read without the pool's lock between blocks (the pool's `done` says the same to
+    /// threads waiting for work).
     stop: AtomicBool,
+    /// Counts so far, added up after each block.
     states: AtomicUsize,
     unique_states: AtomicUsize,
     max_depth: AtomicUsize,
     violated: Mutex<Vec<&'static str>>,
+    /// Threads returned (or unwound), for the progress loop to wait on.
     finished_threads: Mutex<usize>,
     all_finished: Condvar,
 }
 
+/// Counts its thread finished when dropped, even by a panic, which also halts the others: a worker that died
+/// would otherwise leave them waiting for its work forever.
+struct Finishing<'s, 'a>(&'s Shared<'a>);
+
+impl Drop for Finishing<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.halt();
+        }
+        *lock(&self.0.finished_threads) += 1;
+        self.0.all_finished.notify_all();
+    }
+}
+
 impl Shared<'_> {
     fn fingerprint(&self, state: &WorldState) -> u64 {
-        canonical_fingerprint(state, self.limits.symmetry && self.model.symmetric())
+        canonical_fingerprint(state, self.symmetry)
     }
 
     /// Whether `fingerprint` is new (and now visited).
@@ -192,10 +211,10 @@ impl Shared<'_> {
                     let mut violated = lock(&self.violated);
                     if !violated.contains(&property.name) {
                         violated.push(property.name);
-                    }
-                    if property.name == self.limits.stop_at {
-                        drop(violated);
-                        self.halt();
+                        if property.name == self.limits.stop_at {
+                            drop(violated);
+                            self.halt();
+                        }
                     }
                 }
             }
@@ -215,14 +234,17 @@ impl Shared<'_> {
     }
 }
 
-/// Searches every state of `model` reachable within `limits`, judging its `always` properties.
+/// Searches every state of `model` reachable within `limits`, judging its `always` properties. Its `sometimes`
+/// companions are judged from the tally of a model made by [`LeaseModel::tallying_witnesses`].
 pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
     assert!(limits.threads >= 1, "a search needs a thread");
+    assert!(model.tallies_witnesses(), "companions are judged from the tally, not from states");
     let always: Vec<Property<LeaseModel>> =
         model.properties().into_iter().filter(|p| p.expectation == Expectation::Always).collect();
     let shared = Shared {
         model,
         limits,
+        symmetry: limits.symmetry && model.symmetric(),
         visited: (0..VISITED_SHARDS).map(|_| Mutex::default()).collect(),
         pool: Mutex::default(),
         work_ready: Condvar::new(),
@@ -249,9 +271,8 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
     std::thread::scope(|scope| {
         for _ in 0..limits.threads {
             scope.spawn(|| {
+                let _finishing = Finishing(&shared);
                 shared.worker(&always);
-                *lock(&shared.finished_threads) += 1;
-                shared.all_finished.notify_all();
             });
         }
         let mut finished = lock(&shared.finished_threads);
