@@ -86,15 +86,8 @@ impl<W: Write> Reporter<LeaseModel> for Progress<W> {
     fn report_checking(&mut self, data: ReportData) {
         if !data.done && data.duration >= self.printed + self.interval {
             self.printed = data.duration;
-            let rate = data.total_states as f64 / data.duration.as_secs_f64().max(1e-9);
-            let _ = writeln!(
-                self.out,
-                "checking: states={} unique={} depth={} seconds={} states_per_second={rate:.0}",
-                data.total_states,
-                data.unique_states,
-                data.max_depth,
-                data.duration.as_secs()
-            );
+            let line = progress_line(data.total_states, data.unique_states, data.max_depth, data.duration);
+            let _ = writeln!(self.out, "{line}");
         }
     }
 
@@ -103,6 +96,15 @@ impl<W: Write> Reporter<LeaseModel> for Progress<W> {
     fn delay(&self) -> Duration {
         Duration::from_millis(20)
     }
+}
+
+/// The line both searches print while they run.
+pub(super) fn progress_line(states: usize, unique_states: usize, depth: usize, elapsed: Duration) -> String {
+    let rate = states as f64 / elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "checking: states={states} unique={unique_states} depth={depth} seconds={} states_per_second={rate:.0}",
+        elapsed.as_secs()
+    )
 }
 
 /// How the search runs.
@@ -159,8 +161,8 @@ pub(super) fn search(
 }
 
 /// Checks `options` exhaustively and summarises. The exhaustive pass is depth-first (fastest, least memory: the
-/// search of `search.rs`) unless `search.depth_first` is false (stateright's breadth-first search), and goes on past other violations until it finds a double execution,
-/// the headline failure. When it found any violation, a breadth-first search for the most severe one it found
+/// search of `search.rs`) unless `search.depth_first` is false (stateright's breadth-first search), and goes on
+/// past other violations until it finds a double execution, the headline failure. When it found any violation, a breadth-first search for the most severe one it found
 /// gives the shortest counterexample to print.
 pub fn run_check(options: CheckOptions, search_options: SearchOptions) -> CheckSummary {
     let model = LeaseModel::new(options).tallying_witnesses();

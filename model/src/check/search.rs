@@ -3,8 +3,8 @@
 //!
 //! It visits states in the order stateright's depth-first checker does, so one thread gives the same counts and
 //! depth (short of a fingerprint collision in either, or a state that violates every property at once, which
-//! stateright leaves unexpanded), but keeps less per state: stateright carries every pending state's whole path, clones each successor
-//! to take its symmetry representative and fingerprints both. Here a pending state carries its depth only, a
+//! stateright leaves unexpanded), but keeps less per state: stateright carries every pending state's whole path,
+//! clones each successor to take its symmetry representative and fingerprints both. Here a pending state carries its depth only, a
 //! successor that is already its representative is hashed as it is, and once. A violation's path is not kept:
 //! `check` asks stateright's breadth-first search for the shortest counterexample (`report::run_check`).
 
@@ -283,14 +283,13 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
             let elapsed = started.elapsed();
             if *finished < limits.threads && elapsed >= printed.saturating_add(limits.progress_interval) {
                 printed = elapsed;
-                let states = shared.states.load(Ordering::Relaxed);
-                eprintln!(
-                    "checking: states={states} unique={} depth={} seconds={} states_per_second={:.0}",
+                let line = super::report::progress_line(
+                    shared.states.load(Ordering::Relaxed),
                     shared.unique_states.load(Ordering::Relaxed),
                     shared.max_depth.load(Ordering::Relaxed),
-                    elapsed.as_secs(),
-                    states as f64 / elapsed.as_secs_f64().max(1e-9)
+                    elapsed,
                 );
+                eprintln!("{line}");
             }
         }
     });
