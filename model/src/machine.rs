@@ -150,6 +150,12 @@ pub struct UnexpectedEvent {
     pub event: &'static str,
 }
 
+/// How long to wait after an acquisition aborted, `attempts` retries in: doubling from `wait_ms`, at most
+/// `max_wait_ms`.
+fn abort_backoff_ms(cfg: &Config, attempts: u32) -> u64 {
+    cfg.wait_ms().saturating_mul(1 << attempts.min(16)).min(cfg.max_wait_ms())
+}
+
 /// The state of a renewal while the lease is held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Renewal {
@@ -521,6 +527,78 @@ impl ClientMachine {
         }
     }
 
+    /// Moves every local instant this machine holds `by_ms` milliseconds later and renumbers every fence by
+    /// `renumber`, for the model checker's reduction by time shifts. The machine only adds to and compares its
+    /// instants, and only compares its fences, so a machine moved with its clock (and renumbered with its row,
+    /// keeping the fences' order) behaves the same.
+    #[cfg(feature = "checker")]
+    pub fn shift_in_time(&mut self, by_ms: u64, renumber: impl Fn(Fence) -> Fence + Copy) {
+        let shift = |instant: &mut LocalInstant| *instant = instant.plus_ms(by_ms);
+        let shift_fence = |fence: &mut Fence| *fence = renumber(*fence);
+        let shift_outcome = |outcome: &mut Outcome| match outcome {
+            Outcome::Executed { fence }
+            | Outcome::DoneByOther { fence, .. }
+            | Outcome::Released { fence }
+            | Outcome::LeaseLost { fence } => shift_fence(fence),
+            Outcome::NotNeeded | Outcome::GaveUp { .. } | Outcome::Cancelled | Outcome::Failed(_) => {}
+        };
+        let shift_reason = |reason: &mut ReleaseReason| {
+            if let ReleaseReason::Abandon(outcome) = reason {
+                shift_outcome(outcome);
+            }
+        };
+        let shift_held = |held: &mut Held| {
+            shift_fence(&mut held.fence);
+            shift(&mut held.deadline);
+            match &mut held.renewal {
+                Renewal::Due { at } => shift(at),
+                Renewal::InFlight { sent_at } => shift(sent_at),
+                Renewal::Stopped => {}
+            }
+        };
+        if let Some(since) = &mut self.unavailable_since {
+            shift(since);
+        }
+        match &mut self.state {
+            State::AwaitingAcquireCommit { sent_at, .. } => shift(sent_at),
+            State::AwaitingAcquireResolution { read_sent_at, .. } => shift(read_sent_at),
+            State::AwaitingRetryTimer { wake_at, then } => {
+                shift(wake_at);
+                if let Retry::Observe { counted_at } = then {
+                    shift(counted_at);
+                }
+            }
+            State::AwaitingObservation { free_until: Some(until) } => shift(until),
+            State::AwaitingNeedWhileHolding { held } => shift_held(held),
+            State::Holding { held, finishing, .. } => {
+                shift_held(held);
+                if let Some(reason) = finishing {
+                    shift_reason(reason);
+                }
+            }
+            State::AwaitingReleaseCommit { fence, reason, .. }
+            | State::AwaitingReleaseResolution { fence, reason, .. } => {
+                shift_fence(fence);
+                shift_reason(reason);
+            }
+            State::Finished(outcome) => shift_outcome(outcome),
+            State::NotStarted | State::AwaitingNeed | State::AwaitingObservation { free_until: None } => {}
+        }
+    }
+
+    /// Forgets retries no decision can tell apart, for the model checker's state key: with no retry limit
+    /// (`max_retries` is `u32::MAX`), the count only sets the backoff after an abort, which reaches
+    /// `max_wait_ms` after a few retries and stays there.
+    #[cfg(feature = "checker")]
+    pub fn forget_uncounted_attempts(&mut self, cfg: &Config) {
+        if self.max_retries != u32::MAX {
+            return;
+        }
+        let longest_ms = abort_backoff_ms(cfg, u32::MAX);
+        let capped_at = (0..).find(|&attempts| abort_backoff_ms(cfg, attempts) == longest_ms).unwrap_or(u32::MAX);
+        self.attempts = self.attempts.min(capped_at);
+    }
+
     /// When the driver must call [`Self::handle_timeout`], if ever.
     pub fn poll_timeout(&self, cfg: &Config) -> Option<LocalInstant> {
         match &self.state {
@@ -682,8 +760,7 @@ impl ClientMachine {
                 Some(Command::ReadRow)
             }
             (State::AwaitingAcquireCommit { cancelled: false, .. }, Event::TxnAborted) => {
-                let backoff_ms = cfg.wait_ms().saturating_mul(1 << self.attempts.min(16));
-                self.retry_after(cfg, now, backoff_ms.min(cfg.max_wait_ms()), false)
+                self.retry_after(cfg, now, abort_backoff_ms(cfg, self.attempts), false)
             }
             (State::AwaitingAcquireCommit { cancelled, .. }, Event::TxnOutcomeUnknown) => {
                 self.state = State::AwaitingAcquireResolution { read_sent_at: now, cancelled };

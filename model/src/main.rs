@@ -34,6 +34,9 @@ enum Cmd {
         /// Do not reduce by client symmetry.
         #[arg(long)]
         no_symmetry: bool,
+        /// Do not reduce by time shifts (key every state as it is, as stateright does).
+        #[arg(long)]
+        no_time_shifts: bool,
         /// Print the summary as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -57,13 +60,14 @@ enum Cmd {
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
-        Cmd::Check { model, threads, depth, bfs, no_symmetry, json } => {
+        Cmd::Check { model, threads, depth, bfs, no_symmetry, no_time_shifts, json } => {
             let search = SearchOptions {
                 threads,
                 max_depth: depth,
                 depth_first: !bfs,
                 progress_interval: Duration::from_secs(5),
                 symmetry: !no_symmetry,
+                time_shifts: !no_time_shifts,
             };
             let mut passed = true;
             for options in model.worlds() {

@@ -142,6 +142,17 @@ impl TxnRequest {
         }
     }
 
+    /// The same request with its fence mapped by `map` (model checker reduction by time shifts).
+    #[cfg(feature = "checker")]
+    pub(crate) fn map_fence(&mut self, map: impl Fn(Fence) -> Fence) {
+        match self {
+            Self::Acquire { .. } => {}
+            Self::Renew { fence, .. } | Self::Release { fence, .. } | Self::VerifyFence { fence, .. } => {
+                *fence = map(*fence);
+            }
+        }
+    }
+
     /// The same request for a renamed client (model checker symmetry reduction).
     #[cfg(feature = "checker")]
     pub(crate) fn relabel(&mut self, rename: impl Fn(ClientId) -> ClientId) {

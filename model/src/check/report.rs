@@ -39,8 +39,12 @@ pub struct Counterexample {
 pub struct CheckSummary {
     /// States generated, counting revisits.
     pub states: usize,
-    /// Distinct states.
+    /// Distinct states; with the reduction by time shifts, distinct classes (states that differ only by when
+    /// they happen are one).
     pub unique_states: usize,
+    /// States expanded again because their class was visited first at a later server time (the reduction by
+    /// time shifts; 0 without it).
+    pub revisits: usize,
     /// Longest path explored.
     pub max_depth: usize,
     /// Wall time.
@@ -59,9 +63,10 @@ impl CheckSummary {
     /// The one summary line every run ends with.
     pub fn line(&self) -> String {
         format!(
-            "states={} unique={} max_depth={} seconds={:.2} states_per_second={:.0} verdict={}",
+            "states={} unique={} revisits={} max_depth={} seconds={:.2} states_per_second={:.0} verdict={}",
             self.states,
             self.unique_states,
+            self.revisits,
             self.max_depth,
             self.seconds,
             self.states_per_second,
@@ -120,6 +125,9 @@ pub struct SearchOptions {
     pub progress_interval: Duration,
     /// Reduce by client symmetry (depth-first only; ignored by the naive protocol, whose clients differ).
     pub symmetry: bool,
+    /// Reduce by time shifts: a state that an earlier one shifted in time was visited as is not expanded
+    /// (depth-first only; ignored by the naive protocol, whose clients read wall clocks).
+    pub time_shifts: bool,
 }
 
 impl Default for SearchOptions {
@@ -130,6 +138,7 @@ impl Default for SearchOptions {
             depth_first: true,
             progress_interval: Duration::from_secs(5),
             symmetry: true,
+            time_shifts: true,
         }
     }
 }
@@ -169,19 +178,20 @@ pub fn run_check(options: CheckOptions, search_options: SearchOptions) -> CheckS
     // Timing the checker itself, not the protocol.
     #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
-    let (states, unique_states, max_depth, violated) = if search_options.depth_first {
+    let (states, unique_states, revisits, max_depth, violated) = if search_options.depth_first {
         let limits = super::search::Limits {
             threads: search_options.threads,
             max_depth: search_options.max_depth,
             symmetry: search_options.symmetry,
+            time_shifts: search_options.time_shifts,
             stop_at: DOUBLE_EXECUTION,
             progress_interval: search_options.progress_interval,
         };
         let found = super::search::exhaustive(&model, &limits);
-        (found.states, found.unique_states, found.max_depth, found.violated)
+        (found.states, found.unique_states, found.revisits, found.max_depth, found.violated)
     } else {
         let (states, unique_states, max_depth, discoveries) = search(&model, search_options, false, DOUBLE_EXECUTION);
-        (states, unique_states, max_depth, discoveries.into_keys().collect())
+        (states, unique_states, 0, max_depth, discoveries.into_keys().collect())
     };
     let seconds = started.elapsed().as_secs_f64();
     let most_severe = SEVERITY.iter().find(|name| violated.contains(*name));
@@ -212,6 +222,7 @@ pub fn run_check(options: CheckOptions, search_options: SearchOptions) -> CheckS
     CheckSummary {
         states,
         unique_states,
+        revisits,
         max_depth,
         seconds,
         states_per_second: states as f64 / seconds.max(1e-9),

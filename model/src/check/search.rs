@@ -10,7 +10,7 @@
 
 use super::{LeaseModel, WorldState, canonical_fingerprint};
 use stateright::{Expectation, Model, Property};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -29,6 +29,8 @@ pub(super) struct Limits {
     pub max_depth: Option<usize>,
     /// Reduce by client symmetry (when the model is symmetric).
     pub symmetry: bool,
+    /// Reduce by time shifts ([`LeaseModel::time_free_fingerprint`]; when the model is symmetric).
+    pub time_shifts: bool,
     /// The search stops once this property is violated.
     pub stop_at: &'static str,
     /// Between progress lines on stderr.
@@ -40,12 +42,27 @@ pub(super) struct Limits {
 pub(super) struct Found {
     /// States generated, counting revisits (and the initial states).
     pub states: usize,
-    /// Distinct states.
+    /// Distinct states: with time shifts, distinct classes (states that differ only by when they happen are
+    /// one class), which is every class reachable, whatever the order of the search.
     pub unique_states: usize,
+    /// States expanded again because their class was first visited later in server time.
+    pub revisits: usize,
     /// The deepest state taken from a stack (the initial states are at depth 1).
     pub max_depth: usize,
     /// The `always` properties some state violated, in the model's order.
     pub violated: Vec<&'static str>,
+}
+
+/// What a state's visit found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Visit {
+    /// Its class (under the search's reductions) was visited before, at the same server time or earlier.
+    Seen,
+    /// Its class is new: a unique state, to expand.
+    New,
+    /// Its class was visited only later in server time, so this earlier member has more of the horizon left:
+    /// expanded again.
+    Earlier,
 }
 
 /// A state to expand, and how deep it is.
@@ -72,7 +89,14 @@ impl Hasher for FingerprintHasher {
     }
 }
 
-type FingerprintSet = HashSet<u64, BuildHasherDefault<FingerprintHasher>>;
+/// Visited fingerprints, each with the earliest server time it was visited at.
+type FingerprintSet = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
+
+/// A shard of the visited set, alone on its cache lines: threads locking neighbouring shards would otherwise
+/// contend for one line.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<FingerprintSet>);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A worker that panicked halts the search and the scope re-raises its panic (`Finishing`); until then the
@@ -93,7 +117,9 @@ struct Shared<'a> {
     limits: &'a Limits,
     /// Reduce by symmetry: asked for, and the model's clients are symmetric.
     symmetry: bool,
-    visited: Vec<Mutex<FingerprintSet>>,
+    time_shifts: bool,
+    revisits: AtomicUsize,
+    visited: Vec<Shard>,
     pool: Mutex<Pool>,
     work_ready: Condvar,
     /// Some thread waits for work (read without the pool's lock).
@@ -126,15 +152,28 @@ impl Drop for Finishing<'_, '_> {
 }
 
 impl Shared<'_> {
-    fn fingerprint(&self, state: &WorldState) -> u64 {
-        canonical_fingerprint(state, self.symmetry)
-    }
-
-    /// Whether `fingerprint` is new (and now visited).
-    fn visit(&self, fingerprint: u64) -> bool {
+    /// Marks `state` visited, and says whether it is to be expanded.
+    fn visit(&self, state: &WorldState) -> Visit {
+        use std::collections::hash_map::Entry;
+        let (fingerprint, at_ms) = if self.time_shifts {
+            (self.model.time_free_fingerprint(state), state.now_ms)
+        } else {
+            (canonical_fingerprint(state, self.symmetry), 0)
+        };
         // The low bits pick a bucket inside a shard and the top seven its tag, so the shard comes from between.
         let shard = (fingerprint >> 32) as usize % VISITED_SHARDS;
-        lock(&self.visited[shard]).insert(fingerprint)
+        let mut visited = lock(&self.visited[shard].0);
+        match visited.entry(fingerprint) {
+            Entry::Vacant(entry) => {
+                entry.insert(at_ms);
+                Visit::New
+            }
+            Entry::Occupied(mut entry) if *entry.get() > at_ms => {
+                entry.insert(at_ms);
+                Visit::Earlier
+            }
+            Entry::Occupied(_) => Visit::Seen,
+        }
     }
 
     /// A batch of work, or `None` once every thread is out of work (or the search stopped).
@@ -199,7 +238,7 @@ impl Shared<'_> {
         stack: &mut Vec<Job>,
         actions: &mut Vec<<LeaseModel as Model>::Action>,
     ) {
-        let (mut states, mut unique_states, mut max_depth) = (0, 0, 0);
+        let (mut states, mut unique_states, mut revisits, mut max_depth) = (0, 0, 0, 0);
         for _ in 0..BLOCK_STATES {
             let Some(Job { state, depth }) = stack.pop() else { break };
             max_depth = max_depth.max(depth);
@@ -222,14 +261,22 @@ impl Shared<'_> {
             for action in actions.drain(..) {
                 let Some(next) = self.model.next_state(&state, action) else { continue };
                 states += 1;
-                if self.visit(self.fingerprint(&next)) {
-                    unique_states += 1;
-                    stack.push(Job { state: next, depth: depth + 1 });
+                match self.visit(&next) {
+                    Visit::Seen => {}
+                    Visit::New => {
+                        unique_states += 1;
+                        stack.push(Job { state: next, depth: depth + 1 });
+                    }
+                    Visit::Earlier => {
+                        revisits += 1;
+                        stack.push(Job { state: next, depth: depth + 1 });
+                    }
                 }
             }
         }
         self.states.fetch_add(states, Ordering::Relaxed);
         self.unique_states.fetch_add(unique_states, Ordering::Relaxed);
+        self.revisits.fetch_add(revisits, Ordering::Relaxed);
         self.max_depth.fetch_max(max_depth, Ordering::Relaxed);
     }
 }
@@ -245,7 +292,9 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
         model,
         limits,
         symmetry: limits.symmetry && model.symmetric(),
-        visited: (0..VISITED_SHARDS).map(|_| Mutex::default()).collect(),
+        time_shifts: limits.time_shifts && model.symmetric(),
+        revisits: AtomicUsize::new(0),
+        visited: (0..VISITED_SHARDS).map(|_| Shard::default()).collect(),
         pool: Mutex::default(),
         work_ready: Condvar::new(),
         hungry: AtomicBool::new(false),
@@ -260,7 +309,7 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
     let init: Vec<Job> = model.init_states().into_iter().map(|state| Job { state, depth: 1 }).collect();
     shared.states.store(init.len(), Ordering::Relaxed);
     for job in &init {
-        if shared.visit(shared.fingerprint(&job.state)) {
+        if shared.visit(&job.state) == Visit::New {
             shared.unique_states.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -299,6 +348,7 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
     Found {
         states: shared.states.load(Ordering::Relaxed),
         unique_states: shared.unique_states.load(Ordering::Relaxed),
+        revisits: shared.revisits.load(Ordering::Relaxed),
         max_depth: shared.max_depth.load(Ordering::Relaxed),
         violated,
     }
