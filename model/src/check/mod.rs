@@ -34,6 +34,10 @@ use stateright::{Model, Property};
 /// The most clients a check may compose.
 pub const MAX_CLIENTS: u8 = 5;
 
+/// The longest horizon a check may have, in milliseconds of server time (the default worlds need 6; every one
+/// more multiplies the states).
+pub const MAX_TIME_MS: u64 = 1_000;
+
 /// What a client's user does with the mutex: each kind is the production machine in one of the library's modes,
 /// driven by the steps its user can take (in the checker and in the simulator's scenarios, as `kind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -227,6 +231,9 @@ impl CheckOptions {
         if self.kinds.is_empty() {
             return Err("--kinds names no kind; use run-once, lock or leader".into());
         }
+        if self.max_time_ms > MAX_TIME_MS {
+            return Err(format!("--max-time-ms {} is beyond {MAX_TIME_MS}", self.max_time_ms));
+        }
         let lock_mode = self.kinds.iter().filter(|k| k.is_lock_mode()).count();
         if lock_mode != 0 && lock_mode != self.kinds.len() {
             return Err("--kinds cannot mix run-once with lock or leader clients on one mutex (a released lock \
@@ -313,7 +320,8 @@ impl LeaseModel {
     /// given to stateright; [`Self::unreached`] judges the companions after the search. Marks in states split
     /// each marked state from its unmarked twin (a third of the states of the default check), and a companion
     /// that held was evaluated (and recorded) again in every later state. The verdict is the same: an
-    /// exhaustive search takes every step out of every reachable state, whatever its order or thread count.
+    /// exhaustive search takes every step out of every reachable state (out of one member of each class under
+    /// symmetry and time shifts, whose marks are every member's), whatever its order or thread count.
     pub fn tallying_witnesses(mut self) -> Self {
         self.tally = Some(std::sync::Arc::default());
         self
@@ -630,6 +638,7 @@ fn canonical_fingerprint(state: &WorldState, symmetric: bool) -> u64 {
 
 /// Where [`LeaseModel::search_key`] puts server time: beyond any horizon, so no instant moved there saturates.
 const SHIFTED_NOW_MS: u64 = 1 << 20;
+const _: () = assert!(MAX_TIME_MS < SHIFTED_NOW_MS, "a shifted state's times must not saturate");
 
 /// The fence [`LeaseModel::search_key`] gives the row (every other fence keeps its distance to the row's).
 const KEYED_ROW_FENCE: u64 = 1 << 20;
@@ -796,10 +805,10 @@ impl LeaseModel {
     }
 
     /// The fingerprint the exhaustive search keys `state` by: of its class under client symmetry (when
-    /// [`Self::symmetric`]) and time shifts, and blind to what no decision, property or witness reads
+    /// `symmetric`, which needs [`Self::symmetric`]) and time shifts, and blind to what no decision, property or witness reads
     /// ([`Self::search_key`]).
-    pub(crate) fn time_free_fingerprint(&self, state: &WorldState) -> u64 {
-        canonical_fingerprint(&self.search_key(state), self.symmetric())
+    pub(crate) fn time_free_fingerprint(&self, state: &WorldState, symmetric: bool) -> u64 {
+        canonical_fingerprint(&self.search_key(state), symmetric)
     }
 
     /// `state` moved in time so that server time reads [`SHIFTED_NOW_MS`] (every time in it moved by the same

@@ -125,8 +125,8 @@ pub struct SearchOptions {
     pub progress_interval: Duration,
     /// Reduce by client symmetry (depth-first only; ignored by the naive protocol, whose clients differ).
     pub symmetry: bool,
-    /// Reduce by time shifts: a state that an earlier one shifted in time was visited as is not expanded
-    /// (depth-first only; ignored by the naive protocol, whose clients read wall clocks).
+    /// Reduce by time shifts: a state is not expanded when one that differs from it only by happening earlier
+    /// (or at the same time) was (depth-first only; ignored by the naive protocol, whose clients read wall clocks).
     pub time_shifts: bool,
 }
 

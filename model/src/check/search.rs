@@ -1,12 +1,14 @@
 //! The exhaustive search `check` runs: depth-first over the model's canonical states, on any number of threads,
-//! keeping of each visited state only its 64-bit fingerprint (as stateright does).
+//! keeping of each visited class only its 64-bit fingerprint (as stateright does) and, with the reduction by time
+//! shifts, the earliest server time it was visited at.
 //!
-//! It visits states in the order stateright's depth-first checker does, so one thread gives the same counts and
-//! depth (short of a fingerprint collision in either, or a state that violates every property at once, which
-//! stateright leaves unexpanded), but keeps less per state: stateright carries every pending state's whole path,
-//! clones each successor to take its symmetry representative and fingerprints both. Here a pending state carries its depth only, a
-//! successor that is already its representative is hashed as it is, and once. A violation's path is not kept:
-//! `check` asks stateright's breadth-first search for the shortest counterexample (`report::run_check`).
+//! Without time shifts it visits states in the order stateright's depth-first checker does, so one thread gives
+//! the same counts and depth (short of a fingerprint collision in either, or a state that violates every property
+//! at once, which stateright leaves unexpanded), but keeps less per state: stateright carries every pending
+//! state's whole path, clones each successor to take its symmetry representative and fingerprints both. Here a
+//! pending state carries its depth only, and a successor that is already its representative is hashed as it is,
+//! and once. A violation's path is not kept: `check` asks stateright's breadth-first search for the shortest
+//! counterexample (`report::run_check`).
 
 use super::{LeaseModel, WorldState, canonical_fingerprint};
 use stateright::{Expectation, Model, Property};
@@ -29,7 +31,8 @@ pub(super) struct Limits {
     pub max_depth: Option<usize>,
     /// Reduce by client symmetry (when the model is symmetric).
     pub symmetry: bool,
-    /// Reduce by time shifts ([`LeaseModel::time_free_fingerprint`]; when the model is symmetric).
+    /// Reduce by time shifts ([`LeaseModel::time_free_fingerprint`]; when the model is symmetric, as for
+    /// client symmetry).
     pub time_shifts: bool,
     /// The search stops once this property is violated.
     pub stop_at: &'static str,
@@ -90,13 +93,13 @@ impl Hasher for FingerprintHasher {
 }
 
 /// Visited fingerprints, each with the earliest server time it was visited at.
-type FingerprintSet = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
+type Visited = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
 
 /// A shard of the visited set, alone on its cache lines: threads locking neighbouring shards would otherwise
 /// contend for one line.
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard(Mutex<FingerprintSet>);
+struct Shard(Mutex<Visited>);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A worker that panicked halts the search and the scope re-raises its panic (`Finishing`); until then the
@@ -156,7 +159,7 @@ impl Shared<'_> {
     fn visit(&self, state: &WorldState) -> Visit {
         use std::collections::hash_map::Entry;
         let (fingerprint, at_ms) = if self.time_shifts {
-            (self.model.time_free_fingerprint(state), state.now_ms)
+            (self.model.time_free_fingerprint(state, self.symmetry), state.now_ms)
         } else {
             (canonical_fingerprint(state, self.symmetry), 0)
         };

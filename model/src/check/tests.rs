@@ -35,7 +35,7 @@ fn classes_of_every_reachable_state(options: &CheckOptions) -> usize {
         if !seen.insert(checker_hash(&state)) {
             continue;
         }
-        classes.insert(model.time_free_fingerprint(&state));
+        classes.insert(model.time_free_fingerprint(&state, model.symmetric()));
         model.actions(&state, &mut actions);
         stack.extend(actions.drain(..).filter_map(|action| model.next_state(&state, action)));
     }
@@ -494,4 +494,11 @@ fn run_once_and_lock_clients_cannot_share_a_mutex() {
     let options = CheckOptions { kinds: vec![ClientKind::RunOnce, ClientKind::Lock], ..CheckOptions::default() };
     assert!(options.validate().expect_err("refused").contains("cannot mix run-once"));
     assert!(CheckOptions { clients: 6, ..CheckOptions::default() }.validate().is_err());
+}
+
+#[test]
+fn a_horizon_beyond_the_limit_is_refused_by_name() {
+    let options = CheckOptions { max_time_ms: MAX_TIME_MS + 1, ..CheckOptions::default() };
+    assert_eq!(options.validate(), Err(format!("--max-time-ms {} is beyond {MAX_TIME_MS}", MAX_TIME_MS + 1)));
+    assert_eq!(CheckOptions { max_time_ms: MAX_TIME_MS, ..CheckOptions::default() }.validate(), Ok(()));
 }
