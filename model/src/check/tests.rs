@@ -22,6 +22,19 @@ fn default_check_passes_with_a_pinned_state_count() {
     assert_eq!((each_state.states, each_state.unique_states, each_state.max_depth), (10_598_165, 2_876_936, 33));
 }
 
+/// Two small worlds the searches are compared in: run-once clients, and a lock and a leader client with a cancel.
+fn two_client_worlds() -> [CheckOptions; 2] {
+    [
+        CheckOptions { clients: 2, ..CheckOptions::default() },
+        CheckOptions {
+            clients: 2,
+            cancels: 1,
+            kinds: vec![ClientKind::Lock, ClientKind::Leader],
+            ..CheckOptions::default()
+        },
+    ]
+}
+
 /// The number of classes ([`LeaseModel::time_free_fingerprint`]) among every state reachable in `options`'s
 /// world, each state keyed as it is.
 fn classes_of_every_reachable_state(options: &CheckOptions) -> usize {
@@ -49,23 +62,15 @@ fn the_reduction_by_time_shifts_reaches_every_class() {
     // reachable only through such a state would be missed. Here every class of every reachable state is
     // reached, in a run-once world, a lock and leader world with a cancel, and one with server
     // clock errors, late commits and a DONE row that can go stale.
-    let worlds = [
-        CheckOptions { clients: 2, ..CheckOptions::default() },
-        CheckOptions {
-            clients: 2,
-            cancels: 1,
-            kinds: vec![ClientKind::Lock, ClientKind::Leader],
-            ..CheckOptions::default()
-        },
-        CheckOptions {
-            clients: 2,
-            faults: Faults { clock_error: true, late: true, unknown: true, drift: true, ..Faults::NONE },
-            max_time_ms: 5,
-            staleness_ms: 6,
-            ..CheckOptions::default()
-        },
-    ];
-    for options in worlds {
+    let [run_once, lock_and_leader] = two_client_worlds();
+    let late_and_clock_errors = CheckOptions {
+        clients: 2,
+        faults: Faults { clock_error: true, late: true, unknown: true, drift: true, ..Faults::NONE },
+        max_time_ms: 5,
+        staleness_ms: 6,
+        ..CheckOptions::default()
+    };
+    for options in [run_once, lock_and_leader, late_and_clock_errors] {
         let reduced = run_check(options.clone(), one_thread());
         assert!(reduced.counterexamples.is_empty(), "{options:?}");
         assert_eq!(reduced.unique_states, classes_of_every_reachable_state(&options), "{options:?}");
@@ -76,17 +81,9 @@ fn the_reduction_by_time_shifts_reaches_every_class() {
 fn the_search_visits_what_staterights_depth_first_search_visits() {
     // The same states in the same order: one thread of each gives the same counts, depth and violations, in every
     // mode and in the seed's protocol (which both find violated). Neither stops early: no property is named so.
-    let worlds = [
-        CheckOptions { clients: 2, ..CheckOptions::default() },
-        CheckOptions {
-            clients: 2,
-            cancels: 1,
-            kinds: vec![ClientKind::Lock, ClientKind::Leader],
-            ..CheckOptions::default()
-        },
-        CheckOptions { clients: 2, protocol: Protocol::Naive, ..CheckOptions::default() },
-    ];
-    for options in worlds {
+    let [run_once, lock_and_leader] = two_client_worlds();
+    let naive = CheckOptions { clients: 2, protocol: Protocol::Naive, ..CheckOptions::default() };
+    for options in [run_once, lock_and_leader, naive] {
         let model = LeaseModel::new(options.clone()).tallying_witnesses();
         let limits = search::Limits {
             threads: 1,
