@@ -805,15 +805,16 @@ impl LeaseModel {
     }
 
     /// The fingerprint the exhaustive search keys `state` by: of its class under client symmetry (when
-    /// `symmetric`, which needs [`Self::symmetric`]) and time shifts, and blind to what no decision, property or witness reads
-    /// ([`Self::search_key`]).
+    /// `symmetric`, which needs [`Self::symmetric`]) and time shifts, and blind to what no decision, property or
+    /// witness reads ([`Self::search_key`]).
     pub(crate) fn time_free_fingerprint(&self, state: &WorldState, symmetric: bool) -> u64 {
         canonical_fingerprint(&self.search_key(state), symmetric)
     }
 
     /// `state` moved in time so that server time reads [`SHIFTED_NOW_MS`] (every time in it moved by the same
-    /// amount: the row's, the transactions', each machine's local instants), with what no decision, property or
-    /// witness reads forgotten: the row's acquisition count (only written, for people reading the row), its
+    /// amount: the row's, the transactions', each machine's local instants; server time itself kept while it
+    /// decides whether a clock may drift), every fence renumbered from the row's ([`KEYED_ROW_FENCE`]), and
+    /// what no decision, property or witness reads forgotten: the row's acquisition count (only written, for people reading the row), its
     /// commit time when no DONE row can go stale within the horizon (lock-mode rows never do), and the retries
     /// of a client without a retry limit beyond the longest backoff. docs/protocol.md argues the reduction.
     fn search_key(&self, state: &WorldState) -> WorldState {
