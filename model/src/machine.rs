@@ -527,13 +527,13 @@ impl ClientMachine {
         }
     }
 
-    /// Moves every local instant this machine holds `by_ms` milliseconds later and renumbers every fence by
-    /// `renumber`, for the model checker's reduction by time shifts. The machine only adds to and compares its
-    /// instants, and only compares its fences, so a machine moved with its clock (and renumbered with its row,
-    /// keeping the fences' order) behaves the same.
+    /// Moves every local instant this machine holds `by_ms` milliseconds (earlier when negative) and renumbers
+    /// every fence by `renumber`, for the model checker's reduction by time shifts. The machine only adds to and
+    /// compares its instants, and only compares its fences, so a machine moved with its clock (and renumbered
+    /// with its row, keeping the fences' order) behaves the same.
     #[cfg(feature = "checker")]
-    pub fn shift_in_time(&mut self, by_ms: u64, renumber: impl Fn(Fence) -> Fence + Copy) {
-        let shift = |instant: &mut LocalInstant| *instant = instant.plus_ms(by_ms);
+    pub fn shift_in_time(&mut self, by_ms: i64, renumber: impl Fn(Fence) -> Fence + Copy) {
+        let shift = |instant: &mut LocalInstant| *instant = instant.shifted_ms(by_ms);
         let shift_fence = |fence: &mut Fence| *fence = renumber(*fence);
         let shift_outcome = |outcome: &mut Outcome| match outcome {
             Outcome::Executed { fence }

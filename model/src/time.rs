@@ -31,6 +31,13 @@ impl ServerTime {
         Self { unix_micros: self.unix_micros.saturating_add(micros) }
     }
 
+    /// This time moved `by_ms` milliseconds (earlier when negative), saturating: the model checker's reduction
+    /// by time shifts.
+    #[cfg(feature = "checker")]
+    pub const fn shifted_ms(self, by_ms: i64) -> Self {
+        Self { unix_micros: self.unix_micros.saturating_add(by_ms.saturating_mul(MICROS_PER_MS as i64)) }
+    }
+
     /// Milliseconds from `self` until `later`, rounded up so a waiter never wakes before `later`;
     /// zero when `later` is not after `self`.
     pub fn ms_until_ceil(self, later: Self) -> u64 {
@@ -80,6 +87,13 @@ impl LocalInstant {
     /// This instant plus `ms` milliseconds, saturating.
     pub const fn plus_ms(self, ms: u64) -> Self {
         Self { micros: self.micros.saturating_add(ms.saturating_mul(MICROS_PER_MS)) }
+    }
+
+    /// This instant moved `by_ms` milliseconds (earlier when negative), saturating: the model checker's
+    /// reduction by time shifts.
+    #[cfg(feature = "checker")]
+    pub const fn shifted_ms(self, by_ms: i64) -> Self {
+        Self { micros: self.micros.saturating_add_signed(by_ms.saturating_mul(MICROS_PER_MS as i64)) }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The exhaustive search `check` runs: depth-first over the model's canonical states, on any number of threads,
 //! keeping of each visited class only its 64-bit fingerprint (as stateright does) and, with the reduction by time
-//! shifts, the earliest server time it was visited at.
+//! shifts, the earliest server time it was visited at. With time shifts a thread takes its earliest states first
+//! ([`Pending`]), depth-first within one server time.
 //!
 //! Without time shifts it visits states in the order stateright's depth-first checker does, so one thread gives
 //! the same counts and depth (short of a fingerprint collision in either, or a state that violates every property
@@ -10,18 +11,16 @@
 //! and once. A violation's path is not kept: `check` asks stateright's breadth-first search for the shortest
 //! counterexample (`report::run_check`).
 
-use super::{LeaseModel, WorldState, canonical_fingerprint};
+use super::{KeyMove, LeaseModel, WorldState, canonical_fingerprint};
 use stateright::{Expectation, Model, Property};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 /// States a thread takes from its own stack between looks at the others (stateright's block size).
 const BLOCK_STATES: usize = 1_500;
-/// Shards of the visited set: enough that two threads rarely wait on one.
-const VISITED_SHARDS: usize = 64;
+/// States a thread holds back for later server times before it takes its latest first ([`Pending`]).
+const MAX_HELD_STATES: usize = 1 << 17;
 
 /// How the search runs.
 pub(super) struct Limits {
@@ -68,38 +67,170 @@ enum Visit {
     Earlier,
 }
 
+/// A successor's fingerprint, and how to move it back from its key.
+struct Keyed {
+    fingerprint: u64,
+    at_ms: u64,
+    moved: Option<KeyMove>,
+}
+
 /// A state to expand, and how deep it is.
 struct Job {
     state: WorldState,
     depth: usize,
 }
 
-/// Hashes a fingerprint to itself: it is already a hash.
-#[derive(Default)]
-struct FingerprintHasher(u64);
+/// A thread's states to expand. With time shifts, one stack per server time, the earliest taken first: a class
+/// is then mostly visited first at its earliest time, and few members are expanded again. Past
+/// [`MAX_HELD_STATES`] the latest are taken first instead (depth-first, as without time shifts), which bounds
+/// the memory held back. Without time shifts, one stack: stateright's order.
+struct Pending {
+    /// Indexed by server time with time shifts; one stack without.
+    stacks: Vec<Vec<Job>>,
+    time_ordered: bool,
+    len: usize,
+}
 
-impl Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
+impl Pending {
+    fn new(time_ordered: bool) -> Self {
+        Self { stacks: Vec::new(), time_ordered, len: 0 }
     }
 
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("the visited set holds u64 fingerprints only");
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
-    fn write_u64(&mut self, fingerprint: u64) {
-        self.0 = fingerprint;
+    fn push(&mut self, job: Job) {
+        let at = if self.time_ordered { usize::try_from(job.state.now_ms).unwrap_or(usize::MAX) } else { 0 };
+        if self.stacks.len() <= at {
+            self.stacks.resize_with(at + 1, Vec::new);
+        }
+        self.stacks[at].push(job);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let job = if self.len > MAX_HELD_STATES {
+            self.stacks.iter_mut().rev().find_map(Vec::pop)
+        } else {
+            self.stacks.iter_mut().find_map(Vec::pop)
+        }?;
+        self.len -= 1;
+        Some(job)
+    }
+
+    /// The bottom half of each stack (the states nearest the root: the most work), for another thread.
+    fn split_off_half(&mut self) -> Vec<Job> {
+        let mut half = Vec::with_capacity(self.len / 2 + 1);
+        for stack in &mut self.stacks {
+            half.extend(stack.drain(..stack.len() / 2));
+        }
+        self.len -= half.len();
+        half
     }
 }
 
-/// Visited fingerprints, each with the earliest server time it was visited at.
-type Visited = HashMap<u64, u64, BuildHasherDefault<FingerprintHasher>>;
+/// Visited fingerprints, each with the earliest server time it was visited at, shared by every thread without a
+/// lock: open addressing with linear probing, a fingerprint beside its time, so a lookup reads one cache line,
+/// and the lookups of one state's successors wait on memory together ([`Shared::expand_block`]). The table is
+/// where the search waits most. Threads search with it read-locked, a block at a time, and it grows
+/// write-locked between blocks ([`Shared::make_room`]).
+struct Visited {
+    /// A power of two long.
+    slots: Box<[Slot]>,
+    /// Slots taken, as of the last block each thread finished.
+    len: AtomicUsize,
+}
 
-/// A shard of the visited set, alone on its cache lines: threads locking neighbouring shards would otherwise
-/// contend for one line.
-#[derive(Default)]
-#[repr(align(128))]
-struct Shard(Mutex<Visited>);
+struct Slot {
+    /// [`EMPTY`] while free; set once.
+    fingerprint: AtomicU64,
+    /// The earliest server time the class was visited at; `u64::MAX` until its first visitor records it.
+    earliest_ms: AtomicU64,
+}
+
+/// The fingerprint of a free slot; a state fingerprinted so is taken for [`EMPTY_STANDIN`] (one of 2^64).
+const EMPTY: u64 = 0;
+const EMPTY_STANDIN: u64 = 1;
+/// States a thread adds to the visited set at most before it lets the set grow ([`Shared::expand_block`]).
+const MAX_BLOCK_INSERTS: usize = 1 << 14;
+/// Slots a thread's block may take in the visited set: its inserts, and the successors of its last state.
+const BLOCK_RESERVE: usize = 2 * MAX_BLOCK_INSERTS;
+/// The visited set's first size.
+const MIN_VISITED_SLOTS: usize = 1 << 20;
+
+impl Visited {
+    fn with_capacity(capacity: usize) -> Self {
+        let slots = (0..capacity.next_power_of_two())
+            .map(|_| Slot { fingerprint: AtomicU64::new(EMPTY), earliest_ms: AtomicU64::new(u64::MAX) })
+            .collect();
+        Self { slots, len: AtomicUsize::new(0) }
+    }
+
+    const fn stand_in(fingerprint: u64) -> u64 {
+        if fingerprint == EMPTY { EMPTY_STANDIN } else { fingerprint }
+    }
+
+    /// Reads the slot `fingerprint` is looked up in first, so that its cache line is on its way.
+    fn touch(&self, fingerprint: u64) {
+        let first = Self::stand_in(fingerprint) as usize & (self.slots.len() - 1);
+        std::hint::black_box(self.slots[first].fingerprint.load(Ordering::Relaxed));
+    }
+
+    /// Records `fingerprint` as visited at `at_ms`.
+    fn visit(&self, fingerprint: u64, at_ms: u64) -> Visit {
+        let fingerprint = Self::stand_in(fingerprint);
+        let mask = self.slots.len() - 1;
+        let mut at = fingerprint as usize & mask;
+        for _ in 0..self.slots.len() {
+            let slot = &self.slots[at];
+            let mut found = slot.fingerprint.load(Ordering::Relaxed);
+            if found == EMPTY {
+                match slot.fingerprint.compare_exchange(EMPTY, fingerprint, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => {
+                        slot.earliest_ms.fetch_min(at_ms, Ordering::Relaxed);
+                        return Visit::New;
+                    }
+                    Err(taken) => found = taken,
+                }
+            }
+            if found == fingerprint {
+                // A visitor that finds the time not yet recorded (`u64::MAX`) expands its state too: wasted work
+                // at worst, and rare.
+                if slot.earliest_ms.load(Ordering::Relaxed) <= at_ms {
+                    return Visit::Seen;
+                }
+                return if slot.earliest_ms.fetch_min(at_ms, Ordering::Relaxed) > at_ms {
+                    Visit::Earlier
+                } else {
+                    Visit::Seen
+                };
+            }
+            at = (at + 1) & mask;
+        }
+        unreachable!("the visited set is never full: it grows while a quarter is free (`Shared::make_room`)");
+    }
+
+    /// The same set in twice the slots.
+    fn doubled(&mut self) -> Self {
+        let bigger = Self::with_capacity(self.slots.len() * 2);
+        let mask = bigger.slots.len() - 1;
+        for slot in &mut self.slots {
+            let fingerprint = *slot.fingerprint.get_mut();
+            if fingerprint == EMPTY {
+                continue;
+            }
+            let mut at = fingerprint as usize & mask;
+            while bigger.slots[at].fingerprint.load(Ordering::Relaxed) != EMPTY {
+                at = (at + 1) & mask;
+            }
+            bigger.slots[at].fingerprint.store(fingerprint, Ordering::Relaxed);
+            bigger.slots[at].earliest_ms.store(*slot.earliest_ms.get_mut(), Ordering::Relaxed);
+        }
+        bigger.len.store(*self.len.get_mut(), Ordering::Relaxed);
+        bigger
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A worker that panicked halts the search and the scope re-raises its panic (`Finishing`); until then the
@@ -122,7 +253,7 @@ struct Shared<'a> {
     symmetry: bool,
     time_shifts: bool,
     revisits: AtomicUsize,
-    visited: Vec<Shard>,
+    visited: RwLock<Visited>,
     pool: Mutex<Pool>,
     work_ready: Condvar,
     /// Some thread waits for work (read without the pool's lock).
@@ -155,27 +286,41 @@ impl Drop for Finishing<'_, '_> {
 }
 
 impl Shared<'_> {
-    /// Marks `state` visited, and says whether it is to be expanded.
-    fn visit(&self, state: &WorldState) -> Visit {
-        use std::collections::hash_map::Entry;
-        let (fingerprint, at_ms) = if self.time_shifts {
-            (self.model.time_free_fingerprint(state, self.symmetry), state.now_ms)
+    /// The fingerprint `state` is visited by, and the server time its class is visited at. With time shifts,
+    /// `state` is made its key in place, and moved back ([`Self::unkey`]) only when it is to be expanded (most
+    /// successors are not).
+    fn key(&self, state: &mut WorldState) -> Keyed {
+        if self.time_shifts {
+            let moved = self.model.key_for_search(state);
+            Keyed {
+                fingerprint: canonical_fingerprint(state, self.symmetry),
+                at_ms: moved.now_ms(),
+                moved: Some(moved),
+            }
         } else {
-            (canonical_fingerprint(state, self.symmetry), 0)
+            Keyed { fingerprint: canonical_fingerprint(state, self.symmetry), at_ms: 0, moved: None }
+        }
+    }
+
+    /// `state` back from its key: the same but for what the key forgot, which nothing reads.
+    fn unkey(&self, state: &mut WorldState, keyed: &Keyed) {
+        if let Some(moved) = keyed.moved {
+            self.model.restore_from_key(state, moved);
+        }
+    }
+
+    /// Grows the visited set, between blocks, when the blocks every thread may be in could fill it past three
+    /// quarters (probes stay short, and it never fills).
+    fn make_room(&self) {
+        let reserve = self.limits.threads.saturating_mul(BLOCK_RESERVE);
+        let full = |visited: &Visited| {
+            visited.len.load(Ordering::Relaxed).saturating_add(reserve) > visited.slots.len() / 4 * 3
         };
-        // The low bits pick a bucket inside a shard and the top seven its tag, so the shard comes from between.
-        let shard = (fingerprint >> 32) as usize % VISITED_SHARDS;
-        let mut visited = lock(&self.visited[shard].0);
-        match visited.entry(fingerprint) {
-            Entry::Vacant(entry) => {
-                entry.insert(at_ms);
-                Visit::New
+        if full(&self.visited.read().unwrap_or_else(PoisonError::into_inner)) {
+            let mut visited = self.visited.write().unwrap_or_else(PoisonError::into_inner);
+            if full(&visited) {
+                *visited = visited.doubled();
             }
-            Entry::Occupied(mut entry) if *entry.get() > at_ms => {
-                entry.insert(at_ms);
-                Visit::Earlier
-            }
-            Entry::Occupied(_) => Visit::Seen,
         }
     }
 
@@ -201,12 +346,15 @@ impl Shared<'_> {
         }
     }
 
-    /// Hands the bottom half of `stack` (the states nearest the root: the most work) to a waiting thread.
-    fn share(&self, stack: &mut Vec<Job>) {
+    /// Hands half of `pending` to a waiting thread.
+    fn share(&self, pending: &mut Pending) {
         let mut pool = lock(&self.pool);
-        if pool.idle_threads > pool.batches.len() && stack.len() > 1 {
-            pool.batches.push(stack.drain(..stack.len() / 2).collect());
-            self.work_ready.notify_one();
+        if pool.idle_threads > pool.batches.len() && pending.len > 1 {
+            let half = pending.split_off_half();
+            if !half.is_empty() {
+                pool.batches.push(half);
+                self.work_ready.notify_one();
+            }
         }
         if pool.idle_threads <= pool.batches.len() {
             self.hungry.store(false, Ordering::Relaxed);
@@ -220,30 +368,41 @@ impl Shared<'_> {
     }
 
     fn worker(&self, always: &[Property<LeaseModel>]) {
-        let mut actions = Vec::new();
-        while let Some(mut stack) = self.take() {
-            while !stack.is_empty() {
-                self.expand_block(always, &mut stack, &mut actions);
+        let (mut actions, mut successors) = (Vec::new(), Vec::new());
+        let mut pending = Pending::new(self.time_shifts);
+        while let Some(batch) = self.take() {
+            for job in batch {
+                pending.push(job);
+            }
+            while !pending.is_empty() {
+                self.expand_block(always, &mut pending, &mut actions, &mut successors);
                 if self.stop.load(Ordering::Relaxed) {
                     return;
                 }
                 if self.hungry.load(Ordering::Relaxed) {
-                    self.share(&mut stack);
+                    self.share(&mut pending);
                 }
             }
         }
     }
 
-    /// Takes up to [`BLOCK_STATES`] states from the stack: judges each, and pushes its new successors.
+    /// Takes up to [`BLOCK_STATES`] states from `pending` (fewer once it has added [`MAX_BLOCK_INSERTS`] to the
+    /// visited set): judges each, and adds its new successors.
     fn expand_block(
         &self,
         always: &[Property<LeaseModel>],
-        stack: &mut Vec<Job>,
+        pending: &mut Pending,
         actions: &mut Vec<<LeaseModel as Model>::Action>,
+        successors: &mut Vec<(WorldState, Keyed)>,
     ) {
+        self.make_room();
+        let visited = self.visited.read().unwrap_or_else(PoisonError::into_inner);
         let (mut states, mut unique_states, mut revisits, mut max_depth) = (0, 0, 0, 0);
         for _ in 0..BLOCK_STATES {
-            let Some(Job { state, depth }) = stack.pop() else { break };
+            if unique_states >= MAX_BLOCK_INSERTS {
+                break;
+            }
+            let Some(Job { state, depth }) = pending.pop() else { break };
             max_depth = max_depth.max(depth);
             if self.limits.max_depth.is_some_and(|limit| depth >= limit) {
                 continue;
@@ -261,22 +420,28 @@ impl Shared<'_> {
                 }
             }
             self.model.actions(&state, actions);
+            assert!(actions.len() <= MAX_BLOCK_INSERTS, "a state has more successors than a block's reserve");
             for action in actions.drain(..) {
-                let Some(next) = self.model.next_state(&state, action) else { continue };
-                states += 1;
-                match self.visit(&next) {
-                    Visit::Seen => {}
-                    Visit::New => {
-                        unique_states += 1;
-                        stack.push(Job { state: next, depth: depth + 1 });
-                    }
-                    Visit::Earlier => {
-                        revisits += 1;
-                        stack.push(Job { state: next, depth: depth + 1 });
-                    }
+                let Some(mut next) = self.model.next_state(&state, action) else { continue };
+                let keyed = self.key(&mut next);
+                successors.push((next, keyed));
+            }
+            states += successors.len();
+            // Every slot on its way before the first is looked at: the lookups wait on memory together.
+            for (_, keyed) in successors.iter() {
+                visited.touch(keyed.fingerprint);
+            }
+            for (mut next, keyed) in successors.drain(..) {
+                match visited.visit(keyed.fingerprint, keyed.at_ms) {
+                    Visit::Seen => continue,
+                    Visit::New => unique_states += 1,
+                    Visit::Earlier => revisits += 1,
                 }
+                self.unkey(&mut next, &keyed);
+                pending.push(Job { state: next, depth: depth + 1 });
             }
         }
+        visited.len.fetch_add(unique_states, Ordering::Relaxed);
         self.states.fetch_add(states, Ordering::Relaxed);
         self.unique_states.fetch_add(unique_states, Ordering::Relaxed);
         self.revisits.fetch_add(revisits, Ordering::Relaxed);
@@ -297,7 +462,9 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
         symmetry: limits.symmetry && model.symmetric(),
         time_shifts: limits.time_shifts && model.symmetric(),
         revisits: AtomicUsize::new(0),
-        visited: (0..VISITED_SHARDS).map(|_| Shard::default()).collect(),
+        visited: RwLock::new(Visited::with_capacity(
+            limits.threads.saturating_mul(BLOCK_RESERVE).saturating_mul(4).max(MIN_VISITED_SLOTS),
+        )),
         pool: Mutex::default(),
         work_ready: Condvar::new(),
         hungry: AtomicBool::new(false),
@@ -309,10 +476,14 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
         finished_threads: Mutex::new(0),
         all_finished: Condvar::new(),
     };
-    let init: Vec<Job> = model.init_states().into_iter().map(|state| Job { state, depth: 1 }).collect();
+    let mut init: Vec<Job> = model.init_states().into_iter().map(|state| Job { state, depth: 1 }).collect();
     shared.states.store(init.len(), Ordering::Relaxed);
-    for job in &init {
-        if shared.visit(&job.state) == Visit::New {
+    for job in &mut init {
+        let keyed = shared.key(&mut job.state);
+        shared.unkey(&mut job.state, &keyed);
+        let visited = shared.visited.read().unwrap_or_else(PoisonError::into_inner);
+        if visited.visit(keyed.fingerprint, keyed.at_ms) == Visit::New {
+            visited.len.fetch_add(1, Ordering::Relaxed);
             shared.unique_states.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -354,5 +525,33 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
         revisits: shared.revisits.load(Ordering::Relaxed),
         max_depth: shared.max_depth.load(Ordering::Relaxed),
         violated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_visited_set_keeps_each_fingerprint_and_its_earliest_time_as_it_grows() {
+        let mut visited = Visited::with_capacity(8);
+        assert_eq!(visited.visit(EMPTY, 5), Visit::New, "fingerprint 0 is taken for its stand-in, not for a free slot");
+        assert_eq!(visited.visit(EMPTY_STANDIN, 5), Visit::Seen);
+        // Every fingerprint lands in slot 3 first: the probe goes on past taken slots.
+        let colliding = [3, 11, 19, 27];
+        for (at_ms, &fingerprint) in (0..).zip(&colliding) {
+            assert_eq!(visited.visit(fingerprint, at_ms), Visit::New);
+        }
+        assert_eq!(visited.visit(11, 1), Visit::Seen, "visited at the same time");
+        assert_eq!(visited.visit(11, 2), Visit::Seen, "visited later");
+        assert_eq!(visited.visit(11, 0), Visit::Earlier);
+        assert_eq!(visited.visit(11, 0), Visit::Seen, "the earlier time is kept");
+        *visited.len.get_mut() = 5;
+        let mut doubled = visited.doubled();
+        assert_eq!((doubled.slots.len(), *doubled.len.get_mut()), (16, 5));
+        assert_eq!(doubled.visit(11, 0), Visit::Seen);
+        assert_eq!(doubled.visit(27, 2), Visit::Earlier);
+        assert_eq!(doubled.visit(EMPTY, 4), Visit::Earlier);
+        assert_eq!(doubled.visit(35, 9), Visit::New);
     }
 }
