@@ -30,7 +30,7 @@ pub(super) struct Limits {
     pub max_depth: Option<usize>,
     /// Reduce by client symmetry (when the model is symmetric).
     pub symmetry: bool,
-    /// Reduce by time shifts ([`LeaseModel::time_free_fingerprint`]; when the model is symmetric, as for
+    /// Reduce by time shifts ([`LeaseModel::key_for_search`]; when the model is symmetric, as for
     /// client symmetry).
     pub time_shifts: bool,
     /// The search stops once this property is violated.
@@ -70,8 +70,15 @@ enum Visit {
 /// A successor's fingerprint, and how to move it back from its key.
 struct Keyed {
     fingerprint: u64,
-    at_ms: u64,
+    /// With time shifts.
     moved: Option<KeyMove>,
+}
+
+impl Keyed {
+    /// The server time the class is visited at: the state's own with time shifts, else one for all.
+    fn at_ms(&self) -> u64 {
+        self.moved.map_or(0, KeyMove::now_ms)
+    }
 }
 
 /// A state to expand, and how deep it is.
@@ -101,7 +108,11 @@ impl Pending {
     }
 
     fn push(&mut self, job: Job) {
-        let at = if self.time_ordered { usize::try_from(job.state.now_ms).unwrap_or(usize::MAX) } else { 0 };
+        let at = if self.time_ordered {
+            usize::try_from(job.state.now_ms).expect("server time is bounded by the horizon (MAX_TIME_MS)")
+        } else {
+            0
+        };
         if self.stacks.len() <= at {
             self.stacks.resize_with(at + 1, Vec::new);
         }
@@ -119,11 +130,18 @@ impl Pending {
         Some(job)
     }
 
-    /// The bottom half of each stack (the states nearest the root: the most work), for another thread.
+    /// The bottom half of each stack (the states nearest the root: the most work), for another thread; when each
+    /// holds one state at most, the earliest.
     fn split_off_half(&mut self) -> Vec<Job> {
         let mut half = Vec::with_capacity(self.len / 2 + 1);
         for stack in &mut self.stacks {
             half.extend(stack.drain(..stack.len() / 2));
+        }
+        if half.is_empty()
+            && self.len > 1
+            && let Some(earliest) = self.stacks.iter_mut().find(|stack| !stack.is_empty())
+        {
+            half.append(earliest);
         }
         self.len -= half.len();
         half
@@ -142,17 +160,21 @@ struct Visited {
     len: AtomicUsize,
 }
 
+#[repr(align(16))]
 struct Slot {
     /// [`EMPTY`] while free; set once.
     fingerprint: AtomicU64,
-    /// The earliest server time the class was visited at; `u64::MAX` until its first visitor records it.
+    /// The earliest server time the class was visited at; [`UNRECORDED`] until its first visitor records it.
     earliest_ms: AtomicU64,
 }
 
 /// The fingerprint of a free slot; a state fingerprinted so is taken for [`EMPTY_STANDIN`] (one of 2^64).
 const EMPTY: u64 = 0;
 const EMPTY_STANDIN: u64 = 1;
-/// States a thread adds to the visited set at most before it lets the set grow ([`Shared::expand_block`]).
+/// A slot's time between its fingerprint's first visitor taking it and recording its time.
+const UNRECORDED: u64 = u64::MAX;
+/// New states after which a thread ends its block, so that the visited set may grow ([`Shared::expand_block`]; the
+/// block's last state may add as many again).
 const MAX_BLOCK_INSERTS: usize = 1 << 14;
 /// Slots a thread's block may take in the visited set: its inserts, and the successors of its last state.
 const BLOCK_RESERVE: usize = 2 * MAX_BLOCK_INSERTS;
@@ -162,7 +184,7 @@ const MIN_VISITED_SLOTS: usize = 1 << 20;
 impl Visited {
     fn with_capacity(capacity: usize) -> Self {
         let slots = (0..capacity.next_power_of_two())
-            .map(|_| Slot { fingerprint: AtomicU64::new(EMPTY), earliest_ms: AtomicU64::new(u64::MAX) })
+            .map(|_| Slot { fingerprint: AtomicU64::new(EMPTY), earliest_ms: AtomicU64::new(UNRECORDED) })
             .collect();
         Self { slots, len: AtomicUsize::new(0) }
     }
@@ -188,16 +210,22 @@ impl Visited {
             if found == EMPTY {
                 match slot.fingerprint.compare_exchange(EMPTY, fingerprint, Ordering::Relaxed, Ordering::Relaxed) {
                     Ok(_) => {
-                        slot.earliest_ms.fetch_min(at_ms, Ordering::Relaxed);
+                        // No other visitor writes the time before this one (they wait for it below).
+                        slot.earliest_ms.store(at_ms, Ordering::Relaxed);
                         return Visit::New;
                     }
                     Err(taken) => found = taken,
                 }
             }
             if found == fingerprint {
-                // A visitor that finds the time not yet recorded (`u64::MAX`) expands its state too: wasted work
-                // at worst, and rare.
-                if slot.earliest_ms.load(Ordering::Relaxed) <= at_ms {
+                // The first visitor records its time in its next step: waiting for it is brief, and keeps the
+                // class from being expanded twice at one time.
+                let mut earliest_ms = slot.earliest_ms.load(Ordering::Relaxed);
+                while earliest_ms == UNRECORDED {
+                    std::hint::spin_loop();
+                    earliest_ms = slot.earliest_ms.load(Ordering::Relaxed);
+                }
+                if earliest_ms <= at_ms {
                     return Visit::Seen;
                 }
                 return if slot.earliest_ms.fetch_min(at_ms, Ordering::Relaxed) > at_ms {
@@ -291,14 +319,10 @@ impl Shared<'_> {
     /// successors are not).
     fn key(&self, state: &mut WorldState) -> Keyed {
         if self.time_shifts {
-            let moved = self.model.key_for_search(state);
-            Keyed {
-                fingerprint: canonical_fingerprint(state, self.symmetry),
-                at_ms: moved.now_ms(),
-                moved: Some(moved),
-            }
+            let (fingerprint, moved) = self.model.class_fingerprint(state, self.symmetry);
+            Keyed { fingerprint, moved: Some(moved) }
         } else {
-            Keyed { fingerprint: canonical_fingerprint(state, self.symmetry), at_ms: 0, moved: None }
+            Keyed { fingerprint: canonical_fingerprint(state, self.symmetry), moved: None }
         }
     }
 
@@ -432,7 +456,7 @@ impl Shared<'_> {
                 visited.touch(keyed.fingerprint);
             }
             for (mut next, keyed) in successors.drain(..) {
-                match visited.visit(keyed.fingerprint, keyed.at_ms) {
+                match visited.visit(keyed.fingerprint, keyed.at_ms()) {
                     Visit::Seen => continue,
                     Visit::New => unique_states += 1,
                     Visit::Earlier => revisits += 1,
@@ -482,7 +506,7 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
         let keyed = shared.key(&mut job.state);
         shared.unkey(&mut job.state, &keyed);
         let visited = shared.visited.read().unwrap_or_else(PoisonError::into_inner);
-        if visited.visit(keyed.fingerprint, keyed.at_ms) == Visit::New {
+        if visited.visit(keyed.fingerprint, keyed.at_ms()) == Visit::New {
             visited.len.fetch_add(1, Ordering::Relaxed);
             shared.unique_states.fetch_add(1, Ordering::Relaxed);
         }
@@ -553,5 +577,31 @@ mod tests {
         assert_eq!(doubled.visit(27, 2), Visit::Earlier);
         assert_eq!(doubled.visit(EMPTY, 4), Visit::Earlier);
         assert_eq!(doubled.visit(35, 9), Visit::New);
+    }
+
+    #[test]
+    fn threads_visiting_one_set_find_each_class_new_once_and_keep_its_earliest_time() {
+        const CLASSES: u64 = 10_000;
+        let visited = Visited::with_capacity(1 << 15);
+        let time_of = |thread: u64, fingerprint: u64| if thread == 0 { 3 } else { fingerprint % 5 };
+        let new_per_thread: Vec<u64> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..2)
+                .map(|thread| {
+                    let visited = &visited;
+                    scope.spawn(move || {
+                        (1..=CLASSES).filter(|&f| visited.visit(f, time_of(thread, f)) == Visit::New).count() as u64
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|thread| thread.join().expect("a visiting thread panicked")).collect()
+        });
+        assert_eq!(new_per_thread.iter().sum::<u64>(), CLASSES, "each class is new to exactly one thread");
+        for fingerprint in 1..=CLASSES {
+            let earliest = time_of(0, fingerprint).min(time_of(1, fingerprint));
+            assert_eq!(visited.visit(fingerprint, earliest), Visit::Seen, "{fingerprint}");
+            if earliest > 0 {
+                assert_eq!(visited.visit(fingerprint, earliest - 1), Visit::Earlier, "{fingerprint}");
+            }
+        }
     }
 }

@@ -35,24 +35,71 @@ fn two_client_worlds() -> [CheckOptions; 2] {
     ]
 }
 
-/// The number of classes ([`LeaseModel::time_free_fingerprint`]) among every state reachable in `options`'s
-/// world, each state keyed as it is.
-fn classes_of_every_reachable_state(options: &CheckOptions) -> usize {
-    // Witnesses tallied, not marked in states, as `check` searches.
-    let model = LeaseModel::new(options.clone()).tallying_witnesses();
+/// Calls `visit` on every state reachable in `model`'s world, once each.
+fn for_each_reachable_state(model: &LeaseModel, mut visit: impl FnMut(&WorldState)) {
     let mut seen = std::collections::HashSet::new();
-    let mut classes = std::collections::HashSet::new();
     let mut stack = model.init_states();
     let mut actions = Vec::new();
     while let Some(state) = stack.pop() {
         if !seen.insert(checker_hash(&state)) {
             continue;
         }
-        classes.insert(model.time_free_fingerprint(&state, model.symmetric()));
+        visit(&state);
         model.actions(&state, &mut actions);
         stack.extend(actions.drain(..).filter_map(|action| model.next_state(&state, action)));
     }
+}
+
+/// The number of classes ([`LeaseModel::time_free_fingerprint`]) among every state reachable in `options`'s
+/// world, each state keyed as it is.
+fn classes_of_every_reachable_state(options: &CheckOptions) -> usize {
+    // Witnesses tallied, not marked in states, as `check` searches.
+    let model = LeaseModel::new(options.clone()).tallying_witnesses();
+    let mut classes = std::collections::HashSet::new();
+    for_each_reachable_state(&model, |state| {
+        classes.insert(model.time_free_fingerprint(state, model.symmetric()));
+    });
     classes.len()
+}
+
+/// A world with server clock errors, late commits, drift and a DONE row that can go stale within the horizon.
+fn late_and_clock_errors() -> CheckOptions {
+    CheckOptions {
+        clients: 2,
+        faults: Faults { clock_error: true, late: true, unknown: true, drift: true, ..Faults::NONE },
+        max_time_ms: 5,
+        staleness_ms: 6,
+        ..CheckOptions::default()
+    }
+}
+
+#[test]
+fn a_search_key_moves_back_to_its_state_but_for_what_it_forgot() {
+    // The search expands a key moved back, not the state it was made from: they must differ only in what the
+    // key forgets, which nothing reads.
+    let [run_once, lock_and_leader] = two_client_worlds();
+    let mut keys_that_moved = 0;
+    for options in [run_once, lock_and_leader, late_and_clock_errors()] {
+        let model = LeaseModel::new(options.clone()).tallying_witnesses();
+        for_each_reachable_state(&model, |state| {
+            let mut key = state.clone();
+            let moved = model.key_for_search(&mut key);
+            keys_that_moved += usize::from(key != *state);
+            model.restore_from_key(&mut key, moved);
+            let mut forgotten = state.clone();
+            if let Some(row) = &mut forgotten.row {
+                row.attempt = 0;
+                if model.staleness_unseen() {
+                    row.updated_at = ServerTime::from_unix_micros(0);
+                }
+            }
+            for slot in &mut forgotten.clients {
+                slot.machine.forget_uncounted_attempts(&model.cfg);
+            }
+            assert_eq!(key, forgotten, "{options:?}");
+        });
+    }
+    assert!(keys_that_moved > 0, "no key differed from its state: nothing was tested");
 }
 
 #[test]
@@ -63,14 +110,7 @@ fn the_reduction_by_time_shifts_reaches_every_class() {
     // reached, in a run-once world, a lock and leader world with a cancel, and one with server
     // clock errors, late commits and a DONE row that can go stale.
     let [run_once, lock_and_leader] = two_client_worlds();
-    let late_and_clock_errors = CheckOptions {
-        clients: 2,
-        faults: Faults { clock_error: true, late: true, unknown: true, drift: true, ..Faults::NONE },
-        max_time_ms: 5,
-        staleness_ms: 6,
-        ..CheckOptions::default()
-    };
-    for options in [run_once, lock_and_leader, late_and_clock_errors] {
+    for options in [run_once, lock_and_leader, late_and_clock_errors()] {
         let reduced = run_check(options.clone(), one_thread());
         assert!(reduced.counterexamples.is_empty(), "{options:?}");
         assert_eq!(reduced.unique_states, classes_of_every_reachable_state(&options), "{options:?}");
