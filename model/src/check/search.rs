@@ -193,19 +193,24 @@ impl Visited {
         if fingerprint == EMPTY { EMPTY_STANDIN } else { fingerprint }
     }
 
+    /// The slots `fingerprint` (a stand-in) is looked for in, in order: from the one its low bits pick, onwards,
+    /// each once.
+    fn probe(&self, fingerprint: u64) -> impl Iterator<Item = &Slot> {
+        let first = fingerprint as usize & (self.slots.len() - 1);
+        self.slots[first..].iter().chain(&self.slots[..first])
+    }
+
     /// Reads the slot `fingerprint` is looked up in first, so that its cache line is on its way.
     fn touch(&self, fingerprint: u64) {
-        let first = Self::stand_in(fingerprint) as usize & (self.slots.len() - 1);
-        std::hint::black_box(self.slots[first].fingerprint.load(Ordering::Relaxed));
+        if let Some(first) = self.probe(Self::stand_in(fingerprint)).next() {
+            std::hint::black_box(first.fingerprint.load(Ordering::Relaxed));
+        }
     }
 
     /// Records `fingerprint` as visited at `at_ms`.
     fn visit(&self, fingerprint: u64, at_ms: u64) -> Visit {
         let fingerprint = Self::stand_in(fingerprint);
-        let mask = self.slots.len() - 1;
-        let mut at = fingerprint as usize & mask;
-        for _ in 0..self.slots.len() {
-            let slot = &self.slots[at];
+        for slot in self.probe(fingerprint) {
             let mut found = slot.fingerprint.load(Ordering::Relaxed);
             if found == EMPTY {
                 match slot.fingerprint.compare_exchange(EMPTY, fingerprint, Ordering::Relaxed, Ordering::Relaxed) {
@@ -234,7 +239,6 @@ impl Visited {
                     Visit::Seen
                 };
             }
-            at = (at + 1) & mask;
         }
         unreachable!("the visited set is never full: it grows while a quarter is free (`Shared::make_room`)");
     }
@@ -242,18 +246,15 @@ impl Visited {
     /// The same set in twice the slots.
     fn doubled(&mut self) -> Self {
         let bigger = Self::with_capacity(self.slots.len() * 2);
-        let mask = bigger.slots.len() - 1;
         for slot in &mut self.slots {
             let fingerprint = *slot.fingerprint.get_mut();
             if fingerprint == EMPTY {
                 continue;
             }
-            let mut at = fingerprint as usize & mask;
-            while bigger.slots[at].fingerprint.load(Ordering::Relaxed) != EMPTY {
-                at = (at + 1) & mask;
-            }
-            bigger.slots[at].fingerprint.store(fingerprint, Ordering::Relaxed);
-            bigger.slots[at].earliest_ms.store(*slot.earliest_ms.get_mut(), Ordering::Relaxed);
+            let free = bigger.probe(fingerprint).find(|free| free.fingerprint.load(Ordering::Relaxed) == EMPTY);
+            let free = free.expect("twice the slots hold every fingerprint");
+            free.fingerprint.store(fingerprint, Ordering::Relaxed);
+            free.earliest_ms.store(*slot.earliest_ms.get_mut(), Ordering::Relaxed);
         }
         bigger.len.store(*self.len.get_mut(), Ordering::Relaxed);
         bigger

@@ -202,6 +202,12 @@ fn the_unique_state_count_does_not_depend_on_the_thread_count() {
     // so two threads reach the same classes as one.
     let summary = run_check(CheckOptions::default(), SearchOptions { threads: 2, ..SearchOptions::default() });
     assert_eq!((summary.verdict, summary.unique_states), (Verdict::Pass, 1_447_206));
+    // Keyed state by state, every state is visited at one time, so two threads expand none twice.
+    let [run_once, _] = two_client_worlds();
+    let each_state = SearchOptions { threads: 2, time_shifts: false, ..SearchOptions::default() };
+    let two_threads = run_check(run_once.clone(), each_state);
+    let one_thread = run_check(run_once, SearchOptions { time_shifts: false, ..one_thread() });
+    assert_eq!((two_threads.unique_states, two_threads.revisits), (one_thread.unique_states, 0));
 }
 
 #[test]
