@@ -1,6 +1,5 @@
 //! The CLI's integration tests, one module per file, in one binary: linked once, where a binary per file
 //! compiled and linked the async gRPC stack again for each.
 
-mod chaos;
 mod errors;
 mod processes;

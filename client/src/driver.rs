@@ -8,8 +8,8 @@
 //! [`Event::Cancel`]; whatever that means in the current state is the machine's decision.
 
 use crate::clock::{Clock, JUMP_CHECK};
+use crate::lease::Lease;
 use crate::metrics::Metrics;
-use crate::mutex::Lease;
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use spanner_mutex_model::{
     ClientMachine, Command, Config, Event, LocalInstant, MutexName, Outcome, TxnReply, TxnRequest, UnexpectedEvent,
@@ -81,7 +81,8 @@ impl<S: LeaseStore> Ctx<S> {
 }
 
 /// What the machine is told about a transaction's result: the driver's one mapping from store errors to
-/// protocol events (public so the conformance tests drive stores through exactly this code).
+/// protocol events (exported with `test-util`, so the conformance tests drive stores through exactly this code).
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub fn txn_event(result: Result<TxnReply, StoreError>) -> Event {
     match result {
         Ok(reply) => Event::TxnCommitted(reply),
@@ -94,6 +95,7 @@ pub fn txn_event(result: Result<TxnReply, StoreError>) -> Event {
 }
 
 /// What the machine is told about a single-use read's result; see [`txn_event`].
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
 pub fn read_event(result: Result<RowRead, StoreError>) -> Event {
     match result {
         Ok((row, server_now)) => Event::RowRead { row, server_now },

@@ -1,8 +1,9 @@
 //! Test rigs (feature `test-util`): a store wrapper that makes chosen operations fail in chosen ways, for tests,
 //! the conformance suite and the chaos test. Not for production builds.
 
+use crate::lease::Fenced;
 use crate::memory::MemoryStore;
-use crate::mutex::{Fenced, LeaseHandle};
+use crate::mutex::LeaseHandle;
 use crate::spanner::{FencedError, SpannerStore};
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_spanner::transaction::ReadWriteTransaction;

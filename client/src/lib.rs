@@ -21,11 +21,12 @@
 mod clock;
 pub mod config;
 mod driver;
-#[cfg(feature = "test-util")]
+#[cfg(feature = "emulator")]
 pub mod emulator;
 #[cfg(feature = "test-util")]
 pub mod faulty;
 mod leader;
+mod lease;
 pub mod memory;
 mod metrics;
 mod mutex;
@@ -38,6 +39,7 @@ pub mod store;
 pub use crate::metrics::names as metric_names;
 pub use crate::metrics::{Metrics, MetricsSnapshot};
 pub use config::{ConfigFileError, MutexConfig, Timeouts};
+#[cfg(feature = "test-util")]
 pub use driver::{read_event, txn_event};
 #[cfg(feature = "test-util")]
 pub use faulty::FaultyStore;
@@ -45,8 +47,9 @@ pub use faulty::FaultyStore;
 /// `ReadWriteTransaction`) uses the same version without pinning it.
 pub use google_cloud_spanner;
 pub use leader::{Holder, Leadership, MutexStatus, rfc3339};
+pub use lease::{Fenced, Lease};
 pub use memory::MemoryStore;
-pub use mutex::{BoxError, CriticalSection, Fenced, Lease, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
+pub use mutex::{BoxError, CriticalSection, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
 pub use mutexes::{Mutexes, MutexesBuilder, SetupError};
 pub use schema::SchemaError;
 pub use spanner::ConnectError;

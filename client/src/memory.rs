@@ -2,7 +2,7 @@
 //! serializability, and a monotonic server clock stamps commits. Used by the demo when no Spanner is around, and
 //! by tests. Fenced user data lives beside the rows, so `fenced` has the same meaning as on Spanner.
 
-use crate::mutex::Fenced;
+use crate::lease::Fenced;
 use crate::store::{LeaseStore, RowRead, StoreError};
 use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, RowWrite, ServerTime};

@@ -2,7 +2,7 @@
 //! request, one single-use read per observation, no admin RPC on the hot path, and a time bound on everything.
 
 use crate::config::{Timeouts, validate_table_id};
-use crate::mutex::Fenced;
+use crate::lease::Fenced;
 use crate::serial::{HolderFirst, Turn};
 use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_gax::error::rpc::Code;

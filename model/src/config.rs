@@ -41,6 +41,20 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The variant's name as configs and command lines write it.
+    pub const fn word(self) -> &'static str {
+        match self {
+            Self::Fenced => "fenced",
+            Self::Naive => "naive",
+            #[cfg(any(test, feature = "bug-injection"))]
+            Self::NoFenceCheck => "no-fence-check",
+            #[cfg(any(test, feature = "bug-injection"))]
+            Self::LeakOnCancelInNeedCheck => "leak-on-cancel-in-need-check",
+            #[cfg(any(test, feature = "bug-injection"))]
+            Self::NoFencedWriteRecord => "no-fenced-write-record",
+        }
+    }
+
     /// Whether lease expiry is judged on Spanner's clock (the fix) or the client's wall clock (the seed).
     pub const fn uses_server_time(self) -> bool {
         !matches!(self, Self::Naive)

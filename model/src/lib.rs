@@ -3,19 +3,18 @@
 //! - [`txn`]: what a Spanner read-write transaction decides from the row and the server time read inside it.
 //! - [`machine`]: what a client decides from events (transaction results, reads, timers, its section), emitting
 //!   commands for a driver to execute.
-//! - `check` (feature `checker`): a stateright model of N such clients, one row and faults.
+//!
+//! The exhaustive checker of N such clients, one row and faults is the `spanner-mutex-check` crate.
 //!
 //! No I/O, no clock reads, no unseeded randomness: time is always an argument.
 
 mod config;
 mod ids;
 pub mod machine;
+mod rename;
 mod row;
 mod time;
 pub mod txn;
-
-#[cfg(feature = "checker")]
-pub mod check;
 
 pub use config::{
     CLOCK_DRIFT_PPM_LIMIT, Config, ConfigError, ConfigParams, MAX_RETRIES_LIMIT, Protocol, STALENESS_MS_LIMIT,
@@ -23,6 +22,7 @@ pub use config::{
 };
 pub use ids::{ClientId, Fence, MUTEX_NAME_MAX_BYTES, MutexName, MutexNameError};
 pub use machine::{ClientMachine, Command, Event, Failure, HeldLease, Outcome, Phase, SectionResult, UnexpectedEvent};
+pub use rename::Rename;
 pub use row::{LeaseRow, RowWrite, Status, UnknownStatus};
 pub use time::{LocalInstant, ServerTime};
 pub use txn::{Mode, ReleaseStatus, TxnPlan, TxnReply, TxnRequest};

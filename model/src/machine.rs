@@ -363,6 +363,73 @@ impl State {
     }
 }
 
+impl Outcome {
+    fn rename(&mut self, map: &impl crate::Rename) {
+        match self {
+            Self::Executed { fence } | Self::Released { fence } | Self::LeaseLost { fence } => {
+                *fence = map.fence(*fence);
+            }
+            Self::DoneByOther { holder, fence } => {
+                *holder = map.client(*holder);
+                *fence = map.fence(*fence);
+            }
+            Self::NotNeeded | Self::GaveUp { .. } | Self::Cancelled | Self::Failed(_) => {}
+        }
+    }
+}
+
+impl ReleaseReason {
+    fn rename(&mut self, map: &impl crate::Rename) {
+        match self {
+            Self::Abandon(outcome) => outcome.rename(map),
+            Self::Completed | Self::NotNeeded | Self::Unlocked | Self::SectionFailed { .. } => {}
+        }
+    }
+}
+
+impl Held {
+    fn rename(&mut self, map: &impl crate::Rename) {
+        self.fence = map.fence(self.fence);
+        self.deadline = map.instant(self.deadline);
+        match &mut self.renewal {
+            Renewal::Due { at } => *at = map.instant(*at),
+            Renewal::InFlight { sent_at } => *sent_at = map.instant(*sent_at),
+            Renewal::Stopped => {}
+        }
+    }
+}
+
+impl State {
+    fn rename(&mut self, map: &impl crate::Rename) {
+        match self {
+            Self::AwaitingAcquireCommit { sent_at: at, .. }
+            | Self::AwaitingAcquireResolution { read_sent_at: at, .. }
+            | Self::AwaitingObservation { free_until: Some(at) } => *at = map.instant(*at),
+            Self::AwaitingRetryTimer { wake_at, then } => {
+                *wake_at = map.instant(*wake_at);
+                match then {
+                    Retry::Observe { counted_at } => *counted_at = map.instant(*counted_at),
+                    Retry::Acquire => {}
+                }
+            }
+            Self::AwaitingNeedWhileHolding { held } => held.rename(map),
+            Self::Holding { held, finishing, .. } => {
+                held.rename(map);
+                if let Some(reason) = finishing {
+                    reason.rename(map);
+                }
+            }
+            Self::AwaitingReleaseCommit { fence, reason, .. }
+            | Self::AwaitingReleaseResolution { fence, reason, .. } => {
+                *fence = map.fence(*fence);
+                reason.rename(map);
+            }
+            Self::Finished(outcome) => outcome.rename(map),
+            Self::NotStarted | Self::AwaitingNeed | Self::AwaitingObservation { free_until: None } => {}
+        }
+    }
+}
+
 const fn event_name(event: &Event) -> &'static str {
     match event {
         Event::NeedAnswered { .. } => "NeedAnswered",
@@ -503,93 +570,24 @@ impl ClientMachine {
         (!lost && in_time).then_some(held.fence)
     }
 
-    /// Renames every client id this machine holds (its own and those in its outcome), for the model checker's
-    /// symmetry reduction. The jitter stream is reseeded from the new id, as if the machine had been built
-    /// with it: the checker runs with no jitter, where that makes no difference.
-    #[cfg(feature = "checker")]
-    pub fn relabel(&mut self, rename: impl Fn(ClientId) -> ClientId) {
-        self.id = rename(self.id);
-        let seed = self.id.uuid().as_u64_pair();
-        self.jitter = Jitter(seed.0 ^ seed.1);
-        let relabel_outcome = |outcome: &mut Outcome| {
-            if let Outcome::DoneByOther { holder, .. } = outcome {
-                *holder = rename(*holder);
-            }
-        };
-        match &mut self.state {
-            State::Finished(outcome) => relabel_outcome(outcome),
-            State::Holding { finishing: Some(ReleaseReason::Abandon(outcome)), .. }
-            | State::AwaitingReleaseCommit { reason: ReleaseReason::Abandon(outcome), .. }
-            | State::AwaitingReleaseResolution { reason: ReleaseReason::Abandon(outcome), .. } => {
-                relabel_outcome(outcome);
-            }
-            _ => {}
+    /// Renames every client id, local instant and fence this machine holds (see [`crate::Rename`]). A renamed
+    /// machine's jitter stream is reseeded from its new id, as if it had been built with it.
+    pub fn rename(&mut self, map: &impl crate::Rename) {
+        let renamed = map.client(self.id);
+        if renamed != self.id {
+            self.id = renamed;
+            let seed = self.id.uuid().as_u64_pair();
+            self.jitter = Jitter(seed.0 ^ seed.1);
         }
-    }
-
-    /// Moves every local instant this machine holds `by_ms` milliseconds (earlier when negative) and renumbers
-    /// every fence by `renumber`, for the model checker's reduction by time shifts. The machine only adds to and
-    /// compares its instants, and only compares its fences, so a machine moved with its clock (and renumbered
-    /// with its row, keeping the fences' order) behaves the same.
-    #[cfg(feature = "checker")]
-    pub fn shift_in_time(&mut self, by_ms: i64, renumber: impl Fn(Fence) -> Fence + Copy) {
-        let shift = |instant: &mut LocalInstant| *instant = instant.shifted_ms(by_ms);
-        let shift_fence = |fence: &mut Fence| *fence = renumber(*fence);
-        let shift_outcome = |outcome: &mut Outcome| match outcome {
-            Outcome::Executed { fence }
-            | Outcome::DoneByOther { fence, .. }
-            | Outcome::Released { fence }
-            | Outcome::LeaseLost { fence } => shift_fence(fence),
-            Outcome::NotNeeded | Outcome::GaveUp { .. } | Outcome::Cancelled | Outcome::Failed(_) => {}
-        };
-        let shift_reason = |reason: &mut ReleaseReason| {
-            if let ReleaseReason::Abandon(outcome) = reason {
-                shift_outcome(outcome);
-            }
-        };
-        let shift_held = |held: &mut Held| {
-            shift_fence(&mut held.fence);
-            shift(&mut held.deadline);
-            match &mut held.renewal {
-                Renewal::Due { at } => shift(at),
-                Renewal::InFlight { sent_at } => shift(sent_at),
-                Renewal::Stopped => {}
-            }
-        };
         if let Some(since) = &mut self.unavailable_since {
-            shift(since);
+            *since = map.instant(*since);
         }
-        match &mut self.state {
-            State::AwaitingAcquireCommit { sent_at, .. } => shift(sent_at),
-            State::AwaitingAcquireResolution { read_sent_at, .. } => shift(read_sent_at),
-            State::AwaitingRetryTimer { wake_at, then } => {
-                shift(wake_at);
-                if let Retry::Observe { counted_at } = then {
-                    shift(counted_at);
-                }
-            }
-            State::AwaitingObservation { free_until: Some(until) } => shift(until),
-            State::AwaitingNeedWhileHolding { held } => shift_held(held),
-            State::Holding { held, finishing, .. } => {
-                shift_held(held);
-                if let Some(reason) = finishing {
-                    shift_reason(reason);
-                }
-            }
-            State::AwaitingReleaseCommit { fence, reason, .. }
-            | State::AwaitingReleaseResolution { fence, reason, .. } => {
-                shift_fence(fence);
-                shift_reason(reason);
-            }
-            State::Finished(outcome) => shift_outcome(outcome),
-            State::NotStarted | State::AwaitingNeed | State::AwaitingObservation { free_until: None } => {}
-        }
+        self.state.rename(map);
     }
 
-    /// Forgets retries no decision can tell apart, for the model checker's state key: with no retry limit
-    /// (`max_retries` is `u32::MAX`), the count only sets the backoff after an abort, which reaches
-    /// `max_wait_ms` after a few retries and stays there.
-    #[cfg(feature = "checker")]
+    /// Forgets retries no decision can tell apart, so that searches over the machine's states see them as one:
+    /// with no retry limit (`max_retries` is `u32::MAX`), the count only sets the backoff after an abort, which
+    /// reaches `max_wait_ms` after a few retries and stays there.
     pub fn forget_uncounted_attempts(&mut self, cfg: &Config) {
         if self.max_retries != u32::MAX {
             return;

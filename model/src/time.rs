@@ -31,9 +31,7 @@ impl ServerTime {
         Self { unix_micros: self.unix_micros.saturating_add(micros) }
     }
 
-    /// This time moved `by_ms` milliseconds (earlier when negative), saturating: the model checker's reduction
-    /// by time shifts.
-    #[cfg(feature = "checker")]
+    /// This time moved `by_ms` milliseconds (earlier when negative), saturating.
     pub const fn shifted_ms(self, by_ms: i64) -> Self {
         Self { unix_micros: self.unix_micros.saturating_add(by_ms.saturating_mul(MICROS_PER_MS as i64)) }
     }
@@ -89,9 +87,7 @@ impl LocalInstant {
         Self { micros: self.micros.saturating_add(ms.saturating_mul(MICROS_PER_MS)) }
     }
 
-    /// This instant moved `by_ms` milliseconds (earlier when negative), saturating: the model checker's
-    /// reduction by time shifts.
-    #[cfg(feature = "checker")]
+    /// This instant moved `by_ms` milliseconds (earlier when negative), saturating.
     pub const fn shifted_ms(self, by_ms: i64) -> Self {
         Self { micros: self.micros.saturating_add_signed(by_ms.saturating_mul(MICROS_PER_MS as i64)) }
     }

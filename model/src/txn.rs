@@ -142,25 +142,16 @@ impl TxnRequest {
         }
     }
 
-    /// The same request with its fence mapped by `map` (model checker reduction by time shifts).
-    #[cfg(feature = "checker")]
-    pub(crate) fn map_fence(&mut self, map: impl Fn(Fence) -> Fence) {
+    /// Renames the client and the fence this request names (see [`crate::Rename`]).
+    pub fn rename(&mut self, map: &impl crate::Rename) {
         match self {
-            Self::Acquire { .. } => {}
-            Self::Renew { fence, .. } | Self::Release { fence, .. } | Self::VerifyFence { fence, .. } => {
-                *fence = map(*fence);
+            Self::Acquire { client, .. } => *client = map.client(*client),
+            Self::Renew { client, fence }
+            | Self::Release { client, fence, .. }
+            | Self::VerifyFence { client, fence, .. } => {
+                *client = map.client(*client);
+                *fence = map.fence(*fence);
             }
-        }
-    }
-
-    /// The same request for a renamed client (model checker symmetry reduction).
-    #[cfg(feature = "checker")]
-    pub(crate) fn relabel(&mut self, rename: impl Fn(ClientId) -> ClientId) {
-        match self {
-            Self::Acquire { client, .. }
-            | Self::Renew { client, .. }
-            | Self::Release { client, .. }
-            | Self::VerifyFence { client, .. } => *client = rename(*client),
         }
     }
 }

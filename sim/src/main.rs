@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use spanner_mutex_model::check::{ModelArgs, ProtocolArg, decode_path, read_path_argument};
+use spanner_mutex_check::{ModelArgs, ProtocolArg, decode_path, read_path_argument};
 use spanner_mutex_model::txn::{self, TxnRequest};
 use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Config, Event, LeaseRow, LocalInstant, SectionResult, ServerTime,
@@ -124,7 +124,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         stop_after: u64,
     },
-    /// Replay a counterexample printed by `spanner-mutex-model check` (same flags, then its encoded path or a file holding it).
+    /// Replay a counterexample printed by `spanner-mutex-check check` (same flags, then its encoded path or a file holding it).
     Replay {
         #[command(flatten)]
         model: ModelArgs,

@@ -6,7 +6,7 @@
 use crate::invariants::Violation;
 use crate::trace::TraceLine;
 use crate::world::{FencedWrite, Queued, ReadTxn, World};
-use spanner_mutex_model::check::{
+use spanner_mutex_check::{
     Action, CheckOptions, ClientKind, ClockError, CommitFate, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
 };
 use spanner_mutex_model::{ClientId, Command, Event, Fence, LeaseRow, Phase, SectionResult, ServerTime};

@@ -7,7 +7,7 @@ use crate::trace::{Picture, TraceLine};
 use crate::world::{FencedWrite, Queued, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use spanner_mutex_model::check::CommitFate;
+use spanner_mutex_check::CommitFate;
 use spanner_mutex_model::txn::TxnRequest;
 use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, SectionResult};
 use std::cmp::Reverse;

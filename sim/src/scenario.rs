@@ -5,7 +5,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-pub use spanner_mutex_model::check::ClientKind;
+pub use spanner_mutex_check::ClientKind;
 use spanner_mutex_model::{Config, ConfigError, ConfigParams, Protocol};
 
 /// The most clients a scenario may have (after expanding `count`).

@@ -6,7 +6,7 @@
 use crate::invariants::{self, Violation};
 use crate::scenario::ClientKind;
 use crate::trace::{Log, Picture, TraceLine};
-use spanner_mutex_model::check::CommitFate;
+use spanner_mutex_check::CommitFate;
 use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
 use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LeaseRow, LocalInstant, Outcome, Phase, RowWrite,

@@ -1,11 +1,11 @@
 //! The checked-in scenarios: each passes, shows what its name claims, and has its trace pinned; the seed's
 //! protocol fails the pause scenario; a re-inserted bug is found by a sweep; checker counterexamples replay here.
 
-use spanner_mutex_model::Protocol;
-use spanner_mutex_model::check::{
+use spanner_mutex_check::{
     CheckOptions, DOUBLE_EXECUTION, Faults, NO_STALE_WRITE, RELIANCE_BACKED_BY_ROW, SINGLE_RELIANCE, SearchOptions,
     Verdict, decode_path, run_check,
 };
+use spanner_mutex_model::Protocol;
 use spanner_mutex_sim::scenario::Fault;
 use spanner_mutex_sim::{GenerateOptions, RunReport, Scenario, SweepOptions, replay, run, sweep};
 use std::path::PathBuf;
@@ -427,7 +427,7 @@ fn the_checkers_naive_counterexample_replays_to_the_same_violation() {
 #[test]
 fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
     use rand::{Rng, SeedableRng};
-    use spanner_mutex_model::check::{Action, ClientKind, LeaseModel};
+    use spanner_mutex_check::{Action, ClientKind, LeaseModel};
     use stateright::Model;
     let options = CheckOptions {
         clients: 2,

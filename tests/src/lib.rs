@@ -13,7 +13,7 @@ pub mod reference;
 
 use harness::{Backend, Op, Side, compare};
 use reference::Reference;
-use spanner_mutex_model::check::keeps_lease_after_release;
+use spanner_mutex_check::keeps_lease_after_release;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};

@@ -3,7 +3,7 @@
 //! crate code runs here.
 
 use crate::harness::{Backend, Fate, Observed, RowView};
-use spanner_mutex_model::check::{CommitFate, superseded};
+use spanner_mutex_check::{CommitFate, superseded};
 use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
 use spanner_mutex_model::{ClientId, Config, Event, Failure, Fence, LeaseRow, ServerTime};
 

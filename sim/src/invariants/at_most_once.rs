@@ -3,7 +3,7 @@
 use crate::world::{Effect, MutexState, World};
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::DOUBLE_EXECUTION;
+pub const NAME: &str = spanner_mutex_check::DOUBLE_EXECUTION;
 
 /// Judges an effect about to be accepted: a second effect for the same need generation is a double execution.
 pub fn on_accepted(mutex: &MutexState, effect: &Effect) -> Option<String> {

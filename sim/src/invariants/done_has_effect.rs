@@ -1,10 +1,10 @@
 //! A DONE row was left by a holder that applied the effect, or that found it applied under an earlier fence.
 
 use crate::world::World;
-use spanner_mutex_model::check::done_has_effect;
+use spanner_mutex_check::done_has_effect;
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::DONE_HAS_EFFECT;
+pub const NAME: &str = spanner_mutex_check::DONE_HAS_EFFECT;
 
 /// Judges every row by the model checker's rule.
 pub fn check(world: &World) -> Option<String> {

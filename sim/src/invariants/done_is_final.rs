@@ -2,11 +2,11 @@
 //! or taken back by its old holder.
 
 use crate::world::{MutexState, World};
+use spanner_mutex_check::overwrites_done;
 use spanner_mutex_model::RowWrite;
-use spanner_mutex_model::check::overwrites_done;
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::DONE_IS_FINAL;
+pub const NAME: &str = spanner_mutex_check::DONE_IS_FINAL;
 
 /// Judges a write about to commit, by the model checker's rule.
 pub fn on_write(mutex: &MutexState, write: &RowWrite, acquire: bool) -> Option<String> {

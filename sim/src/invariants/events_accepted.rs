@@ -4,7 +4,7 @@
 use crate::world::World;
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::EVENTS_ACCEPTED;
+pub const NAME: &str = spanner_mutex_check::EVENTS_ACCEPTED;
 
 /// Reads the record the world keeps when a machine rejects an event.
 pub fn check(world: &World) -> Option<String> {

@@ -3,11 +3,11 @@
 //! granted before, and no other write changes the fence.
 
 use crate::world::{MutexState, World};
-use spanner_mutex_model::check::fence_follows;
+use spanner_mutex_check::fence_follows;
 use spanner_mutex_model::{Fence, RowWrite};
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::FENCES_INCREASE;
+pub const NAME: &str = spanner_mutex_check::FENCES_INCREASE;
 
 /// Judges a write about to commit, by the model checker's rule.
 pub fn on_write(mutex: &MutexState, write: &RowWrite, acquire: bool) -> Option<String> {

@@ -1,11 +1,11 @@
 //! The protected resource never accepts a write whose fence was superseded by a newer grant.
 
 use crate::world::{MutexState, World};
+use spanner_mutex_check::superseded;
 use spanner_mutex_model::Fence;
-use spanner_mutex_model::check::superseded;
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::NO_STALE_WRITE;
+pub const NAME: &str = spanner_mutex_check::NO_STALE_WRITE;
 
 /// Judges a write about to be accepted, independently of the transaction logic, by the model checker's rule.
 pub fn on_accepted(mutex: &MutexState, fence: Fence) -> Option<String> {

@@ -3,11 +3,11 @@
 //! waits (not counting waits for an unavailable Spanner), "lease lost" means the row no longer carries its fence.
 
 use crate::world::World;
+use spanner_mutex_check::{OutcomeFacts, outcome_is_true};
 use spanner_mutex_model::Outcome;
-use spanner_mutex_model::check::{OutcomeFacts, outcome_is_true};
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::OUTCOMES_TRUE;
+pub const NAME: &str = spanner_mutex_check::OUTCOMES_TRUE;
 
 /// Judges client `c`'s outcome as it finishes, by the model checker's definition.
 pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {

@@ -2,11 +2,11 @@
 //! waiter can acquire at once. (A commit told "unknown" that lands later can still leave a lease, for one TTL.)
 
 use crate::world::World;
+use spanner_mutex_check::keeps_lease_after_release;
 use spanner_mutex_model::Outcome;
-use spanner_mutex_model::check::keeps_lease_after_release;
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::RELEASE_LEAVES_NO_LEASE;
+pub const NAME: &str = spanner_mutex_check::RELEASE_LEAVES_NO_LEASE;
 
 /// Judges client `c`'s outcome as it finishes, by the model checker's definition.
 pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {

@@ -4,7 +4,7 @@
 use crate::world::World;
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::RELIANCE_BACKED_BY_ROW;
+pub const NAME: &str = spanner_mutex_check::RELIANCE_BACKED_BY_ROW;
 
 /// Checks every client that relies on a lease.
 pub fn check(world: &World) -> Option<String> {

@@ -3,7 +3,7 @@
 use crate::world::World;
 
 /// The model checker's name for it.
-pub const NAME: &str = spanner_mutex_model::check::SINGLE_RELIANCE;
+pub const NAME: &str = spanner_mutex_check::SINGLE_RELIANCE;
 
 /// Checks every mutex.
 pub fn check(world: &World) -> Option<String> {

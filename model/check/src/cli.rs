@@ -1,9 +1,9 @@
-//! The command-line arguments that select a model, shared by `spanner-mutex-model` and the simulator's `replay`,
+//! The command-line arguments that select a model, shared by `spanner-mutex-check` and the simulator's `replay`,
 //! so a counterexample's printed flags work with both.
 
-use super::{CheckOptions, ClientKind, Faults, MAX_CLIENTS};
-use crate::Protocol;
+use crate::{CheckOptions, ClientKind, Faults, MAX_CLIENTS};
 use clap::ValueEnum;
+use spanner_mutex_model::Protocol;
 
 /// `--protocol`: which protocol the clients follow.
 #[derive(Clone, Copy, ValueEnum)]
@@ -181,8 +181,6 @@ impl ModelArgs {
 pub fn read_path_argument(argument: &str) -> std::io::Result<String> {
     let file = argument.strip_prefix('@').or_else(|| std::path::Path::new(argument).is_file().then_some(argument));
     match file {
-        // Reading a path file is the command line's job, not the protocol's.
-        #[allow(clippy::disallowed_methods)]
         Some(file) => std::fs::read_to_string(file),
         None => Ok(argument.to_owned()),
     }

@@ -1,12 +1,12 @@
-//! `spanner-mutex bench`: the client's performance figures against the emulator, each measured side by side
+//! `spanner-mutex-dev bench`: the client's performance figures against the emulator, each measured side by side
 //! with its baseline in the same run. Prints a Markdown table (docs/benchmarks.md records one).
 
-use crate::{EFFECTS_TABLE, SpannerSection, add_effects_table, race};
 use anyhow::Context;
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
 use spanner_mutex::emulator::Emulator;
 use spanner_mutex::{LeaseStore, RunOutcome, SpannerMutex, SpannerStore, Timeouts};
+use spanner_mutex_cli::{EFFECTS_TABLE, SpannerSection, add_effects_table, race};
 use spanner_mutex_model::txn::Mode;
 use spanner_mutex_model::{ClientId, ConfigParams, MutexName, ReleaseStatus, TxnReply, TxnRequest};
 use std::sync::Arc;

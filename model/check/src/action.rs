@@ -1,7 +1,7 @@
 //! The world's actions, with a compact text form (`commit:1:unknown-landed`) so a counterexample can be printed,
 //! pasted and replayed by `explore`, the simulator or a test.
 
-use crate::{Event, TxnReply};
+use spanner_mutex_model::{Event, TxnReply};
 use std::fmt;
 use std::str::FromStr;
 

@@ -6,10 +6,10 @@
 // I/O are for the model.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use spanner_mutex_model::Protocol;
-use spanner_mutex_model::check::{
+use spanner_mutex_check::{
     CheckOptions, DOUBLE_EXECUTION, Faults, LeaseModel, SearchOptions, Verdict, decode_path, run_check,
 };
+use spanner_mutex_model::Protocol;
 use stateright::{Model, Path};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,7 +86,7 @@ fn the_explorer_shows_a_counterexample_path_in_a_browser() {
     let path = Path::from_actions(&model, init, &actions).expect("the path replays");
 
     let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_spanner-mutex-model"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spanner-mutex-check"));
     command.args(["explore", "--addr", &format!("127.0.0.1:{port}")]);
     command.args(options.cli_args().split_whitespace());
     let _served = Served(command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("explore starts"));

@@ -1,12 +1,12 @@
-//! A small Jepsen: `spanner-mutex chaos` runs real worker processes against the emulator under a nemesis that
+//! A small Jepsen: `spanner-mutex-dev chaos` runs real worker processes against the emulator under a nemesis that
 //! SIGKILLs and SIGSTOPs workers, freezes the emulator and restarts it, and checks the recorded history (see
-//! `cli/src/chaos.rs`). CI runs 30 rounds; `CHAOS_ROUNDS=N` here, or `spanner-mutex chaos --rounds N`, for
+//! `tools/src/chaos.rs`). CI runs 30 rounds; `CHAOS_ROUNDS=N` here, or `spanner-mutex-dev chaos --rounds N`, for
 //! long runs.
 
 #[test]
 fn real_processes_under_kills_stops_outages_and_restarts_apply_every_step_exactly_once() {
     let rounds = std::env::var("CHAOS_ROUNDS").unwrap_or_else(|_| "30".into());
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spanner-mutex"))
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spanner-mutex-dev"))
         .args(["chaos", "--rounds", &rounds])
         .env("RUST_LOG", "off")
         .output()

@@ -1,8 +1,8 @@
 //! The properties checked. Every `always` has `sometimes` companions showing that the paths it is about are
 //! reachable, so a model that does nothing cannot pass.
 
-use super::{ClientKind, LeaseModel, Witness, WorldState};
-use crate::{ClientId, Fence, LeaseRow, Outcome, Phase, RowWrite, ServerTime, Status};
+use crate::{ClientKind, LeaseModel, Witness, WorldState};
+use spanner_mutex_model::{ClientId, Fence, LeaseRow, Outcome, Phase, RowWrite, ServerTime, Status};
 use stateright::Property;
 
 /// At most one client relies on the lease at a time.
@@ -157,8 +157,8 @@ pub fn done_has_effect(row: Option<&LeaseRow>, effects: &[(ClientId, Fence)]) ->
 fn not_stuck(model: &LeaseModel, state: &WorldState, slot: usize) -> bool {
     let client = &state.clients[slot];
     client.machine.outcome().is_some()
-        || client.op != super::Op::Idle
-        || client.section != super::Section::Idle
+        || client.op != crate::Op::Idle
+        || client.section != crate::Section::Idle
         || client.machine.poll_timeout(&model.cfg).is_some()
 }
 

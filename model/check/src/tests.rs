@@ -2,7 +2,7 @@
 //! re-inserted bug are caught, and the `sometimes` companions really depend on the faults they are about.
 
 use super::*;
-use crate::Outcome;
+use spanner_mutex_model::Outcome;
 use stateright::Path;
 
 /// One thread: only a single-threaded depth-first search visits a deterministic number of states.

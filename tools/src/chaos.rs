@@ -1,4 +1,4 @@
-//! A small Jepsen (`spanner-mutex chaos --rounds N`, run by `cli/tests/chaos.rs`). In each round, real OS
+//! A small Jepsen (`spanner-mutex-dev chaos --rounds N`, run by `tools/tests/chaos.rs`). In each round, real OS
 //! processes of `chaos-worker` race for a run-once section of fenced steps against the emulator while a seeded
 //! nemesis SIGKILLs workers (and starts replacements), SIGSTOPs one past its TTL, freezes the emulator (Spanner
 //! stops answering) and restarts it (sessions lost, durable state kept). A checker over the recorded history

@@ -1,7 +1,7 @@
-//! `spanner-mutex-model`: exhaustively checks the protocol, or serves the stateright Explorer.
+//! `spanner-mutex-check`: exhaustively checks the protocol, or serves the stateright Explorer.
 
 use clap::{Parser, Subcommand};
-use spanner_mutex_model::check::{
+use spanner_mutex_check::{
     CheckOptions, CheckSummary, LeaseModel, ModelArgs, SearchOptions, Verdict, decode_path, describe_path,
     read_path_argument, run_check, violated_safety,
 };
@@ -135,7 +135,7 @@ fn print_summary(summary: &CheckSummary, options: &CheckOptions, json: bool) -> 
         for step in &c.steps {
             println!("{step}");
         }
-        println!("replay: cargo run --release -p spanner-mutex-model -- replay {} '{}'", options.cli_args(), c.encoded);
+        println!("replay: cargo run --release -p spanner-mutex-check -- replay {} '{}'", options.cli_args(), c.encoded);
         println!("simulate: cargo run --release -p spanner-mutex-sim -- replay {} '{}'", options.cli_args(), c.encoded);
         println!();
     }

@@ -11,7 +11,7 @@
 //! and once. A violation's path is not kept: `check` asks stateright's breadth-first search for the shortest
 //! counterexample (`report::run_check`).
 
-use super::{KeyMove, LeaseModel, WorldState, canonical_fingerprint};
+use crate::{KeyMove, LeaseModel, WorldState, canonical_fingerprint};
 use stateright::{Expectation, Model, Property};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock};
@@ -513,8 +513,6 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
         }
     }
     lock(&shared.pool).batches.push(init);
-    // Timing the checker itself, not the protocol.
-    #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..limits.threads {
@@ -531,7 +529,7 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
             let elapsed = started.elapsed();
             if *finished < limits.threads && elapsed >= printed.saturating_add(limits.progress_interval) {
                 printed = elapsed;
-                let line = super::report::progress_line(
+                let line = crate::report::progress_line(
                     shared.states.load(Ordering::Relaxed),
                     shared.unique_states.load(Ordering::Relaxed),
                     shared.max_depth.load(Ordering::Relaxed),

@@ -23,12 +23,12 @@ pub use properties::{
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 
-use crate::txn::{self, TxnReply, TxnRequest};
-use crate::{
+use arrayvec::ArrayVec;
+use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
+use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Config, ConfigParams, Event, Fence, LeaseRow, LocalInstant, Protocol,
     SectionResult, ServerTime, Status,
 };
-use arrayvec::ArrayVec;
 use stateright::{Model, Property};
 
 /// The most clients a check may compose.
@@ -182,16 +182,7 @@ impl CheckOptions {
             }
         }
         let faults = if faults.is_empty() { "none".to_owned() } else { faults.join(",") };
-        let protocol = match self.protocol {
-            Protocol::Fenced => "fenced",
-            Protocol::Naive => "naive",
-            #[cfg(any(test, feature = "bug-injection"))]
-            Protocol::NoFenceCheck => "no-fence-check",
-            #[cfg(any(test, feature = "bug-injection"))]
-            Protocol::LeakOnCancelInNeedCheck => "leak-on-cancel-in-need-check",
-            #[cfg(any(test, feature = "bug-injection"))]
-            Protocol::NoFencedWriteRecord => "no-fenced-write-record",
-        };
+        let protocol = self.protocol.word();
         let relaxed = if self.assume_exact_server_clock { " --assume-exact-server-clock" } else { "" };
         let kinds: Vec<&str> = self.kinds.iter().map(|k| k.word()).collect();
         format!(
@@ -436,7 +427,7 @@ pub struct ClientGhost {
     /// Its section failed, and no client has executed since.
     pub section_failed: bool,
     /// Its user cancelled, in this phase.
-    pub cancelled_in: Option<crate::Phase>,
+    pub cancelled_in: Option<spanner_mutex_model::Phase>,
     /// Campaigns made (leader clients).
     pub campaigns: u8,
     /// This campaign (or lock acquisition) was granted.
@@ -527,7 +518,7 @@ impl Witnessed {
     }
 
     /// Marks that a run finished after its user cancelled in `phase`.
-    pub const fn insert_cancel(&mut self, phase: crate::Phase) {
+    pub const fn insert_cancel(&mut self, phase: spanner_mutex_model::Phase) {
         self.insert(Witness::FinishedAfterCancel);
         self.0 |= 1 << (Self::PHASE_SHIFT + phase as u32);
     }
@@ -538,7 +529,7 @@ impl Witnessed {
     }
 
     /// Whether a run finished after its user cancelled in `phase`.
-    pub const fn contains_cancel(self, phase: crate::Phase) -> bool {
+    pub const fn contains_cancel(self, phase: spanner_mutex_model::Phase) -> bool {
         self.has_cancel_index(phase as u8)
     }
 
@@ -610,11 +601,37 @@ fn slot_of(id: ClientId) -> (usize, u8) {
     (((raw >> 8) as usize).saturating_sub(1), (raw & 0xFF) as u8)
 }
 
+/// A renaming of client ids alone, for the symmetry reduction.
+struct RenameClients<F>(F);
+
+impl<F: Fn(ClientId) -> ClientId> spanner_mutex_model::Rename for RenameClients<F> {
+    fn client(&self, id: ClientId) -> ClientId {
+        (self.0)(id)
+    }
+}
+
+/// Local instants moved `by_ms` and fences renumbered, for the reduction by time shifts.
+struct ShiftInTime<F> {
+    by_ms: i64,
+    renumber: F,
+}
+
+impl<F: Fn(Fence) -> Fence> spanner_mutex_model::Rename for ShiftInTime<F> {
+    fn instant(&self, at: LocalInstant) -> LocalInstant {
+        at.shifted_ms(self.by_ms)
+    }
+
+    fn fence(&self, fence: Fence) -> Fence {
+        (self.renumber)(fence)
+    }
+}
+
 impl ClientSlot {
-    fn relabel(&mut self, rename: impl Fn(ClientId) -> ClientId + Copy) {
-        self.machine.relabel(rename);
+    fn relabel(&mut self, rename: impl Fn(ClientId) -> ClientId) {
+        let rename = RenameClients(rename);
+        self.machine.rename(&rename);
         if let Op::TxnRead { request, .. } = &mut self.op {
-            request.relabel(rename);
+            request.rename(&rename);
         }
     }
 }
@@ -808,7 +825,7 @@ fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
     }
     match &mut out.queued {
         None => {}
-        Some(Queued::Txn { request, .. }) => request.relabel(rename),
+        Some(Queued::Txn { request, .. }) => request.rename(&RenameClients(rename)),
         Some(Queued::FencedWrite { writer, .. }) => *writer = rename(*writer),
     }
     out
@@ -843,7 +860,7 @@ impl LeaseModel {
     /// decision, property or witness reads forgotten: the row's acquisition count (only written, for people
     /// reading the row), its commit time when no DONE row can go stale within the horizon (lock-mode rows never
     /// do), and the retries of a client without a retry limit beyond the longest backoff. What it returns moves
-    /// the key back ([`Self::restore_from_key`]). docs/protocol.md argues the reduction.
+    /// the key back ([`Self::restore_from_key`]). docs/checker.md argues the reduction.
     pub(crate) fn key_for_search(&self, state: &mut WorldState) -> KeyMove {
         // Fences are only compared, and all of them are the row's first one plus a count (the checked row is never
         // deleted), which only the first depends on the time it was created at: counted down from the row's.
@@ -893,6 +910,7 @@ impl LeaseModel {
     /// forgets it.
     fn move_in_time(&self, state: &mut WorldState, by_ms: i64, renumber: impl Fn(Fence) -> Fence + Copy) {
         let by_server = |time: &mut ServerTime| *time = time.shifted_ms(by_ms);
+        let shift = ShiftInTime { by_ms, renumber };
         let staleness_unseen = self.staleness_unseen();
         if let Some(row) = &mut state.row {
             row.fence = renumber(row.fence);
@@ -907,7 +925,7 @@ impl LeaseModel {
         }
         match &mut state.queued {
             Some(Queued::Txn { request, read_at, .. }) => {
-                request.map_fence(renumber);
+                request.rename(&shift);
                 by_server(read_at);
             }
             Some(Queued::FencedWrite { fence, read_at, .. }) => {
@@ -917,9 +935,9 @@ impl LeaseModel {
             None => {}
         }
         for slot in &mut state.clients {
-            slot.machine.shift_in_time(by_ms, renumber);
+            slot.machine.rename(&shift);
             if let Op::TxnRead { request, read_at, .. } = &mut slot.op {
-                request.map_fence(renumber);
+                request.rename(&shift);
                 by_server(read_at);
             }
             if let Section::Started { fence } = &mut slot.section {
@@ -1001,7 +1019,10 @@ impl LeaseModel {
         match state.clients[slot].machine.handle(&self.cfg, now, event) {
             Ok(command) => {
                 if !counts_wait
-                    && matches!(command, Some(Command::RunTxn(_) | Command::Finish(crate::Outcome::DoneByOther { .. })))
+                    && matches!(
+                        command,
+                        Some(Command::RunTxn(_) | Command::Finish(spanner_mutex_model::Outcome::DoneByOther { .. }))
+                    )
                 {
                     state.ghost.witnessed.insert(Witness::PollNoticed);
                 }
@@ -1018,7 +1039,7 @@ impl LeaseModel {
     fn execute(&self, state: &mut WorldState, slot: usize, command: Option<Command>, counts_wait: bool) {
         let client = &mut state.clients[slot];
         if counts_wait
-            && client.machine.phase() == crate::Phase::AwaitingRetryTimer
+            && client.machine.phase() == spanner_mutex_model::Phase::AwaitingRetryTimer
             && client.machine.poll_timeout(&self.cfg).is_some()
         {
             // Lock-mode clients have no retry limit to judge a "gave up" by; only the hand-over companion asks
@@ -1113,8 +1134,8 @@ impl LeaseModel {
     }
 
     /// Marks what a finishing client's outcome shows, and forgets the facts kept until it finished.
-    fn witness_finish(state: &mut WorldState, slot: usize, outcome: &crate::Outcome) {
-        use crate::Outcome;
+    fn witness_finish(state: &mut WorldState, slot: usize, outcome: &spanner_mutex_model::Outcome) {
+        use spanner_mutex_model::Outcome;
         let witnessed = &mut state.ghost.witnessed;
         match outcome {
             Outcome::Executed { .. } => {
@@ -1144,14 +1165,14 @@ impl LeaseModel {
 
     /// Judges a finishing client's "released" or "cancelled": the row must not grant it the lease any more (a
     /// waiter can acquire at once).
-    fn judge_release(state: &mut WorldState, slot: usize, outcome: &crate::Outcome) {
+    fn judge_release(state: &mut WorldState, slot: usize, outcome: &spanner_mutex_model::Outcome) {
         let id = state.clients[slot].machine.id();
         let now = Self::server_time(state.now_ms);
         state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.row.as_ref(), now);
     }
 
     /// Applies a committed write, recording what the properties watch for.
-    fn commit_write(state: &mut WorldState, write: crate::RowWrite, acquire: bool) {
+    fn commit_write(state: &mut WorldState, write: spanner_mutex_model::RowWrite, acquire: bool) {
         let previous = state.row.take();
         let ghost = &mut state.ghost;
         ghost.fence_regressed |= !fence_follows(previous.as_ref(), ghost.max_fence, &write, acquire);

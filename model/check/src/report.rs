@@ -1,10 +1,10 @@
 //! Running a check and telling people what it found: a one-line summary, and counterexamples as numbered steps
 //! in words plus an encoded path that `explore`, the simulator and tests can replay.
 
-use super::properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
-use super::{Action, CheckOptions, CommitFate, LeaseModel, Op, Section, WorldState, encode_path};
-use crate::{ClientId, LeaseRow};
+use crate::properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
+use crate::{Action, CheckOptions, CommitFate, LeaseModel, Op, Section, WorldState, encode_path};
 use serde::Serialize;
+use spanner_mutex_model::{ClientId, LeaseRow};
 use stateright::report::{ReportData, ReportDiscovery, Reporter};
 use stateright::{Checker, HasDiscoveries, Model, Path};
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ pub struct Counterexample {
     pub property: &'static str,
     /// The steps in words, numbered from 1.
     pub steps: Vec<String>,
-    /// The actions, replayable with [`super::decode_path`].
+    /// The actions, replayable with [`crate::decode_path`].
     pub encoded: String,
 }
 
@@ -175,11 +175,9 @@ pub(super) fn search(
 /// gives the shortest counterexample to print.
 pub fn run_check(options: CheckOptions, search_options: SearchOptions) -> CheckSummary {
     let model = LeaseModel::new(options).tallying_witnesses();
-    // Timing the checker itself, not the protocol.
-    #[allow(clippy::disallowed_methods)]
     let started = Instant::now();
     let (states, unique_states, revisits, max_depth, violated) = if search_options.depth_first {
-        let limits = super::search::Limits {
+        let limits = crate::search::Limits {
             threads: search_options.threads,
             max_depth: search_options.max_depth,
             symmetry: search_options.symmetry,
@@ -187,7 +185,7 @@ pub fn run_check(options: CheckOptions, search_options: SearchOptions) -> CheckS
             stop_at: DOUBLE_EXECUTION,
             progress_interval: search_options.progress_interval,
         };
-        let found = super::search::exhaustive(&model, &limits);
+        let found = crate::search::exhaustive(&model, &limits);
         (found.states, found.unique_states, found.revisits, found.max_depth, found.violated)
     } else {
         let (states, unique_states, max_depth, discoveries) = search(&model, search_options, false, DOUBLE_EXECUTION);
@@ -273,12 +271,12 @@ fn op_text(op: &Op) -> String {
     }
 }
 
-fn request_kind(request: &crate::TxnRequest) -> &'static str {
+fn request_kind(request: &spanner_mutex_model::TxnRequest) -> &'static str {
     match request {
-        crate::TxnRequest::Acquire { .. } => "acquire",
-        crate::TxnRequest::Renew { .. } => "renew",
-        crate::TxnRequest::Release { .. } => "release",
-        crate::TxnRequest::VerifyFence { .. } => "verify-fence",
+        spanner_mutex_model::TxnRequest::Acquire { .. } => "acquire",
+        spanner_mutex_model::TxnRequest::Renew { .. } => "renew",
+        spanner_mutex_model::TxnRequest::Release { .. } => "release",
+        spanner_mutex_model::TxnRequest::VerifyFence { .. } => "verify-fence",
     }
 }
 
@@ -288,7 +286,7 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::Tick => format!("server time advances to {} ms", after.now_ms),
         Action::TxnCommit(c, fate) => match &before.clients[usize::from(c)].op {
             Op::TxnRead { request, read_at, .. } => {
-                let reply = crate::txn::plan(&model.cfg, request, before.row.as_ref(), *read_at).reply;
+                let reply = spanner_mutex_model::txn::plan(&model.cfg, request, before.row.as_ref(), *read_at).reply;
                 let conflict = matches!(&before.clients[usize::from(c)].op, Op::TxnRead { row_unchanged: false, .. });
                 let reply = if conflict { "conflict: aborted".to_owned() } else { format!("{reply:?}") };
                 format!("{}'s {} commits as {fate:?}: {reply}", client(c), request_kind(request))
@@ -331,20 +329,20 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::Crash(c) => format!("{} crashes and restarts", client(c)),
         Action::Drift(c) => format!("{}'s clock falls 1 ms behind", client(c)),
         Action::LateCommit => {
-            let landed = after.ghost.witnessed.contains(super::Witness::LateLanded);
+            let landed = after.ghost.witnessed.contains(crate::Witness::LateLanded);
             let what = match &before.queued {
-                Some(super::Queued::Txn { request, .. }) => {
+                Some(crate::Queued::Txn { request, .. }) => {
                     format!("{}'s {}", who(request.client()), request_kind(request))
                 }
-                Some(super::Queued::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
+                Some(crate::Queued::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
                 None => "nothing".to_owned(),
             };
             format!("the queued commit of {what} reaches Spanner: {}", if landed { "LANDS" } else { "aborts" })
         }
         Action::ClockError(c, error) => {
             let way = match error {
-                super::ClockError::Early => "1 ms early",
-                super::ClockError::Late => "1 ms late",
+                crate::ClockError::Early => "1 ms early",
+                crate::ClockError::Late => "1 ms late",
             };
             format!("the server clock {}'s transaction read was {way}", client(c))
         }

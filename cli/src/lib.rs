@@ -1,0 +1,322 @@
+//! The command line's building blocks, shared by the `spanner-mutex` binary and the developers' tools
+//! (`tools/`): the lease flags, the demo's sections, racing clients, and preparing an emulator.
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use google_cloud_spanner::statement::Statement;
+use spanner_mutex::emulator::{self, Emulator};
+use spanner_mutex::spanner::FencedError;
+use spanner_mutex::{
+    BoxError, CriticalSection, LeaseHandle, LeaseStore, MemoryStore, RunOutcome, SpannerMutex, SpannerStore, Timeouts,
+};
+use spanner_mutex_model::ConfigParams;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which store a command races on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreArg {
+    /// The embedded in-memory store.
+    Memory,
+    /// The Spanner emulator (SPANNER_EMULATOR_HOST, or started here).
+    Emulator,
+}
+
+/// Lease timings of `demo` and `stress` (and of the developers' stress workers). The defaults are short, so a takeover
+/// shows within seconds; every rule of the lease config applies, with errors naming the flag's field.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LeaseArgs {
+    /// How long a lease lasts without renewal.
+    #[arg(long, default_value_t = 3_000)]
+    ttl_ms: u64,
+    /// How often a holder renews.
+    #[arg(long, default_value_t = 1_000)]
+    renew_interval_ms: u64,
+    /// How much earlier than the TTL a holder stops relying on its lease.
+    #[arg(long, default_value_t = 500)]
+    safety_margin_ms: u64,
+    /// How often a waiter reads a busy row.
+    #[arg(long, default_value_t = ConfigParams::default().poll_ms)]
+    poll_ms: u64,
+}
+
+impl LeaseArgs {
+    /// The lease parameters these flags give, with short waits for a demo.
+    pub fn params(&self) -> ConfigParams {
+        ConfigParams {
+            ttl_ms: self.ttl_ms,
+            renew_interval_ms: self.renew_interval_ms,
+            safety_margin_ms: self.safety_margin_ms,
+            poll_ms: self.poll_ms,
+            wait_ms: 50,
+            max_wait_ms: 1_000,
+            jitter_ms: 25,
+            ..ConfigParams::default()
+        }
+    }
+
+    /// The validated lease config; an error names the flags, as the config's rules name its fields.
+    pub fn config(&self) -> anyhow::Result<spanner_mutex::Config> {
+        self.params().validate().map_err(|error| {
+            let flag = |field: &str| format!("--{}", field.replace('_', "-"));
+            let mut message = error.to_string();
+            for field in ["ttl_ms", "renew_interval_ms", "safety_margin_ms", "poll_ms"] {
+                message = message.replace(field, &flag(field));
+            }
+            anyhow::anyhow!("invalid lease flags: {message}")
+        })
+    }
+
+    /// The same flags, for a worker process.
+    pub fn to_args(&self) -> Vec<String> {
+        let flags = [
+            ("--ttl-ms", self.ttl_ms),
+            ("--renew-interval-ms", self.renew_interval_ms),
+            ("--safety-margin-ms", self.safety_margin_ms),
+            ("--poll-ms", self.poll_ms),
+        ];
+        flags.iter().flat_map(|(flag, value)| [(*flag).to_owned(), value.to_string()]).collect()
+    }
+}
+
+/// The table the demo section writes its effect to.
+pub const EFFECTS_TABLE: &str = "DemoEffects";
+
+/// The demo section on the memory store: the effect is a fenced entry in the store's user data.
+pub struct MemorySection {
+    /// How many times the section ran, across all clients.
+    pub executions: Arc<AtomicU64>,
+}
+
+impl CriticalSection<MemoryStore> for MemorySection {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(self.executions.load(Ordering::SeqCst) == 0)
+    }
+
+    async fn execute(&self, guard: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let executions = Arc::clone(&self.executions);
+        let fence = guard.fence();
+        guard.fenced(move |data| {
+            data.insert("migration".into(), format!("applied with {fence}"));
+            executions.fetch_add(1, Ordering::SeqCst);
+        })?;
+        Ok(())
+    }
+}
+
+/// The demo section on Spanner: the effect is a row in `DemoEffects`, written by a fenced transaction; the need
+/// check reads that table (the effect), never the mutex row.
+pub struct SpannerSection {
+    /// The effect's key: one row per section.
+    pub effect_id: String,
+    /// The table the effect goes to.
+    pub table: String,
+}
+
+impl CriticalSection<SpannerStore> for SpannerSection {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+
+    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
+        let insert = google_cloud_spanner::mutation::Mutation::new_insert_builder(&self.table)
+            .set("id")
+            .to(&self.effect_id)
+            .set("writer")
+            .to(guard.client().to_string())
+            .set("fence")
+            .to(i64::try_from(guard.fence().get()).unwrap_or(i64::MAX))
+            .build();
+        let result = guard.commit(vec![insert]).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(FencedError::Rejected { fence }) => Err(format!("fenced write rejected for {fence}").into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// How many effects the demo section with `id` left in its table.
+pub async fn count_effects(store: &SpannerStore, id: &str) -> anyhow::Result<i64> {
+    let client = store.database_client().await;
+    let statement = Statement::builder(format!("SELECT COUNT(*) AS n FROM {EFFECTS_TABLE} WHERE id = @id"))
+        .add_param("id", id)
+        .build();
+    let mut rows = client.single_use().build().execute_query(statement).await?;
+    let row = rows.next().await.transpose()?.context("no count row")?;
+    Ok(row.get("n")?)
+}
+
+/// The emulator `SPANNER_EMULATOR_HOST` names, prepared for the demo, or one started here (returned, so it stops
+/// when dropped); with the store and the gRPC endpoint.
+pub async fn emulator_store(database: &str) -> anyhow::Result<(Option<Emulator>, SpannerStore, String)> {
+    let timeouts = Timeouts::default();
+    if let Some(host) = emulator_host() {
+        let store =
+            prepare_emulator(&host, "demo-project", "demo-instance", database, "SpannerMutex", timeouts).await?;
+        return Ok((None, store, format!("http://{host}")));
+    }
+    let emulator = Emulator::start().await?;
+    let store = emulator.create_database("demo-project", "demo-instance", database, "SpannerMutex", timeouts).await?;
+    add_effects_table(&emulator.rest_endpoint(), &emulator.endpoint(), store.database()).await?;
+    let endpoint = emulator.endpoint();
+    Ok((Some(emulator), store, endpoint))
+}
+
+/// `SPANNER_EMULATOR_HOST` as `host:port`, whichever form it was written in.
+pub fn emulator_host() -> Option<String> {
+    Some(spanner_mutex::config::emulator_host_port(&std::env::var("SPANNER_EMULATOR_HOST").ok()?).to_owned())
+}
+
+/// The REST gateway of the emulator at `host` (gRPC), which creating databases needs: `SPANNER_EMULATOR_REST`
+/// (`host:port` or `http://host:port`), else the gateway's default layout, REST on the gRPC port + 10 (9010 and
+/// 9020), checked to answer HTTP.
+async fn emulator_rest(host: &str) -> anyhow::Result<String> {
+    if let Ok(rest) = std::env::var("SPANNER_EMULATOR_REST") {
+        return Ok(format!("http://{}", spanner_mutex::config::emulator_host_port(&rest)));
+    }
+    let (name, port) = host.rsplit_once(':').with_context(|| format!("SPANNER_EMULATOR_HOST={host} has no port"))?;
+    let port: u16 = port.parse().with_context(|| format!("SPANNER_EMULATOR_HOST={host}: bad port"))?;
+    let guess = format!("{name}:{}", port.saturating_add(10));
+    if answers_http(&guess).await {
+        return Ok(format!("http://{guess}"));
+    }
+    bail!(
+        "creating databases needs the emulator's REST gateway, and nothing answers HTTP at {guess} (the gRPC port + \
+         10, where gateway_main puts it by default); set SPANNER_EMULATOR_REST=host:port to its --http_port"
+    )
+}
+
+/// Whether `addr` answers an HTTP/1.1 request (the REST gateway does; the gRPC port speaks only HTTP/2).
+async fn answers_http(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1."))
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten().unwrap_or(false)
+}
+
+/// Creates on a running emulator whatever is missing of the instance, the database, the lease table and the
+/// demo's effects table, and connects.
+pub async fn prepare_emulator(
+    host: &str,
+    project: &str,
+    instance: &str,
+    database: &str,
+    table: &str,
+    timeouts: Timeouts,
+) -> anyhow::Result<SpannerStore> {
+    let (grpc, rest) = (format!("http://{host}"), emulator_rest(host).await?);
+    let store =
+        emulator::create_database_at(&grpc, &rest, project, instance, database, table, timeouts).await.with_context(
+            || format!("preparing {project}/{instance}/{database} on the emulator at {host} (REST {rest})"),
+        )?;
+    add_effects_table(&rest, &grpc, store.database()).await?;
+    Ok(store)
+}
+
+/// Adds the demo's effects table to `database` unless it is there.
+pub async fn add_effects_table(rest: &str, grpc: &str, database: &str) -> anyhow::Result<()> {
+    use google_cloud_lro::Poller;
+    let ddl = format!(
+        "CREATE TABLE {EFFECTS_TABLE} (id STRING(64) NOT NULL, writer STRING(36) NOT NULL, fence INT64 NOT NULL) PRIMARY KEY (id)"
+    );
+    let (_, databases) = emulator::admin_clients(grpc, rest).await?;
+    let added =
+        databases.update_database_ddl().set_database(database).set_statements([ddl]).poller().until_done().await;
+    match added {
+        Err(e) if !emulator::already_exists(&e.to_string()) => Err(e).context(format!("adding {EFFECTS_TABLE}")),
+        _ => Ok(()),
+    }
+}
+
+/// Prints each client's outcome, one line each.
+pub fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunError>)]) {
+    for (client, outcome) in outcomes {
+        match outcome {
+            Ok(outcome @ RunOutcome::Executed { .. }) => {
+                println!("  client {client:>3}: {}", outcome.to_string().to_uppercase())
+            }
+            Ok(other) => println!("  client {client:>3}: {other}"),
+            Err(e) => println!("  client {client:>3}: error: {e}"),
+        }
+    }
+}
+
+/// Runs `section` once in each of `clients` tasks sharing `mutex`; their outcomes, by client number.
+pub async fn race<S: LeaseStore, C: CriticalSection<S> + 'static>(
+    mutex: &SpannerMutex<S>,
+    section: Arc<C>,
+    clients: u32,
+) -> Vec<(u32, Result<RunOutcome, spanner_mutex::RunError>)> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let (mutex, section) = (mutex.clone(), Arc::clone(&section));
+            tokio::spawn(async move { (i, mutex.run(section.as_ref()).await) })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        if let Ok(outcome) = task.await {
+            outcomes.push(outcome);
+        }
+    }
+    outcomes
+}
+
+/// Prints the executions, wall time and metrics of a demo race; an error unless the section ran exactly once.
+pub fn report_executions(
+    executions: i64,
+    started: Instant,
+    metrics: &spanner_mutex::MetricsSnapshot,
+) -> anyhow::Result<()> {
+    println!(
+        "section executions: {executions} (must be 1); wall {:.0} ms\nmetrics: {metrics}",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    if executions != 1 {
+        bail!("the section ran {executions} times");
+    }
+    Ok(())
+}
+
+/// Counts the effects a stress race on `name` left, prints them with the time since `started` (which included
+/// starting the emulator when one was started here), and fails unless the section ran exactly once.
+pub async fn report_stress_executions(
+    spanner: &SpannerStore,
+    name: &str,
+    started: Instant,
+    emulator: Option<Emulator>,
+) -> anyhow::Result<()> {
+    let executions = count_effects(spanner, name).await?;
+    let including = if emulator.is_some() { " including emulator start" } else { "" };
+    println!("executions={executions} (must be 1); total {:.1} s{including}", started.elapsed().as_secs_f64());
+    drop(emulator);
+    if executions != 1 {
+        bail!("the section ran {executions} times");
+    }
+    Ok(())
+}
+
+/// Runs a command for a person: logs go to stderr (`RUST_LOG`, `warn` by default), and a failure prints its cause
+/// chain on one line, with no Rust backtrace whatever `RUST_BACKTRACE` says, and exits 1.
+pub async fn run_command(command: impl Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match command.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
