@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(version, about = "A distributed mutex / lease on Cloud Spanner")]
+#[command(name = "spanner-mutex", version, about = "A distributed mutex / lease on Cloud Spanner")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -14,7 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(version, about = "spanner-mutex developers' tools: chaos, benchmarks, multi-process stress")]
+#[command(
+    name = "spanner-mutex-dev",
+    version,
+    about = "spanner-mutex developers' tools: chaos, benchmarks, multi-process stress"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
