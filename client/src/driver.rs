@@ -200,7 +200,6 @@ struct Driver<S> {
 
 impl<S: LeaseStore> Driver<S> {
     async fn run(mut self) -> DriverResult {
-        let cfg = self.ctx.cfg.clone();
         let mut op: Option<Op> = None;
         let mut command = self.machine.start(self.clock.now());
         let mut alarm = self.clock.alarm();
@@ -234,7 +233,7 @@ impl<S: LeaseStore> Driver<S> {
                 }
             }
             self.follow_lease();
-            let due = self.machine.poll_timeout(&cfg);
+            let due = self.machine.poll_timeout();
             let timeout = due.map(|at| self.clock.instant(at));
             // A suspension moves the clock without any tokio timer firing. The alarm counts it; without one, a
             // holder looks at the clock at least every JUMP_CHECK, since its deadline counts it.
@@ -266,11 +265,11 @@ impl<S: LeaseStore> Driver<S> {
                 }
                 () = self.shutdown.cancelled(), if listening => command = self.cancel()?,
                 () = async { match timeout { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
-                    command = self.machine.handle_timeout(&cfg, self.clock.now());
+                    command = self.machine.handle_timeout(self.clock.now());
                 }
                 () = async { match (alarm.as_mut(), alarm_after) { (Some(a), Some(after)) => a.wait(after).await, _ => std::future::pending().await } } => {
                     // Early (the tokio timer is the precise one) this is a no-op: the machine acts only on what is due.
-                    command = self.machine.handle_timeout(&cfg, self.clock.now());
+                    command = self.machine.handle_timeout(self.clock.now());
                 }
             }
         }
@@ -279,9 +278,12 @@ impl<S: LeaseStore> Driver<S> {
     /// Feeds an event to the machine, tracing the transition.
     fn feed(&mut self, event: Event) -> Result<Option<Command>, UnexpectedEvent> {
         let from = self.machine.phase().name();
-        let traced = format!("{event:?}");
+        // Formatted only when traced: this runs on every event of every client.
+        let traced = tracing::enabled!(tracing::Level::TRACE).then(|| format!("{event:?}"));
         let command = self.machine.handle(&self.ctx.cfg, self.clock.now(), event)?;
-        tracing::trace!(from, to = self.machine.phase().name(), event = %traced, ?command, "transition");
+        if let Some(event) = traced {
+            tracing::trace!(from, to = self.machine.phase().name(), event, ?command, "transition");
+        }
         Ok(command)
     }
 

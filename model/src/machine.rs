@@ -7,6 +7,11 @@ use crate::txn::{Mode, Observation, ReleaseStatus, TxnReply, TxnRequest, observe
 use crate::{ClientId, Config, Fence, LeaseRow, LocalInstant, ServerTime, Status};
 use serde::{Deserialize, Serialize};
 
+mod state;
+
+pub use state::Phase;
+use state::{Held, ReleaseReason, Renewal, Retry, State};
+
 /// How many times a release is re-sent after aborts or an unresolved unknown outcome before the machine stops
 /// trying (the lease then simply expires).
 pub const MAX_RELEASE_RESENDS: u8 = 3;
@@ -156,278 +161,12 @@ fn abort_backoff_ms(cfg: &Config, attempts: u32) -> u64 {
     cfg.wait_ms().saturating_mul(1 << attempts.min(16)).min(cfg.max_wait_ms())
 }
 
-/// The state of a renewal while the lease is held.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Renewal {
-    Due { at: LocalInstant },
-    InFlight { sent_at: LocalInstant },
-    Stopped,
-}
-
-/// A lease the machine holds, as far as its local clock can prove it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Held {
-    fence: Fence,
-    deadline: LocalInstant,
-    renewal: Renewal,
-}
-
-impl Held {
-    /// A grant by a transaction sent at `sent_at`: the server's expiry is at least a TTL after `sent_at`.
-    fn granted_at(cfg: &Config, fence: Fence, sent_at: LocalInstant) -> Self {
-        let renewal = Renewal::Due { at: sent_at.plus_ms(cfg.renew_interval_ms()) };
-        Self { fence, deadline: sent_at.plus_ms(cfg.local_lease_ms()), renewal }
-    }
-
-    /// A grant seen by a read sent at `read_sent_at` showing `remaining_ms` until expiry (rounded down): the
-    /// expiry is at least that long after the send. Renewal is due as long before the deadline as usual.
-    fn observed(cfg: &Config, fence: Fence, read_sent_at: LocalInstant, remaining_ms: u64) -> Self {
-        let local_ms = remaining_ms.saturating_sub(cfg.safety_margin_ms());
-        let renew_after_ms = local_ms.saturating_sub(cfg.local_lease_ms() - cfg.renew_interval_ms());
-        Self {
-            fence,
-            deadline: read_sent_at.plus_ms(local_ms),
-            renewal: Renewal::Due { at: read_sent_at.plus_ms(renew_after_ms) },
-        }
-    }
-}
-
-/// Why a holder releases, which fixes the status it writes and where the run goes next.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum ReleaseReason {
-    Completed,
-    NotNeeded,
-    Unlocked,
-    /// The section failed; the run retries after the release unless the user `cancelled` meanwhile.
-    SectionFailed {
-        error: String,
-        cancelled: bool,
-    },
-    Abandon(Outcome),
-}
-
-impl ReleaseReason {
-    /// The reason once the user cancels: a failed section is not retried; every other reason already ends the
-    /// run, and its outcome stays true (a completed section was executed).
-    fn cancelled(self) -> Self {
-        match self {
-            Self::SectionFailed { error, .. } => Self::SectionFailed { error, cancelled: true },
-            reason => reason,
-        }
-    }
-}
-
 /// What the release transaction established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Released {
     Confirmed,
     NotHolder,
     Unconfirmed,
-}
-
-/// What a retry timer leads to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Retry {
-    /// Read the row. A wake before `counted_at` (the busy lease's expiry as last read, bounded by
-    /// `max_wait_ms`) is a poll, which is not a retry; the wake at or after it is one.
-    Observe {
-        counted_at: LocalInstant,
-    },
-    Acquire,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum State {
-    NotStarted,
-    AwaitingNeed,
-    /// `cancelled`: the user cancelled while the acquisition was in flight; what it won is released.
-    AwaitingAcquireCommit {
-        sent_at: LocalInstant,
-        cancelled: bool,
-    },
-    AwaitingAcquireResolution {
-        read_sent_at: LocalInstant,
-        cancelled: bool,
-    },
-    AwaitingRetryTimer {
-        wake_at: LocalInstant,
-        then: Retry,
-    },
-    /// `free_until`: this read is a poll before the counted wake-up, which a still busy row does not count.
-    AwaitingObservation {
-        free_until: Option<LocalInstant>,
-    },
-    AwaitingNeedWhileHolding {
-        held: Held,
-    },
-    Holding {
-        held: Held,
-        lost: bool,
-        finishing: Option<ReleaseReason>,
-    },
-    AwaitingReleaseCommit {
-        fence: Fence,
-        reason: ReleaseReason,
-        resends_left: u8,
-    },
-    AwaitingReleaseResolution {
-        fence: Fence,
-        reason: ReleaseReason,
-        resends_left: u8,
-    },
-    Finished(Outcome),
-}
-
-/// Which state a machine is in, without its data: what traces, drivers and checkers ask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Phase {
-    /// Not started.
-    NotStarted,
-    /// The need check runs (before any lease).
-    AwaitingNeed,
-    /// An acquisition is in flight.
-    AwaitingAcquireCommit,
-    /// An acquisition's outcome was unknown; the row is being read.
-    AwaitingAcquireResolution,
-    /// Sleeping until a poll, a retry or a re-acquisition.
-    AwaitingRetryTimer,
-    /// The row is being read (a poll or a counted retry).
-    AwaitingObservation,
-    /// The need check runs again under the lease.
-    AwaitingNeedWhileHolding,
-    /// The section runs (run-once) or the user holds the lock.
-    Holding,
-    /// A release is in flight.
-    AwaitingReleaseCommit,
-    /// A release's outcome was unknown; the row is being read.
-    AwaitingReleaseResolution,
-    /// The run is over.
-    Finished,
-}
-
-impl Phase {
-    /// Every phase, in declaration order.
-    pub const ALL: [Self; 11] = [
-        Self::NotStarted,
-        Self::AwaitingNeed,
-        Self::AwaitingAcquireCommit,
-        Self::AwaitingAcquireResolution,
-        Self::AwaitingRetryTimer,
-        Self::AwaitingObservation,
-        Self::AwaitingNeedWhileHolding,
-        Self::Holding,
-        Self::AwaitingReleaseCommit,
-        Self::AwaitingReleaseResolution,
-        Self::Finished,
-    ];
-
-    /// The phase's name, as traces print it.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::NotStarted => "NotStarted",
-            Self::AwaitingNeed => "AwaitingNeed",
-            Self::AwaitingAcquireCommit => "AwaitingAcquireCommit",
-            Self::AwaitingAcquireResolution => "AwaitingAcquireResolution",
-            Self::AwaitingRetryTimer => "AwaitingRetryTimer",
-            Self::AwaitingObservation => "AwaitingObservation",
-            Self::AwaitingNeedWhileHolding => "AwaitingNeedWhileHolding",
-            Self::Holding => "Holding",
-            Self::AwaitingReleaseCommit => "AwaitingReleaseCommit",
-            Self::AwaitingReleaseResolution => "AwaitingReleaseResolution",
-            Self::Finished => "Finished",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl State {
-    const fn phase(&self) -> Phase {
-        match self {
-            Self::NotStarted => Phase::NotStarted,
-            Self::AwaitingNeed => Phase::AwaitingNeed,
-            Self::AwaitingAcquireCommit { .. } => Phase::AwaitingAcquireCommit,
-            Self::AwaitingAcquireResolution { .. } => Phase::AwaitingAcquireResolution,
-            Self::AwaitingRetryTimer { .. } => Phase::AwaitingRetryTimer,
-            Self::AwaitingObservation { .. } => Phase::AwaitingObservation,
-            Self::AwaitingNeedWhileHolding { .. } => Phase::AwaitingNeedWhileHolding,
-            Self::Holding { .. } => Phase::Holding,
-            Self::AwaitingReleaseCommit { .. } => Phase::AwaitingReleaseCommit,
-            Self::AwaitingReleaseResolution { .. } => Phase::AwaitingReleaseResolution,
-            Self::Finished(_) => Phase::Finished,
-        }
-    }
-}
-
-impl Outcome {
-    fn rename(&mut self, map: &impl crate::Rename) {
-        match self {
-            Self::Executed { fence } | Self::Released { fence } | Self::LeaseLost { fence } => {
-                *fence = map.fence(*fence);
-            }
-            Self::DoneByOther { holder, fence } => {
-                *holder = map.client(*holder);
-                *fence = map.fence(*fence);
-            }
-            Self::NotNeeded | Self::GaveUp { .. } | Self::Cancelled | Self::Failed(_) => {}
-        }
-    }
-}
-
-impl ReleaseReason {
-    fn rename(&mut self, map: &impl crate::Rename) {
-        match self {
-            Self::Abandon(outcome) => outcome.rename(map),
-            Self::Completed | Self::NotNeeded | Self::Unlocked | Self::SectionFailed { .. } => {}
-        }
-    }
-}
-
-impl Held {
-    fn rename(&mut self, map: &impl crate::Rename) {
-        self.fence = map.fence(self.fence);
-        self.deadline = map.instant(self.deadline);
-        match &mut self.renewal {
-            Renewal::Due { at } => *at = map.instant(*at),
-            Renewal::InFlight { sent_at } => *sent_at = map.instant(*sent_at),
-            Renewal::Stopped => {}
-        }
-    }
-}
-
-impl State {
-    fn rename(&mut self, map: &impl crate::Rename) {
-        match self {
-            Self::AwaitingAcquireCommit { sent_at: at, .. }
-            | Self::AwaitingAcquireResolution { read_sent_at: at, .. }
-            | Self::AwaitingObservation { free_until: Some(at) } => *at = map.instant(*at),
-            Self::AwaitingRetryTimer { wake_at, then } => {
-                *wake_at = map.instant(*wake_at);
-                match then {
-                    Retry::Observe { counted_at } => *counted_at = map.instant(*counted_at),
-                    Retry::Acquire => {}
-                }
-            }
-            Self::AwaitingNeedWhileHolding { held } => held.rename(map),
-            Self::Holding { held, finishing, .. } => {
-                held.rename(map);
-                if let Some(reason) = finishing {
-                    reason.rename(map);
-                }
-            }
-            Self::AwaitingReleaseCommit { fence, reason, .. }
-            | Self::AwaitingReleaseResolution { fence, reason, .. } => {
-                *fence = map.fence(*fence);
-                reason.rename(map);
-            }
-            Self::Finished(outcome) => outcome.rename(map),
-            Self::NotStarted | Self::AwaitingNeed | Self::AwaitingObservation { free_until: None } => {}
-        }
-    }
 }
 
 const fn event_name(event: &Event) -> &'static str {
@@ -531,7 +270,7 @@ impl ClientMachine {
     /// Whether the machine is reading the row for a poll: a still busy row then leads to another wait that is
     /// not a retry (worlds that count retries independently ask this).
     pub const fn is_polling(&self) -> bool {
-        matches!(self.state, State::AwaitingObservation { free_until: Some(_) })
+        matches!(self.state, State::AwaitingPoll { .. })
     }
 
     /// Retries made so far.
@@ -549,25 +288,21 @@ impl ClientMachine {
 
     /// The lease this client holds while its section runs or its lock is granted.
     pub const fn lease(&self) -> Option<HeldLease> {
-        match &self.state {
-            State::Holding { held, lost, .. } => {
-                Some(HeldLease { fence: held.fence, deadline: held.deadline, lost: *lost })
-            }
-            _ => None,
+        match self.state.holding() {
+            Some((held, lost)) => Some(HeldLease { fence: held.fence, deadline: held.deadline, lost }),
+            None => None,
         }
     }
 
     /// The fence this client may rely on at local time `now`: it is in a holding state, has not signalled lock
     /// loss, and (in the fenced protocol) its local deadline has not passed. The model checker's exclusivity
     /// property is stated in terms of this.
-    pub fn relies_on_lease_at(&self, cfg: &Config, now: LocalInstant) -> Option<Fence> {
-        let (held, lost) = match &self.state {
-            State::AwaitingNeedWhileHolding { held } => (held, false),
-            State::Holding { held, lost, .. } => (held, *lost),
+    pub fn relies_on_lease_at(&self, now: LocalInstant) -> Option<Fence> {
+        let held = match (&self.state, self.state.holding()) {
+            (State::AwaitingNeedWhileHolding { held }, _) | (_, Some((held, false))) => held,
             _ => return None,
         };
-        let in_time = !cfg.protocol().keeps_deadline() || now < held.deadline;
-        (!lost && in_time).then_some(held.fence)
+        held.proven_at(now).then_some(held.fence)
     }
 
     /// Renames every client id, local instant and fence this machine holds (see [`crate::Rename`]). A renamed
@@ -598,14 +333,24 @@ impl ClientMachine {
     }
 
     /// When the driver must call [`Self::handle_timeout`], if ever.
-    pub fn poll_timeout(&self, cfg: &Config) -> Option<LocalInstant> {
+    pub fn poll_timeout(&self) -> Option<LocalInstant> {
         match &self.state {
             State::AwaitingRetryTimer { wake_at, .. } => Some(*wake_at),
-            State::Holding { held, lost: false, .. } if cfg.protocol().keeps_deadline() => match held.renewal {
-                Renewal::Due { at } => Some(at.min(held.deadline)),
-                Renewal::InFlight { .. } | Renewal::Stopped => Some(held.deadline),
-            },
-            _ => None,
+            State::Holding { held } | State::AwaitingRenewalToRelease { held, .. } => held.next_timer(),
+            State::NotStarted
+            | State::AwaitingNeed
+            | State::AwaitingAcquireCommit { .. }
+            | State::AwaitingAcquireResolution { .. }
+            | State::CancelledAwaitingAcquireCommit { .. }
+            | State::CancelledAwaitingAcquireResolution { .. }
+            | State::AwaitingPoll { .. }
+            | State::AwaitingObservation
+            | State::AwaitingNeedWhileHolding { .. }
+            | State::HoldingLost { .. }
+            | State::AwaitingRenewalToReleaseLost { .. }
+            | State::AwaitingReleaseCommit { .. }
+            | State::AwaitingReleaseResolution { .. }
+            | State::Finished(_) => None,
         }
     }
 
@@ -619,37 +364,51 @@ impl ClientMachine {
                 self.state = State::AwaitingNeed;
                 Some(Command::CheckNeed)
             }
-            Mode::Lock => self.send_acquire(now, false),
+            Mode::Lock => self.send_acquire(now),
         }
     }
 
     /// Fires whatever timer is due at `now`: a retry wake-up, the local deadline (lock lost), or a renewal.
-    pub fn handle_timeout(&mut self, cfg: &Config, now: LocalInstant) -> Option<Command> {
-        match &mut self.state {
-            State::AwaitingRetryTimer { wake_at, then } if now >= *wake_at => match *then {
-                Retry::Observe { counted_at } => {
-                    self.state = State::AwaitingObservation { free_until: (now < counted_at).then_some(counted_at) };
+    pub fn handle_timeout(&mut self, now: LocalInstant) -> Option<Command> {
+        let state = std::mem::replace(&mut self.state, State::NotStarted);
+        match state {
+            State::AwaitingRetryTimer { wake_at, then } if now >= wake_at => match then {
+                Retry::Observe { counted_at } if now < counted_at => {
+                    self.state = State::AwaitingPoll { counted_at };
                     Some(Command::ReadRow)
                 }
-                Retry::Acquire => self.send_acquire(now, false),
+                Retry::Observe { .. } => {
+                    self.state = State::AwaitingObservation;
+                    Some(Command::ReadRow)
+                }
+                Retry::Acquire => self.send_acquire(now),
             },
-            State::Holding { held, lost, .. } if !*lost && cfg.protocol().keeps_deadline() => {
-                if now >= held.deadline {
-                    *lost = true;
-                    if let Renewal::Due { .. } = held.renewal {
-                        held.renewal = Renewal::Stopped;
-                    }
-                    return Some(Command::SignalLockLost { fence: held.fence });
+            State::Holding { mut held } if !held.proven_at(now) => {
+                if let Renewal::Due { .. } = held.renewal {
+                    held.renewal = Renewal::Stopped;
                 }
-                match held.renewal {
-                    Renewal::Due { at } if now >= at => {
-                        held.renewal = Renewal::InFlight { sent_at: now };
-                        Some(Command::RunTxn(TxnRequest::Renew { client: self.id, fence: held.fence }))
-                    }
-                    _ => None,
-                }
+                self.state = State::HoldingLost { held };
+                Some(Command::SignalLockLost { fence: held.fence })
             }
-            _ => None,
+            State::Holding { mut held } => match held.renewal {
+                Renewal::Due { at } if now >= at => {
+                    held.renewal = Renewal::InFlight { sent_at: now };
+                    self.state = State::Holding { held };
+                    Some(Command::RunTxn(TxnRequest::Renew { client: self.id, fence: held.fence }))
+                }
+                Renewal::Due { .. } | Renewal::InFlight { .. } | Renewal::Stopped | Renewal::Trusted => {
+                    self.state = State::Holding { held };
+                    None
+                }
+            },
+            State::AwaitingRenewalToRelease { held, reason } if !held.proven_at(now) => {
+                self.state = State::AwaitingRenewalToReleaseLost { held, reason };
+                Some(Command::SignalLockLost { fence: held.fence })
+            }
+            state => {
+                self.state = state;
+                None
+            }
         }
     }
 
@@ -662,7 +421,7 @@ impl ClientMachine {
     ) -> Result<Option<Command>, UnexpectedEvent> {
         // A release asked for before the lock is granted (or after it ended) can only mean "stop": a cancel.
         let event = match event {
-            Event::ReleaseRequested if !matches!(self.state, State::Holding { .. }) => Event::Cancel,
+            Event::ReleaseRequested if self.state.holding().is_none() => Event::Cancel,
             event => event,
         };
         let unexpected = UnexpectedEvent { state: self.state.phase(), event: event_name(&event) };
@@ -674,287 +433,414 @@ impl ClientMachine {
             _ => {}
         }
         let state = std::mem::replace(&mut self.state, State::NotStarted);
-        let command = match (state, event) {
-            (State::Finished(outcome), _) => {
+        let step = match state {
+            State::Finished(outcome) => {
                 self.state = State::Finished(outcome);
-                None
+                Ok(None)
             }
-            // Waiting to acquire again: an earlier acquisition whose outcome was never learned (or a grant whose
-            // deadline ran out under the need check) may have left a lease of ours on the row. Read it, and
-            // release what it shows (the resolution path acts on the cancel).
-            (State::AwaitingRetryTimer { then: Retry::Acquire, .. }, Event::Cancel) => {
-                self.state = State::AwaitingAcquireResolution { read_sent_at: now, cancelled: true };
-                Some(Command::ReadRow)
+            State::NotStarted => self.on_cancel_before_lease(State::NotStarted, event),
+            State::AwaitingNeed => self.on_need(now, event),
+            State::AwaitingAcquireCommit { sent_at } => self.on_acquire_answer(cfg, now, sent_at, event),
+            State::CancelledAwaitingAcquireCommit { sent_at } => {
+                self.on_cancelled_acquire_answer(cfg, now, sent_at, event)
             }
-            (
-                State::NotStarted
-                | State::AwaitingNeed
-                | State::AwaitingRetryTimer { then: Retry::Observe { .. }, .. }
-                | State::AwaitingObservation { .. },
-                Event::Cancel,
-            ) => self.finish(Outcome::Cancelled),
-            // Under the lease, the need check's answer cannot change what a cancel means: release now and
-            // leave the check unanswered (the driver drops it).
-            #[cfg(any(test, feature = "bug-injection"))]
-            (state @ State::AwaitingNeedWhileHolding { .. }, Event::Cancel)
-                if cfg.protocol() == crate::Protocol::LeakOnCancelInNeedCheck =>
-            {
-                self.state = state;
-                None
+            State::AwaitingAcquireResolution { read_sent_at } => {
+                self.on_acquire_resolution(cfg, now, read_sent_at, event)
             }
-            (State::AwaitingNeedWhileHolding { held }, Event::Cancel) => {
-                self.send_release(held.fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)
+            State::CancelledAwaitingAcquireResolution { read_sent_at } => {
+                self.on_cancelled_acquire_resolution(cfg, read_sent_at, event)
             }
-            // An operation is in flight whose answer decides what there is to release (or the section already
-            // finished and its release waits for a renewal): remember the cancel in the state and act on the answer.
-            (State::AwaitingAcquireCommit { sent_at, .. }, Event::Cancel) => {
-                self.state = State::AwaitingAcquireCommit { sent_at, cancelled: true };
-                None
-            }
-            (State::AwaitingAcquireResolution { read_sent_at, .. }, Event::Cancel) => {
-                self.state = State::AwaitingAcquireResolution { read_sent_at, cancelled: true };
-                None
-            }
-            (State::Holding { held, lost, finishing: Some(reason) }, Event::Cancel) => {
-                self.state = State::Holding { held, lost, finishing: Some(reason.cancelled()) };
-                None
-            }
-            (State::AwaitingReleaseCommit { fence, reason, resends_left }, Event::Cancel) => {
-                self.state = State::AwaitingReleaseCommit { fence, reason: reason.cancelled(), resends_left };
-                None
-            }
-            (State::AwaitingReleaseResolution { fence, reason, resends_left }, Event::Cancel) => {
-                self.state = State::AwaitingReleaseResolution { fence, reason: reason.cancelled(), resends_left };
-                None
-            }
-
-            (State::AwaitingNeed, Event::NeedAnswered { needed: false }) => self.finish(Outcome::NotNeeded),
-            (State::AwaitingNeed, Event::NeedAnswered { needed: true }) => self.send_acquire(now, false),
-            (State::AwaitingNeed, Event::NeedCheckFailed) => self.finish(Outcome::Failed(Failure::NeedCheck)),
-
-            (State::AwaitingAcquireCommit { sent_at, cancelled }, Event::TxnCommitted(reply)) => match reply {
-                // This transaction wrote expires_at = (server time after sent_at) + ttl.
-                TxnReply::Acquired { fence, .. } => {
-                    self.on_acquired(cfg, fence, Held::granted_at(cfg, fence, sent_at), cancelled)
+            State::AwaitingRetryTimer { wake_at, then: Retry::Acquire } => match event {
+                // An earlier acquisition whose outcome was never learned (or a grant whose deadline ran out under
+                // the need check) may have left a lease of ours on the row: read it and release what it shows.
+                Event::Cancel => {
+                    self.state = State::CancelledAwaitingAcquireResolution { read_sent_at: now };
+                    Ok(Some(Command::ReadRow))
                 }
-                TxnReply::Busy { holder, fence, expires_at, server_now } => {
-                    let busy = Observation::Busy { holder, fence, expires_at, server_now };
-                    self.act_on(cfg, now, busy, false, cancelled)
-                }
-                TxnReply::DoneByOther { holder, fence } => self.finish(Outcome::DoneByOther { holder, fence }),
-                TxnReply::Renewed { .. }
-                | TxnReply::Released
-                | TxnReply::FenceValid
-                | TxnReply::AlreadyApplied
-                | TxnReply::NotHolder => {
-                    self.state = State::AwaitingAcquireCommit { sent_at, cancelled };
-                    return Err(unexpected);
-                }
+                _ => self.unexpected(State::AwaitingRetryTimer { wake_at, then: Retry::Acquire }),
             },
-            // Cancelled: this attempt wrote nothing, but an earlier one of ours (a grant that ran out under the
+            state @ State::AwaitingRetryTimer { then: Retry::Observe { .. }, .. } => {
+                self.on_cancel_before_lease(state, event)
+            }
+            State::AwaitingPoll { counted_at } => self.on_observation(cfg, now, Some(counted_at), event),
+            State::AwaitingObservation => self.on_observation(cfg, now, None, event),
+            State::AwaitingNeedWhileHolding { held } => self.on_need_under_lease(cfg, now, held, event),
+            State::Holding { held } => self.on_holding(cfg, now, held, false, event),
+            State::HoldingLost { held } => self.on_holding(cfg, now, held, true, event),
+            State::AwaitingRenewalToRelease { held, reason } => self.on_renewal_to_release(held, reason, false, event),
+            State::AwaitingRenewalToReleaseLost { held, reason } => {
+                self.on_renewal_to_release(held, reason, true, event)
+            }
+            State::AwaitingReleaseCommit { fence, reason, resends_left } => {
+                self.on_release_answer(cfg, now, fence, reason, resends_left, event)
+            }
+            State::AwaitingReleaseResolution { fence, reason, resends_left } => {
+                self.on_release_resolution(cfg, now, fence, reason, resends_left, event)
+            }
+        };
+        step.map_err(|Unexpected| unexpected)
+    }
+
+    /// Puts `state` back and reports the event as unexpected in it.
+    fn unexpected(&mut self, state: State) -> Step {
+        self.state = state;
+        Err(Unexpected)
+    }
+
+    /// Before any lease (not started, checking the need, waiting on a busy lease, reading it): only a cancel is
+    /// expected, and it ends the run at once.
+    fn on_cancel_before_lease(&mut self, state: State, event: Event) -> Step {
+        match event {
+            Event::Cancel => Ok(self.finish(Outcome::Cancelled)),
+            _ => self.unexpected(state),
+        }
+    }
+
+    fn on_need(&mut self, now: LocalInstant, event: Event) -> Step {
+        match event {
+            Event::NeedAnswered { needed: false } => Ok(self.finish(Outcome::NotNeeded)),
+            Event::NeedAnswered { needed: true } => Ok(self.send_acquire(now)),
+            Event::NeedCheckFailed => Ok(self.finish(Outcome::Failed(Failure::NeedCheck))),
+            event => self.on_cancel_before_lease(State::AwaitingNeed, event),
+        }
+    }
+
+    fn on_acquire_answer(&mut self, cfg: &Config, now: LocalInstant, sent_at: LocalInstant, event: Event) -> Step {
+        match event {
+            // This transaction wrote expires_at = (server time after sent_at) + ttl.
+            Event::TxnCommitted(TxnReply::Acquired { fence, .. }) => {
+                Ok(self.on_acquired(fence, Held::granted_at(cfg, fence, sent_at)))
+            }
+            Event::TxnCommitted(TxnReply::Busy { holder, fence, expires_at, server_now }) => {
+                Ok(self.act_on(cfg, now, Observation::Busy { holder, fence, expires_at, server_now }, false))
+            }
+            Event::TxnCommitted(TxnReply::DoneByOther { holder, fence }) => {
+                Ok(self.finish(Outcome::DoneByOther { holder, fence }))
+            }
+            Event::TxnAborted => Ok(self.retry_after(cfg, now, abort_backoff_ms(cfg, self.attempts))),
+            Event::TxnOutcomeUnknown => {
+                self.state = State::AwaitingAcquireResolution { read_sent_at: now };
+                Ok(Some(Command::ReadRow))
+            }
+            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.on_failure(cfg, now, failure, false)),
+            // What it wins is released once its answer shows it.
+            Event::Cancel => {
+                self.state = State::CancelledAwaitingAcquireCommit { sent_at };
+                Ok(None)
+            }
+            _ => self.unexpected(State::AwaitingAcquireCommit { sent_at }),
+        }
+    }
+
+    fn on_cancelled_acquire_answer(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        sent_at: LocalInstant,
+        event: Event,
+    ) -> Step {
+        match event {
+            Event::TxnCommitted(TxnReply::Acquired { fence, .. }) => Ok(self.release_cancelled(fence)),
+            Event::TxnCommitted(TxnReply::Busy { holder, fence, expires_at, server_now }) => {
+                Ok(self.finish_cancelled_on(Observation::Busy { holder, fence, expires_at, server_now }))
+            }
+            Event::TxnCommitted(TxnReply::DoneByOther { holder, fence }) => {
+                Ok(self.finish(Outcome::DoneByOther { holder, fence }))
+            }
+            // This attempt wrote nothing (or may have), but an earlier one of ours (a grant that ran out under the
             // need check, an unknown outcome) may still hold the row. Read it and release what it shows.
-            (State::AwaitingAcquireCommit { cancelled: true, .. }, Event::TxnAborted) => {
-                self.state = State::AwaitingAcquireResolution { read_sent_at: now, cancelled: true };
-                Some(Command::ReadRow)
+            Event::TxnAborted | Event::TxnOutcomeUnknown => {
+                self.state = State::CancelledAwaitingAcquireResolution { read_sent_at: now };
+                Ok(Some(Command::ReadRow))
             }
-            (State::AwaitingAcquireCommit { cancelled: false, .. }, Event::TxnAborted) => {
-                self.retry_after(cfg, now, abort_backoff_ms(cfg, self.attempts), false)
+            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.on_failure(cfg, now, failure, true)),
+            Event::Cancel => {
+                self.state = State::CancelledAwaitingAcquireCommit { sent_at };
+                Ok(None)
             }
-            (State::AwaitingAcquireCommit { cancelled, .. }, Event::TxnOutcomeUnknown) => {
-                self.state = State::AwaitingAcquireResolution { read_sent_at: now, cancelled };
-                Some(Command::ReadRow)
-            }
-            (
-                state @ (State::AwaitingAcquireCommit { .. }
-                | State::AwaitingAcquireResolution { .. }
-                | State::AwaitingObservation { .. }),
-                Event::TxnFailed(failure) | Event::ReadFailed(failure),
-            ) => {
-                let cancelled = match state {
-                    State::AwaitingAcquireCommit { cancelled, .. }
-                    | State::AwaitingAcquireResolution { cancelled, .. } => cancelled,
-                    _ => false,
-                };
-                if cancelled {
-                    // What an earlier attempt of this run left on the row cannot be learned now, and "cancelled"
-                    // promises no lease is held: report the failure; such a lease ends by its TTL.
-                    self.finish(Outcome::Failed(failure))
-                } else if failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
-                    // Not an attempt: nobody was seen holding the lease. An acquisition is re-entrant, so
-                    // retrying it also resolves an unknown one.
-                    if matches!(state, State::AwaitingObservation { .. }) {
-                        self.wait_on_busy(cfg, now, cfg.wait_ms(), None)
-                    } else {
-                        self.wait_then_acquire(cfg, now, cfg.wait_ms())
-                    }
-                } else {
-                    self.finish(Outcome::Failed(failure))
-                }
-            }
-            (State::AwaitingAcquireResolution { read_sent_at, cancelled }, Event::RowRead { row, server_now }) => {
-                match row {
-                    // Only a row naming this client proves it holds the lease; nothing is assumed. The row may have
-                    // been written by an earlier acquisition of ours, so the deadline comes from the expiry it shows,
-                    // not from when the unknown transaction was sent.
-                    Some(r) if r.status == Status::Started && r.holder == self.id && server_now < r.expires_at => {
-                        let remaining_ms = server_now.ms_until_floor(r.expires_at);
-                        self.on_acquired(
-                            cfg,
-                            r.fence,
-                            Held::observed(cfg, r.fence, read_sent_at, remaining_ms),
-                            cancelled,
-                        )
-                    }
-                    row => {
+            _ => self.unexpected(State::CancelledAwaitingAcquireCommit { sent_at }),
+        }
+    }
+
+    /// Only a row naming this client, started and unexpired, proves it holds the lease; nothing is assumed. The
+    /// row may have been written by an earlier acquisition of ours, so the deadline comes from the expiry it shows,
+    /// not from when the unknown transaction was sent.
+    fn ours_in_read(
+        &self,
+        cfg: &Config,
+        read_sent_at: LocalInstant,
+        row: Option<&LeaseRow>,
+        server_now: ServerTime,
+    ) -> Option<Held> {
+        let r = row?;
+        (r.status == Status::Started && r.holder == self.id && server_now < r.expires_at)
+            .then(|| Held::observed(cfg, r.fence, read_sent_at, server_now.ms_until_floor(r.expires_at)))
+    }
+
+    fn on_acquire_resolution(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        read_sent_at: LocalInstant,
+        event: Event,
+    ) -> Step {
+        match event {
+            Event::RowRead { row, server_now } => {
+                match self.ours_in_read(cfg, read_sent_at, row.as_ref(), server_now) {
+                    Some(held) => Ok(self.on_acquired(held.fence, held)),
+                    None => {
                         let observation = observe(cfg, self.mode, self.id, row.as_ref(), server_now);
-                        self.act_on(cfg, now, observation, true, cancelled)
+                        Ok(self.act_on(cfg, now, observation, true))
                     }
                 }
             }
-            (State::AwaitingObservation { free_until }, Event::RowRead { row, server_now }) => {
-                match (observe(cfg, self.mode, self.id, row.as_ref(), server_now), free_until) {
+            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.on_failure(cfg, now, failure, false)),
+            Event::Cancel => {
+                self.state = State::CancelledAwaitingAcquireResolution { read_sent_at };
+                Ok(None)
+            }
+            _ => self.unexpected(State::AwaitingAcquireResolution { read_sent_at }),
+        }
+    }
+
+    fn on_cancelled_acquire_resolution(&mut self, cfg: &Config, read_sent_at: LocalInstant, event: Event) -> Step {
+        match event {
+            Event::RowRead { row, server_now } => {
+                match self.ours_in_read(cfg, read_sent_at, row.as_ref(), server_now) {
+                    Some(held) => Ok(self.release_cancelled(held.fence)),
+                    None => Ok(self.finish_cancelled_on(observe(cfg, self.mode, self.id, row.as_ref(), server_now))),
+                }
+            }
+            // What an earlier attempt of this run left on the row cannot be learned now, and "cancelled" promises
+            // no lease is held: report the failure; such a lease ends by its TTL.
+            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.finish(Outcome::Failed(failure))),
+            Event::Cancel => {
+                self.state = State::CancelledAwaitingAcquireResolution { read_sent_at };
+                Ok(None)
+            }
+            _ => self.unexpected(State::CancelledAwaitingAcquireResolution { read_sent_at }),
+        }
+    }
+
+    /// A read of the row: `poll_until` is the counted wake-up when this read is a poll before it.
+    fn on_observation(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        poll_until: Option<LocalInstant>,
+        event: Event,
+    ) -> Step {
+        match event {
+            Event::RowRead { row, server_now } => {
+                match (observe(cfg, self.mode, self.id, row.as_ref(), server_now), poll_until) {
                     // A poll that finds the lease still busy: poll on, towards the same counted wake-up.
                     (Observation::Busy { expires_at, server_now, .. }, Some(counted_at)) => {
                         let remaining_ms = server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms());
-                        self.wait_on_busy(cfg, now, remaining_ms, Some(counted_at))
+                        Ok(self.wait_on_busy(cfg, now, remaining_ms, Some(counted_at)))
                     }
-                    (observation, _) => self.act_on(cfg, now, observation, false, false),
+                    (observation, _) => Ok(self.act_on(cfg, now, observation, false)),
                 }
             }
-
-            (State::AwaitingNeedWhileHolding { held }, Event::NeedAnswered { needed }) => {
-                if !needed {
-                    self.send_release(held.fence, ReleaseReason::NotNeeded, MAX_RELEASE_RESENDS)
-                } else if cfg.protocol().keeps_deadline() && now >= held.deadline {
-                    // The grant ran out during the need check: acquire again (re-entrant if still ours).
-                    self.retry_after(cfg, now, 0, false)
+            Event::TxnFailed(failure) | Event::ReadFailed(failure) => {
+                if failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
+                    Ok(self.wait_on_busy(cfg, now, cfg.wait_ms(), None))
                 } else {
-                    self.state = State::Holding { held, lost: false, finishing: None };
-                    Some(Command::RunSection { fence: held.fence, deadline: held.deadline })
+                    Ok(self.finish(Outcome::Failed(failure)))
                 }
             }
-            (State::AwaitingNeedWhileHolding { held }, Event::NeedCheckFailed) => self.send_release(
+            event => {
+                let state = match poll_until {
+                    Some(counted_at) => State::AwaitingPoll { counted_at },
+                    None => State::AwaitingObservation,
+                };
+                self.on_cancel_before_lease(state, event)
+            }
+        }
+    }
+
+    /// An acquisition (or the read resolving it) failed for good. Unavailability is retried within its budget:
+    /// not as an attempt, since nobody was seen holding the lease; an acquisition is re-entrant, so retrying it
+    /// also resolves an unknown one.
+    fn on_failure(&mut self, cfg: &Config, now: LocalInstant, failure: Failure, cancelled: bool) -> Option<Command> {
+        if !cancelled && failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
+            self.wait_then_acquire(cfg, now, cfg.wait_ms())
+        } else {
+            self.finish(Outcome::Failed(failure))
+        }
+    }
+
+    fn on_need_under_lease(&mut self, cfg: &Config, now: LocalInstant, held: Held, event: Event) -> Step {
+        match event {
+            Event::NeedAnswered { needed: false } => {
+                Ok(self.send_release(held.fence, ReleaseReason::NotNeeded, MAX_RELEASE_RESENDS))
+            }
+            // The grant ran out during the need check: acquire again (re-entrant if still ours).
+            Event::NeedAnswered { needed: true } if !held.proven_at(now) => Ok(self.retry_after(cfg, now, 0)),
+            Event::NeedAnswered { needed: true } => {
+                self.state = State::Holding { held };
+                Ok(Some(Command::RunSection { fence: held.fence, deadline: held.deadline }))
+            }
+            Event::NeedCheckFailed => Ok(self.send_release(
                 held.fence,
                 ReleaseReason::Abandon(Outcome::Failed(Failure::NeedCheck)),
                 MAX_RELEASE_RESENDS,
-            ),
-
-            (
-                State::Holding { mut held, mut lost, mut finishing },
-                event @ (Event::TxnCommitted(_) | Event::TxnAborted | Event::TxnOutcomeUnknown | Event::TxnFailed(_)),
-            ) => {
-                let Renewal::InFlight { sent_at } = held.renewal else {
-                    self.state = State::Holding { held, lost, finishing };
-                    return Err(unexpected);
-                };
-                let mut signal = None;
-                held.renewal = match event {
-                    Event::TxnCommitted(TxnReply::Renewed { .. }) if !lost => {
-                        held.deadline = held.deadline.max(sent_at.plus_ms(cfg.local_lease_ms()));
-                        Renewal::Due { at: sent_at.plus_ms(cfg.renew_interval_ms()) }
-                    }
-                    Event::TxnCommitted(TxnReply::NotHolder) => {
-                        if !lost {
-                            lost = true;
-                            signal = Some(Command::SignalLockLost { fence: held.fence });
-                        }
-                        Renewal::Stopped
-                    }
-                    // Aborted, unknown or unavailable: try again after a short wait (not at once: a store failing
-                    // fast would be hammered); the deadline bounds the attempts.
-                    Event::TxnAborted | Event::TxnOutcomeUnknown | Event::TxnFailed(Failure::Unavailable) if !lost => {
-                        Renewal::Due { at: now.plus_ms(cfg.wait_ms().min(cfg.renew_interval_ms())) }
-                    }
-                    Event::TxnCommitted(TxnReply::Renewed { .. })
-                    | Event::TxnAborted
-                    | Event::TxnOutcomeUnknown
-                    | Event::TxnFailed(_) => Renewal::Stopped,
-                    Event::TxnCommitted(_) => {
-                        held.renewal = Renewal::InFlight { sent_at };
-                        self.state = State::Holding { held, lost, finishing };
-                        return Err(unexpected);
-                    }
-                    _ => unreachable!("matched above"),
-                };
-                match finishing.take() {
-                    // The section is already over: no one is left to signal; release now.
-                    Some(reason) => self.send_release(held.fence, reason, MAX_RELEASE_RESENDS),
-                    None => {
-                        self.state = State::Holding { held, lost, finishing };
-                        signal
-                    }
-                }
+            )),
+            #[cfg(any(test, feature = "bug-injection"))]
+            Event::Cancel if cfg.protocol() == crate::Protocol::LeakOnCancelInNeedCheck => {
+                self.state = State::AwaitingNeedWhileHolding { held };
+                Ok(None)
             }
-            (
-                State::Holding { held, lost, finishing: None },
-                event @ (Event::SectionFinished(_) | Event::ReleaseRequested | Event::Cancel),
-            ) => {
-                let reason = match (self.mode, event) {
-                    (Mode::RunOnce, Event::SectionFinished(SectionResult::Completed)) => ReleaseReason::Completed,
-                    (Mode::RunOnce, Event::SectionFinished(SectionResult::Failed { error })) => {
-                        ReleaseReason::SectionFailed { error, cancelled: false }
-                    }
-                    (Mode::Lock, Event::ReleaseRequested) => ReleaseReason::Unlocked,
-                    (_, Event::Cancel) => ReleaseReason::Abandon(Outcome::Cancelled),
-                    _ => {
-                        self.state = State::Holding { held, lost, finishing: None };
-                        return Err(unexpected);
-                    }
-                };
-                if let Renewal::InFlight { .. } = held.renewal {
-                    self.state = State::Holding { held, lost, finishing: Some(reason) };
-                    None
-                } else {
-                    self.send_release(held.fence, reason, MAX_RELEASE_RESENDS)
-                }
-            }
+            // Under the lease, the need check's answer cannot change what a cancel means: release now and leave
+            // the check unanswered (the driver drops it).
+            Event::Cancel => Ok(self.release_cancelled(held.fence)),
+            _ => self.unexpected(State::AwaitingNeedWhileHolding { held }),
+        }
+    }
 
-            (
-                State::AwaitingReleaseCommit { fence, reason, resends_left },
-                event @ (Event::TxnCommitted(_) | Event::TxnAborted | Event::TxnOutcomeUnknown | Event::TxnFailed(_)),
-            ) => match event {
-                Event::TxnCommitted(TxnReply::Released) => {
-                    self.after_release(cfg, now, fence, reason, Released::Confirmed)
-                }
-                Event::TxnCommitted(TxnReply::NotHolder) => {
-                    self.after_release(cfg, now, fence, reason, Released::NotHolder)
-                }
-                Event::TxnAborted if resends_left > 0 => self.send_release(fence, reason, resends_left - 1),
-                Event::TxnOutcomeUnknown => {
-                    self.state = State::AwaitingReleaseResolution { fence, reason, resends_left };
-                    Some(Command::ReadRow)
-                }
-                Event::TxnAborted | Event::TxnFailed(_) => {
-                    self.after_release(cfg, now, fence, reason, Released::Unconfirmed)
-                }
-                _ => {
-                    self.state = State::AwaitingReleaseCommit { fence, reason, resends_left };
-                    return Err(unexpected);
-                }
-            },
-            (State::AwaitingReleaseResolution { fence, reason, resends_left }, Event::RowRead { row, .. }) => match row
-            {
-                Some(r) if r.holder == self.id && r.fence == fence => {
-                    if r.status != Status::Started {
-                        self.after_release(cfg, now, fence, reason, Released::Confirmed)
-                    } else if resends_left > 0 {
-                        self.send_release(fence, reason, resends_left - 1)
-                    } else {
-                        self.after_release(cfg, now, fence, reason, Released::Unconfirmed)
-                    }
-                }
-                _ => self.after_release(cfg, now, fence, reason, Released::NotHolder),
-            },
-            (State::AwaitingReleaseResolution { fence, reason, .. }, Event::ReadFailed(_)) => {
-                self.after_release(cfg, now, fence, reason, Released::Unconfirmed)
+    /// The section runs or the lock is held (`lost`: after the lock-lost signal): a renewal answers, or the user
+    /// is done.
+    fn on_holding(&mut self, cfg: &Config, now: LocalInstant, mut held: Held, lost: bool, event: Event) -> Step {
+        let holding = |held| if lost { State::HoldingLost { held } } else { State::Holding { held } };
+        let reason = match (self.mode, event) {
+            (Mode::RunOnce, Event::SectionFinished(SectionResult::Completed)) => ReleaseReason::Completed,
+            (Mode::RunOnce, Event::SectionFinished(SectionResult::Failed { error })) => {
+                ReleaseReason::SectionFailed { error }
             }
-
-            (state, _) => {
-                self.state = state;
-                return Err(unexpected);
+            (Mode::Lock, Event::ReleaseRequested) => ReleaseReason::Unlocked,
+            (_, Event::Cancel) => ReleaseReason::Abandon(Outcome::Cancelled),
+            (_, event) => {
+                let Renewal::InFlight { sent_at } = held.renewal else { return self.unexpected(holding(held)) };
+                let Some(answer) = RenewalAnswer::of(&event) else { return self.unexpected(holding(held)) };
+                held.renewal = Renewal::Stopped;
+                if lost {
+                    self.state = State::HoldingLost { held };
+                    return Ok(None);
+                }
+                return Ok(self.on_renewal_answer(cfg, now, held, sent_at, answer));
             }
         };
-        Ok(command)
+        // One transaction at a time: a renewal in flight answers before the release is sent.
+        if let Renewal::InFlight { .. } = held.renewal {
+            self.state = if lost {
+                State::AwaitingRenewalToReleaseLost { held, reason }
+            } else {
+                State::AwaitingRenewalToRelease { held, reason }
+            };
+            Ok(None)
+        } else {
+            Ok(self.send_release(held.fence, reason, MAX_RELEASE_RESENDS))
+        }
+    }
+
+    /// A renewal sent at `sent_at` answered while the lease is proven.
+    fn on_renewal_answer(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        mut held: Held,
+        sent_at: LocalInstant,
+        answer: RenewalAnswer,
+    ) -> Option<Command> {
+        match answer {
+            RenewalAnswer::Renewed => {
+                held.deadline = held.deadline.max(sent_at.plus_ms(cfg.local_lease_ms()));
+                held.renewal = Renewal::Due { at: sent_at.plus_ms(cfg.renew_interval_ms()) };
+            }
+            RenewalAnswer::NotHolder => {
+                self.state = State::HoldingLost { held };
+                return Some(Command::SignalLockLost { fence: held.fence });
+            }
+            // Try again after a short wait (not at once: a store failing fast would be hammered); the deadline
+            // bounds the attempts.
+            RenewalAnswer::Retry => {
+                held.renewal = Renewal::Due { at: now.plus_ms(cfg.wait_ms().min(cfg.renew_interval_ms())) };
+            }
+            RenewalAnswer::Failed => {}
+        }
+        self.state = State::Holding { held };
+        None
+    }
+
+    /// The section is already over: whatever the renewal answers, no one is left to signal; release now.
+    fn on_renewal_to_release(&mut self, held: Held, reason: ReleaseReason, lost: bool, event: Event) -> Step {
+        match (event, reason) {
+            (Event::Cancel, reason) => {
+                let reason = reason.cancelled();
+                self.state = if lost {
+                    State::AwaitingRenewalToReleaseLost { held, reason }
+                } else {
+                    State::AwaitingRenewalToRelease { held, reason }
+                };
+                Ok(None)
+            }
+            (event, reason) if RenewalAnswer::of(&event).is_some() => {
+                Ok(self.send_release(held.fence, reason, MAX_RELEASE_RESENDS))
+            }
+            (_, reason) if lost => self.unexpected(State::AwaitingRenewalToReleaseLost { held, reason }),
+            (_, reason) => self.unexpected(State::AwaitingRenewalToRelease { held, reason }),
+        }
+    }
+
+    fn on_release_answer(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        fence: Fence,
+        reason: ReleaseReason,
+        resends_left: u8,
+        event: Event,
+    ) -> Step {
+        match event {
+            Event::TxnCommitted(TxnReply::Released) => {
+                Ok(self.after_release(cfg, now, fence, reason, Released::Confirmed))
+            }
+            Event::TxnCommitted(TxnReply::NotHolder) => {
+                Ok(self.after_release(cfg, now, fence, reason, Released::NotHolder))
+            }
+            Event::TxnAborted if resends_left > 0 => Ok(self.send_release(fence, reason, resends_left - 1)),
+            Event::TxnOutcomeUnknown => {
+                self.state = State::AwaitingReleaseResolution { fence, reason, resends_left };
+                Ok(Some(Command::ReadRow))
+            }
+            Event::TxnAborted | Event::TxnFailed(_) => {
+                Ok(self.after_release(cfg, now, fence, reason, Released::Unconfirmed))
+            }
+            Event::Cancel => {
+                self.state = State::AwaitingReleaseCommit { fence, reason: reason.cancelled(), resends_left };
+                Ok(None)
+            }
+            _ => self.unexpected(State::AwaitingReleaseCommit { fence, reason, resends_left }),
+        }
+    }
+
+    fn on_release_resolution(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        fence: Fence,
+        reason: ReleaseReason,
+        resends_left: u8,
+        event: Event,
+    ) -> Step {
+        let released = match event {
+            Event::RowRead { row: Some(r), .. } if r.holder == self.id && r.fence == fence => {
+                if r.status != Status::Started {
+                    Released::Confirmed
+                } else if resends_left > 0 {
+                    return Ok(self.send_release(fence, reason, resends_left - 1));
+                } else {
+                    Released::Unconfirmed
+                }
+            }
+            Event::RowRead { .. } => Released::NotHolder,
+            Event::ReadFailed(_) => Released::Unconfirmed,
+            Event::Cancel => {
+                self.state = State::AwaitingReleaseResolution { fence, reason: reason.cancelled(), resends_left };
+                return Ok(None);
+            }
+            _ => return self.unexpected(State::AwaitingReleaseResolution { fence, reason, resends_left }),
+        };
+        Ok(self.after_release(cfg, now, fence, reason, released))
     }
 
     fn finish(&mut self, outcome: Outcome) -> Option<Command> {
@@ -962,32 +848,23 @@ impl ClientMachine {
         Some(Command::Finish(outcome))
     }
 
-    fn send_acquire(&mut self, now: LocalInstant, cancelled: bool) -> Option<Command> {
-        if cancelled {
-            return self.finish(Outcome::Cancelled);
-        }
-        self.state = State::AwaitingAcquireCommit { sent_at: now, cancelled: false };
+    fn send_acquire(&mut self, now: LocalInstant) -> Option<Command> {
+        self.state = State::AwaitingAcquireCommit { sent_at: now };
         Some(Command::RunTxn(TxnRequest::Acquire { client: self.id, holder_name: self.name.clone(), mode: self.mode }))
     }
 
-    /// Counts one retry, gives up past the limit, else sleeps `wait_ms` plus jitter.
-    fn retry_after(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64, cancelled: bool) -> Option<Command> {
+    /// Counts one retry and gives up past the limit; otherwise goes on with `then`.
+    fn count_retry(&mut self, then: impl FnOnce(&mut Self) -> Option<Command>) -> Option<Command> {
         self.attempts = self.attempts.saturating_add(1);
-        if let Some(end) = self.end_of_retries(cancelled) {
-            return end;
+        if self.attempts > self.max_retries {
+            return self.finish(Outcome::GaveUp { attempts: self.attempts });
         }
-        self.wait_then_acquire(cfg, now, wait_ms)
+        then(self)
     }
 
-    /// After counting a retry: finishes if cancelled or past `max_retries`.
-    fn end_of_retries(&mut self, cancelled: bool) -> Option<Option<Command>> {
-        if cancelled {
-            return Some(self.finish(Outcome::Cancelled));
-        }
-        if self.attempts > self.max_retries {
-            return Some(self.finish(Outcome::GaveUp { attempts: self.attempts }));
-        }
-        None
+    /// Counts one retry, gives up past the limit, else sleeps `wait_ms` plus jitter and acquires.
+    fn retry_after(&mut self, cfg: &Config, now: LocalInstant, wait_ms: u64) -> Option<Command> {
+        self.count_retry(|machine| machine.wait_then_acquire(cfg, now, wait_ms))
     }
 
     /// Whether a retry sent after the usual wait would still fall inside the unavailability budget.
@@ -1020,36 +897,39 @@ impl ClientMachine {
     }
 
     /// Acts on what a read (or a transaction that wrote nothing) showed. `after_unknown`: the read resolved an
-    /// unknown commit that did not land, which counts as a retry even when the row is free. `cancelled`: the
-    /// user cancelled meanwhile, so nothing more is tried.
+    /// unknown commit that did not land, which counts as a retry even when the row is free.
     fn act_on(
         &mut self,
         cfg: &Config,
         now: LocalInstant,
         observation: Observation,
         after_unknown: bool,
-        cancelled: bool,
     ) -> Option<Command> {
         match observation {
-            Observation::Acquirable { .. } if after_unknown => self.retry_after(cfg, now, 0, cancelled),
-            Observation::Acquirable { .. } => self.send_acquire(now, cancelled),
+            Observation::Acquirable { .. } if after_unknown => self.retry_after(cfg, now, 0),
+            Observation::Acquirable { .. } => self.send_acquire(now),
             // One retry per wait until the server-side expiry (bounded by max_wait_ms); polls come between.
             Observation::Busy { expires_at, server_now, .. } => {
-                self.attempts = self.attempts.saturating_add(1);
-                if let Some(end) = self.end_of_retries(cancelled) {
-                    return end;
-                }
-                self.wait_on_busy(cfg, now, server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms()), None)
+                let wait_ms = server_now.ms_until_ceil(expires_at).min(cfg.max_wait_ms());
+                self.count_retry(|machine| machine.wait_on_busy(cfg, now, wait_ms, None))
             }
             Observation::DoneByOther { holder, fence } => self.finish(Outcome::DoneByOther { holder, fence }),
         }
     }
 
-    fn on_acquired(&mut self, cfg: &Config, fence: Fence, held: Held, cancelled: bool) -> Option<Command> {
-        if cancelled {
-            return self.send_release(fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS);
+    /// A cancelled acquisition learned it holds nothing of this run's: the run ends cancelled, the attempt counted
+    /// as a retry like any other; unless someone else completed the section meanwhile.
+    fn finish_cancelled_on(&mut self, observation: Observation) -> Option<Command> {
+        match observation {
+            Observation::DoneByOther { holder, fence } => self.finish(Outcome::DoneByOther { holder, fence }),
+            Observation::Acquirable { .. } | Observation::Busy { .. } => {
+                self.attempts = self.attempts.saturating_add(1);
+                self.finish(Outcome::Cancelled)
+            }
         }
-        let held = if cfg.protocol().keeps_deadline() { held } else { Held { renewal: Renewal::Stopped, ..held } };
+    }
+
+    fn on_acquired(&mut self, fence: Fence, held: Held) -> Option<Command> {
         match self.mode {
             Mode::RunOnce => {
                 // Checked again under the lease: a previous holder may have completed the effect and crashed
@@ -1058,15 +938,21 @@ impl ClientMachine {
                 Some(Command::CheckNeed)
             }
             Mode::Lock => {
-                self.state = State::Holding { held, lost: false, finishing: None };
+                self.state = State::Holding { held };
                 Some(Command::Granted { fence, deadline: held.deadline })
             }
         }
     }
 
+    fn release_cancelled(&mut self, fence: Fence) -> Option<Command> {
+        self.send_release(fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)
+    }
+
     fn send_release(&mut self, fence: Fence, reason: ReleaseReason, resends_left: u8) -> Option<Command> {
         let status = match (&reason, self.mode) {
-            (ReleaseReason::SectionFailed { error, .. }, _) => ReleaseStatus::Failed { error: error.clone() },
+            (ReleaseReason::SectionFailed { error } | ReleaseReason::SectionFailedThenCancelled { error }, _) => {
+                ReleaseStatus::Failed { error: error.clone() }
+            }
             (ReleaseReason::Abandon(outcome), Mode::RunOnce) => ReleaseStatus::Failed { error: format!("{outcome:?}") },
             _ => ReleaseStatus::Done,
         };
@@ -1085,7 +971,7 @@ impl ClientMachine {
         let lost = released == Released::NotHolder;
         match reason {
             // Not confirmed: the row may still name us until it expires, so the user must not hear "cancelled".
-            ReleaseReason::Abandon(Outcome::Cancelled) | ReleaseReason::SectionFailed { cancelled: true, .. }
+            ReleaseReason::Abandon(Outcome::Cancelled) | ReleaseReason::SectionFailedThenCancelled { .. }
                 if released == Released::Unconfirmed =>
             {
                 self.finish(Outcome::Failed(Failure::Unavailable))
@@ -1099,8 +985,43 @@ impl ClientMachine {
             }
             ReleaseReason::Unlocked => self.finish(Outcome::Released { fence }),
             ReleaseReason::NotNeeded => self.finish(Outcome::NotNeeded),
-            ReleaseReason::SectionFailed { cancelled, .. } => self.retry_after(cfg, now, cfg.wait_ms(), cancelled),
+            ReleaseReason::SectionFailed { .. } => self.retry_after(cfg, now, cfg.wait_ms()),
+            ReleaseReason::SectionFailedThenCancelled { .. } => {
+                self.attempts = self.attempts.saturating_add(1);
+                self.finish(Outcome::Cancelled)
+            }
             ReleaseReason::Abandon(outcome) => self.finish(outcome),
+        }
+    }
+}
+
+/// A handler's answer: the command, or the event was not expected in the state (which is left unchanged).
+type Step = Result<Option<Command>, Unexpected>;
+
+/// The event was not expected; [`ClientMachine::handle`] adds which state and event.
+struct Unexpected;
+
+/// What a renewal's answer says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RenewalAnswer {
+    Renewed,
+    /// The row names another holder or fence.
+    NotHolder,
+    /// Aborted, unknown or unavailable: worth another try while the deadline allows.
+    Retry,
+    /// Refused for good.
+    Failed,
+}
+
+impl RenewalAnswer {
+    /// The answer an event gives to a renewal in flight, if it is one.
+    const fn of(event: &Event) -> Option<Self> {
+        match event {
+            Event::TxnCommitted(TxnReply::Renewed { .. }) => Some(Self::Renewed),
+            Event::TxnCommitted(TxnReply::NotHolder) => Some(Self::NotHolder),
+            Event::TxnAborted | Event::TxnOutcomeUnknown | Event::TxnFailed(Failure::Unavailable) => Some(Self::Retry),
+            Event::TxnFailed(_) => Some(Self::Failed),
+            _ => None,
         }
     }
 }

@@ -87,11 +87,11 @@ impl Harness {
     }
 
     fn timeout(&mut self, now: u64) -> Option<Command> {
-        self.machine.handle_timeout(&self.cfg, t(now))
+        self.machine.handle_timeout(t(now))
     }
 
     fn poll(&self) -> Option<LocalInstant> {
-        self.machine.poll_timeout(&self.cfg)
+        self.machine.poll_timeout()
     }
 
     /// Start, need true, acquire sent at 0 and committed with fence 1, need true again: section running.
@@ -218,7 +218,7 @@ fn resolution_trusts_the_expiry_it_reads_not_the_send_time_of_the_unknown_attemp
         Some(Command::RunSection { fence: Fence::new(1), deadline: t(12) }),
         "read sent at 10 + (14 - 10) - margin 2 = 12, not 10 + ttl - margin = 18"
     );
-    assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(12)), None);
+    assert_eq!(h.machine.relies_on_lease_at(t(12)), None);
 }
 
 #[test]
@@ -265,7 +265,7 @@ fn lock_lost_is_signalled_when_the_deadline_passes_without_a_renewal() {
     assert_eq!(h.timeout(5), Some(Command::RunTxn(TxnRequest::Renew { client: ME, fence: Fence::new(1) })));
     assert_eq!(h.on(5, Event::TxnFailed(Failure::Unavailable)), None);
     assert_eq!(h.timeout(8), Some(Command::SignalLockLost { fence: Fence::new(1) }));
-    assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(8)), None);
+    assert_eq!(h.machine.relies_on_lease_at(t(8)), None);
     assert_eq!(h.poll(), None, "lock lost is final: no more renewals");
     assert_eq!(h.on(9, Event::SectionFinished(SectionResult::Completed)), Some(release(1, ReleaseStatus::Done)));
     assert_eq!(
@@ -295,8 +295,8 @@ fn a_paused_holder_signals_lock_lost_before_renewing() {
 #[test]
 fn reliance_on_the_lease_ends_at_the_local_deadline() {
     let h = Harness::holding();
-    assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(7)), Some(Fence::new(1)));
-    assert_eq!(h.machine.relies_on_lease_at(&h.cfg, t(8)), None);
+    assert_eq!(h.machine.relies_on_lease_at(t(7)), Some(Fence::new(1)));
+    assert_eq!(h.machine.relies_on_lease_at(t(8)), None);
 }
 
 #[test]
@@ -588,7 +588,7 @@ fn jitter_is_deterministic_per_client_and_bounded() {
         m.start(t(0));
         m.handle(&cfg, t(0), Event::NeedAnswered { needed: true }).expect("ok");
         m.handle(&cfg, t(0), Event::TxnAborted).expect("ok");
-        m.poll_timeout(&cfg).expect("sleeping")
+        m.poll_timeout().expect("sleeping")
     };
     assert_eq!(wake(ME), wake(ME));
     let wakes: std::collections::BTreeSet<_> = (0..50).map(|id| wake(ClientId::from_u128(id))).collect();

@@ -18,14 +18,30 @@ fn model_allows_no_exception_to_its_purity_rules() {
         include_str!("../src/config.rs"),
         include_str!("../src/ids.rs"),
         include_str!("../src/machine.rs"),
+        include_str!("../src/machine/state.rs"),
         include_str!("../src/rename.rs"),
         include_str!("../src/row.rs"),
         include_str!("../src/time.rs"),
         include_str!("../src/txn.rs"),
     ];
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src")).expect("model/src").count();
-    assert_eq!(files, sources.len(), "a file of model/src is missing from this list");
+    assert_eq!(
+        rust_files(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+        sources.len(),
+        "a file of model/src is missing from this list"
+    );
     for source in sources {
         assert!(!source.contains("disallowed_"), "model/src must not allow what model/clippy.toml disallows");
     }
+}
+
+/// How many `.rs` files `dir` and its subdirectories hold.
+fn rust_files(dir: &str) -> usize {
+    std::fs::read_dir(dir)
+        .expect("readable source directory")
+        .map(|entry| entry.expect("directory entry").path())
+        .map(|path| match path.to_str() {
+            Some(sub) if path.is_dir() => rust_files(sub),
+            _ => usize::from(path.extension().is_some_and(|ext| ext == "rs")),
+        })
+        .sum()
 }

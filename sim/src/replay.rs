@@ -200,7 +200,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             Action::Timeout(c) => {
                 let c = client(c)?;
                 let world = &lockstep.world;
-                let due = world.clients[c].machine.poll_timeout(&world.cfg);
+                let due = world.clients[c].machine.poll_timeout();
                 if due.is_none_or(|at| at > world.local_now(c)) {
                     return Err(not_possible("no timer is due"));
                 }

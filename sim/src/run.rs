@@ -744,7 +744,7 @@ impl Runner<'_> {
     }
 
     fn arm_timer(&mut self, c: usize) {
-        let due = self.world.clients[c].machine.poll_timeout(&self.world.cfg).map(|at| self.world.when_local(c, at));
+        let due = self.world.clients[c].machine.poll_timeout().map(|at| self.world.when_local(c, at));
         let rt = &mut self.runtime[c];
         if due == rt.timer_at_us {
             return;

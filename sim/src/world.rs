@@ -646,7 +646,7 @@ impl World {
     pub fn fire_timer(&mut self, c: usize) -> Option<Command> {
         let now = self.local_now(c);
         let was_waiting = self.waiting(c);
-        let command = self.clients[c].machine.handle_timeout(&self.cfg, now);
+        let command = self.clients[c].machine.handle_timeout(now);
         self.after_machine_step(c, was_waiting, true, command)
     }
 
@@ -666,7 +666,7 @@ impl World {
         if !was_waiting && self.waiting(c) {
             self.clients[c].waits += u32::from(retry);
             if self.log.enabled() {
-                let wake = self.clients[c].machine.poll_timeout(&self.cfg).map_or(0, LocalInstant::micros);
+                let wake = self.clients[c].machine.poll_timeout().map_or(0, LocalInstant::micros);
                 let in_ms = wake.saturating_sub(self.local_now(c).micros()) / 1_000;
                 self.note(Who::Client(c), "wait", |_| format!("waits {in_ms} ms before retrying"));
             }
@@ -702,8 +702,7 @@ impl World {
             return;
         }
         let now = self.local_now(c);
-        let relies =
-            if self.clients[c].alive { self.clients[c].machine.relies_on_lease_at(&self.cfg, now) } else { None };
+        let relies = if self.clients[c].alive { self.clients[c].machine.relies_on_lease_at(now) } else { None };
         // A paused client takes no steps: its span must end at its deadline, not at its next step.
         let until_us = self.clients[c].machine.lease().map_or(u64::MAX, |l| self.when_local(c, l.deadline));
         match (self.clients[c].relied, relies) {

@@ -28,7 +28,7 @@ fn next_timer_ms(state: &Side<Reference>) -> Option<u64> {
     state
         .clients
         .iter()
-        .filter_map(|c| c.machine.poll_timeout(&state.cfg))
+        .filter_map(|c| c.machine.poll_timeout())
         .map(|at| at.micros().saturating_sub(now_us).div_ceil(1_000))
         .filter(|&ms| ms > 0)
         .min()

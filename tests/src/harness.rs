@@ -259,7 +259,7 @@ impl<B: Backend> Side<B> {
                 Some(_) => Ok(()),
             },
             Op::Timer { client: c } => {
-                let due = client(c)?.machine.poll_timeout(&self.cfg).is_some_and(|at| at <= self.local_now());
+                let due = client(c)?.machine.poll_timeout().is_some_and(|at| at <= self.local_now());
                 due.then_some(()).ok_or(NotApplicable("no timer due"))
             }
             Op::Fail { .. } if self.lock_mode => Err(NotApplicable("a lock holder's work releases; it does not fail")),
@@ -303,7 +303,7 @@ impl<B: Backend> Side<B> {
             Op::Timer { client: c } => {
                 let from = self.clients[c].machine.phase().name();
                 let now = self.local_now();
-                let command = self.clients[c].machine.handle_timeout(&self.cfg, now);
+                let command = self.clients[c].machine.handle_timeout(now);
                 self.transitions.insert(Transition::new(
                     from,
                     "Timeout".into(),
@@ -421,11 +421,7 @@ impl<B: Backend> Side<B> {
     /// Which clients rely on the lease now (for the exclusivity invariant).
     pub fn reliant(&self) -> Vec<(usize, Fence)> {
         let now = self.local_now();
-        self.clients
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.machine.relies_on_lease_at(&self.cfg, now).map(|f| (i, f)))
-            .collect()
+        self.clients.iter().enumerate().filter_map(|(i, c)| c.machine.relies_on_lease_at(now).map(|f| (i, f))).collect()
     }
 }
 

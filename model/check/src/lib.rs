@@ -1040,7 +1040,7 @@ impl LeaseModel {
         let client = &mut state.clients[slot];
         if counts_wait
             && client.machine.phase() == spanner_mutex_model::Phase::AwaitingRetryTimer
-            && client.machine.poll_timeout(&self.cfg).is_some()
+            && client.machine.poll_timeout().is_some()
         {
             // Lock-mode clients have no retry limit to judge a "gave up" by; only the hand-over companion asks
             // whether they waited at all, and a count would split their states by it.
@@ -1303,7 +1303,7 @@ impl Model for LeaseModel {
                     }
                 }
             }
-            if client.machine.poll_timeout(&self.cfg).is_some_and(|at| at <= Self::local_now(state, i)) {
+            if client.machine.poll_timeout().is_some_and(|at| at <= Self::local_now(state, i)) {
                 actions.push(Action::Timeout(c));
             }
             match client.section {
@@ -1410,7 +1410,7 @@ impl LeaseModel {
             Action::Timeout(c) => {
                 let slot = usize::from(c);
                 let now = Self::local_now(state, slot);
-                let command = state.clients[slot].machine.handle_timeout(&self.cfg, now);
+                let command = state.clients[slot].machine.handle_timeout(now);
                 self.execute(state, slot, command, true);
             }
             Action::SectionWrite(c, fate) => {

@@ -97,10 +97,12 @@ pub fn violated_safety(model: &LeaseModel, state: &WorldState) -> Vec<&'static s
         .collect()
 }
 
-fn reliant(model: &LeaseModel, state: &WorldState) -> impl Iterator<Item = (usize, Fence)> {
-    state.clients.iter().enumerate().filter_map(move |(i, c)| {
-        c.machine.relies_on_lease_at(&model.cfg, LeaseModel::local_now(state, i)).map(|fence| (i, fence))
-    })
+fn reliant(state: &WorldState) -> impl Iterator<Item = (usize, Fence)> {
+    state
+        .clients
+        .iter()
+        .enumerate()
+        .filter_map(move |(i, c)| c.machine.relies_on_lease_at(LeaseModel::local_now(state, i)).map(|fence| (i, fence)))
 }
 
 /// What an outcome is judged against, at the moment it is reported.
@@ -154,12 +156,12 @@ pub fn done_has_effect(row: Option<&LeaseRow>, effects: &[(ClientId, Fence)]) ->
 
 /// Whether a client that has not finished has something under way: an operation in flight, its section, or a
 /// timer. A client with none of them would wait forever.
-fn not_stuck(model: &LeaseModel, state: &WorldState, slot: usize) -> bool {
+fn not_stuck(state: &WorldState, slot: usize) -> bool {
     let client = &state.clients[slot];
     client.machine.outcome().is_some()
         || client.op != crate::Op::Idle
         || client.section != crate::Section::Idle
-        || client.machine.poll_timeout(&model.cfg).is_some()
+        || client.machine.poll_timeout().is_some()
 }
 
 /// Phases a user's cancel is shown reachable in, with the kinds of client that pass through them: every phase
@@ -274,11 +276,10 @@ pub(super) fn all(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
 
 fn always() -> Vec<Property<LeaseModel>> {
     vec![
-        Property::always(SINGLE_RELIANCE, |m: &LeaseModel, s: &WorldState| reliant(m, s).count() <= 1),
-        Property::always(RELIANCE_BACKED_BY_ROW, |m: &LeaseModel, s: &WorldState| {
+        Property::always(SINGLE_RELIANCE, |_: &LeaseModel, s: &WorldState| reliant(s).count() <= 1),
+        Property::always(RELIANCE_BACKED_BY_ROW, |_: &LeaseModel, s: &WorldState| {
             let now = LeaseModel::server_time(s.now_ms);
-            reliant(m, s)
-                .all(|(i, fence)| s.row.as_ref().is_some_and(|r| r.grants(s.clients[i].machine.id(), fence, now)))
+            reliant(s).all(|(i, fence)| s.row.as_ref().is_some_and(|r| r.grants(s.clients[i].machine.id(), fence, now)))
         }),
         Property::always(FENCES_INCREASE, |_: &LeaseModel, s: &WorldState| {
             !s.ghost.fence_regressed && s.row.as_ref().map(|r| r.fence) == s.ghost.max_fence
@@ -292,8 +293,8 @@ fn always() -> Vec<Property<LeaseModel>> {
             let effects: arrayvec::ArrayVec<_, 2> = s.effects.iter().map(|e| (e.writer, e.fence)).collect();
             !m.options.has(ClientKind::RunOnce) || done_has_effect(s.row.as_ref(), &effects)
         }),
-        Property::always(NO_CLIENT_STUCK, |m: &LeaseModel, s: &WorldState| {
-            (0..s.clients.len()).all(|i| not_stuck(m, s, i))
+        Property::always(NO_CLIENT_STUCK, |_: &LeaseModel, s: &WorldState| {
+            (0..s.clients.len()).all(|i| not_stuck(s, i))
         }),
         Property::always(EVENTS_ACCEPTED, |_: &LeaseModel, s: &WorldState| !s.ghost.driver_contract_broken),
         Property::always(TERMS_INCREASE, |_: &LeaseModel, s: &WorldState| !s.ghost.term_regressed),

@@ -113,7 +113,7 @@ fn the_explorer_shows_a_counterexample_path_in_a_browser() {
         rest = &rest[at + shown.len()..];
     }
 
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
     std::fs::create_dir_all(&target).expect("target exists");
     let screenshot = target.join("explorer-counterexample.png");
     let _ = std::fs::remove_file(&screenshot);

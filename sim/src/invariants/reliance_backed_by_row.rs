@@ -13,7 +13,7 @@ pub fn check(world: &World) -> Option<String> {
         if !client.alive {
             continue;
         }
-        let Some(fence) = client.machine.relies_on_lease_at(&world.cfg, world.local_now(c)) else { continue };
+        let Some(fence) = client.machine.relies_on_lease_at(world.local_now(c)) else { continue };
         let row = world.mutexes[client.mutex].row.as_ref();
         if !row.is_some_and(|r| r.grants(client.machine.id(), fence, now)) {
             let row = row.map_or_else(

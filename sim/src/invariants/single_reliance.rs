@@ -9,7 +9,7 @@ pub const NAME: &str = spanner_mutex_check::SINGLE_RELIANCE;
 pub fn check(world: &World) -> Option<String> {
     let mut first_per_mutex: [Option<usize>; crate::scenario::MAX_MUTEXES] = [None; crate::scenario::MAX_MUTEXES];
     for (c, client) in world.clients.iter().enumerate() {
-        if !client.alive || client.machine.relies_on_lease_at(&world.cfg, world.local_now(c)).is_none() {
+        if !client.alive || client.machine.relies_on_lease_at(world.local_now(c)).is_none() {
             continue;
         }
         match first_per_mutex[client.mutex] {
