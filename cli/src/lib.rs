@@ -150,14 +150,34 @@ pub async fn count_effects(store: &SpannerStore, id: &str) -> anyhow::Result<i64
     Ok(row.get("n")?)
 }
 
+/// Whether `store`'s database has the lease table and the demo's effects table.
+async fn has_demo_tables(store: &SpannerStore) -> bool {
+    let client = store.database_client().await;
+    let sql =
+        format!("SELECT 1 FROM (SELECT 1) LEFT JOIN {} ON FALSE LEFT JOIN {EFFECTS_TABLE} ON FALSE", store.table());
+    let probe = async {
+        client.single_use().build().execute_query(Statement::builder(sql).build()).await?.next().await.transpose()
+    };
+    matches!(probe.await, Ok(Some(_)))
+}
+
 /// The emulator `SPANNER_EMULATOR_HOST` names, prepared for the demo, or one started here (returned, so it stops
 /// when dropped); with the store and the gRPC endpoint.
 pub async fn emulator_store(database: &str) -> anyhow::Result<(Option<Emulator>, SpannerStore, String)> {
     let timeouts = Timeouts::default();
     if let Some(host) = emulator_host() {
+        let endpoint = format!("http://{host}");
+        // An emulator prepared by an earlier run needs no admin calls: those load the REST and admin clients,
+        // megabytes of a short run's memory.
+        let path = format!("projects/demo-project/instances/demo-instance/databases/{database}");
+        if let Ok(store) = SpannerStore::connect(path, "SpannerMutex", Some(endpoint.clone()), timeouts.clone()).await
+            && has_demo_tables(&store).await
+        {
+            return Ok((None, store, endpoint));
+        }
         let store =
             prepare_emulator(&host, "demo-project", "demo-instance", database, "SpannerMutex", timeouts).await?;
-        return Ok((None, store, format!("http://{host}")));
+        return Ok((None, store, endpoint));
     }
     let emulator = Emulator::start().await?;
     let store = emulator.create_database("demo-project", "demo-instance", database, "SpannerMutex", timeouts).await?;

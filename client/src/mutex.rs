@@ -328,7 +328,9 @@ impl<S: LeaseStore> SpannerMutex<S> {
                 },
                 ToUser::RunSection(lease) => {
                     let guard = LeaseHandle::new(ctx.clone(), lease);
-                    let finished = until_driver_ends(&mut requests, section.execute(&guard)).await;
+                    // Boxed, here and below: a future that holds the section's (or a heal's) state inline would make every
+                    // waiting client's task as large as a running one.
+                    let finished = until_driver_ends(&mut requests, Box::pin(section.execute(&guard))).await;
                     if guard.is_lock_lost() {
                         lost_own_lease = Some(guard.fence());
                     }
@@ -336,7 +338,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
                         Some(Ok(())) => Some(Event::SectionFinished(SectionResult::Completed)),
                         Some(Err(error)) => {
                             // The section runs again after FAILED; give it a healed client if it needs one.
-                            self.store.heal(&*error).await;
+                            Box::pin(self.store.heal(&*error)).await;
                             let failed = SectionResult::Failed { error: error.to_string() };
                             section_error = Some(error);
                             Some(Event::SectionFinished(failed))
@@ -373,12 +375,12 @@ impl<S: LeaseStore> SpannerMutex<S> {
         requests: &mut mpsc::Receiver<ToUser>,
         section: &C,
     ) -> Option<Result<bool, BoxError>> {
-        let answer = until_driver_ends(requests, section.is_needed()).await;
+        let answer = until_driver_ends(requests, Box::pin(section.is_needed())).await;
         if let Some(Err(error)) = &answer
-            && self.store.heal(&**error).await
+            && Box::pin(self.store.heal(&**error)).await
         {
             tracing::info!(mutex = %self.name, %error, "need check failed on a lost session; asking again");
-            return until_driver_ends(requests, section.is_needed()).await;
+            return until_driver_ends(requests, Box::pin(section.is_needed())).await;
         }
         answer
     }

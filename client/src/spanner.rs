@@ -336,7 +336,9 @@ impl LeaseStore for SpannerStore {
 
     async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
         let _serial = self.serialized(request).await;
-        let attempt = async {
+        // Boxed once its turn has come: clients queued behind the emulator's one transaction at a time hold no
+        // transaction state.
+        let attempt = Box::pin(async {
             let mut result = self.transact_once(cfg, name, request).await;
             if let Err(error) = &result
                 && is_session_lost(error)
@@ -345,7 +347,7 @@ impl LeaseStore for SpannerStore {
                 result = self.transact_once(cfg, name, request).await;
             }
             result.map_err(|e| StoreError::new(classify(&e, true), e.to_string()).with_code(e.status().map(|s| s.code)))
-        };
+        });
         // The hard bound on the whole call: whatever happens beneath, the machine hears within it.
         tokio::time::timeout(self.timeouts.transaction(), attempt).await.unwrap_or_else(|_| {
             let ms = self.timeouts.transaction_ms;
