@@ -391,6 +391,8 @@ pub enum Queued {
         writer: ClientId,
         /// Its fence.
         fence: Fence,
+        /// Whether it is a run-once section's effect (a lock holder's write is judged by its fence only).
+        run_once: bool,
         /// No write has committed since it read the row.
         row_unchanged: bool,
         /// The time its decisions are made on.
@@ -1219,11 +1221,16 @@ impl LeaseModel {
                     state.ghost.witnessed.insert(Witness::LateLanded);
                 }
             }
-            Queued::FencedWrite { writer, fence, row_unchanged: true, read_at } => {
+            Queued::FencedWrite { writer, fence, run_once, row_unchanged: true, read_at } => {
                 let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
                 let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), read_at);
                 if plan.reply == TxnReply::FenceValid {
-                    let _ = state.effects.try_push(Effect { writer, fence });
+                    // As when it lands at once: only a run-once section's write is the effect.
+                    if run_once {
+                        let _ = state.effects.try_push(Effect { writer, fence });
+                    } else {
+                        state.ghost.witnessed.insert(Witness::LockWriteAccepted);
+                    }
                     state.ghost.stale_write_accepted |= superseded(fence, state.ghost.max_fence);
                     if let Some(record) = plan.write {
                         Self::commit_write(state, record, false);
@@ -1427,11 +1434,11 @@ impl LeaseModel {
                 // Judged independently of the transaction logic: a fence is stale once a newer one was granted.
                 let stale = superseded(fence, state.ghost.max_fence);
                 let accepted = plan.reply == TxnReply::FenceValid;
+                let run_once = state.clients[slot].kind == ClientKind::RunOnce;
                 if fate == CommitFate::UnknownLate {
                     state.queued =
-                        Some(Queued::FencedWrite { writer: client, fence, row_unchanged: true, read_at: at });
+                        Some(Queued::FencedWrite { writer: client, fence, run_once, row_unchanged: true, read_at: at });
                 }
-                let run_once = state.clients[slot].kind == ClientKind::RunOnce;
                 if accepted && fate.lands() && !run_once {
                     state.ghost.witnessed.insert(Witness::LockWriteAccepted);
                 }

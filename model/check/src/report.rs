@@ -329,7 +329,8 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::Crash(c) => format!("{} crashes and restarts", client(c)),
         Action::Drift(c) => format!("{}'s clock falls 1 ms behind", client(c)),
         Action::LateCommit => {
-            let landed = after.ghost.witnessed.contains(crate::Witness::LateLanded);
+            // Witness marks may already be tallied away from `after`; what the commit changed is not.
+            let landed = before.row != after.row || before.effects != after.effects;
             let what = match &before.queued {
                 Some(crate::Queued::Txn { request, .. }) => {
                     format!("{}'s {}", who(request.client()), request_kind(request))

@@ -507,6 +507,32 @@ fn commits_that_land_after_their_unknown_answer_keep_every_property() {
 }
 
 #[test]
+fn a_lock_holders_fenced_writes_landing_late_are_not_the_run_once_effect() {
+    // Two late-landing writes of lock holders once counted as two run-once effects: a false double execution.
+    let options = CheckOptions {
+        clients: 2,
+        kinds: vec![ClientKind::Lock],
+        faults: Faults { late: true, ..Faults::NONE },
+        fault_budget: 2,
+        ..CheckOptions::default()
+    };
+    let summary = run_check(options.clone(), one_thread());
+    // One kind of fault leaves most companions unreached; what matters is no counterexample,
+    // with late landings reached.
+    assert!(summary.counterexamples.is_empty(), "{:#?}", summary.counterexamples);
+    assert!(!summary.unreached.contains(&"a commit its client was told was unknown lands later"));
+    let model = LeaseModel::new(options);
+    let path = decode_path("commit:0:ok write:0:unknown-late late-commit").expect("decodes");
+    let init = model.init_states().remove(0);
+    let replayed = Path::from_actions(&model, init, &path).expect("replays");
+    let last = replayed.last_state();
+    assert!(last.effects.is_empty(), "{:?}", last.effects);
+    assert_eq!(last.row.as_ref().map(|r| r.fenced_writes), Some(1), "the late write landed");
+    let steps = describe_path(&model, &replayed);
+    assert!(steps.last().is_some_and(|s| s.contains("reaches Spanner: LANDS")), "{steps:#?}");
+}
+
+#[test]
 fn re_inserting_the_cancel_during_need_check_leak_is_caught() {
     // The bug found by trying the library as a new user: a cancel during the need check under the lease was
     // remembered but never acted on, and the dropped check left the lease held until its expiry.
