@@ -2,6 +2,7 @@
 //! in words plus an encoded path that `explore`, the simulator and tests can replay.
 
 use crate::properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
+use crate::search::progress_line;
 use crate::{Action, CheckOptions, CommitFate, LeaseModel, Op, Section, WorldState, encode_path};
 use serde::Serialize;
 use spanner_mutex_model::{ClientId, LeaseRow};
@@ -101,15 +102,6 @@ impl<W: Write> Reporter<LeaseModel> for Progress<W> {
     fn delay(&self) -> Duration {
         Duration::from_millis(20)
     }
-}
-
-/// The line both searches print while they run.
-pub(super) fn progress_line(states: usize, unique_states: usize, depth: usize, elapsed: Duration) -> String {
-    let rate = states as f64 / elapsed.as_secs_f64().max(1e-9);
-    format!(
-        "checking: states={states} unique={unique_states} depth={depth} seconds={} states_per_second={rate:.0}",
-        elapsed.as_secs()
-    )
 }
 
 /// How the search runs.

@@ -529,7 +529,7 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
             let elapsed = started.elapsed();
             if *finished < limits.threads && elapsed >= printed.saturating_add(limits.progress_interval) {
                 printed = elapsed;
-                let line = crate::report::progress_line(
+                let line = progress_line(
                     shared.states.load(Ordering::Relaxed),
                     shared.unique_states.load(Ordering::Relaxed),
                     shared.max_depth.load(Ordering::Relaxed),
@@ -549,6 +549,15 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
         max_depth: shared.max_depth.load(Ordering::Relaxed),
         violated,
     }
+}
+
+/// The line both searches print while they run.
+pub(crate) fn progress_line(states: usize, unique_states: usize, depth: usize, elapsed: Duration) -> String {
+    let rate = states as f64 / elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "checking: states={states} unique={unique_states} depth={depth} seconds={} states_per_second={rate:.0}",
+        elapsed.as_secs()
+    )
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! re-inserted bug are caught, and the `sometimes` companions really depend on the faults they are about.
 
 use super::*;
-use spanner_mutex_model::Outcome;
+use spanner_mutex_model::txn::TxnReply;
+use spanner_mutex_model::{ClientId, Command, Event, Fence, LeaseRow, Outcome, Protocol, ServerTime, Status};
 use stateright::Path;
 
 /// One thread: only a single-threaded depth-first search visits a deterministic number of states.

@@ -1,0 +1,469 @@
+//! What each action does to the world: the machine's commands executed, transactions committed through
+//! `txn::plan` with their fates, fenced writes judged.
+
+use crate::{
+    Action, ClientGhost, ClientKind, ClientSlot, ClockError, CommitFate, Effect, LEADER_CAMPAIGNS, LeaseModel, Op,
+    OutcomeFacts, Queued, Section, Witness, WorldState, client_id, fence_follows, keeps_lease_after_release,
+    outcome_is_true, overwrites_done, superseded,
+};
+use arrayvec::ArrayVec;
+use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
+use spanner_mutex_model::{ClientId, ClientMachine, Command, Event, LocalInstant, SectionResult, ServerTime, Status};
+
+impl LeaseModel {
+    pub(crate) fn server_time(ms: u64) -> ServerTime {
+        ServerTime::from_unix_micros(i64::try_from(ms).unwrap_or(i64::MAX) * 1_000)
+    }
+
+    /// The time a client-side decision is made on: the server's clock in the fenced protocol, the client's
+    /// skewed wall clock in the naive one.
+    pub(crate) fn decision_time(&self, state: &WorldState, slot: usize) -> ServerTime {
+        self.cfg.protocol().decision_time(Self::server_time(state.now_ms), self.options.wall_offset_us(slot))
+    }
+
+    /// The client's monotonic clock.
+    pub fn local_now(state: &WorldState, slot: usize) -> LocalInstant {
+        let lag_ms = state.clients[slot].lag_ms;
+        debug_assert!(lag_ms <= state.now_ms, "a client's clock drifts only once server time is past its lag");
+        LocalInstant::from_ms(state.now_ms.saturating_sub(lag_ms))
+    }
+
+    pub(crate) fn machine(&self, kind: ClientKind, id: ClientId) -> ClientMachine {
+        match kind {
+            ClientKind::RunOnce => ClientMachine::run_once(id, "", &self.cfg),
+            // As `acquire` and `campaign` do: no retry limit.
+            ClientKind::Lock | ClientKind::Leader => ClientMachine::lock(id, "", u32::MAX),
+        }
+    }
+
+    pub(crate) fn fresh_slot(&self, slot: usize, incarnation: u8, lag_ms: u64) -> ClientSlot {
+        let kind = self.options.kind(slot);
+        let machine = self.machine(kind, client_id(slot, incarnation));
+        let ghost = ClientGhost { campaigns: 1, ..ClientGhost::default() };
+        ClientSlot { kind, machine, incarnation, lag_ms, op: Op::Idle, section: Section::Idle, ghost }
+    }
+
+    /// A leader whose term (or campaign) ended campaigns again. Each campaign is a new client id, as in
+    /// production; the checker numbers it as the next incarnation of the slot.
+    pub(crate) fn campaign_again(&self, state: &mut WorldState, slot: usize) {
+        let client = &mut state.clients[slot];
+        client.incarnation += 1;
+        client.machine = self.machine(ClientKind::Leader, client_id(slot, client.incarnation));
+        client.ghost.campaigns += 1;
+        client.ghost.waits = 0;
+        client.ghost.granted = false;
+        self.start(state, slot);
+    }
+
+    pub(crate) fn start(&self, state: &mut WorldState, slot: usize) {
+        let now = Self::local_now(state, slot);
+        let command = state.clients[slot].machine.start(now);
+        self.execute(state, slot, command, true);
+    }
+
+    /// Feeds `event` to a client's machine and executes what it commands.
+    pub(crate) fn deliver(&self, state: &mut WorldState, slot: usize, event: Event) {
+        let now = Self::local_now(state, slot);
+        // A poll that finds the row still busy waits on without it being a retry.
+        let counts_wait = !state.clients[slot].machine.is_polling();
+        match state.clients[slot].machine.handle(&self.cfg, now, event) {
+            Ok(command) => {
+                if !counts_wait
+                    && matches!(
+                        command,
+                        Some(Command::RunTxn(_) | Command::Finish(spanner_mutex_model::Outcome::DoneByOther { .. }))
+                    )
+                {
+                    state.ghost.witnessed.insert(Witness::PollNoticed);
+                }
+                self.execute(state, slot, command, counts_wait);
+            }
+            Err(_) => state.ghost.driver_contract_broken = true,
+        }
+    }
+
+    /// Executes a command. Need checks and single-use reads take effect (linearize) when sent, and a
+    /// transaction reads the row and server time when sent; its commit is a separate step. Reading at send time
+    /// is the worst case for the holder's deadline (the earliest possible expiry); a client that is slow to send
+    /// is modelled by the steps before the send (timers, deliveries, ticks) happening later.
+    pub(crate) fn execute(&self, state: &mut WorldState, slot: usize, command: Option<Command>, counts_wait: bool) {
+        let client = &mut state.clients[slot];
+        if counts_wait
+            && client.machine.phase() == spanner_mutex_model::Phase::AwaitingRetryTimer
+            && client.machine.poll_timeout().is_some()
+        {
+            // Lock-mode clients have no retry limit to judge a "gave up" by; only the hand-over companion asks
+            // whether they waited at all, and a count would split their states by it.
+            client.ghost.waits = if client.kind.is_lock_mode() { 1 } else { client.ghost.waits + 1 };
+        }
+        if client.op != Op::Idle && matches!(command, Some(Command::CheckNeed | Command::ReadRow | Command::RunTxn(_)))
+        {
+            state.ghost.driver_contract_broken = true;
+        }
+        match command {
+            None => {}
+            Some(Command::Finish(outcome)) => {
+                Self::judge_release(state, slot, &outcome);
+                let effects: ArrayVec<_, 2> = state.effects.iter().map(|e| (e.writer, e.fence)).collect();
+                let client = &state.clients[slot];
+                // The checker's need check answers from the effects at once, and a run finishes right after it.
+                let facts = OutcomeFacts {
+                    client: client.machine.id(),
+                    effects: &effects,
+                    row: state.row.as_ref(),
+                    last_need_answer: Some(state.effects.is_empty()),
+                    waits: client.ghost.waits,
+                    max_retries: self.cfg.max_retries(),
+                };
+                state.ghost.false_outcome |= !outcome_is_true(&outcome, &facts);
+                Self::witness_finish(state, slot, &outcome);
+                let client = &mut state.clients[slot];
+                if client.kind == ClientKind::Leader
+                    && client.ghost.cancelled_in.is_none()
+                    && client.ghost.campaigns < LEADER_CAMPAIGNS
+                {
+                    client.ghost.term_ended |= client.ghost.granted;
+                    self.campaign_again(state, slot);
+                }
+            }
+            // With a cancel still possible, the check takes a step of its own, so the cancel can come during it;
+            // else it answers when asked, from the effects applied by then (nothing can tell the two apart).
+            Some(Command::CheckNeed) if state.cancels_left > 0 && client.ghost.cancelled_in.is_none() => {
+                client.op = Op::NeedCheck;
+            }
+            Some(Command::CheckNeed) => {
+                let needed = state.effects.is_empty();
+                self.deliver(state, slot, Event::NeedAnswered { needed });
+            }
+            Some(Command::ReadRow) => {
+                let event = Event::RowRead { row: state.row.clone(), server_now: Self::server_time(state.now_ms) };
+                self.deliver(state, slot, event);
+            }
+            Some(Command::RunTxn(request)) => {
+                let read_at = self.decision_time(state, slot);
+                state.clients[slot].op = Op::TxnRead { request, row_unchanged: true, read_at, clock_erred: false };
+            }
+            Some(Command::RunSection { fence, .. }) => {
+                client.section = Section::Started { fence };
+                Self::witness_won(state, slot);
+            }
+            // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
+            Some(Command::SignalLockLost { .. }) => state.ghost.witnessed.insert(Witness::LockLost),
+            Some(Command::Granted { fence, .. }) => {
+                if !client.kind.is_lock_mode() {
+                    state.ghost.driver_contract_broken = true;
+                }
+                client.section = Section::Started { fence };
+                client.ghost.granted = true;
+                let waited = client.ghost.waits > 0;
+                let ghost = &mut state.ghost;
+                ghost.term_regressed |= ghost.max_term.is_some_and(|max| fence <= max);
+                ghost.max_term = ghost.max_term.max(Some(fence));
+                // The acquisition this grant follows was made in this same step (or its resolution read was).
+                if waited && ghost.witnessed.contains(Witness::DoneAcquired) {
+                    ghost.witnessed.insert(Witness::HandedOver);
+                }
+                Self::witness_won(state, slot);
+            }
+        }
+    }
+
+    /// Marks what a client winning the lease shows, and forgets the facts kept until it won.
+    pub(crate) fn witness_won(state: &mut WorldState, slot: usize) {
+        let ghost = &mut state.clients[slot].ghost;
+        let witnessed = &mut state.ghost.witnessed;
+        if std::mem::take(&mut ghost.unknown_landed) {
+            witnessed.insert(Witness::UnknownLandedWon);
+        }
+        if std::mem::take(&mut ghost.unknown_lost) {
+            witnessed.insert(Witness::UnknownLostWon);
+        }
+        if std::mem::take(&mut ghost.term_ended) {
+            witnessed.insert(Witness::LeadsAgain);
+        }
+    }
+
+    /// Marks what a finishing client's outcome shows, and forgets the facts kept until it finished.
+    pub(crate) fn witness_finish(state: &mut WorldState, slot: usize, outcome: &spanner_mutex_model::Outcome) {
+        use spanner_mutex_model::Outcome;
+        let witnessed = &mut state.ghost.witnessed;
+        match outcome {
+            Outcome::Executed { .. } => {
+                witnessed.insert(Witness::Executed);
+                // One execution is all a run-once world has; no later one needs a failure behind it.
+                let mut after_failure = false;
+                for (i, client) in state.clients.iter_mut().enumerate() {
+                    after_failure |= i != slot && client.ghost.section_failed;
+                    client.ghost.section_failed = false;
+                }
+                if after_failure {
+                    witnessed.insert(Witness::ExecutedAfterFailure);
+                }
+            }
+            Outcome::DoneByOther { .. } => witnessed.insert(Witness::DoneByOther),
+            Outcome::NotNeeded => witnessed.insert(Witness::NotNeeded),
+            Outcome::GaveUp { .. } => witnessed.insert(Witness::GaveUp),
+            Outcome::Released { .. } | Outcome::LeaseLost { .. } | Outcome::Cancelled | Outcome::Failed(_) => {}
+        }
+        let ghost = &mut state.clients[slot].ghost;
+        if let Some(phase) = ghost.cancelled_in {
+            witnessed.insert_cancel(phase);
+        }
+        ghost.unknown_landed = false;
+        ghost.unknown_lost = false;
+    }
+
+    /// Judges a finishing client's "released" or "cancelled": the row must not grant it the lease any more (a
+    /// waiter can acquire at once).
+    pub(crate) fn judge_release(state: &mut WorldState, slot: usize, outcome: &spanner_mutex_model::Outcome) {
+        let id = state.clients[slot].machine.id();
+        let now = Self::server_time(state.now_ms);
+        state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.row.as_ref(), now);
+    }
+
+    /// Applies a committed write, recording what the properties watch for.
+    pub(crate) fn commit_write(state: &mut WorldState, write: spanner_mutex_model::RowWrite, acquire: bool) {
+        let previous = state.row.take();
+        let ghost = &mut state.ghost;
+        ghost.fence_regressed |= !fence_follows(previous.as_ref(), ghost.max_fence, &write, acquire);
+        ghost.done_overwritten |= overwrites_done(previous.as_ref(), &write, acquire);
+        if acquire && previous.as_ref().is_some_and(|p| p.status == Status::Done) {
+            ghost.witnessed.insert(Witness::DoneAcquired);
+        }
+        let reentrant = previous.as_ref().is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
+        if acquire && let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
+            match state.clients.iter().find(|c| c.machine.id() == prev.holder) {
+                None => ghost.witnessed.insert(Witness::TakeoverAfterCrash),
+                Some(c) if c.machine.outcome().is_none() => {
+                    ghost.witnessed.insert(Witness::TakeoverAfterPause);
+                    if ghost.clock_erred {
+                        ghost.witnessed.insert(Witness::TakeoverAfterClockError);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        ghost.max_fence = ghost.max_fence.max(Some(write.fence));
+        state.row = Some(write.committed_at(Self::server_time(state.now_ms)));
+        // Every transaction that read the row before this write will abort.
+        for client in &mut state.clients {
+            if let Op::TxnRead { row_unchanged, .. } = &mut client.op {
+                *row_unchanged = false;
+            }
+        }
+        if let Some(Queued::Txn { row_unchanged, .. } | Queued::FencedWrite { row_unchanged, .. }) = &mut state.queued {
+            *row_unchanged = false;
+        }
+    }
+}
+
+impl LeaseModel {
+    /// A queued commit reaches Spanner: it lands if the row is as it read it (else it aborts, as any
+    /// transaction whose read changed). Nobody hears of it: its client was told the outcome is unknown.
+    pub(crate) fn land_late(&self, state: &mut WorldState, queued: Queued) {
+        match queued {
+            Queued::Txn { request, row_unchanged: true, read_at } => {
+                let plan = txn::plan(&self.cfg, &request, state.row.as_ref(), read_at);
+                if let Some(write) = plan.write {
+                    Self::commit_write(state, write, matches!(request, TxnRequest::Acquire { .. }));
+                    state.ghost.witnessed.insert(Witness::LateLanded);
+                }
+            }
+            Queued::FencedWrite { writer, fence, run_once, row_unchanged: true, read_at } => {
+                let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
+                let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), read_at);
+                if plan.reply == TxnReply::FenceValid {
+                    // As when it lands at once: only a run-once section's write is the effect.
+                    if run_once {
+                        let _ = state.effects.try_push(Effect { writer, fence });
+                    } else {
+                        state.ghost.witnessed.insert(Witness::LockWriteAccepted);
+                    }
+                    state.ghost.stale_write_accepted |= superseded(fence, state.ghost.max_fence);
+                    if let Some(record) = plan.write {
+                        Self::commit_write(state, record, false);
+                    }
+                    state.ghost.witnessed.insert(Witness::LateLanded);
+                }
+            }
+            Queued::Txn { .. } | Queued::FencedWrite { .. } => {}
+        }
+    }
+}
+
+impl LeaseModel {
+    /// Takes `action` in `state`; `None` if it cannot be taken.
+    pub(crate) fn step(&self, state: &mut WorldState, action: Action) -> Option<()> {
+        match action {
+            Action::Tick => state.now_ms += 1,
+            Action::TxnCommit(c, fate) => {
+                let slot = usize::from(c);
+                let Op::TxnRead { request, row_unchanged, read_at, .. } =
+                    std::mem::replace(&mut state.clients[slot].op, Op::Idle)
+                else {
+                    return None;
+                };
+                let conflict = !row_unchanged;
+                let plan = txn::plan(&self.cfg, &request, state.row.as_ref(), read_at);
+                let acquire = matches!(request, TxnRequest::Acquire { .. });
+                if fate != CommitFate::AsDecided {
+                    state.faults_left -= 1;
+                }
+                let applied = fate.unless_conflict(conflict);
+                if applied == CommitFate::UnknownLate {
+                    state.queued = Some(Queued::Txn { request: request.clone(), row_unchanged, read_at });
+                }
+                if applied.lands() {
+                    if let Some(write) = plan.write {
+                        Self::commit_write(state, write, acquire);
+                    }
+                    if matches!(plan.reply, TxnReply::Renewed { .. }) {
+                        state.ghost.witnessed.insert(Witness::Renewed);
+                    }
+                }
+                let ghost = &mut state.clients[slot].ghost;
+                match fate {
+                    CommitFate::UnknownLanded if acquire => ghost.unknown_landed = true,
+                    CommitFate::UnknownLost if acquire => ghost.unknown_lost = true,
+                    _ => {}
+                }
+                self.deliver(state, slot, applied.event(plan.reply));
+            }
+            Action::Timeout(c) => {
+                let slot = usize::from(c);
+                let now = Self::local_now(state, slot);
+                let command = state.clients[slot].machine.handle_timeout(now);
+                self.execute(state, slot, command, true);
+            }
+            Action::SectionWrite(c, fate) => {
+                let slot = usize::from(c);
+                let Section::Started { fence } = state.clients[slot].section else { return None };
+                let client = state.clients[slot].machine.id();
+                // The checked section makes one fenced write; a retry keeps its number.
+                let verify = TxnRequest::VerifyFence { client, fence, write: 1 };
+                let at = self.decision_time(state, slot);
+                let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), at);
+                if fate != CommitFate::AsDecided {
+                    state.faults_left -= 1;
+                }
+                // Judged independently of the transaction logic: a fence is stale once a newer one was granted.
+                let stale = superseded(fence, state.ghost.max_fence);
+                let accepted = plan.reply == TxnReply::FenceValid;
+                let run_once = state.clients[slot].kind == ClientKind::RunOnce;
+                if fate == CommitFate::UnknownLate {
+                    state.queued =
+                        Some(Queued::FencedWrite { writer: client, fence, run_once, row_unchanged: true, read_at: at });
+                }
+                if accepted && fate.lands() && !run_once {
+                    state.ghost.witnessed.insert(Witness::LockWriteAccepted);
+                }
+                if accepted && fate.lands() {
+                    // A third effect is unreachable: the check stops at the second (a violation). A lock
+                    // holder's write is not the run-once effect; only its fence is judged.
+                    if run_once {
+                        let _ = state.effects.try_push(Effect { writer: client, fence });
+                    }
+                    state.ghost.stale_write_accepted |= stale;
+                    if let Some(record) = plan.write {
+                        Self::commit_write(state, record, false);
+                    }
+                }
+                let section = &mut state.clients[slot];
+                match (fate, plan.reply) {
+                    // Told nothing certain, the section retries the same write.
+                    (
+                        CommitFate::Aborted
+                        | CommitFate::UnknownLanded
+                        | CommitFate::UnknownLost
+                        | CommitFate::UnknownLate,
+                        _,
+                    ) => {}
+                    (CommitFate::AsDecided, TxnReply::FenceValid) => section.section = Section::Wrote,
+                    (CommitFate::AsDecided, TxnReply::AlreadyApplied) => {
+                        section.section = Section::Wrote;
+                        state.ghost.witnessed.insert(Witness::FencedWriteResolved);
+                    }
+                    (CommitFate::AsDecided, _) => {
+                        section.section = Section::Rejected;
+                        if stale {
+                            state.ghost.witnessed.insert(Witness::StaleWriteRejected);
+                        }
+                    }
+                }
+            }
+            Action::SectionReturn(c) => {
+                let slot = usize::from(c);
+                let result = match state.clients[slot].section {
+                    Section::Wrote => SectionResult::Completed,
+                    Section::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
+                    Section::Idle | Section::Started { .. } => return None,
+                };
+                state.clients[slot].section = Section::Idle;
+                let event = if state.clients[slot].kind.is_lock_mode() {
+                    Event::ReleaseRequested
+                } else {
+                    Event::SectionFinished(result)
+                };
+                self.deliver(state, slot, event);
+            }
+            Action::NeedAnswer(c) => {
+                let slot = usize::from(c);
+                if state.clients[slot].op != Op::NeedCheck {
+                    return None;
+                }
+                state.clients[slot].op = Op::Idle;
+                let needed = state.effects.is_empty();
+                self.deliver(state, slot, Event::NeedAnswered { needed });
+            }
+            Action::Cancel(c) => {
+                let slot = usize::from(c);
+                state.cancels_left -= 1;
+                let client = &mut state.clients[slot];
+                client.ghost.cancelled_in = Some(client.machine.phase());
+                // Dropping the run drops the user's need check and section with it; a transaction in flight
+                // still answers the machine.
+                if client.op == Op::NeedCheck {
+                    client.op = Op::Idle;
+                }
+                client.section = Section::Idle;
+                self.deliver(state, slot, Event::Cancel);
+            }
+            Action::SectionFail(c) => {
+                let slot = usize::from(c);
+                state.faults_left -= 1;
+                state.clients[slot].section = Section::Idle;
+                state.clients[slot].ghost.section_failed = true;
+                self.deliver(state, slot, Event::SectionFinished(SectionResult::Failed { error: "boom".into() }));
+            }
+            Action::Crash(c) => {
+                let slot = usize::from(c);
+                state.faults_left -= 1;
+                let old = &state.clients[slot];
+                state.clients[slot] = self.fresh_slot(slot, old.incarnation + 1, old.lag_ms);
+                self.start(state, slot);
+            }
+            Action::Drift(c) => {
+                state.faults_left -= 1;
+                state.clients[usize::from(c)].lag_ms += 1;
+            }
+            Action::LateCommit => {
+                let queued = state.queued.take()?;
+                self.land_late(state, queued);
+            }
+            Action::ClockError(c, error) => {
+                let Op::TxnRead { read_at, clock_erred, .. } = &mut state.clients[usize::from(c)].op else {
+                    return None;
+                };
+                let error_us = match error {
+                    ClockError::Early => -1_000,
+                    ClockError::Late => 1_000,
+                };
+                *read_at = ServerTime::from_unix_micros(read_at.unix_micros() + error_us);
+                *clock_erred = true;
+                state.faults_left -= 1;
+                state.ghost.clock_erred = true;
+            }
+        }
+        Some(())
+    }
+}
