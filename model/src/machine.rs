@@ -441,9 +441,7 @@ impl ClientMachine {
             State::NotStarted => self.on_cancel_before_lease(State::NotStarted, event),
             State::AwaitingNeed => self.on_need(now, event),
             State::AwaitingAcquireCommit { sent_at } => self.on_acquire_answer(cfg, now, sent_at, event),
-            State::CancelledAwaitingAcquireCommit { sent_at } => {
-                self.on_cancelled_acquire_answer(cfg, now, sent_at, event)
-            }
+            State::CancelledAwaitingAcquireCommit { sent_at } => self.on_cancelled_acquire_answer(now, sent_at, event),
             State::AwaitingAcquireResolution { read_sent_at } => {
                 self.on_acquire_resolution(cfg, now, read_sent_at, event)
             }
@@ -522,7 +520,7 @@ impl ClientMachine {
                 self.state = State::AwaitingAcquireResolution { read_sent_at: now };
                 Ok(Some(Command::ReadRow))
             }
-            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.on_failure(cfg, now, failure, false)),
+            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.on_failure(cfg, now, failure)),
             // What it wins is released once its answer shows it.
             Event::Cancel => {
                 self.state = State::CancelledAwaitingAcquireCommit { sent_at };
@@ -532,13 +530,7 @@ impl ClientMachine {
         }
     }
 
-    fn on_cancelled_acquire_answer(
-        &mut self,
-        cfg: &Config,
-        now: LocalInstant,
-        sent_at: LocalInstant,
-        event: Event,
-    ) -> Step {
+    fn on_cancelled_acquire_answer(&mut self, now: LocalInstant, sent_at: LocalInstant, event: Event) -> Step {
         match event {
             Event::TxnCommitted(TxnReply::Acquired { fence, .. }) => Ok(self.release_cancelled(fence)),
             Event::TxnCommitted(TxnReply::Busy { holder, fence, expires_at, server_now }) => {
@@ -553,7 +545,8 @@ impl ClientMachine {
                 self.state = State::CancelledAwaitingAcquireResolution { read_sent_at: now };
                 Ok(Some(Command::ReadRow))
             }
-            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.on_failure(cfg, now, failure, true)),
+            // Cancelled: what an earlier attempt left on the row cannot be learned now; such a lease ends by its TTL.
+            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.finish(Outcome::Failed(failure))),
             Event::Cancel => {
                 self.state = State::CancelledAwaitingAcquireCommit { sent_at };
                 Ok(None)
@@ -594,7 +587,7 @@ impl ClientMachine {
                     }
                 }
             }
-            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.on_failure(cfg, now, failure, false)),
+            Event::TxnFailed(failure) | Event::ReadFailed(failure) => Ok(self.on_failure(cfg, now, failure)),
             Event::Cancel => {
                 self.state = State::CancelledAwaitingAcquireResolution { read_sent_at };
                 Ok(None)
@@ -661,8 +654,8 @@ impl ClientMachine {
     /// An acquisition (or the read resolving it) failed for good. Unavailability is retried within its budget:
     /// not as an attempt, since nobody was seen holding the lease; an acquisition is re-entrant, so retrying it
     /// also resolves an unknown one.
-    fn on_failure(&mut self, cfg: &Config, now: LocalInstant, failure: Failure, cancelled: bool) -> Option<Command> {
-        if !cancelled && failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
+    fn on_failure(&mut self, cfg: &Config, now: LocalInstant, failure: Failure) -> Option<Command> {
+        if failure == Failure::Unavailable && self.may_retry_unavailable(cfg, now) {
             self.wait_then_acquire(cfg, now, cfg.wait_ms())
         } else {
             self.finish(Outcome::Failed(failure))
