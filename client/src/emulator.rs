@@ -161,16 +161,30 @@ impl Drop for Emulator {
 
 /// Admin clients for an emulator: derived from a plaintext-endpoint client, so they carry its anonymous
 /// credentials instead of looking for Google credentials.
-pub async fn admin_clients(
-    endpoint: &str,
-    rest_endpoint: &str,
-) -> Result<
+pub fn admin_clients(endpoint: &str, rest_endpoint: &str) -> impl Future<Output = AdminClients> + Send + 'static {
+    admin_clients_compiled(endpoint.to_owned(), rest_endpoint.to_owned())
+}
+
+/// The instance and database admin clients, or why they could not be built.
+type AdminClients = Result<
     (
         google_cloud_spanner_admin_instance_v1::client::InstanceAdmin,
         google_cloud_spanner_admin_database_v1::client::DatabaseAdmin,
     ),
     EmulatorError,
-> {
+>;
+
+/// Compiled once, here: an `async fn`'s body is compiled where its future is polled, and building the admin
+/// clients pulls in every one of their calls.
+#[inline(never)]
+fn admin_clients_compiled(
+    endpoint: String,
+    rest_endpoint: String,
+) -> std::pin::Pin<Box<dyn Future<Output = AdminClients> + Send>> {
+    Box::pin(async move { admin_clients_now(&endpoint, &rest_endpoint).await })
+}
+
+async fn admin_clients_now(endpoint: &str, rest_endpoint: &str) -> AdminClients {
     let setup = |e: &dyn std::fmt::Display| EmulatorError::Setup(e.to_string());
     let spanner = google_cloud_spanner::client::Spanner::builder()
         .with_endpoint(endpoint.to_owned())
@@ -186,7 +200,32 @@ pub async fn admin_clients(
 
 /// Creates an instance and a database with the lease table on an emulator's endpoints (at most 60 s), and
 /// connects a store to it.
-pub async fn create_database_at(
+pub fn create_database_at(
+    endpoint: &str,
+    rest_endpoint: &str,
+    project: &str,
+    instance: &str,
+    database: &str,
+    table: &str,
+    timeouts: Timeouts,
+) -> impl Future<Output = Result<SpannerStore, EmulatorError>> + Send + 'static {
+    let names = [endpoint, rest_endpoint, project, instance, database, table].map(str::to_owned);
+    create_database_compiled(names, timeouts)
+}
+
+/// Compiled once, here (see [`admin_clients_compiled`]).
+#[inline(never)]
+fn create_database_compiled(
+    names: [String; 6],
+    timeouts: Timeouts,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<SpannerStore, EmulatorError>> + Send>> {
+    Box::pin(async move {
+        let [endpoint, rest_endpoint, project, instance, database, table] = names;
+        create_database_now(&endpoint, &rest_endpoint, &project, &instance, &database, &table, timeouts).await
+    })
+}
+
+async fn create_database_now(
     endpoint: &str,
     rest_endpoint: &str,
     project: &str,

@@ -148,14 +148,33 @@ impl SpannerStore {
     /// Connects to `database` (`projects/P/instances/I/databases/D`) and uses `table`. `endpoint` overrides the
     /// service address (`http://127.0.0.1:PORT` for an emulator; `SPANNER_EMULATOR_HOST` is honoured too).
     /// Fails within `timeouts.connect_ms` if Spanner does not answer.
-    pub async fn connect(
+    pub fn connect(
         database: impl Into<String>,
         table: &str,
         endpoint: Option<String>,
         timeouts: Timeouts,
+    ) -> impl Future<Output = Result<Self, ConnectError>> + Send {
+        Self::connect_compiled(database.into(), table.to_owned(), endpoint, timeouts)
+    }
+
+    #[inline(never)]
+    fn connect_compiled(
+        database: String,
+        table: String,
+        endpoint: Option<String>,
+        timeouts: Timeouts,
+    ) -> Compiled<'static, Result<Self, ConnectError>> {
+        Box::pin(Self::connect_now(database, table, endpoint, timeouts))
+    }
+
+    async fn connect_now(
+        database: String,
+        table: String,
+        endpoint: Option<String>,
+        timeouts: Timeouts,
     ) -> Result<Self, ConnectError> {
+        let table = table.as_str();
         validate_table_id(table)?;
-        let database = database.into();
         let mut builder = Spanner::builder();
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint.clone());
@@ -231,7 +250,12 @@ impl SpannerStore {
     }
 
     /// After the emulator (or a backend) forgot our session, a new database client is needed.
-    async fn rebuild(&self) {
+    #[inline(never)]
+    fn rebuild(&self) -> Compiled<'_, ()> {
+        Box::pin(self.rebuild_now())
+    }
+
+    async fn rebuild_now(&self) {
         if let Ok(client) =
             Self::build_client(&self.spanner, &self.database, &self.timeouts, self.endpoint.as_deref()).await
         {
@@ -329,12 +353,37 @@ impl SpannerStore {
     }
 }
 
+/// A future compiled once, in this crate. An `async fn`'s body is compiled where its future is polled: without
+/// this, every crate that drives a mutex compiled the whole Spanner client stack again.
+type Compiled<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 impl LeaseStore for SpannerStore {
     async fn heal(&self, error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
         Self::heal(self, error).await
     }
 
-    async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
+    #[inline(never)]
+    fn transact(
+        &self,
+        cfg: &Config,
+        name: &MutexName,
+        request: &TxnRequest,
+    ) -> impl Future<Output = Result<TxnReply, StoreError>> + Send {
+        let (cfg, name, request) = (cfg.clone(), name.clone(), request.clone());
+        let future: Compiled<'_, _> = Box::pin(async move { self.transact_now(&cfg, &name, &request).await });
+        future
+    }
+
+    #[inline(never)]
+    fn read(&self, name: &MutexName) -> impl Future<Output = Result<RowRead, StoreError>> + Send {
+        let name = name.clone();
+        let future: Compiled<'_, _> = Box::pin(async move { self.read_now(&name).await });
+        future
+    }
+}
+
+impl SpannerStore {
+    async fn transact_now(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
         let _serial = self.serialized(request).await;
         // Boxed once its turn has come: clients queued behind the emulator's one transaction at a time hold no
         // transaction state.
@@ -355,7 +404,7 @@ impl LeaseStore for SpannerStore {
         })
     }
 
-    async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
+    async fn read_now(&self, name: &MutexName) -> Result<RowRead, StoreError> {
         for attempt in 0..2 {
             let client = self.database_client().await;
             let query = async {
