@@ -177,10 +177,7 @@ type AdminClients = Result<
 /// Compiled once, here: an `async fn`'s body is compiled where its future is polled, and building the admin
 /// clients pulls in every one of their calls.
 #[inline(never)]
-fn admin_clients_compiled(
-    endpoint: String,
-    rest_endpoint: String,
-) -> std::pin::Pin<Box<dyn Future<Output = AdminClients> + Send>> {
+fn admin_clients_compiled(endpoint: String, rest_endpoint: String) -> crate::store::Compiled<'static, AdminClients> {
     Box::pin(async move { admin_clients_now(&endpoint, &rest_endpoint).await })
 }
 
@@ -218,22 +215,14 @@ pub fn create_database_at(
 fn create_database_compiled(
     names: [String; 6],
     timeouts: Timeouts,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<SpannerStore, EmulatorError>> + Send>> {
-    Box::pin(async move {
-        let [endpoint, rest_endpoint, project, instance, database, table] = names;
-        create_database_now(&endpoint, &rest_endpoint, &project, &instance, &database, &table, timeouts).await
-    })
+) -> crate::store::Compiled<'static, Result<SpannerStore, EmulatorError>> {
+    Box::pin(create_database_now(names, timeouts))
 }
 
-async fn create_database_now(
-    endpoint: &str,
-    rest_endpoint: &str,
-    project: &str,
-    instance: &str,
-    database: &str,
-    table: &str,
-    timeouts: Timeouts,
-) -> Result<SpannerStore, EmulatorError> {
+async fn create_database_now(names: [String; 6], timeouts: Timeouts) -> Result<SpannerStore, EmulatorError> {
+    let [endpoint, rest_endpoint, project, instance, database, table] = names;
+    let (endpoint, rest_endpoint, project, instance, database, table) =
+        (&*endpoint, &*rest_endpoint, &*project, &*instance, &*database, &*table);
     tokio::time::timeout(Duration::from_secs(60), async {
         use google_cloud_lro::Poller;
         use google_cloud_spanner_admin_instance_v1::model::Instance;

@@ -4,7 +4,7 @@
 use crate::config::{Timeouts, validate_table_id};
 use crate::lease::Fenced;
 use crate::serial::{HolderFirst, Turn};
-use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
+use crate::store::{Compiled, LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_spanner::client::{DatabaseClient, Spanner};
@@ -352,10 +352,6 @@ impl SpannerStore {
         Ok(result.into_inner())
     }
 }
-
-/// A future compiled once, in this crate. An `async fn`'s body is compiled where its future is polled: without
-/// this, every crate that drives a mutex compiled the whole Spanner client stack again.
-type Compiled<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl LeaseStore for SpannerStore {
     async fn heal(&self, error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
