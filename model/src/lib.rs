@@ -3,6 +3,8 @@
 //! - [`txn`]: what a Spanner read-write transaction decides from the row and the server time read inside it.
 //! - [`machine`]: what a client decides from events (transaction results, reads, timers, its section), emitting
 //!   commands for a driver to execute.
+//! - [`world`]: what Spanner and the protected resource do with those commands, and the fates a commit can
+//!   meet: the one world the checker, the simulator, replay and the conformance reference adapt.
 //!
 //! The exhaustive checker of N such clients, one row and faults is the `spanner-mutex-check` crate.
 //!
@@ -15,6 +17,7 @@ mod rename;
 mod row;
 mod time;
 pub mod txn;
+pub mod world;
 
 pub use config::{
     CLOCK_DRIFT_PPM_LIMIT, Config, ConfigError, ConfigParams, MAX_RETRIES_LIMIT, Protocol, STALENESS_MS_LIMIT,

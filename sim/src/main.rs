@@ -6,10 +6,9 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use spanner_mutex_check::{ModelArgs, ProtocolArg, decode_path, read_path_argument};
-use spanner_mutex_model::txn::{self, TxnRequest};
-use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Config, Event, LeaseRow, LocalInstant, SectionResult, ServerTime,
-};
+use spanner_mutex_model::txn::TxnRequest;
+use spanner_mutex_model::world::{CommitFate, Lease};
+use spanner_mutex_model::{ClientId, ClientMachine, Command, Config, Event, LocalInstant, SectionResult, ServerTime};
 use spanner_mutex_sim::{GenerateOptions, RunReport, Scenario, SweepOptions, replay, run, sweep};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -262,12 +261,12 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The baseline: one machine acquiring, running and releasing against a row in a tight loop, with no world
+/// The baseline: one machine acquiring, running and releasing against the world kernel's row in a tight loop, with no world
 /// around it (no queue, latency, faults or invariants). The simulator's rate over this one is its overhead.
 fn bare_machine_acquisitions_per_second(budget: Duration) -> f64 {
     let cfg = Config::default();
     let started = Instant::now();
-    let mut row: Option<LeaseRow> = None;
+    let mut lease = Lease::default();
     let mut acquisitions = 0u64;
     let mut now_us = 0i64;
     let mut n = 0u128;
@@ -283,14 +282,10 @@ fn bare_machine_acquisitions_per_second(budget: Duration) -> f64 {
                 let event = match c {
                     Command::CheckNeed => Event::NeedAnswered { needed: true },
                     Command::RunTxn(request) => {
-                        let plan = txn::plan(&cfg, &request, row.as_ref(), server);
                         if matches!(request, TxnRequest::Acquire { .. }) {
                             acquisitions += 1;
                         }
-                        if let Some(write) = plan.write {
-                            row = Some(write.committed_at(server));
-                        }
-                        Event::TxnCommitted(plan.reply)
+                        lease.commit(&cfg, &request, server, CommitFate::AsDecided, false, || server).event
                     }
                     Command::RunSection { .. } => Event::SectionFinished(SectionResult::Completed),
                     _ => break,
@@ -299,7 +294,7 @@ fn bare_machine_acquisitions_per_second(budget: Duration) -> f64 {
                 command = machine.handle(&cfg, local, event).expect("the bare loop follows the protocol");
             }
             // Lock-mode-free reuse: a fresh DONE row would make the next run DoneByOther; start afresh.
-            row = None;
+            lease = Lease::default();
         }
     }
     acquisitions as f64 / started.elapsed().as_secs_f64()

@@ -5,10 +5,11 @@
 
 use crate::invariants::Violation;
 use crate::trace::TraceLine;
-use crate::world::{FencedWrite, Queued, ReadTxn, World};
+use crate::world::{Queued, ReadTxn, World};
 use spanner_mutex_check::{
-    Action, CheckOptions, ClientKind, ClockError, CommitFate, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
+    Action, CheckOptions, ClientKind, ClockError, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
 };
+use spanner_mutex_model::world::{CommitFate, FencedAnswer};
 use spanner_mutex_model::{ClientId, Command, Event, Fence, LeaseRow, Phase, SectionResult, ServerTime};
 use stateright::{Model, Path};
 
@@ -91,7 +92,7 @@ fn checker_id(slot: usize, incarnation: u32) -> ClientId {
 enum Section {
     Idle,
     Running { fence: Fence },
-    Wrote(FencedWrite),
+    Wrote(FencedAnswer),
 }
 
 struct Lockstep {
@@ -121,7 +122,7 @@ impl Lockstep {
                 }
                 Command::ReadRow => {
                     let m = self.world.clients[c].mutex;
-                    let row = self.world.mutexes[m].row.clone();
+                    let row = self.world.mutexes[m].lease.row.clone();
                     command = self.world.feed(c, Event::RowRead { row, server_now: self.world.server_now() });
                 }
                 Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request, 0)),
@@ -191,7 +192,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 let c = client(c)?;
                 let txn = lockstep.pending[c].take().ok_or_else(|| not_possible("no transaction in flight"))?;
                 if fate == CommitFate::UnknownLate {
-                    lockstep.queued = Some((c, Queued::Txn(txn.clone())));
+                    lockstep.queued = Some((c, txn.queued()));
                 }
                 let event = lockstep.world.commit(c, txn, fate);
                 let command = lockstep.world.feed(c, event);
@@ -214,13 +215,11 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 };
                 let writer = lockstep.world.clients[c].machine.id();
                 if fate == CommitFate::UnknownLate {
-                    let version = lockstep.world.mutexes[lockstep.world.clients[c].mutex].version;
-                    let read_at = lockstep.world.decision_time(c, 0);
-                    lockstep.queued = Some((c, Queued::FencedWrite { writer, fence, version, read_at }));
+                    lockstep.queued = Some((c, lockstep.world.queued_fenced_write(c, writer, fence, 0)));
                 }
                 match lockstep.world.fenced_write(c, writer, fence, 0, fate) {
                     // Told nothing certain, the section stays running and writes again.
-                    FencedWrite::Retry => {}
+                    FencedAnswer::Retry => {}
                     written => lockstep.sections[c] = Section::Wrote(written),
                 }
             }
@@ -230,8 +229,8 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                     return Err(not_possible("no section has written"));
                 };
                 let result = match written {
-                    FencedWrite::Accepted | FencedWrite::AlreadyApplied => SectionResult::Completed,
-                    FencedWrite::Rejected | FencedWrite::Retry => {
+                    FencedAnswer::Accepted | FencedAnswer::AlreadyApplied => SectionResult::Completed,
+                    FencedAnswer::Rejected | FencedAnswer::Retry => {
                         SectionResult::Failed { error: "fenced write rejected".into() }
                     }
                 };
@@ -313,7 +312,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
         steps.push(ReplayStep {
             action,
             lines: world.log.lines()[before..].to_vec(),
-            row: world.mutexes[0].row.clone(),
+            row: world.mutexes[0].lease.row.clone(),
             phases: world.clients.iter().map(|c| c.machine.phase()).collect(),
         });
     }

@@ -4,11 +4,11 @@
 use crate::invariants::{self, Violation};
 use crate::scenario::{ClientKind, Fault, Scenario, ScenarioError, TxnKind};
 use crate::trace::{Picture, TraceLine};
-use crate::world::{FencedWrite, Queued, ReadTxn, Stats, Who, World};
+use crate::world::{Queued, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use spanner_mutex_check::CommitFate;
 use spanner_mutex_model::txn::TxnRequest;
+use spanner_mutex_model::world::{CommitFate, FencedAnswer};
 use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, SectionResult};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -425,7 +425,7 @@ impl Runner<'_> {
                 };
                 if fate == CommitFate::UnknownLate {
                     let late_us = self.late_us(c);
-                    self.push(now + late_us, Pending::Late { c, queued: Queued::Txn(txn.clone()) });
+                    self.push(now + late_us, Pending::Late { c, queued: txn.queued() });
                 }
                 let event = self.world.commit(c, txn, fate);
                 self.push(now + delay_us, Pending::Deliver { c, run, event });
@@ -441,7 +441,7 @@ impl Runner<'_> {
                     let m = self.world.clients[c].mutex;
                     let error_us = self.server_error_us(c);
                     let server_now = self.world.server_read(error_us);
-                    let event = Event::RowRead { row: self.world.mutexes[m].row.clone(), server_now };
+                    let event = self.world.mutexes[m].lease.read(server_now);
                     let at = now + self.latency_us();
                     self.push(at, Pending::Deliver { c, run, event });
                 }
@@ -462,16 +462,14 @@ impl Runner<'_> {
                     let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
                     let fate = self.fate(c, &verify);
                     if fate == CommitFate::UnknownLate {
-                        let version = self.world.mutexes[self.world.clients[c].mutex].version;
-                        let read_at = self.world.decision_time(c, error_us);
-                        let queued = Queued::FencedWrite { writer, fence, version, read_at };
+                        let queued = self.world.queued_fenced_write(c, writer, fence, error_us);
                         let late_us = self.late_us(c);
                         self.push(now + late_us, Pending::Late { c, queued });
                     }
                     match self.world.fenced_write(c, writer, fence, error_us, fate) {
-                        FencedWrite::Accepted | FencedWrite::AlreadyApplied => Some(SectionResult::Completed),
-                        FencedWrite::Rejected => Some(SectionResult::Failed { error: "fenced write rejected".into() }),
-                        FencedWrite::Retry => None,
+                        FencedAnswer::Accepted | FencedAnswer::AlreadyApplied => Some(SectionResult::Completed),
+                        FencedAnswer::Rejected => Some(SectionResult::Failed { error: "fenced write rejected".into() }),
+                        FencedAnswer::Retry => None,
                     }
                 };
                 let delay_us = if self.outage() { self.rpc_timeout_us() } else { self.latency_us() };

@@ -6,11 +6,12 @@
 use crate::invariants::{self, Violation};
 use crate::scenario::ClientKind;
 use crate::trace::{Log, Picture, TraceLine};
-use spanner_mutex_check::CommitFate;
 use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
+use spanner_mutex_model::world::{
+    CommitClock, CommitFate, FencedAnswer, FencedWrite, Late, LateLanding, Lease, RowChange,
+};
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LeaseRow, LocalInstant, Outcome, Phase, RowWrite,
-    ServerTime, Status,
+    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LocalInstant, Outcome, Phase, ServerTime, Status,
 };
 use std::collections::BTreeMap;
 
@@ -34,16 +35,14 @@ pub struct Effect {
 /// One mutex: its lease row in Spanner and the resource its section protects.
 #[derive(Clone, Debug, Default)]
 pub struct MutexState {
-    /// The lease row.
-    pub row: Option<LeaseRow>,
+    /// The lease row, with the highest fence it granted.
+    pub lease: Lease,
     /// Bumped by every committed write; a transaction that read an older version aborts.
     pub version: u64,
     /// The current need generation: the section is needed while no effect of this generation exists.
     pub generation: u32,
     /// Every effect the resource accepted.
     pub effects: Vec<Effect>,
-    /// The highest fence ever granted.
-    pub max_fence: Option<Fence>,
 }
 
 impl MutexState {
@@ -148,7 +147,7 @@ pub struct World {
     pub cfg: Config,
     /// Simulated time since the start, in microseconds (Spanner's clock runs at this rate).
     pub now_us: u64,
-    last_commit: ServerTime,
+    commits: CommitClock,
     /// The mutexes.
     pub mutexes: Vec<MutexState>,
     /// The clients.
@@ -178,33 +177,18 @@ pub enum Who {
 
 /// A commit still on its way after its client was told the outcome is unknown.
 #[derive(Clone, Debug)]
-pub enum Queued {
-    /// A lease transaction, as it read.
-    Txn(ReadTxn),
-    /// A section's fenced write (write 1 of its lease), as it read.
-    FencedWrite {
-        /// The run that sent it.
-        writer: ClientId,
-        /// Its fence.
-        fence: Fence,
-        /// The row version it read.
-        version: u64,
-        /// The time its decisions are made on.
-        read_at: ServerTime,
-    },
+pub struct Queued {
+    /// The commit, as it read.
+    pub late: Late,
+    /// The row version it read.
+    pub version: u64,
 }
 
-/// Which way a section's fenced write went, as its section is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FencedWrite {
-    /// The resource accepted the effect.
-    Accepted,
-    /// An earlier attempt of this write landed (its answer was lost); nothing was applied again.
-    AlreadyApplied,
-    /// The fence check refused it.
-    Rejected,
-    /// Aborted, or the outcome is unknown: the section retries the same write.
-    Retry,
+impl ReadTxn {
+    /// The transaction, queued to land late.
+    pub fn queued(&self) -> Queued {
+        Queued { late: Late::Txn { request: self.request.clone(), read_at: self.read_at }, version: self.version }
+    }
 }
 
 impl World {
@@ -213,7 +197,7 @@ impl World {
         Self {
             cfg,
             now_us: 0,
-            last_commit: ServerTime::from_unix_micros(EPOCH_UNIX_MICROS),
+            commits: CommitClock::after(ServerTime::from_unix_micros(EPOCH_UNIX_MICROS)),
             mutexes: vec![MutexState::default(); mutexes],
             clients: Vec::new(),
             stats: Stats::default(),
@@ -270,7 +254,7 @@ impl World {
         let mut instants: Vec<u64> = self
             .mutexes
             .iter()
-            .filter_map(|m| m.row.as_ref())
+            .filter_map(|m| m.lease.row.as_ref())
             .filter(|r| r.status == Status::Started)
             .filter_map(|r| u64::try_from(r.expires_at.unix_micros() - EPOCH_UNIX_MICROS).ok())
             .filter(|&t| from_us < t && t < to_us)
@@ -397,13 +381,12 @@ impl World {
     pub fn commit(&mut self, c: usize, txn: ReadTxn, fate: CommitFate) -> Event {
         let m = self.clients[c].mutex;
         let conflict = txn.version != self.mutexes[m].version;
-        let plan = txn::plan(&self.cfg, &txn.request, self.mutexes[m].row.as_ref(), txn.read_at);
-        let applied = fate.unless_conflict(conflict);
-        if applied.lands() {
-            if let Some(write) = plan.write {
-                self.write_row(m, write, matches!(txn.request, TxnRequest::Acquire { .. }));
-            }
-            match plan.reply {
+        let now = self.server_now();
+        let commits = &mut self.commits;
+        let commit =
+            self.mutexes[m].lease.commit(&self.cfg, &txn.request, txn.read_at, fate, conflict, || commits.stamp(now));
+        if commit.applied.lands() {
+            match commit.reply {
                 TxnReply::Acquired { kind, .. } => {
                     self.stats.acquisitions += 1;
                     if kind == txn::AcquisitionKind::Takeover {
@@ -414,7 +397,8 @@ impl World {
                 _ => {}
             }
         }
-        let event = applied.event(plan.reply);
+        self.record_change(m, commit.change);
+        let event = commit.event;
         match event {
             Event::TxnAborted => self.stats.aborts += 1,
             Event::TxnOutcomeUnknown => self.stats.unknown_outcomes += 1,
@@ -428,40 +412,47 @@ impl World {
                 (_, _, CommitFate::Aborted) => format!("{what} aborts (injected)"),
                 (_, _, CommitFate::UnknownLanded) => format!("{what} commits, client told UNKNOWN"),
                 (_, _, CommitFate::UnknownLate) => format!("{what} still queued, client told UNKNOWN"),
+                (_, _, CommitFate::Unavailable) => format!("{what} gets no answer: Spanner is unavailable"),
                 (_, _, _) => format!("{what} does not commit, client told UNKNOWN"),
             }
         });
         event
     }
 
-    fn write_row(&mut self, m: usize, write: RowWrite, acquire: bool) {
-        let now = self.now_us;
-        let mutex = &self.mutexes[m];
-        if let Some(problem) = invariants::fences_increase::on_write(mutex, &write, acquire) {
-            self.ghost.fence_regressed.get_or_insert(problem);
+    /// Records what a committed row write changed: the rules it broke, and the row in the trace and the picture.
+    /// Every transaction that read the row before it will abort.
+    fn record_change(&mut self, m: usize, change: Option<RowChange>) {
+        let Some(change) = change else { return };
+        if let Some(problem) = change.fence_regressed {
+            self.ghost.fence_regressed.get_or_insert(problem.to_string());
         }
-        if let Some(problem) = invariants::done_is_final::on_write(mutex, &write, acquire) {
-            self.ghost.done_overwritten.get_or_insert(problem);
+        if let Some(problem) = change.done_overwritten {
+            self.ghost.done_overwritten.get_or_insert(problem.to_string());
         }
-        // Commit timestamps are strictly increasing, as Spanner's are.
-        let at = self.server_now().max(ServerTime::from_unix_micros(self.last_commit.unix_micros() + 1));
-        self.last_commit = at;
-        let mutex = &mut self.mutexes[m];
-        mutex.max_fence = mutex.max_fence.max(Some(write.fence));
-        let row = write.committed_at(at);
-        if self.log.enabled() {
+        self.mutexes[m].version += 1;
+        if self.log.enabled()
+            && let Some(row) = self.mutexes[m].lease.row.clone()
+        {
+            let now = self.now_us;
             let holder = self.label_of(row.holder);
             let (status, fence, expires) = (row.status, row.fence, row.expires_at);
             self.log.draw(|r| r.row_change(now, m, status, fence, &holder));
-            let left_ms = at.ms_until_floor(expires);
+            let left_ms = row.updated_at.ms_until_floor(expires);
             self.note(Who::Row(m), "row", |_| match status {
                 Status::Started => format!("STARTED by {holder}, fence {}, expires in {left_ms} ms", fence.get()),
                 _ => format!("{status} by {holder}, fence {}", fence.get()),
             });
         }
-        let mutex = &mut self.mutexes[m];
-        mutex.row = Some(row);
-        mutex.version += 1;
+    }
+
+    /// A section's fenced write, as it reads the row now, queued to land late. The server's clock errs by
+    /// `error_us`.
+    pub fn queued_fenced_write(&self, c: usize, writer: ClientId, fence: Fence, error_us: i64) -> Queued {
+        let read_at = self.decision_time(c, error_us);
+        Queued {
+            late: Late::FencedWrite { writer, fence, read_at },
+            version: self.mutexes[self.clients[c].mutex].version,
+        }
     }
 
     /// A section's fenced write reaches Spanner: one transaction that verifies the fence and, if it is current,
@@ -475,110 +466,88 @@ impl World {
         fence: Fence,
         error_us: i64,
         fate: CommitFate,
-    ) -> FencedWrite {
+    ) -> FencedAnswer {
         let m = self.clients[c].mutex;
-        let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
         let at = self.decision_time(c, error_us);
-        let plan = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), at);
-        let valid = plan.reply == TxnReply::FenceValid;
-        if valid && fate.lands() {
-            self.apply_write(c, m, writer, fence, plan.write);
-        }
+        let now = self.server_now();
+        let commits = &mut self.commits;
+        let write = self.mutexes[m].lease.fenced_write(&self.cfg, writer, fence, at, fate, || commits.stamp(now));
         match fate {
             CommitFate::Aborted => self.stats.aborts += 1,
             CommitFate::UnknownLanded | CommitFate::UnknownLost | CommitFate::UnknownLate => {
                 self.stats.unknown_outcomes += 1;
             }
-            CommitFate::AsDecided => {}
+            CommitFate::AsDecided | CommitFate::Unavailable => {}
         }
-        let result = match (fate, &plan.reply) {
-            (
-                CommitFate::Aborted | CommitFate::UnknownLanded | CommitFate::UnknownLost | CommitFate::UnknownLate,
-                _,
-            ) => FencedWrite::Retry,
-            (CommitFate::AsDecided, TxnReply::FenceValid) => FencedWrite::Accepted,
-            (CommitFate::AsDecided, TxnReply::AlreadyApplied) => FencedWrite::AlreadyApplied,
-            (CommitFate::AsDecided, _) => {
-                self.stats.fenced_writes_rejected += 1;
-                FencedWrite::Rejected
-            }
-        };
+        let answer = write.answer;
+        if answer == FencedAnswer::Rejected {
+            self.stats.fenced_writes_rejected += 1;
+        }
+        let landed = write.landed;
+        self.record_fenced_write(c, m, writer, fence, write);
         let now = self.now_us;
-        let landed = valid && fate.lands();
         self.log.draw(|r| r.effect(now, c, fence, landed));
         self.note(Who::Client(c), "effect", |_| {
             let fence = fence.get();
-            match (result, landed) {
-                (FencedWrite::Accepted, _) => format!("fenced write with fence {fence} ACCEPTED"),
-                (FencedWrite::AlreadyApplied, _) => {
+            match (answer, landed) {
+                (FencedAnswer::Accepted, _) => format!("fenced write with fence {fence} ACCEPTED"),
+                (FencedAnswer::AlreadyApplied, _) => {
                     format!("fenced write with fence {fence} retried: found ALREADY APPLIED, not applied again")
                 }
-                (FencedWrite::Rejected, _) => format!("fenced write with fence {fence} REJECTED"),
-                (FencedWrite::Retry, true) => format!("fenced write with fence {fence} APPLIED, client told {fate:?}"),
-                (FencedWrite::Retry, false) => {
+                (FencedAnswer::Rejected, _) => format!("fenced write with fence {fence} REJECTED"),
+                (FencedAnswer::Retry, true) => format!("fenced write with fence {fence} APPLIED, client told {fate:?}"),
+                (FencedAnswer::Retry, false) => {
                     format!("fenced write with fence {fence} not applied, client told {fate:?}")
                 }
             }
         });
-        result
+        answer
     }
 
-    /// A fenced write of client `c` lands: a run-once section's effect, or a lock or leader's write of its term
-    /// (judged by its fence only: those are not run once), and the row's record of it.
-    fn apply_write(&mut self, c: usize, m: usize, writer: ClientId, fence: Fence, record: Option<RowWrite>) {
-        let mutex = &mut self.mutexes[m];
-        if let Some(problem) = invariants::no_stale_write::on_accepted(mutex, fence) {
-            self.ghost.stale_write_accepted.get_or_insert(problem);
-        }
-        if self.clients[c].kind.is_lock_mode() {
-            self.stats.term_writes += 1;
-            if let Some(record) = record {
-                self.write_row(m, record, false);
+    /// Records a fenced write of client `c` that reached Spanner: if it landed, a run-once section's effect, or a
+    /// lock or leader's write of its term (judged by its fence only: those are not run once), and the row's
+    /// record of it.
+    fn record_fenced_write(&mut self, c: usize, m: usize, writer: ClientId, fence: Fence, write: FencedWrite) {
+        if write.landed {
+            if let Some(problem) = write.stale_accepted {
+                self.ghost.stale_write_accepted.get_or_insert(problem.to_string());
             }
-            return;
+            if self.clients[c].kind.is_lock_mode() {
+                self.stats.term_writes += 1;
+            } else {
+                let mutex = &mut self.mutexes[m];
+                let effect = Effect { writer, fence, generation: mutex.generation };
+                if let Some(problem) = invariants::at_most_once::on_accepted(mutex, &effect) {
+                    self.ghost.double_execution.get_or_insert(problem);
+                }
+                self.mutexes[m].effects.push(effect);
+                self.stats.effects += 1;
+            }
         }
-        let mutex = &mut self.mutexes[m];
-        let effect = Effect { writer, fence, generation: mutex.generation };
-        if let Some(problem) = invariants::at_most_once::on_accepted(mutex, &effect) {
-            self.ghost.double_execution.get_or_insert(problem);
-        }
-        mutex.effects.push(effect);
-        self.stats.effects += 1;
-        if let Some(record) = record {
-            self.write_row(m, record, false);
-        }
+        self.record_change(m, write.change);
     }
 
     /// A commit whose client was told the outcome is unknown reaches Spanner late: it lands if the row is as
     /// it read it, else it aborts. Nobody hears of it.
     pub fn commit_late(&mut self, c: usize, queued: Queued) {
         let m = self.clients[c].mutex;
-        let version = match &queued {
-            Queued::Txn(txn) => txn.version,
-            Queued::FencedWrite { version, .. } => *version,
-        };
-        let landed = version == self.mutexes[m].version;
+        let landed = queued.version == self.mutexes[m].version;
         if landed {
-            match &queued {
-                Queued::Txn(txn) => {
-                    let plan = txn::plan(&self.cfg, &txn.request, self.mutexes[m].row.as_ref(), txn.read_at);
-                    if let Some(write) = plan.write {
-                        self.write_row(m, write, matches!(txn.request, TxnRequest::Acquire { .. }));
-                    }
-                }
-                Queued::FencedWrite { writer, fence, read_at, .. } => {
-                    let verify = TxnRequest::VerifyFence { client: *writer, fence: *fence, write: 1 };
-                    let plan = txn::plan(&self.cfg, &verify, self.mutexes[m].row.as_ref(), *read_at);
-                    if plan.reply == TxnReply::FenceValid {
-                        self.apply_write(c, m, *writer, *fence, plan.write);
+            let now = self.server_now();
+            let commits = &mut self.commits;
+            match self.mutexes[m].lease.land_late(&self.cfg, &queued.late, || commits.stamp(now)) {
+                LateLanding::Txn(change) => self.record_change(m, change),
+                LateLanding::FencedWrite(write) => {
+                    if let Late::FencedWrite { writer, fence, .. } = queued.late {
+                        self.record_fenced_write(c, m, writer, fence, write);
                     }
                 }
             }
         }
         self.note(Who::Client(c), "commit", |_| {
-            let what = match &queued {
-                Queued::Txn(txn) => request_words(&txn.request),
-                Queued::FencedWrite { fence, .. } => format!("fenced write with fence {}", fence.get()),
+            let what = match &queued.late {
+                Late::Txn { request, .. } => request_words(request),
+                Late::FencedWrite { fence, .. } => format!("fenced write with fence {}", fence.get()),
             };
             if landed {
                 format!("LATE {what} reaches Spanner and lands")
@@ -591,12 +560,9 @@ impl World {
     /// A row deletion policy (`OLDER_THAN(updated_at, older_than_ms)`) looks at row `m`: deletes it if its last
     /// write is at least that old. Transactions that read it abort, as on any change.
     pub fn delete_row_if_older_than(&mut self, m: usize, older_than_ms: u64) {
-        let old_enough =
-            self.mutexes[m].row.as_ref().is_some_and(|r| r.updated_at.plus_ms(older_than_ms) <= self.server_now());
-        if old_enough {
-            let mutex = &mut self.mutexes[m];
-            mutex.row = None;
-            mutex.version += 1;
+        let now = self.server_now();
+        if self.mutexes[m].lease.delete_if_older_than(older_than_ms, now) {
+            self.mutexes[m].version += 1;
             self.note(Who::Row(m), "row", |_| format!("DELETED by a row deletion policy ({older_than_ms} ms)"));
         }
     }

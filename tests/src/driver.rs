@@ -282,8 +282,8 @@ impl LeaseStore for Mirror {
             world.calls += 1;
             world.ids[self.who].insert(request.client());
             let fate =
-                if world.in_outage() { Fate::Unavailable } else { world.fates.pop_front().unwrap_or(Fate::Commit) };
-            if fate != Fate::Commit {
+                if world.in_outage() { Fate::Unavailable } else { world.fates.pop_front().unwrap_or(Fate::AsDecided) };
+            if fate != Fate::AsDecided {
                 world.disturbed(self.who);
             }
             if let Some(fault) = injected_fault(request, fate) {

@@ -224,8 +224,8 @@ pub struct Conformance<P>(PhantomData<P>);
 fn fates(request: &TxnRequest) -> BoxedStrategy<Fate> {
     let (commit, abort) = if matches!(request, TxnRequest::Release { .. }) { (4, 6) } else { (12, 2) };
     prop_oneof![
-        commit => Just(Fate::Commit),
-        abort => Just(Fate::Abort),
+        commit => Just(Fate::AsDecided),
+        abort => Just(Fate::Aborted),
         2 => Just(Fate::UnknownLanded),
         2 => Just(Fate::UnknownLost),
         1 => Just(Fate::Unavailable),
@@ -251,7 +251,9 @@ impl<P: Profile> ReferenceStateMachine for Conformance<P> {
                 Some(InFlight::Txn(request)) => {
                     options.push((8, fates(request).prop_map(move |fate| Op::Deliver { client: c, fate }).boxed()));
                 }
-                Some(InFlight::Read) => options.push((8, Just(Op::Deliver { client: c, fate: Fate::Commit }).boxed())),
+                Some(InFlight::Read) => {
+                    options.push((8, Just(Op::Deliver { client: c, fate: Fate::AsDecided }).boxed()))
+                }
                 None => {}
             }
             if state.applicable(&Op::Timer { client: c }).is_ok() {

@@ -14,20 +14,10 @@ use std::future::Future;
 /// The most clients a case has.
 pub const MAX_CLIENTS: usize = 3;
 
-/// What becomes of a transaction when it reaches the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Fate {
-    /// It runs and commits as planned (reads: it answers).
-    Commit,
-    /// It aborts; nothing is written.
-    Abort,
-    /// It commits, and the client is told the outcome is unknown.
-    UnknownLanded,
-    /// It does not commit, and the client is told the outcome is unknown.
-    UnknownLost,
-    /// The store is unavailable; nothing is written.
-    Unavailable,
-}
+/// What becomes of a transaction when it reaches the store: the world kernel's fates. A read meets only
+/// [`Fate::AsDecided`] (it answers), and no store here holds a commit back to land late
+/// ([`Fate::UnknownLate`] is the checker's and the simulator's).
+pub use spanner_mutex_model::world::CommitFate as Fate;
 
 /// One generated operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,7 +245,8 @@ impl<B: Backend> Side<B> {
             Op::Advance { ms } => (ms > 0).then_some(()).ok_or(NotApplicable("advance by zero")),
             Op::Deliver { client: c, fate } => match &client(c)?.in_flight {
                 None => Err(NotApplicable("nothing in flight")),
-                Some(InFlight::Read) if fate != Fate::Commit => Err(NotApplicable("reads are not faulted")),
+                Some(InFlight::Read) if fate != Fate::AsDecided => Err(NotApplicable("reads are not faulted")),
+                Some(_) if fate == Fate::UnknownLate => Err(NotApplicable("the stores do not hold commits back")),
                 Some(_) => Ok(()),
             },
             Op::Timer { client: c } => {

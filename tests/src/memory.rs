@@ -8,7 +8,7 @@ use spanner_mutex::{FaultyStore, LeaseStore, MemoryStore, read_event, txn_event}
 use spanner_mutex_model::txn::TxnRequest;
 use spanner_mutex_model::{ClientId, Config, Event, Fence, MutexName};
 
-/// The fault that makes a transaction meet `fate`, if any.
+/// The fault that makes a transaction meet `fate`, if any. (The harness never sends a late commit to a store.)
 pub fn injected_fault(request: &TxnRequest, fate: Fate) -> Option<InjectedFault> {
     let on = match request {
         TxnRequest::Acquire { .. } => FaultTarget::Acquire,
@@ -17,8 +17,9 @@ pub fn injected_fault(request: &TxnRequest, fate: Fate) -> Option<InjectedFault>
         TxnRequest::VerifyFence { .. } => return None,
     };
     let effect = match fate {
-        Fate::Commit => return None,
-        Fate::Abort => FaultEffect::Aborted,
+        Fate::AsDecided => return None,
+        Fate::UnknownLate => panic!("no store here holds a commit back: the harness and the driver rig never send one"),
+        Fate::Aborted => FaultEffect::Aborted,
         Fate::UnknownLanded => FaultEffect::UnknownCommitted,
         Fate::UnknownLost => FaultEffect::UnknownNotCommitted,
         Fate::Unavailable => FaultEffect::Unavailable,

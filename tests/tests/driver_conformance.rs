@@ -52,7 +52,7 @@ fn config(protocol: Protocol) -> impl Strategy<Value = Config> {
 
 fn step(clients: usize) -> impl Strategy<Value = Step> {
     let fate =
-        prop_oneof![Just(Fate::Abort), Just(Fate::UnknownLanded), Just(Fate::UnknownLost), Just(Fate::Unavailable)];
+        prop_oneof![Just(Fate::Aborted), Just(Fate::UnknownLanded), Just(Fate::UnknownLost), Just(Fate::Unavailable)];
     prop_oneof![
         12 => (0..clients, any::<u8>()).prop_map(|(client, choice)| Step::User { client, choice }),
         8 => prop_oneof![1..=2 * RTT_MS, 1..=600u64].prop_map(|ms| Step::Advance { ms }),

@@ -1,68 +1,9 @@
 //! The world's actions, with a compact text form (`commit:1:unknown-landed`) so a counterexample can be printed,
 //! pasted and replayed by `explore`, the simulator or a test.
 
-use spanner_mutex_model::{Event, TxnReply};
+use spanner_mutex_model::world::CommitFate;
 use std::fmt;
 use std::str::FromStr;
-
-/// What a commit turns out to be, when the world gets to choose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CommitFate {
-    /// As the transaction logic decided (aborted anyway if a conflicting commit came first).
-    AsDecided,
-    /// Aborted without a conflict.
-    Aborted,
-    /// Committed, but the client is told the outcome is unknown.
-    UnknownLanded,
-    /// Not committed, and the client is told the outcome is unknown.
-    UnknownLost,
-    /// The client is told the outcome is unknown while the commit is still queued: it lands later (a
-    /// [`Action::LateCommit`] step), unless the row changed meanwhile, or never.
-    UnknownLate,
-}
-
-impl CommitFate {
-    /// The fate that applies: a transaction whose row changed since its read aborts, whatever was chosen.
-    pub const fn unless_conflict(self, conflict: bool) -> Self {
-        if conflict { Self::Aborted } else { self }
-    }
-
-    /// The fate's word in an action's text.
-    const fn word(self) -> &'static str {
-        match self {
-            Self::AsDecided => "ok",
-            Self::Aborted => "aborted",
-            Self::UnknownLanded => "unknown-landed",
-            Self::UnknownLost => "unknown-lost",
-            Self::UnknownLate => "unknown-late",
-        }
-    }
-
-    fn from_word(word: Option<&str>) -> Option<Self> {
-        match word? {
-            "ok" => Some(Self::AsDecided),
-            "aborted" => Some(Self::Aborted),
-            "unknown-landed" => Some(Self::UnknownLanded),
-            "unknown-lost" => Some(Self::UnknownLost),
-            "unknown-late" => Some(Self::UnknownLate),
-            _ => None,
-        }
-    }
-
-    /// Whether the transaction's writes land.
-    pub const fn lands(self) -> bool {
-        matches!(self, Self::AsDecided | Self::UnknownLanded)
-    }
-
-    /// What the client is told, given the reply the transaction logic planned.
-    pub fn event(self, reply: TxnReply) -> Event {
-        match self {
-            Self::AsDecided => Event::TxnCommitted(reply),
-            Self::Aborted => Event::TxnAborted,
-            Self::UnknownLanded | Self::UnknownLost | Self::UnknownLate => Event::TxnOutcomeUnknown,
-        }
-    }
-}
 
 /// Which way a server's clock errs in one read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,10 +87,10 @@ impl FromStr for Action {
         }
         let client: u8 = parts.next().and_then(|c| c.parse().ok()).ok_or_else(err)?;
         let action = match verb {
-            "commit" => Self::TxnCommit(client, CommitFate::from_word(parts.next()).ok_or_else(err)?),
+            "commit" => Self::TxnCommit(client, parts.next().and_then(CommitFate::from_word).ok_or_else(err)?),
             "write" => match parts.next() {
                 None => return Ok(Self::SectionWrite(client, CommitFate::AsDecided)),
-                word => Self::SectionWrite(client, CommitFate::from_word(word).ok_or_else(err)?),
+                Some(word) => Self::SectionWrite(client, CommitFate::from_word(word).ok_or_else(err)?),
             },
             "timeout" => Self::Timeout(client),
             "return" => Self::SectionReturn(client),

@@ -17,14 +17,15 @@ mod step;
 mod tests;
 mod world;
 
-pub use action::{Action, ClockError, CommitFate, ParseActionError, decode_path, encode_path};
+use spanner_mutex_model::world::CommitFate;
+
+pub use action::{Action, ClockError, ParseActionError, decode_path, encode_path};
 pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, read_path_argument};
 pub use options::{CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_TIME_MS};
 pub use properties::{
     DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_CLIENT_STUCK,
     NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY,
-    SINGLE_RELIANCE, TERMS_INCREASE, done_has_effect, fence_follows, keeps_lease_after_release, outcome_is_true,
-    overwrites_done, superseded, violated_safety,
+    SINGLE_RELIANCE, TERMS_INCREASE, done_has_effect, keeps_lease_after_release, outcome_is_true, violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 pub use world::{ClientGhost, ClientSlot, Effect, Op, Queued, Section, Witness, Witnessed, WorldGhost, WorldState};
@@ -99,7 +100,7 @@ impl Model for LeaseModel {
         let clients = (0..usize::from(self.options.clients)).map(|i| self.fresh_slot(i, 0, 0)).collect();
         let mut state = WorldState {
             now_ms: 0,
-            row: None,
+            lease: spanner_mutex_model::world::Lease::default(),
             clients,
             effects: ArrayVec::new(),
             faults_left: self.options.fault_budget,

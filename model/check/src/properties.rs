@@ -2,7 +2,7 @@
 //! reachable, so a model that does nothing cannot pass.
 
 use crate::{ClientKind, LeaseModel, Witness, WorldState};
-use spanner_mutex_model::{ClientId, Fence, LeaseRow, Outcome, Phase, RowWrite, ServerTime, Status};
+use spanner_mutex_model::{ClientId, Fence, LeaseRow, Outcome, Phase, ServerTime, Status};
 use stateright::Property;
 
 /// At most one client relies on the lease at a time.
@@ -61,32 +61,6 @@ pub const SAFETY: &[&str] = &[
     TERMS_INCREASE,
     RELEASE_LEAVES_NO_LEASE,
 ];
-
-/// Whether a committed write keeps the fence history sound: an acquisition of an existing row writes the fence
-/// after the highest granted so far (or, re-acquiring its own unexpired lease, the same one), one that creates
-/// the row (none, or deleted) a fence above every one granted before; no other write changes the fence. Judged
-/// here, apart from the transaction logic, by the checker and the simulator alike.
-pub fn fence_follows(previous: Option<&LeaseRow>, max_fence: Option<Fence>, write: &RowWrite, acquire: bool) -> bool {
-    if acquire {
-        let reentrant = previous.is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
-        match previous {
-            Some(_) => reentrant || write.fence == max_fence.map_or(Fence::FIRST, Fence::next),
-            None => max_fence.is_none_or(|max| write.fence > max),
-        }
-    } else {
-        previous.is_none_or(|p| p.fence == write.fence)
-    }
-}
-
-/// Whether `fence` has been superseded: a newer one was granted. A protected resource must refuse its writes.
-pub fn superseded(fence: Fence, max_granted: Option<Fence>) -> bool {
-    max_granted.is_some_and(|max| fence < max)
-}
-
-/// Whether a write replaces a DONE row other than by a fresh acquisition (the next fence).
-pub fn overwrites_done(previous: Option<&LeaseRow>, write: &RowWrite, acquire: bool) -> bool {
-    previous.is_some_and(|p| p.status == Status::Done && !(acquire && write.fence == p.fence.next()))
-}
 
 /// The safety properties (`always`) that `state` violates.
 pub fn violated_safety(model: &LeaseModel, state: &WorldState) -> Vec<&'static str> {
@@ -279,10 +253,11 @@ fn always() -> Vec<Property<LeaseModel>> {
         Property::always(SINGLE_RELIANCE, |_: &LeaseModel, s: &WorldState| reliant(s).count() <= 1),
         Property::always(RELIANCE_BACKED_BY_ROW, |_: &LeaseModel, s: &WorldState| {
             let now = LeaseModel::server_time(s.now_ms);
-            reliant(s).all(|(i, fence)| s.row.as_ref().is_some_and(|r| r.grants(s.clients[i].machine.id(), fence, now)))
+            reliant(s)
+                .all(|(i, fence)| s.lease.row.as_ref().is_some_and(|r| r.grants(s.clients[i].machine.id(), fence, now)))
         }),
         Property::always(FENCES_INCREASE, |_: &LeaseModel, s: &WorldState| {
-            !s.ghost.fence_regressed && s.row.as_ref().map(|r| r.fence) == s.ghost.max_fence
+            !s.ghost.fence_regressed && s.lease.row.as_ref().map(|r| r.fence) == s.lease.max_fence
         }),
         Property::always(NO_STALE_WRITE, |_: &LeaseModel, s: &WorldState| !s.ghost.stale_write_accepted),
         Property::always(DOUBLE_EXECUTION, |_: &LeaseModel, s: &WorldState| s.effects.len() <= 1),
@@ -291,7 +266,7 @@ fn always() -> Vec<Property<LeaseModel>> {
         // A released lock is DONE too, with no run-once effect behind it.
         Property::always(DONE_HAS_EFFECT, |m: &LeaseModel, s: &WorldState| {
             let effects: arrayvec::ArrayVec<_, 2> = s.effects.iter().map(|e| (e.writer, e.fence)).collect();
-            !m.options.has(ClientKind::RunOnce) || done_has_effect(s.row.as_ref(), &effects)
+            !m.options.has(ClientKind::RunOnce) || done_has_effect(s.lease.row.as_ref(), &effects)
         }),
         Property::always(NO_CLIENT_STUCK, |_: &LeaseModel, s: &WorldState| {
             (0..s.clients.len()).all(|i| not_stuck(s, i))

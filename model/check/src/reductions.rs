@@ -2,9 +2,10 @@
 //! Each is sound only while nothing reads what it forgets; docs/checker.md gives the argument.
 
 use crate::{
-    ClientKind, ClientSlot, LeaseModel, MAX_CLIENTS, MAX_TIME_MS, Op, Queued, Section, WorldState, client_id, slot_of,
+    ClientKind, ClientSlot, LeaseModel, MAX_CLIENTS, MAX_TIME_MS, Op, Section, WorldState, client_id, slot_of,
 };
 use arrayvec::ArrayVec;
+use spanner_mutex_model::world::Late;
 use spanner_mutex_model::{ClientId, Fence, LocalInstant, ServerTime};
 
 /// A renaming of client ids alone, for the symmetry reduction.
@@ -105,15 +106,14 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
             ClientId::from_u128(0)
         });
         let refers = |id: Option<ClientId>| id.is_some_and(|id| slot_of(id).0 == i);
-        let queued = match &state.queued {
-            None => None,
-            Some(Queued::Txn { request, .. }) => Some(request.client()),
-            Some(Queued::FencedWrite { writer, .. }) => Some(*writer),
-        };
+        let queued = state.queued.as_ref().map(|queued| match &queued.late {
+            Late::Txn { request, .. } => request.client(),
+            Late::FencedWrite { writer, .. } => *writer,
+        });
         let key = (
             slot.kind,
             checker_hash(&blank),
-            refers(state.row.as_ref().map(|r| r.holder)),
+            refers(state.lease.row.as_ref().map(|r| r.holder)),
             refers(state.effects.first().map(|e| e.writer)),
             refers(state.effects.get(1).map(|e| e.writer)),
             refers(queued),
@@ -208,7 +208,7 @@ pub(crate) fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
     // Field by field, so the slots are cloned once (and a new field cannot be forgotten).
     let mut out = WorldState {
         now_ms: state.now_ms,
-        row: state.row.clone(),
+        lease: state.lease.clone(),
         clients: slots
             .iter()
             .map(|&old| {
@@ -223,16 +223,16 @@ pub(crate) fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
         queued: state.queued.clone(),
         ghost: state.ghost,
     };
-    if let Some(row) = &mut out.row {
+    if let Some(row) = &mut out.lease.row {
         row.holder = rename(row.holder);
     }
     for effect in &mut out.effects {
         effect.writer = rename(effect.writer);
     }
-    match &mut out.queued {
+    match out.queued.as_mut().map(|queued| &mut queued.late) {
         None => {}
-        Some(Queued::Txn { request, .. }) => request.rename(&RenameClients(rename)),
-        Some(Queued::FencedWrite { writer, .. }) => *writer = rename(*writer),
+        Some(Late::Txn { request, .. }) => request.rename(&RenameClients(rename)),
+        Some(Late::FencedWrite { writer, .. }) => *writer = rename(*writer),
     }
     out
 }
@@ -273,7 +273,7 @@ impl LeaseModel {
         let moved = KeyMove {
             now_ms: state.now_ms,
             by_ms: (SHIFTED_NOW_MS - state.now_ms).cast_signed(),
-            row_fence: state.row.as_ref().map_or(0, |row| row.fence.get()),
+            row_fence: state.lease.row.as_ref().map_or(0, |row| row.fence.get()),
         };
         let to_key = |fence: Fence| Fence::new(fence.get().wrapping_sub(moved.row_fence).wrapping_add(KEYED_ROW_FENCE));
         self.move_in_time(state, moved.by_ms, to_key);
@@ -284,7 +284,7 @@ impl LeaseModel {
             state.now_ms = SHIFTED_NOW_MS;
         }
         let staleness_unseen = self.staleness_unseen();
-        if let Some(row) = &mut state.row {
+        if let Some(row) = &mut state.lease.row {
             row.attempt = 0;
             if staleness_unseen {
                 row.updated_at = ServerTime::from_unix_micros(0);
@@ -318,7 +318,7 @@ impl LeaseModel {
         let by_server = |time: &mut ServerTime| *time = time.shifted_ms(by_ms);
         let shift = ShiftInTime { by_ms, renumber };
         let staleness_unseen = self.staleness_unseen();
-        if let Some(row) = &mut state.row {
+        if let Some(row) = &mut state.lease.row {
             row.fence = renumber(row.fence);
             // Forgotten in a key when unseen.
             if !staleness_unseen {
@@ -329,12 +329,12 @@ impl LeaseModel {
         for effect in &mut state.effects {
             effect.fence = renumber(effect.fence);
         }
-        match &mut state.queued {
-            Some(Queued::Txn { request, read_at, .. }) => {
+        match state.queued.as_mut().map(|queued| &mut queued.late) {
+            Some(Late::Txn { request, read_at }) => {
                 request.rename(&shift);
                 by_server(read_at);
             }
-            Some(Queued::FencedWrite { fence, read_at, .. }) => {
+            Some(Late::FencedWrite { fence, read_at, .. }) => {
                 *fence = renumber(*fence);
                 by_server(read_at);
             }
@@ -350,7 +350,7 @@ impl LeaseModel {
                 *fence = renumber(*fence);
             }
         }
-        state.ghost.max_fence = state.ghost.max_fence.map(renumber);
+        state.lease.max_fence = state.lease.max_fence.map(renumber);
         state.ghost.max_term = state.ghost.max_term.map(renumber);
     }
 

@@ -3,8 +3,9 @@
 
 use crate::properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
 use crate::search::progress_line;
-use crate::{Action, CheckOptions, CommitFate, LeaseModel, Op, Section, WorldState, encode_path};
+use crate::{Action, CheckOptions, LeaseModel, Op, Section, WorldState, encode_path};
 use serde::Serialize;
+use spanner_mutex_model::world::{CommitFate, Late};
 use spanner_mutex_model::{ClientId, LeaseRow};
 use stateright::report::{ReportData, ReportDiscovery, Reporter};
 use stateright::{Checker, HasDiscoveries, Model, Path};
@@ -278,7 +279,8 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::Tick => format!("server time advances to {} ms", after.now_ms),
         Action::TxnCommit(c, fate) => match &before.clients[usize::from(c)].op {
             Op::TxnRead { request, read_at, .. } => {
-                let reply = spanner_mutex_model::txn::plan(&model.cfg, request, before.row.as_ref(), *read_at).reply;
+                let reply =
+                    spanner_mutex_model::txn::plan(&model.cfg, request, before.lease.row.as_ref(), *read_at).reply;
                 let conflict = matches!(&before.clients[usize::from(c)].op, Op::TxnRead { row_unchanged: false, .. });
                 let reply = if conflict { "conflict: aborted".to_owned() } else { format!("{reply:?}") };
                 format!("{}'s {} commits as {fate:?}: {reply}", client(c), request_kind(request))
@@ -322,12 +324,10 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::Drift(c) => format!("{}'s clock falls 1 ms behind", client(c)),
         Action::LateCommit => {
             // Witness marks may already be tallied away from `after`; what the commit changed is not.
-            let landed = before.row != after.row || before.effects != after.effects;
-            let what = match &before.queued {
-                Some(crate::Queued::Txn { request, .. }) => {
-                    format!("{}'s {}", who(request.client()), request_kind(request))
-                }
-                Some(crate::Queued::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
+            let landed = before.lease.row != after.lease.row || before.effects != after.effects;
+            let what = match before.queued.as_ref().map(|queued| &queued.late) {
+                Some(Late::Txn { request, .. }) => format!("{}'s {}", who(request.client()), request_kind(request)),
+                Some(Late::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
                 None => "nothing".to_owned(),
             };
             format!("the queued commit of {what} reaches Spanner: {}", if landed { "LANDS" } else { "aborts" })
@@ -359,7 +359,7 @@ fn state_words(state: &WorldState) -> String {
         .collect();
     let effects: Vec<String> =
         state.effects.iter().map(|e| format!("{} fence {}", who(e.writer), e.fence.get())).collect();
-    format!("[{}; {}; effects: {:?}]", row_text(state.row.as_ref()), clients.join(", "), effects)
+    format!("[{}; {}; effects: {:?}]", row_text(state.lease.row.as_ref()), clients.join(", "), effects)
 }
 
 /// A path as numbered steps in words, each followed by the state it leads to.

@@ -2,13 +2,15 @@
 //! `txn::plan` with their fates, fenced writes judged.
 
 use crate::{
-    Action, ClientGhost, ClientKind, ClientSlot, ClockError, CommitFate, Effect, LEADER_CAMPAIGNS, LeaseModel, Op,
-    OutcomeFacts, Queued, Section, Witness, WorldState, client_id, fence_follows, keeps_lease_after_release,
-    outcome_is_true, overwrites_done, superseded,
+    Action, ClientGhost, ClientKind, ClientSlot, ClockError, Effect, LEADER_CAMPAIGNS, LeaseModel, Op, OutcomeFacts,
+    Queued, Section, Witness, WorldState, client_id, keeps_lease_after_release, outcome_is_true,
 };
 use arrayvec::ArrayVec;
-use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
-use spanner_mutex_model::{ClientId, ClientMachine, Command, Event, LocalInstant, SectionResult, ServerTime, Status};
+use spanner_mutex_model::txn::{TxnReply, TxnRequest};
+use spanner_mutex_model::world::{CommitFate, FencedAnswer, FencedWrite, Late, LateLanding, RowChange};
+use spanner_mutex_model::{
+    ClientId, ClientMachine, Command, Event, Fence, LocalInstant, SectionResult, ServerTime, Status,
+};
 
 impl LeaseModel {
     pub(crate) fn server_time(ms: u64) -> ServerTime {
@@ -110,7 +112,7 @@ impl LeaseModel {
                 let facts = OutcomeFacts {
                     client: client.machine.id(),
                     effects: &effects,
-                    row: state.row.as_ref(),
+                    row: state.lease.row.as_ref(),
                     last_need_answer: Some(state.effects.is_empty()),
                     waits: client.ghost.waits,
                     max_retries: self.cfg.max_retries(),
@@ -136,7 +138,7 @@ impl LeaseModel {
                 self.deliver(state, slot, Event::NeedAnswered { needed });
             }
             Some(Command::ReadRow) => {
-                let event = Event::RowRead { row: state.row.clone(), server_now: Self::server_time(state.now_ms) };
+                let event = state.lease.read(Self::server_time(state.now_ms));
                 self.deliver(state, slot, event);
             }
             Some(Command::RunTxn(request)) => {
@@ -218,19 +220,21 @@ impl LeaseModel {
     pub(crate) fn judge_release(state: &mut WorldState, slot: usize, outcome: &spanner_mutex_model::Outcome) {
         let id = state.clients[slot].machine.id();
         let now = Self::server_time(state.now_ms);
-        state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.row.as_ref(), now);
+        state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.lease.row.as_ref(), now);
     }
 
-    /// Applies a committed write, recording what the properties watch for.
-    pub(crate) fn commit_write(state: &mut WorldState, write: spanner_mutex_model::RowWrite, acquire: bool) {
-        let previous = state.row.take();
+    /// Records what a committed row write changed, for the properties, and makes every transaction that read the
+    /// row before it abort.
+    pub(crate) fn record_change(state: &mut WorldState, change: Option<RowChange>) {
+        let Some(RowChange { previous, acquire, fence_regressed, done_overwritten }) = change else { return };
         let ghost = &mut state.ghost;
-        ghost.fence_regressed |= !fence_follows(previous.as_ref(), ghost.max_fence, &write, acquire);
-        ghost.done_overwritten |= overwrites_done(previous.as_ref(), &write, acquire);
+        ghost.fence_regressed |= fence_regressed.is_some();
+        ghost.done_overwritten |= done_overwritten.is_some();
         if acquire && previous.as_ref().is_some_and(|p| p.status == Status::Done) {
             ghost.witnessed.insert(Witness::DoneAcquired);
         }
-        let reentrant = previous.as_ref().is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
+        let written = state.lease.row.as_ref();
+        let reentrant = previous.as_ref().zip(written).is_some_and(|(p, w)| p.fence == w.fence && p.holder == w.holder);
         if acquire && let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
             match state.clients.iter().find(|c| c.machine.id() == prev.holder) {
                 None => ghost.witnessed.insert(Witness::TakeoverAfterCrash),
@@ -243,17 +247,28 @@ impl LeaseModel {
                 Some(_) => {}
             }
         }
-        ghost.max_fence = ghost.max_fence.max(Some(write.fence));
-        state.row = Some(write.committed_at(Self::server_time(state.now_ms)));
-        // Every transaction that read the row before this write will abort.
         for client in &mut state.clients {
             if let Op::TxnRead { row_unchanged, .. } = &mut client.op {
                 *row_unchanged = false;
             }
         }
-        if let Some(Queued::Txn { row_unchanged, .. } | Queued::FencedWrite { row_unchanged, .. }) = &mut state.queued {
-            *row_unchanged = false;
+        if let Some(queued) = &mut state.queued {
+            queued.row_unchanged = false;
         }
+    }
+
+    /// Records a fenced write that reached the resource: only a run-once section's write is the effect (a lock
+    /// holder's is judged by its fence only; a third effect is unreachable, the check stops at the second).
+    fn record_fenced_write(state: &mut WorldState, writer: ClientId, fence: Fence, run_once: bool, write: FencedWrite) {
+        if write.landed {
+            if run_once {
+                let _ = state.effects.try_push(Effect { writer, fence });
+            } else {
+                state.ghost.witnessed.insert(Witness::LockWriteAccepted);
+            }
+            state.ghost.stale_write_accepted |= write.stale_accepted.is_some();
+        }
+        Self::record_change(state, write.change);
     }
 }
 
@@ -261,32 +276,24 @@ impl LeaseModel {
     /// A queued commit reaches Spanner: it lands if the row is as it read it (else it aborts, as any
     /// transaction whose read changed). Nobody hears of it: its client was told the outcome is unknown.
     pub(crate) fn land_late(&self, state: &mut WorldState, queued: Queued) {
-        match queued {
-            Queued::Txn { request, row_unchanged: true, read_at } => {
-                let plan = txn::plan(&self.cfg, &request, state.row.as_ref(), read_at);
-                if let Some(write) = plan.write {
-                    Self::commit_write(state, write, matches!(request, TxnRequest::Acquire { .. }));
+        if !queued.row_unchanged {
+            return;
+        }
+        let now = Self::server_time(state.now_ms);
+        match state.lease.land_late(&self.cfg, &queued.late, || now) {
+            LateLanding::Txn(change) => {
+                if change.is_some() {
                     state.ghost.witnessed.insert(Witness::LateLanded);
                 }
+                Self::record_change(state, change);
             }
-            Queued::FencedWrite { writer, fence, run_once, row_unchanged: true, read_at } => {
-                let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
-                let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), read_at);
-                if plan.reply == TxnReply::FenceValid {
-                    // As when it lands at once: only a run-once section's write is the effect.
-                    if run_once {
-                        let _ = state.effects.try_push(Effect { writer, fence });
-                    } else {
-                        state.ghost.witnessed.insert(Witness::LockWriteAccepted);
-                    }
-                    state.ghost.stale_write_accepted |= superseded(fence, state.ghost.max_fence);
-                    if let Some(record) = plan.write {
-                        Self::commit_write(state, record, false);
-                    }
+            LateLanding::FencedWrite(write) => {
+                let Late::FencedWrite { writer, fence, .. } = queued.late else { return };
+                if write.landed {
                     state.ghost.witnessed.insert(Witness::LateLanded);
                 }
+                Self::record_fenced_write(state, writer, fence, queued.run_once, write);
             }
-            Queued::Txn { .. } | Queued::FencedWrite { .. } => {}
         }
     }
 }
@@ -303,23 +310,19 @@ impl LeaseModel {
                 else {
                     return None;
                 };
-                let conflict = !row_unchanged;
-                let plan = txn::plan(&self.cfg, &request, state.row.as_ref(), read_at);
-                let acquire = matches!(request, TxnRequest::Acquire { .. });
-                if fate != CommitFate::AsDecided {
+                if fate.is_fault() {
                     state.faults_left -= 1;
                 }
-                let applied = fate.unless_conflict(conflict);
-                if applied == CommitFate::UnknownLate {
-                    state.queued = Some(Queued::Txn { request: request.clone(), row_unchanged, read_at });
+                let now = Self::server_time(state.now_ms);
+                let commit = state.lease.commit(&self.cfg, &request, read_at, fate, !row_unchanged, || now);
+                if commit.applied.lands() && matches!(commit.reply, TxnReply::Renewed { .. }) {
+                    state.ghost.witnessed.insert(Witness::Renewed);
                 }
-                if applied.lands() {
-                    if let Some(write) = plan.write {
-                        Self::commit_write(state, write, acquire);
-                    }
-                    if matches!(plan.reply, TxnReply::Renewed { .. }) {
-                        state.ghost.witnessed.insert(Witness::Renewed);
-                    }
+                Self::record_change(state, commit.change);
+                let acquire = matches!(request, TxnRequest::Acquire { .. });
+                if commit.applied == CommitFate::UnknownLate {
+                    state.queued =
+                        Some(Queued { late: Late::Txn { request, read_at }, run_once: false, row_unchanged: true });
                 }
                 let ghost = &mut state.clients[slot].ghost;
                 match fate {
@@ -327,7 +330,7 @@ impl LeaseModel {
                     CommitFate::UnknownLost if acquire => ghost.unknown_lost = true,
                     _ => {}
                 }
-                self.deliver(state, slot, applied.event(plan.reply));
+                self.deliver(state, slot, commit.event);
             }
             Action::Timeout(c) => {
                 let slot = usize::from(c);
@@ -338,54 +341,31 @@ impl LeaseModel {
             Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);
                 let Section::Started { fence } = state.clients[slot].section else { return None };
-                let client = state.clients[slot].machine.id();
-                // The checked section makes one fenced write; a retry keeps its number.
-                let verify = TxnRequest::VerifyFence { client, fence, write: 1 };
+                let writer = state.clients[slot].machine.id();
                 let at = self.decision_time(state, slot);
-                let plan = txn::plan(&self.cfg, &verify, state.row.as_ref(), at);
-                if fate != CommitFate::AsDecided {
+                if fate.is_fault() {
                     state.faults_left -= 1;
                 }
-                // Judged independently of the transaction logic: a fence is stale once a newer one was granted.
-                let stale = superseded(fence, state.ghost.max_fence);
-                let accepted = plan.reply == TxnReply::FenceValid;
                 let run_once = state.clients[slot].kind == ClientKind::RunOnce;
                 if fate == CommitFate::UnknownLate {
-                    state.queued =
-                        Some(Queued::FencedWrite { writer: client, fence, run_once, row_unchanged: true, read_at: at });
+                    let late = Late::FencedWrite { writer, fence, read_at: at };
+                    state.queued = Some(Queued { late, run_once, row_unchanged: true });
                 }
-                if accepted && fate.lands() && !run_once {
-                    state.ghost.witnessed.insert(Witness::LockWriteAccepted);
-                }
-                if accepted && fate.lands() {
-                    // A third effect is unreachable: the check stops at the second (a violation). A lock
-                    // holder's write is not the run-once effect; only its fence is judged.
-                    if run_once {
-                        let _ = state.effects.try_push(Effect { writer: client, fence });
-                    }
-                    state.ghost.stale_write_accepted |= stale;
-                    if let Some(record) = plan.write {
-                        Self::commit_write(state, record, false);
-                    }
-                }
+                let now = Self::server_time(state.now_ms);
+                let write = state.lease.fenced_write(&self.cfg, writer, fence, at, fate, || now);
+                let (answer, superseded) = (write.answer, write.superseded);
+                Self::record_fenced_write(state, writer, fence, run_once, write);
                 let section = &mut state.clients[slot];
-                match (fate, plan.reply) {
-                    // Told nothing certain, the section retries the same write.
-                    (
-                        CommitFate::Aborted
-                        | CommitFate::UnknownLanded
-                        | CommitFate::UnknownLost
-                        | CommitFate::UnknownLate,
-                        _,
-                    ) => {}
-                    (CommitFate::AsDecided, TxnReply::FenceValid) => section.section = Section::Wrote,
-                    (CommitFate::AsDecided, TxnReply::AlreadyApplied) => {
+                match answer {
+                    FencedAnswer::Retry => {}
+                    FencedAnswer::Accepted => section.section = Section::Wrote,
+                    FencedAnswer::AlreadyApplied => {
                         section.section = Section::Wrote;
                         state.ghost.witnessed.insert(Witness::FencedWriteResolved);
                     }
-                    (CommitFate::AsDecided, _) => {
+                    FencedAnswer::Rejected => {
                         section.section = Section::Rejected;
-                        if stale {
+                        if superseded {
                             state.ghost.witnessed.insert(Witness::StaleWriteRejected);
                         }
                     }

@@ -4,7 +4,8 @@
 use crate::ClientKind;
 use arrayvec::ArrayVec;
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::{ClientId, ClientMachine, Fence, LeaseRow, ServerTime};
+use spanner_mutex_model::world::{Late, Lease};
+use spanner_mutex_model::{ClientId, ClientMachine, Fence, ServerTime};
 
 /// An effect the protected resource accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,29 +43,13 @@ pub enum Op {
 
 /// A commit whose client was told the outcome is unknown, still on its way to Spanner.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Queued {
-    /// A lease transaction.
-    Txn {
-        /// The transaction.
-        request: TxnRequest,
-        /// No write has committed since it read the row.
-        row_unchanged: bool,
-        /// The time its decisions are made on.
-        read_at: ServerTime,
-    },
-    /// A section's fenced write (write 1 of its lease).
-    FencedWrite {
-        /// The run that sent it.
-        writer: ClientId,
-        /// Its fence.
-        fence: Fence,
-        /// Whether it is a run-once section's effect (a lock holder's write is judged by its fence only).
-        run_once: bool,
-        /// No write has committed since it read the row.
-        row_unchanged: bool,
-        /// The time its decisions are made on.
-        read_at: ServerTime,
-    },
+pub struct Queued {
+    /// The commit, as it read.
+    pub late: Late,
+    /// Whether it is a run-once section's effect (a lock holder's write is judged by its fence only).
+    pub run_once: bool,
+    /// No write has committed since it read the row.
+    pub row_unchanged: bool,
 }
 
 /// The user's critical section: write the effect through a fenced transaction, then return.
@@ -216,8 +201,6 @@ impl Witnessed {
 pub struct WorldGhost {
     /// What the step that led to this state showed (cleared by the next step).
     pub witnessed: Witnessed,
-    /// The highest fence ever granted.
-    pub max_fence: Option<Fence>,
     /// A write lowered the row's fence or skipped one.
     pub fence_regressed: bool,
     /// The resource accepted a write whose fence had been superseded.
@@ -243,8 +226,8 @@ pub struct WorldGhost {
 pub struct WorldState {
     /// Server time in milliseconds.
     pub now_ms: u64,
-    /// The lease row.
-    pub row: Option<LeaseRow>,
+    /// The lease row in Spanner, with the highest fence it granted.
+    pub lease: Lease,
     /// The clients, at most [`MAX_CLIENTS`]. On the heap: a state is moved several times per step, and an
     /// inline array sized for five clients made each move copy 1.7 KB.
     pub clients: Vec<ClientSlot>,

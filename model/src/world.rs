@@ -1,0 +1,480 @@
+//! The protocol's world, written once: what Spanner does with the transactions, reads and fenced writes a client
+//! machine commands, which fate each commit meets, Spanner's commit timestamps, and the rules the protected
+//! resource judges every write by. Pure, like the machine: time is an argument.
+//!
+//! The checker, the simulator, replay and the conformance reference are adapters over this module: they decide
+//! *when* a command reaches Spanner and *which* [`CommitFate`] it meets; [`Lease`] decides *what* it does. A fault
+//! or a primitive added here reaches every layer.
+
+use crate::txn::{TxnReply, TxnRequest, plan};
+use crate::{ClientId, Config, Event, Failure, Fence, LeaseRow, RowWrite, ServerTime, Status};
+use std::fmt;
+
+/// What a commit turns out to be, when the world gets to choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CommitFate {
+    /// As the transaction logic decided (aborted anyway if a conflicting commit came first).
+    AsDecided,
+    /// Aborted without a conflict.
+    Aborted,
+    /// Committed, but the client is told the outcome is unknown.
+    UnknownLanded,
+    /// Not committed, and the client is told the outcome is unknown.
+    UnknownLost,
+    /// The client is told the outcome is unknown while the commit is still queued: it lands later
+    /// ([`Lease::land_late`]), unless the row changed meanwhile, or never.
+    UnknownLate,
+    /// Spanner did not answer: nothing is written, and the client is told the call failed.
+    Unavailable,
+}
+
+impl CommitFate {
+    /// The fate that applies: a transaction whose row changed since its read aborts, whatever was chosen (a call
+    /// that never reached Spanner fails as it would have).
+    pub const fn unless_conflict(self, conflict: bool) -> Self {
+        match self {
+            Self::Unavailable => self,
+            _ if conflict => Self::Aborted,
+            _ => self,
+        }
+    }
+
+    /// Whether the transaction's writes land now.
+    pub const fn lands(self) -> bool {
+        matches!(self, Self::AsDecided | Self::UnknownLanded)
+    }
+
+    /// Whether the world chose it as a fault (anything but the outcome as decided).
+    pub const fn is_fault(self) -> bool {
+        !matches!(self, Self::AsDecided)
+    }
+
+    /// What the client is told, given the reply the transaction logic planned.
+    pub fn event(self, reply: TxnReply) -> Event {
+        match self {
+            Self::AsDecided => Event::TxnCommitted(reply),
+            Self::Aborted => Event::TxnAborted,
+            Self::UnknownLanded | Self::UnknownLost | Self::UnknownLate => Event::TxnOutcomeUnknown,
+            Self::Unavailable => Event::TxnFailed(Failure::Unavailable),
+        }
+    }
+
+    /// The fate's word in an action's text (`commit:1:unknown-landed`).
+    pub const fn word(self) -> &'static str {
+        match self {
+            Self::AsDecided => "ok",
+            Self::Aborted => "aborted",
+            Self::UnknownLanded => "unknown-landed",
+            Self::UnknownLost => "unknown-lost",
+            Self::UnknownLate => "unknown-late",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The fate [`CommitFate::word`] names.
+    pub fn from_word(word: &str) -> Option<Self> {
+        [Self::AsDecided, Self::Aborted, Self::UnknownLanded, Self::UnknownLost, Self::UnknownLate, Self::Unavailable]
+            .into_iter()
+            .find(|fate| fate.word() == word)
+    }
+}
+
+/// What a section is told of its fenced write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FencedAnswer {
+    /// The resource accepted the write.
+    Accepted,
+    /// An earlier attempt of this write landed (its answer was lost); nothing was applied again.
+    AlreadyApplied,
+    /// The fence check refused it: the lease is no longer the writer's.
+    Rejected,
+    /// Aborted, unknown or unanswered: the section retries the same write.
+    Retry,
+}
+
+/// A write that broke a rule the resource and the row must keep, found as it was made. Judged apart from the
+/// transaction logic, so a bug there shows here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Breach {
+    /// A write lowered or skipped the row's fence ([`fence_follows`]).
+    FenceRegressed {
+        /// Whether the write was an acquisition.
+        acquire: bool,
+        /// The fence it wrote.
+        wrote: Fence,
+        /// The row's fence before it, if there was a row.
+        over: Option<Fence>,
+        /// The highest fence granted before it.
+        highest: Option<Fence>,
+    },
+    /// A DONE row was replaced other than by a fresh acquisition ([`overwrites_done`]).
+    DoneOverwritten {
+        /// The DONE row's fence.
+        done_fence: Fence,
+        /// The status written over it.
+        by: Status,
+        /// The fence written over it.
+        with: Fence,
+    },
+    /// The resource accepted a write whose fence had been superseded ([`superseded`]).
+    StaleWriteAccepted {
+        /// The write's fence.
+        fence: Fence,
+        /// The newer fence granted before it.
+        highest: Fence,
+    },
+}
+
+impl fmt::Display for Breach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FenceRegressed { acquire, wrote, over, highest } => {
+                let kind = if *acquire { "an acquisition" } else { "a non-acquiring write" };
+                write!(f, "{kind} wrote fence {}", wrote.get())?;
+                match over {
+                    Some(over) => write!(f, " over fence {}", over.get())?,
+                    None => f.write_str(" creating the row")?,
+                }
+                match highest {
+                    Some(highest) => write!(f, " (highest granted {})", highest.get()),
+                    None => f.write_str(" (none granted before)"),
+                }
+            }
+            Self::DoneOverwritten { done_fence, by, with } => {
+                write!(f, "DONE row with fence {} overwritten by {by} with fence {}", done_fence.get(), with.get())
+            }
+            Self::StaleWriteAccepted { fence, highest } => {
+                write!(f, "a write with fence {} was accepted after fence {} was granted", fence.get(), highest.get())
+            }
+        }
+    }
+}
+
+/// Whether a committed write keeps the fence history sound: an acquisition of an existing row writes the fence
+/// after the highest granted so far (or, re-acquiring its own unexpired lease, the same one), one that creates
+/// the row (none, or deleted) a fence above every one granted before; no other write changes the fence.
+pub fn fence_follows(previous: Option<&LeaseRow>, max_fence: Option<Fence>, write: &RowWrite, acquire: bool) -> bool {
+    if acquire {
+        let reentrant = previous.is_some_and(|p| p.fence == write.fence && p.holder == write.holder);
+        match previous {
+            Some(_) => reentrant || write.fence == max_fence.map_or(Fence::FIRST, Fence::next),
+            None => max_fence.is_none_or(|max| write.fence > max),
+        }
+    } else {
+        previous.is_none_or(|p| p.fence == write.fence)
+    }
+}
+
+/// Whether `fence` has been superseded: a newer one was granted. A protected resource must refuse its writes.
+pub fn superseded(fence: Fence, max_granted: Option<Fence>) -> bool {
+    max_granted.is_some_and(|max| fence < max)
+}
+
+/// Whether a write replaces a DONE row other than by a fresh acquisition (the next fence).
+pub fn overwrites_done(previous: Option<&LeaseRow>, write: &RowWrite, acquire: bool) -> bool {
+    previous.is_some_and(|p| p.status == Status::Done && !(acquire && write.fence == p.fence.next()))
+}
+
+/// Spanner's commit timestamps: strictly increasing, and never before the server's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CommitClock {
+    last: ServerTime,
+}
+
+impl CommitClock {
+    /// A clock whose next timestamp is after `last`.
+    pub const fn after(last: ServerTime) -> Self {
+        Self { last }
+    }
+
+    /// The timestamp of a commit at server time `now`.
+    pub fn stamp(&mut self, now: ServerTime) -> ServerTime {
+        self.last = now.max(ServerTime::from_unix_micros(self.last.unix_micros() + 1));
+        self.last
+    }
+}
+
+/// What a committed write replaced, for whoever records history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowChange {
+    /// The row before the write.
+    pub previous: Option<LeaseRow>,
+    /// Whether the write was an acquisition.
+    pub acquire: bool,
+    /// The fence rule it broke, if any.
+    pub fence_regressed: Option<Breach>,
+    /// The DONE rule it broke, if any.
+    pub done_overwritten: Option<Breach>,
+}
+
+/// A transaction's commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    /// What the client is told.
+    pub event: Event,
+    /// The reply the transaction logic planned (the client hears it only if the fate is as decided).
+    pub reply: TxnReply,
+    /// The fate that applied ([`CommitFate::unless_conflict`]).
+    pub applied: CommitFate,
+    /// The row write that committed, if one did.
+    pub change: Option<RowChange>,
+}
+
+/// A fenced write: one transaction that verifies the fence and, if it is current, applies the effect and records
+/// in the row that the write landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FencedWrite {
+    /// What the section is told.
+    pub answer: FencedAnswer,
+    /// Whether the effect reached the resource.
+    pub landed: bool,
+    /// Whether its fence had been superseded, judged apart from the transaction logic.
+    pub superseded: bool,
+    /// The stale write the resource accepted, if it did.
+    pub stale_accepted: Option<Breach>,
+    /// The row's record of the write, if one committed.
+    pub change: Option<RowChange>,
+}
+
+/// A commit still on its way after its client was told the outcome is unknown ([`CommitFate::UnknownLate`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Late {
+    /// A lease transaction, as it read.
+    Txn {
+        /// The transaction.
+        request: TxnRequest,
+        /// The time its decisions are made on.
+        read_at: ServerTime,
+    },
+    /// A fenced write, as it read.
+    FencedWrite {
+        /// The run that sent it (which may have ended since: the write still lands).
+        writer: ClientId,
+        /// Its fence.
+        fence: Fence,
+        /// The time its decisions are made on.
+        read_at: ServerTime,
+    },
+}
+
+/// What a late commit did when it reached Spanner with the row as it read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LateLanding {
+    /// A transaction: the row write it committed, if any.
+    Txn(Option<RowChange>),
+    /// A fenced write.
+    FencedWrite(FencedWrite),
+}
+
+/// One mutex in Spanner: its lease row, and the highest fence it ever granted (which the resource's rules are
+/// judged against).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The lease row.
+    pub row: Option<LeaseRow>,
+    /// The highest fence ever granted.
+    pub max_fence: Option<Fence>,
+}
+
+/// A section makes one fenced write per lease: number 1, kept by its retries.
+const FENCED_WRITE_NUMBER: u32 = 1;
+
+impl Lease {
+    /// A single-use read at server time `now`.
+    pub fn read(&self, now: ServerTime) -> Event {
+        Event::RowRead { row: self.row.clone(), server_now: now }
+    }
+
+    /// Commits `request`, whose decisions are made on `read_at`, with `fate`; `conflict` says a write committed
+    /// since it read the row. A write that lands takes its commit timestamp from `stamp` (called only then).
+    pub fn commit(
+        &mut self,
+        cfg: &Config,
+        request: &TxnRequest,
+        read_at: ServerTime,
+        fate: CommitFate,
+        conflict: bool,
+        stamp: impl FnOnce() -> ServerTime,
+    ) -> Commit {
+        let planned = plan(cfg, request, self.row.as_ref(), read_at);
+        let applied = fate.unless_conflict(conflict);
+        let acquire = matches!(request, TxnRequest::Acquire { .. });
+        let change = match planned.write {
+            Some(write) if applied.lands() => Some(self.write(write, acquire, stamp())),
+            _ => None,
+        };
+        Commit { event: applied.event(planned.reply.clone()), reply: planned.reply, applied, change }
+    }
+
+    /// A fenced write by `writer` under `fence`, decided at `decided_at`, with `fate`; linearized now, so it never
+    /// conflicts. Its record in the row takes its commit timestamp from `stamp` (called only if it lands).
+    pub fn fenced_write(
+        &mut self,
+        cfg: &Config,
+        writer: ClientId,
+        fence: Fence,
+        decided_at: ServerTime,
+        fate: CommitFate,
+        stamp: impl FnOnce() -> ServerTime,
+    ) -> FencedWrite {
+        let verify = TxnRequest::VerifyFence { client: writer, fence, write: FENCED_WRITE_NUMBER };
+        let planned = plan(cfg, &verify, self.row.as_ref(), decided_at);
+        let superseded = superseded(fence, self.max_fence);
+        let valid = planned.reply == TxnReply::FenceValid;
+        let landed = valid && fate.lands();
+        let stale_accepted = (landed && superseded)
+            .then(|| Breach::StaleWriteAccepted { fence, highest: self.max_fence.unwrap_or(fence) });
+        let change = match planned.write {
+            Some(record) if landed => Some(self.write(record, false, stamp())),
+            _ => None,
+        };
+        let answer = match (fate, &planned.reply) {
+            // Told nothing certain, the section retries the same write.
+            (CommitFate::AsDecided, TxnReply::FenceValid) => FencedAnswer::Accepted,
+            (CommitFate::AsDecided, TxnReply::AlreadyApplied) => FencedAnswer::AlreadyApplied,
+            (CommitFate::AsDecided, _) => FencedAnswer::Rejected,
+            (_, _) => FencedAnswer::Retry,
+        };
+        FencedWrite { answer, landed, superseded, stale_accepted, change }
+    }
+
+    /// A late commit reaches Spanner with the row as it read it (one whose row changed aborts, and the adapter,
+    /// which tracks reads, does not call this). Nobody hears of it: its client was told the outcome is unknown.
+    pub fn land_late(&mut self, cfg: &Config, late: &Late, stamp: impl FnOnce() -> ServerTime) -> LateLanding {
+        match late {
+            Late::Txn { request, read_at } => {
+                LateLanding::Txn(self.commit(cfg, request, *read_at, CommitFate::AsDecided, false, stamp).change)
+            }
+            Late::FencedWrite { writer, fence, read_at } => LateLanding::FencedWrite(self.fenced_write(
+                cfg,
+                *writer,
+                *fence,
+                *read_at,
+                CommitFate::AsDecided,
+                stamp,
+            )),
+        }
+    }
+
+    /// A row deletion policy (`OLDER_THAN(updated_at, older_than_ms)`) looks at the row at server time `now`:
+    /// deletes it if its last write is at least that old. Returns whether it did.
+    pub fn delete_if_older_than(&mut self, older_than_ms: u64, now: ServerTime) -> bool {
+        let old_enough = self.row.as_ref().is_some_and(|r| r.updated_at.plus_ms(older_than_ms) <= now);
+        if old_enough {
+            self.row = None;
+        }
+        old_enough
+    }
+
+    /// Commits a row write at `stamp`, judging it by the rules first.
+    fn write(&mut self, write: RowWrite, acquire: bool, stamp: ServerTime) -> RowChange {
+        let previous = self.row.take();
+        let fence_regressed =
+            (!fence_follows(previous.as_ref(), self.max_fence, &write, acquire)).then(|| Breach::FenceRegressed {
+                acquire,
+                wrote: write.fence,
+                over: previous.as_ref().map(|p| p.fence),
+                highest: self.max_fence,
+            });
+        let done_overwritten = previous
+            .as_ref()
+            .filter(|p| overwrites_done(Some(p), &write, acquire))
+            .map(|p| Breach::DoneOverwritten { done_fence: p.fence, by: write.status, with: write.fence });
+        self.max_fence = self.max_fence.max(Some(write.fence));
+        self.row = Some(write.committed_at(stamp));
+        RowChange { previous, acquire, fence_regressed, done_overwritten }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Mode;
+
+    const T0: ServerTime = ServerTime::from_unix_micros(1_767_225_600_000_000);
+
+    fn acquire(client: ClientId) -> TxnRequest {
+        TxnRequest::Acquire { client, holder_name: "test".into(), mode: Mode::Lock }
+    }
+
+    fn no_stamp() -> ServerTime {
+        panic!("a commit that writes nothing takes no timestamp")
+    }
+
+    #[test]
+    fn commit_timestamps_strictly_increase_and_never_precede_server_time() {
+        let mut clock = CommitClock::after(T0);
+        assert_eq!(clock.stamp(T0), ServerTime::from_unix_micros(T0.unix_micros() + 1));
+        assert_eq!(clock.stamp(T0), ServerTime::from_unix_micros(T0.unix_micros() + 2));
+        assert_eq!(clock.stamp(T0.plus_ms(5)), T0.plus_ms(5));
+    }
+
+    #[test]
+    fn a_conflict_aborts_whatever_the_fate_and_unavailable_fails_without_writing() {
+        let cfg = Config::default();
+        let a = ClientId::from_u128(1);
+        for fate in [CommitFate::AsDecided, CommitFate::UnknownLanded, CommitFate::UnknownLate] {
+            let mut lease = Lease::default();
+            let commit = lease.commit(&cfg, &acquire(a), T0, fate, true, no_stamp);
+            assert_eq!((commit.event, commit.applied, lease.row), (Event::TxnAborted, CommitFate::Aborted, None));
+        }
+        let mut lease = Lease::default();
+        let commit = lease.commit(&cfg, &acquire(a), T0, CommitFate::Unavailable, true, no_stamp);
+        assert_eq!(commit.event, Event::TxnFailed(Failure::Unavailable));
+        assert_eq!(lease, Lease::default());
+    }
+
+    #[test]
+    fn an_unknown_outcome_that_lands_writes_the_row_and_tells_the_client_nothing_certain() {
+        let cfg = Config::default();
+        let mut lease = Lease::default();
+        let commit = lease.commit(&cfg, &acquire(ClientId::from_u128(1)), T0, CommitFate::UnknownLanded, false, || T0);
+        assert_eq!(commit.event, Event::TxnOutcomeUnknown);
+        let row = lease.row.as_ref().expect("the acquisition landed");
+        assert_eq!((row.updated_at, Some(row.fence)), (T0, lease.max_fence));
+        let change = commit.change.expect("a change");
+        assert_eq!((change.previous, change.acquire, change.fence_regressed), (None, true, None));
+    }
+
+    #[test]
+    fn a_fenced_write_is_accepted_once_found_applied_on_retry_and_refused_once_superseded() {
+        let cfg = Config::default();
+        let (a, b) = (ClientId::from_u128(1), ClientId::from_u128(2));
+        let mut lease = Lease::default();
+        let _ = lease.commit(&cfg, &acquire(a), T0, CommitFate::AsDecided, false, || T0);
+        let fence = lease.row.as_ref().expect("row").fence;
+        let lost = lease.fenced_write(&cfg, a, fence, T0, CommitFate::UnknownLanded, || T0.plus_ms(1));
+        assert_eq!((lost.answer, lost.landed, lost.superseded), (FencedAnswer::Retry, true, false));
+        let retry = lease.fenced_write(&cfg, a, fence, T0, CommitFate::AsDecided, no_stamp);
+        assert_eq!((retry.answer, retry.landed), (FencedAnswer::AlreadyApplied, false));
+        // b takes the lease over once it has expired; a's next write is stale.
+        let later = T0.plus_ms(cfg.ttl_ms() + 1);
+        let _ = lease.commit(&cfg, &acquire(b), later, CommitFate::AsDecided, false, || later);
+        let stale = lease.fenced_write(&cfg, a, fence, later, CommitFate::AsDecided, no_stamp);
+        assert_eq!((stale.answer, stale.superseded, stale.stale_accepted), (FencedAnswer::Rejected, true, None));
+    }
+
+    #[test]
+    fn a_late_commit_lands_as_decided_on_the_row_it_read() {
+        let cfg = Config::default();
+        let mut lease = Lease::default();
+        let late = Late::Txn { request: acquire(ClientId::from_u128(1)), read_at: T0 };
+        let LateLanding::Txn(Some(change)) = lease.land_late(&cfg, &late, || T0.plus_ms(3)) else {
+            panic!("the late acquisition writes the row")
+        };
+        assert!(change.acquire);
+        assert_eq!(lease.row.as_ref().map(|r| r.updated_at), Some(T0.plus_ms(3)));
+    }
+
+    #[test]
+    fn breaches_read_as_sentences() {
+        let regressed =
+            Breach::FenceRegressed { acquire: true, wrote: Fence::FIRST, over: Some(Fence::FIRST), highest: None };
+        assert_eq!(regressed.to_string(), "an acquisition wrote fence 1 over fence 1 (none granted before)");
+        let words = [CommitFate::AsDecided, CommitFate::Unavailable, CommitFate::UnknownLate].map(CommitFate::word);
+        assert_eq!(
+            words.map(CommitFate::from_word),
+            [CommitFate::AsDecided, CommitFate::Unavailable, CommitFate::UnknownLate].map(Some)
+        );
+    }
+}
