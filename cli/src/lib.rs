@@ -3,11 +3,11 @@
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
+use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
 use spanner_mutex::emulator::{self, Emulator};
-use spanner_mutex::spanner::FencedError;
 use spanner_mutex::{
-    BoxError, CriticalSection, LeaseHandle, LeaseStore, MemoryStore, RunOutcome, SpannerMutex, SpannerStore, Timeouts,
+    BoxError, CriticalSection, FencedError, LeaseHandle, RunOutcome, SpannerMutex, SpannerStore, Timeouts,
 };
 use spanner_mutex_model::ConfigParams;
 use std::future::Future;
@@ -69,6 +69,15 @@ impl LeaseArgs {
         })
     }
 
+    /// Bounds on Spanner calls that fit these timings: a transaction (and so a renewal) answers within two
+    /// thirds of the renewal window, as the client's rule requires.
+    pub fn timeouts(&self) -> Timeouts {
+        let window_ms = self.ttl_ms.saturating_sub(self.safety_margin_ms).saturating_sub(self.renew_interval_ms);
+        let transaction_ms = (window_ms * 2 / 3).clamp(1, Timeouts::default().transaction_ms);
+        let rpc_ms = (transaction_ms / 2).clamp(1, Timeouts::default().rpc_ms);
+        Timeouts { transaction_ms, rpc_ms, ..Timeouts::default() }
+    }
+
     /// The same flags, for a worker process.
     pub fn to_args(&self) -> Vec<String> {
         let flags = [
@@ -84,25 +93,41 @@ impl LeaseArgs {
 /// The table the demo section writes its effect to.
 pub const EFFECTS_TABLE: &str = "DemoEffects";
 
-/// The demo section on the memory store: the effect is a fenced entry in the store's user data.
+/// The effect a demo section writes: a row of `table` keyed `id`, naming the writer and its fence.
+fn effect(table: &str, id: &str, guard: &LeaseHandle) -> Mutation {
+    Mutation::new_insert_builder(table)
+        .set("id")
+        .to(id)
+        .set("writer")
+        .to(guard.client().to_string())
+        .set("fence")
+        .to(i64::try_from(guard.fence().get()).unwrap_or(i64::MAX))
+        .build()
+}
+
+/// A fenced write's refusal as the section's error.
+fn fenced_error(error: FencedError) -> BoxError {
+    match error {
+        FencedError::Rejected { fence } => format!("fenced write rejected for {fence}").into(),
+        error => error.into(),
+    }
+}
+
+/// The demo section on the memory store: the effect is a fenced write kept by the store.
 pub struct MemorySection {
     /// How many times the section ran, across all clients.
     pub executions: Arc<AtomicU64>,
 }
 
-impl CriticalSection<MemoryStore> for MemorySection {
+impl CriticalSection for MemorySection {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(self.executions.load(Ordering::SeqCst) == 0)
     }
 
-    async fn execute(&self, guard: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let executions = Arc::clone(&self.executions);
-        let fence = guard.fence();
-        guard.fenced(move |data| {
-            data.insert("migration".into(), format!("applied with {fence}"));
-            executions.fetch_add(1, Ordering::SeqCst);
-        })?;
+        guard.commit(vec![effect(EFFECTS_TABLE, "migration", guard)]).await.map_err(fenced_error)?;
+        self.executions.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -116,26 +141,14 @@ pub struct SpannerSection {
     pub table: String,
 }
 
-impl CriticalSection<SpannerStore> for SpannerSection {
+impl CriticalSection for SpannerSection {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
 
-    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
-        let insert = google_cloud_spanner::mutation::Mutation::new_insert_builder(&self.table)
-            .set("id")
-            .to(&self.effect_id)
-            .set("writer")
-            .to(guard.client().to_string())
-            .set("fence")
-            .to(i64::try_from(guard.fence().get()).unwrap_or(i64::MAX))
-            .build();
-        let result = guard.commit(vec![insert]).await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(FencedError::Rejected { fence }) => Err(format!("fenced write rejected for {fence}").into()),
-            Err(e) => Err(e.into()),
-        }
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
+        guard.commit(vec![effect(&self.table, &self.effect_id, guard)]).await.map_err(fenced_error)?;
+        Ok(())
     }
 }
 
@@ -163,8 +176,10 @@ async fn has_demo_tables(store: &SpannerStore) -> bool {
 
 /// The emulator `SPANNER_EMULATOR_HOST` names, prepared for the demo, or one started here (returned, so it stops
 /// when dropped); with the store and the gRPC endpoint.
-pub async fn emulator_store(database: &str) -> anyhow::Result<(Option<Emulator>, SpannerStore, String)> {
-    let timeouts = Timeouts::default();
+pub async fn emulator_store(
+    database: &str,
+    timeouts: Timeouts,
+) -> anyhow::Result<(Option<Emulator>, SpannerStore, String)> {
     if let Some(host) = emulator_host() {
         let endpoint = format!("http://{host}");
         // An emulator prepared by an earlier run needs no admin calls: those load the REST and admin clients,
@@ -271,8 +286,8 @@ pub fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunErr
 }
 
 /// Runs `section` once in each of `clients` tasks sharing `mutex`; their outcomes, by client number.
-pub async fn race<S: LeaseStore, C: CriticalSection<S> + 'static>(
-    mutex: &SpannerMutex<S>,
+pub async fn race<C: CriticalSection + 'static>(
+    mutex: &SpannerMutex,
     section: Arc<C>,
     clients: u32,
 ) -> Vec<(u32, Result<RunOutcome, spanner_mutex::RunError>)> {

@@ -3,14 +3,11 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spanner_mutex::emulator;
-use spanner_mutex::{
-    BoxError, CriticalSection, LeaseHandle, MemoryStore, MutexConfig, Mutexes, SpannerMutex, SpannerStore,
-};
+use spanner_mutex::{BoxError, CriticalSection, LeaseHandle, MutexConfig, Mutexes};
 use spanner_mutex_cli::{
     EFFECTS_TABLE, LeaseArgs, MemorySection, SpannerSection, StoreArg, count_effects, emulator_host, emulator_store,
     prepare_emulator, print_outcomes, race, report_executions, report_stress_executions, run_command,
 };
-use spanner_mutex_model::MutexName;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -72,8 +69,8 @@ enum Cmd {
 }
 
 async fn demo(store: Option<StoreArg>, clients: u32, lease: &LeaseArgs) -> anyhow::Result<()> {
-    let cfg = lease.config()?;
-    let name = MutexName::new("demo-migration")?;
+    lease.config()?;
+    let name = "demo-migration";
     let use_emulator = match store {
         Some(StoreArg::Memory) => false,
         Some(StoreArg::Emulator) => true,
@@ -81,12 +78,12 @@ async fn demo(store: Option<StoreArg>, clients: u32, lease: &LeaseArgs) -> anyho
     };
     let started = Instant::now();
     if use_emulator {
-        let (emulator, store, endpoint) = emulator_store("demo-db").await?;
+        let (emulator, store, endpoint) = emulator_store("demo-db", lease.timeouts()).await?;
         println!(
             "store: Spanner emulator at {endpoint}{}",
             if emulator.is_some() { " (started for this demo)" } else { "" }
         );
-        let mutex = SpannerMutex::new(store.clone(), cfg, name, "demo");
+        let mutex = Mutexes::on_spanner(store.clone(), lease.params(), "demo")?.mutex(name)?;
         let effect_id = format!("demo-{}", uuid::Uuid::new_v4());
         println!("{clients} clients race for run-once section {effect_id:?}");
         let outcomes = race(
@@ -100,7 +97,7 @@ async fn demo(store: Option<StoreArg>, clients: u32, lease: &LeaseArgs) -> anyho
         report_executions(executions, started, &mutex.metrics())?;
     } else {
         println!("store: in-memory (embedded default; no Spanner emulator found, see README to install one)");
-        let mutex = SpannerMutex::new(MemoryStore::new(), cfg, name, "demo");
+        let mutex = Mutexes::in_memory(lease.params(), "demo")?.mutex(name)?;
         let executions = Arc::new(AtomicU64::new(0));
         println!("{clients} clients race for one run-once section");
         let outcomes = race(&mutex, Arc::new(MemorySection { executions: Arc::clone(&executions) }), clients).await;
@@ -121,13 +118,13 @@ struct AppendLine {
     line: String,
 }
 
-impl CriticalSection<SpannerStore> for AppendLine {
+impl CriticalSection for AppendLine {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         let text = std::fs::read_to_string(&self.file).unwrap_or_default();
         Ok(!text.lines().any(|l| l == self.line))
     }
 
-    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.file)?;
         writeln!(file, "{}", self.line)?;
@@ -137,11 +134,11 @@ impl CriticalSection<SpannerStore> for AppendLine {
 }
 
 async fn stress(clients: u32, store: StoreArg, lease: &LeaseArgs) -> anyhow::Result<()> {
-    let cfg = lease.config()?;
+    lease.config()?;
     let name = format!("stress-{}", uuid::Uuid::new_v4().simple());
     let started = Instant::now();
     if store == StoreArg::Memory {
-        let mutex = SpannerMutex::new(MemoryStore::new(), cfg, MutexName::new(name)?, "stress");
+        let mutex = Mutexes::in_memory(lease.params(), "stress")?.mutex(&name)?;
         let executions = Arc::new(AtomicU64::new(0));
         let outcomes = race(&mutex, Arc::new(MemorySection { executions: Arc::clone(&executions) }), clients).await;
         let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
@@ -155,9 +152,9 @@ async fn stress(clients: u32, store: StoreArg, lease: &LeaseArgs) -> anyhow::Res
         );
         return Ok(());
     }
-    let (emulator, spanner, _) = emulator_store("stress-db").await?;
+    let (emulator, spanner, _) = emulator_store("stress-db", lease.timeouts()).await?;
     let wall = Instant::now();
-    let mutex = SpannerMutex::new(spanner.clone(), cfg, MutexName::new(name.clone())?, "stress");
+    let mutex = Mutexes::on_spanner(spanner.clone(), lease.params(), "stress")?.mutex(&name)?;
     let outcomes =
         race(&mutex, Arc::new(SpannerSection { effect_id: name.clone(), table: EFFECTS_TABLE.into() }), clients).await;
     let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();

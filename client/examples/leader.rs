@@ -2,6 +2,7 @@
 //! a fenced write every 200 ms that only the current term can commit); the others wait to take over. SIGTERM (as
 //! Cloud Run and GKE send) or Ctrl-C resigns at once. `cargo run -p spanner-mutex --example leader -- mutex.toml`
 //! (needs a `LeaderWrites` table: client/tests/examples.rs has its DDL).
+use spanner_mutex::google_cloud_spanner::Error;
 use spanner_mutex::prelude::*;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -50,6 +51,8 @@ async fn lead(mutexes: &Mutexes) -> Result<(), BoxError> {
                     let sql = "INSERT INTO LeaderWrites (term, seq, pid, committed_at) \
                                VALUES (@term, @seq, @pid, PENDING_COMMIT_TIMESTAMP())";
                     let insert = Statement::builder(sql).add_param("term", term).add_param("seq", seq);
+                    // DML needs Spanner's own transaction (the in-memory store takes mutations only).
+                    let tx = tx.spanner().ok_or_else(|| Error::deser("this example's DML needs Spanner"))?;
                     tx.execute_update(insert.add_param("pid", pid).build()).await
                 })
                 .await;

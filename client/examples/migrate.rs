@@ -17,7 +17,8 @@ impl CriticalSection for Migrate {
 }
 async fn pending(mutexes: &Mutexes) -> Result<Vec<&'static str>, BoxError> {
     let query = Statement::builder("SELECT ARRAY(SELECT id FROM Applied) AS ids").build();
-    let mut rows = mutexes.store().database_client().await.single_use().build().execute_query(query).await?;
+    let spanner = mutexes.spanner().ok_or("the mutexes are not on Spanner")?;
+    let mut rows = spanner.database_client().await.single_use().build().execute_query(query).await?;
     let applied: Vec<String> = rows.next().await.ok_or("the query returned no row")??.get("ids")?;
     Ok(MIGRATIONS.into_iter().filter(|id| !applied.iter().any(|a| a == id)).collect())
 }

@@ -10,7 +10,7 @@
 use crate::clock::{Clock, JUMP_CHECK};
 use crate::lease::Lease;
 use crate::metrics::Metrics;
-use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
+use crate::store::{RowRead, Store, StoreError, StoreErrorKind};
 use spanner_mutex_model::{
     ClientMachine, Command, Config, Event, LocalInstant, MutexName, Outcome, TxnReply, TxnRequest, UnexpectedEvent,
 };
@@ -43,15 +43,15 @@ impl LastError {
 
 /// Everything an operation needs, cheap to clone.
 #[derive(Clone, Debug)]
-pub(crate) struct Ctx<S> {
-    pub(crate) store: S,
+pub(crate) struct Ctx {
+    pub(crate) store: Store,
     pub(crate) cfg: Config,
     pub(crate) name: MutexName,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) last_error: LastError,
 }
 
-impl<S: LeaseStore> Ctx<S> {
+impl Ctx {
     /// A transaction as an operation.
     pub(crate) fn txn(&self, request: TxnRequest) -> Op {
         let ctx = self.clone();
@@ -130,8 +130,8 @@ pub(crate) struct UserSide {
 
 /// Starts a driver for `machine` on its own task, tracked by `tasks` so a shutdown can wait for it; `shutdown`
 /// cancels it.
-pub(crate) fn spawn<S: LeaseStore>(
-    ctx: Ctx<S>,
+pub(crate) fn spawn(
+    ctx: Ctx,
     machine: ClientMachine,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
@@ -185,8 +185,8 @@ impl Drop for LeaseSignals {
     }
 }
 
-struct Driver<S> {
-    ctx: Ctx<S>,
+struct Driver {
+    ctx: Ctx,
     clock: Clock,
     machine: ClientMachine,
     to_user: mpsc::Sender<ToUser>,
@@ -198,7 +198,7 @@ struct Driver<S> {
     waiting_since: Option<Instant>,
 }
 
-impl<S: LeaseStore> Driver<S> {
+impl Driver {
     async fn run(mut self) -> DriverResult {
         let mut op: Option<Op> = None;
         let mut command = self.machine.start(self.clock.now());
@@ -378,7 +378,7 @@ mod tests {
         let cfg = ConfigParams::default().validate().expect("valid");
         let name = MutexName::new("suspended").expect("valid");
         let ctx = Ctx {
-            store: MemoryStore::new(),
+            store: MemoryStore::new().into(),
             cfg: cfg.clone(),
             name: name.clone(),
             metrics: Arc::default(),

@@ -1,12 +1,8 @@
 //! Test rigs (feature `test-util`): a store wrapper that makes chosen operations fail in chosen ways, for tests,
 //! the conformance suite and the chaos test. Not for production builds.
 
-use crate::lease::Fenced;
-use crate::memory::MemoryStore;
-use crate::mutex::LeaseHandle;
-use crate::spanner::{FencedError, SpannerStore};
-use crate::store::{LeaseStore, RowRead, StoreError, StoreErrorKind};
-use google_cloud_spanner::transaction::ReadWriteTransaction;
+use crate::lease::{FencedWork, WriteId};
+use crate::store::{FencedAnswer, LeaseStore, RowRead, StoreError, StoreErrorKind};
 use spanner_mutex_model::txn::{TxnReply, TxnRequest};
 use spanner_mutex_model::{Config, MutexName};
 use std::sync::{Arc, Mutex};
@@ -116,62 +112,17 @@ impl<S: LeaseStore> LeaseStore for FaultyStore<S> {
     async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
         self.inner.read(name).await
     }
-}
 
-impl LeaseHandle<FaultyStore<MemoryStore>> {
-    /// [`LeaseHandle::<MemoryStore>::fenced`] through the fault-injecting wrapper: an injected abort or unknown
-    /// outcome (of [`FaultTarget::FencedWrite`]) is retried under the same write number, as on
-    /// Spanner, and a write that landed unseen is found in the row's record.
-    pub fn fenced<T>(
-        &self,
-        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
-    ) -> Result<Fenced<T>, crate::memory::FenceRejected> {
-        let mut writes = self.next_fenced_write_blocking();
-        let write = *writes + 1;
-        let ctx = self.ctx();
-        let (cfg, name, client, fence) = (&ctx.cfg, &ctx.name, self.client(), self.fence());
-        let store = &ctx.store;
-        let mut work = Some(work);
-        let result = loop {
-            match store.take_fenced_write_fault() {
-                None => break store.inner().fenced_attempt(cfg, name, client, fence, write, &mut work),
-                // It lands, but the answer is lost: the loop retries the same write.
-                Some(FaultEffect::UnknownCommitted) => {
-                    if let Err(rejected) = store.inner().fenced_attempt(cfg, name, client, fence, write, &mut work) {
-                        break Err(rejected);
-                    }
-                }
-                // Nothing landed: the loop retries.
-                Some(_) => {}
-            }
-        };
-        *writes = write;
-        result
-    }
-}
-
-impl LeaseHandle<FaultyStore<SpannerStore>> {
-    /// [`LeaseHandle::<SpannerStore>::fenced`] through the fault-injecting wrapper. A planned fault of
-    /// [`FaultTarget::FencedWrite`] loses a real attempt's answer: `UnknownCommitted` runs the write
-    /// on Spanner and discards what it said, so the retry must find the row's record; other effects skip it.
-    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError>
-    where
-        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + Clone + 'static,
-        Fut: Future<Output = google_cloud_spanner::Result<T>> + Send,
-        T: Send + 'static,
-    {
-        let ctx = self.ctx();
-        let store = ctx.store.inner();
-        let mut writes = self.next_fenced_write().await;
-        let write = *writes + 1;
-        *writes = write;
-        let (cfg, name, client, fence) = (&ctx.cfg, &ctx.name, self.client(), self.fence());
-        while let Some(effect) = ctx.store.take_fenced_write_fault() {
+    /// A planned fault of [`FaultTarget::FencedWrite`] loses a real attempt's answer: `UnknownCommitted` runs the
+    /// write and discards what it said, so the retry under the same number must find the row's record; other
+    /// effects skip it.
+    async fn fenced(&self, cfg: &Config, name: &MutexName, id: WriteId, work: FencedWork) -> FencedAnswer {
+        while let Some(effect) = self.take_fenced_write_fault() {
             if effect == FaultEffect::UnknownCommitted {
                 // Its answer is lost whatever it was; a refusal would be found again by the retry.
-                let _lost = store.fenced(cfg, name, client, fence, write, work.clone()).await;
+                let _lost = self.inner.fenced(cfg, name, id, work.clone()).await;
             }
         }
-        store.fenced(cfg, name, client, fence, write, work).await
+        self.inner.fenced(cfg, name, id, work).await
     }
 }

@@ -2,7 +2,7 @@
 //! or loses the lease, so it runs on the same machine, with a fenced term that writes of an old term cannot pass.
 
 use crate::mutex::{LeaseHandle, LockGuard, RunError, SpannerMutex};
-use crate::store::{LeaseStore, StoreError};
+use crate::store::StoreError;
 use spanner_mutex_model::{ClientId, Fence, LeaseRow, ServerTime, Status};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -89,18 +89,18 @@ impl std::fmt::Display for MutexStatus {
 /// at once (in the background; [`SpannerMutex::shutdown`] waits for it).
 #[derive(Debug)]
 #[must_use = "dropping the leadership resigns at once"]
-pub struct Leadership<S = crate::SpannerStore> {
-    guard: LockGuard<S>,
+pub struct Leadership {
+    guard: LockGuard,
 }
 
-impl<S> std::ops::Deref for Leadership<S> {
-    type Target = LeaseHandle<S>;
-    fn deref(&self) -> &LeaseHandle<S> {
+impl std::ops::Deref for Leadership {
+    type Target = LeaseHandle;
+    fn deref(&self) -> &LeaseHandle {
         &self.guard
     }
 }
 
-impl<S> Leadership<S> {
+impl Leadership {
     /// The term: this leadership's fence, greater than every earlier leader's.
     pub fn term(&self) -> Fence {
         self.guard.fence()
@@ -113,16 +113,16 @@ impl<S> Leadership<S> {
     }
 }
 
-impl<S: LeaseStore> SpannerMutex<S> {
+impl SpannerMutex {
     /// Reads the mutex's row: who holds it and until when, in server time. One read, bounded by `timeouts.rpc_ms`.
     pub async fn status(&self) -> Result<MutexStatus, StoreError> {
-        let (row, server_time) = self.store().read(self.name()).await?;
+        let (row, server_time) = self.store.read(self.name()).await?;
         Ok(MutexStatus { server_time, row })
     }
 
     /// Campaigns for leadership: waits, polling every `lease.poll_ms`, until this client leads. Drop the future
     /// (or shut the mutex down) to stop; a leadership won meanwhile is resigned at once.
-    pub async fn campaign(&self) -> Result<Leadership<S>, RunError> {
+    pub async fn campaign(&self) -> Result<Leadership, RunError> {
         Ok(Leadership { guard: self.acquire().await? })
     }
 

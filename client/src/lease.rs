@@ -1,7 +1,12 @@
 //! A held lease as its holder sees it, and what a fenced write did: the types the driver, the stores and the API
 //! share (kept apart from the API so that neither the driver nor a store depends on it).
 
+use crate::store::Compiled;
+use google_cloud_spanner::mutation::Mutation;
+use google_cloud_spanner::transaction::ReadWriteTransaction;
 use spanner_mutex_model::{ClientId, Fence};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -73,5 +78,152 @@ impl<T> Fenced<T> {
             Self::Committed(value) => Some(value),
             Self::CommittedEarlier => None,
         }
+    }
+}
+
+/// A fenced write that did not commit the user's work (as far as could be told); `E` is the error type the
+/// work returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FencedError<E = google_cloud_spanner::Error> {
+    /// The lease is no longer held with this fence: nothing was written.
+    #[error("fenced write refused: {fence} no longer holds the lease")]
+    Rejected {
+        /// The writer's fence.
+        fence: Fence,
+    },
+    /// Spanner failed the transaction (its own reads, the fence check or the commit), with an error retrying
+    /// could not help. An error the work returns is [`FencedError::Work`].
+    #[error("fenced transaction failed: {0}")]
+    Spanner(#[from] google_cloud_spanner::Error),
+    /// Spanner gave no certain answer (timeouts, aborts, lost connections) to this write or to its retries for
+    /// `lease.unavailable_ms` after the first: the writes may or may not have committed. The lease's row records
+    /// the writes that did, so a later fenced write of this lease is still numbered and checked correctly.
+    #[error("fenced transaction gave no certain answer within {ms} ms of retries: it may or may not have committed")]
+    OutcomeUnknown {
+        /// How long it was retried.
+        ms: u64,
+    },
+    /// The work returned this error: the transaction was rolled back, nothing it wrote committed.
+    #[error("the fenced work failed: {0}")]
+    Work(E),
+}
+
+/// Which fenced write: its lease's holder and fence, and its number under that fence (from 1, in order, one at a
+/// time; a retry keeps it). The row records the numbers that landed.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, reason = "exported for test stores only"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteId {
+    /// The holder.
+    pub client: ClientId,
+    /// Its fence.
+    pub fence: Fence,
+    /// The write's number under the fence.
+    pub write: u32,
+}
+
+impl WriteId {
+    /// The transaction logic's request that verifies this write's fence and records it.
+    pub(crate) const fn verify(self) -> spanner_mutex_model::TxnRequest {
+        spanner_mutex_model::TxnRequest::VerifyFence { client: self.client, fence: self.fence, write: self.write }
+    }
+}
+
+/// The transaction a fenced write's work runs in: its writes commit only while the lease is held, together with
+/// the fence check. On Spanner it is one read-write transaction ([`FencedTx::spanner`] for reads and DML); on the
+/// in-memory store, buffered mutations are kept in its log of committed writes
+/// ([`crate::MemoryStore::mutations`]).
+#[derive(Clone, Debug)]
+pub struct FencedTx(TxKind);
+
+#[derive(Clone, Debug)]
+enum TxKind {
+    // Boxed: Spanner's transaction handle is large.
+    Spanner(Box<ReadWriteTransaction>),
+    Memory(Arc<Mutex<Vec<Mutation>>>),
+}
+
+impl FencedTx {
+    pub(crate) fn spanner_tx(tx: ReadWriteTransaction) -> Self {
+        Self(TxKind::Spanner(Box::new(tx)))
+    }
+
+    pub(crate) const fn memory(buffer: Arc<Mutex<Vec<Mutation>>>) -> Self {
+        Self(TxKind::Memory(buffer))
+    }
+
+    /// Buffers `mutations`, to commit with the transaction (and only if the lease is still held).
+    pub fn buffer<I: IntoIterator<Item = Mutation>>(&self, mutations: I) -> google_cloud_spanner::Result<()> {
+        match &self.0 {
+            TxKind::Spanner(tx) => tx.buffer(mutations),
+            TxKind::Memory(buffer) => {
+                buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(mutations);
+                Ok(())
+            }
+        }
+    }
+
+    /// Spanner's read-write transaction, for reads and DML in the fenced write; `None` on the in-memory store,
+    /// which takes buffered mutations only.
+    pub const fn spanner(&self) -> Option<&ReadWriteTransaction> {
+        match &self.0 {
+            TxKind::Spanner(tx) => Some(tx),
+            TxKind::Memory(_) => None,
+        }
+    }
+}
+
+/// A value of the work's own type, carried through a store that does not know it.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, reason = "exported for test stores only"))]
+pub struct AnyValue(Box<dyn std::any::Any + Send>);
+
+impl AnyValue {
+    /// Wraps `value`.
+    pub(crate) fn new<T: Send + 'static>(value: T) -> Self {
+        Self(Box::new(value))
+    }
+
+    /// The value, if it is a `T`.
+    pub(crate) fn take<T: 'static>(self) -> Option<T> {
+        self.0.downcast::<T>().ok().map(|value| *value)
+    }
+}
+
+impl std::fmt::Debug for AnyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a fenced work's value")
+    }
+}
+
+/// A fenced write's work as a store runs it: called once per attempt, its value and its error carried untyped.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, reason = "exported for test stores only"))]
+#[derive(Clone)]
+pub struct FencedWork(Arc<dyn Fn(FencedTx) -> Compiled<'static, Result<AnyValue, AnyValue>> + Send + Sync>);
+
+impl FencedWork {
+    /// Wraps typed work.
+    #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, reason = "exported for test stores only"))]
+    pub fn new<T, E, F, Fut>(work: F) -> Self
+    where
+        F: Fn(FencedTx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        Self(Arc::new(move |tx| {
+            let attempt = work(tx);
+            Box::pin(async move { attempt.await.map(AnyValue::new).map_err(AnyValue::new) })
+        }))
+    }
+
+    /// One attempt of the work in `tx`.
+    pub(crate) fn run(&self, tx: FencedTx) -> Compiled<'static, Result<AnyValue, AnyValue>> {
+        (self.0)(tx)
+    }
+}
+
+impl std::fmt::Debug for FencedWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a fenced write's work")
     }
 }

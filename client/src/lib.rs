@@ -8,12 +8,14 @@
 //! is held.
 //!
 //! ```no_run
+//! use spanner_mutex::google_cloud_spanner::mutation::Mutation;
 //! use spanner_mutex::{ConfigParams, Mutexes};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let mutexes = Mutexes::in_memory(ConfigParams::default(), "pod-1")?;
 //! let leader = mutexes.mutex("scheduler")?.campaign().await?;
-//! leader.fenced(|data| data.insert("term".into(), leader.term().to_string()))?;
+//! let term = Mutation::new_insert_builder("Terms").set("term").to(leader.term().to_string()).build();
+//! leader.commit(vec![term]).await?; // commits only while this term leads
 //! leader.lock_lost().await; // leadership lost: stop leader-only work
 //! # Ok(()) }
 //! ```
@@ -27,14 +29,14 @@ pub mod emulator;
 pub mod faulty;
 mod leader;
 mod lease;
-pub mod memory;
+mod memory;
 mod metrics;
 mod mutex;
 mod mutexes;
 pub mod schema;
 mod serial;
-pub mod spanner;
-pub mod store;
+mod spanner;
+mod store;
 
 pub use crate::metrics::names as metric_names;
 pub use crate::metrics::{Metrics, MetricsSnapshot};
@@ -47,25 +49,28 @@ pub use faulty::FaultyStore;
 /// `ReadWriteTransaction`) uses the same version without pinning it.
 pub use google_cloud_spanner;
 pub use leader::{Holder, Leadership, MutexStatus, rfc3339};
-pub use lease::{Fenced, Lease};
+#[cfg(feature = "test-util")]
+pub use lease::{AnyValue, FencedWork, WriteId};
+pub use lease::{Fenced, FencedError, FencedTx, Lease};
 pub use memory::MemoryStore;
 pub use mutex::{BoxError, CriticalSection, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
 pub use mutexes::{Mutexes, MutexesBuilder, SetupError};
 pub use schema::SchemaError;
-pub use spanner::ConnectError;
-pub use spanner::{FencedError, SpannerStore};
+pub use spanner::{ConnectError, SpannerStore};
 pub use spanner_mutex_model::{
     ClientId, Config, ConfigParams, Fence, LeaseRow, MutexName, MutexNameError, ServerTime, Status, UnexpectedEvent,
 };
-pub use store::{LeaseStore, StoreError, StoreErrorKind};
+#[cfg(feature = "test-util")]
+pub use store::{FencedAnswer, LeaseStore, RowRead};
+pub use store::{StoreError, StoreErrorKind};
 
 /// What an app's code names most, for `use spanner_mutex::prelude::*;`: the entry point, the section trait, the
 /// lease handle and its results, plus the two Spanner types that fenced work builds.
 pub mod prelude {
     pub use crate::google_cloud_spanner::{mutation::Mutation, statement::Statement};
     pub use crate::{
-        BoxError, CriticalSection, Fenced, FencedError, Leadership, LeaseHandle, LockGuard, Mutexes, RunError,
-        RunOutcome,
+        BoxError, CriticalSection, Fenced, FencedError, FencedTx, Leadership, LeaseHandle, LockGuard, Mutexes,
+        RunError, RunOutcome,
     };
 }
 

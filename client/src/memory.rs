@@ -1,11 +1,13 @@
 //! An in-memory store implementing the same interface as Spanner: one process-wide lock stands in for
 //! serializability, and a monotonic server clock stamps commits. Used by the demo when no Spanner is around, and
-//! by tests. Fenced user data lives beside the rows, so `fenced` has the same meaning as on Spanner.
+//! by tests. A fenced write's mutations are kept beside the rows, in commit order, so `fenced` has the same
+//! meaning as on Spanner.
 
-use crate::lease::Fenced;
-use crate::store::{LeaseStore, RowRead, StoreError};
+use crate::lease::{Fenced, FencedError, FencedTx, FencedWork, WriteId};
+use crate::store::{FencedAnswer, LeaseStore, RowRead, StoreError};
+use google_cloud_spanner::mutation::Mutation;
 use spanner_mutex_model::txn::{TxnReply, TxnRequest, plan};
-use spanner_mutex_model::{ClientId, Config, Fence, LeaseRow, MutexName, RowWrite, ServerTime};
+use spanner_mutex_model::{Config, LeaseRow, MutexName, RowWrite, ServerTime};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +17,10 @@ use tokio::time::Instant;
 #[derive(Debug)]
 struct Inner {
     rows: BTreeMap<MutexName, LeaseRow>,
+    /// The mutations fenced writes committed, in commit order.
+    mutations: Vec<Mutation>,
+    /// Key-value user data of the test rigs' own fenced writes.
+    #[cfg_attr(not(feature = "test-util"), expect(dead_code, reason = "written by the test rigs only"))]
     data: BTreeMap<String, String>,
     last_commit: ServerTime,
     /// Added to the server clock; lets tests move server time without sleeping.
@@ -37,20 +43,13 @@ impl Default for MemoryStore {
     }
 }
 
-/// A fenced write refused: the lease is no longer held with that fence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("fenced write refused: {fence} no longer holds the lease")]
-pub struct FenceRejected {
-    /// The writer's fence.
-    pub fence: Fence,
-}
-
 impl MemoryStore {
     /// An empty store whose server clock starts at the host's wall clock and runs monotonically.
     pub fn new() -> Self {
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
         let inner = Inner {
             rows: BTreeMap::new(),
+            mutations: Vec::new(),
             data: BTreeMap::new(),
             last_commit: ServerTime::from_unix_micros(0),
             offset_micros: 0,
@@ -102,52 +101,60 @@ impl MemoryStore {
         self.lock().rows.get(name).cloned()
     }
 
-    /// A copy of the fenced user data.
+    /// The mutations fenced writes committed, in commit order.
+    pub fn mutations(&self) -> Vec<Mutation> {
+        self.lock().mutations.clone()
+    }
+
+    /// A copy of the key-value data [`Self::fenced_data`] wrote.
+    #[cfg(feature = "test-util")]
     pub fn data(&self) -> BTreeMap<String, String> {
         self.lock().data.clone()
     }
 
-    /// Runs `work` on the user data atomically with verifying that `client` still holds `name` with `fence` and
-    /// recording in the row that its fenced write number `write` landed, exactly as `fenced` does on Spanner: the
-    /// writes land only while the lease is ours, and a retry of a landed write is not applied again.
-    pub fn fenced<T>(
+    /// A fenced write of a test rig that keeps key-value data instead of mutations: `work` runs on the data
+    /// atomically with verifying the write's fence and recording in the row that it landed, as
+    /// [`LeaseStore::fenced`] does.
+    #[cfg(feature = "test-util")]
+    pub fn fenced_data<T>(
         &self,
         cfg: &Config,
         name: &MutexName,
-        client: ClientId,
-        fence: Fence,
-        write: u32,
+        id: WriteId,
         work: impl FnOnce(&mut BTreeMap<String, String>) -> T,
-    ) -> Result<Fenced<T>, FenceRejected> {
-        self.fenced_attempt(cfg, name, client, fence, write, &mut Some(work))
+    ) -> Result<Fenced<T>, FencedError<std::convert::Infallible>> {
+        let mut value = None;
+        match self.check_fence(cfg, name, id, Some(|inner: &mut Inner| value = Some(work(&mut inner.data)))) {
+            FenceCheck::Valid => Ok(value.map_or(Fenced::CommittedEarlier, Fenced::Committed)),
+            FenceCheck::AlreadyApplied => Ok(Fenced::CommittedEarlier),
+            FenceCheck::NotHolder => Err(FencedError::Rejected { fence: id.fence }),
+        }
     }
 
-    /// One attempt of [`Self::fenced`]: takes `work` out of its option only when it runs.
-    pub(crate) fn fenced_attempt<T, W: FnOnce(&mut BTreeMap<String, String>) -> T>(
+    /// Verifies the fence of write `id` and, if it is current and there is something to `apply`, applies it and
+    /// the row's record of the write, atomically.
+    fn check_fence(
         &self,
         cfg: &Config,
         name: &MutexName,
-        client: ClientId,
-        fence: Fence,
-        write: u32,
-        work: &mut Option<W>,
-    ) -> Result<Fenced<T>, FenceRejected> {
+        id: WriteId,
+        apply: Option<impl FnOnce(&mut Inner)>,
+    ) -> FenceCheck {
         let mut inner = self.lock();
         let now = self.now(&inner);
-        let verify = TxnRequest::VerifyFence { client, fence, write };
-        let planned = plan(cfg, &verify, inner.rows.get(name), now);
+        let planned = plan(cfg, &id.verify(), inner.rows.get(name), now);
         match planned.reply {
-            // A write number is issued once, and only a landed attempt records it: an attempt that finds its
-            // fence valid has not run the work before.
             TxnReply::FenceValid => {
-                let value = work.take().map(|work| work(&mut inner.data));
-                if let Some(record) = planned.write {
-                    Self::commit(&mut inner, name, record, now);
+                if let Some(apply) = apply {
+                    apply(&mut inner);
+                    if let Some(record) = planned.write {
+                        Self::commit(&mut inner, name, record, now);
+                    }
                 }
-                Ok(value.map_or(Fenced::CommittedEarlier, Fenced::Committed))
+                FenceCheck::Valid
             }
-            TxnReply::AlreadyApplied => Ok(Fenced::CommittedEarlier),
-            _ => Err(FenceRejected { fence }),
+            TxnReply::AlreadyApplied => FenceCheck::AlreadyApplied,
+            _ => FenceCheck::NotHolder,
         }
     }
 
@@ -159,7 +166,34 @@ impl MemoryStore {
     }
 }
 
+/// What a fence check found.
+enum FenceCheck {
+    Valid,
+    AlreadyApplied,
+    NotHolder,
+}
+
 impl LeaseStore for MemoryStore {
+    async fn fenced(&self, cfg: &Config, name: &MutexName, id: WriteId, work: FencedWork) -> FencedAnswer {
+        let fence = id.fence;
+        // A write found landed is not run again, and a refused one not at all.
+        match self.check_fence(cfg, name, id, None::<fn(&mut Inner)>) {
+            FenceCheck::Valid => {}
+            FenceCheck::AlreadyApplied => return Ok(Fenced::CommittedEarlier),
+            FenceCheck::NotHolder => return Err(FencedError::Rejected { fence }),
+        }
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let value = work.run(FencedTx::memory(Arc::clone(&buffer))).await.map_err(FencedError::Work)?;
+        let mutations = std::mem::take(&mut *buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        // Checked again as it commits: the lease may have been lost while the work ran (Spanner's commit would
+        // abort then, and its retry find the fence stale).
+        match self.check_fence(cfg, name, id, Some(|inner: &mut Inner| inner.mutations.extend(mutations))) {
+            FenceCheck::Valid => Ok(Fenced::Committed(value)),
+            FenceCheck::AlreadyApplied => Ok(Fenced::CommittedEarlier),
+            FenceCheck::NotHolder => Err(FencedError::Rejected { fence }),
+        }
+    }
+
     async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
         let mut inner = self.lock();
         let now = self.now(&inner);

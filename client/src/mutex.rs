@@ -2,9 +2,12 @@
 
 use crate::clock::Clock;
 use crate::driver::{self, Ctx, DriverResult, LastError, ToUser, UserSide};
-use crate::lease::{Fenced, Lease};
+use crate::lease::{Fenced, FencedError, FencedTx, FencedWork, Lease, WriteId};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::store::{LeaseStore, StoreError};
+#[cfg(feature = "test-util")]
+use crate::store::LeaseStore;
+use crate::store::{Store, StoreError};
+use google_cloud_spanner::mutation::Mutation;
 use spanner_mutex_model::{
     ClientId, ClientMachine, Config, Event, Failure, Fence, MutexName, Outcome, SectionResult, UnexpectedEvent,
 };
@@ -19,58 +22,37 @@ use tokio_util::task::TaskTracker;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The user's run-once work.
-pub trait CriticalSection<S = crate::SpannerStore>: Send + Sync {
+pub trait CriticalSection: Send + Sync {
     /// Whether the work still needs doing. Check the *effect* (e.g. the migrations table), never the mutex row.
     /// Called before acquiring and again under the lease.
     fn is_needed(&self) -> impl Future<Output = Result<bool, BoxError>> + Send;
 
     /// Does the work while the lease is held. Keep effects in Spanner writes made through
     /// [`LeaseHandle::fenced`] for exactly-once; select on [`Lease::lock_lost`] to stop early.
-    fn execute(&self, guard: &LeaseHandle<S>) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn execute(&self, guard: &LeaseHandle) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 /// A held lease, whatever holds it (a run-once section, a lock, a leadership): the [`Lease`]'s fence, deadline
 /// and lock-lost signal (by `Deref`), and fenced writes that commit only while the lease is held.
 #[derive(Debug)]
-pub struct LeaseHandle<S = crate::SpannerStore> {
-    pub(crate) ctx: Ctx<S>,
+pub struct LeaseHandle {
+    pub(crate) ctx: Ctx,
     lease: Lease,
     /// How many fenced writes this lease made; held while one runs, so writes are numbered and resolved one at a
     /// time (the row's record compares numbers).
     fenced_writes: tokio::sync::Mutex<u32>,
 }
 
-impl<S> std::ops::Deref for LeaseHandle<S> {
+impl std::ops::Deref for LeaseHandle {
     type Target = Lease;
     fn deref(&self) -> &Lease {
         &self.lease
     }
 }
 
-impl LeaseHandle<crate::MemoryStore> {
-    /// Runs `work` on the in-memory store's user data only while the lease is still held with this fence,
-    /// atomically with that check and with the row's record of this write. `work` must not call `fenced` on the
-    /// same guard: fenced writes of a lease run one at a time, so that call would wait forever.
-    pub fn fenced<T>(
-        &self,
-        work: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> T,
-    ) -> Result<Fenced<T>, crate::memory::FenceRejected> {
-        let mut writes = self.next_fenced_write_blocking();
-        let write = *writes + 1;
-        let result =
-            self.ctx.store.fenced(&self.ctx.cfg, &self.ctx.name, self.lease.client(), self.lease.fence(), write, work);
-        *writes = write;
-        result
-    }
-}
-
-impl<S> LeaseHandle<S> {
-    pub(crate) fn new(ctx: Ctx<S>, lease: Lease) -> Self {
+impl LeaseHandle {
+    pub(crate) fn new(ctx: Ctx, lease: Lease) -> Self {
         Self { ctx, lease, fenced_writes: tokio::sync::Mutex::new(0) }
-    }
-
-    pub(crate) const fn ctx(&self) -> &Ctx<S> {
-        &self.ctx
     }
 
     /// Waits for this lease's previous fenced write to be resolved; the guard holds the count of writes made.
@@ -78,15 +60,53 @@ impl<S> LeaseHandle<S> {
         self.fenced_writes.lock().await
     }
 
-    /// [`Self::next_fenced_write`] for the in-memory store's synchronous writes, which hold it only briefly.
-    pub(crate) fn next_fenced_write_blocking(&self) -> tokio::sync::MutexGuard<'_, u32> {
-        loop {
-            if let Ok(writes) = self.fenced_writes.try_lock() {
-                return writes;
-            }
-            std::thread::yield_now();
+    /// Runs `work` in one transaction that first verifies, in that same transaction, that this client still holds
+    /// the lease with this fence; `work`'s writes commit only while the lease is ours, exactly once: an attempt
+    /// whose answer is lost is retried, and the row's record of this lease's writes tells whether it had landed
+    /// ([`Fenced::CommittedEarlier`]). `work` may run more than once (Spanner retries aborted transactions): keep
+    /// it free of side effects outside the transaction. An error it returns rolls the transaction back and comes
+    /// back as [`FencedError::Work`] (an abort inside it then ends the call rather than being retried). One fenced
+    /// write of a lease runs at a time; a second call waits for the first.
+    pub async fn fenced<T, E, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError<E>>
+    where
+        F: Fn(FencedTx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<google_cloud_spanner::Error> + Send + 'static,
+    {
+        let work = FencedWork::new(work);
+        let mut writes = self.next_fenced_write().await;
+        // Taken before the call: a write that may have landed keeps its number even if this future is dropped.
+        *writes += 1;
+        let write = *writes;
+        let ctx = &self.ctx;
+        let id = WriteId { client: self.client(), fence: self.fence(), write };
+        let answer = ctx.store.fenced(&ctx.cfg, &ctx.name, id, work).await;
+        // The store hands back what the work gave it.
+        match answer {
+            Ok(Fenced::Committed(value)) => Ok(Fenced::Committed(value.take::<T>().ok_or_else(untyped)?)),
+            Ok(Fenced::CommittedEarlier) => Ok(Fenced::CommittedEarlier),
+            Err(FencedError::Work(error)) => Err(FencedError::Work(error.take::<E>().ok_or_else(untyped)?)),
+            Err(FencedError::Rejected { fence }) => Err(FencedError::Rejected { fence }),
+            Err(FencedError::Spanner(error)) => Err(FencedError::Spanner(error)),
+            Err(FencedError::OutcomeUnknown { ms }) => Err(FencedError::OutcomeUnknown { ms }),
         }
     }
+
+    /// Commits `mutations` in one transaction only while this lease is held: [`Self::fenced`] for the common case
+    /// of writes that need no reads.
+    pub async fn commit(&self, mutations: Vec<Mutation>) -> Result<Fenced<()>, FencedError> {
+        self.fenced(move |tx| {
+            let buffered = tx.buffer(mutations.clone());
+            async move { buffered }
+        })
+        .await
+    }
+}
+
+/// A store handed back a value of another type than its work's: a bug in this crate.
+fn untyped() -> google_cloud_spanner::Error {
+    google_cloud_spanner::Error::deser("a fenced write's value came back as another type")
 }
 
 /// What `run` achieved.
@@ -201,8 +221,8 @@ fn cause_text(cause: Option<&StoreError>) -> String {
 /// Every run, acquisition and held lock is driven by a task of its own; clones share those tasks, so
 /// [`SpannerMutex::shutdown`] on any clone cancels them all and waits until each has released what it held.
 #[derive(Clone, Debug)]
-pub struct SpannerMutex<S = crate::SpannerStore> {
-    store: S,
+pub struct SpannerMutex {
+    pub(crate) store: Store,
     cfg: Config,
     name: MutexName,
     display_name: String,
@@ -226,16 +246,23 @@ impl Shared {
     }
 }
 
-impl<S: LeaseStore> SpannerMutex<S> {
-    /// A mutex named `name` on `store` with protocol configuration `cfg`; `display_name` is written to the row
-    /// for people reading it. [`crate::Mutexes::mutex`] is the usual way to get one.
-    pub fn new(store: S, cfg: Config, name: MutexName, display_name: impl Into<String>) -> Self {
+impl SpannerMutex {
+    /// A mutex named `name` on any store (a test's fault-injecting or slow one), with protocol configuration
+    /// `cfg`; `display_name` is written to the row. Apps get theirs from [`crate::Mutexes::mutex`].
+    #[cfg(feature = "test-util")]
+    pub fn on_store(store: impl LeaseStore, cfg: Config, name: MutexName, display_name: impl Into<String>) -> Self {
         let shared = Shared::new(&name, CancellationToken::new());
-        Self::with_shared(store, cfg, name, display_name.into(), shared)
+        Self::with_shared(Store::custom(store), cfg, name, display_name.into(), shared)
     }
 
     /// A handle on the state `shared` of the mutex `name`.
-    pub(crate) fn with_shared(store: S, cfg: Config, name: MutexName, display_name: String, shared: Shared) -> Self {
+    pub(crate) fn with_shared(
+        store: Store,
+        cfg: Config,
+        name: MutexName,
+        display_name: String,
+        shared: Shared,
+    ) -> Self {
         let Shared { metrics, tasks, shutdown } = shared;
         Self { store, cfg, name, display_name, metrics, tasks, shutdown }
     }
@@ -245,9 +272,15 @@ impl<S: LeaseStore> SpannerMutex<S> {
         &self.name
     }
 
-    /// The store.
-    pub const fn store(&self) -> &S {
-        &self.store
+    /// The Spanner store, when the mutex is on Spanner: for the app's own reads and writes
+    /// ([`crate::SpannerStore::database_client`]).
+    pub fn spanner(&self) -> Option<&crate::SpannerStore> {
+        self.store.spanner()
+    }
+
+    /// The in-memory store, when the mutex is on it.
+    pub const fn memory(&self) -> Option<&crate::MemoryStore> {
+        self.store.memory()
     }
 
     /// The protocol configuration.
@@ -271,7 +304,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
         self.tasks.wait().await;
     }
 
-    fn ctx(&self) -> Ctx<S> {
+    fn ctx(&self) -> Ctx {
         Ctx {
             store: self.store.clone(),
             cfg: self.cfg.clone(),
@@ -296,7 +329,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
         ClientId::from_uuid(uuid::Uuid::new_v4())
     }
 
-    fn start(&self, ctx: Ctx<S>, machine: ClientMachine) -> Result<UserSide, RunError> {
+    fn start(&self, ctx: Ctx, machine: ClientMachine) -> Result<UserSide, RunError> {
         if self.shutdown.is_cancelled() {
             return Err(RunError::Cancelled);
         }
@@ -309,7 +342,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
     /// The lease is driven on a task of its own, so a section that blocks does not stop renewals or the
     /// lock-lost signal (on a multi-threaded runtime). Dropping the returned future at any point releases a held
     /// or just-won lease at once, in the background; [`SpannerMutex::shutdown`] waits for that.
-    pub async fn run<C: CriticalSection<S>>(&self, section: &C) -> Result<RunOutcome, RunError> {
+    pub async fn run<C: CriticalSection>(&self, section: &C) -> Result<RunOutcome, RunError> {
         let ctx = self.ctx();
         let machine = ClientMachine::run_once(Self::new_client(), self.display_name.clone(), &self.cfg);
         let UserSide { mut requests, answers, finished } = self.start(ctx.clone(), machine)?;
@@ -370,7 +403,7 @@ impl<S: LeaseStore> SpannerMutex<S> {
     }
 
     /// The user's need check; after a failure the store can heal (a lost session), asked once more.
-    async fn check_need<C: CriticalSection<S>>(
+    async fn check_need<C: CriticalSection>(
         &self,
         requests: &mut mpsc::Receiver<ToUser>,
         section: &C,
@@ -387,12 +420,12 @@ impl<S: LeaseStore> SpannerMutex<S> {
 
     /// Waits for the lock, retrying without limit; the returned guard renews in the background. Dropping the
     /// returned future releases a lock won meanwhile.
-    pub async fn acquire(&self) -> Result<LockGuard<S>, RunError> {
+    pub async fn acquire(&self) -> Result<LockGuard, RunError> {
         self.lock_with(u32::MAX).await
     }
 
     /// Tries once; `Ok(None)` if someone else holds the lock.
-    pub async fn try_acquire(&self) -> Result<Option<LockGuard<S>>, RunError> {
+    pub async fn try_acquire(&self) -> Result<Option<LockGuard>, RunError> {
         match self.lock_with(0).await {
             Ok(guard) => Ok(Some(guard)),
             Err(RunError::GaveUp { .. }) => Ok(None),
@@ -401,14 +434,14 @@ impl<S: LeaseStore> SpannerMutex<S> {
     }
 
     /// Waits for the lock at most `timeout`; `Ok(None)` on timeout (a grant racing the timeout is released).
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockGuard<S>>, RunError> {
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockGuard>, RunError> {
         match tokio::time::timeout(timeout, self.acquire()).await {
             Ok(result) => result.map(Some),
             Err(_) => Ok(None),
         }
     }
 
-    async fn lock_with(&self, max_retries: u32) -> Result<LockGuard<S>, RunError> {
+    async fn lock_with(&self, max_retries: u32) -> Result<LockGuard, RunError> {
         let ctx = self.ctx();
         let machine = ClientMachine::lock(Self::new_client(), self.display_name.clone(), max_retries);
         let UserSide { mut requests, answers, finished } = self.start(ctx.clone(), machine)?;
@@ -468,21 +501,21 @@ fn outcome_error(outcome: Outcome, last_error: &LastError) -> RunError {
 /// [`SpannerMutex::shutdown`] waits for it).
 #[derive(Debug)]
 #[must_use = "dropping the guard releases the lock at once"]
-pub struct LockGuard<S = crate::SpannerStore> {
+pub struct LockGuard {
     // Boxed: a guard is moved around (returned, stored in enums) far more often than it is created.
-    handle: Box<LeaseHandle<S>>,
+    handle: Box<LeaseHandle>,
     answers: mpsc::Sender<Event>,
     finished: oneshot::Receiver<DriverResult>,
     last_error: LastError,
 }
-impl<S> std::ops::Deref for LockGuard<S> {
-    type Target = LeaseHandle<S>;
-    fn deref(&self) -> &LeaseHandle<S> {
+impl std::ops::Deref for LockGuard {
+    type Target = LeaseHandle;
+    fn deref(&self) -> &LeaseHandle {
         &self.handle
     }
 }
 
-impl<S> LockGuard<S> {
+impl LockGuard {
     /// Releases the lock and waits until the release committed: `Ok` with the fence held. `Err(LeaseLost)` if
     /// someone took it over first; `Err(ReleaseUnconfirmed)` if the release could not be confirmed (the row then
     /// expires at its TTL); `Err(Cancelled)` if the mutex was shut down first (which released it).

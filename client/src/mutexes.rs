@@ -7,7 +7,9 @@ use crate::memory::MemoryStore;
 use crate::mutex::{Shared, SpannerMutex};
 use crate::schema::{SchemaError, validate_schema};
 use crate::spanner::{ConnectError, SpannerStore};
+#[cfg(feature = "test-util")]
 use crate::store::LeaseStore;
+use crate::store::Store;
 use spanner_mutex_model::{Config, ConfigParams, MutexName, MutexNameError};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,15 +57,15 @@ pub enum SetupError {
 /// Every `mutex(name)` call for the same name shares that mutex's tasks, counters and shutdown, and
 /// [`Mutexes::shutdown`] ends them all.
 #[derive(Clone, Debug)]
-pub struct Mutexes<S = SpannerStore> {
-    store: S,
+pub struct Mutexes {
+    store: Store,
     cfg: Config,
     display_name: String,
     mutexes: Arc<Mutex<BTreeMap<MutexName, Shared>>>,
     shutdown: CancellationToken,
 }
 
-impl Mutexes<SpannerStore> {
+impl Mutexes {
     /// Settings from code; see [`MutexesBuilder`].
     pub fn builder() -> MutexesBuilder {
         MutexesBuilder::default()
@@ -82,22 +84,38 @@ impl Mutexes<SpannerStore> {
     }
 }
 
-impl Mutexes<MemoryStore> {
+impl Mutexes {
     /// The embedded in-memory store, for one process: demos, tests, a single-instance deployment.
     pub fn in_memory(lease: ConfigParams, display_name: impl Into<String>) -> Result<Self, SetupError> {
         let cfg = client_lease(lease)?;
-        Ok(Self::on(MemoryStore::new(), cfg, display_name.into()))
+        Ok(Self::on(MemoryStore::new().into(), cfg, display_name.into()))
     }
-}
 
-impl<S: LeaseStore> Mutexes<S> {
-    fn on(store: S, cfg: Config, display_name: String) -> Self {
+    /// Mutexes on a Spanner store connected already (an app that set up its database itself, say), with the
+    /// lease settings `lease`; the store's timeouts are checked against them.
+    pub fn on_spanner(
+        store: SpannerStore,
+        lease: ConfigParams,
+        display_name: impl Into<String>,
+    ) -> Result<Self, SetupError> {
+        let cfg = client_lease(lease)?;
+        store.timeouts().validate(&cfg)?;
+        Ok(Self::on(store.into(), cfg, display_name.into()))
+    }
+
+    /// Mutexes on any store (a test's fault-injecting or slow one), with a validated protocol configuration.
+    #[cfg(feature = "test-util")]
+    pub fn on_store(store: impl LeaseStore, cfg: Config, display_name: impl Into<String>) -> Self {
+        Self::on(Store::custom(store), cfg, display_name.into())
+    }
+
+    fn on(store: Store, cfg: Config, display_name: String) -> Self {
         Self { store, cfg, display_name, mutexes: Arc::default(), shutdown: CancellationToken::new() }
     }
 
     /// The mutex called `name` (its row's key): letters, digits, `-`, `_`, `.`, `/`, `:`, at most 256 bytes.
     /// Handles of the same name share their tasks, counters and shutdown.
-    pub fn mutex(&self, name: &str) -> Result<SpannerMutex<S>, MutexNameError> {
+    pub fn mutex(&self, name: &str) -> Result<SpannerMutex, MutexNameError> {
         let name = MutexName::new(name)?;
         let shared = {
             let mut mutexes = self.mutexes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -121,9 +139,15 @@ impl<S: LeaseStore> Mutexes<S> {
         }
     }
 
-    /// The store, for the app's own reads and writes (e.g. [`SpannerStore::database_client`]).
-    pub const fn store(&self) -> &S {
-        &self.store
+    /// The Spanner store, when the mutexes are on Spanner: for the app's own reads and writes
+    /// ([`SpannerStore::database_client`]).
+    pub fn spanner(&self) -> Option<&SpannerStore> {
+        self.store.spanner()
+    }
+
+    /// The in-memory store, when the mutexes are on it.
+    pub const fn memory(&self) -> Option<&MemoryStore> {
+        self.store.memory()
     }
 
     /// The lease settings every mutex of this gets.
@@ -200,7 +224,7 @@ impl MutexesBuilder {
 
     /// Checks every setting, connects within `timeouts.connect_ms` and checks that the lease table exists with
     /// the expected columns.
-    pub async fn connect(self) -> Result<Mutexes<SpannerStore>, SetupError> {
+    pub async fn connect(self) -> Result<Mutexes, SetupError> {
         let cfg = client_lease(self.lease.unwrap_or_default())?;
         let timeouts = self.timeouts.unwrap_or_default();
         timeouts.validate(&cfg)?;
@@ -211,7 +235,7 @@ impl MutexesBuilder {
         let store = SpannerStore::connect(database, &table, endpoint, timeouts).await?;
         validate_schema(&store).await?;
         let display_name = self.display_name.unwrap_or_else(crate::config::default_display_name);
-        Ok(Mutexes::on(store, cfg, display_name))
+        Ok(Mutexes::on(store.into(), cfg, display_name))
     }
 }
 

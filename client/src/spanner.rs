@@ -2,9 +2,9 @@
 //! request, one single-use read per observation, no admin RPC on the hot path, and a time bound on everything.
 
 use crate::config::{Timeouts, validate_table_id};
-use crate::lease::Fenced;
+use crate::lease::{AnyValue, Fenced, FencedError, FencedTx, FencedWork, WriteId};
 use crate::serial::{HolderFirst, Turn};
-use crate::store::{Compiled, LeaseStore, RowRead, StoreError, StoreErrorKind};
+use crate::store::{Compiled, FencedAnswer, LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_spanner::client::{DatabaseClient, Spanner};
@@ -232,6 +232,11 @@ impl SpannerStore {
         &self.table
     }
 
+    /// The bounds on its calls.
+    pub const fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
     /// The database client (cheap to clone), for the user's own reads and writes.
     pub async fn database_client(&self) -> DatabaseClient {
         self.client.read().await.clone()
@@ -358,6 +363,16 @@ impl LeaseStore for SpannerStore {
         Self::heal(self, error).await
     }
 
+    fn fenced(
+        &self,
+        cfg: &Config,
+        name: &MutexName,
+        id: WriteId,
+        work: FencedWork,
+    ) -> impl Future<Output = FencedAnswer> + Send {
+        self.fenced_compiled(cfg.clone(), name.clone(), id, work)
+    }
+
     #[inline(never)]
     fn transact(
         &self,
@@ -429,34 +444,6 @@ impl SpannerStore {
     }
 }
 
-/// A fenced transaction that did not commit the user's work (as far as could be told); `E` is the error type the
-/// work returns.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FencedError<E = google_cloud_spanner::Error> {
-    /// The lease is no longer held with this fence: nothing was written.
-    #[error("fenced write refused: {fence} no longer holds the lease")]
-    Rejected {
-        /// The writer's fence.
-        fence: Fence,
-    },
-    /// Spanner failed the transaction (its own reads, the fence check or the commit), with an error retrying
-    /// could not help. An error the work returns is [`FencedError::Work`].
-    #[error("fenced transaction failed: {0}")]
-    Spanner(#[from] google_cloud_spanner::Error),
-    /// Spanner gave no certain answer (timeouts, aborts, lost connections) to this write or to its retries for
-    /// `lease.unavailable_ms` after the first: the writes may or may not have committed. The lease's row records
-    /// the writes that did, so a later fenced write of this lease is still numbered and checked correctly.
-    #[error("fenced transaction gave no certain answer within {ms} ms of retries: it may or may not have committed")]
-    OutcomeUnknown {
-        /// How long it was retried.
-        ms: u64,
-    },
-    /// The work returned this error: the transaction was rolled back, nothing it wrote committed.
-    #[error("the fenced work failed: {0}")]
-    Work(E),
-}
-
 /// What one attempt of a fenced transaction did.
 enum FencedAttempt<T> {
     Committed(T),
@@ -465,43 +452,40 @@ enum FencedAttempt<T> {
 }
 
 impl SpannerStore {
-    /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that `client`
-    /// still holds `name` with `fence`; `work`'s writes commit only while the lease is theirs, together with the
-    /// row's record that this lease's fenced write number `write` landed. An attempt without a certain answer is
-    /// retried under the same number, for up to `lease.unavailable_ms` (at least once): a retry whose earlier
-    /// attempt landed finds the record and returns [`Fenced::CommittedEarlier`] without running `work` again.
-    /// Sections use this through [`crate::LeaseHandle::fenced`], which numbers the writes; it is public for
-    /// drivers of their own, who must number a lease's writes from 1 and issue them one at a time.
-    pub async fn fenced<T, E, F, Fut>(
+    /// [`LeaseStore::fenced`] on Spanner: one read-write transaction that verifies the fence, runs `work` and
+    /// writes the row's record. An attempt without a certain answer is retried under the same number, for up to
+    /// `lease.unavailable_ms` (at least once).
+    #[inline(never)]
+    fn fenced_compiled(
         &self,
-        cfg: &Config,
-        name: &MutexName,
-        client: ClientId,
-        fence: Fence,
-        write: u32,
-        work: F,
-    ) -> Result<Fenced<T>, FencedError<E>>
-    where
-        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send,
-        T: Send + 'static,
-        E: From<google_cloud_spanner::Error> + Send + 'static,
-    {
-        // Shared, not cloned: Spanner's runner calls the work once per attempt.
-        let work = Arc::new(work);
-        let verify = TxnRequest::VerifyFence { client, fence, write };
+        cfg: Config,
+        name: MutexName,
+        id: WriteId,
+        work: FencedWork,
+    ) -> Compiled<'_, FencedAnswer> {
+        Box::pin(async move { self.fenced_now(&cfg, &name, id, work).await })
+    }
+
+    async fn fenced_now(&self, cfg: &Config, name: &MutexName, id: WriteId, work: FencedWork) -> FencedAnswer {
+        let WriteId { fence, write, .. } = id;
+        let verify = id.verify();
         let _serial = self.serialized(&verify).await;
         let mut first_uncertain: Option<tokio::time::Instant> = None;
         // After an attempt without a certain answer, a refusal or an error no longer says nothing was written:
         // that attempt may have landed (and one that read the row before an expiry may still land).
-        let unknown = |first_uncertain: Option<tokio::time::Instant>, other: FencedError<E>| {
+        let unknown = |first_uncertain: Option<tokio::time::Instant>, other: FencedError<AnyValue>| {
             if first_uncertain.is_some() { FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() } } else { other }
         };
         for tries in 1u32.. {
             let work_failed = Arc::new(std::sync::Mutex::new(None));
-            let attempt = self.fenced_once(cfg, name, &verify, Arc::clone(&work), Arc::clone(&work_failed));
+            let attempt: Compiled<'_, _> =
+                Box::pin(self.fenced_once(cfg, name, &verify, work.clone(), Arc::clone(&work_failed)));
             let error = match tokio::time::timeout(self.timeouts.transaction(), attempt).await {
-                Ok(Ok(FencedAttempt::Committed(value))) => return Ok(Fenced::Committed(value)),
+                Ok(Ok(FencedAttempt::Committed(value))) => {
+                    return Ok(Fenced::Committed(
+                        value.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+                    ));
+                }
                 Ok(Ok(FencedAttempt::AlreadyApplied)) => return Ok(Fenced::CommittedEarlier),
                 Ok(Ok(FencedAttempt::NotHolder)) => {
                     return Err(unknown(first_uncertain, FencedError::Rejected { fence }));
@@ -538,25 +522,19 @@ impl SpannerStore {
         Err(FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() })
     }
 
-    async fn fenced_once<T, E, F, Fut>(
+    async fn fenced_once(
         &self,
         cfg: &Config,
         name: &MutexName,
         verify: &TxnRequest,
-        work: Arc<F>,
-        work_failed: Arc<std::sync::Mutex<Option<E>>>,
-    ) -> Result<FencedAttempt<T>, google_cloud_spanner::Error>
-    where
-        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send,
-        T: Send + 'static,
-        E: Send + 'static,
-    {
+        work: FencedWork,
+        work_failed: Arc<std::sync::Mutex<Option<AnyValue>>>,
+    ) -> Result<FencedAttempt<std::sync::Mutex<AnyValue>>, google_cloud_spanner::Error> {
         let runner = self.runner(&self.database_client().await);
         let (store, cfg, name, verify) = (self.clone(), cfg.clone(), name.clone(), verify.clone());
         let run = runner.run(move |tx: ReadWriteTransaction| {
             let (store, cfg, name, verify, work, work_failed) =
-                (store.clone(), cfg.clone(), name.clone(), verify.clone(), Arc::clone(&work), Arc::clone(&work_failed));
+                (store.clone(), cfg.clone(), name.clone(), verify.clone(), work.clone(), Arc::clone(&work_failed));
             async move {
                 // Spanner's runner calls this again after an abort: only this call's work counts.
                 *work_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
@@ -569,8 +547,9 @@ impl SpannerStore {
                 if let Some(record) = &planned.write {
                     tx.buffer([store.lease_mutation(&name, record)])?;
                 }
-                match work(tx).await {
-                    Ok(value) => Ok(FencedAttempt::Committed(value)),
+                match work.run(FencedTx::spanner_tx(tx)).await {
+                    // In a mutex: Spanner's runner wants a value it can share between threads.
+                    Ok(value) => Ok(FencedAttempt::Committed(std::sync::Mutex::new(value))),
                     Err(error) => {
                         // Kept for the caller; an error of Spanner's own kind rolls the transaction back.
                         *work_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
@@ -580,39 +559,5 @@ impl SpannerStore {
             }
         });
         Ok(run.await?.into_inner())
-    }
-}
-
-impl crate::LeaseHandle<SpannerStore> {
-    /// Runs `work` in one read-write transaction that first verifies, in that same transaction, that this client
-    /// still holds the lease with this fence; `work`'s writes commit only while the lease is ours, exactly once:
-    /// an attempt whose answer is lost is retried, and the row's record of this lease's writes tells whether it
-    /// had landed ([`Fenced::CommittedEarlier`]). `work` may run more than once (Spanner retries aborted
-    /// transactions): keep it free of side effects outside the transaction. An error it returns rolls the
-    /// transaction back and comes back as [`FencedError::Work`] (an abort inside it then ends the call rather
-    /// than being retried). One fenced write of a lease runs at a time; a second call waits for the first.
-    pub async fn fenced<T, E, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError<E>>
-    where
-        F: Fn(ReadWriteTransaction) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, E>> + Send,
-        T: Send + 'static,
-        E: From<google_cloud_spanner::Error> + Send + 'static,
-    {
-        let ctx = self.ctx();
-        let mut writes = self.next_fenced_write().await;
-        // Taken before the call: a write that may have landed keeps its number even if this future is dropped.
-        *writes += 1;
-        let write = *writes;
-        ctx.store.fenced(&ctx.cfg, &ctx.name, self.client(), self.fence(), write, work).await
-    }
-
-    /// Commits `mutations` in one read-write transaction only while this lease is held: [`Self::fenced`] for
-    /// the common case of writes that need no reads.
-    pub async fn commit(&self, mutations: Vec<Mutation>) -> Result<Fenced<()>, FencedError> {
-        self.fenced(move |tx| {
-            let mutations = mutations.clone();
-            async move { tx.buffer(mutations) }
-        })
-        .await
     }
 }

@@ -3,10 +3,10 @@
 //! are stated in round trips, counted from the moment of the cancel.
 
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
-use spanner_mutex::store::RowRead;
+use spanner_mutex::google_cloud_spanner::mutation::Mutation;
 use spanner_mutex::{
-    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, MemoryStore, RunError, RunOutcome, SpannerMutex,
-    StoreError,
+    BoxError, CriticalSection, FaultyStore, FencedAnswer, FencedError, FencedWork, LeaseHandle, LeaseStore,
+    MemoryStore, RowRead, RunError, RunOutcome, SpannerMutex, StoreError, WriteId,
 };
 use spanner_mutex_model::txn::Mode;
 use spanner_mutex_model::{ClientId, Config, ConfigParams, LeaseRow, MutexName, Status, TxnReply, TxnRequest};
@@ -35,8 +35,8 @@ fn name() -> MutexName {
     MutexName::new("driver-test").expect("valid")
 }
 
-fn mutex<S: LeaseStore>(store: S) -> SpannerMutex<S> {
-    SpannerMutex::new(store, params().validate().expect("valid"), name(), "test")
+fn mutex(store: impl LeaseStore) -> SpannerMutex {
+    SpannerMutex::on_store(store, params().validate().expect("valid"), name(), "test")
 }
 
 /// A store whose every call takes one round trip: half on the way there, half on the way back.
@@ -54,6 +54,13 @@ impl<S: LeaseStore> LeaseStore for Latency<S> {
     async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
         tokio::time::sleep(RTT / 2).await;
         let result = self.0.read(name).await;
+        tokio::time::sleep(RTT / 2).await;
+        result
+    }
+
+    async fn fenced(&self, cfg: &Config, name: &MutexName, id: WriteId, work: FencedWork) -> FencedAnswer {
+        tokio::time::sleep(RTT / 2).await;
+        let result = self.0.fenced(cfg, name, id, work).await;
         tokio::time::sleep(RTT / 2).await;
         result
     }
@@ -87,7 +94,7 @@ impl Scripted {
     }
 }
 
-impl<S: LeaseStore> CriticalSection<S> for Scripted {
+impl CriticalSection for Scripted {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         self.need_calls.fetch_add(1, Ordering::SeqCst);
         let step = self.needs.lock().expect("not poisoned").pop_front().unwrap_or(Step::Answer(true));
@@ -97,7 +104,7 @@ impl<S: LeaseStore> CriticalSection<S> for Scripted {
         }
     }
 
-    async fn execute(&self, guard: &LeaseHandle<S>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         match self.body {
             Step::Answer(true) => Ok(()),
             Step::Answer(false) => Err("section failed".into()),
@@ -111,10 +118,7 @@ impl<S: LeaseStore> CriticalSection<S> for Scripted {
 }
 
 /// Runs `section` on a task of its own, so the test can drop (abort) it at any point.
-fn spawn_run<S: LeaseStore>(
-    m: &SpannerMutex<S>,
-    section: &Arc<Scripted>,
-) -> tokio::task::JoinHandle<Result<RunOutcome, RunError>> {
+fn spawn_run(m: &SpannerMutex, section: &Arc<Scripted>) -> tokio::task::JoinHandle<Result<RunOutcome, RunError>> {
     let (m, section) = (m.clone(), Arc::clone(section));
     tokio::spawn(async move { m.run(section.as_ref()).await })
 }
@@ -340,6 +344,9 @@ impl LeaseStore for WrongReplies {
     async fn read(&self, _: &MutexName) -> Result<RowRead, StoreError> {
         Ok((None, spanner_mutex_model::ServerTime::from_unix_micros(0)))
     }
+    async fn fenced(&self, _: &Config, _: &MutexName, id: WriteId, _: FencedWork) -> FencedAnswer {
+        Err(FencedError::Rejected { fence: id.fence })
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -373,14 +380,14 @@ struct BlockingSection {
     saw_lock_lost: AtomicBool,
 }
 
-impl CriticalSection<MemoryStore> for BlockingSection {
+impl CriticalSection for BlockingSection {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, guard: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         std::thread::sleep(self.block);
         self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
-        guard.fenced(|data| data.insert("effect".into(), "done".into()))?;
+        guard.commit(vec![Mutation::new_insert_builder("Effects").set("id").to("effect").build()]).await?;
         Ok(())
     }
 }
@@ -392,7 +399,7 @@ async fn a_blocking_section_does_not_starve_its_lease() {
     let store = MemoryStore::new();
     // Slack for a loaded machine: renewals every 100 ms, each proving the lease for 550 ms.
     let roomy = ConfigParams { ttl_ms: 600, renew_interval_ms: 100, ..params() };
-    let m = SpannerMutex::new(store.clone(), roomy.clone().validate().expect("valid"), name(), "test");
+    let m = SpannerMutex::on_store(store.clone(), roomy.clone().validate().expect("valid"), name(), "test");
     let section =
         BlockingSection { block: Duration::from_millis(3 * roomy.ttl_ms), saw_lock_lost: AtomicBool::new(false) };
     let outcome = m.run(&section).await.expect("runs");
@@ -430,6 +437,14 @@ impl<S: LeaseStore> LeaseStore for Blackhole<S> {
         }
         self.inner.read(name).await
     }
+
+    async fn fenced(&self, cfg: &Config, name: &MutexName, id: WriteId, work: FencedWork) -> FencedAnswer {
+        if self.down.load(Ordering::SeqCst) {
+            tokio::time::sleep(TRANSACTION_BOUND).await;
+            return Err(FencedError::OutcomeUnknown { ms: UNAVAILABLE_MS });
+        }
+        self.inner.fenced(cfg, name, id, work).await
+    }
 }
 
 /// From the moment Spanner stops answering: the call in flight runs into its bound and its unknown outcome is
@@ -446,10 +461,10 @@ async fn every_call_returns_unavailable_within_its_bound_when_spanner_stops_answ
         let down = Arc::new(AtomicBool::new(false));
         let blackhole = Blackhole { inner: Latency(store.clone()), down: Arc::clone(&down) };
         // A holder whose lease is busy, so the waiter below polls and retries while Spanner goes away.
-        let holder = SpannerMutex::new(blackhole.clone(), cfg.clone(), name(), "holder");
+        let holder = SpannerMutex::on_store(blackhole.clone(), cfg.clone(), name(), "holder");
         let held = holder.acquire().await.expect("acquired");
-        let waiter = SpannerMutex::new(blackhole.clone(), cfg.clone(), name(), "waiter");
-        let run_once = SpannerMutex::new(blackhole, cfg.clone(), name(), "run");
+        let waiter = SpannerMutex::on_store(blackhole.clone(), cfg.clone(), name(), "waiter");
+        let run_once = SpannerMutex::on_store(blackhole, cfg.clone(), name(), "run");
         let section = Scripted::new(&[], Step::Answer(true));
         let acquire = tokio::spawn(async move { waiter.acquire().await.map(|_| ()) });
         let run = tokio::spawn(async move { run_once.run(section.as_ref()).await.map(|_| ()) });
@@ -477,7 +492,7 @@ async fn a_release_while_a_renewal_is_in_flight_is_bounded_when_spanner_stops_an
     let cfg = ConfigParams { unavailable_ms: UNAVAILABLE_MS, ..params() }.validate().expect("valid");
     let down = Arc::new(AtomicBool::new(false));
     let blackhole = Blackhole { inner: MemoryStore::new(), down: Arc::clone(&down) };
-    let holder = SpannerMutex::new(blackhole, cfg, name(), "holder");
+    let holder = SpannerMutex::on_store(blackhole, cfg, name(), "holder");
     let held = holder.acquire().await.expect("acquired");
     tokio::time::sleep(Duration::from_millis(params().renew_interval_ms) - Duration::from_millis(1)).await;
     down.store(true, Ordering::SeqCst);
@@ -513,9 +528,9 @@ fn polling() -> Config {
 async fn a_waiter_gets_a_released_lock_within_one_poll_and_costs_at_most_one_read_per_poll() {
     // Defect 4: waiters slept until the expiry they last read (here up to 10 s) before noticing a release.
     let store = MemoryStore::new();
-    let holder = SpannerMutex::new(Latency(store.clone()), polling(), name(), "holder");
+    let holder = SpannerMutex::on_store(Latency(store.clone()), polling(), name(), "holder");
     let held = holder.acquire().await.expect("acquired");
-    let waiter = SpannerMutex::new(Latency(store.clone()), polling(), name(), "waiter");
+    let waiter = SpannerMutex::on_store(Latency(store.clone()), polling(), name(), "waiter");
     let waiting = {
         let waiter = waiter.clone();
         tokio::spawn(async move { waiter.acquire().await })
@@ -540,11 +555,11 @@ async fn a_waiter_gets_a_released_lock_within_one_poll_and_costs_at_most_one_rea
 #[tokio::test(start_paused = true)]
 async fn a_run_once_waiter_sees_done_within_one_poll() {
     let store = MemoryStore::new();
-    let runner = SpannerMutex::new(Latency(store.clone()), polling(), name(), "runner");
+    let runner = SpannerMutex::on_store(Latency(store.clone()), polling(), name(), "runner");
     let section = Scripted::new(&[], Step::Hang);
     let run = spawn_run(&runner, &section);
     until(&store, started).await;
-    let waiter = SpannerMutex::new(Latency(store.clone()), polling(), name(), "waiter");
+    let waiter = SpannerMutex::on_store(Latency(store.clone()), polling(), name(), "waiter");
     let waiting = spawn_run(&waiter, &Scripted::new(&[], Step::Answer(true)));
     tokio::time::sleep(Duration::from_secs(5)).await;
     // The section "finishes": its run records DONE on the way out (a cancel would record FAILED, so the test

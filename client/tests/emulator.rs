@@ -3,10 +3,10 @@
 
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
+use spanner_mutex::FencedError;
 use spanner_mutex::emulator::Emulator;
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::schema::{SchemaError, validate_schema};
-use spanner_mutex::spanner::FencedError;
 use spanner_mutex::{
     BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, RunError, RunOutcome, SpannerMutex, SpannerStore,
     Timeouts,
@@ -98,50 +98,43 @@ impl Effect {
     }
 }
 
-macro_rules! effect_impl {
-    ($store:ty, $spanner:expr) => {
-        impl CriticalSection<$store> for Effect {
-            async fn is_needed(&self) -> Result<bool, BoxError> {
-                Ok(true)
-            }
-            async fn execute(&self, guard: &LeaseHandle<$store>) -> Result<(), BoxError> {
-                tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
-                self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
-                let (id, writer, fence) = (self.id.clone(), guard.client().to_string(), guard.fence().get());
-                let result = guard
-                    .fenced(move |tx| {
-                        let (id, writer) = (id.clone(), writer.clone());
-                        async move {
-                            let row = Mutation::new_insert_builder("Effects")
-                                .set("id")
-                                .to(id)
-                                .set("writer")
-                                .to(writer)
-                                .set("fence")
-                                .to(i64::try_from(fence).unwrap_or(i64::MAX))
-                                .build();
-                            tx.buffer([row])
-                        }
-                    })
-                    .await;
-                match result {
-                    Ok(_) => Ok(()),
-                    Err(e @ FencedError::Rejected { .. }) => {
-                        self.rejected.fetch_add(1, Ordering::SeqCst);
-                        Err(e.into())
-                    }
-                    Err(e) => Err(e.into()),
+impl CriticalSection for Effect {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
+        self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
+        let (id, writer, fence) = (self.id.clone(), guard.client().to_string(), guard.fence().get());
+        let result = guard
+            .fenced(move |tx| {
+                let (id, writer) = (id.clone(), writer.clone());
+                async move {
+                    let row = Mutation::new_insert_builder("Effects")
+                        .set("id")
+                        .to(id)
+                        .set("writer")
+                        .to(writer)
+                        .set("fence")
+                        .to(i64::try_from(fence).unwrap_or(i64::MAX))
+                        .build();
+                    tx.buffer([row])
                 }
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e @ FencedError::Rejected { .. }) => {
+                self.rejected.fetch_add(1, Ordering::SeqCst);
+                Err(e.into())
             }
+            Err(e) => Err(e.into()),
         }
-    };
+    }
 }
 
-effect_impl!(SpannerStore, |s| s);
-effect_impl!(FaultyStore<SpannerStore>, |s| s.inner());
-
-fn mutex<S: LeaseStore>(store: S, n: &str) -> SpannerMutex<S> {
-    SpannerMutex::new(store, params().validate().expect("valid"), name(n), "test")
+fn mutex(store: impl LeaseStore, n: &str) -> SpannerMutex {
+    SpannerMutex::on_store(store, params().validate().expect("valid"), name(n), "test")
 }
 
 #[tokio::test]
@@ -326,7 +319,7 @@ struct Migration {
     effect: Effect,
 }
 
-impl CriticalSection<SpannerStore> for Migration {
+impl CriticalSection for Migration {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         let client = self.store.database_client().await;
         let statement = Statement::builder("SELECT COUNT(*) AS n FROM Effects WHERE id = @id")
@@ -336,7 +329,7 @@ impl CriticalSection<SpannerStore> for Migration {
         let n: i64 = rows.next().await.transpose()?.ok_or("no count row")?.get("n")?;
         Ok(n == 0)
     }
-    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         self.effect.execute(guard).await
     }
 }
@@ -364,7 +357,7 @@ struct HangsUnderTheLease {
     under_the_lease: tokio::sync::Notify,
 }
 
-impl CriticalSection<SpannerStore> for HangsUnderTheLease {
+impl CriticalSection for HangsUnderTheLease {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
             return Ok(true);
@@ -373,7 +366,7 @@ impl CriticalSection<SpannerStore> for HangsUnderTheLease {
         std::future::pending().await
     }
 
-    async fn execute(&self, _guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, _guard: &LeaseHandle) -> Result<(), BoxError> {
         unreachable!("the run is dropped during its second need check")
     }
 }
@@ -412,11 +405,11 @@ struct FrozenWrite {
     returned_while_frozen: AtomicBool,
 }
 
-impl CriticalSection<SpannerStore> for FrozenWrite {
+impl CriticalSection for FrozenWrite {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         if self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
             return Err("only the first execution is judged".into());
         }
@@ -450,7 +443,7 @@ async fn frozen_write(id: &str, unavailable_ms: u64, freeze: Duration) -> (Spann
         unavailable_ms,
         ..ConfigParams::default()
     };
-    let m = SpannerMutex::new(store.clone(), cfg.validate().expect("valid"), name(id), "test");
+    let m = SpannerMutex::on_store(store.clone(), cfg.validate().expect("valid"), name(id), "test");
     let section = FrozenWrite {
         emulator: Arc::new(emulator),
         freeze,

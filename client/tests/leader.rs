@@ -1,6 +1,7 @@
 //! Leader election on the in-memory store, in virtual time (tokio's paused clock moves the store's server clock
 //! too), so the timing promises are checked exactly.
 
+use spanner_mutex::google_cloud_spanner::mutation::Mutation;
 use spanner_mutex::{ConfigParams, Holder, MemoryStore, Mutexes, SpannerMutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -15,7 +16,12 @@ fn poll_bound() -> Duration {
     Duration::from_millis(lease.poll_ms + lease.jitter_ms)
 }
 
-fn candidates(store: &Mutexes<MemoryStore>) -> (SpannerMutex<MemoryStore>, SpannerMutex<MemoryStore>) {
+/// The in-memory store the mutexes are on.
+fn memory(mutexes: &Mutexes) -> &MemoryStore {
+    mutexes.memory().expect("on the in-memory store")
+}
+
+fn candidates(store: &Mutexes) -> (SpannerMutex, SpannerMutex) {
     (store.mutex("leader").expect("valid"), store.mutex("leader").expect("valid"))
 }
 
@@ -55,14 +61,15 @@ async fn a_leader_past_its_lease_loses_leadership_and_its_old_term_cannot_write(
     let first = a.campaign().await.expect("leads");
     // Spanner's clock runs two TTLs ahead (the leader's renewals were lost, as if it had been stopped): B takes
     // over, and A's next renewal is refused.
-    mutexes.store().advance_server_clock_ms(2 * lease().ttl_ms);
+    memory(&mutexes).advance_server_clock_ms(2 * lease().ttl_ms);
     let second = tokio::time::timeout(poll_bound() * 2, b.campaign()).await.expect("in time").expect("leads");
     assert!(second.term() > first.term());
     tokio::time::timeout(Duration::from_millis(lease().ttl_ms), first.lock_lost()).await.expect("told it lost");
-    let refused = first.fenced(|data| data.insert("old-term".into(), "write".into()));
+    let write = |term: &str| vec![Mutation::new_insert_builder("Terms").set("id").to(term).build()];
+    let refused = first.commit(write("old-term")).await;
     assert!(refused.is_err(), "a write of the old term landed: {refused:?}");
-    assert!(second.fenced(|data| data.insert("new-term".into(), "write".into())).is_ok());
-    assert_eq!(mutexes.store().data().get("old-term"), None);
+    assert!(second.commit(write("new-term")).await.is_ok());
+    assert_eq!(memory(&mutexes).mutations(), write("new-term"), "only the new term's write committed");
 }
 
 #[tokio::test(start_paused = true)]
@@ -78,7 +85,12 @@ async fn a_campaign_dropped_while_waiting_or_shut_down_while_leading_leaves_noth
     assert!(leading.is_lock_lost());
     assert!(matches!(a.campaign().await, Err(spanner_mutex::RunError::Cancelled)), "shut down means no new runs");
     let cfg = mutexes.config().clone();
-    let c = SpannerMutex::new(mutexes.store().clone(), cfg, spanner_mutex::MutexName::new("leader").expect("ok"), "c");
+    let c = SpannerMutex::on_store(
+        memory(&mutexes).clone(),
+        cfg,
+        spanner_mutex::MutexName::new("leader").expect("ok"),
+        "c",
+    );
     let next = c.try_acquire().await.expect("no error");
     assert!(next.is_some(), "the shut-down leader still held it: {}", c.status().await.expect("reads"));
 }
@@ -92,7 +104,7 @@ async fn a_leader_that_died_is_replaced_within_its_ttl_and_one_poll() {
     // A leader that won and then died (SIGKILL): nobody renews or releases its lease.
     let dead = TxnRequest::Acquire { client: ClientId::from_u128(7), holder_name: "dead".into(), mode: Mode::Lock };
     let name = MutexName::new("leader").expect("valid");
-    mutexes.store().transact(mutexes.config(), &name, &dead).await.expect("the dead leader acquired");
+    memory(&mutexes).transact(mutexes.config(), &name, &dead).await.expect("the dead leader acquired");
     let died_at = Instant::now();
     let next = mutexes.mutex("leader").expect("valid").campaign().await.expect("leads");
     let took = died_at.elapsed();

@@ -1,6 +1,7 @@
 //! Client behaviour on the in-memory store (the same driver and machine as on Spanner).
 
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
+use spanner_mutex::google_cloud_spanner::mutation::Mutation;
 use spanner_mutex::{
     BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, MemoryStore, RunError, RunOutcome, SpannerMutex,
 };
@@ -32,8 +33,8 @@ fn row_fence(store: &MemoryStore) -> Fence {
     store.row(&name()).expect("a row").fence
 }
 
-fn mutex<S: LeaseStore>(store: S) -> SpannerMutex<S> {
-    SpannerMutex::new(store, params().validate().expect("valid"), name(), "test")
+fn mutex(store: impl LeaseStore) -> SpannerMutex {
+    SpannerMutex::on_store(store, params().validate().expect("valid"), name(), "test")
 }
 
 /// Writes the effect through `fenced`, after sleeping; records what it saw.
@@ -45,34 +46,30 @@ struct Section {
     saw_lock_lost: AtomicBool,
 }
 
-/// The same section through the fault-injecting wrapper: only its guard type differs.
-macro_rules! section_impl {
-    ($store:ty) => {
-        impl CriticalSection<$store> for Section {
-            async fn is_needed(&self) -> Result<bool, BoxError> {
-                Ok(self.executions.load(Ordering::SeqCst) == 0)
-            }
-            async fn execute(&self, guard: &LeaseHandle<$store>) -> Result<(), BoxError> {
-                tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
-                self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
-                let fence = guard.fence();
-                match guard.fenced(|data| data.insert(format!("effect-{}", fence.get()), "done".into())) {
-                    Ok(_) => {
-                        self.executions.fetch_add(1, Ordering::SeqCst);
-                        Ok(())
-                    }
-                    Err(rejected) => {
-                        self.rejected.fetch_add(1, Ordering::SeqCst);
-                        Err(rejected.into())
-                    }
-                }
-            }
-        }
-    };
+/// The effect a section writes under `key`.
+fn effect(key: &str) -> Mutation {
+    Mutation::new_insert_or_update_builder("Effects").set("id").to(key).build()
 }
 
-section_impl!(MemoryStore);
-section_impl!(FaultyStore<MemoryStore>);
+impl CriticalSection for Section {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(self.executions.load(Ordering::SeqCst) == 0)
+    }
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
+        self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
+        match guard.commit(vec![effect(&format!("effect-{}", guard.fence().get()))]).await {
+            Ok(_) => {
+                self.executions.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(rejected) => {
+                self.rejected.fetch_add(1, Ordering::SeqCst);
+                Err(rejected.into())
+            }
+        }
+    }
+}
 
 #[tokio::test]
 async fn lock_acquire_and_release() {
@@ -112,7 +109,7 @@ async fn twenty_concurrent_clients_execute_once() {
     }
     assert_eq!(executed, 1);
     assert_eq!(section.executions.load(Ordering::SeqCst), 1);
-    assert_eq!(store.data().len(), 1);
+    assert_eq!(store.mutations().len(), 1);
 }
 
 #[tokio::test]
@@ -161,7 +158,7 @@ async fn a_paused_holder_loses_the_lease_its_fenced_write_is_refused_and_the_sec
         "{paused_outcome:?}"
     );
     assert_eq!(paused.metrics().lost, 1);
-    assert_eq!(store.data().len(), 1, "the effect exists exactly once");
+    assert_eq!(store.mutations().len(), 1, "the effect exists exactly once");
 }
 
 #[tokio::test]
@@ -229,7 +226,8 @@ async fn spanner_unavailable_is_a_typed_error() {
     let faulty = FaultyStore::new(MemoryStore::new());
     faulty.inject(InjectedFault { on: FaultTarget::Acquire, effect: FaultEffect::Unavailable });
     let no_budget = ConfigParams { unavailable_ms: 0, ..params() }.validate().expect("valid");
-    let error = SpannerMutex::new(faulty, no_budget, name(), "test").run(&Section::default()).await.expect_err("down");
+    let error =
+        SpannerMutex::on_store(faulty, no_budget, name(), "test").run(&Section::default()).await.expect_err("down");
     assert!(matches!(&error, RunError::Unavailable(Some(e)) if e.message.contains("injected")), "{error}");
 }
 
@@ -243,11 +241,11 @@ async fn a_short_unavailability_is_retried_by_the_machine() {
 
 struct FailingNeed;
 
-impl CriticalSection<MemoryStore> for FailingNeed {
+impl CriticalSection for FailingNeed {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Err("migrations table unreachable".into())
     }
-    async fn execute(&self, _: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, _: &LeaseHandle) -> Result<(), BoxError> {
         Ok(())
     }
 }
@@ -271,16 +269,13 @@ struct TwoWrites {
     results: std::sync::Mutex<Vec<String>>,
 }
 
-impl CriticalSection<FaultyStore<MemoryStore>> for TwoWrites {
+impl CriticalSection for TwoWrites {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, guard: &LeaseHandle<FaultyStore<MemoryStore>>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         for key in ["first", "second"] {
-            let written = guard.fenced(|data| {
-                let count = data.get(key).map_or(0, |n| n.parse::<u32>().unwrap_or(0)) + 1;
-                data.insert(key.into(), count.to_string());
-            })?;
+            let written = guard.commit(vec![effect(key)]).await?;
             self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!("{written:?}"));
         }
         Ok(())
@@ -300,19 +295,20 @@ async fn a_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
     // The second write met no fault and ran once.
     let results = section.results.lock().expect("not poisoned").clone();
     assert_eq!(results, ["CommittedEarlier", "Committed(())"]);
-    let data = store.inner().data();
-    assert_eq!((data.get("first").map(String::as_str), data.get("second").map(String::as_str)), (Some("1"), Some("1")));
+    let committed = store.inner().mutations();
+    let count = |key: &str| committed.iter().filter(|m| **m == effect(key)).count();
+    assert_eq!((count("first"), count("second"), committed.len()), (1, 1, 2));
     assert_eq!(store.inner().row(&name()).map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 2)));
 }
 
 /// A section whose work always fails.
 struct Failing;
 
-impl CriticalSection<MemoryStore> for Failing {
+impl CriticalSection for Failing {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, _: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, _: &LeaseHandle) -> Result<(), BoxError> {
         Err("the migration's SQL is invalid".into())
     }
 }
@@ -320,7 +316,7 @@ impl CriticalSection<MemoryStore> for Failing {
 #[tokio::test]
 async fn a_run_that_gives_up_on_a_failing_section_returns_the_sections_own_error() {
     let cfg = ConfigParams { max_retries: 2, ..params() }.validate().expect("valid");
-    let m = SpannerMutex::new(MemoryStore::new(), cfg, name(), "test");
+    let m = SpannerMutex::on_store(MemoryStore::new(), cfg, name(), "test");
     let error = m.run(&Failing).await.expect_err("gives up");
     let RunError::GaveUp { section_error: Some(cause), .. } = &error else { panic!("{error:?}") };
     assert_eq!(cause.to_string(), "the migration's SQL is invalid");

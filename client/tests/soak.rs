@@ -32,11 +32,11 @@ struct Section {
     hangs: bool,
 }
 
-impl CriticalSection<MemoryStore> for Section {
+impl CriticalSection for Section {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok(true)
     }
-    async fn execute(&self, _: &LeaseHandle<MemoryStore>) -> Result<(), BoxError> {
+    async fn execute(&self, _: &LeaseHandle) -> Result<(), BoxError> {
         if self.hangs {
             std::future::pending::<()>().await;
         }
@@ -52,7 +52,7 @@ fn pick(round: u64, m: usize, c: usize) -> u64 {
     z % 6
 }
 
-async fn cycle(lock: SpannerMutex<MemoryStore>, once: SpannerMutex<MemoryStore>, what: u64) {
+async fn cycle(lock: SpannerMutex, once: SpannerMutex, what: u64) {
     let short = Duration::from_millis(3);
     match what {
         0 => {
@@ -102,7 +102,7 @@ async fn fifty_mutexes_with_ten_clients_each_keep_tasks_and_memory_flat() {
     .expect("valid");
     let store = MemoryStore::new();
     let named =
-        |name: String| SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new(name).expect("valid"), "soak");
+        |name: String| SpannerMutex::on_store(store.clone(), cfg.clone(), MutexName::new(name).expect("valid"), "soak");
     let locks: Vec<_> = (0..MUTEXES).map(|i| named(format!("soak-lock-{i}"))).collect();
     let onces: Vec<_> = (0..MUTEXES).map(|i| named(format!("soak-once-{i}"))).collect();
     let metrics = Handle::current().metrics();

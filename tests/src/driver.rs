@@ -19,11 +19,11 @@ use crate::harness::{Backend, Fate, RowView, compare};
 use crate::memory::injected_fault;
 use crate::now_or_never;
 use crate::reference::{Reference, START, row_view};
-use spanner_mutex::store::RowRead;
 use spanner_mutex::{
     BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, LockGuard, MemoryStore, RunError, RunOutcome,
     SpannerMutex, StoreError, StoreErrorKind, read_event, txn_event,
 };
+use spanner_mutex::{FencedAnswer, FencedWork, RowRead, WriteId};
 use spanner_mutex_model::{ClientId, Config, Event, Fence, MutexName, Status, TxnReply, TxnRequest};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -249,7 +249,7 @@ impl Mirror {
     fn fenced_write(&self, cfg: &Config, name: &MutexName, client: ClientId, fence: Fence) -> bool {
         let mut world = self.world();
         world.sync();
-        let ours = world.store.inner().fenced(cfg, name, client, fence, 1, |data| {
+        let ours = world.store.inner().fenced_data(cfg, name, WriteId { client, fence, write: 1 }, |data| {
             data.insert(format!("effect {fence} {client}"), String::new());
         });
         let theirs = now_or_never(world.reference.fenced_write(cfg, client, fence));
@@ -301,6 +301,12 @@ impl LeaseStore for Mirror {
         };
         half_trip().await;
         result
+    }
+
+    /// Not mirrored: the rig's sections write through [`Mirror::fenced_write`], which is.
+    async fn fenced(&self, cfg: &Config, name: &MutexName, id: WriteId, work: FencedWork) -> FencedAnswer {
+        let store = self.world().store.clone();
+        store.fenced(cfg, name, id, work).await
     }
 
     async fn read(&self, name: &MutexName) -> Result<RowRead, StoreError> {
@@ -367,7 +373,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl CriticalSection<Mirror> for UserCode {
+impl CriticalSection for UserCode {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         let (answer, answered) = oneshot::channel();
         lock(&self.slot).need = Some(answer);
@@ -378,7 +384,7 @@ impl CriticalSection<Mirror> for UserCode {
         }
     }
 
-    async fn execute(&self, guard: &LeaseHandle<Mirror>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         let (controls, mut actions) = mpsc::channel(4);
         lock(&self.slot).section = Some(controls);
         let mut wrote = false;
@@ -409,7 +415,7 @@ impl CriticalSection<Mirror> for UserCode {
 #[derive(Debug)]
 enum Returned {
     Run(Result<RunOutcome, RunError>),
-    Lock(Result<Option<LockGuard<Mirror>>, RunError>),
+    Lock(Result<Option<LockGuard>, RunError>),
     Release(Result<Fence, RunError>),
 }
 
@@ -443,7 +449,7 @@ struct Client {
     /// Since when the library (not user code) has had the call in hand, if it has.
     library_since: Option<Instant>,
     /// A held lock.
-    guard: Option<LockGuard<Mirror>>,
+    guard: Option<LockGuard>,
     /// Its call is the release of its lock.
     releasing: bool,
     /// Its call's need check was answered with a failure.
@@ -491,7 +497,7 @@ pub struct DriverHarness {
     cfg: Config,
     name: MutexName,
     /// Every call's mutex, as if each call were made by a process of its own (shut down at the end).
-    mutexes: Vec<SpannerMutex<Mirror>>,
+    mutexes: Vec<SpannerMutex>,
     bounds: Bounds,
     world: Arc<Mutex<World>>,
     clients: Vec<Client>,
@@ -643,19 +649,16 @@ impl DriverHarness {
             client.section_failed_at = None;
             let call_no = self.mutexes.len();
             lock(&self.world).ids.push(BTreeSet::new());
-            let mutex = SpannerMutex::new(
-                Mirror { world: Arc::clone(&self.world), who: call_no },
-                self.cfg.clone(),
-                self.name.clone(),
-                format!("client {c}"),
-            );
+            let mirror = Mirror { world: Arc::clone(&self.world), who: call_no };
+            let mutex =
+                SpannerMutex::on_store(mirror.clone(), self.cfg.clone(), self.name.clone(), format!("client {c}"));
             self.mutexes.push(mutex.clone());
             client.call_no = call_no;
             client.library_since = Some(Instant::now());
             client.call = Some(if client.run_once {
                 let code = UserCode {
                     slot: Arc::clone(&client.slot),
-                    store: mutex.store().clone(),
+                    store: mirror,
                     cfg: mutex.config().clone(),
                     name: mutex.name().clone(),
                 };

@@ -18,8 +18,8 @@ use crate::reference::{START, row_view};
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::statement::Statement;
 use spanner_mutex::emulator::{Emulator, EmulatorError};
-use spanner_mutex::spanner::FencedError;
 use spanner_mutex::{FaultyStore, LeaseStore, SpannerStore, Timeouts, read_event, txn_event};
+use spanner_mutex::{FencedError, FencedTx, FencedWork, WriteId};
 use spanner_mutex_model::txn::{TxnReply, TxnRequest};
 use spanner_mutex_model::{ClientId, Config, Event, Fence, LeaseRow, MutexName, ServerTime};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -200,7 +200,7 @@ impl Backend for SpannerEmulator {
         self.anchor().await;
         let fence = self.native(fence);
         let mutex = self.name.as_str().to_owned();
-        let work = move |tx: google_cloud_spanner::transaction::ReadWriteTransaction| {
+        let work = move |tx: FencedTx| {
             let effect = Mutation::new_insert_builder("Effects")
                 .set("mutex")
                 .to(&mutex)
@@ -212,10 +212,18 @@ impl Backend for SpannerEmulator {
             async move { tx.buffer([effect]) }
         };
         // A conformance section makes one fenced write: number 1 of its lease.
-        match self.store.inner().fenced(cfg, &self.name, client, fence, 1, work).await {
+        match LeaseStore::fenced(
+            self.store.inner(),
+            cfg,
+            &self.name,
+            WriteId { client, fence, write: 1 },
+            FencedWork::new(work),
+        )
+        .await
+        {
             Ok(_) => true,
             Err(FencedError::Rejected { .. }) => false,
-            Err(e) => panic!("fenced write failed on the emulator: {e}"),
+            Err(e) => panic!("fenced write failed on the emulator: {e:?}"),
         }
     }
 

@@ -4,7 +4,7 @@
 use crate::harness::{Backend, Fate, Observed};
 use crate::reference::{START, row_view};
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
-use spanner_mutex::{FaultyStore, LeaseStore, MemoryStore, read_event, txn_event};
+use spanner_mutex::{FaultyStore, LeaseStore, MemoryStore, WriteId, read_event, txn_event};
 use spanner_mutex_model::txn::TxnRequest;
 use spanner_mutex_model::{ClientId, Config, Event, Fence, MutexName};
 
@@ -59,7 +59,10 @@ impl Backend for Memory {
 
     async fn fenced_write(&mut self, cfg: &Config, client: ClientId, fence: Fence) -> bool {
         let key = format!("{EFFECT_PREFIX}{client}/{}", fence.get());
-        self.store.inner().fenced(cfg, &self.name, client, fence, 1, |data| data.insert(key, String::new())).is_ok()
+        self.store
+            .inner()
+            .fenced_data(cfg, &self.name, WriteId { client, fence, write: 1 }, |data| data.insert(key, String::new()))
+            .is_ok()
     }
 
     async fn needed(&mut self) -> bool {

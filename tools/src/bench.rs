@@ -55,7 +55,8 @@ struct Row {
 
 async fn race_figure(store: &SpannerStore, clients: u32, target_ms: f64) -> anyhow::Result<Row> {
     let name = format!("race-{clients}-{}", uuid::Uuid::new_v4().simple());
-    let mutex = SpannerMutex::new(store.clone(), bench_params().validate()?, MutexName::new(name.clone())?, "bench");
+    let mutex =
+        SpannerMutex::on_store(store.clone(), bench_params().validate()?, MutexName::new(name.clone())?, "bench");
     let section = Arc::new(SpannerSection { effect_id: name.clone(), table: EFFECTS_TABLE.into() });
     let (cpu, wall) = (cpu_time(), Instant::now());
     let outcomes = race(&mutex, section, clients).await;
@@ -87,7 +88,7 @@ pub(crate) async fn bench(iterations: usize) -> anyhow::Result<()> {
     rows.push(race_figure(&store, 80, 1_500.0).await?);
 
     // Uncontended run-once: transactions and reads as the client counts them.
-    let solo = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("solo")?, "bench");
+    let solo = SpannerMutex::on_store(store.clone(), cfg.clone(), MutexName::new("solo")?, "bench");
     let section = SpannerSection { effect_id: "solo".into(), table: EFFECTS_TABLE.into() };
     solo.run(&section).await?;
     let m = solo.metrics();
@@ -104,9 +105,9 @@ pub(crate) async fn bench(iterations: usize) -> anyhow::Result<()> {
     });
 
     // A waiting poll: one holder, one waiter; every wake-up of the waiter is one single-use read.
-    let holder = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("poll")?, "bench");
+    let holder = SpannerMutex::on_store(store.clone(), cfg.clone(), MutexName::new("poll")?, "bench");
     let held = holder.acquire().await?;
-    let waiter = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("poll")?, "bench");
+    let waiter = SpannerMutex::on_store(store.clone(), cfg.clone(), MutexName::new("poll")?, "bench");
     let _ = waiter.acquire_timeout(Duration::from_millis(500)).await?;
     let w = waiter.metrics();
     held.release().await?;
@@ -171,7 +172,7 @@ pub(crate) async fn bench(iterations: usize) -> anyhow::Result<()> {
     child.start_kill()?;
     let killed = Instant::now();
     let _ = child.wait().await;
-    let next = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("takeover")?, "bench");
+    let next = SpannerMutex::on_store(store.clone(), cfg.clone(), MutexName::new("takeover")?, "bench");
     let guard = next.acquire().await?;
     let takeover = killed.elapsed();
     guard.release().await?;
@@ -263,11 +264,11 @@ fn handover_params() -> ConfigParams {
 /// A section that holds the lease for [`HOLD`].
 struct Sleep;
 
-impl spanner_mutex::CriticalSection<SpannerStore> for Sleep {
+impl spanner_mutex::CriticalSection for Sleep {
     async fn is_needed(&self) -> Result<bool, spanner_mutex::BoxError> {
         Ok(true)
     }
-    async fn execute(&self, _: &spanner_mutex::LeaseHandle<SpannerStore>) -> Result<(), spanner_mutex::BoxError> {
+    async fn execute(&self, _: &spanner_mutex::LeaseHandle) -> Result<(), spanner_mutex::BoxError> {
         tokio::time::sleep(HOLD).await;
         Ok(())
     }
@@ -288,7 +289,7 @@ pub(crate) async fn handover_worker(
     for round in 0..rounds {
         match mode {
             HandoverMode::Lock => {
-                let mutex = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new(name.clone())?, "worker");
+                let mutex = SpannerMutex::on_store(store.clone(), cfg.clone(), MutexName::new(name.clone())?, "worker");
                 let started = Instant::now();
                 let guard = mutex.acquire().await?;
                 println!("acquired {}", unix_micros());
@@ -301,7 +302,7 @@ pub(crate) async fn handover_worker(
             }
             HandoverMode::Done => {
                 let round_name = MutexName::new(format!("{name}-{round}"))?;
-                let mutex = SpannerMutex::new(store.clone(), cfg.clone(), round_name, "worker");
+                let mutex = SpannerMutex::on_store(store.clone(), cfg.clone(), round_name, "worker");
                 let started = Instant::now();
                 let outcome = mutex.run(&Sleep).await?;
                 let executed = matches!(outcome, RunOutcome::Executed { .. });
@@ -443,7 +444,7 @@ async fn unavailable_row(emulator: &mut Emulator, store: &SpannerStore) -> anyho
     let params = ConfigParams { unavailable_ms: 2_000, ..bench_params() };
     let cfg = params.validate()?;
     let timeouts = Timeouts::default();
-    let mutex = SpannerMutex::new(store.clone(), cfg.clone(), MutexName::new("down")?, "bench");
+    let mutex = SpannerMutex::on_store(store.clone(), cfg.clone(), MutexName::new("down")?, "bench");
     let held = mutex.acquire().await?;
     emulator.stop();
     let killed = Instant::now();
@@ -469,7 +470,7 @@ async fn unavailable_row(emulator: &mut Emulator, store: &SpannerStore) -> anyho
 /// `hold`: acquire a lock, say so, and keep it (renewing) until killed.
 pub(crate) async fn hold(endpoint: String, database: String, name: String) -> anyhow::Result<()> {
     let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
-    let mutex = SpannerMutex::new(store, bench_params().validate()?, MutexName::new(name)?, "holder");
+    let mutex = SpannerMutex::on_store(store, bench_params().validate()?, MutexName::new(name)?, "holder");
     let guard = mutex.acquire().await?;
     println!("held {}", guard.fence());
     guard.lock_lost().await;

@@ -72,12 +72,12 @@ impl Steps {
     }
 }
 
-impl CriticalSection<SpannerStore> for Steps {
+impl CriticalSection for Steps {
     async fn is_needed(&self) -> Result<bool, BoxError> {
         Ok((self.recorded().await?.len() as i64) < self.steps)
     }
 
-    async fn execute(&self, guard: &LeaseHandle<SpannerStore>) -> Result<(), BoxError> {
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         let done = self.recorded().await?;
         let (writer, fence) = (guard.client().to_string(), i64::try_from(guard.fence().get())?);
         for step in (0..self.steps).filter(|s| !done.contains(s)) {
@@ -110,7 +110,8 @@ impl CriticalSection<SpannerStore> for Steps {
 /// when it started in Unix milliseconds).
 pub(crate) async fn worker(endpoint: String, database: String, round: String, steps: i64) -> anyhow::Result<()> {
     let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), chaos_timeouts()).await?;
-    let mutex = SpannerMutex::new(store.clone(), chaos_params().validate()?, MutexName::new(round.clone())?, "chaos");
+    let mutex =
+        SpannerMutex::on_store(store.clone(), chaos_params().validate()?, MutexName::new(round.clone())?, "chaos");
     let section = Steps { store, round, steps };
     loop {
         let (started, start_unix_ms) = (Instant::now(), unix_ms());

@@ -112,7 +112,7 @@ async fn stress_worker(
     lease: &LeaseArgs,
 ) -> anyhow::Result<()> {
     let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
-    let mutex = SpannerMutex::new(store, lease.config()?, MutexName::new(name.clone())?, "stress");
+    let mutex = SpannerMutex::on_store(store, lease.config()?, MutexName::new(name.clone())?, "stress");
     let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name, table }), clients).await;
     for (_, outcome) in outcomes {
         println!(
@@ -134,7 +134,7 @@ async fn stress(clients: u32, processes: u32, lease: &LeaseArgs) -> anyhow::Resu
     lease.config()?;
     let name = format!("stress-{}", uuid::Uuid::new_v4().simple());
     let started = Instant::now();
-    let (emulator, spanner, endpoint) = emulator_store("stress-db").await?;
+    let (emulator, spanner, endpoint) = emulator_store("stress-db", lease.timeouts()).await?;
     let wall = Instant::now();
     let exe = std::env::current_exe()?;
     let per = clients.div_ceil(processes);
