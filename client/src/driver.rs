@@ -7,10 +7,11 @@
 //! events. A caller that goes away (its future dropped, its guard dropped) or a mutex shut down is a
 //! [`Event::Cancel`]; whatever that means in the current state is the machine's decision.
 
+use crate::backend::Store;
 use crate::clock::{Clock, JUMP_CHECK};
 use crate::lease::Lease;
 use crate::metrics::Metrics;
-use crate::store::{RowRead, Store, StoreError, StoreErrorKind};
+use crate::store::{RowRead, StoreError, StoreErrorKind};
 use spanner_mutex_model::{
     ClientMachine, Command, Config, Event, LocalInstant, MutexName, Outcome, TxnReply, TxnRequest, UnexpectedEvent,
 };

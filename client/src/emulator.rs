@@ -177,7 +177,7 @@ type AdminClients = Result<
 /// Compiled once, here: an `async fn`'s body is compiled where its future is polled, and building the admin
 /// clients pulls in every one of their calls.
 #[inline(never)]
-fn admin_clients_compiled(endpoint: String, rest_endpoint: String) -> crate::store::Compiled<'static, AdminClients> {
+fn admin_clients_compiled(endpoint: String, rest_endpoint: String) -> crate::future::Compiled<'static, AdminClients> {
     Box::pin(async move { admin_clients_now(&endpoint, &rest_endpoint).await })
 }
 
@@ -215,7 +215,7 @@ pub fn create_database_at(
 fn create_database_compiled(
     names: [String; 6],
     timeouts: Timeouts,
-) -> crate::store::Compiled<'static, Result<SpannerStore, EmulatorError>> {
+) -> crate::future::Compiled<'static, Result<SpannerStore, EmulatorError>> {
     Box::pin(create_database_now(names, timeouts))
 }
 

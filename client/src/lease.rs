@@ -1,7 +1,7 @@
 //! A held lease as its holder sees it, and what a fenced write did: the types the driver, the stores and the API
 //! share (kept apart from the API so that neither the driver nor a store depends on it).
 
-use crate::store::Compiled;
+use crate::future::Compiled;
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::transaction::ReadWriteTransaction;
 use spanner_mutex_model::{ClientId, Fence};

@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backend;
 mod clock;
 pub mod config;
 mod driver;
@@ -27,6 +28,7 @@ mod driver;
 pub mod emulator;
 #[cfg(feature = "test-util")]
 pub mod faulty;
+mod future;
 mod leader;
 mod lease;
 mod memory;

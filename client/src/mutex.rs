@@ -1,12 +1,13 @@
 //! The user-facing API: run a critical section once across a fleet, or hold a lease lock.
 
+use crate::backend::Store;
 use crate::clock::Clock;
 use crate::driver::{self, Ctx, DriverResult, LastError, ToUser, UserSide};
 use crate::lease::{Fenced, FencedError, FencedTx, FencedWork, Lease, WriteId};
 use crate::metrics::{Metrics, MetricsSnapshot};
 #[cfg(feature = "test-util")]
 use crate::store::LeaseStore;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use google_cloud_spanner::mutation::Mutation;
 use spanner_mutex_model::{
     ClientId, ClientMachine, Config, Event, Failure, Fence, MutexName, Outcome, SectionResult, UnexpectedEvent,

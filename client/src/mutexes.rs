@@ -2,6 +2,7 @@
 //! by name from there. Cloud Spanner (or its emulator, through `SPANNER_EMULATOR_HOST`) or the embedded
 //! in-memory store, through the same API.
 
+use crate::backend::Store;
 use crate::config::{ConfigFileError, MutexConfig, Timeouts, client_lease};
 use crate::memory::MemoryStore;
 use crate::mutex::{Shared, SpannerMutex};
@@ -9,7 +10,6 @@ use crate::schema::{SchemaError, validate_schema};
 use crate::spanner::{ConnectError, SpannerStore};
 #[cfg(feature = "test-util")]
 use crate::store::LeaseStore;
-use crate::store::Store;
 use spanner_mutex_model::{Config, ConfigParams, MutexName, MutexNameError};
 use std::collections::BTreeMap;
 use std::path::Path;

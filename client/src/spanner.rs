@@ -2,9 +2,10 @@
 //! request, one single-use read per observation, no admin RPC on the hot path, and a time bound on everything.
 
 use crate::config::{Timeouts, validate_table_id};
+use crate::future::Compiled;
 use crate::lease::{AnyValue, Fenced, FencedError, FencedTx, FencedWork, WriteId};
 use crate::serial::{HolderFirst, Turn};
-use crate::store::{Compiled, FencedAnswer, LeaseStore, RowRead, StoreError, StoreErrorKind};
+use crate::store::{FencedAnswer, LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_spanner::client::{DatabaseClient, Spanner};
