@@ -83,7 +83,7 @@ async fn demo(store: Option<StoreArg>, clients: u32, lease: &LeaseArgs) -> anyho
             "store: Spanner emulator at {endpoint}{}",
             if emulator.is_some() { " (started for this demo)" } else { "" }
         );
-        let mutex = Mutexes::on_spanner(store.clone(), lease.params(), "demo")?.mutex(name)?;
+        let mutex = Mutexes::on_spanner(store.clone(), lease.params(), "demo").await?.mutex(name)?;
         let effect_id = format!("demo-{}", uuid::Uuid::new_v4());
         println!("{clients} clients race for run-once section {effect_id:?}");
         let outcomes = race(
@@ -154,7 +154,7 @@ async fn stress(clients: u32, store: StoreArg, lease: &LeaseArgs) -> anyhow::Res
     }
     let (emulator, spanner, _) = emulator_store("stress-db", lease.timeouts()).await?;
     let wall = Instant::now();
-    let mutex = Mutexes::on_spanner(spanner.clone(), lease.params(), "stress")?.mutex(&name)?;
+    let mutex = Mutexes::on_spanner(spanner.clone(), lease.params(), "stress").await?.mutex(&name)?;
     let outcomes =
         race(&mutex, Arc::new(SpannerSection { effect_id: name.clone(), table: EFFECTS_TABLE.into() }), clients).await;
     let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();

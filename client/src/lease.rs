@@ -133,10 +133,10 @@ impl WriteId {
 /// the fence check. On Spanner it is one read-write transaction ([`FencedTx::spanner`] for reads and DML); on the
 /// in-memory store, buffered mutations are kept in its log of committed writes
 /// ([`crate::MemoryStore::mutations`]).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FencedTx(TxKind);
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum TxKind {
     // Boxed: Spanner's transaction handle is large.
     Spanner(Box<ReadWriteTransaction>),

@@ -19,9 +19,6 @@ struct Inner {
     rows: BTreeMap<MutexName, LeaseRow>,
     /// The mutations fenced writes committed, in commit order.
     mutations: Vec<Mutation>,
-    /// Key-value user data of the test rigs' own fenced writes.
-    #[cfg_attr(not(feature = "test-util"), expect(dead_code, reason = "written by the test rigs only"))]
-    data: BTreeMap<String, String>,
     last_commit: ServerTime,
     /// Added to the server clock; lets tests move server time without sleeping.
     offset_micros: i64,
@@ -50,7 +47,6 @@ impl MemoryStore {
         let inner = Inner {
             rows: BTreeMap::new(),
             mutations: Vec::new(),
-            data: BTreeMap::new(),
             last_commit: ServerTime::from_unix_micros(0),
             offset_micros: 0,
             manual_clock: false,
@@ -101,61 +97,10 @@ impl MemoryStore {
         self.lock().rows.get(name).cloned()
     }
 
-    /// The mutations fenced writes committed, in commit order.
+    /// The mutations fenced writes committed, in commit order (kept for demos and tests to look at: the list
+    /// grows with every fenced write).
     pub fn mutations(&self) -> Vec<Mutation> {
         self.lock().mutations.clone()
-    }
-
-    /// A copy of the key-value data [`Self::fenced_data`] wrote.
-    #[cfg(feature = "test-util")]
-    pub fn data(&self) -> BTreeMap<String, String> {
-        self.lock().data.clone()
-    }
-
-    /// A fenced write of a test rig that keeps key-value data instead of mutations: `work` runs on the data
-    /// atomically with verifying the write's fence and recording in the row that it landed, as
-    /// [`LeaseStore::fenced`] does.
-    #[cfg(feature = "test-util")]
-    pub fn fenced_data<T>(
-        &self,
-        cfg: &Config,
-        name: &MutexName,
-        id: WriteId,
-        work: impl FnOnce(&mut BTreeMap<String, String>) -> T,
-    ) -> Result<Fenced<T>, FencedError<std::convert::Infallible>> {
-        let mut value = None;
-        match self.check_fence(cfg, name, id, Some(|inner: &mut Inner| value = Some(work(&mut inner.data)))) {
-            FenceCheck::Valid => Ok(value.map_or(Fenced::CommittedEarlier, Fenced::Committed)),
-            FenceCheck::AlreadyApplied => Ok(Fenced::CommittedEarlier),
-            FenceCheck::NotHolder => Err(FencedError::Rejected { fence: id.fence }),
-        }
-    }
-
-    /// Verifies the fence of write `id` and, if it is current and there is something to `apply`, applies it and
-    /// the row's record of the write, atomically.
-    fn check_fence(
-        &self,
-        cfg: &Config,
-        name: &MutexName,
-        id: WriteId,
-        apply: Option<impl FnOnce(&mut Inner)>,
-    ) -> FenceCheck {
-        let mut inner = self.lock();
-        let now = self.now(&inner);
-        let planned = plan(cfg, &id.verify(), inner.rows.get(name), now);
-        match planned.reply {
-            TxnReply::FenceValid => {
-                if let Some(apply) = apply {
-                    apply(&mut inner);
-                    if let Some(record) = planned.write {
-                        Self::commit(&mut inner, name, record, now);
-                    }
-                }
-                FenceCheck::Valid
-            }
-            TxnReply::AlreadyApplied => FenceCheck::AlreadyApplied,
-            _ => FenceCheck::NotHolder,
-        }
     }
 
     fn commit(inner: &mut Inner, name: &MutexName, write: RowWrite, now: ServerTime) {
@@ -166,31 +111,35 @@ impl MemoryStore {
     }
 }
 
-/// What a fence check found.
-enum FenceCheck {
-    Valid,
-    AlreadyApplied,
-    NotHolder,
-}
-
 impl LeaseStore for MemoryStore {
+    /// As a Spanner read-write transaction: the fence is verified on the row as read, the work runs, and the
+    /// writes commit with the row's record of the write only if the row is still as read; if it changed, the
+    /// whole transaction runs again (so the work may run more than once, as on Spanner).
     async fn fenced(&self, cfg: &Config, name: &MutexName, id: WriteId, work: FencedWork) -> FencedAnswer {
-        let fence = id.fence;
-        // A write found landed is not run again, and a refused one not at all.
-        match self.check_fence(cfg, name, id, None::<fn(&mut Inner)>) {
-            FenceCheck::Valid => {}
-            FenceCheck::AlreadyApplied => return Ok(Fenced::CommittedEarlier),
-            FenceCheck::NotHolder => return Err(FencedError::Rejected { fence }),
-        }
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let value = work.run(FencedTx::memory(Arc::clone(&buffer))).await.map_err(FencedError::Work)?;
-        let mutations = std::mem::take(&mut *buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        // Checked again as it commits: the lease may have been lost while the work ran (Spanner's commit would
-        // abort then, and its retry find the fence stale).
-        match self.check_fence(cfg, name, id, Some(|inner: &mut Inner| inner.mutations.extend(mutations))) {
-            FenceCheck::Valid => Ok(Fenced::Committed(value)),
-            FenceCheck::AlreadyApplied => Ok(Fenced::CommittedEarlier),
-            FenceCheck::NotHolder => Err(FencedError::Rejected { fence }),
+        loop {
+            let (read, planned) = {
+                let inner = self.lock();
+                let read = inner.rows.get(name).cloned();
+                let planned = plan(cfg, &id.verify(), read.as_ref(), self.now(&inner));
+                (read, planned)
+            };
+            match planned.reply {
+                TxnReply::FenceValid => {}
+                TxnReply::AlreadyApplied => return Ok(Fenced::CommittedEarlier),
+                _ => return Err(FencedError::Rejected { fence: id.fence }),
+            }
+            let buffer = Arc::new(Mutex::new(Vec::new()));
+            let value = work.run(FencedTx::memory(Arc::clone(&buffer))).await.map_err(FencedError::Work)?;
+            let mut inner = self.lock();
+            if inner.rows.get(name) != read.as_ref() {
+                continue;
+            }
+            let now = self.now(&inner);
+            inner.mutations.append(&mut buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            if let Some(record) = planned.write {
+                Self::commit(&mut inner, name, record, now);
+            }
+            return Ok(Fenced::Committed(value));
         }
     }
 

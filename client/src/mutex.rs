@@ -28,9 +28,9 @@ pub trait CriticalSection: Send + Sync {
     /// Called before acquiring and again under the lease.
     fn is_needed(&self) -> impl Future<Output = Result<bool, BoxError>> + Send;
 
-    /// Does the work while the lease is held. Keep effects in Spanner writes made through
+    /// Does the work while the lease is held. Keep effects in writes made through [`LeaseHandle::commit`] or
     /// [`LeaseHandle::fenced`] for exactly-once; select on [`Lease::lock_lost`] to stop early.
-    fn execute(&self, guard: &LeaseHandle) -> impl Future<Output = Result<(), BoxError>> + Send;
+    fn execute(&self, lease: &LeaseHandle) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 /// A held lease, whatever holds it (a run-once section, a lock, a leadership): the [`Lease`]'s fence, deadline
@@ -497,7 +497,8 @@ fn outcome_error(outcome: Outcome, last_error: &LastError) -> RunError {
     }
 }
 
-/// A held lease lock: the [`Lease`] (by `Deref`). Renews in the background; released by
+/// A held lease lock: its [`LeaseHandle`] (by `Deref`: the fence, the lock-lost signal, fenced writes). Renews in
+/// the background; released by
 /// [`LockGuard::release`], or on drop (in the background, at once rather than after the TTL;
 /// [`SpannerMutex::shutdown`] waits for it).
 #[derive(Debug)]

@@ -85,21 +85,24 @@ impl Mutexes {
 }
 
 impl Mutexes {
-    /// The embedded in-memory store, for one process: demos, tests, a single-instance deployment.
+    /// The embedded in-memory store, for one process: demos and tests (it keeps every mutation fenced writes
+    /// commit, [`MemoryStore::mutations`]).
     pub fn in_memory(lease: ConfigParams, display_name: impl Into<String>) -> Result<Self, SetupError> {
         let cfg = client_lease(lease)?;
         Ok(Self::on(MemoryStore::new().into(), cfg, display_name.into()))
     }
 
     /// Mutexes on a Spanner store connected already (an app that set up its database itself, say), with the
-    /// lease settings `lease`; the store's timeouts are checked against them.
-    pub fn on_spanner(
+    /// lease settings `lease`: the store's timeouts are checked against them, and the lease table's shape, as
+    /// [`MutexesBuilder::connect`] does.
+    pub async fn on_spanner(
         store: SpannerStore,
         lease: ConfigParams,
         display_name: impl Into<String>,
     ) -> Result<Self, SetupError> {
         let cfg = client_lease(lease)?;
         store.timeouts().validate(&cfg)?;
+        validate_schema(&store).await?;
         Ok(Self::on(store.into(), cfg, display_name.into()))
     }
 

@@ -3,7 +3,8 @@
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::google_cloud_spanner::mutation::Mutation;
 use spanner_mutex::{
-    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, MemoryStore, RunError, RunOutcome, SpannerMutex,
+    BoxError, CriticalSection, FaultyStore, Fenced, FencedError, FencedTx, FencedWork, LeaseHandle, LeaseStore,
+    MemoryStore, RunError, RunOutcome, SpannerMutex,
 };
 use spanner_mutex_model::txn::Mode;
 use spanner_mutex_model::{ClientId, ConfigParams, Fence, MutexName, Status, TxnReply, TxnRequest};
@@ -321,4 +322,56 @@ async fn a_run_that_gives_up_on_a_failing_section_returns_the_sections_own_error
     let RunError::GaveUp { section_error: Some(cause), .. } = &error else { panic!("{error:?}") };
     assert_eq!(cause.to_string(), "the migration's SQL is invalid");
     assert!(error.to_string().contains("the section's last error: the migration's SQL is invalid"), "{error}");
+}
+
+#[tokio::test]
+async fn a_fenced_write_in_memory_commits_only_if_the_row_is_as_its_fence_check_read_it() {
+    // As a Spanner read-write transaction: the fence is checked on the row as read, and the commit stands only if
+    // nobody wrote the row meanwhile (else the transaction runs again, on the row as it is then).
+    let store =
+        MemoryStore::with_manual_clock(spanner_mutex_model::ServerTime::from_unix_micros(1_767_225_600_000_000));
+    let cfg = params().validate().expect("valid");
+    let (holder, rival) = (ClientId::from_u128(1), ClientId::from_u128(2));
+    let acquire = |client| TxnRequest::Acquire { client, holder_name: "t".into(), mode: Mode::Lock };
+    store.transact(&cfg, &name(), &acquire(holder)).await.expect("acquired");
+    let id = |fence, write| spanner_mutex::WriteId { client: holder, fence, write };
+    // Runs `meanwhile` on the store during the work's first attempt only; counts attempts.
+    let work = |key: &'static str, meanwhile: Option<TxnRequest>, advance_ms: u64| {
+        let (store, attempts) = (store.clone(), Arc::new(AtomicU64::new(0)));
+        let counted = Arc::clone(&attempts);
+        let work = FencedWork::new(move |tx: FencedTx| {
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            let (store, meanwhile) = (store.clone(), meanwhile.clone());
+            let buffered = tx.buffer([effect(key)]);
+            async move {
+                if first {
+                    store.advance_server_clock_ms(advance_ms);
+                    if let Some(request) = meanwhile {
+                        let _ = store.transact(&params().validate().expect("valid"), &name(), &request).await;
+                    }
+                }
+                buffered
+            }
+        });
+        (work, attempts)
+    };
+    // The holder's own renewal writes the row while the work runs: the work runs again, and commits once.
+    let fence = row_fence(&store);
+    let (renewed, attempts) = work("renewed", Some(TxnRequest::Renew { client: holder, fence }), 0);
+    let written = LeaseStore::fenced(&store, &cfg, &name(), id(fence, 1), renewed).await.expect("committed");
+    assert!(matches!(written, Fenced::Committed(_)));
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    // The lease runs out while the work runs, but nobody writes the row: the write commits.
+    let (expiring, _) = work("while-expiring", None, 10 * params().ttl_ms);
+    let written = LeaseStore::fenced(&store, &cfg, &name(), id(fence, 2), expiring).await.expect("committed");
+    assert!(matches!(written, Fenced::Committed(_)));
+    // Another client takes the expired lease over while the work runs: the retry finds the fence superseded, and
+    // nothing the work buffered commits.
+    store.transact(&cfg, &name(), &acquire(holder)).await.expect("acquired again");
+    let fence = row_fence(&store);
+    let (overtaken, attempts) = work("overtaken", Some(acquire(rival)), 10 * params().ttl_ms);
+    let refused = LeaseStore::fenced(&store, &cfg, &name(), id(fence, 1), overtaken).await;
+    assert!(matches!(refused, Err(FencedError::Rejected { .. })), "{refused:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "the retry checks the fence before running the work again");
+    assert_eq!(store.mutations(), [effect("renewed"), effect("while-expiring")]);
 }

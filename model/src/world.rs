@@ -3,7 +3,7 @@
 //! resource judges every write by. Pure, like the machine: time is an argument.
 //!
 //! The checker, the simulator, replay and the conformance reference are adapters over this module: they decide
-//! *when* a command reaches Spanner and *which* [`CommitFate`] it meets; [`Lease`] decides *what* it does. A fault
+//! *when* a command reaches Spanner and *which* [`CommitFate`] it meets; [`Spanner`] decides *what* it does. A fault
 //! or a primitive added here reaches every layer.
 
 use crate::txn::{TxnReply, TxnRequest, plan};
@@ -22,7 +22,7 @@ pub enum CommitFate {
     /// Not committed, and the client is told the outcome is unknown.
     UnknownLost,
     /// The client is told the outcome is unknown while the commit is still queued: it lands later
-    /// ([`Lease::land_late`]), unless the row changed meanwhile, or never.
+    /// ([`Spanner::land_late`]), unless the row changed meanwhile, or never.
     UnknownLate,
     /// Spanner did not answer: nothing is written, and the client is told the call failed.
     Unavailable,
@@ -81,7 +81,7 @@ impl CommitFate {
 
 /// What a section is told of its fenced write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FencedAnswer {
+pub enum FencedOutcome {
     /// The resource accepted the write.
     Accepted,
     /// An earlier attempt of this write landed (its answer was lost); nothing was applied again.
@@ -225,7 +225,7 @@ pub struct Commit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FencedWrite {
     /// What the section is told.
-    pub answer: FencedAnswer,
+    pub answer: FencedOutcome,
     /// Whether the effect reached the resource.
     pub landed: bool,
     /// Whether its fence had been superseded, judged apart from the transaction logic.
@@ -269,7 +269,7 @@ pub enum LateLanding {
 /// One mutex in Spanner: its lease row, and the highest fence it ever granted (which the resource's rules are
 /// judged against).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Lease {
+pub struct Spanner {
     /// The lease row.
     pub row: Option<LeaseRow>,
     /// The highest fence ever granted.
@@ -279,7 +279,7 @@ pub struct Lease {
 /// A section makes one fenced write per lease: number 1, kept by its retries.
 const FENCED_WRITE_NUMBER: u32 = 1;
 
-impl Lease {
+impl Spanner {
     /// A single-use read at server time `now`.
     pub fn read(&self, now: ServerTime) -> Event {
         Event::RowRead { row: self.row.clone(), server_now: now }
@@ -306,7 +306,8 @@ impl Lease {
         Commit { event: applied.event(planned.reply.clone()), reply: planned.reply, applied, change }
     }
 
-    /// A fenced write by `writer` under `fence`, decided at `decided_at`, with `fate`; linearized now, so it never
+    /// A section's fenced write (number 1 of its lease: the one write a checked or simulated section makes, kept
+    /// by its retries) by `writer` under `fence`, decided at `decided_at`, with `fate`; linearized now, so it never
     /// conflicts. Its record in the row takes its commit timestamp from `stamp` (called only if it lands).
     pub fn fenced_write(
         &mut self,
@@ -330,10 +331,10 @@ impl Lease {
         };
         let answer = match (fate, &planned.reply) {
             // Told nothing certain, the section retries the same write.
-            (CommitFate::AsDecided, TxnReply::FenceValid) => FencedAnswer::Accepted,
-            (CommitFate::AsDecided, TxnReply::AlreadyApplied) => FencedAnswer::AlreadyApplied,
-            (CommitFate::AsDecided, _) => FencedAnswer::Rejected,
-            (_, _) => FencedAnswer::Retry,
+            (CommitFate::AsDecided, TxnReply::FenceValid) => FencedOutcome::Accepted,
+            (CommitFate::AsDecided, TxnReply::AlreadyApplied) => FencedOutcome::AlreadyApplied,
+            (CommitFate::AsDecided, _) => FencedOutcome::Rejected,
+            (_, _) => FencedOutcome::Retry,
         };
         FencedWrite { answer, landed, superseded, stale_accepted, change }
     }
@@ -414,24 +415,25 @@ mod tests {
         let cfg = Config::default();
         let a = ClientId::from_u128(1);
         for fate in [CommitFate::AsDecided, CommitFate::UnknownLanded, CommitFate::UnknownLate] {
-            let mut lease = Lease::default();
-            let commit = lease.commit(&cfg, &acquire(a), T0, fate, true, no_stamp);
-            assert_eq!((commit.event, commit.applied, lease.row), (Event::TxnAborted, CommitFate::Aborted, None));
+            let mut spanner = Spanner::default();
+            let commit = spanner.commit(&cfg, &acquire(a), T0, fate, true, no_stamp);
+            assert_eq!((commit.event, commit.applied, spanner.row), (Event::TxnAborted, CommitFate::Aborted, None));
         }
-        let mut lease = Lease::default();
-        let commit = lease.commit(&cfg, &acquire(a), T0, CommitFate::Unavailable, true, no_stamp);
+        let mut spanner = Spanner::default();
+        let commit = spanner.commit(&cfg, &acquire(a), T0, CommitFate::Unavailable, true, no_stamp);
         assert_eq!(commit.event, Event::TxnFailed(Failure::Unavailable));
-        assert_eq!(lease, Lease::default());
+        assert_eq!(spanner, Spanner::default());
     }
 
     #[test]
     fn an_unknown_outcome_that_lands_writes_the_row_and_tells_the_client_nothing_certain() {
         let cfg = Config::default();
-        let mut lease = Lease::default();
-        let commit = lease.commit(&cfg, &acquire(ClientId::from_u128(1)), T0, CommitFate::UnknownLanded, false, || T0);
+        let mut spanner = Spanner::default();
+        let commit =
+            spanner.commit(&cfg, &acquire(ClientId::from_u128(1)), T0, CommitFate::UnknownLanded, false, || T0);
         assert_eq!(commit.event, Event::TxnOutcomeUnknown);
-        let row = lease.row.as_ref().expect("the acquisition landed");
-        assert_eq!((row.updated_at, Some(row.fence)), (T0, lease.max_fence));
+        let row = spanner.row.as_ref().expect("the acquisition landed");
+        assert_eq!((row.updated_at, Some(row.fence)), (T0, spanner.max_fence));
         let change = commit.change.expect("a change");
         assert_eq!((change.previous, change.acquire, change.fence_regressed), (None, true, None));
     }
@@ -440,30 +442,30 @@ mod tests {
     fn a_fenced_write_is_accepted_once_found_applied_on_retry_and_refused_once_superseded() {
         let cfg = Config::default();
         let (a, b) = (ClientId::from_u128(1), ClientId::from_u128(2));
-        let mut lease = Lease::default();
-        let _ = lease.commit(&cfg, &acquire(a), T0, CommitFate::AsDecided, false, || T0);
-        let fence = lease.row.as_ref().expect("row").fence;
-        let lost = lease.fenced_write(&cfg, a, fence, T0, CommitFate::UnknownLanded, || T0.plus_ms(1));
-        assert_eq!((lost.answer, lost.landed, lost.superseded), (FencedAnswer::Retry, true, false));
-        let retry = lease.fenced_write(&cfg, a, fence, T0, CommitFate::AsDecided, no_stamp);
-        assert_eq!((retry.answer, retry.landed), (FencedAnswer::AlreadyApplied, false));
+        let mut spanner = Spanner::default();
+        let _ = spanner.commit(&cfg, &acquire(a), T0, CommitFate::AsDecided, false, || T0);
+        let fence = spanner.row.as_ref().expect("row").fence;
+        let lost = spanner.fenced_write(&cfg, a, fence, T0, CommitFate::UnknownLanded, || T0.plus_ms(1));
+        assert_eq!((lost.answer, lost.landed, lost.superseded), (FencedOutcome::Retry, true, false));
+        let retry = spanner.fenced_write(&cfg, a, fence, T0, CommitFate::AsDecided, no_stamp);
+        assert_eq!((retry.answer, retry.landed), (FencedOutcome::AlreadyApplied, false));
         // b takes the lease over once it has expired; a's next write is stale.
         let later = T0.plus_ms(cfg.ttl_ms() + 1);
-        let _ = lease.commit(&cfg, &acquire(b), later, CommitFate::AsDecided, false, || later);
-        let stale = lease.fenced_write(&cfg, a, fence, later, CommitFate::AsDecided, no_stamp);
-        assert_eq!((stale.answer, stale.superseded, stale.stale_accepted), (FencedAnswer::Rejected, true, None));
+        let _ = spanner.commit(&cfg, &acquire(b), later, CommitFate::AsDecided, false, || later);
+        let stale = spanner.fenced_write(&cfg, a, fence, later, CommitFate::AsDecided, no_stamp);
+        assert_eq!((stale.answer, stale.superseded, stale.stale_accepted), (FencedOutcome::Rejected, true, None));
     }
 
     #[test]
     fn a_late_commit_lands_as_decided_on_the_row_it_read() {
         let cfg = Config::default();
-        let mut lease = Lease::default();
+        let mut spanner = Spanner::default();
         let late = Late::Txn { request: acquire(ClientId::from_u128(1)), read_at: T0 };
-        let LateLanding::Txn(Some(change)) = lease.land_late(&cfg, &late, || T0.plus_ms(3)) else {
+        let LateLanding::Txn(Some(change)) = spanner.land_late(&cfg, &late, || T0.plus_ms(3)) else {
             panic!("the late acquisition writes the row")
         };
         assert!(change.acquire);
-        assert_eq!(lease.row.as_ref().map(|r| r.updated_at), Some(T0.plus_ms(3)));
+        assert_eq!(spanner.row.as_ref().map(|r| r.updated_at), Some(T0.plus_ms(3)));
     }
 
     #[test]

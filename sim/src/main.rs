@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use spanner_mutex_check::{ModelArgs, ProtocolArg, decode_path, read_path_argument};
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::{CommitFate, Lease};
+use spanner_mutex_model::world::{CommitFate, Spanner};
 use spanner_mutex_model::{ClientId, ClientMachine, Command, Config, Event, LocalInstant, SectionResult, ServerTime};
 use spanner_mutex_sim::{GenerateOptions, RunReport, Scenario, SweepOptions, replay, run, sweep};
 use std::path::{Path, PathBuf};
@@ -266,7 +266,7 @@ fn main() -> anyhow::Result<ExitCode> {
 fn bare_machine_acquisitions_per_second(budget: Duration) -> f64 {
     let cfg = Config::default();
     let started = Instant::now();
-    let mut lease = Lease::default();
+    let mut spanner = Spanner::default();
     let mut acquisitions = 0u64;
     let mut now_us = 0i64;
     let mut n = 0u128;
@@ -285,7 +285,7 @@ fn bare_machine_acquisitions_per_second(budget: Duration) -> f64 {
                         if matches!(request, TxnRequest::Acquire { .. }) {
                             acquisitions += 1;
                         }
-                        lease.commit(&cfg, &request, server, CommitFate::AsDecided, false, || server).event
+                        spanner.commit(&cfg, &request, server, CommitFate::AsDecided, false, || server).event
                     }
                     Command::RunSection { .. } => Event::SectionFinished(SectionResult::Completed),
                     _ => break,
@@ -294,7 +294,7 @@ fn bare_machine_acquisitions_per_second(budget: Duration) -> f64 {
                 command = machine.handle(&cfg, local, event).expect("the bare loop follows the protocol");
             }
             // Lock-mode-free reuse: a fresh DONE row would make the next run DoneByOther; start afresh.
-            lease = Lease::default();
+            spanner = Spanner::default();
         }
     }
     acquisitions as f64 / started.elapsed().as_secs_f64()

@@ -9,7 +9,7 @@ use crate::world::{Queued, ReadTxn, World};
 use spanner_mutex_check::{
     Action, CheckOptions, ClientKind, ClockError, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
 };
-use spanner_mutex_model::world::{CommitFate, FencedAnswer};
+use spanner_mutex_model::world::{CommitFate, FencedOutcome};
 use spanner_mutex_model::{ClientId, Command, Event, Fence, LeaseRow, Phase, SectionResult, ServerTime};
 use stateright::{Model, Path};
 
@@ -92,7 +92,7 @@ fn checker_id(slot: usize, incarnation: u32) -> ClientId {
 enum Section {
     Idle,
     Running { fence: Fence },
-    Wrote(FencedAnswer),
+    Wrote(FencedOutcome),
 }
 
 struct Lockstep {
@@ -122,7 +122,7 @@ impl Lockstep {
                 }
                 Command::ReadRow => {
                     let m = self.world.clients[c].mutex;
-                    let row = self.world.mutexes[m].lease.row.clone();
+                    let row = self.world.mutexes[m].spanner.row.clone();
                     command = self.world.feed(c, Event::RowRead { row, server_now: self.world.server_now() });
                 }
                 Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request, 0)),
@@ -219,7 +219,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 }
                 match lockstep.world.fenced_write(c, writer, fence, 0, fate) {
                     // Told nothing certain, the section stays running and writes again.
-                    FencedAnswer::Retry => {}
+                    FencedOutcome::Retry => {}
                     written => lockstep.sections[c] = Section::Wrote(written),
                 }
             }
@@ -229,8 +229,8 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                     return Err(not_possible("no section has written"));
                 };
                 let result = match written {
-                    FencedAnswer::Accepted | FencedAnswer::AlreadyApplied => SectionResult::Completed,
-                    FencedAnswer::Rejected | FencedAnswer::Retry => {
+                    FencedOutcome::Accepted | FencedOutcome::AlreadyApplied => SectionResult::Completed,
+                    FencedOutcome::Rejected | FencedOutcome::Retry => {
                         SectionResult::Failed { error: "fenced write rejected".into() }
                     }
                 };
@@ -312,7 +312,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
         steps.push(ReplayStep {
             action,
             lines: world.log.lines()[before..].to_vec(),
-            row: world.mutexes[0].lease.row.clone(),
+            row: world.mutexes[0].spanner.row.clone(),
             phases: world.clients.iter().map(|c| c.machine.phase()).collect(),
         });
     }

@@ -8,7 +8,7 @@ use crate::world::{Queued, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::{CommitFate, FencedAnswer};
+use spanner_mutex_model::world::{CommitFate, FencedOutcome};
 use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, SectionResult};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -441,7 +441,7 @@ impl Runner<'_> {
                     let m = self.world.clients[c].mutex;
                     let error_us = self.server_error_us(c);
                     let server_now = self.world.server_read(error_us);
-                    let event = self.world.mutexes[m].lease.read(server_now);
+                    let event = self.world.mutexes[m].spanner.read(server_now);
                     let at = now + self.latency_us();
                     self.push(at, Pending::Deliver { c, run, event });
                 }
@@ -467,9 +467,11 @@ impl Runner<'_> {
                         self.push(now + late_us, Pending::Late { c, queued });
                     }
                     match self.world.fenced_write(c, writer, fence, error_us, fate) {
-                        FencedAnswer::Accepted | FencedAnswer::AlreadyApplied => Some(SectionResult::Completed),
-                        FencedAnswer::Rejected => Some(SectionResult::Failed { error: "fenced write rejected".into() }),
-                        FencedAnswer::Retry => None,
+                        FencedOutcome::Accepted | FencedOutcome::AlreadyApplied => Some(SectionResult::Completed),
+                        FencedOutcome::Rejected => {
+                            Some(SectionResult::Failed { error: "fenced write rejected".into() })
+                        }
+                        FencedOutcome::Retry => None,
                     }
                 };
                 let delay_us = if self.outage() { self.rpc_timeout_us() } else { self.latency_us() };

@@ -8,7 +8,7 @@ use crate::scenario::ClientKind;
 use crate::trace::{Log, Picture, TraceLine};
 use spanner_mutex_model::txn::{self, TxnReply, TxnRequest};
 use spanner_mutex_model::world::{
-    CommitClock, CommitFate, FencedAnswer, FencedWrite, Late, LateLanding, Lease, RowChange,
+    CommitClock, CommitFate, FencedOutcome, FencedWrite, Late, LateLanding, RowChange, Spanner,
 };
 use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LocalInstant, Outcome, Phase, ServerTime, Status,
@@ -36,7 +36,7 @@ pub struct Effect {
 #[derive(Clone, Debug, Default)]
 pub struct MutexState {
     /// The lease row, with the highest fence it granted.
-    pub lease: Lease,
+    pub spanner: Spanner,
     /// Bumped by every committed write; a transaction that read an older version aborts.
     pub version: u64,
     /// The current need generation: the section is needed while no effect of this generation exists.
@@ -254,7 +254,7 @@ impl World {
         let mut instants: Vec<u64> = self
             .mutexes
             .iter()
-            .filter_map(|m| m.lease.row.as_ref())
+            .filter_map(|m| m.spanner.row.as_ref())
             .filter(|r| r.status == Status::Started)
             .filter_map(|r| u64::try_from(r.expires_at.unix_micros() - EPOCH_UNIX_MICROS).ok())
             .filter(|&t| from_us < t && t < to_us)
@@ -384,7 +384,7 @@ impl World {
         let now = self.server_now();
         let commits = &mut self.commits;
         let commit =
-            self.mutexes[m].lease.commit(&self.cfg, &txn.request, txn.read_at, fate, conflict, || commits.stamp(now));
+            self.mutexes[m].spanner.commit(&self.cfg, &txn.request, txn.read_at, fate, conflict, || commits.stamp(now));
         if commit.applied.lands() {
             match commit.reply {
                 TxnReply::Acquired { kind, .. } => {
@@ -407,12 +407,12 @@ impl World {
         self.note(Who::Client(c), "commit", |_| {
             let what = request_words(&txn.request);
             match (&event, conflict, fate) {
+                (_, _, CommitFate::Unavailable) => format!("{what} gets no answer: Spanner is unavailable"),
                 (_, true, _) => format!("{what} aborts: the row changed since its read"),
                 (Event::TxnCommitted(reply), _, _) => format!("{what} commits: {}", reply_words(reply)),
                 (_, _, CommitFate::Aborted) => format!("{what} aborts (injected)"),
                 (_, _, CommitFate::UnknownLanded) => format!("{what} commits, client told UNKNOWN"),
                 (_, _, CommitFate::UnknownLate) => format!("{what} still queued, client told UNKNOWN"),
-                (_, _, CommitFate::Unavailable) => format!("{what} gets no answer: Spanner is unavailable"),
                 (_, _, _) => format!("{what} does not commit, client told UNKNOWN"),
             }
         });
@@ -431,7 +431,7 @@ impl World {
         }
         self.mutexes[m].version += 1;
         if self.log.enabled()
-            && let Some(row) = self.mutexes[m].lease.row.clone()
+            && let Some(row) = self.mutexes[m].spanner.row.clone()
         {
             let now = self.now_us;
             let holder = self.label_of(row.holder);
@@ -466,12 +466,12 @@ impl World {
         fence: Fence,
         error_us: i64,
         fate: CommitFate,
-    ) -> FencedAnswer {
+    ) -> FencedOutcome {
         let m = self.clients[c].mutex;
         let at = self.decision_time(c, error_us);
         let now = self.server_now();
         let commits = &mut self.commits;
-        let write = self.mutexes[m].lease.fenced_write(&self.cfg, writer, fence, at, fate, || commits.stamp(now));
+        let write = self.mutexes[m].spanner.fenced_write(&self.cfg, writer, fence, at, fate, || commits.stamp(now));
         match fate {
             CommitFate::Aborted => self.stats.aborts += 1,
             CommitFate::UnknownLanded | CommitFate::UnknownLost | CommitFate::UnknownLate => {
@@ -480,7 +480,7 @@ impl World {
             CommitFate::AsDecided | CommitFate::Unavailable => {}
         }
         let answer = write.answer;
-        if answer == FencedAnswer::Rejected {
+        if answer == FencedOutcome::Rejected {
             self.stats.fenced_writes_rejected += 1;
         }
         let landed = write.landed;
@@ -490,13 +490,15 @@ impl World {
         self.note(Who::Client(c), "effect", |_| {
             let fence = fence.get();
             match (answer, landed) {
-                (FencedAnswer::Accepted, _) => format!("fenced write with fence {fence} ACCEPTED"),
-                (FencedAnswer::AlreadyApplied, _) => {
+                (FencedOutcome::Accepted, _) => format!("fenced write with fence {fence} ACCEPTED"),
+                (FencedOutcome::AlreadyApplied, _) => {
                     format!("fenced write with fence {fence} retried: found ALREADY APPLIED, not applied again")
                 }
-                (FencedAnswer::Rejected, _) => format!("fenced write with fence {fence} REJECTED"),
-                (FencedAnswer::Retry, true) => format!("fenced write with fence {fence} APPLIED, client told {fate:?}"),
-                (FencedAnswer::Retry, false) => {
+                (FencedOutcome::Rejected, _) => format!("fenced write with fence {fence} REJECTED"),
+                (FencedOutcome::Retry, true) => {
+                    format!("fenced write with fence {fence} APPLIED, client told {fate:?}")
+                }
+                (FencedOutcome::Retry, false) => {
                     format!("fenced write with fence {fence} not applied, client told {fate:?}")
                 }
             }
@@ -535,7 +537,7 @@ impl World {
         if landed {
             let now = self.server_now();
             let commits = &mut self.commits;
-            match self.mutexes[m].lease.land_late(&self.cfg, &queued.late, || commits.stamp(now)) {
+            match self.mutexes[m].spanner.land_late(&self.cfg, &queued.late, || commits.stamp(now)) {
                 LateLanding::Txn(change) => self.record_change(m, change),
                 LateLanding::FencedWrite(write) => {
                     if let Late::FencedWrite { writer, fence, .. } = queued.late {
@@ -561,7 +563,7 @@ impl World {
     /// write is at least that old. Transactions that read it abort, as on any change.
     pub fn delete_row_if_older_than(&mut self, m: usize, older_than_ms: u64) {
         let now = self.server_now();
-        if self.mutexes[m].lease.delete_if_older_than(older_than_ms, now) {
+        if self.mutexes[m].spanner.delete_if_older_than(older_than_ms, now) {
             self.mutexes[m].version += 1;
             self.note(Who::Row(m), "row", |_| format!("DELETED by a row deletion policy ({older_than_ms} ms)"));
         }

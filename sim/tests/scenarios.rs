@@ -466,10 +466,10 @@ fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
         let states = stateright::Path::from_actions(&model, init, &path).expect("the walk's own path").into_states();
         let mut fence_offset = None;
         for (i, (step, state)) in report.steps.iter().zip(&states[1..]).enumerate() {
-            let checker_row = state.lease.row.as_ref().map(|r| (r.status, r.holder));
+            let checker_row = state.spanner.row.as_ref().map(|r| (r.status, r.holder));
             let sim_row = step.row.as_ref().map(|r| (r.status, r.holder));
             assert_eq!(sim_row, checker_row, "walk {walk} step {}:\n{text}", i + 1);
-            if let (Some(sim), Some(checker)) = (&step.row, &state.lease.row) {
+            if let (Some(sim), Some(checker)) = (&step.row, &state.spanner.row) {
                 let offset = i128::from(sim.fence.get()) - i128::from(checker.fence.get());
                 assert_eq!(*fence_offset.get_or_insert(offset), offset, "walk {walk} step {}:\n{text}", i + 1);
             }

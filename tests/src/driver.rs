@@ -16,7 +16,7 @@
 use crate::coverage::event_label;
 use crate::emulator::{EmulatorEnv, SpannerEmulator};
 use crate::harness::{Backend, Fate, RowView, compare};
-use crate::memory::injected_fault;
+use crate::memory::{effect_write, injected_fault};
 use crate::now_or_never;
 use crate::reference::{Reference, START, row_view};
 use spanner_mutex::{
@@ -249,12 +249,10 @@ impl Mirror {
     fn fenced_write(&self, cfg: &Config, name: &MutexName, client: ClientId, fence: Fence) -> bool {
         let mut world = self.world();
         world.sync();
-        let ours = world.store.inner().fenced_data(cfg, name, WriteId { client, fence, write: 1 }, |data| {
-            data.insert(format!("effect {fence} {client}"), String::new());
-        });
+        let (_, ours) = now_or_never(effect_write(world.store.inner(), cfg, name, client, fence));
         let theirs = now_or_never(world.reference.fenced_write(cfg, client, fence));
-        if ours.is_ok() != theirs {
-            world.differs(format!("fenced write of {fence}: store {ours:?}, reference accepted {theirs}"));
+        if ours != theirs {
+            world.differs(format!("fenced write of {fence}: store accepted {ours}, reference accepted {theirs}"));
         }
         if let Some(emulator) = &mut world.emulator
             && emulator.blocking(|e| e.fenced_write(cfg, client, fence)) != theirs

@@ -4,7 +4,10 @@
 use crate::harness::{Backend, Fate, Observed};
 use crate::reference::{START, row_view};
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
-use spanner_mutex::{FaultyStore, LeaseStore, MemoryStore, WriteId, read_event, txn_event};
+use spanner_mutex::google_cloud_spanner::mutation::Mutation;
+use spanner_mutex::{
+    FaultyStore, Fenced, FencedTx, FencedWork, LeaseStore, MemoryStore, WriteId, read_event, txn_event,
+};
 use spanner_mutex_model::txn::TxnRequest;
 use spanner_mutex_model::{ClientId, Config, Event, Fence, MutexName};
 
@@ -32,6 +35,8 @@ pub fn injected_fault(request: &TxnRequest, fate: Fate) -> Option<InjectedFault>
 pub struct Memory {
     store: FaultyStore<MemoryStore>,
     name: MutexName,
+    /// The effects whose fenced writes the store committed, as the resource records them.
+    effects: Vec<(ClientId, Fence)>,
 }
 
 impl Default for Memory {
@@ -39,11 +44,10 @@ impl Default for Memory {
         Self {
             store: FaultyStore::new(MemoryStore::with_manual_clock(START)),
             name: MutexName::new("conformance").expect("a valid name"),
+            effects: Vec::new(),
         }
     }
 }
-
-const EFFECT_PREFIX: &str = "effect/";
 
 impl Backend for Memory {
     async fn transact(&mut self, cfg: &Config, request: &TxnRequest, fate: Fate) -> Event {
@@ -58,15 +62,15 @@ impl Backend for Memory {
     }
 
     async fn fenced_write(&mut self, cfg: &Config, client: ClientId, fence: Fence) -> bool {
-        let key = format!("{EFFECT_PREFIX}{client}/{}", fence.get());
-        self.store
-            .inner()
-            .fenced_data(cfg, &self.name, WriteId { client, fence, write: 1 }, |data| data.insert(key, String::new()))
-            .is_ok()
+        let (written, accepted) = effect_write(self.store.inner(), cfg, &self.name, client, fence).await;
+        if written {
+            self.effects.push((client, fence));
+        }
+        accepted
     }
 
     async fn needed(&mut self) -> bool {
-        !self.store.inner().data().keys().any(|k| k.starts_with(EFFECT_PREFIX))
+        self.effects.is_empty()
     }
 
     async fn advance(&mut self, ms: u64) {
@@ -75,17 +79,30 @@ impl Backend for Memory {
 
     async fn observe(&mut self) -> Observed {
         let (row, now) = self.store.read(&self.name).await.expect("the memory store always reads");
-        let mut effects: Vec<(ClientId, Fence)> = self
-            .store
-            .inner()
-            .data()
-            .keys()
-            .filter_map(|k| {
-                let (client, fence) = k.strip_prefix(EFFECT_PREFIX)?.split_once('/')?;
-                Some((ClientId::from_uuid(client.parse().ok()?), Fence::new(fence.parse().ok()?)))
-            })
-            .collect();
+        let mut effects = self.effects.clone();
         effects.sort();
         Observed { row: row.as_ref().map(|r| row_view(r, now)), effects }
+    }
+}
+
+/// A conformance section's fenced write (number 1 of its lease) through the store's own fenced-write path, with
+/// one mutation as its effect: whether this call wrote it, and whether the store accepted it (written now or
+/// found written earlier).
+pub async fn effect_write(
+    store: &MemoryStore,
+    cfg: &Config,
+    name: &MutexName,
+    client: ClientId,
+    fence: Fence,
+) -> (bool, bool) {
+    let effect = Mutation::new_insert_builder("Effects").set("writer").to(client.to_string()).build();
+    let work = FencedWork::new(move |tx: FencedTx| {
+        let buffered = tx.buffer([effect.clone()]);
+        async move { buffered }
+    });
+    match LeaseStore::fenced(store, cfg, name, WriteId { client, fence, write: 1 }, work).await {
+        Ok(Fenced::Committed(_)) => (true, true),
+        Ok(Fenced::CommittedEarlier) => (false, true),
+        Err(_) => (false, false),
     }
 }

@@ -3,7 +3,7 @@
 //! chose. No client crate code runs here.
 
 use crate::harness::{Backend, Fate, Observed, RowView};
-use spanner_mutex_model::world::{CommitClock, FencedAnswer, Lease};
+use spanner_mutex_model::world::{CommitClock, FencedOutcome, Spanner};
 use spanner_mutex_model::{ClientId, Config, Event, Fence, LeaseRow, ServerTime};
 
 /// Where every backend's server clock starts: 2026-01-01T00:00:00Z.
@@ -14,7 +14,7 @@ pub const START: ServerTime = ServerTime::from_unix_micros(1_767_225_600_000_000
 pub struct Reference {
     now: ServerTime,
     commits: CommitClock,
-    lease: Lease,
+    spanner: Spanner,
     effects: Vec<(ClientId, Fence)>,
     /// A write was accepted under a fence that had been superseded.
     pub stale_write_accepted: bool,
@@ -25,7 +25,7 @@ impl Default for Reference {
         Self {
             now: START,
             commits: CommitClock::after(ServerTime::from_unix_micros(0)),
-            lease: Lease::default(),
+            spanner: Spanner::default(),
             effects: Vec::new(),
             stale_write_accepted: false,
         }
@@ -49,7 +49,7 @@ pub fn row_view(row: &LeaseRow, now: ServerTime) -> RowView {
 impl Reference {
     /// The lease row.
     pub const fn row(&self) -> Option<&LeaseRow> {
-        self.lease.row.as_ref()
+        self.spanner.row.as_ref()
     }
 
     /// Server time now.
@@ -59,7 +59,7 @@ impl Reference {
 
     /// The row and the resource now.
     pub fn observed(&self) -> Observed {
-        Observed { row: self.lease.row.as_ref().map(|r| row_view(r, self.now)), effects: self.effects.clone() }
+        Observed { row: self.spanner.row.as_ref().map(|r| row_view(r, self.now)), effects: self.effects.clone() }
     }
 }
 
@@ -67,22 +67,22 @@ impl Backend for Reference {
     async fn transact(&mut self, cfg: &Config, request: &spanner_mutex_model::TxnRequest, fate: Fate) -> Event {
         let (now, commits) = (self.now, &mut self.commits);
         // Transactions reach the reference one at a time: none conflicts.
-        self.lease.commit(cfg, request, now, fate, false, || commits.stamp(now)).event
+        self.spanner.commit(cfg, request, now, fate, false, || commits.stamp(now)).event
     }
 
     async fn read(&mut self) -> Event {
-        self.lease.read(self.now)
+        self.spanner.read(self.now)
     }
 
     async fn fenced_write(&mut self, cfg: &Config, client: ClientId, fence: Fence) -> bool {
         let (now, commits) = (self.now, &mut self.commits);
-        let write = self.lease.fenced_write(cfg, client, fence, now, Fate::AsDecided, || commits.stamp(now));
+        let write = self.spanner.fenced_write(cfg, client, fence, now, Fate::AsDecided, || commits.stamp(now));
         if write.landed {
             self.stale_write_accepted |= write.stale_accepted.is_some();
             self.effects.push((client, fence));
             self.effects.sort();
         }
-        matches!(write.answer, FencedAnswer::Accepted | FencedAnswer::AlreadyApplied)
+        matches!(write.answer, FencedOutcome::Accepted | FencedOutcome::AlreadyApplied)
     }
 
     async fn needed(&mut self) -> bool {

@@ -132,6 +132,7 @@ mod tests {
             CommitFate::UnknownLanded,
             CommitFate::UnknownLost,
             CommitFate::UnknownLate,
+            CommitFate::Unavailable,
         ];
         let mut all = vec![Action::Tick, Action::LateCommit];
         for c in [0, 3] {

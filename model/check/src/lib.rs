@@ -100,7 +100,7 @@ impl Model for LeaseModel {
         let clients = (0..usize::from(self.options.clients)).map(|i| self.fresh_slot(i, 0, 0)).collect();
         let mut state = WorldState {
             now_ms: 0,
-            lease: spanner_mutex_model::world::Lease::default(),
+            spanner: spanner_mutex_model::world::Spanner::default(),
             clients,
             effects: ArrayVec::new(),
             faults_left: self.options.fault_budget,

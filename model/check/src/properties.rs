@@ -253,11 +253,12 @@ fn always() -> Vec<Property<LeaseModel>> {
         Property::always(SINGLE_RELIANCE, |_: &LeaseModel, s: &WorldState| reliant(s).count() <= 1),
         Property::always(RELIANCE_BACKED_BY_ROW, |_: &LeaseModel, s: &WorldState| {
             let now = LeaseModel::server_time(s.now_ms);
-            reliant(s)
-                .all(|(i, fence)| s.lease.row.as_ref().is_some_and(|r| r.grants(s.clients[i].machine.id(), fence, now)))
+            reliant(s).all(|(i, fence)| {
+                s.spanner.row.as_ref().is_some_and(|r| r.grants(s.clients[i].machine.id(), fence, now))
+            })
         }),
         Property::always(FENCES_INCREASE, |_: &LeaseModel, s: &WorldState| {
-            !s.ghost.fence_regressed && s.lease.row.as_ref().map(|r| r.fence) == s.lease.max_fence
+            !s.ghost.fence_regressed && s.spanner.row.as_ref().map(|r| r.fence) == s.spanner.max_fence
         }),
         Property::always(NO_STALE_WRITE, |_: &LeaseModel, s: &WorldState| !s.ghost.stale_write_accepted),
         Property::always(DOUBLE_EXECUTION, |_: &LeaseModel, s: &WorldState| s.effects.len() <= 1),
@@ -266,7 +267,7 @@ fn always() -> Vec<Property<LeaseModel>> {
         // A released lock is DONE too, with no run-once effect behind it.
         Property::always(DONE_HAS_EFFECT, |m: &LeaseModel, s: &WorldState| {
             let effects: arrayvec::ArrayVec<_, 2> = s.effects.iter().map(|e| (e.writer, e.fence)).collect();
-            !m.options.has(ClientKind::RunOnce) || done_has_effect(s.lease.row.as_ref(), &effects)
+            !m.options.has(ClientKind::RunOnce) || done_has_effect(s.spanner.row.as_ref(), &effects)
         }),
         Property::always(NO_CLIENT_STUCK, |_: &LeaseModel, s: &WorldState| {
             (0..s.clients.len()).all(|i| not_stuck(s, i))

@@ -113,7 +113,7 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
         let key = (
             slot.kind,
             checker_hash(&blank),
-            refers(state.lease.row.as_ref().map(|r| r.holder)),
+            refers(state.spanner.row.as_ref().map(|r| r.holder)),
             refers(state.effects.first().map(|e| e.writer)),
             refers(state.effects.get(1).map(|e| e.writer)),
             refers(queued),
@@ -208,7 +208,7 @@ pub(crate) fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
     // Field by field, so the slots are cloned once (and a new field cannot be forgotten).
     let mut out = WorldState {
         now_ms: state.now_ms,
-        lease: state.lease.clone(),
+        spanner: state.spanner.clone(),
         clients: slots
             .iter()
             .map(|&old| {
@@ -223,7 +223,7 @@ pub(crate) fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
         queued: state.queued.clone(),
         ghost: state.ghost,
     };
-    if let Some(row) = &mut out.lease.row {
+    if let Some(row) = &mut out.spanner.row {
         row.holder = rename(row.holder);
     }
     for effect in &mut out.effects {
@@ -273,7 +273,7 @@ impl LeaseModel {
         let moved = KeyMove {
             now_ms: state.now_ms,
             by_ms: (SHIFTED_NOW_MS - state.now_ms).cast_signed(),
-            row_fence: state.lease.row.as_ref().map_or(0, |row| row.fence.get()),
+            row_fence: state.spanner.row.as_ref().map_or(0, |row| row.fence.get()),
         };
         let to_key = |fence: Fence| Fence::new(fence.get().wrapping_sub(moved.row_fence).wrapping_add(KEYED_ROW_FENCE));
         self.move_in_time(state, moved.by_ms, to_key);
@@ -284,7 +284,7 @@ impl LeaseModel {
             state.now_ms = SHIFTED_NOW_MS;
         }
         let staleness_unseen = self.staleness_unseen();
-        if let Some(row) = &mut state.lease.row {
+        if let Some(row) = &mut state.spanner.row {
             row.attempt = 0;
             if staleness_unseen {
                 row.updated_at = ServerTime::from_unix_micros(0);
@@ -318,7 +318,7 @@ impl LeaseModel {
         let by_server = |time: &mut ServerTime| *time = time.shifted_ms(by_ms);
         let shift = ShiftInTime { by_ms, renumber };
         let staleness_unseen = self.staleness_unseen();
-        if let Some(row) = &mut state.lease.row {
+        if let Some(row) = &mut state.spanner.row {
             row.fence = renumber(row.fence);
             // Forgotten in a key when unseen.
             if !staleness_unseen {
@@ -350,7 +350,7 @@ impl LeaseModel {
                 *fence = renumber(*fence);
             }
         }
-        state.lease.max_fence = state.lease.max_fence.map(renumber);
+        state.spanner.max_fence = state.spanner.max_fence.map(renumber);
         state.ghost.max_term = state.ghost.max_term.map(renumber);
     }
 

@@ -280,7 +280,7 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::TxnCommit(c, fate) => match &before.clients[usize::from(c)].op {
             Op::TxnRead { request, read_at, .. } => {
                 let reply =
-                    spanner_mutex_model::txn::plan(&model.cfg, request, before.lease.row.as_ref(), *read_at).reply;
+                    spanner_mutex_model::txn::plan(&model.cfg, request, before.spanner.row.as_ref(), *read_at).reply;
                 let conflict = matches!(&before.clients[usize::from(c)].op, Op::TxnRead { row_unchanged: false, .. });
                 let reply = if conflict { "conflict: aborted".to_owned() } else { format!("{reply:?}") };
                 format!("{}'s {} commits as {fate:?}: {reply}", client(c), request_kind(request))
@@ -324,7 +324,7 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::Drift(c) => format!("{}'s clock falls 1 ms behind", client(c)),
         Action::LateCommit => {
             // Witness marks may already be tallied away from `after`; what the commit changed is not.
-            let landed = before.lease.row != after.lease.row || before.effects != after.effects;
+            let landed = before.spanner.row != after.spanner.row || before.effects != after.effects;
             let what = match before.queued.as_ref().map(|queued| &queued.late) {
                 Some(Late::Txn { request, .. }) => format!("{}'s {}", who(request.client()), request_kind(request)),
                 Some(Late::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
@@ -359,7 +359,7 @@ fn state_words(state: &WorldState) -> String {
         .collect();
     let effects: Vec<String> =
         state.effects.iter().map(|e| format!("{} fence {}", who(e.writer), e.fence.get())).collect();
-    format!("[{}; {}; effects: {:?}]", row_text(state.lease.row.as_ref()), clients.join(", "), effects)
+    format!("[{}; {}; effects: {:?}]", row_text(state.spanner.row.as_ref()), clients.join(", "), effects)
 }
 
 /// A path as numbered steps in words, each followed by the state it leads to.

@@ -7,7 +7,7 @@ use crate::{
 };
 use arrayvec::ArrayVec;
 use spanner_mutex_model::txn::{TxnReply, TxnRequest};
-use spanner_mutex_model::world::{CommitFate, FencedAnswer, FencedWrite, Late, LateLanding, RowChange};
+use spanner_mutex_model::world::{CommitFate, FencedOutcome, FencedWrite, Late, LateLanding, RowChange};
 use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Event, Fence, LocalInstant, SectionResult, ServerTime, Status,
 };
@@ -112,7 +112,7 @@ impl LeaseModel {
                 let facts = OutcomeFacts {
                     client: client.machine.id(),
                     effects: &effects,
-                    row: state.lease.row.as_ref(),
+                    row: state.spanner.row.as_ref(),
                     last_need_answer: Some(state.effects.is_empty()),
                     waits: client.ghost.waits,
                     max_retries: self.cfg.max_retries(),
@@ -138,7 +138,7 @@ impl LeaseModel {
                 self.deliver(state, slot, Event::NeedAnswered { needed });
             }
             Some(Command::ReadRow) => {
-                let event = state.lease.read(Self::server_time(state.now_ms));
+                let event = state.spanner.read(Self::server_time(state.now_ms));
                 self.deliver(state, slot, event);
             }
             Some(Command::RunTxn(request)) => {
@@ -220,7 +220,7 @@ impl LeaseModel {
     pub(crate) fn judge_release(state: &mut WorldState, slot: usize, outcome: &spanner_mutex_model::Outcome) {
         let id = state.clients[slot].machine.id();
         let now = Self::server_time(state.now_ms);
-        state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.lease.row.as_ref(), now);
+        state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.spanner.row.as_ref(), now);
     }
 
     /// Records what a committed row write changed, for the properties, and makes every transaction that read the
@@ -233,7 +233,7 @@ impl LeaseModel {
         if acquire && previous.as_ref().is_some_and(|p| p.status == Status::Done) {
             ghost.witnessed.insert(Witness::DoneAcquired);
         }
-        let written = state.lease.row.as_ref();
+        let written = state.spanner.row.as_ref();
         let reentrant = previous.as_ref().zip(written).is_some_and(|(p, w)| p.fence == w.fence && p.holder == w.holder);
         if acquire && let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
             match state.clients.iter().find(|c| c.machine.id() == prev.holder) {
@@ -280,7 +280,7 @@ impl LeaseModel {
             return;
         }
         let now = Self::server_time(state.now_ms);
-        match state.lease.land_late(&self.cfg, &queued.late, || now) {
+        match state.spanner.land_late(&self.cfg, &queued.late, || now) {
             LateLanding::Txn(change) => {
                 if change.is_some() {
                     state.ghost.witnessed.insert(Witness::LateLanded);
@@ -314,7 +314,7 @@ impl LeaseModel {
                     state.faults_left -= 1;
                 }
                 let now = Self::server_time(state.now_ms);
-                let commit = state.lease.commit(&self.cfg, &request, read_at, fate, !row_unchanged, || now);
+                let commit = state.spanner.commit(&self.cfg, &request, read_at, fate, !row_unchanged, || now);
                 if commit.applied.lands() && matches!(commit.reply, TxnReply::Renewed { .. }) {
                     state.ghost.witnessed.insert(Witness::Renewed);
                 }
@@ -352,18 +352,18 @@ impl LeaseModel {
                     state.queued = Some(Queued { late, run_once, row_unchanged: true });
                 }
                 let now = Self::server_time(state.now_ms);
-                let write = state.lease.fenced_write(&self.cfg, writer, fence, at, fate, || now);
+                let write = state.spanner.fenced_write(&self.cfg, writer, fence, at, fate, || now);
                 let (answer, superseded) = (write.answer, write.superseded);
                 Self::record_fenced_write(state, writer, fence, run_once, write);
                 let section = &mut state.clients[slot];
                 match answer {
-                    FencedAnswer::Retry => {}
-                    FencedAnswer::Accepted => section.section = Section::Wrote,
-                    FencedAnswer::AlreadyApplied => {
+                    FencedOutcome::Retry => {}
+                    FencedOutcome::Accepted => section.section = Section::Wrote,
+                    FencedOutcome::AlreadyApplied => {
                         section.section = Section::Wrote;
                         state.ghost.witnessed.insert(Witness::FencedWriteResolved);
                     }
-                    FencedAnswer::Rejected => {
+                    FencedOutcome::Rejected => {
                         section.section = Section::Rejected;
                         if superseded {
                             state.ghost.witnessed.insert(Witness::StaleWriteRejected);

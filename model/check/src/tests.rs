@@ -88,7 +88,7 @@ fn a_search_key_moves_back_to_its_state_but_for_what_it_forgot() {
             keys_that_moved += usize::from(key != *state);
             model.restore_from_key(&mut key, moved);
             let mut forgotten = state.clone();
-            if let Some(row) = &mut forgotten.lease.row {
+            if let Some(row) = &mut forgotten.spanner.row {
                 row.attempt = 0;
                 if model.staleness_unseen() {
                     row.updated_at = ServerTime::from_unix_micros(0);
@@ -391,7 +391,7 @@ fn representative_is_an_equivalent_state() {
     // Let client 2 acquire: its representative must move it, renaming ids consistently.
     let state = model.next_state(&init, Action::TxnCommit(2, CommitFate::AsDecided)).expect("step");
     let rep = representative(&state);
-    let holder = rep.lease.row.as_ref().expect("row").holder;
+    let holder = rep.spanner.row.as_ref().expect("row").holder;
     let holding = rep.clients.iter().find(|c| c.machine.lease().is_some()).expect("a holder");
     assert_eq!(holding.machine.id(), holder);
     assert_eq!(representative(&rep), rep, "idempotent");
@@ -503,7 +503,7 @@ fn commits_that_land_after_their_unknown_answer_keep_every_property() {
     let path = decode_path("commit:0:unknown-late late-commit commit:1:ok").expect("decodes");
     let init = model.init_states().remove(0);
     let last = Path::from_actions(&model, init, &path).expect("replays").last_state().clone();
-    assert_eq!(last.lease.row.as_ref().map(|r| r.holder), Some(client_id(0, 0)));
+    assert_eq!(last.spanner.row.as_ref().map(|r| r.holder), Some(client_id(0, 0)));
     assert!(last.queued.is_none());
 }
 
@@ -528,7 +528,7 @@ fn a_lock_holders_fenced_writes_landing_late_are_not_the_run_once_effect() {
     let replayed = Path::from_actions(&model, init, &path).expect("replays");
     let last = replayed.last_state();
     assert!(last.effects.is_empty(), "{:?}", last.effects);
-    assert_eq!(last.lease.row.as_ref().map(|r| r.fenced_writes), Some(1), "the late write landed");
+    assert_eq!(last.spanner.row.as_ref().map(|r| r.fenced_writes), Some(1), "the late write landed");
     let steps = describe_path(&model, &replayed);
     assert!(steps.last().is_some_and(|s| s.contains("reaches Spanner: LANDS")), "{steps:#?}");
 }

@@ -4,7 +4,7 @@
 use crate::ClientKind;
 use arrayvec::ArrayVec;
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::{Late, Lease};
+use spanner_mutex_model::world::{Late, Spanner};
 use spanner_mutex_model::{ClientId, ClientMachine, Fence, ServerTime};
 
 /// An effect the protected resource accepted.
@@ -227,7 +227,7 @@ pub struct WorldState {
     /// Server time in milliseconds.
     pub now_ms: u64,
     /// The lease row in Spanner, with the highest fence it granted.
-    pub lease: Lease,
+    pub spanner: Spanner,
     /// The clients, at most [`MAX_CLIENTS`]. On the heap: a state is moved several times per step, and an
     /// inline array sized for five clients made each move copy 1.7 KB.
     pub clients: Vec<ClientSlot>,

@@ -14,7 +14,7 @@ pub fn check(world: &World) -> Option<String> {
             return None;
         }
         let effects: Vec<_> = mutex.effects.iter().map(|e| (e.writer, e.fence)).collect();
-        (!done_has_effect(mutex.lease.row.as_ref(), &effects))
+        (!done_has_effect(mutex.spanner.row.as_ref(), &effects))
             .then(|| format!("row {m} is DONE but no effect backs it"))
     })
 }

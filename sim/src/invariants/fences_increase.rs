@@ -14,8 +14,8 @@ pub fn check(world: &World) -> Option<String> {
     }
     world.mutexes.iter().enumerate().find_map(|(m, mutex)| {
         // A deleted row carries nothing; the next one must start above the highest (checked on its write).
-        let row_fence = mutex.lease.row.as_ref().map(|r| r.fence)?;
-        (Some(row_fence) != mutex.lease.max_fence)
+        let row_fence = mutex.spanner.row.as_ref().map(|r| r.fence)?;
+        (Some(row_fence) != mutex.spanner.max_fence)
             .then(|| format!("row {m} carries fence {row_fence}, below the highest granted"))
     })
 }

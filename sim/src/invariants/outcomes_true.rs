@@ -17,7 +17,7 @@ pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {
     let facts = OutcomeFacts {
         client: client.machine.id(),
         effects: &effects,
-        row: mutex.lease.row.as_ref(),
+        row: mutex.spanner.row.as_ref(),
         last_need_answer: client.last_need_answer,
         waits: client.waits,
         max_retries: world.cfg.max_retries(),

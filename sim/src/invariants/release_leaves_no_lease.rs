@@ -11,7 +11,7 @@ pub const NAME: &str = spanner_mutex_check::RELEASE_LEAVES_NO_LEASE;
 /// Judges client `c`'s outcome as it finishes, by the model checker's definition.
 pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {
     let client = &world.clients[c];
-    let row = world.mutexes[client.mutex].lease.row.as_ref();
+    let row = world.mutexes[client.mutex].spanner.row.as_ref();
     keeps_lease_after_release(outcome, client.machine.id(), row, world.server_now())
         .then(|| format!("{} reported {outcome:?} while the row still grants it the lease", world.label(c)))
 }
