@@ -69,13 +69,9 @@ impl LeaseArgs {
         })
     }
 
-    /// Bounds on Spanner calls that fit these timings: a transaction (and so a renewal) answers within two
-    /// thirds of the renewal window, as the client's rule requires.
-    pub fn timeouts(&self) -> Timeouts {
-        let window_ms = self.ttl_ms.saturating_sub(self.safety_margin_ms).saturating_sub(self.renew_interval_ms);
-        let transaction_ms = (window_ms * 2 / 3).clamp(1, Timeouts::default().transaction_ms);
-        let rpc_ms = (transaction_ms / 2).clamp(1, Timeouts::default().rpc_ms);
-        Timeouts { transaction_ms, rpc_ms, ..Timeouts::default() }
+    /// Bounds on Spanner calls that fit these timings ([`Timeouts::fitting`]); the flags' own errors first.
+    pub fn timeouts(&self) -> anyhow::Result<Timeouts> {
+        Ok(Timeouts::fitting(&self.config()?))
     }
 
     /// The same flags, for a worker process.

@@ -78,7 +78,7 @@ async fn demo(store: Option<StoreArg>, clients: u32, lease: &LeaseArgs) -> anyho
     };
     let started = Instant::now();
     if use_emulator {
-        let (emulator, store, endpoint) = emulator_store("demo-db", lease.timeouts()).await?;
+        let (emulator, store, endpoint) = emulator_store("demo-db", lease.timeouts()?).await?;
         println!(
             "store: Spanner emulator at {endpoint}{}",
             if emulator.is_some() { " (started for this demo)" } else { "" }
@@ -152,7 +152,7 @@ async fn stress(clients: u32, store: StoreArg, lease: &LeaseArgs) -> anyhow::Res
         );
         return Ok(());
     }
-    let (emulator, spanner, _) = emulator_store("stress-db", lease.timeouts()).await?;
+    let (emulator, spanner, _) = emulator_store("stress-db", lease.timeouts()?).await?;
     let wall = Instant::now();
     let mutex = Mutexes::on_spanner(spanner.clone(), lease.params(), "stress").await?.mutex(&name)?;
     let outcomes =

@@ -41,6 +41,18 @@ impl Timeouts {
         Duration::from_millis(self.connect_ms)
     }
 
+    /// The default bounds, or, where they do not fit `lease`, shorter ones: a transaction (and so a renewal)
+    /// answers within two thirds of the renewal window, and one RPC attempt within half a transaction.
+    pub fn fitting(lease: &Config) -> Self {
+        let default = Self::default();
+        if default.validate(lease).is_ok() {
+            return default;
+        }
+        let transaction_ms = (renewal_window_ms(lease) * 2 / 3).clamp(1, default.transaction_ms);
+        let rpc_ms = (transaction_ms / 2).clamp(1, default.rpc_ms);
+        Self { transaction_ms, rpc_ms, ..default }
+    }
+
     /// Checks each bound and that one transaction cannot outlast the lease: a renewal sent when it is due must
     /// answer before the local deadline, or the holder loses a lease Spanner still grants it.
     pub fn validate(&self, lease: &Config) -> Result<(), ConfigFileError> {
@@ -56,7 +68,7 @@ impl Timeouts {
         if self.rpc_ms > self.transaction_ms {
             return Err(too_long("rpc_ms", self.rpc_ms, "timeouts.transaction_ms", self.transaction_ms));
         }
-        let renewal_window_ms = lease.local_lease_ms() - lease.renew_interval_ms();
+        let renewal_window_ms = renewal_window_ms(lease);
         if self.transaction_ms >= renewal_window_ms {
             return Err(too_long(
                 "transaction_ms",
@@ -67,6 +79,11 @@ impl Timeouts {
         }
         Ok(())
     }
+}
+
+/// How long a renewal sent when it is due has before the local deadline.
+const fn renewal_window_ms(lease: &Config) -> u64 {
+    lease.local_lease_ms() - lease.renew_interval_ms()
 }
 
 /// The largest value of any timeout.
@@ -312,6 +329,22 @@ impl MutexConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fitting_timeouts_fit_every_lease_and_keep_the_defaults_where_they_do() {
+        let lease = |ttl_ms, renew_interval_ms, safety_margin_ms| {
+            ConfigParams { ttl_ms, renew_interval_ms, safety_margin_ms, ..ConfigParams::default() }
+                .validate()
+                .expect("valid lease")
+        };
+        for cfg in
+            [lease(3_000, 1_000, 500), lease(1_000, 300, 100), lease(4_500, 1_000, 1_000), lease(10_000, 3_000, 1_000)]
+        {
+            let timeouts = Timeouts::fitting(&cfg);
+            timeouts.validate(&cfg).expect("fits its lease");
+            assert!(Timeouts::default().validate(&cfg).is_ok() == (timeouts == Timeouts::default()), "{cfg:?}");
+        }
+    }
 
     const OURS: &str = r#"
 name = "migrations"

@@ -8,8 +8,8 @@ use spanner_mutex::emulator::Emulator;
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::schema::{SchemaError, validate_schema};
 use spanner_mutex::{
-    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, RunError, RunOutcome, SpannerMutex, SpannerStore,
-    Timeouts,
+    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, Mutexes, RunError, RunOutcome, SetupError,
+    SpannerMutex, SpannerStore, Timeouts,
 };
 use spanner_mutex_model::txn::Mode;
 use spanner_mutex_model::{ClientId, ConfigParams, Fence, MutexName, Status, TxnReply, TxnRequest};
@@ -247,6 +247,9 @@ async fn a_missing_table_is_a_clear_error() {
         .expect("connects");
     let schema = validate_schema(&missing).await.expect_err("missing");
     assert!(matches!(schema, SchemaError::MissingTable { ref table, .. } if table == "NoSuchTable"), "{schema}");
+    // Mutexes on a store the app connected itself check the table as `connect` does.
+    let refused = Mutexes::on_spanner(missing.clone(), ConfigParams::default(), "m").await.expect_err("no table");
+    assert!(matches!(&refused, SetupError::Schema(SchemaError::MissingTable { .. })), "{refused}");
     let error = mutex(missing.clone(), "m").run(&Effect::new("m")).await.expect_err("fails");
     assert!(matches!(&error, RunError::Rejected(Some(e)) if e.message.contains("NoSuchTable")), "{error}");
     let cause = error.store_error().expect("a cause");
@@ -256,6 +259,12 @@ async fn a_missing_table_is_a_clear_error() {
         spanner_mutex::emulator::admin_clients(&emulator.endpoint(), &emulator.rest_endpoint()).await.expect("admin");
     spanner_mutex::schema::create_schema(&admin, DATABASE, "NoSuchTable", Some(7)).await.expect("created");
     validate_schema(&missing).await.expect("valid now");
+    // And the store's bounds against the lease: 3 s transactions outlast a 1.5 s renewal window.
+    let short =
+        ConfigParams { ttl_ms: 3_000, renew_interval_ms: 1_000, safety_margin_ms: 500, ..ConfigParams::default() };
+    let refused = Mutexes::on_spanner(missing.clone(), short, "m").await.expect_err("does not fit");
+    assert!(refused.to_string().contains("timeouts.transaction_ms = 3000"), "{refused}");
+    Mutexes::on_spanner(missing.clone(), ConfigParams::default(), "m").await.expect("fits");
     let outcome = mutex(missing.clone(), "m").run(&Effect::new("m")).await.expect("runs");
     assert_eq!(outcome, executed_under_row(&missing, "m").await);
 }
@@ -485,7 +494,7 @@ async fn mutexes_connect_through_an_emulator_host_and_name_a_missing_table_or_da
     let (emulator, _store) = setup().await;
     let host = emulator.endpoint().trim_start_matches("http://").to_owned();
     let builder = || {
-        spanner_mutex::Mutexes::builder()
+        Mutexes::builder()
             .emulator_host(host.clone())
             .lease(params())
             .timeouts(Timeouts { connect_ms: 5_000, rpc_ms: 300, transaction_ms: 400 })

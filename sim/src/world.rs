@@ -496,10 +496,10 @@ impl World {
                 }
                 (FencedOutcome::Rejected, _) => format!("fenced write with fence {fence} REJECTED"),
                 (FencedOutcome::Retry, true) => {
-                    format!("fenced write with fence {fence} APPLIED, client told {fate:?}")
+                    format!("fenced write with fence {fence} APPLIED, client told {}", fate.word())
                 }
                 (FencedOutcome::Retry, false) => {
-                    format!("fenced write with fence {fence} not applied, client told {fate:?}")
+                    format!("fenced write with fence {fence} not applied, client told {}", fate.word())
                 }
             }
         });

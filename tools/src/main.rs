@@ -134,7 +134,7 @@ async fn stress(clients: u32, processes: u32, lease: &LeaseArgs) -> anyhow::Resu
     lease.config()?;
     let name = format!("stress-{}", uuid::Uuid::new_v4().simple());
     let started = Instant::now();
-    let (emulator, spanner, endpoint) = emulator_store("stress-db", lease.timeouts()).await?;
+    let (emulator, spanner, endpoint) = emulator_store("stress-db", lease.timeouts()?).await?;
     let wall = Instant::now();
     let exe = std::env::current_exe()?;
     let per = clients.div_ceil(processes);
