@@ -181,7 +181,8 @@ pub async fn emulator_store(
         // An emulator prepared by an earlier run needs no admin calls: those load the REST and admin clients,
         // megabytes of a short run's memory.
         let path = format!("projects/demo-project/instances/demo-instance/databases/{database}");
-        if let Ok(store) = SpannerStore::connect(path, "SpannerMutex", Some(endpoint.clone()), timeouts.clone()).await
+        let connect = SpannerStore::builder().database(path).emulator_host(&endpoint).timeouts(timeouts.clone());
+        if let Ok(store) = connect.connect().await
             && has_demo_tables(&store).await
         {
             return Ok((None, store, endpoint));

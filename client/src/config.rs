@@ -183,13 +183,6 @@ pub enum ConfigFileError {
         /// That bound's value.
         bound: u64,
     },
-    /// `lease.protocol` names a variant other than the fenced protocol: those exist for the model checker and the
-    /// simulator, to show what goes wrong without fencing.
-    #[error(
-        "lease.protocol = {0:?} is an unsafe variant kept for the model checker and the simulator; remove the key \
-         (the default, \"fenced\", is the only protocol a client runs)"
-    )]
-    UnsafeProtocol(spanner_mutex_model::Protocol),
     /// The app's config file has no table by the name given.
     #[error("the config file has no [{0}] table with the mutex settings")]
     MissingTable(String),
@@ -205,12 +198,8 @@ pub enum ConfigFileError {
     },
 }
 
-/// Validates lease settings for a client: every rule of the model's config, and only the fenced protocol (the
-/// others exist for the model checker and the simulator).
+/// Validates lease settings for a client: every rule of the model's config.
 pub(crate) fn client_lease(lease: ConfigParams) -> Result<Config, ConfigFileError> {
-    if lease.protocol != spanner_mutex_model::Protocol::Fenced {
-        return Err(ConfigFileError::UnsafeProtocol(lease.protocol));
-    }
     Ok(lease.validate()?)
 }
 
@@ -386,6 +375,14 @@ renew_interval_ms = 1500
             "mutex_max_retry": 3}"#;
         let err = MutexConfig::parse(seed_typo).expect_err("typo").to_string();
         assert!(err.contains("unknown field `mutex_max_retry`"), "{err}");
+    }
+
+    #[test]
+    fn a_client_has_no_protocol_to_choose() {
+        // The seed's protocol and the re-inserted bugs exist for the checker and the simulator only.
+        let naive = OURS.replace("[lease]", "[lease]\nprotocol = \"naive\"");
+        let err = MutexConfig::parse(&naive).expect_err("no such key").to_string();
+        assert!(err.contains("unknown field `protocol`"), "{err}");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub use lease::{AnyValue, FencedWork, WriteId};
 pub use lease::{Fenced, FencedError, FencedTx, Lease};
 pub use memory::MemoryStore;
 pub use mutex::{BoxError, CriticalSection, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
-pub use mutexes::{Mutexes, MutexesBuilder, SetupError};
+pub use mutexes::{Mutexes, MutexesBuilder, SetupError, SpannerStoreBuilder};
 pub use schema::SchemaError;
 pub use spanner::{ConnectError, SpannerStore};
 pub use spanner_mutex_model::{

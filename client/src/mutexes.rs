@@ -34,7 +34,7 @@ pub enum SetupError {
     Config(#[from] ConfigFileError),
     /// No database was given.
     #[error(
-        "no database: give one with MutexesBuilder::database(\"projects/P/instances/I/databases/D\") or a config file"
+        "no database: give one with the builder's .database(\"projects/P/instances/I/databases/D\") or a config file"
     )]
     NoDatabase,
     /// Spanner could not be reached within `timeouts.connect_ms`.
@@ -162,22 +162,19 @@ impl Mutexes {
 /// Settings for [`Mutexes`] from code, a config file, or both (the file first, then the calls that follow).
 #[derive(Clone, Debug, Default)]
 pub struct MutexesBuilder {
-    database: Option<String>,
-    table: Option<String>,
+    store: SpannerStoreBuilder,
     lease: Option<ConfigParams>,
-    timeouts: Option<Timeouts>,
     display_name: Option<String>,
-    emulator_host: Option<String>,
 }
 
 impl MutexesBuilder {
     /// Everything a config file gives: database, table, lease settings, timeouts, display name.
     #[must_use]
     pub fn config(mut self, config: MutexConfig) -> Self {
-        self.database = Some(config.database_path());
-        self.table = Some(config.table_id);
+        self.store.database = Some(config.database_path());
+        self.store.table = Some(config.table_id);
+        self.store.timeouts = Some(config.timeouts);
         self.lease = Some(config.lease);
-        self.timeouts = Some(config.timeouts);
         self.display_name = Some(config.display_name);
         self
     }
@@ -185,14 +182,14 @@ impl MutexesBuilder {
     /// The database, `projects/P/instances/I/databases/D`.
     #[must_use]
     pub fn database(mut self, path: impl Into<String>) -> Self {
-        self.database = Some(path.into());
+        self.store = self.store.database(path);
         self
     }
 
     /// The lease table (default `SpannerMutex`).
     #[must_use]
     pub fn table(mut self, table: impl Into<String>) -> Self {
-        self.table = Some(table.into());
+        self.store = self.store.table(table);
         self
     }
 
@@ -206,7 +203,7 @@ impl MutexesBuilder {
     /// Bounds on Spanner calls (default [`Timeouts::default`]).
     #[must_use]
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.timeouts = Some(timeouts);
+        self.store = self.store.timeouts(timeouts);
         self
     }
 
@@ -221,7 +218,7 @@ impl MutexesBuilder {
     /// called); `http://host:port` is accepted too.
     #[must_use]
     pub fn emulator_host(mut self, host: impl Into<String>) -> Self {
-        self.emulator_host = Some(host.into());
+        self.store = self.store.emulator_host(host);
         self
     }
 
@@ -229,16 +226,70 @@ impl MutexesBuilder {
     /// the expected columns.
     pub async fn connect(self) -> Result<Mutexes, SetupError> {
         let cfg = client_lease(self.lease.unwrap_or_default())?;
-        let timeouts = self.timeouts.unwrap_or_default();
-        timeouts.validate(&cfg)?;
+        self.store.timeouts.clone().unwrap_or_default().validate(&cfg)?;
+        let store = self.store.connect().await?;
+        let display_name = self.display_name.unwrap_or_else(crate::config::default_display_name);
+        Ok(Mutexes::on(store.into(), cfg, display_name))
+    }
+}
+
+impl SpannerStore {
+    /// Settings for a store of one's own, to share between [`Mutexes`] of different lease settings
+    /// ([`Mutexes::on_spanner`]); most apps use [`Mutexes::builder`], which makes one.
+    pub fn builder() -> SpannerStoreBuilder {
+        SpannerStoreBuilder::default()
+    }
+}
+
+/// Where a [`SpannerStore`] connects: the database, the lease table, the bounds on its calls and, for an emulator,
+/// its address.
+#[derive(Clone, Debug, Default)]
+pub struct SpannerStoreBuilder {
+    database: Option<String>,
+    table: Option<String>,
+    timeouts: Option<Timeouts>,
+    emulator_host: Option<String>,
+}
+
+impl SpannerStoreBuilder {
+    /// The database, `projects/P/instances/I/databases/D`.
+    #[must_use]
+    pub fn database(mut self, path: impl Into<String>) -> Self {
+        self.database = Some(path.into());
+        self
+    }
+
+    /// The lease table (default `SpannerMutex`).
+    #[must_use]
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = Some(table.into());
+        self
+    }
+
+    /// Bounds on Spanner calls (default [`Timeouts::default`]).
+    #[must_use]
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = Some(timeouts);
+        self
+    }
+
+    /// An emulator's gRPC address, `host:port` as in `SPANNER_EMULATOR_HOST` (which is used when this is not
+    /// called); `http://host:port` is accepted too.
+    #[must_use]
+    pub fn emulator_host(mut self, host: impl Into<String>) -> Self {
+        self.emulator_host = Some(host.into());
+        self
+    }
+
+    /// Connects within `timeouts.connect_ms` and checks that the lease table exists with the expected columns.
+    pub async fn connect(self) -> Result<SpannerStore, SetupError> {
         let database = self.database.ok_or(SetupError::NoDatabase)?;
         let table = self.table.unwrap_or_else(|| "SpannerMutex".into());
         let emulator = self.emulator_host.or_else(|| std::env::var("SPANNER_EMULATOR_HOST").ok());
         let endpoint = emulator.as_deref().map(grpc_endpoint);
-        let store = SpannerStore::connect(database, &table, endpoint, timeouts).await?;
+        let store = SpannerStore::connect(database, &table, endpoint, self.timeouts.unwrap_or_default()).await?;
         validate_schema(&store).await?;
-        let display_name = self.display_name.unwrap_or_else(crate::config::default_display_name);
-        Ok(Mutexes::on(store.into(), cfg, display_name))
+        Ok(store)
     }
 }
 
@@ -267,17 +318,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_unsafe_protocols_are_refused_with_what_to_do() {
-        let lease = ConfigParams { protocol: spanner_mutex_model::Protocol::Naive, ..ConfigParams::default() };
-        let error = Mutexes::in_memory(lease, "test").expect_err("refused").to_string();
-        assert!(error.contains("lease.protocol") && error.contains("remove the key"), "{error}");
-    }
-
     #[tokio::test]
     async fn a_builder_without_a_database_says_how_to_give_one() {
         let error = Mutexes::builder().connect().await.expect_err("no database").to_string();
-        assert!(error.contains("MutexesBuilder::database"), "{error}");
+        assert!(error.contains(".database(\"projects/"), "{error}");
+        let error = SpannerStore::builder().connect().await.expect_err("no database").to_string();
+        assert!(error.contains(".database(\"projects/"), "{error}");
     }
 
     #[test]

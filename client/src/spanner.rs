@@ -146,10 +146,22 @@ fn decode_row(row: &google_cloud_spanner::result::Row) -> google_cloud_spanner::
 }
 
 impl SpannerStore {
+    /// Connects to `database` (`projects/P/instances/I/databases/D`) and uses `table`, without checking the
+    /// table: for tests of a missing or outdated one. Users connect through [`SpannerStore::builder`].
+    #[cfg(feature = "test-util")]
+    pub fn connect_unchecked(
+        database: impl Into<String>,
+        table: &str,
+        endpoint: Option<String>,
+        timeouts: Timeouts,
+    ) -> impl Future<Output = Result<Self, ConnectError>> + Send {
+        Self::connect(database, table, endpoint, timeouts)
+    }
+
     /// Connects to `database` (`projects/P/instances/I/databases/D`) and uses `table`. `endpoint` overrides the
     /// service address (`http://127.0.0.1:PORT` for an emulator; `SPANNER_EMULATOR_HOST` is honoured too).
     /// Fails within `timeouts.connect_ms` if Spanner does not answer.
-    pub fn connect(
+    pub(crate) fn connect(
         database: impl Into<String>,
         table: &str,
         endpoint: Option<String>,

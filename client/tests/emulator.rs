@@ -52,7 +52,7 @@ async fn setup() -> (Emulator, SpannerStore) {
 /// restart and `create_tables` the first store's old session name exists again and its loss would go unseen.
 async fn setup_with_own_store() -> (Emulator, SpannerStore) {
     let (emulator, _first) = setup().await;
-    let store = SpannerStore::connect(DATABASE, "SpannerMutex", Some(emulator.endpoint()), fast_timeouts())
+    let store = SpannerStore::connect_unchecked(DATABASE, "SpannerMutex", Some(emulator.endpoint()), fast_timeouts())
         .await
         .expect("connects");
     (emulator, store)
@@ -242,7 +242,7 @@ async fn a_fenced_write_whose_answer_was_lost_is_found_in_the_row_and_not_applie
 #[tokio::test]
 async fn a_missing_table_is_a_clear_error() {
     let (emulator, _store) = setup().await;
-    let missing = SpannerStore::connect(DATABASE, "NoSuchTable", Some(emulator.endpoint()), fast_timeouts())
+    let missing = SpannerStore::connect_unchecked(DATABASE, "NoSuchTable", Some(emulator.endpoint()), fast_timeouts())
         .await
         .expect("connects");
     let schema = validate_schema(&missing).await.expect_err("missing");
@@ -277,7 +277,7 @@ async fn a_table_from_before_the_fenced_write_record_names_the_statement_that_up
                updated_at TIMESTAMP NOT NULL OPTIONS (allow_commit_timestamp = true), \
                expires_at TIMESTAMP NOT NULL, attempt INT64 NOT NULL, last_error STRING(MAX)) PRIMARY KEY (name)";
     emulator.apply_ddl(DATABASE, vec![old.into()]).await.expect("old table");
-    let store = SpannerStore::connect(DATABASE, "OldLeases", Some(emulator.endpoint()), fast_timeouts())
+    let store = SpannerStore::connect_unchecked(DATABASE, "OldLeases", Some(emulator.endpoint()), fast_timeouts())
         .await
         .expect("connects");
     // A row written by the old version, so the upgrade must give existing rows a value.

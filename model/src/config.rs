@@ -16,7 +16,10 @@ pub const CLOCK_DRIFT_PPM_LIMIT: u64 = 500_000;
 /// One million: parts per million in one.
 const PPM: u64 = 1_000_000;
 
-/// Which protocol the machine and the transaction logic follow.
+/// Which protocol the machine and the transaction logic follow. Users run only [`Protocol::Fenced`]: the other
+/// variants (the seed's protocol and re-inserted bugs) exist only with the `variants` feature, for the model
+/// checker, the simulator and the conformance tests, and are set with `Config::with_protocol`, never in a
+/// [`ConfigParams`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
@@ -25,39 +28,45 @@ pub enum Protocol {
     Fenced,
     /// The seed (py-spanner-mutex): staleness judged on the client's wall clock, no fence check, no renewal,
     /// no deadline. Kept to show, in the model checker and the simulator, the double execution it allows.
+    #[cfg(any(test, feature = "variants"))]
     Naive,
     /// Fenced, but with the fence check of fenced writes removed: a re-inserted bug that the checker, the
     /// simulator and the conformance tests must catch.
-    #[cfg(any(test, feature = "bug-injection"))]
+    #[cfg(any(test, feature = "variants"))]
     NoFenceCheck,
     /// Fenced, but a cancel while the need check runs under the lease only marks the cancel (defect 1 of the
     /// first driver, re-inserted): the lease is left to expire. The driver conformance test must catch it.
-    #[cfg(any(test, feature = "bug-injection"))]
+    #[cfg(any(test, feature = "variants"))]
     LeakOnCancelInNeedCheck,
     /// Fenced, but fenced writes keep no record of having landed (the first client's behaviour, re-inserted): a
     /// retry of a write whose answer was lost applies it again. The checker and the simulator must catch it.
-    #[cfg(any(test, feature = "bug-injection"))]
+    #[cfg(any(test, feature = "variants"))]
     NoFencedWriteRecord,
 }
 
 impl Protocol {
-    /// The variant's name as configs and command lines write it.
+    /// The variant's name as command lines write it.
     pub const fn word(self) -> &'static str {
         match self {
             Self::Fenced => "fenced",
+            #[cfg(any(test, feature = "variants"))]
             Self::Naive => "naive",
-            #[cfg(any(test, feature = "bug-injection"))]
+            #[cfg(any(test, feature = "variants"))]
             Self::NoFenceCheck => "no-fence-check",
-            #[cfg(any(test, feature = "bug-injection"))]
+            #[cfg(any(test, feature = "variants"))]
             Self::LeakOnCancelInNeedCheck => "leak-on-cancel-in-need-check",
-            #[cfg(any(test, feature = "bug-injection"))]
+            #[cfg(any(test, feature = "variants"))]
             Self::NoFencedWriteRecord => "no-fenced-write-record",
         }
     }
 
     /// Whether lease expiry is judged on Spanner's clock (the fix) or the client's wall clock (the seed).
     pub const fn uses_server_time(self) -> bool {
-        !matches!(self, Self::Naive)
+        match self {
+            #[cfg(any(test, feature = "variants"))]
+            Self::Naive => false,
+            _ => true,
+        }
     }
 
     /// The time a transaction's decisions are made on: Spanner's `now` read in the transaction, or, in the seed's
@@ -73,31 +82,25 @@ impl Protocol {
     /// Whether fenced writes verify that the row still carries the writer's fence.
     pub const fn checks_fence(self) -> bool {
         match self {
-            Self::Fenced => true,
-            Self::Naive => false,
-            #[cfg(any(test, feature = "bug-injection"))]
-            Self::NoFenceCheck => false,
-            #[cfg(any(test, feature = "bug-injection"))]
-            Self::LeakOnCancelInNeedCheck | Self::NoFencedWriteRecord => true,
+            #[cfg(any(test, feature = "variants"))]
+            Self::Naive | Self::NoFenceCheck => false,
+            _ => true,
         }
     }
 
     /// Whether a fenced write records in the row that it landed, so its retry is recognised.
     pub const fn records_fenced_writes(self) -> bool {
         match self {
-            Self::Fenced => true,
             // The seed had neither fences nor a record.
-            Self::Naive => false,
-            #[cfg(any(test, feature = "bug-injection"))]
-            Self::NoFenceCheck | Self::LeakOnCancelInNeedCheck => true,
-            #[cfg(any(test, feature = "bug-injection"))]
-            Self::NoFencedWriteRecord => false,
+            #[cfg(any(test, feature = "variants"))]
+            Self::Naive | Self::NoFencedWriteRecord => false,
+            _ => true,
         }
     }
 
     /// Whether a holder renews its lease and honours its local deadline.
     pub const fn keeps_deadline(self) -> bool {
-        !matches!(self, Self::Naive)
+        self.uses_server_time()
     }
 }
 
@@ -136,8 +139,6 @@ pub struct ConfigParams {
     /// How long a client keeps retrying while Spanner is unavailable (failed or unknown outcomes, nothing
     /// answered in between), counted from the first such failure, before it reports it unavailable. 0: at once.
     pub unavailable_ms: u64,
-    /// The protocol variant; only [`Protocol::Fenced`] is safe.
-    pub protocol: Protocol,
 }
 
 impl Default for ConfigParams {
@@ -155,7 +156,6 @@ impl Default for ConfigParams {
             server_uncertainty_ms: 10,
             jitter_ms: 250,
             unavailable_ms: 15_000,
-            protocol: Protocol::Fenced,
         }
     }
 }
@@ -282,7 +282,7 @@ impl ConfigParams {
         greater("staleness_ms", self.staleness_ms, "ttl_ms", self.ttl_ms)?;
         let retry_span_ms = u64::from(self.max_retries).saturating_mul(self.wait_ms);
         greater("staleness_ms", self.staleness_ms, "max_retries * wait_ms", retry_span_ms)?;
-        Ok(Config { params: self })
+        Ok(Config { params: self, protocol: Protocol::Fenced })
     }
 }
 
@@ -290,6 +290,7 @@ impl ConfigParams {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     params: ConfigParams,
+    protocol: Protocol,
 }
 
 impl Default for Config {
@@ -349,9 +350,16 @@ impl Config {
         self.params.unavailable_ms
     }
 
-    /// The protocol variant.
+    /// The protocol variant: [`Protocol::Fenced`] unless a checker, simulator or test chose another.
     pub const fn protocol(&self) -> Protocol {
-        self.params.protocol
+        self.protocol
+    }
+
+    /// The same configuration under another protocol variant: the seed's protocol or a re-inserted bug.
+    #[cfg(any(test, feature = "variants"))]
+    #[must_use]
+    pub const fn with_protocol(self, protocol: Protocol) -> Self {
+        Self { protocol, ..self }
     }
     /// How long after sending an acquisition or renewal its holder may still rely on it:
     /// the server's expiry is at least `ttl_ms` after the send (read on a server clock that may err), the margin

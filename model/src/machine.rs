@@ -396,7 +396,12 @@ impl ClientMachine {
                     self.state = State::Holding { held };
                     Some(Command::RunTxn(TxnRequest::Renew { client: self.id, fence: held.fence }))
                 }
-                Renewal::Due { .. } | Renewal::InFlight { .. } | Renewal::Stopped | Renewal::Trusted => {
+                Renewal::Due { .. } | Renewal::InFlight { .. } | Renewal::Stopped => {
+                    self.state = State::Holding { held };
+                    None
+                }
+                #[cfg(any(test, feature = "variants"))]
+                Renewal::Trusted => {
                     self.state = State::Holding { held };
                     None
                 }
@@ -678,7 +683,7 @@ impl ClientMachine {
                 ReleaseReason::Abandon(Outcome::Failed(Failure::NeedCheck)),
                 MAX_RELEASE_RESENDS,
             )),
-            #[cfg(any(test, feature = "bug-injection"))]
+            #[cfg(any(test, feature = "variants"))]
             Event::Cancel if cfg.protocol() == crate::Protocol::LeakOnCancelInNeedCheck => {
                 self.state = State::AwaitingNeedWhileHolding { held };
                 Ok(None)

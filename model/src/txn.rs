@@ -315,7 +315,6 @@ mod tests {
             server_uncertainty_ms: 1,
             jitter_ms: 0,
             unavailable_ms: 0,
-            protocol: Protocol::Fenced,
         }
         .validate()
         .expect("valid")
@@ -476,9 +475,7 @@ mod tests {
 
     #[test]
     fn without_the_fence_check_a_superseded_holder_passes_verification() {
-        let mut params = cfg().params().clone();
-        params.protocol = Protocol::NoFenceCheck;
-        let broken = params.validate().expect("valid");
+        let broken = cfg().with_protocol(Protocol::NoFenceCheck);
         let first = commit(&plan(&broken, &acquire(A), None, at(0)), 0);
         let second = commit(&plan(&broken, &acquire(B), Some(&first), at(10)), 10);
         let verify = TxnRequest::VerifyFence { client: A, fence: Fence::FIRST, write: 1 };

@@ -34,9 +34,13 @@ pub struct Scenario {
     /// If set, every mutex's section is needed again this often (a new need generation).
     #[serde(default)]
     pub need_every_ms: Option<u64>,
-    /// The protocol configuration all clients share (the model's parameters, `protocol` included).
+    /// The protocol configuration all clients share.
     #[serde(default)]
     pub config: ConfigParams,
+    /// The protocol all clients follow: `fenced`, the seed's `naive`, or (built with `bug-injection`) a
+    /// re-inserted bug.
+    #[serde(default, skip_serializing_if = "is_fenced")]
+    pub protocol: Protocol,
     /// Latencies and random commit faults.
     #[serde(default)]
     pub network: Network,
@@ -50,6 +54,10 @@ pub struct Scenario {
 
 const fn one() -> usize {
     1
+}
+
+fn is_fenced(protocol: &Protocol) -> bool {
+    *protocol == Protocol::Fenced
 }
 
 /// RPC latencies and the background rate of commit faults.
@@ -371,7 +379,7 @@ impl Scenario {
 
     /// Checks every limit and cross-reference; returns the protocol configuration.
     pub fn validate(&self) -> Result<Config, ScenarioError> {
-        let cfg = self.config.clone().validate()?;
+        let cfg = self.config.clone().validate()?.with_protocol(self.protocol);
         if self.duration_ms == 0 || self.duration_ms > MAX_DURATION_MS {
             return Err(invalid(format!("duration_ms = {} must be in 1..={MAX_DURATION_MS}", self.duration_ms)));
         }
@@ -508,7 +516,6 @@ impl Scenario {
             // 0: an outage fails a waiting client at once; otherwise it retries through short ones.
             unavailable_ms: rng.random_range(0..=3u64) * 2 * wait_ms,
             poll_ms: rng.random_range(100..=1_000u64),
-            protocol: options.protocol,
         };
         let network = Network {
             latency_min_ms: rng.random_range(1..=5),
@@ -592,6 +599,7 @@ impl Scenario {
             mutexes,
             need_every_ms: Some(config.staleness_ms + rng.random_range(0..=2_000)),
             config,
+            protocol: options.protocol,
             network,
             clients,
             faults,

@@ -256,7 +256,7 @@ fn fenced_write_whose_answer_was_lost() {
 #[test]
 fn fenced_writes_without_their_record_apply_a_retried_write_twice() {
     let mut broken = scenario("fenced-write-unknown");
-    broken.config.protocol = Protocol::NoFencedWriteRecord;
+    broken.protocol = Protocol::NoFencedWriteRecord;
     let report = run(&broken, true).expect("runs");
     assert_eq!(violated(&report), [DOUBLE_EXECUTION], "{}", report.timeline());
     // And a sweep finds it from scratch.
@@ -302,7 +302,7 @@ fn server_clock_error_without_its_margin_overlaps_two_holders() {
 #[test]
 fn the_seed_protocol_runs_the_paused_holders_section_twice() {
     let mut naive = scenario("holder-paused-past-ttl");
-    naive.config.protocol = Protocol::Naive;
+    naive.protocol = Protocol::Naive;
     let report = run(&naive, true).expect("runs");
     let names: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
     assert!(names.contains(&DOUBLE_EXECUTION), "{names:?}\n{}", report.timeline());

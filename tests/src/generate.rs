@@ -92,10 +92,10 @@ pub fn edge_config(protocol: Protocol) -> BoxedStrategy<Config> {
                     server_uncertainty_ms: 0,
                     jitter_ms,
                     unavailable_ms,
-                    protocol,
                 }
                 .validate()
                 .expect("generated configurations are valid by construction")
+                .with_protocol(protocol)
             },
         )
         .boxed()
@@ -190,7 +190,6 @@ impl Profile for GridTime {
                     server_uncertainty_ms: 0,
                     jitter_ms: 0,
                     unavailable_ms,
-                    protocol: Protocol::Fenced,
                 }
                 .validate()
                 .expect("valid")

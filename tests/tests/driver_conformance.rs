@@ -42,10 +42,10 @@ fn config(protocol: Protocol) -> impl Strategy<Value = Config> {
                 // Fixed: DONE stays fresh for the whole case; jitter off so a case replays exactly.
                 staleness_ms: 600_000,
                 jitter_ms: 0,
-                protocol,
             }
             .validate()
             .ok()
+            .map(|cfg| cfg.with_protocol(protocol))
         },
     )
 }
@@ -88,7 +88,6 @@ fn emulator_case() -> impl Strategy<Value = (Config, usize, bool, Vec<Step>)> {
             unavailable_ms,
             staleness_ms: 600_000,
             jitter_ms: 0,
-            protocol: Protocol::Fenced,
         }
         .validate()
         .expect("valid")

@@ -283,7 +283,7 @@ pub(crate) async fn handover_worker(
     mode: HandoverMode,
     rounds: u32,
 ) -> anyhow::Result<()> {
-    let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
+    let store = SpannerStore::builder().database(database).emulator_host(endpoint).connect().await?;
     let cfg = handover_params().validate()?;
     let (mut waited, mut reads) = (Duration::ZERO, 0);
     for round in 0..rounds {
@@ -469,7 +469,7 @@ async fn unavailable_row(emulator: &mut Emulator, store: &SpannerStore) -> anyho
 
 /// `hold`: acquire a lock, say so, and keep it (renewing) until killed.
 pub(crate) async fn hold(endpoint: String, database: String, name: String) -> anyhow::Result<()> {
-    let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
+    let store = SpannerStore::builder().database(database).emulator_host(endpoint).connect().await?;
     let mutex = SpannerMutex::on_store(store, bench_params().validate()?, MutexName::new(name)?, "holder");
     let guard = mutex.acquire().await?;
     println!("held {}", guard.fence());

@@ -109,7 +109,8 @@ impl CriticalSection for Steps {
 /// Runs the round's section until it is done, printing `call MS @START RESULT` per `run()` (its duration, and
 /// when it started in Unix milliseconds).
 pub(crate) async fn worker(endpoint: String, database: String, round: String, steps: i64) -> anyhow::Result<()> {
-    let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), chaos_timeouts()).await?;
+    let store =
+        SpannerStore::builder().database(database).emulator_host(endpoint).timeouts(chaos_timeouts()).connect().await?;
     let mutex =
         SpannerMutex::on_store(store.clone(), chaos_params().validate()?, MutexName::new(round.clone())?, "chaos");
     let section = Steps { store, round, steps };

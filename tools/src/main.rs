@@ -5,7 +5,7 @@ mod bench;
 mod chaos;
 
 use clap::{Parser, Subcommand};
-use spanner_mutex::{RunOutcome, SpannerMutex, SpannerStore, Timeouts};
+use spanner_mutex::{RunOutcome, SpannerMutex, SpannerStore};
 use spanner_mutex_cli::{
     EFFECTS_TABLE, LeaseArgs, SpannerSection, emulator_store, race, report_stress_executions, run_command,
 };
@@ -111,7 +111,7 @@ async fn stress_worker(
     table: String,
     lease: &LeaseArgs,
 ) -> anyhow::Result<()> {
-    let store = SpannerStore::connect(database, "SpannerMutex", Some(endpoint), Timeouts::default()).await?;
+    let store = SpannerStore::builder().database(database).emulator_host(endpoint).connect().await?;
     let mutex = SpannerMutex::on_store(store, lease.config()?, MutexName::new(name.clone())?, "stress");
     let outcomes = race(&mutex, Arc::new(SpannerSection { effect_id: name, table }), clients).await;
     for (_, outcome) in outcomes {

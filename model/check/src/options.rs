@@ -250,9 +250,9 @@ impl CheckOptions {
             jitter_ms: 0,
             // The checked world has no unavailable Spanner (only unknown outcomes, aborts and crashes).
             unavailable_ms: 0,
-            protocol: self.protocol,
         }
         .validate()
         .expect("the checked configuration is valid (--staleness-ms must exceed the checked lease: 3 ms, 5 with clock-error)")
+        .with_protocol(self.protocol)
     }
 }

@@ -17,6 +17,7 @@ pub(super) enum Renewal {
     },
     Stopped,
     /// (The naive protocol only.) The grant is trusted without a deadline: never renewed, never lost.
+    #[cfg(any(test, feature = "variants"))]
     Trusted,
 }
 
@@ -32,7 +33,7 @@ impl Held {
     /// A grant by a transaction sent at `sent_at`: the server's expiry is at least a TTL after `sent_at`.
     pub(super) fn granted_at(cfg: &Config, fence: Fence, sent_at: LocalInstant) -> Self {
         let renewal = Renewal::Due { at: sent_at.plus_ms(cfg.renew_interval_ms()) };
-        Self { fence, deadline: sent_at.plus_ms(cfg.local_lease_ms()), renewal }.in_protocol(cfg)
+        Self { fence, deadline: sent_at.plus_ms(cfg.local_lease_ms()), renewal }.in_variant(cfg)
     }
 
     /// A grant seen by a read sent at `read_sent_at` showing `remaining_ms` until expiry (rounded down): the
@@ -41,17 +42,28 @@ impl Held {
         let local_ms = remaining_ms.saturating_sub(cfg.safety_margin_ms());
         let renew_after_ms = local_ms.saturating_sub(cfg.local_lease_ms() - cfg.renew_interval_ms());
         let renewal = Renewal::Due { at: read_sent_at.plus_ms(renew_after_ms) };
-        Self { fence, deadline: read_sent_at.plus_ms(local_ms), renewal }.in_protocol(cfg)
+        Self { fence, deadline: read_sent_at.plus_ms(local_ms), renewal }.in_variant(cfg)
     }
 
     /// The naive protocol keeps no deadline: its grants are trusted as long as the section runs.
-    fn in_protocol(self, cfg: &Config) -> Self {
+    #[cfg(any(test, feature = "variants"))]
+    fn in_variant(self, cfg: &Config) -> Self {
         if cfg.protocol().keeps_deadline() { self } else { Self { renewal: Renewal::Trusted, ..self } }
+    }
+
+    /// Users run the fenced protocol only: every grant has its deadline.
+    #[cfg(not(any(test, feature = "variants")))]
+    const fn in_variant(self, _cfg: &Config) -> Self {
+        self
     }
 
     /// Whether the lease is still proven at `now`.
     pub(super) fn proven_at(&self, now: LocalInstant) -> bool {
-        self.renewal == Renewal::Trusted || now < self.deadline
+        #[cfg(any(test, feature = "variants"))]
+        if self.renewal == Renewal::Trusted {
+            return true;
+        }
+        now < self.deadline
     }
 
     /// When a timer of this lease is due: the renewal or the deadline, whichever is first.
@@ -59,6 +71,7 @@ impl Held {
         match self.renewal {
             Renewal::Due { at } => Some(at.min(self.deadline)),
             Renewal::InFlight { .. } | Renewal::Stopped => Some(self.deadline),
+            #[cfg(any(test, feature = "variants"))]
             Renewal::Trusted => None,
         }
     }
@@ -320,7 +333,9 @@ impl Held {
         match &mut self.renewal {
             Renewal::Due { at } => *at = map.instant(*at),
             Renewal::InFlight { sent_at } => *sent_at = map.instant(*sent_at),
-            Renewal::Stopped | Renewal::Trusted => {}
+            Renewal::Stopped => {}
+            #[cfg(any(test, feature = "variants"))]
+            Renewal::Trusted => {}
         }
     }
 }
