@@ -9,7 +9,7 @@
 
 use crate::backend::Store;
 use crate::clock::{Clock, JUMP_CHECK};
-use crate::lease::Lease;
+use crate::lease::{Lease, RunSilence};
 use crate::metrics::Metrics;
 use crate::store::{RowRead, StoreError, StoreErrorKind};
 use spanner_mutex_model::{
@@ -142,6 +142,9 @@ pub(crate) fn spawn(
     let (to_user, requests) = mpsc::channel(2);
     let (answers, from_user) = mpsc::channel(2);
     let (done, finished) = oneshot::channel();
+    let (unavailable_since, since) = watch::channel(None);
+    let (reports, fenced_reports) = mpsc::unbounded_channel();
+    let run_silence = RunSilence { since, reports, clock: clock.clone() };
     let span = tracing::info_span!("client", mutex = %ctx.name, client = %machine.id(), mode = ?machine.mode());
     let driver = Driver {
         ctx,
@@ -152,6 +155,9 @@ pub(crate) fn spawn(
         shutdown,
         lease: None,
         waiting_since: Some(Instant::now()),
+        unavailable_since,
+        fenced_reports,
+        run_silence,
     };
     tasks.spawn(tracing::Instrument::instrument(
         async move {
@@ -197,6 +203,12 @@ struct Driver {
     lease: Option<LeaseSignals>,
     /// When the driver started, until its first lease: for the acquire-wait histogram.
     waiting_since: Option<Instant>,
+    /// The machine's unavailability clock, published for the lease's fenced writes.
+    unavailable_since: watch::Sender<Option<LocalInstant>>,
+    /// Whether Spanner answered the fenced writes, as they report it.
+    fenced_reports: mpsc::UnboundedReceiver<Event>,
+    /// What each lease's fenced writes share the clock through.
+    run_silence: RunSilence,
 }
 
 impl Driver {
@@ -258,6 +270,7 @@ impl Driver {
                     op = None;
                     command = self.feed(event)?;
                 }
+                Some(report) = self.fenced_reports.recv() => command = self.feed(report)?,
                 answer = async { match from_user { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     command = match answer {
                         Some(event) => self.feed(event)?,
@@ -282,6 +295,11 @@ impl Driver {
         // Formatted only when traced: this runs on every event of every client.
         let traced = tracing::enabled!(tracing::Level::TRACE).then(|| format!("{event:?}"));
         let command = self.machine.handle(&self.ctx.cfg, self.clock.now(), event)?;
+        self.unavailable_since.send_if_modified(|since| {
+            let changed = *since != self.machine.unavailable_since();
+            *since = self.machine.unavailable_since();
+            changed
+        });
         if let Some(event) = traced {
             tracing::trace!(from, to = self.machine.phase().name(), event, ?command, "transition");
         }
@@ -307,7 +325,7 @@ impl Driver {
             metrics.record_acquire_wait(granted_at - started);
         }
         self.lease = Some(LeaseSignals { deadline: deadline_tx, lost: lost.clone(), granted_at, metrics });
-        Lease::new(self.machine.id(), fence, deadline_rx, lost)
+        Lease::new(self.machine.id(), fence, deadline_rx, lost, self.run_silence.clone())
     }
 
     /// Keeps the user's view of the lease in step with the machine: renewals move the deadline; once the machine

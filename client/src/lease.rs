@@ -1,13 +1,15 @@
 //! A held lease as its holder sees it, and what a fenced write did: the types the driver, the stores and the API
 //! share (kept apart from the API so that neither the driver nor a store depends on it).
 
+use crate::clock::Clock;
 use crate::future::Compiled;
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::transaction::ReadWriteTransaction;
-use spanner_mutex_model::{ClientId, Fence};
+use spanner_mutex_model::{ClientId, Config, Event, Fence, LocalInstant, within_unavailability_budget};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// A held lease as its holder sees it: what [`crate::LeaseHandle`] and [`crate::LockGuard`] both give (through `Deref`).
@@ -17,6 +19,7 @@ pub struct Lease {
     fence: Fence,
     deadline: watch::Receiver<tokio::time::Instant>,
     lost: CancellationToken,
+    unanswered: RunSilence,
 }
 
 impl Lease {
@@ -25,8 +28,20 @@ impl Lease {
         fence: Fence,
         deadline: watch::Receiver<tokio::time::Instant>,
         lost: CancellationToken,
+        unanswered: RunSilence,
     ) -> Self {
-        Self { client, fence, deadline, lost }
+        Self { client, fence, deadline, lost, unanswered }
+    }
+
+    /// Whether the lease can no longer be relied on: the lock-lost signal fired, or its deadline has come (the
+    /// driver may not have acted on it yet, in this same instant).
+    pub(crate) fn is_past(&self) -> bool {
+        self.is_lock_lost() || tokio::time::Instant::now() >= self.deadline()
+    }
+
+    /// The run's unavailability clock, for this lease's fenced writes.
+    pub(crate) fn unanswered(&self) -> RunSilence {
+        self.unanswered.clone()
     }
 
     /// The fence token of this acquisition: strictly greater than every earlier holder's.
@@ -60,6 +75,35 @@ impl Lease {
     }
 }
 
+/// The run's unavailability clock as its fenced writes share it with the machine, which keeps it: the driver
+/// publishes since when the run's calls have gone unanswered, and each fenced write tells the machine whether
+/// Spanner answered it (as [`Event::FencedWriteAnswered`] or [`Event::FencedWriteUnanswered`]).
+#[derive(Clone, Debug)]
+pub(crate) struct RunSilence {
+    pub(crate) since: watch::Receiver<Option<LocalInstant>>,
+    pub(crate) reports: mpsc::UnboundedSender<Event>,
+    pub(crate) clock: Clock,
+}
+
+impl RunSilence {
+    /// Tells the machine that Spanner answered a fenced write (a driver that has ended no longer listens).
+    pub(crate) fn answered(&self) {
+        let _ = self.reports.send(Event::FencedWriteAnswered);
+    }
+
+    /// Tells the machine that a fenced write's attempt sent at `sent_at` got no answer.
+    pub(crate) fn unanswered(&self, sent_at: LocalInstant) {
+        let _ = self.reports.send(Event::FencedWriteUnanswered { sent_at });
+    }
+}
+
+/// When one fenced write first got no answer: on the run's clock when it has one, else on tokio's.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Silence {
+    Run(LocalInstant),
+    Alone(tokio::time::Instant),
+}
+
 /// What a fenced write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fenced<T> {
@@ -89,6 +133,13 @@ pub enum FencedError<E = google_cloud_spanner::Error> {
     /// The lease is no longer held with this fence: nothing was written.
     #[error("fenced write refused: {fence} no longer holds the lease")]
     Rejected {
+        /// The writer's fence.
+        fence: Fence,
+    },
+    /// The lock-lost signal had fired (or the lease's deadline had come) when the write was called: nothing was
+    /// sent to Spanner and nothing was written. Stop the lease's work.
+    #[error("fenced write not attempted: the lease with {fence} can no longer be proven held (lock lost)")]
+    LeaseLost {
         /// The writer's fence.
         fence: Fence,
     },
@@ -198,7 +249,11 @@ impl std::fmt::Debug for AnyValue {
 /// A fenced write's work as a store runs it: called once per attempt, its value and its error carried untyped.
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, reason = "exported for test stores only"))]
 #[derive(Clone)]
-pub struct FencedWork(Arc<dyn Fn(FencedTx) -> Compiled<'static, Result<AnyValue, AnyValue>> + Send + Sync>);
+pub struct FencedWork {
+    work: Arc<dyn Fn(FencedTx) -> Compiled<'static, Result<AnyValue, AnyValue>> + Send + Sync>,
+    /// The run's unavailability clock; without one (a test calling a store directly) the write keeps its own.
+    run: Option<RunSilence>,
+}
 
 impl FencedWork {
     /// Wraps typed work.
@@ -210,20 +265,108 @@ impl FencedWork {
         T: Send + 'static,
         E: Send + 'static,
     {
-        Self(Arc::new(move |tx| {
+        let work = Arc::new(move |tx| {
             let attempt = work(tx);
             Box::pin(async move { attempt.await.map(AnyValue::new).map_err(AnyValue::new) })
-        }))
+                as Compiled<'static, Result<AnyValue, AnyValue>>
+        });
+        Self { work, run: None }
+    }
+
+    /// The work, retried on its run's unavailability clock.
+    pub(crate) fn on_run_clock(self, run: RunSilence) -> Self {
+        Self { run: Some(run), ..self }
     }
 
     /// One attempt of the work in `tx`.
     pub(crate) fn run(&self, tx: FencedTx) -> Compiled<'static, Result<AnyValue, AnyValue>> {
-        (self.0)(tx)
+        (self.work)(tx)
+    }
+
+    /// When an attempt starting now is sent, on the run's clock (`None` without one).
+    pub(crate) fn now(&self) -> Option<LocalInstant> {
+        self.run.as_ref().map(|run| run.clock.now())
+    }
+
+    /// The attempt sent at `sent_at` (from [`Self::now`]) got no answer: the machine hears of it, and this says
+    /// whether another attempt, after the usual wait, still falls inside the run's unavailability budget (the
+    /// machine's rule, from the first call of the run without an answer). `first` is when this write's first
+    /// unanswered attempt was sent. Without a run's clock, the write retries at least once and then for
+    /// `unavailable_ms`.
+    pub(crate) fn may_retry_unanswered(
+        &self,
+        cfg: &Config,
+        first: &mut Option<Silence>,
+        sent_at: Option<LocalInstant>,
+        tries: u32,
+    ) -> bool {
+        match (&self.run, sent_at) {
+            (Some(run), Some(sent_at)) => {
+                run.unanswered(sent_at);
+                let Silence::Run(own) = *first.get_or_insert(Silence::Run(sent_at)) else { return false };
+                let since = run.since.borrow().map_or(own, |shared| shared.min(own));
+                within_unavailability_budget(cfg, Some(since), run.clock.now().plus_ms(cfg.wait_ms()))
+            }
+            _ => {
+                let Silence::Alone(since) = *first.get_or_insert_with(|| Silence::Alone(tokio::time::Instant::now()))
+                else {
+                    return false;
+                };
+                tries == 1 || since.elapsed() < Duration::from_millis(cfg.unavailable_ms())
+            }
+        }
+    }
+
+    /// Tells the machine whether Spanner answered the write whose first attempt was sent at `sent_at`.
+    pub(crate) fn report(&self, answered: bool, sent_at: Option<LocalInstant>) {
+        match (&self.run, sent_at) {
+            (Some(run), _) if answered => run.answered(),
+            (Some(run), Some(sent_at)) => run.unanswered(sent_at),
+            _ => {}
+        }
     }
 }
 
 impl std::fmt::Debug for FencedWork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a fenced write's work")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spanner_mutex_model::ConfigParams;
+
+    fn cfg() -> Config {
+        ConfigParams { unavailable_ms: 1_000, wait_ms: 100, ..ConfigParams::default() }.validate().expect("valid")
+    }
+
+    fn work_on(clock: &Clock, since: Option<LocalInstant>) -> (FencedWork, mpsc::UnboundedReceiver<Event>) {
+        let (_publish, since) = watch::channel(since);
+        let (reports, heard) = mpsc::unbounded_channel();
+        let run = RunSilence { since, reports, clock: clock.clone() };
+        (FencedWork::new(|_tx: FencedTx| async { Ok::<(), ()>(()) }).on_run_clock(run), heard)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_write_retries_only_within_the_budget_its_run_started() {
+        let clock = Clock::new();
+        tokio::time::advance(Duration::from_millis(5_000)).await;
+        let now = clock.now();
+        // The run's calls have gone unanswered for 950 ms: no time is left for another attempt after the wait.
+        let (spent, _) = work_on(&clock, Some(LocalInstant::from_micros(now.micros() - 950_000)));
+        assert!(!spent.may_retry_unanswered(&cfg(), &mut None, Some(now), 1), "the run's budget is spent");
+        // A run that has heard answers: the write's own silence starts the clock, and the machine is told when.
+        let (work, mut heard) = work_on(&clock, None);
+        let mut first = None;
+        assert!(work.may_retry_unanswered(&cfg(), &mut first, Some(now), 1));
+        assert_eq!(heard.try_recv().ok(), Some(Event::FencedWriteUnanswered { sent_at: now }));
+        tokio::time::advance(Duration::from_millis(950)).await;
+        let later = clock.now();
+        assert!(!work.may_retry_unanswered(&cfg(), &mut first, Some(later), 2), "its own budget is spent");
+        assert_eq!(heard.try_recv().ok(), Some(Event::FencedWriteUnanswered { sent_at: later }));
+        work.report(true, None);
+        assert_eq!(heard.try_recv().ok(), Some(Event::FencedWriteAnswered));
     }
 }

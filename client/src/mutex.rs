@@ -75,20 +75,29 @@ impl LeaseHandle {
         T: Send + 'static,
         E: From<google_cloud_spanner::Error> + Send + 'static,
     {
-        let work = FencedWork::new(work);
+        // Refused at once, with no Spanner call: the lease can no longer be relied on.
+        if self.lease.is_past() {
+            return Err(FencedError::LeaseLost { fence: self.fence() });
+        }
+        let work = FencedWork::new(work).on_run_clock(self.lease.unanswered());
         let mut writes = self.next_fenced_write().await;
+        let sent_at = work.now();
         // Taken before the call: a write that may have landed keeps its number even if this future is dropped.
         *writes += 1;
         let write = *writes;
         let ctx = &self.ctx;
         let id = WriteId { client: self.client(), fence: self.fence(), write };
-        let answer = ctx.store.fenced(&ctx.cfg, &ctx.name, id, work).await;
+        let answer = ctx.store.fenced(&ctx.cfg, &ctx.name, id, work.clone()).await;
+        // Every answer but an unknown outcome is one from Spanner (the Spanner store reports each attempt's as it
+        // comes; this covers every store).
+        work.report(!matches!(answer, Err(FencedError::OutcomeUnknown { .. })), sent_at);
         // The store hands back what the work gave it.
         match answer {
             Ok(Fenced::Committed(value)) => Ok(Fenced::Committed(value.take::<T>().ok_or_else(untyped)?)),
             Ok(Fenced::CommittedEarlier) => Ok(Fenced::CommittedEarlier),
             Err(FencedError::Work(error)) => Err(FencedError::Work(error.take::<E>().ok_or_else(untyped)?)),
             Err(FencedError::Rejected { fence }) => Err(FencedError::Rejected { fence }),
+            Err(FencedError::LeaseLost { fence }) => Err(FencedError::LeaseLost { fence }),
             Err(FencedError::Spanner(error)) => Err(FencedError::Spanner(error)),
             Err(FencedError::OutcomeUnknown { ms }) => Err(FencedError::OutcomeUnknown { ms }),
         }

@@ -3,7 +3,7 @@
 
 use crate::config::{Timeouts, validate_table_id};
 use crate::future::Compiled;
-use crate::lease::{AnyValue, Fenced, FencedError, FencedTx, FencedWork, WriteId};
+use crate::lease::{AnyValue, Fenced, FencedError, FencedTx, FencedWork, Silence, WriteId};
 use crate::serial::{HolderFirst, Turn};
 use crate::store::{FencedAnswer, LeaseStore, RowRead, StoreError, StoreErrorKind};
 use google_cloud_gax::error::rpc::Code;
@@ -483,31 +483,38 @@ impl SpannerStore {
         let WriteId { fence, write, .. } = id;
         let verify = id.verify();
         let _serial = self.serialized(&verify).await;
-        let mut first_uncertain: Option<tokio::time::Instant> = None;
+        let mut first_unanswered: Option<Silence> = None;
         // After an attempt without a certain answer, a refusal or an error no longer says nothing was written:
         // that attempt may have landed (and one that read the row before an expiry may still land).
-        let unknown = |first_uncertain: Option<tokio::time::Instant>, other: FencedError<AnyValue>| {
-            if first_uncertain.is_some() { FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() } } else { other }
+        let unknown = |first: Option<Silence>, other: FencedError<AnyValue>| {
+            if first.is_some() { FencedError::OutcomeUnknown { ms: cfg.unavailable_ms() } } else { other }
         };
         for tries in 1u32.. {
             let work_failed = Arc::new(std::sync::Mutex::new(None));
+            let sent_at = work.now();
             let attempt: Compiled<'_, _> =
                 Box::pin(self.fenced_once(cfg, name, &verify, work.clone(), Arc::clone(&work_failed)));
             let error = match tokio::time::timeout(self.timeouts.transaction(), attempt).await {
                 Ok(Ok(FencedAttempt::Committed(value))) => {
+                    work.report(true, None);
                     return Ok(Fenced::Committed(
                         value.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
                     ));
                 }
-                Ok(Ok(FencedAttempt::AlreadyApplied)) => return Ok(Fenced::CommittedEarlier),
+                Ok(Ok(FencedAttempt::AlreadyApplied)) => {
+                    work.report(true, None);
+                    return Ok(Fenced::CommittedEarlier);
+                }
                 Ok(Ok(FencedAttempt::NotHolder)) => {
-                    return Err(unknown(first_uncertain, FencedError::Rejected { fence }));
+                    work.report(true, None);
+                    return Err(unknown(first_unanswered, FencedError::Rejected { fence }));
                 }
                 Ok(Err(error)) => Some(error),
                 Err(_) => None,
             };
             // The work's own error is the answer: this attempt read the record, so nothing earlier had landed.
             if let Some(failed) = work_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                work.report(true, None);
                 return Err(FencedError::Work(failed));
             }
             // So is an error that retrying cannot help.
@@ -521,12 +528,12 @@ impl SpannerStore {
                     StoreErrorKind::Unknown | StoreErrorKind::Aborted | StoreErrorKind::Unavailable
                 );
                 if !(lost || uncertain) {
-                    return Err(unknown(first_uncertain, error.into()));
+                    work.report(true, None);
+                    return Err(unknown(first_unanswered, error.into()));
                 }
                 tracing::debug!(%name, fence = fence.get(), write, %error, "fenced write without a certain answer");
             }
-            let since = *first_uncertain.get_or_insert_with(tokio::time::Instant::now);
-            if tries > 1 && since.elapsed() >= Duration::from_millis(cfg.unavailable_ms()) {
+            if !work.may_retry_unanswered(cfg, &mut first_unanswered, sent_at, tries) {
                 break;
             }
             // Not in a tight loop: an unavailable Spanner may answer at once.

@@ -415,6 +415,14 @@ async fn a_blocking_section_does_not_starve_its_lease() {
 struct Blackhole<S> {
     inner: S,
     down: Arc<AtomicBool>,
+    /// Fenced writes that reached the store.
+    fenced_calls: Arc<AtomicU32>,
+}
+
+impl<S> Blackhole<S> {
+    fn new(inner: S, down: &Arc<AtomicBool>) -> Self {
+        Self { inner, down: Arc::clone(down), fenced_calls: Arc::default() }
+    }
 }
 
 const TRANSACTION_BOUND: Duration = Duration::from_millis(40);
@@ -439,6 +447,7 @@ impl<S: LeaseStore> LeaseStore for Blackhole<S> {
     }
 
     async fn fenced(&self, cfg: &Config, name: &MutexName, id: WriteId, work: FencedWork) -> FencedAnswer {
+        self.fenced_calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             tokio::time::sleep(TRANSACTION_BOUND).await;
             return Err(FencedError::OutcomeUnknown { ms: UNAVAILABLE_MS });
@@ -459,7 +468,7 @@ async fn every_call_returns_unavailable_within_its_bound_when_spanner_stops_answ
     for point_ms in (0..150).step_by(7) {
         let store = MemoryStore::new();
         let down = Arc::new(AtomicBool::new(false));
-        let blackhole = Blackhole { inner: Latency(store.clone()), down: Arc::clone(&down) };
+        let blackhole = Blackhole::new(Latency(store.clone()), &down);
         // A holder whose lease is busy, so the waiter below polls and retries while Spanner goes away.
         let holder = SpannerMutex::on_store(blackhole.clone(), cfg.clone(), name(), "holder");
         let held = holder.acquire().await.expect("acquired");
@@ -486,12 +495,79 @@ async fn every_call_returns_unavailable_within_its_bound_when_spanner_stops_answ
     }
 }
 
+/// A section during which Spanner stops answering: it works on for `work`, then commits through its lease and
+/// returns what the commit said.
+struct WorksOnThenCommits {
+    down: Arc<AtomicBool>,
+    down_at: Mutex<Option<Instant>>,
+    work: Duration,
+    commit: Mutex<Option<String>>,
+}
+
+impl CriticalSection for WorksOnThenCommits {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+
+    async fn execute(&self, lease: &LeaseHandle) -> Result<(), BoxError> {
+        self.down.store(true, Ordering::SeqCst);
+        *self.down_at.lock().expect("not poisoned") = Some(Instant::now());
+        tokio::time::sleep(self.work).await;
+        let effect = Mutation::new_insert_builder("Effects").set("id").to("e").build();
+        let result = lease.commit(vec![effect]).await;
+        *self.commit.lock().expect("not poisoned") = Some(match &result {
+            Ok(_) => "committed".into(),
+            Err(FencedError::LeaseLost { .. }) => "lease lost".into(),
+            Err(FencedError::OutcomeUnknown { .. }) => "unknown".into(),
+            Err(error) => format!("{error}"),
+        });
+        result.map(|_| ()).map_err(Into::into)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_section_that_works_on_after_lock_lost_delays_only_its_own_return_when_spanner_stops_answering() {
+    // Found on the emulator: an unknown renewal did not start the unavailability budget, so a run whose section
+    // worked on past lock-lost took twice its bound (41 s against 20 s).
+    let cfg = ConfigParams { unavailable_ms: UNAVAILABLE_MS, ..params() }.validate().expect("valid");
+    let local_lease = Duration::from_millis(params().ttl_ms - params().safety_margin_ms);
+    for work_ms in [50, 150, 400, 700, 1_000] {
+        let work = Duration::from_millis(work_ms);
+        let down = Arc::new(AtomicBool::new(false));
+        let blackhole = Blackhole::new(Latency(MemoryStore::new()), &down);
+        let fenced_calls = Arc::clone(&blackhole.fenced_calls);
+        let m = SpannerMutex::on_store(blackhole, cfg.clone(), name(), "worker");
+        let section =
+            WorksOnThenCommits { down: Arc::clone(&down), down_at: Mutex::new(None), work, commit: Mutex::new(None) };
+        let result = m.run(&section).await;
+        let took = section.down_at.lock().expect("not poisoned").expect("the section ran").elapsed();
+        assert!(matches!(result, Err(RunError::Unavailable(_))), "working {work_ms} ms: {result:?}");
+        // Only the section's own time may add to the bound: past lock-lost its commit answers at once.
+        let bound = UNAVAILABLE_BOUND.max(work + TRANSACTION_BOUND + READ_BOUND);
+        assert!(took <= bound, "working {work_ms} ms: returned after {took:?}, bound {bound:?}");
+        let commit = section.commit.lock().expect("not poisoned").clone();
+        let fenced_calls = fenced_calls.load(Ordering::SeqCst);
+        if work >= local_lease {
+            assert_eq!(commit.as_deref(), Some("lease lost"), "working {work_ms} ms");
+            assert_eq!(fenced_calls, 0, "a write after lock-lost reached Spanner");
+        } else {
+            assert_eq!(commit.as_deref(), Some("unknown"), "working {work_ms} ms");
+        }
+        // Spanner answers again: the same mutex runs the section, once the lease left behind has expired.
+        down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(params().ttl_ms)).await;
+        let again = m.run(Scripted::new(&[], Step::Answer(true)).as_ref()).await;
+        assert!(matches!(again, Ok(RunOutcome::Executed { .. })), "{again:?}");
+        m.shutdown().await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_release_while_a_renewal_is_in_flight_is_bounded_when_spanner_stops_answering() {
     // Found trying it on the emulator: release() waits for the renewal in flight, then its own call and read.
     let cfg = ConfigParams { unavailable_ms: UNAVAILABLE_MS, ..params() }.validate().expect("valid");
     let down = Arc::new(AtomicBool::new(false));
-    let blackhole = Blackhole { inner: MemoryStore::new(), down: Arc::clone(&down) };
+    let blackhole = Blackhole::new(MemoryStore::new(), &down);
     let holder = SpannerMutex::on_store(blackhole, cfg, name(), "holder");
     let held = holder.acquire().await.expect("acquired");
     tokio::time::sleep(Duration::from_millis(params().renew_interval_ms) - Duration::from_millis(1)).await;

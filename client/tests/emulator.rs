@@ -88,6 +88,7 @@ async fn effect_rows(store: &SpannerStore, id: &str) -> i64 {
 struct Effect {
     id: String,
     sleep_ms: u64,
+    /// Fenced writes refused: by Spanner, or at once after lock-lost.
     rejected: AtomicU64,
     saw_lock_lost: AtomicBool,
 }
@@ -124,7 +125,7 @@ impl CriticalSection for Effect {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e @ FencedError::Rejected { .. }) => {
+            Err(e @ (FencedError::Rejected { .. } | FencedError::LeaseLost { .. })) => {
                 self.rejected.fetch_add(1, Ordering::SeqCst);
                 Err(e.into())
             }
@@ -320,6 +321,75 @@ async fn emulator_down_gives_a_bounded_error_then_the_store_recovers() {
     // The same store (and its database client) works again: a lost session is rebuilt.
     let outcome = m.run(&Effect::new("down")).await.expect("recovered");
     assert_eq!(outcome, executed_under_row(&store, "down").await);
+}
+
+/// A section that says when it starts, sleeps past its lease, then commits through it and returns what that said.
+struct SleepsThenCommits {
+    started: tokio::sync::Notify,
+    sleep: Duration,
+    commit: std::sync::Mutex<Option<String>>,
+}
+
+impl CriticalSection for SleepsThenCommits {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+    async fn execute(&self, lease: &LeaseHandle) -> Result<(), BoxError> {
+        self.started.notify_one();
+        tokio::time::sleep(self.sleep).await;
+        let effect = Mutation::new_insert_builder("Effects").set("id").to("late").set("writer").to("w");
+        let result = lease.commit(vec![effect.set("fence").to(0i64).build()]).await;
+        *self.commit.lock().expect("not poisoned") = Some(match &result {
+            Err(FencedError::LeaseLost { .. }) => "lease lost".into(),
+            other => format!("{other:?}"),
+        });
+        result.map(|_| ()).map_err(Into::into)
+    }
+}
+
+#[tokio::test]
+async fn a_section_working_past_an_outage_ends_its_run_within_the_bound_and_the_next_run_succeeds() {
+    // The settings of the user's report: TTL 3 s, unavailable_ms 15000, rpc_ms 1000, transaction_ms 1500.
+    let (mut emulator, _first) = setup().await;
+    let timeouts = Timeouts { connect_ms: 5_000, rpc_ms: 1_000, transaction_ms: 1_500 };
+    let store = SpannerStore::connect_unchecked(DATABASE, "SpannerMutex", Some(emulator.endpoint()), timeouts.clone())
+        .await
+        .expect("connects");
+    let lease = ConfigParams {
+        ttl_ms: 3_000,
+        safety_margin_ms: 500,
+        renew_interval_ms: 800,
+        unavailable_ms: 15_000,
+        ..ConfigParams::default()
+    };
+    let cfg = lease.validate().expect("valid");
+    let m = Arc::new(SpannerMutex::on_store(store, cfg.clone(), name("outage"), "test"));
+    let section = Arc::new(SleepsThenCommits {
+        started: tokio::sync::Notify::new(),
+        sleep: Duration::from_secs(6),
+        commit: std::sync::Mutex::new(None),
+    });
+    let run = tokio::spawn({
+        let (m, section) = (Arc::clone(&m), Arc::clone(&section));
+        async move { m.run(section.as_ref()).await }
+    });
+    section.started.notified().await;
+    emulator.stop();
+    let killed = std::time::Instant::now();
+    // A hang would hit this much larger guard.
+    let result = tokio::time::timeout(Duration::from_secs(120), run).await.expect("returns").expect("joined");
+    let took = killed.elapsed();
+    let bound_ms = cfg.unavailable_ms() + 2 * (timeouts.transaction_ms + timeouts.rpc_ms);
+    // Printed, not asserted (wall time): the bound is asserted in virtual time by the driver tests.
+    eprintln!("run() returned {} ms after the kill; the bound is {bound_ms} ms", took.as_millis());
+    assert!(matches!(result, Err(RunError::Unavailable(_))), "{result:?}");
+    let commit = section.commit.lock().expect("not poisoned").clone();
+    assert_eq!(commit.as_deref(), Some("lease lost"), "the commit after lock-lost is refused at once");
+    // Spanner is back: the same mutex, in the same process, runs its section.
+    emulator.restart().await.expect("restarted");
+    create_tables(&emulator).await;
+    let again = m.run(&Effect::new("after-outage")).await.expect("runs after the restart");
+    assert!(matches!(again, RunOutcome::Executed { .. }), "{again:?}");
 }
 
 /// A migration whose need check reads the effect through the library's database client, as users do.

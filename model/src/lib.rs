@@ -24,7 +24,10 @@ pub use config::{
     TTL_MS_LIMIT,
 };
 pub use ids::{ClientId, Fence, MUTEX_NAME_MAX_BYTES, MutexName, MutexNameError};
-pub use machine::{ClientMachine, Command, Event, Failure, HeldLease, Outcome, Phase, SectionResult, UnexpectedEvent};
+pub use machine::{
+    ClientMachine, Command, Event, Failure, HeldLease, Outcome, Phase, SectionResult, UnexpectedEvent,
+    within_unavailability_budget,
+};
 pub use rename::Rename;
 pub use row::{LeaseRow, RowWrite, Status, UnknownStatus};
 pub use time::{LocalInstant, ServerTime};

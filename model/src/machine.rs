@@ -111,6 +111,16 @@ pub enum Event {
     ReleaseRequested,
     /// The user cancelled the run; a held lease is released first.
     Cancel,
+    /// A fenced write of this run's lease got an answer from Spanner (committed, refused or failed for good): the
+    /// unavailability clock stops. No state waits for it; every state takes it.
+    FencedWriteAnswered,
+    /// A fenced write of this run's lease, sent at `sent_at`, got no answer (a timeout, an unknown outcome,
+    /// Spanner unavailable): the unavailability clock starts then, if it is not running. No state waits for it;
+    /// every state takes it.
+    FencedWriteUnanswered {
+        /// When the write's unanswered attempt was sent, on the machine's clock.
+        sent_at: LocalInstant,
+    },
 }
 
 /// An output of the machine: one I/O request or notification for the driver.
@@ -161,6 +171,12 @@ fn abort_backoff_ms(cfg: &Config, attempts: u32) -> u64 {
     cfg.wait_ms().saturating_mul(1 << attempts.min(16)).min(cfg.max_wait_ms())
 }
 
+/// Whether a call sent at `at` falls inside the unavailability budget of a client whose calls have gone
+/// unanswered since `since`: the one rule for every retry of a run, its fenced writes' included.
+pub fn within_unavailability_budget(cfg: &Config, since: Option<LocalInstant>, at: LocalInstant) -> bool {
+    since.is_some_and(|since| at < since.plus_ms(cfg.unavailable_ms()))
+}
+
 /// What the release transaction established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Released {
@@ -182,6 +198,8 @@ const fn event_name(event: &Event) -> &'static str {
         Event::SectionFinished(_) => "SectionFinished",
         Event::ReleaseRequested => "ReleaseRequested",
         Event::Cancel => "Cancel",
+        Event::FencedWriteAnswered => "FencedWriteAnswered",
+        Event::FencedWriteUnanswered { .. } => "FencedWriteUnanswered",
     }
 }
 
@@ -221,7 +239,9 @@ pub struct ClientMachine {
     mode: Mode,
     max_retries: u32,
     attempts: u32,
-    /// When Spanner was first reported unavailable with nothing answered since; bounds retrying it.
+    /// When a call of this run first got no answer (an unknown outcome, a timeout, Spanner unavailable) with
+    /// nothing answered since: every call of the run, fenced writes included, retries only within
+    /// `unavailable_ms` of it.
     unavailable_since: Option<LocalInstant>,
     jitter: Jitter,
     state: State,
@@ -431,11 +451,26 @@ impl ClientMachine {
         };
         let unexpected = UnexpectedEvent { state: self.state.phase(), event: event_name(&event) };
         match &event {
-            Event::TxnCommitted(_) | Event::TxnAborted | Event::RowRead { .. } => self.unavailable_since = None,
-            Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable) => {
-                self.unavailable_since.get_or_insert(now);
+            Event::TxnCommitted(_) | Event::TxnAborted | Event::RowRead { .. } | Event::FencedWriteAnswered => {
+                self.unavailable_since = None;
+            }
+            // With no budget there is nothing to time (and the model checker's states stay as few).
+            Event::TxnOutcomeUnknown | Event::FencedWriteUnanswered { .. } if cfg.unavailable_ms() == 0 => {}
+            // The clock runs from the unanswered call's send where it is known, else from now.
+            Event::TxnFailed(Failure::Unavailable)
+            | Event::ReadFailed(Failure::Unavailable)
+            | Event::TxnOutcomeUnknown => {
+                let sent_at = self.state.call_sent_at().unwrap_or(now).min(now);
+                self.unavailable_since = Some(self.unavailable_since.map_or(sent_at, |since| since.min(sent_at)));
+            }
+            Event::FencedWriteUnanswered { sent_at } => {
+                let sent_at = (*sent_at).min(now);
+                self.unavailable_since = Some(self.unavailable_since.map_or(sent_at, |since| since.min(sent_at)));
             }
             _ => {}
+        }
+        if matches!(event, Event::FencedWriteAnswered | Event::FencedWriteUnanswered { .. }) {
+            return Ok(None);
         }
         let state = std::mem::replace(&mut self.state, State::NotStarted);
         let step = match state {
@@ -867,7 +902,13 @@ impl ClientMachine {
 
     /// Whether a retry sent after the usual wait would still fall inside the unavailability budget.
     fn may_retry_unavailable(&self, cfg: &Config, now: LocalInstant) -> bool {
-        self.unavailable_since.is_some_and(|since| now.plus_ms(cfg.wait_ms()) < since.plus_ms(cfg.unavailable_ms()))
+        within_unavailability_budget(cfg, self.unavailable_since, now.plus_ms(cfg.wait_ms()))
+    }
+
+    /// When a call of this run first got no answer, with nothing answered since (see
+    /// [`within_unavailability_budget`]).
+    pub const fn unavailable_since(&self) -> Option<LocalInstant> {
+        self.unavailable_since
     }
 
     /// Sleeps until `wait_ms` plus jitter from now (at the latest `counted_at`, the wake-up already counted as a
@@ -983,6 +1024,14 @@ impl ClientMachine {
             }
             ReleaseReason::Unlocked => self.finish(Outcome::Released { fence }),
             ReleaseReason::NotNeeded => self.finish(Outcome::NotNeeded),
+            // Spanner has not answered for the whole budget: another attempt would outlast the promised bound.
+            ReleaseReason::SectionFailed { .. }
+                if released == Released::Unconfirmed
+                    && self.unavailable_since.is_some()
+                    && !self.may_retry_unavailable(cfg, now) =>
+            {
+                self.finish(Outcome::Failed(Failure::Unavailable))
+            }
             ReleaseReason::SectionFailed { .. } => self.retry_after(cfg, now, cfg.wait_ms()),
             ReleaseReason::SectionFailedThenCancelled { .. } => {
                 self.attempts = self.attempts.saturating_add(1);

@@ -58,6 +58,8 @@ pub fn event_label(event: &Event) -> String {
         Event::SectionFinished(SectionResult::Failed { .. }) => "SectionFinished(Failed)".into(),
         Event::ReleaseRequested => "ReleaseRequested".into(),
         Event::Cancel => "Cancel".into(),
+        Event::FencedWriteAnswered => "FencedWriteAnswered".into(),
+        Event::FencedWriteUnanswered { .. } => "FencedWriteUnanswered".into(),
     }
 }
 

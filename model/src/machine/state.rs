@@ -277,6 +277,34 @@ impl State {
 
     /// The held lease and whether the lock-lost signal was given, in the states where the section runs, the
     /// user holds the lock, or either just returned.
+    /// When the call this state waits on was sent, where the state records it: an unanswered call starts the
+    /// unavailability clock from its send, not from when its silence was noticed.
+    pub(super) const fn call_sent_at(&self) -> Option<LocalInstant> {
+        match self {
+            Self::AwaitingAcquireCommit { sent_at } | Self::CancelledAwaitingAcquireCommit { sent_at } => {
+                Some(*sent_at)
+            }
+            Self::AwaitingAcquireResolution { read_sent_at }
+            | Self::CancelledAwaitingAcquireResolution { read_sent_at } => Some(*read_sent_at),
+            Self::Holding { held }
+            | Self::HoldingLost { held }
+            | Self::AwaitingRenewalToRelease { held, .. }
+            | Self::AwaitingRenewalToReleaseLost { held, .. } => match held.renewal {
+                Renewal::InFlight { sent_at } => Some(sent_at),
+                _ => None,
+            },
+            Self::NotStarted
+            | Self::AwaitingNeed
+            | Self::AwaitingRetryTimer { .. }
+            | Self::AwaitingPoll { .. }
+            | Self::AwaitingObservation
+            | Self::AwaitingNeedWhileHolding { .. }
+            | Self::AwaitingReleaseCommit { .. }
+            | Self::AwaitingReleaseResolution { .. }
+            | Self::Finished(_) => None,
+        }
+    }
+
     pub(super) const fn holding(&self) -> Option<(&Held, bool)> {
         match self {
             Self::Holding { held } | Self::AwaitingRenewalToRelease { held, .. } => Some((held, false)),
