@@ -279,11 +279,11 @@ impl Driver {
                 }
                 () = self.shutdown.cancelled(), if listening => command = self.cancel()?,
                 () = async { match timeout { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
-                    command = self.machine.handle_timeout(self.clock.now());
+                    command = self.machine.handle_timeout(&self.ctx.cfg, self.clock.now());
                 }
                 () = async { match (alarm.as_mut(), alarm_after) { (Some(a), Some(after)) => a.wait(after).await, _ => std::future::pending().await } } => {
                     // Early (the tokio timer is the precise one) this is a no-op: the machine acts only on what is due.
-                    command = self.machine.handle_timeout(self.clock.now());
+                    command = self.machine.handle_timeout(&self.ctx.cfg, self.clock.now());
                 }
             }
         }

@@ -389,9 +389,17 @@ impl ClientMachine {
     }
 
     /// Fires whatever timer is due at `now`: a retry wake-up, the local deadline (lock lost), or a renewal.
-    pub fn handle_timeout(&mut self, now: LocalInstant) -> Option<Command> {
+    pub fn handle_timeout(&mut self, cfg: &Config, now: LocalInstant) -> Option<Command> {
         let state = std::mem::replace(&mut self.state, State::NotStarted);
         match state {
+            // Woken late (a paused process) with Spanner still silent: the budget decides, not the wake-up.
+            State::AwaitingRetryTimer { wake_at, .. }
+                if now >= wake_at
+                    && self.unavailable_since.is_some()
+                    && !within_unavailability_budget(cfg, self.unavailable_since, now) =>
+            {
+                self.finish(Outcome::Failed(Failure::Unavailable))
+            }
             State::AwaitingRetryTimer { wake_at, then } if now >= wake_at => match then {
                 Retry::Observe { counted_at } if now < counted_at => {
                     self.state = State::AwaitingPoll { counted_at };

@@ -87,7 +87,7 @@ impl Harness {
     }
 
     fn timeout(&mut self, now: u64) -> Option<Command> {
-        self.machine.handle_timeout(t(now))
+        self.machine.handle_timeout(&self.cfg, t(now))
     }
 
     fn poll(&self) -> Option<LocalInstant> {

@@ -614,7 +614,7 @@ impl World {
     pub fn fire_timer(&mut self, c: usize) -> Option<Command> {
         let now = self.local_now(c);
         let was_waiting = self.waiting(c);
-        let command = self.clients[c].machine.handle_timeout(now);
+        let command = self.clients[c].machine.handle_timeout(&self.cfg, now);
         self.after_machine_step(c, was_waiting, true, command)
     }
 

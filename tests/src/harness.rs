@@ -294,7 +294,7 @@ impl<B: Backend> Side<B> {
             Op::Timer { client: c } => {
                 let from = self.clients[c].machine.phase().name();
                 let now = self.local_now();
-                let command = self.clients[c].machine.handle_timeout(now);
+                let command = self.clients[c].machine.handle_timeout(&self.cfg, now);
                 self.transitions.insert(Transition::new(
                     from,
                     "Timeout".into(),

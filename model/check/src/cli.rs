@@ -61,6 +61,8 @@ pub enum FaultArg {
     ClockError,
     /// A commit told unknown that stays queued and lands later (not in `all`).
     Late,
+    /// A transaction answered "unavailable", retried within a 2 ms unavailability budget (not in `all`).
+    Unavailable,
 }
 
 /// One entry of `--kinds`.
@@ -159,6 +161,7 @@ impl ModelArgs {
                 FaultArg::SectionFailure => faults.section_failure = true,
                 FaultArg::ClockError => faults.clock_error = true,
                 FaultArg::Late => faults.late = true,
+                FaultArg::Unavailable => faults.unavailable = true,
             }
         }
         let defaults = CheckOptions::default();

@@ -21,11 +21,12 @@ use spanner_mutex_model::world::CommitFate;
 
 pub use action::{Action, ClockError, ParseActionError, decode_path, encode_path};
 pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, read_path_argument};
-pub use options::{CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_TIME_MS};
+pub use options::{CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_TIME_MS, UNAVAILABLE_MS};
 pub use properties::{
-    DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE, NO_CLIENT_STUCK,
-    NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY,
-    SINGLE_RELIANCE, TERMS_INCREASE, done_has_effect, keeps_lease_after_release, outcome_is_true, violated_safety,
+    BOUNDED_FAILURE, DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE,
+    NO_CLIENT_STUCK, NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW,
+    SAFETY, SEVERITY, SINGLE_RELIANCE, TERMS_INCREASE, done_has_effect, keeps_lease_after_release, outcome_is_true,
+    violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 pub use world::{ClientGhost, ClientSlot, Effect, Op, Queued, Section, Witness, Witnessed, WorldGhost, WorldState};
@@ -155,6 +156,9 @@ impl Model for LeaseModel {
                         }
                         if faults.late && state.queued.is_none() {
                             actions.push(Action::TxnCommit(c, CommitFate::UnknownLate));
+                        }
+                        if faults.unavailable {
+                            actions.push(Action::TxnCommit(c, CommitFate::Unavailable));
                         }
                     }
                 }

@@ -64,7 +64,14 @@ pub struct Faults {
     /// A commit its client is told is unknown stays queued and reaches Spanner later (landing unless the row
     /// changed meanwhile). Not in [`Self::ALL`]: it adds a queued transaction to the state.
     pub late: bool,
+    /// Spanner answers a transaction with "unavailable" (nothing written), and the clients retry it within an
+    /// unavailability budget of [`UNAVAILABLE_MS`]. Not in [`Self::ALL`]: with a budget, every unknown outcome
+    /// starts the clients' unavailability clocks too, which the default worlds' states do not carry.
+    pub unavailable: bool,
 }
+
+/// The checked clients' unavailability budget when [`Faults::unavailable`] is on: two of their 1 ms waits.
+pub const UNAVAILABLE_MS: u64 = 2;
 
 impl Faults {
     /// Every fault kind of the default check (all but [`Self::clock_error`]).
@@ -76,6 +83,7 @@ impl Faults {
         section_failure: true,
         clock_error: false,
         late: false,
+        unavailable: true,
     };
     /// No faults: only scheduling (which already includes arbitrarily long pauses) and time.
     pub const NONE: Self = Self {
@@ -86,6 +94,7 @@ impl Faults {
         section_failure: false,
         clock_error: false,
         late: false,
+        unavailable: false,
     };
 }
 
@@ -147,6 +156,7 @@ impl CheckOptions {
             (f.section_failure, "section-failure"),
             (f.clock_error, "clock-error"),
             (f.late, "late"),
+            (f.unavailable, "unavailable"),
         ] {
             if on {
                 faults.push(name);
@@ -248,8 +258,8 @@ impl CheckOptions {
             clock_drift_ppm: 1_000_000 / ttl_ms,
             server_uncertainty_ms: uncertainty_ms,
             jitter_ms: 0,
-            // The checked world has no unavailable Spanner (only unknown outcomes, aborts and crashes).
-            unavailable_ms: 0,
+            // Without the unavailable fault, no budget: nothing is timed (unknown outcomes retry by their reads).
+            unavailable_ms: if self.faults.unavailable { UNAVAILABLE_MS } else { 0 },
         }
         .validate()
         .expect("the checked configuration is valid (--staleness-ms must exceed the checked lease: 3 ms, 5 with clock-error)")

@@ -29,6 +29,9 @@ pub const NO_CLIENT_STUCK: &str = "no client waits with nothing under way";
 pub const RELEASE_LEAVES_NO_LEASE: &str = "a committed release or a cancel leaves no lease held";
 /// Each lock or leadership grant is under a fence above every earlier grant's.
 pub const TERMS_INCREASE: &str = "leadership terms' fences increase";
+/// Once a client's calls have gone unanswered for its whole unavailability budget, it starts no new attempt (an
+/// acquisition or a poll from a timer): what is left is the call in flight, its resolving read and a release.
+pub const BOUNDED_FAILURE: &str = "no new attempt starts after the unavailability budget is spent";
 
 /// Safety properties from most to least severe, for choosing which counterexample to shorten.
 pub const SEVERITY: &[&str] = &[
@@ -43,6 +46,7 @@ pub const SEVERITY: &[&str] = &[
     OUTCOMES_TRUE,
     DONE_HAS_EFFECT,
     NO_CLIENT_STUCK,
+    BOUNDED_FAILURE,
     EVENTS_ACCEPTED,
 ];
 
@@ -60,6 +64,7 @@ pub const SAFETY: &[&str] = &[
     EVENTS_ACCEPTED,
     TERMS_INCREASE,
     RELEASE_LEAVES_NO_LEASE,
+    BOUNDED_FAILURE,
 ];
 
 /// The safety properties (`always`) that `state` violates.
@@ -226,6 +231,30 @@ fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
             saw::<{ Witness::LateLanded as u8 }>,
         ));
     }
+    if model.options.faults.unavailable {
+        if model.options.has(ClientKind::RunOnce) {
+            properties.push(Property::sometimes(
+                "a run ends unavailable once its budget is spent",
+                saw::<{ Witness::RunUnavailable as u8 }>,
+            ));
+        }
+        if model.options.has(ClientKind::Lock) {
+            properties.push(Property::sometimes(
+                "a lock acquisition ends unavailable once its budget is spent",
+                saw::<{ Witness::LockUnavailable as u8 }>,
+            ));
+        }
+        if model.options.has(ClientKind::Leader) {
+            properties.push(Property::sometimes(
+                "a leadership ends unavailable once its budget is spent",
+                saw::<{ Witness::LeaderUnavailable as u8 }>,
+            ));
+        }
+        properties.push(Property::sometimes(
+            "a client retries an unavailable Spanner and is answered",
+            saw::<{ Witness::AnsweredAfterUnavailable as u8 }>,
+        ));
+    }
     if model.options.faults.clock_error {
         properties.push(Property::sometimes(
             "a paused holder's lease is taken over after a server clock erred",
@@ -275,6 +304,7 @@ fn always() -> Vec<Property<LeaseModel>> {
         Property::always(EVENTS_ACCEPTED, |_: &LeaseModel, s: &WorldState| !s.ghost.driver_contract_broken),
         Property::always(TERMS_INCREASE, |_: &LeaseModel, s: &WorldState| !s.ghost.term_regressed),
         Property::always(RELEASE_LEAVES_NO_LEASE, |_: &LeaseModel, s: &WorldState| !s.ghost.lease_kept_after_release),
+        Property::always(BOUNDED_FAILURE, |_: &LeaseModel, s: &WorldState| !s.ghost.retried_past_budget),
     ]
 }
 

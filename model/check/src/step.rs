@@ -66,8 +66,17 @@ impl LeaseModel {
     /// Feeds `event` to a client's machine and executes what it commands.
     pub(crate) fn deliver(&self, state: &mut WorldState, slot: usize, event: Event) {
         let now = Self::local_now(state, slot);
-        // A poll that finds the row still busy waits on without it being a retry.
-        let counts_wait = !state.clients[slot].machine.is_polling();
+        // A poll that finds the row still busy waits on without it being a retry; so does a wait for an
+        // unavailable Spanner before the lease (nobody was seen holding it). A failed section's release that
+        // Spanner did not answer is followed by a counted retry, as any failed section's.
+        use spanner_mutex_model::{Failure, Phase};
+        let releasing = matches!(
+            state.clients[slot].machine.phase(),
+            Phase::AwaitingReleaseCommit | Phase::AwaitingReleaseResolution
+        );
+        let unavailable = !releasing
+            && matches!(event, Event::TxnFailed(Failure::Unavailable) | Event::ReadFailed(Failure::Unavailable));
+        let counts_wait = !state.clients[slot].machine.is_polling() && !unavailable;
         match state.clients[slot].machine.handle(&self.cfg, now, event) {
             Ok(command) => {
                 if !counts_wait
@@ -205,6 +214,13 @@ impl LeaseModel {
             Outcome::DoneByOther { .. } => witnessed.insert(Witness::DoneByOther),
             Outcome::NotNeeded => witnessed.insert(Witness::NotNeeded),
             Outcome::GaveUp { .. } => witnessed.insert(Witness::GaveUp),
+            Outcome::Failed(spanner_mutex_model::Failure::Unavailable) => {
+                witnessed.insert(match state.clients[slot].kind {
+                    ClientKind::RunOnce => Witness::RunUnavailable,
+                    ClientKind::Lock => Witness::LockUnavailable,
+                    ClientKind::Leader => Witness::LeaderUnavailable,
+                })
+            }
             Outcome::Released { .. } | Outcome::LeaseLost { .. } | Outcome::Cancelled | Outcome::Failed(_) => {}
         }
         let ghost = &mut state.clients[slot].ghost;
@@ -330,12 +346,22 @@ impl LeaseModel {
                     CommitFate::UnknownLost if acquire => ghost.unknown_lost = true,
                     _ => {}
                 }
+                if matches!(commit.event, Event::TxnCommitted(_))
+                    && state.clients[slot].machine.unavailable_since().is_some()
+                {
+                    state.ghost.witnessed.insert(Witness::AnsweredAfterUnavailable);
+                }
                 self.deliver(state, slot, commit.event);
             }
             Action::Timeout(c) => {
                 let slot = usize::from(c);
                 let now = Self::local_now(state, slot);
-                let command = state.clients[slot].machine.handle_timeout(now);
+                let since = state.clients[slot].machine.unavailable_since();
+                let command = state.clients[slot].machine.handle_timeout(&self.cfg, now);
+                let attempt = matches!(command, Some(Command::RunTxn(TxnRequest::Acquire { .. }) | Command::ReadRow));
+                if attempt && since.is_some_and(|since| now >= since.plus_ms(self.cfg.unavailable_ms())) {
+                    state.ghost.retried_past_budget = true;
+                }
                 self.execute(state, slot, command, true);
             }
             Action::SectionWrite(c, fate) => {

@@ -156,6 +156,14 @@ pub enum Witness {
     LateLanded,
     /// A run or campaign finished after its user cancelled; the phase of the cancel is marked beside it.
     FinishedAfterCancel,
+    /// A run-once run ended `Failed(Unavailable)`.
+    RunUnavailable,
+    /// A lock acquisition ended `Failed(Unavailable)`.
+    LockUnavailable,
+    /// A leadership campaign ended `Failed(Unavailable)`.
+    LeaderUnavailable,
+    /// A transaction committed for a client whose calls had gone unanswered (its unavailability clock ran).
+    AnsweredAfterUnavailable,
 }
 
 /// The [`Witness`]es of the step that led to a state, and with [`Witness::FinishedAfterCancel`] the phase the
@@ -219,6 +227,8 @@ pub struct WorldGhost {
     pub term_regressed: bool,
     /// A client reported "released" or "cancelled" while the row still granted it the lease.
     pub lease_kept_after_release: bool,
+    /// A client started a new attempt from a timer after its unavailability budget was spent.
+    pub retried_past_budget: bool,
 }
 
 /// The whole system.
