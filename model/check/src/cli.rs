@@ -61,7 +61,7 @@ pub enum FaultArg {
     ClockError,
     /// A commit told unknown that stays queued and lands later (not in `all`).
     Late,
-    /// A transaction answered "unavailable", retried within a 2 ms unavailability budget (not in `all`).
+    /// A transaction answered "unavailable", retried within a 2 ms unavailability budget.
     Unavailable,
 }
 

@@ -65,8 +65,7 @@ pub struct Faults {
     /// changed meanwhile). Not in [`Self::ALL`]: it adds a queued transaction to the state.
     pub late: bool,
     /// Spanner answers a transaction with "unavailable" (nothing written), and the clients retry it within an
-    /// unavailability budget of [`UNAVAILABLE_MS`]. Not in [`Self::ALL`]: with a budget, every unknown outcome
-    /// starts the clients' unavailability clocks too, which the default worlds' states do not carry.
+    /// unavailability budget of [`UNAVAILABLE_MS`]. Without it the budget is 0 and nothing is timed.
     pub unavailable: bool,
 }
 
@@ -74,7 +73,7 @@ pub struct Faults {
 pub const UNAVAILABLE_MS: u64 = 2;
 
 impl Faults {
-    /// Every fault kind of the default check (all but [`Self::clock_error`]).
+    /// Every fault kind of the default check (all but [`Self::clock_error`] and [`Self::late`]).
     pub const ALL: Self = Self {
         crash: true,
         abort: true,
