@@ -42,6 +42,10 @@ pub enum Protocol {
     /// retry of a write whose answer was lost applies it again. The checker and the simulator must catch it.
     #[cfg(any(test, feature = "variants"))]
     NoFencedWriteRecord,
+    /// Fenced, but a renewal is accepted on any STARTED row, whoever holds it (a plausible bug the checker
+    /// missed until renewals could execute late). The checker must catch it.
+    #[cfg(any(test, feature = "variants"))]
+    RenewsAnyStarted,
 }
 
 impl Protocol {
@@ -57,6 +61,8 @@ impl Protocol {
             Self::LeakOnCancelInNeedCheck => "leak-on-cancel-in-need-check",
             #[cfg(any(test, feature = "variants"))]
             Self::NoFencedWriteRecord => "no-fenced-write-record",
+            #[cfg(any(test, feature = "variants"))]
+            Self::RenewsAnyStarted => "renews-any-started",
         }
     }
 
@@ -95,6 +101,15 @@ impl Protocol {
             #[cfg(any(test, feature = "variants"))]
             Self::Naive | Self::NoFencedWriteRecord => false,
             _ => true,
+        }
+    }
+
+    /// Whether a renewal is accepted on a STARTED row that another holds (only in the re-inserted bug).
+    pub const fn renews_any_started(self) -> bool {
+        match self {
+            #[cfg(any(test, feature = "variants"))]
+            Self::RenewsAnyStarted => true,
+            _ => false,
         }
     }
 

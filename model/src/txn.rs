@@ -253,7 +253,10 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
             Observation::DoneByOther { holder, fence } => no_write(TxnReply::DoneByOther { holder, fence }),
         },
         TxnRequest::Renew { client, fence } => match row {
-            Some(r) if held_by(row, *client, *fence, now) => {
+            Some(r)
+                if held_by(row, *client, *fence, now)
+                    || (cfg.protocol().renews_any_started() && r.status == Status::Started) =>
+            {
                 let expires_at = now.plus_ms(cfg.ttl_ms());
                 TxnPlan {
                     write: Some(RowWrite { expires_at, ..r.to_write() }),

@@ -294,6 +294,11 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 let (c, queued) = lockstep.queued.take().ok_or_else(|| not_possible("no commit is queued"))?;
                 lockstep.world.commit_late(c, queued);
             }
+            Action::TxnDelay(c) => {
+                let c = client(c)?;
+                let txn = lockstep.pending[c].take().ok_or_else(|| not_possible("no transaction in flight"))?;
+                lockstep.pending[c] = Some(lockstep.world.read_txn(c, txn.request, 0));
+            }
             Action::ClockError(c, error) => {
                 let c = client(c)?;
                 let txn = lockstep.pending[c].as_mut().ok_or_else(|| not_possible("no transaction in flight"))?;

@@ -42,6 +42,9 @@ pub enum Action {
     ClockError(u8, ClockError),
     /// The queued commit its client was told was unknown reaches Spanner now: it lands unless the row changed.
     LateCommit,
+    /// The client's transaction, sent earlier, starts executing only now (a delay before the server runs it): it
+    /// reads the row and the server's time now.
+    TxnDelay(u8),
 }
 
 impl fmt::Display for Action {
@@ -62,6 +65,7 @@ impl fmt::Display for Action {
             Self::ClockError(c, ClockError::Early) => write!(f, "clock:{c}:early"),
             Self::ClockError(c, ClockError::Late) => write!(f, "clock:{c}:late"),
             Self::LateCommit => f.write_str("late-commit"),
+            Self::TxnDelay(c) => write!(f, "delay:{c}"),
         }
     }
 }
@@ -99,6 +103,7 @@ impl FromStr for Action {
             "fail" => Self::SectionFail(client),
             "crash" => Self::Crash(client),
             "drift" => Self::Drift(client),
+            "delay" => Self::TxnDelay(client),
             "clock" => match parts.next() {
                 Some("early") => Self::ClockError(client, ClockError::Early),
                 Some("late") => Self::ClockError(client, ClockError::Late),
@@ -144,6 +149,7 @@ mod tests {
                 Action::SectionFail(c),
                 Action::Crash(c),
                 Action::Drift(c),
+                Action::TxnDelay(c),
                 Action::ClockError(c, ClockError::Early),
                 Action::ClockError(c, ClockError::Late),
             ]);

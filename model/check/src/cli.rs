@@ -21,6 +21,9 @@ pub enum ProtocolArg {
     /// A cancel during the need check under the lease is forgotten (a re-inserted bug: the lease leaks).
     #[cfg(feature = "bug-injection")]
     LeakOnCancelInNeedCheck,
+    /// A renewal accepted on any STARTED row, whoever holds it (a re-inserted bug).
+    #[cfg(feature = "bug-injection")]
+    RenewsAnyStarted,
 }
 
 impl ProtocolArg {
@@ -35,6 +38,8 @@ impl ProtocolArg {
             Self::NoFencedWriteRecord => Protocol::NoFencedWriteRecord,
             #[cfg(feature = "bug-injection")]
             Self::LeakOnCancelInNeedCheck => Protocol::LeakOnCancelInNeedCheck,
+            #[cfg(feature = "bug-injection")]
+            Self::RenewsAnyStarted => Protocol::RenewsAnyStarted,
         }
     }
 }
@@ -63,6 +68,8 @@ pub enum FaultArg {
     Late,
     /// A transaction answered "unavailable", retried within a 2 ms unavailability budget.
     Unavailable,
+    /// A transaction that starts executing later than it was sent (it reads the row then).
+    Delay,
 }
 
 /// One entry of `--kinds`.
@@ -162,6 +169,7 @@ impl ModelArgs {
                 FaultArg::ClockError => faults.clock_error = true,
                 FaultArg::Late => faults.late = true,
                 FaultArg::Unavailable => faults.unavailable = true,
+                FaultArg::Delay => faults.delay = true,
             }
         }
         let defaults = CheckOptions::default();

@@ -139,8 +139,19 @@ impl Model for LeaseModel {
             match &client.op {
                 Op::Idle => {}
                 Op::NeedCheck => {}
-                Op::TxnRead { row_unchanged, clock_erred, .. } => {
+                Op::TxnRead { request, row_unchanged, clock_erred, read_at } => {
                     actions.push(Action::TxnCommit(c, CommitFate::AsDecided));
+                    // A renewal delayed before the server runs it re-reads the row at the current step: only worth
+                    // a step once the row or the time moved. (Any other transaction sent later is the same as
+                    // its client sending it later, which scheduling already explores.)
+                    let renewal = matches!(request, spanner_mutex_model::TxnRequest::Renew { .. });
+                    if faults.delay
+                        && can_fault
+                        && renewal
+                        && (!row_unchanged || *read_at < self.decision_time(state, i))
+                    {
+                        actions.push(Action::TxnDelay(c));
+                    }
                     // Erring after the read is the same as erring at it: nothing observed the time in between.
                     if faults.clock_error && can_fault && !clock_erred {
                         actions.push(Action::ClockError(c, ClockError::Early));

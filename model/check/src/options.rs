@@ -67,6 +67,9 @@ pub struct Faults {
     /// Spanner answers a transaction with "unavailable" (nothing written), and the clients retry it within an
     /// unavailability budget of [`UNAVAILABLE_MS`]. Without it the budget is 0 and nothing is timed.
     pub unavailable: bool,
+    /// A renewal starts executing later than it was sent: it reads the row and the server's time at a later
+    /// step, so it can find the lease taken over and be refused.
+    pub delay: bool,
 }
 
 /// The checked clients' unavailability budget when [`Faults::unavailable`] is on: two of their 1 ms waits.
@@ -83,6 +86,7 @@ impl Faults {
         clock_error: false,
         late: false,
         unavailable: true,
+        delay: true,
     };
     /// No faults: only scheduling (which already includes arbitrarily long pauses) and time.
     pub const NONE: Self = Self {
@@ -94,6 +98,7 @@ impl Faults {
         clock_error: false,
         late: false,
         unavailable: false,
+        delay: false,
     };
 }
 
@@ -156,6 +161,7 @@ impl CheckOptions {
             (f.clock_error, "clock-error"),
             (f.late, "late"),
             (f.unavailable, "unavailable"),
+            (f.delay, "delay"),
         ] {
             if on {
                 faults.push(name);

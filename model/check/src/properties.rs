@@ -255,6 +255,12 @@ fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
             saw::<{ Witness::AnsweredAfterUnavailable as u8 }>,
         ));
     }
+    if model.options.faults.delay {
+        properties.push(Property::sometimes(
+            "a renewal executed late finds the lease taken over and is refused",
+            saw::<{ Witness::RenewalRefused as u8 }>,
+        ));
+    }
     if model.options.faults.clock_error {
         properties.push(Property::sometimes(
             "a paused holder's lease is taken over after a server clock erred",

@@ -332,6 +332,7 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
             };
             format!("the queued commit of {what} reaches Spanner: {}", if landed { "LANDS" } else { "aborts" })
         }
+        Action::TxnDelay(c) => format!("{}'s transaction starts executing only now", client(c)),
         Action::ClockError(c, error) => {
             let way = match error {
                 crate::ClockError::Early => "1 ms early",

@@ -334,6 +334,11 @@ impl LeaseModel {
                 if commit.applied.lands() && matches!(commit.reply, TxnReply::Renewed { .. }) {
                     state.ghost.witnessed.insert(Witness::Renewed);
                 }
+                if matches!(request, TxnRequest::Renew { .. })
+                    && matches!(commit.event, Event::TxnCommitted(TxnReply::NotHolder))
+                {
+                    state.ghost.witnessed.insert(Witness::RenewalRefused);
+                }
                 Self::record_change(state, commit.change);
                 let acquire = matches!(request, TxnRequest::Acquire { .. });
                 if commit.applied == CommitFate::UnknownLate {
@@ -455,6 +460,17 @@ impl LeaseModel {
             Action::LateCommit => {
                 let queued = state.queued.take()?;
                 self.land_late(state, queued);
+            }
+            Action::TxnDelay(c) => {
+                let slot = usize::from(c);
+                let now = self.decision_time(state, slot);
+                let Op::TxnRead { read_at, row_unchanged, clock_erred, .. } = &mut state.clients[slot].op else {
+                    return None;
+                };
+                *read_at = now;
+                *row_unchanged = true;
+                *clock_erred = false;
+                state.faults_left -= 1;
             }
             Action::ClockError(c, error) => {
                 let Op::TxnRead { read_at, clock_erred, .. } = &mut state.clients[usize::from(c)].op else {

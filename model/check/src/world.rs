@@ -162,6 +162,8 @@ pub enum Witness {
     LockUnavailable,
     /// A leadership campaign ended `Failed(Unavailable)`.
     LeaderUnavailable,
+    /// A renewal found the row no longer granting its lease and was refused.
+    RenewalRefused,
     /// A transaction committed for a client whose calls had gone unanswered (its unavailability clock ran).
     AnsweredAfterUnavailable,
 }
