@@ -147,12 +147,16 @@ pub enum FencedError<E = google_cloud_spanner::Error> {
     /// could not help. An error the work returns is [`FencedError::Work`].
     #[error("fenced transaction failed: {0}")]
     Spanner(#[from] google_cloud_spanner::Error),
-    /// Spanner gave no certain answer (timeouts, aborts, lost connections) to this write or to its retries for
-    /// `lease.unavailable_ms` after the first: the writes may or may not have committed. The lease's row records
-    /// the writes that did, so a later fenced write of this lease is still numbered and checked correctly.
-    #[error("fenced transaction gave no certain answer within {ms} ms of retries: it may or may not have committed")]
+    /// Spanner gave no certain answer (timeouts, aborts, lost connections) to this write or to its retries, and
+    /// the run's unavailability budget (`lease.unavailable_ms` from its first unanswered call) is spent: the writes
+    /// may or may not have committed. The lease's row records the writes that did, so a later fenced write of
+    /// this lease is still numbered and checked correctly.
+    #[error(
+        "fenced transaction gave no certain answer and the {ms} ms unavailability budget is spent: it may or may \
+         not have committed"
+    )]
     OutcomeUnknown {
-        /// How long it was retried.
+        /// The unavailability budget, `lease.unavailable_ms`.
         ms: u64,
     },
     /// The work returned this error: the transaction was rolled back, nothing it wrote committed.

@@ -466,8 +466,8 @@ enum FencedAttempt<T> {
 
 impl SpannerStore {
     /// [`LeaseStore::fenced`] on Spanner: one read-write transaction that verifies the fence, runs `work` and
-    /// writes the row's record. An attempt without a certain answer is retried under the same number, for up to
-    /// `lease.unavailable_ms` (at least once).
+    /// writes the row's record. An attempt without a certain answer is retried under the same number while the
+    /// run's unavailability budget lasts (see [`FencedWork::may_retry_unanswered`]).
     #[inline(never)]
     fn fenced_compiled(
         &self,

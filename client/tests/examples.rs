@@ -69,14 +69,12 @@ async fn the_migration_example_run_by_three_processes_applies_each_migration_onc
         .await
         .expect("ran");
     assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "not needed");
-    let store = spanner_mutex::SpannerStore::connect_unchecked(
-        DATABASE,
-        "SpannerMutex",
-        Some(emulator.endpoint()),
-        Timeouts::default(),
-    )
-    .await
-    .expect("connects");
+    let store = spanner_mutex::SpannerStore::builder()
+        .database(DATABASE)
+        .emulator_host(emulator.endpoint())
+        .connect()
+        .await
+        .expect("connects");
     let query = google_cloud_spanner::statement::Statement::builder("SELECT id FROM Applied ORDER BY id").build();
     let mut rows = store.database_client().await.single_use().build().execute_query(query).await.expect("query");
     let mut applied = Vec::<String>::new();
@@ -174,14 +172,12 @@ async fn the_leader_example_fails_over_after_a_kill_and_a_stopped_leaders_term_n
     assert_eq!((ended, term_of(&line)), (second, second_term));
     // Let the new leader write on, then compare commit times: no write of the stopped term after the next term's first.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let store = spanner_mutex::SpannerStore::connect_unchecked(
-        DATABASE,
-        "SpannerMutex",
-        Some(emulator.endpoint()),
-        Timeouts::default(),
-    )
-    .await
-    .expect("connects");
+    let store = spanner_mutex::SpannerStore::builder()
+        .database(DATABASE)
+        .emulator_host(emulator.endpoint())
+        .connect()
+        .await
+        .expect("connects");
     let sql = "SELECT (SELECT MAX(committed_at) FROM LeaderWrites WHERE term = @old) < \
                (SELECT MIN(committed_at) FROM LeaderWrites WHERE term = @new) AS ordered, \
                (SELECT COUNT(*) FROM LeaderWrites WHERE term = @old) AS old_writes, \
