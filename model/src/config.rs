@@ -46,6 +46,11 @@ pub enum Protocol {
     /// missed until renewals could execute late). The checker must catch it.
     #[cfg(any(test, feature = "variants"))]
     RenewsAnyStarted,
+    /// Fenced, but a re-acquisition of a row that counts earlier attempts keeps the row's fence: a plausible bug
+    /// that reads the attempt count, which the checker's search key forgets. The reduced search cannot see it;
+    /// `check`'s cross-check of the reduction against every state must fail.
+    #[cfg(any(test, feature = "variants"))]
+    KeepsFenceOnReacquire,
 }
 
 impl Protocol {
@@ -63,6 +68,8 @@ impl Protocol {
             Self::NoFencedWriteRecord => "no-fenced-write-record",
             #[cfg(any(test, feature = "variants"))]
             Self::RenewsAnyStarted => "renews-any-started",
+            #[cfg(any(test, feature = "variants"))]
+            Self::KeepsFenceOnReacquire => "keeps-fence-on-reacquire",
         }
     }
 
@@ -109,6 +116,15 @@ impl Protocol {
         match self {
             #[cfg(any(test, feature = "variants"))]
             Self::RenewsAnyStarted => true,
+            _ => false,
+        }
+    }
+
+    /// Whether a re-acquisition keeps the fence when the row counts earlier attempts (only in the re-inserted bug).
+    pub const fn keeps_fence_on_reacquire(self) -> bool {
+        match self {
+            #[cfg(any(test, feature = "variants"))]
+            Self::KeepsFenceOnReacquire => true,
             _ => false,
         }
     }

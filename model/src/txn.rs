@@ -228,6 +228,9 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
                     (None, _) => (Fence::first_at(now), 1),
                     (Some(r), AcquisitionKind::Reentrant) => (r.fence, r.attempt),
                     (Some(r), AcquisitionKind::Fresh) => (r.fence.next(), 1),
+                    (Some(r), _) if cfg.protocol().keeps_fence_on_reacquire() && r.attempt >= 1 => {
+                        (r.fence, r.attempt.saturating_add(1))
+                    }
                     (Some(r), _) => (r.fence.next(), r.attempt.saturating_add(1)),
                 };
 

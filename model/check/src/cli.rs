@@ -24,6 +24,10 @@ pub enum ProtocolArg {
     /// A renewal accepted on any STARTED row, whoever holds it (a re-inserted bug).
     #[cfg(feature = "bug-injection")]
     RenewsAnyStarted,
+    /// A re-acquisition that keeps the fence when the row counts earlier attempts (a re-inserted bug that reads
+    /// what the search key forgets; the reduction's cross-check catches it).
+    #[cfg(feature = "bug-injection")]
+    KeepsFenceOnReacquire,
 }
 
 impl ProtocolArg {
@@ -40,6 +44,8 @@ impl ProtocolArg {
             Self::LeakOnCancelInNeedCheck => Protocol::LeakOnCancelInNeedCheck,
             #[cfg(feature = "bug-injection")]
             Self::RenewsAnyStarted => Protocol::RenewsAnyStarted,
+            #[cfg(feature = "bug-injection")]
+            Self::KeepsFenceOnReacquire => Protocol::KeepsFenceOnReacquire,
         }
     }
 }

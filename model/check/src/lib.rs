@@ -7,6 +7,7 @@
 
 mod action;
 mod cli;
+mod crosscheck;
 mod options;
 mod properties;
 mod reductions;
@@ -21,6 +22,7 @@ use spanner_mutex_model::world::CommitFate;
 
 pub use action::{Action, ClockError, ParseActionError, decode_path, encode_path};
 pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, read_path_argument};
+pub use crosscheck::{ReductionCheck, cross_check_reduction, cross_check_reductions, reduction_worlds};
 pub use options::{CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_TIME_MS, UNAVAILABLE_MS};
 pub use properties::{
     BOUNDED_FAILURE, DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE,

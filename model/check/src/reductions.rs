@@ -244,13 +244,6 @@ impl LeaseModel {
         self.cfg.protocol().uses_server_time()
     }
 
-    /// The fingerprint of `state`'s class, as the exhaustive search keys it ([`Self::class_fingerprint`]), for
-    /// tests that count classes.
-    #[cfg(test)]
-    pub(crate) fn time_free_fingerprint(&self, state: &WorldState, symmetric: bool) -> u64 {
-        self.class_fingerprint(&mut state.clone(), symmetric).0
-    }
-
     /// Makes `state` its search key in place ([`Self::key_for_search`]) and fingerprints it: the fingerprint of
     /// its class under client symmetry (when `symmetric`, which needs [`Self::symmetric`]) and time shifts, blind
     /// to what no decision, property or witness reads. The [`KeyMove`] moves the key back.

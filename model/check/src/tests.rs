@@ -36,31 +36,9 @@ fn two_client_worlds() -> [CheckOptions; 2] {
     ]
 }
 
-/// Calls `visit` on every state reachable in `model`'s world, once each.
-fn for_each_reachable_state(model: &LeaseModel, mut visit: impl FnMut(&WorldState)) {
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = model.init_states();
-    let mut actions = Vec::new();
-    while let Some(state) = stack.pop() {
-        if !seen.insert(checker_hash(&state)) {
-            continue;
-        }
-        visit(&state);
-        model.actions(&state, &mut actions);
-        stack.extend(actions.drain(..).filter_map(|action| model.next_state(&state, action)));
-    }
-}
-
-/// The number of classes ([`LeaseModel::time_free_fingerprint`]) among every state reachable in `options`'s
-/// world, each state keyed as it is.
+/// The number of classes among every reachable state of `options`'s world.
 fn classes_of_every_reachable_state(options: &CheckOptions) -> usize {
-    // Witnesses tallied, not marked in states, as `check` searches.
-    let model = LeaseModel::new(options.clone()).tallying_witnesses();
-    let mut classes = std::collections::HashSet::new();
-    for_each_reachable_state(&model, |state| {
-        classes.insert(model.time_free_fingerprint(state, model.symmetric()));
-    });
-    classes.len()
+    crosscheck::classes_of_every_state(options).0
 }
 
 /// A world with server clock errors, late commits, drift and a DONE row that can go stale within the horizon.
@@ -82,7 +60,7 @@ fn a_search_key_moves_back_to_its_state_but_for_what_it_forgot() {
     let mut keys_that_moved = 0;
     for options in [run_once, lock_and_leader, late_and_clock_errors()] {
         let model = LeaseModel::new(options.clone()).tallying_witnesses();
-        for_each_reachable_state(&model, |state| {
+        crosscheck::for_each_reachable_state(&model, |state| {
             let mut key = state.clone();
             let moved = model.key_for_search(&mut key);
             keys_that_moved += usize::from(key != *state);
@@ -463,6 +441,28 @@ fn a_renewal_accepted_on_any_started_row_is_caught_once_renewals_can_execute_lat
     // The protocol refuses the late renewal, and the world shows it does.
     let summary = run_check(CheckOptions { protocol: Protocol::Fenced, ..options }, one_thread());
     assert_eq!(summary.verdict, Verdict::Pass, "{:?}", summary.unreached);
+}
+
+#[test]
+fn a_protocol_reading_what_the_search_key_forgets_fails_the_reductions_cross_check() {
+    // KeepsFenceOnReacquire reads the row's attempt count, which the search key forgets: the reduced search never
+    // meets a counted row and finds nothing, the search of every state finds fences that stop increasing, and
+    // the cross-check `check` runs after its worlds tells the two apart.
+    let bug = CheckOptions { protocol: Protocol::KeepsFenceOnReacquire, ..CheckOptions::default() };
+    let [small] = <[CheckOptions; 1]>::try_from(reduction_worlds(&[bug])).expect("one mode, one small world");
+    let cross_check = cross_check_reduction(&small);
+    assert!(!cross_check.holds(), "{}", cross_check.line());
+    assert!(cross_check.line().contains("FAILED: the reduced search missed"), "{}", cross_check.line());
+    assert!(run_check(small.clone(), one_thread()).counterexamples.is_empty());
+    let each_state = run_check(small, SearchOptions { time_shifts: false, ..one_thread() });
+    assert_eq!(each_state.verdict, Verdict::Violated);
+    // The protocol itself passes the cross-check in the small world of every mode of the default check.
+    let worlds = reduction_worlds(&CheckOptions::default_worlds());
+    let kinds: Vec<ClientKind> = worlds.iter().flat_map(|world| world.kinds.clone()).collect();
+    assert_eq!(kinds, [ClientKind::RunOnce, ClientKind::Lock, ClientKind::Leader]);
+    for cross_check in cross_check_reductions(&worlds) {
+        assert!(cross_check.holds(), "{}: {}", cross_check.world, cross_check.line());
+    }
 }
 
 #[test]
