@@ -15,6 +15,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Writes a line to standard output. A closed pipe (`spanner-mutex demo | head -1`) comes back as an error that
+/// ends the command quietly with success ([`run_command`]), where `println!` would panic.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::output_error)
+    }};
+}
+
+/// Standard output's reader went away.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct OutputClosed;
+
+/// A failed write to standard output, as [`outln!`] reports it: [`OutputClosed`] for a closed pipe.
+pub fn output_error(error: std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::BrokenPipe { OutputClosed.into() } else { error.into() }
+}
+
 /// Which store a command races on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StoreArg {
@@ -216,10 +236,22 @@ async fn emulator_rest(host: &str) -> anyhow::Result<String> {
     if answers_http(&guess).await {
         return Ok(format!("http://{guess}"));
     }
+    if !listens(host).await {
+        bail!(
+            "nothing listens at {host}, where SPANNER_EMULATOR_HOST points: start the emulator (`gcloud emulators \
+             spanner start`, or its gateway_main), or point the variable at a running one"
+        );
+    }
     bail!(
         "creating databases needs the emulator's REST gateway, and nothing answers HTTP at {guess} (the gRPC port + \
          10, where gateway_main puts it by default); set SPANNER_EMULATOR_REST=host:port to its --http_port"
     )
+}
+
+/// Whether anything accepts a TCP connection at `addr` within 2 s.
+async fn listens(addr: &str) -> bool {
+    let connect = tokio::net::TcpStream::connect(addr);
+    matches!(tokio::time::timeout(Duration::from_secs(2), connect).await, Ok(Ok(_)))
 }
 
 /// Whether `addr` answers an HTTP/1.1 request (the REST gateway does; the gRPC port speaks only HTTP/2).
@@ -254,6 +286,15 @@ pub async fn prepare_emulator(
     Ok(store)
 }
 
+/// The database admin client of the emulator at `host` (gRPC): through its REST gateway ([`emulator_rest`]).
+pub async fn emulator_database_admin(
+    host: &str,
+) -> anyhow::Result<google_cloud_spanner_admin_database_v1::client::DatabaseAdmin> {
+    let rest = emulator_rest(host).await?;
+    let (_, databases) = emulator::admin_clients(&format!("http://{host}"), &rest).await?;
+    Ok(databases)
+}
+
 /// Adds the demo's effects table to `database` unless it is there.
 pub async fn add_effects_table(rest: &str, grpc: &str, database: &str) -> anyhow::Result<()> {
     use google_cloud_lro::Poller;
@@ -269,17 +310,29 @@ pub async fn add_effects_table(rest: &str, grpc: &str, database: &str) -> anyhow
     }
 }
 
-/// Prints each client's outcome, one line each.
-pub fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunError>)]) {
+/// Prints each client's outcome, one line each, naming clients by their number in this race (a run's client id
+/// is a UUID: the client that ran the section is found by its fence).
+pub fn print_outcomes(outcomes: &[(u32, Result<RunOutcome, spanner_mutex::RunError>)]) -> anyhow::Result<()> {
+    let executed_by = |fence: spanner_mutex::Fence| {
+        outcomes.iter().find_map(|(client, outcome)| match outcome {
+            Ok(RunOutcome::Executed { fence: own }) if *own == fence => Some(*client),
+            _ => None,
+        })
+    };
     for (client, outcome) in outcomes {
         match outcome {
             Ok(outcome @ RunOutcome::Executed { .. }) => {
-                println!("  client {client:>3}: {}", outcome.to_string().to_uppercase())
+                outln!("  client {client:>3}: {}", outcome.to_string().to_uppercase())?
             }
-            Ok(other) => println!("  client {client:>3}: {other}"),
-            Err(e) => println!("  client {client:>3}: error: {e}"),
+            Ok(other @ RunOutcome::DoneByOther { fence, lost_own_lease: None, .. }) => match executed_by(*fence) {
+                Some(by) => outln!("  client {client:>3}: done by client {by} with fence {}", fence.get())?,
+                None => outln!("  client {client:>3}: {other}")?,
+            },
+            Ok(other) => outln!("  client {client:>3}: {other}")?,
+            Err(e) => outln!("  client {client:>3}: error: {e}")?,
         }
     }
+    Ok(())
 }
 
 /// Runs `section` once in each of `clients` tasks sharing `mutex`; their outcomes, by client number.
@@ -309,10 +362,10 @@ pub fn report_executions(
     started: Instant,
     metrics: &spanner_mutex::MetricsSnapshot,
 ) -> anyhow::Result<()> {
-    println!(
+    outln!(
         "section executions: {executions} (must be 1); wall {:.0} ms\nmetrics: {metrics}",
         started.elapsed().as_secs_f64() * 1e3
-    );
+    )?;
     if executions != 1 {
         bail!("the section ran {executions} times");
     }
@@ -329,7 +382,7 @@ pub async fn report_stress_executions(
 ) -> anyhow::Result<()> {
     let executions = count_effects(spanner, name).await?;
     let including = if emulator.is_some() { " including emulator start" } else { "" };
-    println!("executions={executions} (must be 1); total {:.1} s{including}", started.elapsed().as_secs_f64());
+    outln!("executions={executions} (must be 1); total {:.1} s{including}", started.elapsed().as_secs_f64())?;
     drop(emulator);
     if executions != 1 {
         bail!("the section ran {executions} times");
@@ -346,9 +399,16 @@ pub async fn run_command(command: impl Future<Output = anyhow::Result<()>>) -> s
         .init();
     match command.await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Whoever read the output stopped reading (`| head`): nothing is wrong.
+        Err(error) if closed_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` is standard output closed by its reader.
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<OutputClosed>())
 }

@@ -3,10 +3,13 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spanner_mutex::emulator;
+use spanner_mutex::schema::DdlApplied;
 use spanner_mutex::{BoxError, CriticalSection, LeaseHandle, MutexConfig, Mutexes};
+use spanner_mutex_cli::outln;
 use spanner_mutex_cli::{
-    EFFECTS_TABLE, LeaseArgs, MemorySection, SpannerSection, StoreArg, count_effects, emulator_host, emulator_store,
-    prepare_emulator, print_outcomes, race, report_executions, report_stress_executions, run_command,
+    EFFECTS_TABLE, LeaseArgs, MemorySection, SpannerSection, StoreArg, count_effects, emulator_database_admin,
+    emulator_host, emulator_store, prepare_emulator, print_outcomes, race, report_executions, report_stress_executions,
+    run_command,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +40,13 @@ enum Cmd {
         /// Config file (TOML or JSON, ours or the seed's).
         #[arg(long)]
         config: std::path::PathBuf,
+        /// One of the app's own DDL statements, run after the lease table (repeatable); one whose table or index
+        /// exists is skipped.
+        #[arg(long, value_name = "STATEMENT")]
+        ddl: Vec<String>,
+        /// A file of the app's DDL statements, separated by `;`, run after those of --ddl.
+        #[arg(long, value_name = "FILE")]
+        ddl_file: Option<std::path::PathBuf>,
     },
     /// Show a mutex row.
     Status {
@@ -76,35 +86,133 @@ async fn demo(store: Option<StoreArg>, clients: u32, lease: &LeaseArgs) -> anyho
         Some(StoreArg::Emulator) => true,
         None => std::env::var_os("SPANNER_EMULATOR_HOST").is_some() || emulator::is_installed(),
     };
+    // Why the in-memory store: asked for, or nothing else is around.
+    let memory_because = if store == Some(StoreArg::Memory) {
+        "asked for with --store memory"
+    } else {
+        "embedded default; no Spanner emulator found, see README to install one"
+    };
     let started = Instant::now();
     if use_emulator {
         let (emulator, store, endpoint) = emulator_store("demo-db", lease.timeouts()?).await?;
-        println!(
+        outln!(
             "store: Spanner emulator at {endpoint}{}",
             if emulator.is_some() { " (started for this demo)" } else { "" }
-        );
+        )?;
         let mutex = Mutexes::on_spanner(store.clone(), lease.params(), "demo").await?.mutex(name)?;
         let effect_id = format!("demo-{}", uuid::Uuid::new_v4());
-        println!("{clients} clients race for run-once section {effect_id:?}");
+        outln!("{clients} clients race for run-once section {effect_id:?}")?;
         let outcomes = race(
             &mutex,
             Arc::new(SpannerSection { effect_id: effect_id.clone(), table: EFFECTS_TABLE.into() }),
             clients,
         )
         .await;
-        print_outcomes(&outcomes);
+        print_outcomes(&outcomes)?;
         let executions = count_effects(&store, &effect_id).await?;
         report_executions(executions, started, &mutex.metrics())?;
     } else {
-        println!("store: in-memory (embedded default; no Spanner emulator found, see README to install one)");
+        outln!("store: in-memory ({memory_because})")?;
         let mutex = Mutexes::in_memory(lease.params(), "demo")?.mutex(name)?;
         let executions = Arc::new(AtomicU64::new(0));
-        println!("{clients} clients race for one run-once section");
+        outln!("{clients} clients race for one run-once section")?;
         let outcomes = race(&mutex, Arc::new(MemorySection { executions: Arc::clone(&executions) }), clients).await;
-        print_outcomes(&outcomes);
+        print_outcomes(&outcomes)?;
         report_executions(executions.load(Ordering::SeqCst).try_into()?, started, &mutex.metrics())?;
     }
     Ok(())
+}
+
+/// `init`: the lease table (on the emulator, the instance, the database and the demo's table too), then the app's
+/// own DDL; says what it created and what existed.
+async fn init(
+    config: &std::path::Path,
+    mut statements: Vec<String>,
+    ddl_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let config = load(config)?;
+    if let Some(file) = ddl_file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        statements.extend(text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+    }
+    let (path, table) = (config.database_path(), &config.table_id);
+    let admin = match emulator_host() {
+        Some(host) => {
+            // Whether the lease table is there already, as a user's program would find it.
+            let existed = spanner_mutex::SpannerStore::builder()
+                .database(&path)
+                .table(table)
+                .timeouts(config.timeouts.clone())
+                .emulator_host(&host)
+                .connect()
+                .await
+                .is_ok();
+            let (p, i, d) = (&config.project_id, &config.instance_id, &config.database_id);
+            prepare_emulator(&host, p, i, d, table, config.timeouts.clone()).await?;
+            if existed {
+                outln!("{path} already has table {table} on the emulator at {host}")?;
+            } else {
+                outln!("created {path} with tables {table} and {EFFECTS_TABLE} on the emulator at {host}")?;
+            }
+            emulator_database_admin(&host).await?
+        }
+        None => {
+            let ddl = spanner_mutex::schema::create_table_ddl(table, None)?;
+            outln!("creating table {table} in {path} with:\n{ddl}")?;
+            let admin = reach_cloud_spanner(&path, &config.timeouts).await?;
+            match spanner_mutex::schema::create_schema(&admin, &path, table, None).await? {
+                DdlApplied::Applied => outln!("created table {table}")?,
+                DdlApplied::Existed => outln!("table {table} exists already")?,
+            }
+            admin
+        }
+    };
+    let applied = spanner_mutex::schema::apply_ddl(&admin, &path, statements.clone()).await?;
+    for (statement, applied) in statements.iter().zip(applied) {
+        let head = statement.lines().next().unwrap_or_default();
+        match applied {
+            DdlApplied::Applied => outln!("applied: {head}")?,
+            DdlApplied::Existed => outln!("exists already: {head}")?,
+        }
+    }
+    Ok(())
+}
+
+/// The database admin client of Cloud Spanner, once it has answered for `database` within `timeouts.connect_ms`
+/// (credentials found and accepted, the database there).
+async fn reach_cloud_spanner(
+    database: &str,
+    timeouts: &spanner_mutex::Timeouts,
+) -> anyhow::Result<google_cloud_spanner_admin_database_v1::client::DatabaseAdmin> {
+    let reach = async {
+        let spanner = google_cloud_spanner::client::Spanner::builder().build().await?;
+        let admin = spanner.database_admin_builder().build().await?;
+        admin.get_database().set_name(database).send().await?;
+        anyhow::Ok(admin)
+    };
+    let no_credentials = || spanner_mutex::ConnectError::Credentials;
+    match tokio::time::timeout(timeouts.connect(), reach).await {
+        Ok(Ok(admin)) => Ok(admin),
+        Ok(Err(error)) => {
+            let gax = error.downcast_ref::<google_cloud_gax::error::Error>();
+            if gax.is_some_and(google_cloud_gax::error::Error::is_authentication) {
+                return Err(no_credentials().into());
+            }
+            if gax
+                .and_then(google_cloud_gax::error::Error::status)
+                .is_some_and(|s| s.code == google_cloud_gax::error::rpc::Code::NotFound)
+            {
+                anyhow::bail!(
+                    "database {database} does not exist: create it first (gcloud spanner databases create), then run init again"
+                );
+            }
+            Err(error.context("Cloud Spanner refused the request"))
+        }
+        Err(_) => anyhow::bail!(
+            "Cloud Spanner did not answer within timeouts.connect_ms = {} ms: check the network and the credentials (`gcloud auth application-default login`), or set SPANNER_EMULATOR_HOST to use an emulator; the DDL above creates the table by hand",
+            timeouts.connect_ms
+        ),
+    }
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<MutexConfig> {
@@ -143,13 +251,13 @@ async fn stress(clients: u32, store: StoreArg, lease: &LeaseArgs) -> anyhow::Res
         let outcomes = race(&mutex, Arc::new(MemorySection { executions: Arc::clone(&executions) }), clients).await;
         let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
         let m = mutex.metrics();
-        println!(
+        outln!(
             "executions={} clients={clients} wall_ms={:.1} transactions={} reads={} errors={failed}",
             executions.load(Ordering::SeqCst),
             started.elapsed().as_secs_f64() * 1e3,
             m.transactions,
             m.reads
-        );
+        )?;
         return Ok(());
     }
     let (emulator, spanner, _) = emulator_store("stress-db", lease.timeouts()?).await?;
@@ -159,12 +267,12 @@ async fn stress(clients: u32, store: StoreArg, lease: &LeaseArgs) -> anyhow::Res
         race(&mutex, Arc::new(SpannerSection { effect_id: name.clone(), table: EFFECTS_TABLE.into() }), clients).await;
     let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
     let m = mutex.metrics();
-    println!(
+    outln!(
         "clients={clients} processes=1 wall_ms={:.1} transactions={} reads={} errors={failed}",
         wall.elapsed().as_secs_f64() * 1e3,
         m.transactions,
         m.reads
-    );
+    )?;
     report_stress_executions(&spanner, &name, started, emulator).await
 }
 
@@ -176,43 +284,21 @@ async fn main() -> std::process::ExitCode {
 async fn command(command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Demo { store, clients, lease } => demo(store, clients, &lease).await,
-        Cmd::Init { config } => {
-            let config = load(&config)?;
-            let ddl = spanner_mutex::schema::create_table_ddl(&config.table_id, None)?;
-            match emulator_host() {
-                Some(host) => {
-                    let (p, i, d) = (&config.project_id, &config.instance_id, &config.database_id);
-                    prepare_emulator(&host, p, i, d, &config.table_id, config.timeouts.clone()).await?;
-                    println!(
-                        "created {} with tables {} and {EFFECTS_TABLE} on the emulator at {host}",
-                        config.database_path(),
-                        config.table_id
-                    );
-                }
-                None => {
-                    let spanner = google_cloud_spanner::client::Spanner::builder().build().await?;
-                    let admin = spanner.database_admin_builder().build().await?;
-                    spanner_mutex::schema::create_schema(&admin, &config.database_path(), &config.table_id, None)
-                        .await?;
-                    println!("created table {} in {}:\n{ddl}", config.table_id, config.database_path());
-                }
-            }
-            Ok(())
-        }
+        Cmd::Init { config, ddl, ddl_file } => init(&config, ddl, ddl_file.as_deref()).await,
         Cmd::Status { config, name } => {
             let config = load(&config)?;
             let name = name.unwrap_or_else(|| config.name.clone());
             let mutexes = Mutexes::builder().config(config).connect().await?;
             let status = mutexes.mutex(&name)?.status().await?;
-            println!("{name}: {status}");
-            println!("server time: {}", spanner_mutex::rfc3339(status.server_time));
+            outln!("{name}: {status}")?;
+            outln!("server time: {}", spanner_mutex::rfc3339(status.server_time))?;
             Ok(())
         }
         Cmd::RunOnce { config, file } => {
             let config = load(&config)?;
             let line = format!("ran {}", config.name);
             let mutex = Mutexes::builder().config(config.clone()).connect().await?.mutex(&config.name)?;
-            println!("{}", mutex.run(&AppendLine { file, line }).await?);
+            outln!("{}", mutex.run(&AppendLine { file, line }).await?)?;
             Ok(())
         }
         Cmd::Stress { clients, store, lease } => stress(clients, store, &lease).await,

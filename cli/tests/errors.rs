@@ -25,18 +25,66 @@ fn a_missing_config_file_is_named() {
     assert!(stderr.starts_with("error: reading /nonexistent/mutex.toml") && !stderr.contains("backtrace"), "{stderr}");
 }
 
-#[test]
-fn an_emulator_without_a_rest_gateway_where_expected_says_what_to_set() {
-    // Nothing listens on port 1 (+10): init cannot find the REST gateway it needs and says which variable to set.
-    let config = std::env::temp_dir().join(format!("spanner-mutex-cli-errors-{}.toml", std::process::id()));
+/// A config file naming a database, written for one test.
+fn config_file(test: &str) -> String {
+    let config = std::env::temp_dir().join(format!("spanner-mutex-cli-{test}-{}.toml", std::process::id()));
     std::fs::write(&config, "name = \"x\"\nproject_id = \"p-1\"\ninstance_id = \"i-1\"\ndatabase_id = \"d-1\"\n")
         .expect("written");
-    let config = config.to_string_lossy().into_owned();
-    let (code, stderr) = run(&["init", "--config", &config], &[("SPANNER_EMULATOR_HOST", "127.0.0.1:1")]);
+    config.to_string_lossy().into_owned()
+}
+
+/// A port nothing listens on (one bound and released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("has an address").port()
+}
+
+#[test]
+fn an_emulator_address_where_nothing_listens_is_named_with_its_variable() {
+    let config = config_file("nothing-listens");
+    let host = format!("127.0.0.1:{}", closed_port());
+    for command in ["init", "status", "run-once"] {
+        let (code, stderr) = run(&[command, "--config", &config], &[("SPANNER_EMULATOR_HOST", &host)]);
+        assert_eq!(code, 1, "{command}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{command}: {stderr}");
+        assert!(stderr.contains(&host) && stderr.contains("SPANNER_EMULATOR_HOST"), "{command}: {stderr}");
+        assert!(stderr.contains("nothing listens") || stderr.contains("connection refused"), "{command}: {stderr}");
+        for raw in ["tonic::", "hyper::", "Os {", "ConnectError("] {
+            assert!(!stderr.contains(raw), "{command}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn an_emulator_without_a_rest_gateway_where_expected_says_what_to_set() {
+    // Something listens at the gRPC address, nothing at its port + 10: init cannot find the REST gateway it needs
+    // and says which variable to set.
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let host = grpc.local_addr().expect("has an address").to_string();
+    let rest = format!("127.0.0.1:{}", grpc.local_addr().expect("has an address").port() + 10);
+    let (code, stderr) = run(&["init", "--config", &config_file("no-rest")], &[("SPANNER_EMULATOR_HOST", &host)]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("nothing answers HTTP at 127.0.0.1:11") && stderr.contains("SPANNER_EMULATOR_REST"),
+        stderr.contains(&format!("nothing answers HTTP at {rest}")) && stderr.contains("SPANNER_EMULATOR_REST"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_closed_pipe_ends_the_demo_quietly() {
+    use std::io::Read as _;
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_spanner-mutex"))
+        .args(["demo", "--store", "memory"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI runs");
+    let mut stdout = demo.stdout.take().expect("piped");
+    let mut first = [0u8; 6];
+    stdout.read_exact(&mut first).expect("the demo prints");
+    drop(stdout);
+    let output = demo.wait_with_output().expect("the CLI ends");
+    assert_eq!(&first, b"store:");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }

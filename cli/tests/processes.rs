@@ -16,12 +16,25 @@ async fn init_then_status_and_stress_on_a_running_emulator_need_nothing_created_
         command.args(args).env("SPANNER_EMULATOR_HOST", &host).env("SPANNER_EMULATOR_REST", &rest).output()
     };
     let config = config.to_string_lossy().into_owned();
-    for _ in 0..2 {
-        // Twice: the second run finds everything there and still succeeds.
-        let init = cli(&["init", "--config", &config]).await.expect("init ran");
+    let app_ddl = "CREATE TABLE Applied (id STRING(64) NOT NULL) PRIMARY KEY (id)";
+    for (run, expected) in [
+        (
+            "first",
+            [
+                "created projects/hand-project/instances/hand-instance/databases/hand-db with tables SpannerMutex and DemoEffects",
+                "applied: CREATE TABLE Applied",
+            ],
+        ),
+        // The second run finds everything there, says so, and still succeeds.
+        ("second", ["databases/hand-db already has table SpannerMutex", "exists already: CREATE TABLE Applied"]),
+    ] {
+        let init = cli(&["init", "--config", &config, "--ddl", app_ddl]).await.expect("init ran");
         let stdout = String::from_utf8_lossy(&init.stdout);
-        assert!(init.status.success(), "{stdout}{}", String::from_utf8_lossy(&init.stderr));
-        assert!(stdout.contains("hand-db with tables SpannerMutex and DemoEffects"), "{stdout}");
+        assert!(init.status.success(), "{run}: {stdout}{}", String::from_utf8_lossy(&init.stderr));
+        assert_eq!(stdout.lines().count(), 2, "{run}: {stdout}");
+        for line in expected {
+            assert!(stdout.contains(line), "{run}: {stdout}");
+        }
     }
     let status = cli(&["status", "--config", &config]).await.expect("status ran");
     assert_eq!(String::from_utf8_lossy(&status.stdout).lines().next(), Some("by-hand: free: never used"));

@@ -155,10 +155,10 @@ pub enum ConfigFileError {
     Parse(String),
     /// A protocol value breaks a rule.
     #[error("invalid lease config: {0}")]
-    Lease(#[from] ConfigError),
+    Lease(ConfigError),
     /// The mutex name is invalid.
     #[error("invalid mutex name: {0}")]
-    Name(#[from] MutexNameError),
+    Name(MutexNameError),
     /// A Spanner identifier is invalid.
     #[error("invalid {field}: {value:?} {rule}")]
     Identifier {
@@ -183,6 +183,14 @@ pub enum ConfigFileError {
         /// That bound's value.
         bound: u64,
     },
+    /// A key sits at the top of the file that belongs in one of its sections.
+    #[error("{key} belongs under [{section}]: move it there")]
+    Misplaced {
+        /// The key.
+        key: String,
+        /// Its section.
+        section: &'static str,
+    },
     /// The app's config file has no table by the name given.
     #[error("the config file has no [{0}] table with the mutex settings")]
     MissingTable(String),
@@ -196,6 +204,38 @@ pub enum ConfigFileError {
         /// The limit.
         limit: u64,
     },
+}
+
+// By hand, not `#[from]`: the inner sentence is part of the message, so it is not also a source (a chain printed
+// whole would say it twice).
+impl From<ConfigError> for ConfigFileError {
+    fn from(error: ConfigError) -> Self {
+        Self::Lease(error)
+    }
+}
+
+impl From<MutexNameError> for ConfigFileError {
+    fn from(error: MutexNameError) -> Self {
+        Self::Name(error)
+    }
+}
+
+/// A key of the lease or the timeouts written at the top of `table`, where it means nothing, as an error that
+/// names its section.
+fn misplaced_key(table: &toml::Table) -> Result<(), ConfigFileError> {
+    let lease = toml::Table::try_from(ConfigParams::default()).unwrap_or_default();
+    let timeouts = toml::Table::try_from(Timeouts::default()).unwrap_or_default();
+    for key in table.keys() {
+        let section = if lease.contains_key(key) {
+            "lease"
+        } else if timeouts.contains_key(key) {
+            "timeouts"
+        } else {
+            continue;
+        };
+        return Err(ConfigFileError::Misplaced { key: key.clone(), section });
+    }
+    Ok(())
 }
 
 /// Validates lease settings for a client: every rule of the model's config.
@@ -235,18 +275,48 @@ impl MutexConfig {
         let config = if trimmed.starts_with('{') {
             let value: serde_json::Value =
                 serde_json::from_str(text).map_err(|e| ConfigFileError::Parse(format!("JSON: {e}")))?;
-            if value.get("mutex_uuid").is_some() {
+            // The seed's keys all start with `mutex_` (and `mutex_uuid` is required there: serde names it if missing).
+            let seed_format = value.as_object().is_some_and(|keys| keys.keys().any(|key| key.starts_with("mutex_")));
+            if seed_format {
                 let seed: SeedConfig =
                     serde_json::from_value(value).map_err(|e| ConfigFileError::Parse(format!("seed JSON: {e}")))?;
                 Self::from_seed(seed)
             } else {
-                serde_json::from_value(value).map_err(|e| ConfigFileError::Parse(format!("JSON: {e}")))?
+                let given = |section: &str, key: &str| value.get(section).and_then(|s| s.get(key)).is_some();
+                let config: Self =
+                    serde_json::from_value(value.clone()).map_err(|e| ConfigFileError::Parse(format!("JSON: {e}")))?;
+                config.fitted(given)
             }
         } else {
-            toml::from_str(text).map_err(|e| ConfigFileError::Parse(format!("TOML: {e}")))?
+            let document: toml::Table =
+                toml::from_str(text).map_err(|e| ConfigFileError::Parse(format!("TOML: {e}")))?;
+            Self::from_toml(document, "TOML")?
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The config a TOML table holds, its defaults fitted to its TTL ([`Self::fitted`]); `what` names the table
+    /// in parse errors.
+    fn from_toml(table: toml::Table, what: &str) -> Result<Self, ConfigFileError> {
+        misplaced_key(&table)?;
+        let given = |section: &str, key: &str| table.get(section).and_then(|s| s.get(key)).is_some();
+        let config: Self = table.clone().try_into().map_err(|e| ConfigFileError::Parse(format!("{what}: {e}")))?;
+        Ok(config.fitted(given))
+    }
+
+    /// This config with the lease's margin and renewal interval, and the timeouts, that its file did not set
+    /// (`given(section, key)` says which it did) derived from its TTL, so that they fit any valid TTL
+    /// ([`ConfigParams::fitted_to_ttl`], [`Timeouts::fitting`]).
+    fn fitted(mut self, given: impl Fn(&str, &str) -> bool) -> Self {
+        self.lease = self.lease.fitted_to_ttl(given("lease", "safety_margin_ms"), given("lease", "renew_interval_ms"));
+        if !given("timeouts", "transaction_ms")
+            && !given("timeouts", "rpc_ms")
+            && let Ok(lease) = self.lease.clone().validate()
+        {
+            self.timeouts = Timeouts { connect_ms: self.timeouts.connect_ms, ..Timeouts::fitting(&lease) };
+        }
+        self
     }
 
     fn from_seed(seed: SeedConfig) -> Self {
@@ -259,11 +329,11 @@ impl MutexConfig {
             wait_ms: secs(seed.mutex_wait_time_in_secs),
             max_wait_ms: secs(seed.mutex_wait_time_in_secs).max(defaults.max_wait_ms),
             max_retries: seed.mutex_max_retries,
-            // The seed had no renewal or margin; derive them from its TTL as our defaults do.
-            renew_interval_ms: (ttl_ms / 3).max(1),
-            safety_margin_ms: ttl_ms / 10,
             ..defaults
-        };
+        }
+        // The seed had no renewal or margin (nor timeouts): derived from its TTL, as for a file naming only it.
+        .fitted_to_ttl(false, false);
+        let timeouts = lease.clone().validate().map(|lease| Timeouts::fitting(&lease)).unwrap_or_default();
         Self {
             name: seed.mutex_uuid,
             display_name: seed.mutex_display_name.unwrap_or_else(default_display_name),
@@ -272,7 +342,7 @@ impl MutexConfig {
             database_id: seed.database_id,
             table_id: seed.table_id,
             lease,
-            timeouts: Timeouts::default(),
+            timeouts,
         }
     }
 
@@ -294,7 +364,10 @@ impl MutexConfig {
         let mut document: toml::Table =
             toml::from_str(text).map_err(|e| ConfigFileError::Parse(format!("TOML: {e}")))?;
         let table = document.remove(key).ok_or_else(|| ConfigFileError::MissingTable(key.to_owned()))?;
-        let config: Self = table.try_into().map_err(|e| ConfigFileError::Parse(format!("TOML [{key}]: {e}")))?;
+        let toml::Value::Table(table) = table else {
+            return Err(ConfigFileError::MissingTable(key.to_owned()));
+        };
+        let config = Self::from_toml(table, &format!("TOML [{key}]"))?;
         config.validate()?;
         Ok(config)
     }
@@ -386,19 +459,73 @@ renew_interval_ms = 1500
     }
 
     #[test]
+    fn a_file_naming_only_its_ttl_gets_settings_that_fit_it() {
+        for ttl_ms in [100, 1_000, 3_000, 10_000, 60_000] {
+            let text = OURS.replace("ttl_ms = 5000\nrenew_interval_ms = 1500", &format!("ttl_ms = {ttl_ms}"));
+            let config = MutexConfig::parse(&text).unwrap_or_else(|e| panic!("ttl_ms = {ttl_ms}: {e}"));
+            assert_eq!(config.lease.ttl_ms, ttl_ms);
+            assert!(config.lease.renew_interval_ms * 3 <= ttl_ms - config.lease.safety_margin_ms, "{config:?}");
+        }
+        // The default TTL gets the defaults.
+        let text = OURS.replace("ttl_ms = 5000\nrenew_interval_ms = 1500", "ttl_ms = 10000");
+        let config = MutexConfig::parse(&text).expect("valid");
+        assert_eq!((config.lease, config.timeouts), (ConfigParams::default(), Timeouts::default()));
+        // What the file sets is kept.
+        let text = OURS.replace("renew_interval_ms = 1500", "renew_interval_ms = 1000\nsafety_margin_ms = 700");
+        let config = MutexConfig::parse(&text).expect("valid");
+        assert_eq!((config.lease.renew_interval_ms, config.lease.safety_margin_ms), (1_000, 700));
+    }
+
+    #[test]
+    fn the_seed_json_with_a_short_ttl_fits_and_names_a_missing_uuid() {
+        let seed = r#"{"instance_id": "inst", "database_id": "db", "table_id": "mutex_table", "project_id": "proj",
+            "mutex_display_name": "migrations", "mutex_ttl_in_secs": 3, "mutex_staleness_in_secs": 100,
+            "mutex_wait_time_in_secs": 1, "mutex_max_retries": 3"#;
+        let config = MutexConfig::parse(&format!(r#"{seed}, "mutex_uuid": "m-1"}}"#)).expect("a 3 s TTL fits");
+        assert_eq!(config.lease.ttl_ms, 3_000);
+        let error = MutexConfig::parse(&format!("{seed}}}")).expect_err("no uuid").to_string();
+        assert!(error.contains("missing field `mutex_uuid`"), "{error}");
+    }
+
+    #[test]
+    fn a_lease_key_at_the_top_of_the_file_is_sent_to_its_section() {
+        let text = OURS.replace("[lease]", "unavailable_ms = 3000\n[lease]");
+        let error = MutexConfig::parse(&text).expect_err("misplaced").to_string();
+        assert_eq!(error, "unavailable_ms belongs under [lease]: move it there");
+        let text = OURS.replace("[lease]", "transaction_ms = 3000\n[lease]");
+        let error = MutexConfig::parse(&text).expect_err("misplaced").to_string();
+        assert_eq!(error, "transaction_ms belongs under [timeouts]: move it there");
+    }
+
+    #[test]
+    fn a_config_error_says_its_sentence_once_when_its_chain_is_printed() {
+        let text = OURS.replace("ttl_ms = 5000", "ttl_ms = 1500");
+        let error = MutexConfig::parse(&text).expect_err("invalid");
+        // As `anyhow`'s `{:#}` prints it: each error of the chain, joined.
+        let mut chain = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            chain = format!("{chain}: {cause}");
+            source = cause.source();
+        }
+        assert_eq!(chain.matches("must be less than").count(), 1, "{chain}");
+    }
+
+    #[test]
     fn each_bad_value_is_named() {
         let cases = [
             (OURS.replace("demo-db", "Demo DB"), "invalid database_id: \"Demo DB\""),
             (OURS.replace("\"migrations\"", "\"a b\""), "invalid mutex name: mutex name contains ' '"),
             (
                 OURS.replace("ttl_ms = 5000", "ttl_ms = 1500"),
-                "renew_interval_ms = 1500 must be less than ttl_ms - safety_margin_ms = 500",
+                // The margin is not set: a tenth of the TTL.
+                "renew_interval_ms = 1500 must be less than ttl_ms - safety_margin_ms = 1350",
             ),
             (format!("{OURS}\n[timeouts]\nrpc_ms = 0\n"), "timeouts.rpc_ms = 0 must be between 1 and 600000"),
             (
-                format!("{OURS}\n[timeouts]\ntransaction_ms = 2500\n"),
-                "timeouts.transaction_ms = 2500 must be less than \
-                 lease.ttl_ms - lease.safety_margin_ms - lease.renew_interval_ms = 2500",
+                format!("{OURS}\n[timeouts]\ntransaction_ms = 3000\n"),
+                "timeouts.transaction_ms = 3000 must be less than \
+                 lease.ttl_ms - lease.safety_margin_ms - lease.renew_interval_ms = 3000",
             ),
             (
                 OURS.replace("database_id = \"demo-db\"", "database_id = \"demo-db\"\ntable_id = \"t; DROP TABLE x\""),

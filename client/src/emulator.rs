@@ -278,5 +278,5 @@ async fn create_database_now(names: [String; 6], timeouts: Timeouts) -> Result<S
 
 /// Whether an admin error says the thing to create is there already (the emulator words it several ways).
 pub fn already_exists(message: &str) -> bool {
-    ["ALREADY_EXISTS", "already exists", "Duplicate name"].iter().any(|m| message.contains(m))
+    schema::already_exists(message)
 }

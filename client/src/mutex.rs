@@ -206,7 +206,7 @@ pub enum RunError {
     Cancelled,
     /// A driver bug: the machine refused an event.
     #[error("protocol driver bug: {0}")]
-    Driver(#[from] UnexpectedEvent),
+    Driver(UnexpectedEvent),
 }
 
 impl RunError {

@@ -59,6 +59,14 @@ pub enum SchemaError {
     /// Spanner failed.
     #[error("Spanner: {0}")]
     Spanner(String),
+    /// A DDL statement failed.
+    #[error("Spanner refused `{statement}`: {message}")]
+    Ddl {
+        /// The statement.
+        statement: String,
+        /// What Spanner said.
+        message: String,
+    },
 }
 
 /// The DDL for the lease table, with an optional row deletion policy (days after the last update). Note that
@@ -96,24 +104,62 @@ fn add_column_ddl(table: &str, column: &str, ty: &str) -> String {
 }
 
 /// Creates the lease table in an existing database (`projects/P/instances/I/databases/D`) through the
-/// database admin API, with an optional row deletion policy. Used by `init` on real Spanner.
+/// database admin API, with an optional row deletion policy, unless it exists. Used by `init` on real Spanner.
 pub async fn create_schema(
     admin: &google_cloud_spanner_admin_database_v1::client::DatabaseAdmin,
     database: &str,
     table: &str,
     delete_after_days: Option<u32>,
-) -> Result<(), SchemaError> {
-    use google_cloud_lro::Poller;
+) -> Result<DdlApplied, SchemaError> {
     let ddl = create_table_ddl(table, delete_after_days)?;
-    admin
-        .update_database_ddl()
-        .set_database(database)
-        .set_statements([ddl])
-        .poller()
-        .until_done()
-        .await
-        .map_err(|e| SchemaError::Spanner(e.to_string()))?;
-    Ok(())
+    let mut applied = apply_ddl(admin, database, [ddl]).await?;
+    Ok(applied.pop().unwrap_or(DdlApplied::Existed))
+}
+
+/// What a DDL statement did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DdlApplied {
+    /// It created (or changed) what it names.
+    Applied,
+    /// What it creates was there already; nothing changed.
+    Existed,
+}
+
+/// Runs the app's own DDL statements (`CREATE TABLE ...`, `CREATE INDEX ...`) in `database` through the
+/// database admin API, one at a time and in order, so that running them again is harmless: a statement whose
+/// table or index exists already is reported as [`DdlApplied::Existed`]. Any other failure stops at that
+/// statement. On the emulator the admin API is its REST gateway (`emulator::admin_clients`).
+pub async fn apply_ddl(
+    admin: &google_cloud_spanner_admin_database_v1::client::DatabaseAdmin,
+    database: &str,
+    statements: impl IntoIterator<Item = String>,
+) -> Result<Vec<DdlApplied>, SchemaError> {
+    use google_cloud_lro::Poller;
+    let mut applied = Vec::new();
+    for statement in statements {
+        let done = admin
+            .update_database_ddl()
+            .set_database(database)
+            .set_statements([statement.clone()])
+            .poller()
+            .until_done()
+            .await;
+        applied.push(match done {
+            Ok(_) => DdlApplied::Applied,
+            Err(error) if already_exists(&error.to_string()) => DdlApplied::Existed,
+            Err(error) => {
+                let message = error.status().map_or_else(|| error.to_string(), |status| status.message.clone());
+                return Err(SchemaError::Ddl { statement, message });
+            }
+        });
+    }
+    Ok(applied)
+}
+
+/// Whether an admin error says the thing to create is there already (Spanner and the emulator word it several
+/// ways).
+pub(crate) fn already_exists(message: &str) -> bool {
+    ["ALREADY_EXISTS", "already exists", "Duplicate name"].iter().any(|m| message.contains(m))
 }
 
 /// Checks that the store's table exists with the expected column types.

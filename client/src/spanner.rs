@@ -43,6 +43,22 @@ pub enum ConnectError {
     /// Building the Spanner client failed.
     #[error("cannot build the Spanner client: {0}")]
     Client(String),
+    /// No credentials for Cloud Spanner could be found or used.
+    #[error(
+        "no usable Google Cloud credentials for Cloud Spanner: run `gcloud auth application-default login`, or set \
+         GOOGLE_APPLICATION_CREDENTIALS to a service account key file; to use an emulator, set SPANNER_EMULATOR_HOST"
+    )]
+    Credentials,
+    /// Nothing answered at Spanner's address, or the connection broke while connecting.
+    #[error("cannot reach Spanner at {endpoint}: {reason}; {what_to_do}")]
+    Unreachable {
+        /// The address tried.
+        endpoint: String,
+        /// What the connection met, in words.
+        reason: String,
+        /// Where the address came from, and what to change.
+        what_to_do: String,
+    },
     /// The database does not exist.
     #[error(
         "database {database} does not exist: check the path (projects/P/instances/I/databases/D), or create it \
@@ -62,6 +78,45 @@ pub enum ConnectError {
         /// The error.
         message: String,
     },
+}
+
+/// A failure to connect to `endpoint` (`None`: Cloud Spanner) in words: unreachable when the connection itself
+/// failed, naming where the address came from; else the client's own message.
+fn connect_error(error: &(dyn std::error::Error + 'static), endpoint: Option<&str>) -> ConnectError {
+    let mut cause = Some(error);
+    let io_kind = std::iter::from_fn(|| {
+        let current = cause?;
+        cause = current.source();
+        Some(current)
+    })
+    .find_map(|cause| cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
+    let Some(kind) = io_kind else { return ConnectError::Client(error.to_string()) };
+    use std::io::ErrorKind;
+    let reason = match kind {
+        ErrorKind::ConnectionRefused => "connection refused (nothing listens there)",
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            "the connection was closed while connecting (did the server stop?)"
+        }
+        ErrorKind::TimedOut => "the connection timed out",
+        ErrorKind::AddrNotAvailable | ErrorKind::NotFound => "the address does not resolve",
+        _ => "the connection failed",
+    };
+    let from_variable = std::env::var("SPANNER_EMULATOR_HOST")
+        .ok()
+        .is_some_and(|host| endpoint.is_some_and(|endpoint| crate::mutexes::grpc_endpoint(&host) == endpoint));
+    let what_to_do = match endpoint {
+        Some(_) if from_variable => {
+            "SPANNER_EMULATOR_HOST points there: start the emulator, or point the variable at a running one \
+             (unset, Cloud Spanner is used)"
+        }
+        Some(_) => "start the emulator there, or give the address of a running one",
+        None => "check the network and that Cloud Spanner is reachable from here",
+    };
+    ConnectError::Unreachable {
+        endpoint: endpoint.map_or("Cloud Spanner's address".to_owned(), |e| e.trim_start_matches("http://").to_owned()),
+        reason: reason.to_owned(),
+        what_to_do: what_to_do.to_owned(),
+    }
 }
 
 fn micros(ts: &Timestamp) -> ServerTime {
@@ -192,7 +247,7 @@ impl SpannerStore {
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }
-        let spanner = builder.build().await.map_err(|e| ConnectError::Client(e.to_string()))?;
+        let spanner = builder.build().await.map_err(|e| connect_error(&e, endpoint.as_deref()))?;
         let is_emulator = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
             || std::env::var_os("SPANNER_EMULATOR_HOST").is_some();
         let client = Self::build_client(&spanner, &database, &timeouts, endpoint.as_deref()).await?;
@@ -226,7 +281,8 @@ impl SpannerStore {
             Ok(Err(e)) if e.status().is_some_and(|s| s.code == Code::NotFound) => {
                 Err(ConnectError::DatabaseNotFound { database: database.to_owned() })
             }
-            Ok(Err(e)) => Err(ConnectError::Client(e.to_string())),
+            Ok(Err(e)) if e.is_authentication() => Err(ConnectError::Credentials),
+            Ok(Err(e)) => Err(connect_error(&e, endpoint)),
             Err(_) => Err(ConnectError::Unavailable {
                 endpoint: endpoint.unwrap_or("Cloud Spanner").to_owned(),
                 ms: timeouts.connect_ms,

@@ -276,6 +276,24 @@ impl ConfigParams {
         drift_ms.saturating_add(self.server_uncertainty_ms.saturating_mul(2))
     }
 
+    /// These parameters with the safety margin (unless `margin_given`) and the renewal interval (unless
+    /// `renew_given`) derived from `ttl_ms`, so that a configuration naming only its TTL is valid: the margin is a
+    /// tenth of the TTL (at most the default 1 s, at least what the clocks' errors require), and renewals come
+    /// three times per window the margin leaves (at most every 3 s, the default). The default TTL (10 s) gets the
+    /// defaults.
+    #[must_use]
+    pub fn fitted_to_ttl(mut self, margin_given: bool, renew_given: bool) -> Self {
+        let defaults = Self::default();
+        if !margin_given {
+            self.safety_margin_ms = (self.ttl_ms / 10).min(defaults.safety_margin_ms).max(self.required_margin_ms());
+        }
+        if !renew_given {
+            let window_ms = self.ttl_ms.saturating_sub(self.safety_margin_ms);
+            self.renew_interval_ms = (window_ms / 3).clamp(1, defaults.renew_interval_ms);
+        }
+        self
+    }
+
     /// Checks every rule and returns the validated [`Config`], or the first rule broken.
     pub fn validate(self) -> Result<Config, ConfigError> {
         positive("ttl_ms", self.ttl_ms)?;
