@@ -264,13 +264,14 @@ impl FencedWork {
     #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub, reason = "exported for test stores only"))]
     pub fn new<T, E, F, Fut>(work: F) -> Self
     where
-        F: Fn(FencedTx) -> Fut + Send + Sync + 'static,
+        F: FnOnce(FencedTx) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
+        // Each attempt runs a clone of the work, which may move what it captured into its future.
         let work = Arc::new(move |tx| {
-            let attempt = work(tx);
+            let attempt = (work.clone())(tx);
             Box::pin(async move { attempt.await.map(AnyValue::new).map_err(AnyValue::new) })
                 as Compiled<'static, Result<AnyValue, AnyValue>>
         });

@@ -64,13 +64,81 @@ impl LeaseHandle {
     /// Runs `work` in one transaction that first verifies, in that same transaction, that this client still holds
     /// the lease with this fence; `work`'s writes commit only while the lease is ours, exactly once: an attempt
     /// whose answer is lost is retried, and the row's record of this lease's writes tells whether it had landed
-    /// ([`Fenced::CommittedEarlier`]). `work` may run more than once (Spanner retries aborted transactions): keep
-    /// it free of side effects outside the transaction. An error it returns rolls the transaction back and comes
-    /// back as [`FencedError::Work`] (an abort inside it then ends the call rather than being retried). One fenced
-    /// write of a lease runs at a time; a second call waits for the first.
-    pub async fn fenced<T, E, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError<E>>
+    /// ([`Fenced::CommittedEarlier`]). `work` may run more than once (Spanner retries aborted transactions): each
+    /// attempt runs a clone of it, so it may move what it captures into its future, and it should be free of
+    /// side effects outside the transaction. `?` works on Spanner's calls inside it; an error it returns rolls
+    /// the transaction back and comes back as [`FencedError::Work`]. For an error type of the app's own, use
+    /// [`Self::fenced_with_error`]. One fenced write of a lease runs at a time; a second call waits for the first.
+    ///
+    /// The shapes it takes, each compiled as written:
+    ///
+    /// ```no_run
+    /// use spanner_mutex::google_cloud_spanner::{mutation::Mutation, statement::Statement};
+    /// use spanner_mutex::{BoxError, LeaseHandle};
+    ///
+    /// async fn shapes(lease: &LeaseHandle, id: String) -> Result<(), BoxError> {
+    ///     // Mutations, with `?` on the Spanner call and a captured value moved in.
+    ///     lease
+    ///         .fenced(move |tx| async move {
+    ///             tx.buffer([Mutation::new_insert_builder("Applied").set("id").to(id).build()])?;
+    ///             Ok(())
+    ///         })
+    ///         .await?;
+    ///     // DML through Spanner's own transaction (`None` on the in-memory store), returning a value.
+    ///     let updated = lease
+    ///         .fenced(|tx| async move {
+    ///             let tx = tx.spanner().expect("on Spanner");
+    ///             tx.execute_update(Statement::builder("UPDATE Jobs SET done = TRUE WHERE TRUE").build()).await
+    ///         })
+    ///         .await?;
+    ///     println!("{updated:?}");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn fenced<T, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError>
     where
-        F: Fn(FencedTx) -> Fut + Send + Sync + 'static,
+        F: FnOnce(FencedTx) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, google_cloud_spanner::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.fenced_with_error(work).await
+    }
+
+    /// [`Self::fenced`] for work that returns an error type of the app's own, `E` (with
+    /// `From<google_cloud_spanner::Error>`, so `?` still works on Spanner's calls); it comes back as
+    /// [`FencedError::Work`], the transaction rolled back.
+    ///
+    /// ```no_run
+    /// use spanner_mutex::google_cloud_spanner::mutation::Mutation;
+    /// use spanner_mutex::{FencedError, LeaseHandle};
+    ///
+    /// #[derive(Debug)]
+    /// enum AppError {
+    ///     Spanner(spanner_mutex::google_cloud_spanner::Error),
+    ///     QuotaExceeded,
+    /// }
+    /// impl From<spanner_mutex::google_cloud_spanner::Error> for AppError {
+    ///     fn from(error: spanner_mutex::google_cloud_spanner::Error) -> Self {
+    ///         Self::Spanner(error)
+    ///     }
+    /// }
+    ///
+    /// async fn charge(lease: &LeaseHandle, cents: i64) -> Result<(), FencedError<AppError>> {
+    ///     lease
+    ///         .fenced_with_error(move |tx| async move {
+    ///             if cents > 10_000 {
+    ///                 return Err(AppError::QuotaExceeded);
+    ///             }
+    ///             tx.buffer([Mutation::new_insert_builder("Charges").set("cents").to(cents).build()])?;
+    ///             Ok(())
+    ///         })
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn fenced_with_error<T, E, F, Fut>(&self, work: F) -> Result<Fenced<T>, FencedError<E>>
+    where
+        F: FnOnce(FencedTx) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: From<google_cloud_spanner::Error> + Send + 'static,
@@ -106,11 +174,7 @@ impl LeaseHandle {
     /// Commits `mutations` in one transaction only while this lease is held: [`Self::fenced`] for the common case
     /// of writes that need no reads.
     pub async fn commit(&self, mutations: Vec<Mutation>) -> Result<Fenced<()>, FencedError> {
-        self.fenced(move |tx| {
-            let buffered = tx.buffer(mutations.clone());
-            async move { buffered }
-        })
-        .await
+        self.fenced(move |tx| async move { tx.buffer(mutations) }).await
     }
 }
 

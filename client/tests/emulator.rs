@@ -609,7 +609,7 @@ async fn a_lock_holder_writes_fenced_and_its_own_error_rolls_the_write_back() {
     };
     let rolled_back = insert("app-error");
     let result = lock
-        .fenced(move |tx| {
+        .fenced_with_error(move |tx| {
             let row = rolled_back.clone();
             async move {
                 tx.buffer([row])?;
