@@ -169,8 +169,19 @@ fn exit_for(failed: bool) -> ExitCode {
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-fn main() -> anyhow::Result<ExitCode> {
-    match Cli::parse().command {
+/// A failure prints its causes on one line (`error: ...`), with no backtrace, and exits 1.
+fn main() -> ExitCode {
+    match command(Cli::parse().command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn command(command: Cmd) -> anyhow::Result<ExitCode> {
+    match command {
         Cmd::Run { file, out, quiet } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let scenario = Scenario::from_toml(&text).with_context(|| format!("in {}", file.display()))?;

@@ -347,13 +347,27 @@ impl Fault {
 pub enum ScenarioError {
     /// Not valid TOML, or a key or value the format does not have.
     #[error("scenario is not valid: {0}")]
-    Parse(#[from] toml::de::Error),
+    Parse(toml::de::Error),
     /// The protocol configuration breaks a rule.
     #[error("scenario [config]: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// A value is out of range or inconsistent.
     #[error("scenario: {0}")]
     Invalid(String),
+}
+
+// By hand, not `#[from]`: the inner error is part of the message, so it is not also a source (a chain printed
+// whole would say it twice).
+impl From<toml::de::Error> for ScenarioError {
+    fn from(error: toml::de::Error) -> Self {
+        Self::Parse(error)
+    }
+}
+
+impl From<ConfigError> for ScenarioError {
+    fn from(error: ConfigError) -> Self {
+        Self::Config(error)
+    }
 }
 
 fn invalid(message: impl Into<String>) -> ScenarioError {

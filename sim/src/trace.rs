@@ -147,6 +147,42 @@ impl Log {
     }
 }
 
+/// Bars narrower than this carry no fence label.
+const FENCE_LABEL_PX: u64 = 36;
+
+/// A fence as a bar's label: its last four digits, which tell consecutive fences apart (a fence is a server time
+/// in microseconds plus a count, 16 digits).
+fn fence_label(fence: Fence) -> String {
+    let digits = fence.get().to_string();
+    if digits.len() > 5 { format!("…{}", &digits[digits.len() - 4..]) } else { digits }
+}
+
+/// The time between axis ticks: the first of 1, 2 and 5 times a power of ten milliseconds that gives at most
+/// 12 ticks over `end_us`.
+fn tick_step_us(end_us: u64) -> u64 {
+    let mut power_us = 1_000;
+    loop {
+        for step_us in [power_us, 2 * power_us, 5 * power_us] {
+            if end_us / step_us <= 12 {
+                return step_us;
+            }
+        }
+        power_us *= 10;
+    }
+}
+
+/// A tick's label in seconds, with as many decimals as the step needs.
+fn tick_label(us: u64, step_us: u64) -> String {
+    let decimals = if step_us < 100_000 {
+        3
+    } else if step_us < 1_000_000 {
+        1
+    } else {
+        0
+    };
+    format!("{:.*}s", decimals, us as f64 / 1e6)
+}
+
 /// The picture of a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Picture {
@@ -159,7 +195,8 @@ pub struct Picture {
 const LEFT_PX: u64 = 90;
 const PLOT_PX: u64 = 1_100;
 const LANE_PX: u64 = 34;
-const TOP_PX: u64 = 30;
+/// Room above the lanes for the two lines of the legend.
+const TOP_PX: u64 = 44;
 
 impl Picture {
     fn x(&self, us: u64) -> u64 {
@@ -232,8 +269,8 @@ impl Picture {
                 r.fence.get(),
                 r.holder
             );
-            if x1 - x0 > 24 {
-                let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, x0 + 3, y + 15, r.fence.get());
+            if x1 - x0 > FENCE_LABEL_PX {
+                let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, x0 + 3, y + 15, fence_label(r.fence));
             }
         }
         // Leases the client relied on: a bar labelled with the fence.
@@ -248,8 +285,9 @@ impl Picture {
                 seconds(l.from_us),
                 seconds(l.to_us)
             );
-            if x1 - x0 > 24 {
-                let _ = writeln!(s, r#"<text x="{}" y="{}" fill="white">{}</text>"#, x0 + 3, y + 13, l.fence.get());
+            if x1 - x0 > FENCE_LABEL_PX {
+                let _ =
+                    writeln!(s, r#"<text x="{}" y="{}" fill="white">{}</text>"#, x0 + 3, y + 13, fence_label(l.fence));
             }
         }
         for m in &self.records.marks {
@@ -294,16 +332,51 @@ impl Picture {
             );
         }
         let axis_y = TOP_PX + LANE_PX * lanes + 14;
-        for tick in 0..=10u64 {
-            let us = self.end_us * tick / 10;
-            let _ =
-                writeln!(s, r#"<text x="{}" y="{axis_y}">{}s</text>"#, self.x(us).saturating_sub(10), us / 1_000_000);
+        let step_us = tick_step_us(self.end_us);
+        for us in (0..=self.end_us).step_by(usize::try_from(step_us).unwrap_or(usize::MAX)) {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="#bbb"/><text x="{x}" y="{axis_y}" text-anchor="middle">{}</text>"##,
+                axis_y - 14,
+                axis_y - 10,
+                tick_label(us, step_us),
+                x = self.x(us),
+            );
         }
         let _ = writeln!(
             s,
-            r#"<text x="{LEFT_PX}" y="16">lease rows (blue STARTED, green DONE, orange FAILED; number = fence) · clients (dark bar: relies on lease; grey: paused; ✕ crash; ! lock lost; ↕ wall clock step; dot: fenced write, green accepted, red rejected; pink: Spanner unavailable)</text>"#
+            r#"<text x="4" y="14">lease rows: blue STARTED, green DONE, orange FAILED; the number is the fence's last digits (all of it on hover). Pink: Spanner unavailable.</text>"#
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="4" y="30">clients: dark bar relies on its lease; grey paused; ✕ crash; ! lock lost; ↕ wall clock step; dot a fenced write, green accepted, red rejected.</text>"#
         );
         s.push_str("</svg>\n");
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_sit_at_their_true_times_and_say_them() {
+        // 12 s: a tick each second, labelled with its second (none skipped, none rounded).
+        assert_eq!(tick_step_us(12_000_000), 1_000_000);
+        let labels: Vec<String> = (0..=12_000_000).step_by(1_000_000).map(|us| tick_label(us, 1_000_000)).collect();
+        assert_eq!(labels.join(" "), "0s 1s 2s 3s 4s 5s 6s 7s 8s 9s 10s 11s 12s");
+        // 1.5 s: every 200 ms, with the decimal the step needs.
+        assert_eq!(tick_step_us(1_500_000), 200_000);
+        assert_eq!(tick_label(600_000, 200_000), "0.6s");
+        // 60 s: every 5 s.
+        assert_eq!(tick_step_us(60_000_000), 5_000_000);
+    }
+
+    #[test]
+    fn consecutive_fences_are_told_apart() {
+        let (a, b) = (Fence::new(1_767_225_600_004_506), Fence::new(1_767_225_600_004_507));
+        assert_eq!((fence_label(a).as_str(), fence_label(b).as_str()), ("…4506", "…4507"));
+        assert_eq!(fence_label(Fence::new(42)), "42");
     }
 }

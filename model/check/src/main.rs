@@ -58,8 +58,19 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<ExitCode> {
-    match Cli::parse().command {
+/// A failure prints its causes on one line (`error: ...`), with no backtrace, and exits 1.
+fn main() -> ExitCode {
+    match command(Cli::parse().command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn command(command: Cmd) -> anyhow::Result<ExitCode> {
+    match command {
         Cmd::Check { model, threads, depth, bfs, no_symmetry, no_time_shifts, json } => {
             let search = SearchOptions {
                 threads,
