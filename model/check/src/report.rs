@@ -264,6 +264,73 @@ fn op_text(op: &Op) -> String {
     }
 }
 
+/// A server time of the checked world (which starts at 0) in milliseconds.
+fn ms(time: spanner_mutex_model::ServerTime) -> String {
+    format!("{} ms", time.unix_micros() / 1_000)
+}
+
+/// A transaction's reply in words.
+fn reply_words(reply: &spanner_mutex_model::txn::TxnReply) -> String {
+    use spanner_mutex_model::txn::{AcquisitionKind, TxnReply};
+    match reply {
+        TxnReply::Acquired { fence, expires_at, kind } => {
+            let why = match kind {
+                AcquisitionKind::Fresh => "a free row",
+                AcquisitionKind::AfterFailure => "after a failed run",
+                AcquisitionKind::Takeover => "a takeover of an expired lease",
+                AcquisitionKind::Reentrant => "its own lease, found held",
+            };
+            format!("ACQUIRED fence {} until {} ({why})", fence.get(), ms(*expires_at))
+        }
+        TxnReply::Busy { holder, fence, expires_at, .. } => {
+            format!("busy: {} holds fence {} until {}", who(*holder), fence.get(), ms(*expires_at))
+        }
+        TxnReply::DoneByOther { holder, fence } => format!("done by {} with fence {}", who(*holder), fence.get()),
+        TxnReply::Renewed { expires_at } => format!("renewed until {}", ms(*expires_at)),
+        TxnReply::Released => "released".to_owned(),
+        TxnReply::FenceValid => "fence valid".to_owned(),
+        TxnReply::AlreadyApplied => "already applied".to_owned(),
+        TxnReply::NotHolder => "refused: no longer the holder".to_owned(),
+    }
+}
+
+/// What a fate other than "as decided" does to a transaction, in words (`reply`: what it would have said).
+fn fate_words(fate: CommitFate, reply: Option<&spanner_mutex_model::txn::TxnReply>) -> String {
+    let would = reply.map(|reply| format!(", which said: {}", reply_words(reply))).unwrap_or_default();
+    match fate {
+        CommitFate::AsDecided => format!("commits{would}"),
+        CommitFate::Aborted => "aborts (a transient abort)".to_owned(),
+        CommitFate::UnknownLanded => format!("gets no answer, but it landed{would}"),
+        CommitFate::UnknownLost => "gets no answer, and it did not land".to_owned(),
+        CommitFate::UnknownLate => format!("gets no answer, and will land later{would}"),
+        CommitFate::Unavailable => "is refused: Spanner unavailable, nothing written".to_owned(),
+    }
+}
+
+/// How a client's run ended, in words.
+fn outcome_words(outcome: &spanner_mutex_model::Outcome) -> String {
+    use spanner_mutex_model::Outcome;
+    match outcome {
+        Outcome::Executed { fence } => format!("EXECUTED with fence {}", fence.get()),
+        Outcome::NotNeeded => "not needed".to_owned(),
+        Outcome::DoneByOther { holder, fence } => format!("done by {} with fence {}", who(*holder), fence.get()),
+        Outcome::Released { fence } => format!("released fence {}", fence.get()),
+        Outcome::GaveUp { attempts } => format!("gave up after {attempts} attempts"),
+        Outcome::LeaseLost { fence } => format!("lost the lease of fence {}", fence.get()),
+        Outcome::Cancelled => "cancelled".to_owned(),
+        Outcome::Failed(failure) => format!("failed: {}", failure_word(failure)),
+    }
+}
+
+fn failure_word(failure: &spanner_mutex_model::Failure) -> &'static str {
+    use spanner_mutex_model::Failure;
+    match failure {
+        Failure::Unavailable => "Spanner unavailable",
+        Failure::Rejected => "Spanner refused",
+        Failure::NeedCheck => "the need check failed",
+    }
+}
+
 fn request_kind(request: &spanner_mutex_model::TxnRequest) -> &'static str {
     match request {
         spanner_mutex_model::TxnRequest::Acquire { .. } => "acquire",
@@ -282,10 +349,17 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
                 let reply =
                     spanner_mutex_model::txn::plan(&model.cfg, request, before.spanner.row.as_ref(), *read_at).reply;
                 let conflict = matches!(&before.clients[usize::from(c)].op, Op::TxnRead { row_unchanged: false, .. });
-                let reply = if conflict { "conflict: aborted".to_owned() } else { format!("{reply:?}") };
-                format!("{}'s {} commits as {fate:?}: {reply}", client(c), request_kind(request))
+                let what = if conflict {
+                    "aborts: the row changed since it read it".to_owned()
+                } else {
+                    match fate {
+                        CommitFate::AsDecided => format!("commits: {}", reply_words(&reply)),
+                        fate => fate_words(fate, Some(&reply)),
+                    }
+                };
+                format!("{}'s {} {what}", client(c), request_kind(request))
             }
-            Op::Idle | Op::NeedCheck => format!("{}'s transaction commits as {fate:?}", client(c)),
+            Op::Idle | Op::NeedCheck => format!("{}'s transaction {}", client(c), fate_words(fate, None)),
         },
         Action::Timeout(c) => format!("{}'s timer fires", client(c)),
         Action::SectionWrite(c, fate) => {
@@ -299,9 +373,10 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
                     Section::Wrote => "found already applied".to_owned(),
                     _ => "rejected".to_owned(),
                 },
-                (fate, landed) => {
-                    format!("{fate:?} ({}), the section will retry", if landed { "landed" } else { "lost" })
-                }
+                (_, landed) => format!(
+                    "no answer ({}); the section will retry",
+                    if landed { "it landed" } else { "it did not land" }
+                ),
             };
             format!("{}'s section writes its effect: {verdict}", client(c))
         }
@@ -354,13 +429,14 @@ fn state_words(state: &WorldState) -> String {
                 Section::Started { .. } => " +section",
                 Section::Wrote | Section::Rejected => " +section(written)",
             };
-            let outcome = c.machine.outcome().map(|o| format!(" {o:?}")).unwrap_or_default();
+            let outcome = c.machine.outcome().map(|o| format!(" {}", outcome_words(o))).unwrap_or_default();
             format!("c{i}:{}{}{section}{outcome}", c.machine.phase(), op_text(&c.op))
         })
         .collect();
     let effects: Vec<String> =
         state.effects.iter().map(|e| format!("{} fence {}", who(e.writer), e.fence.get())).collect();
-    format!("[{}; {}; effects: {:?}]", row_text(state.spanner.row.as_ref()), clients.join(", "), effects)
+    let effects = if effects.is_empty() { "none".to_owned() } else { effects.join(", ") };
+    format!("[{}; {}; effects: {effects}]", row_text(state.spanner.row.as_ref()), clients.join(", "))
 }
 
 /// A path as numbered steps in words, each followed by the state it leads to.

@@ -302,6 +302,12 @@ fn naive_protocol_executes_the_section_twice() {
     let headline = &summary.counterexamples[0];
     assert_eq!(headline.property, DOUBLE_EXECUTION);
     insta::assert_snapshot!("naive_double_execution", format!("{}\n\n{}", headline.encoded, headline.steps.join("\n")));
+    // Every counterexample reads as words: no Rust Debug output (braces, tuple structs, quoted lists).
+    for step in summary.counterexamples.iter().flat_map(|c| &c.steps) {
+        for debug in ["{", "Fence(", "ServerTime", "AsDecided", "[\""] {
+            assert!(!step.contains(debug), "{step}");
+        }
+    }
 }
 
 #[test]
