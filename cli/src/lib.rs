@@ -393,9 +393,12 @@ pub async fn report_stress_executions(
 /// Runs a command for a person: logs go to stderr (`RUST_LOG`, `warn` by default), and a failure prints its cause
 /// chain on one line, with no Rust backtrace whatever `RUST_BACKTRACE` says, and exits 1.
 pub async fn run_command(command: impl Future<Output = anyhow::Result<()>>) -> std::process::ExitCode {
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person's terminal, not in a file or a CI log.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match command.await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -236,7 +236,7 @@ impl Driver {
                     continue;
                 }
                 Some(Command::SignalLockLost { fence }) => {
-                    tracing::warn!(%fence, "lock lost: the lease can no longer be proven held");
+                    tracing::warn!(fence = fence.get(), "lock lost: the lease can no longer be proven held");
                     self.ctx.metrics.record_lost();
                     self.lease = None;
                 }

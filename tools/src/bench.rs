@@ -198,6 +198,10 @@ pub(crate) async fn bench(iterations: usize) -> anyhow::Result<()> {
     for r in &rows {
         println!("| {} | {} | {} | {} |", r.figure, r.measured, r.target, if r.met { "yes" } else { "NO" });
     }
+    let missed: Vec<&str> = rows.iter().filter(|r| !r.met).map(|r| r.figure.as_str()).collect();
+    if !missed.is_empty() {
+        anyhow::bail!("{} of {} targets missed: {}", missed.len(), rows.len(), missed.join("; "));
+    }
     Ok(())
 }
 
