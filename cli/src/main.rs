@@ -48,13 +48,23 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         ddl_file: Option<std::path::PathBuf>,
     },
-    /// Show a mutex row.
+    /// Show a mutex row, every mutex of the table (--all), or follow one as it changes (--watch).
     Status {
         /// Config file.
         #[arg(long)]
         config: std::path::PathBuf,
         /// Mutex name (default: the config's).
+        #[arg(conflicts_with = "all")]
         name: Option<String>,
+        /// Every mutex in the lease table, one line each (the first 1000 by name).
+        #[arg(long)]
+        all: bool,
+        /// Read the row every --interval-ms and print a line each time it changes, until Ctrl-C.
+        #[arg(long, conflicts_with = "all")]
+        watch: bool,
+        /// How often --watch reads the row.
+        #[arg(long, default_value_t = 500, requires = "watch", value_parser = clap::value_parser!(u64).range(50..=60_000))]
+        interval_ms: u64,
     },
     /// One client runs a section that appends a line to a file (the seed's demo).
     RunOnce {
@@ -178,6 +188,30 @@ async fn init(
     Ok(())
 }
 
+/// Prints every mutex of the lease table, one line each, by name (the first 1000).
+async fn status_all(mutexes: &Mutexes) -> anyhow::Result<()> {
+    let store = mutexes.spanner().context("status --all needs Spanner")?;
+    // The table name is a validated identifier (it cannot be a query parameter).
+    let query = google_cloud_spanner::statement::Statement::builder(format!(
+        "SELECT name FROM {} ORDER BY name LIMIT 1000",
+        store.table()
+    ))
+    .build();
+    let mut rows = store.database_client().await.single_use().build().execute_query(query).await?;
+    let mut names = Vec::new();
+    while let Some(row) = rows.next().await.transpose()? {
+        names.push(row.get::<String>("name")?);
+    }
+    if names.is_empty() {
+        outln!("no mutex in table {} yet", store.table())?;
+    }
+    for name in names {
+        let status = mutexes.mutex(&name)?.status().await?;
+        outln!("{name}: {status}")?;
+    }
+    Ok(())
+}
+
 /// The database admin client of Cloud Spanner, once it has answered for `database` within `timeouts.connect_ms`
 /// (credentials found and accepted, the database there).
 async fn reach_cloud_spanner(
@@ -285,13 +319,33 @@ async fn command(command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Demo { store, clients, lease } => demo(store, clients, &lease).await,
         Cmd::Init { config, ddl, ddl_file } => init(&config, ddl, ddl_file.as_deref()).await,
-        Cmd::Status { config, name } => {
+        Cmd::Status { config, name, all, watch, interval_ms } => {
             let config = load(&config)?;
             let name = name.unwrap_or_else(|| config.name.clone());
             let mutexes = Mutexes::builder().config(config).connect().await?;
-            let status = mutexes.mutex(&name)?.status().await?;
+            if all {
+                return status_all(&mutexes).await;
+            }
+            let mutex = mutexes.mutex(&name)?;
+            let status = mutex.status().await?;
             outln!("{name}: {status}")?;
             outln!("server time: {}", spanner_mutex::rfc3339(status.server_time))?;
+            if watch {
+                let mut shown = status.to_string();
+                let interval = std::time::Duration::from_millis(interval_ms);
+                loop {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                    let status = mutex.status().await?;
+                    let now = status.to_string();
+                    if now != shown {
+                        outln!("{} {name}: {now}", spanner_mutex::rfc3339(status.server_time))?;
+                        shown = now;
+                    }
+                }
+            }
             Ok(())
         }
         Cmd::RunOnce { config, file } => {

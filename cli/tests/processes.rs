@@ -38,6 +38,14 @@ async fn init_then_status_and_stress_on_a_running_emulator_need_nothing_created_
     }
     let status = cli(&["status", "--config", &config]).await.expect("status ran");
     assert_eq!(String::from_utf8_lossy(&status.stdout).lines().next(), Some("by-hand: free: never used"));
+    let all = cli(&["status", "--config", &config, "--all"]).await.expect("status --all ran");
+    assert_eq!(String::from_utf8_lossy(&all.stdout), "no mutex in table SpannerMutex yet\n");
+    let log = std::env::temp_dir().join(format!("spanner-mutex-cli-run-once-{}.log", std::process::id()));
+    let run = cli(&["run-once", "--config", &config, "--file", &log.to_string_lossy()]).await.expect("run-once ran");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let all = cli(&["status", "--config", &config, "--all"]).await.expect("status --all ran");
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert!(all.starts_with("by-hand: free: DONE by ") && all.lines().count() == 1, "{all}");
     let stress = cli(&["stress", "--clients", "20"]).await.expect("stress ran");
     let stdout = String::from_utf8_lossy(&stress.stdout);
     assert!(stress.status.success(), "{stdout}{}", String::from_utf8_lossy(&stress.stderr));
