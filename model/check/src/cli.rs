@@ -202,3 +202,13 @@ pub fn read_path_argument(argument: &str) -> std::io::Result<String> {
         None => Ok(argument.to_owned()),
     }
 }
+
+/// Ends a command-line tool for a person: the exit code `command` chose, or its failure's causes on one line
+/// (`error: ...`, with no backtrace whatever `RUST_BACKTRACE` says) and exit code 1. Shared by
+/// `spanner-mutex-check` and the simulator.
+pub fn exit_with(command: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
+    command.unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        std::process::ExitCode::FAILURE
+    })
+}

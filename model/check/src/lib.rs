@@ -21,7 +21,7 @@ mod world;
 use spanner_mutex_model::world::CommitFate;
 
 pub use action::{Action, ClockError, ParseActionError, decode_path, encode_path};
-pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, read_path_argument};
+pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, exit_with, read_path_argument};
 pub use crosscheck::{ReductionCheck, cross_check_reduction, cross_check_reductions, reduction_worlds};
 pub use options::{CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_TIME_MS, UNAVAILABLE_MS};
 pub use properties::{

@@ -58,15 +58,8 @@ enum Cmd {
     },
 }
 
-/// A failure prints its causes on one line (`error: ...`), with no backtrace, and exits 1.
 fn main() -> ExitCode {
-    match command(Cli::parse().command) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    spanner_mutex_check::exit_with(command(Cli::parse().command))
 }
 
 fn command(command: Cmd) -> anyhow::Result<ExitCode> {
