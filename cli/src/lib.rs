@@ -51,12 +51,13 @@ pub struct LeaseArgs {
     /// How long a lease lasts without renewal.
     #[arg(long, default_value_t = 3_000)]
     ttl_ms: u64,
-    /// How often a holder renews.
-    #[arg(long, default_value_t = 1_000)]
-    renew_interval_ms: u64,
-    /// How much earlier than the TTL a holder stops relying on its lease.
-    #[arg(long, default_value_t = 500)]
-    safety_margin_ms: u64,
+    /// How often a holder renews [default: a third of what the margin leaves of the TTL, at most 3000].
+    #[arg(long)]
+    renew_interval_ms: Option<u64>,
+    /// How much earlier than the TTL a holder stops relying on its lease [default: a tenth of the TTL, at most
+    /// 1000].
+    #[arg(long)]
+    safety_margin_ms: Option<u64>,
     /// How often a waiter reads a busy row.
     #[arg(long, default_value_t = ConfigParams::default().poll_ms)]
     poll_ms: u64,
@@ -64,17 +65,20 @@ pub struct LeaseArgs {
 
 impl LeaseArgs {
     /// The lease parameters these flags give, with short waits for a demo.
+    /// The margin and renewal interval not given follow the TTL, as in a config file ([`ConfigParams::fitted_to_ttl`]).
     pub fn params(&self) -> ConfigParams {
+        let defaults = ConfigParams::default();
         ConfigParams {
             ttl_ms: self.ttl_ms,
-            renew_interval_ms: self.renew_interval_ms,
-            safety_margin_ms: self.safety_margin_ms,
+            renew_interval_ms: self.renew_interval_ms.unwrap_or(defaults.renew_interval_ms),
+            safety_margin_ms: self.safety_margin_ms.unwrap_or(defaults.safety_margin_ms),
             poll_ms: self.poll_ms,
             wait_ms: 50,
             max_wait_ms: 1_000,
             jitter_ms: 25,
-            ..ConfigParams::default()
+            ..defaults
         }
+        .fitted_to_ttl(self.safety_margin_ms.is_some(), self.renew_interval_ms.is_some())
     }
 
     /// The validated lease config; an error names the flags, as the config's rules name its fields.
@@ -96,11 +100,12 @@ impl LeaseArgs {
 
     /// The same flags, for a worker process.
     pub fn to_args(&self) -> Vec<String> {
+        let params = self.params();
         let flags = [
-            ("--ttl-ms", self.ttl_ms),
-            ("--renew-interval-ms", self.renew_interval_ms),
-            ("--safety-margin-ms", self.safety_margin_ms),
-            ("--poll-ms", self.poll_ms),
+            ("--ttl-ms", params.ttl_ms),
+            ("--renew-interval-ms", params.renew_interval_ms),
+            ("--safety-margin-ms", params.safety_margin_ms),
+            ("--poll-ms", params.poll_ms),
         ];
         flags.iter().flat_map(|(flag, value)| [(*flag).to_owned(), value.to_string()]).collect()
     }

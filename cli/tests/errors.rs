@@ -13,9 +13,16 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 
 #[test]
 fn bad_lease_flags_name_the_flags() {
-    let (code, stderr) = run(&["demo", "--store", "memory", "--ttl-ms", "100"], &[]);
+    let (code, stderr) = run(&["demo", "--store", "memory", "--ttl-ms", "3000", "--safety-margin-ms", "3000"], &[]);
     assert_eq!(code, 1, "{stderr}");
-    assert_eq!(stderr, "error: invalid lease flags: --safety-margin-ms = 500 must be less than --ttl-ms = 100");
+    assert_eq!(stderr, "error: invalid lease flags: --safety-margin-ms = 3000 must be less than --ttl-ms = 3000");
+}
+
+#[test]
+fn lease_flags_left_out_follow_the_ttl() {
+    // A short TTL alone fits: the margin and the renewal interval follow it.
+    let (code, stderr) = run(&["demo", "--store", "memory", "--clients", "2", "--ttl-ms", "100"], &[]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
 }
 
 #[test]
