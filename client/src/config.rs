@@ -466,6 +466,11 @@ renew_interval_ms = 1500
             assert_eq!(config.lease.ttl_ms, ttl_ms);
             assert!(config.lease.renew_interval_ms * 3 <= ttl_ms - config.lease.safety_margin_ms, "{config:?}");
         }
+        // The documented example: a 3 s TTL.
+        let text = OURS.replace("ttl_ms = 5000\nrenew_interval_ms = 1500", "ttl_ms = 3000");
+        let config = MutexConfig::parse(&text).expect("valid");
+        let lease = (config.lease.safety_margin_ms, config.lease.renew_interval_ms);
+        assert_eq!((lease, config.timeouts.transaction_ms, config.timeouts.rpc_ms), ((300, 900), 1_200, 600));
         // The default TTL gets the defaults.
         let text = OURS.replace("ttl_ms = 5000\nrenew_interval_ms = 1500", "ttl_ms = 10000");
         let config = MutexConfig::parse(&text).expect("valid");
