@@ -311,6 +311,35 @@ impl SpannerStore {
         self.client.read().await.clone()
     }
 
+    /// Runs `work` with the database client, for the user's own reads and writes, and heals once: if it fails
+    /// because Spanner forgot the session (as after an emulator restart), the client is rebuilt and `work` runs
+    /// again with the new one. A [`DatabaseClient`] kept across such a restart stays broken; one taken here
+    /// (or from [`Self::database_client`] after [`Self::heal`]) does not.
+    ///
+    /// ```no_run
+    /// # async fn count(store: &spanner_mutex::SpannerStore) -> Result<(), spanner_mutex::google_cloud_spanner::Error> {
+    /// use spanner_mutex::google_cloud_spanner::statement::Statement;
+    /// let applied: i64 = store
+    ///     .with_client(|client| async move {
+    ///         let query = Statement::builder("SELECT COUNT(*) AS n FROM Applied").build();
+    ///         let mut rows = client.single_use().build().execute_query(query).await?;
+    ///         rows.next().await.transpose()?.map_or(Ok(0), |row| row.get("n"))
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_client<T, E, F, Fut>(&self, work: F) -> Result<T, E>
+    where
+        F: Fn(DatabaseClient) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        match work(self.database_client().await).await {
+            Err(error) if self.heal(&error).await => work(self.database_client().await).await,
+            result => result,
+        }
+    }
+
     /// Heals the database client after `error`, an error of the user's own reads or writes through
     /// [`SpannerStore::database_client`] (anywhere in its source chain): if Spanner had forgotten the session, the
     /// client is rebuilt and `true` returned, so the caller may retry with a fresh [`Self::database_client`].

@@ -430,6 +430,27 @@ async fn a_need_check_through_the_library_client_recovers_after_an_emulator_rest
     assert_eq!(effect_rows(&store, "after").await, 1);
 }
 
+#[tokio::test]
+async fn the_users_own_query_through_with_client_heals_after_an_emulator_restart() {
+    let (mut emulator, store) = setup_with_own_store().await;
+    let count = || {
+        store.with_client(|client| async move {
+            let query = Statement::builder("SELECT COUNT(*) AS n FROM Effects").build();
+            let mut rows = client.single_use().build().execute_query(query).await?;
+            rows.next().await.transpose()?.map_or(Ok(0_i64), |row| row.get("n"))
+        })
+    };
+    assert_eq!(count().await.expect("answers"), 0);
+    let kept = store.database_client().await;
+    emulator.stop();
+    emulator.restart().await.expect("restarted");
+    create_tables(&emulator).await;
+    // A client kept across the restart has lost its session; the first call through with_client heals.
+    let stale = kept.single_use().build().execute_query(Statement::builder("SELECT 1").build()).await;
+    assert!(stale.is_err(), "the kept client should have lost its session");
+    assert_eq!(count().await.expect("heals and answers in one call"), 0);
+}
+
 /// A need check that answers "needed" once, then, under the lease, tells the test it is running and never ends.
 struct HangsUnderTheLease {
     calls: AtomicU64,
