@@ -116,7 +116,7 @@ impl Mutexes {
         Self { store, cfg, display_name, mutexes: Arc::default(), shutdown: CancellationToken::new() }
     }
 
-    /// The mutex called `name` (its row's key): letters, digits, `-`, `_`, `.`, `/`, `:`, at most 256 bytes.
+    /// The mutex called `name` (its row's key): letters, digits, `-`, `_`, `.`, `/`, `:`, at most 128 bytes.
     /// Handles of the same name share their tasks, counters and shutdown.
     pub fn mutex(&self, name: &str) -> Result<SpannerMutex, MutexNameError> {
         let name = MutexName::new(name)?;
