@@ -418,25 +418,44 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
     }
 }
 
-fn state_words(state: &WorldState) -> String {
-    let clients: Vec<String> = state
-        .clients
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let section = match c.section {
-                Section::Idle => "",
-                Section::Started { .. } => " +section",
-                Section::Wrote | Section::Rejected => " +section(written)",
-            };
-            let outcome = c.machine.outcome().map(|o| format!(" {}", outcome_words(o))).unwrap_or_default();
-            format!("c{i}:{}{}{section}{outcome}", c.machine.phase(), op_text(&c.op))
-        })
-        .collect();
+/// One client of a state in words: its phase, operation in flight, section and outcome.
+fn client_words(client: &crate::ClientSlot) -> String {
+    let section = match client.section {
+        Section::Idle => "",
+        Section::Started { .. } => " +section",
+        Section::Wrote | Section::Rejected => " +section(written)",
+    };
+    let outcome = client.machine.outcome().map(|o| format!(" {}", outcome_words(o))).unwrap_or_default();
+    format!("{}{}{section}{outcome}", client.machine.phase(), op_text(&client.op))
+}
+
+fn effects_words(state: &WorldState) -> String {
     let effects: Vec<String> =
         state.effects.iter().map(|e| format!("{} fence {}", who(e.writer), e.fence.get())).collect();
-    let effects = if effects.is_empty() { "none".to_owned() } else { effects.join(", ") };
-    format!("[{}; {}; effects: {effects}]", row_text(state.spanner.row.as_ref()), clients.join(", "))
+    if effects.is_empty() { "none".to_owned() } else { effects.join(", ") }
+}
+
+fn state_words(state: &WorldState) -> String {
+    let clients: Vec<String> =
+        state.clients.iter().enumerate().map(|(i, c)| format!("c{i}:{}", client_words(c))).collect();
+    format!("[{}; {}; effects: {}]", row_text(state.spanner.row.as_ref()), clients.join(", "), effects_words(state))
+}
+
+/// A state in words, a line per part, for a person reading one state (the Explorer's state pane).
+pub(crate) fn state_in_words(state: &WorldState) -> String {
+    let mut lines = vec![format!("server time: {} ms", state.now_ms), row_text(state.spanner.row.as_ref())];
+    for client in &state.clients {
+        lines.push(format!("{}: {}", who(client.machine.id()), client_words(client)));
+    }
+    lines.push(format!("effects: {}", effects_words(state)));
+    let queued = match state.queued.as_ref().map(|queued| &queued.late) {
+        Some(Late::Txn { request, .. }) => format!("{}'s {}", who(request.client()), request_kind(request)),
+        Some(Late::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
+        None => "none".to_owned(),
+    };
+    lines.push(format!("commit on its way after an unknown answer: {queued}"));
+    lines.push(format!("faults left: {}; cancels left: {}", state.faults_left, state.cancels_left));
+    lines.join("\n")
 }
 
 /// A path as numbered steps in words, each followed by the state it leads to.

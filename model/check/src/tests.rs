@@ -302,6 +302,13 @@ fn naive_protocol_executes_the_section_twice() {
     let headline = &summary.counterexamples[0];
     assert_eq!(headline.property, DOUBLE_EXECUTION);
     insta::assert_snapshot!("naive_double_execution", format!("{}\n\n{}", headline.encoded, headline.steps.join("\n")));
+    // The Explorer's state pane ({:#?}) reads as words too.
+    let model = LeaseModel::new(naive());
+    let actions = decode_path(&headline.encoded).expect("decodes");
+    let path = Path::from_actions(&model, model.init_states().remove(0), &actions).expect("replays");
+    let pane = format!("{:#?}", path.last_state());
+    assert!(pane.starts_with("server time: ") && pane.contains("effects: client"), "{pane}");
+    assert!(!pane.contains('{') && !pane.contains("Fence("), "{pane}");
     // Every counterexample reads as words: no Rust Debug output (braces, tuple structs, quoted lists).
     for step in summary.counterexamples.iter().flat_map(|c| &c.steps) {
         for debug in ["{", "Fence(", "ServerTime", "AsDecided", "[\""] {

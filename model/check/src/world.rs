@@ -234,7 +234,7 @@ pub struct WorldGhost {
 }
 
 /// The whole system.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct WorldState {
     /// Server time in milliseconds.
     pub now_ms: u64,
@@ -253,6 +253,28 @@ pub struct WorldState {
     pub queued: Option<Queued>,
     /// History.
     pub ghost: WorldGhost,
+}
+
+impl std::fmt::Debug for WorldState {
+    /// `{:?}`: every field, as a derived `Debug` writes it. `{:#?}`, which the stateright Explorer's state pane
+    /// shows: the state in words, a line per part (`crate::report::state_in_words`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if f.alternate() {
+            return f.write_str(&crate::report::state_in_words(self));
+        }
+        // Destructured, so a new field cannot be left out.
+        let Self { now_ms, spanner, clients, effects, faults_left, cancels_left, queued, ghost } = self;
+        f.debug_struct("WorldState")
+            .field("now_ms", now_ms)
+            .field("spanner", spanner)
+            .field("clients", clients)
+            .field("effects", effects)
+            .field("faults_left", faults_left)
+            .field("cancels_left", cancels_left)
+            .field("queued", queued)
+            .field("ghost", ghost)
+            .finish()
+    }
 }
 
 pub(crate) fn client_id(slot: usize, incarnation: u8) -> ClientId {

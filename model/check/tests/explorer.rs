@@ -105,6 +105,9 @@ fn the_explorer_shows_a_counterexample_path_in_a_browser() {
         .nth(1)
         .and_then(|rest| rest.split("Next Action Choices").next())
         .unwrap_or_else(|| panic!("no path on the page:\n{text}"));
+    // The state pane reads in words, not as a Debug dump.
+    assert!(text.contains("server time: ") && text.contains("effects: client"), "no state in words:\n{text}");
+    assert!(!text.contains("WorldState {"), "a Debug dump in the state pane:\n{text}");
     // Every step of the counterexample, in order.
     let mut rest = steps;
     for action in &actions {
