@@ -37,7 +37,7 @@ enum Cmd {
     },
     /// Create the instance, database and table on the emulator (only the table on real Spanner).
     Init {
-        /// Config file (TOML or JSON, ours or the seed's).
+        /// Config file (TOML or JSON, ours or py-spanner-mutex's).
         #[arg(long)]
         config: std::path::PathBuf,
         /// One of the app's own DDL statements, run after the lease table (repeatable); one whose table or index
@@ -66,7 +66,7 @@ enum Cmd {
         #[arg(long, default_value_t = 500, requires = "watch", value_parser = clap::value_parser!(u64).range(50..=60_000))]
         interval_ms: u64,
     },
-    /// One client runs a section that appends a line to a file (the seed's demo).
+    /// One client runs a section that appends a line to a file (py-spanner-mutex's demo).
     RunOnce {
         /// Config file.
         #[arg(long)]

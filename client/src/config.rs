@@ -1,5 +1,5 @@
 //! Client configuration: where the lease table is, which mutex, the protocol's timings, and the time bounds on
-//! every call. Read from TOML or JSON (ours, or the seed's py-spanner-mutex JSON); unknown keys are errors
+//! every call. Read from TOML or JSON (ours, or py-spanner-mutex's JSON); unknown keys are errors
 //! naming the key; every value is validated with an error naming the field and the rule.
 
 use serde::{Deserialize, Serialize};
@@ -269,7 +269,7 @@ fn validate_resource_id(field: &'static str, value: &str, max: usize) -> Result<
 }
 
 impl MutexConfig {
-    /// Parses TOML or JSON (ours or the seed's), then validates.
+    /// Parses TOML or JSON (ours or py-spanner-mutex's), then validates.
     pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
         let trimmed = text.trim_start();
         let config = if trimmed.starts_with('{') {

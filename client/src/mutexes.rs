@@ -71,7 +71,7 @@ impl Mutexes {
         MutexesBuilder::default()
     }
 
-    /// Reads a config file (TOML or JSON, ours or the seed's), connects and checks the lease table.
+    /// Reads a config file (TOML or JSON, ours or py-spanner-mutex's), connects and checks the lease table.
     pub async fn from_file(path: impl AsRef<Path>) -> Result<Self, SetupError> {
         Self::builder().config(read(path.as_ref(), MutexConfig::parse)?).connect().await
     }
