@@ -263,7 +263,8 @@ pub enum RunError {
     },
     /// The user's need check failed.
     #[error("need check failed: {0}")]
-    NeedCheck(#[source] BoxError),
+    // Not a `#[source]`: the message says it already, and a chain printed whole (`{:#}`) would say it twice.
+    NeedCheck(BoxError),
     /// The run was cancelled and holds no lease: any it held or was winning was released. (A cancel whose release
     /// could not be confirmed returns [`RunError::Unavailable`] instead: the lease then ends at its TTL.)
     #[error("cancelled")]
