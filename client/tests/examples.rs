@@ -69,12 +69,7 @@ async fn the_migration_example_run_by_three_processes_applies_each_migration_onc
         .await
         .expect("ran");
     assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), "not needed");
-    let store = spanner_mutex::SpannerStore::builder()
-        .database(DATABASE)
-        .emulator_host(emulator.endpoint())
-        .connect()
-        .await
-        .expect("connects");
+    let store = store_of(&emulator).await;
     let query = google_cloud_spanner::statement::Statement::builder("SELECT id FROM Applied ORDER BY id").build();
     let mut rows = store.database_client().await.single_use().build().execute_query(query).await.expect("query");
     let mut applied = Vec::<String>::new();
@@ -172,12 +167,7 @@ async fn the_leader_example_fails_over_after_a_kill_and_a_stopped_leaders_term_n
     assert_eq!((ended, term_of(&line)), (second, second_term));
     // Let the new leader write on, then compare commit times: no write of the stopped term after the next term's first.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let store = spanner_mutex::SpannerStore::builder()
-        .database(DATABASE)
-        .emulator_host(emulator.endpoint())
-        .connect()
-        .await
-        .expect("connects");
+    let store = store_of(&emulator).await;
     let sql = "SELECT (SELECT MAX(committed_at) FROM LeaderWrites WHERE term = @old) < \
                (SELECT MIN(committed_at) FROM LeaderWrites WHERE term = @new) AS ordered, \
                (SELECT COUNT(*) FROM LeaderWrites WHERE term = @old) AS old_writes, \
@@ -226,4 +216,14 @@ async fn the_lock_example_run_twice_at_once_runs_the_job_one_after_the_other() {
     }
     fences.sort_unstable();
     assert!(fences[0] < fences[1], "two holders with one fence: {fences:?}");
+}
+
+/// The example database's store on `emulator`, through the public builder.
+async fn store_of(emulator: &Emulator) -> spanner_mutex::SpannerStore {
+    spanner_mutex::SpannerStore::builder()
+        .database(DATABASE)
+        .emulator_host(emulator.endpoint())
+        .connect()
+        .await
+        .expect("connects")
 }
