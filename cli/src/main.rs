@@ -219,7 +219,11 @@ async fn reach_cloud_spanner(
     timeouts: &spanner_mutex::Timeouts,
 ) -> anyhow::Result<google_cloud_spanner_admin_database_v1::client::DatabaseAdmin> {
     let reach = async {
-        let spanner = google_cloud_spanner::client::Spanner::builder().build().await?;
+        // Building the client fails only on credentials it cannot create (an unreadable key file, say).
+        let spanner = google_cloud_spanner::client::Spanner::builder()
+            .build()
+            .await
+            .map_err(|_| spanner_mutex::ConnectError::Credentials)?;
         let admin = spanner.database_admin_builder().build().await?;
         admin.get_database().set_name(database).send().await?;
         anyhow::Ok(admin)
@@ -227,6 +231,7 @@ async fn reach_cloud_spanner(
     let no_credentials = || spanner_mutex::ConnectError::Credentials;
     match tokio::time::timeout(timeouts.connect(), reach).await {
         Ok(Ok(admin)) => Ok(admin),
+        Ok(Err(error)) if error.is::<spanner_mutex::ConnectError>() => Err(error),
         Ok(Err(error)) => {
             let gax = error.downcast_ref::<google_cloud_gax::error::Error>();
             if gax.is_some_and(google_cloud_gax::error::Error::is_authentication) {

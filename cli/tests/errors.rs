@@ -95,3 +95,36 @@ fn a_closed_pipe_ends_the_demo_quietly() {
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }
+
+#[test]
+fn init_without_an_emulator_or_credentials_prints_the_ddl_and_gives_up_after_connect_ms() {
+    // No emulator and no Google Cloud credentials here: init still prints the DDL it would run, then ends with
+    // one line (the bound, or the missing credentials) instead of the client's minute of retries.
+    let config = std::env::temp_dir().join(format!("spanner-mutex-cli-no-spanner-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "name = \"x\"\nproject_id = \"p-1\"\ninstance_id = \"i-1\"\ndatabase_id = \"d-1\"\n[timeouts]\nconnect_ms = 500\n",
+    )
+    .expect("written");
+    let init = |credentials: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spanner-mutex"));
+        command.args(["init", "--config", &config.to_string_lossy()]).env_remove("SPANNER_EMULATOR_HOST");
+        match credentials {
+            Some(file) => command.env("GOOGLE_APPLICATION_CREDENTIALS", file),
+            None => command.env_remove("GOOGLE_APPLICATION_CREDENTIALS"),
+        };
+        let output = command.output().expect("the CLI runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(stdout.contains("CREATE TABLE SpannerMutex ("), "{stdout}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        stderr.into_owned()
+    };
+    // No credentials to find: the bound, or the missing credentials, in one line.
+    let stderr = init(None);
+    assert!(stderr.contains("connect_ms = 500") || stderr.contains("no usable Google Cloud credentials"), "{stderr}");
+    // A key file that is not there: said once, in words, with what to do.
+    let stderr = init(Some("/nonexistent/key.json"));
+    assert!(stderr.starts_with("error: no usable Google Cloud credentials"), "{stderr}");
+    assert!(stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{stderr}");
+}
