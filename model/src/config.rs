@@ -51,6 +51,10 @@ pub enum Protocol {
     /// `check`'s cross-check of the reduction against every state must fail.
     #[cfg(any(test, feature = "variants"))]
     KeepsFenceOnReacquire,
+    /// Fenced, but an unknown outcome does not start the unavailability clock (only a failed call does): a run
+    /// whose calls go unanswered retries past its budget. The checker and the driver conformance must catch it.
+    #[cfg(any(test, feature = "variants"))]
+    UnknownStartsNoClock,
 }
 
 impl Protocol {
@@ -70,6 +74,8 @@ impl Protocol {
             Self::RenewsAnyStarted => "renews-any-started",
             #[cfg(any(test, feature = "variants"))]
             Self::KeepsFenceOnReacquire => "keeps-fence-on-reacquire",
+            #[cfg(any(test, feature = "variants"))]
+            Self::UnknownStartsNoClock => "unknown-starts-no-clock",
         }
     }
 
@@ -126,6 +132,16 @@ impl Protocol {
             #[cfg(any(test, feature = "variants"))]
             Self::KeepsFenceOnReacquire => true,
             _ => false,
+        }
+    }
+
+    /// Whether an unknown outcome starts the unavailability clock, as a failed call does (not in the re-inserted
+    /// bug).
+    pub const fn unknown_starts_clock(self) -> bool {
+        match self {
+            #[cfg(any(test, feature = "variants"))]
+            Self::UnknownStartsNoClock => false,
+            _ => true,
         }
     }
 

@@ -464,6 +464,8 @@ impl ClientMachine {
             }
             // With no budget there is nothing to time (and the model checker's states stay as few).
             Event::TxnOutcomeUnknown | Event::FencedWriteUnanswered { .. } if cfg.unavailable_ms() == 0 => {}
+            Event::TxnOutcomeUnknown | Event::FencedWriteUnanswered { .. }
+                if !cfg.protocol().unknown_starts_clock() => {}
             // The clock runs from the unanswered call's send where it is known, else from now.
             Event::TxnFailed(Failure::Unavailable)
             | Event::ReadFailed(Failure::Unavailable)
@@ -494,7 +496,7 @@ impl ClientMachine {
                 self.on_acquire_resolution(cfg, now, read_sent_at, event)
             }
             State::CancelledAwaitingAcquireResolution { read_sent_at } => {
-                self.on_cancelled_acquire_resolution(cfg, read_sent_at, event)
+                self.on_cancelled_acquire_resolution(cfg, now, read_sent_at, event)
             }
             State::AwaitingRetryTimer { wake_at, then: Retry::Acquire } => match event {
                 // An earlier acquisition whose outcome was never learned (or a grant whose deadline ran out under
@@ -513,12 +515,14 @@ impl ClientMachine {
             State::AwaitingNeedWhileHolding { held } => self.on_need_under_lease(cfg, now, held, event),
             State::Holding { held } => self.on_holding(cfg, now, held, false, event),
             State::HoldingLost { held } => self.on_holding(cfg, now, held, true, event),
-            State::AwaitingRenewalToRelease { held, reason } => self.on_renewal_to_release(held, reason, false, event),
-            State::AwaitingRenewalToReleaseLost { held, reason } => {
-                self.on_renewal_to_release(held, reason, true, event)
+            State::AwaitingRenewalToRelease { held, reason } => {
+                self.on_renewal_to_release(now, held, reason, false, event)
             }
-            State::AwaitingReleaseCommit { fence, reason, resends_left } => {
-                self.on_release_answer(cfg, now, fence, reason, resends_left, event)
+            State::AwaitingRenewalToReleaseLost { held, reason } => {
+                self.on_renewal_to_release(now, held, reason, true, event)
+            }
+            State::AwaitingReleaseCommit { sent_at, fence, reason, resends_left } => {
+                self.on_release_answer(cfg, now, sent_at, fence, reason, resends_left, event)
             }
             State::AwaitingReleaseResolution { fence, reason, resends_left } => {
                 self.on_release_resolution(cfg, now, fence, reason, resends_left, event)
@@ -580,7 +584,7 @@ impl ClientMachine {
 
     fn on_cancelled_acquire_answer(&mut self, now: LocalInstant, sent_at: LocalInstant, event: Event) -> Step {
         match event {
-            Event::TxnCommitted(TxnReply::Acquired { fence, .. }) => Ok(self.release_cancelled(fence)),
+            Event::TxnCommitted(TxnReply::Acquired { fence, .. }) => Ok(self.release_cancelled(now, fence)),
             Event::TxnCommitted(TxnReply::Busy { holder, fence, expires_at, server_now }) => {
                 Ok(self.finish_cancelled_on(Observation::Busy { holder, fence, expires_at, server_now }))
             }
@@ -644,11 +648,17 @@ impl ClientMachine {
         }
     }
 
-    fn on_cancelled_acquire_resolution(&mut self, cfg: &Config, read_sent_at: LocalInstant, event: Event) -> Step {
+    fn on_cancelled_acquire_resolution(
+        &mut self,
+        cfg: &Config,
+        now: LocalInstant,
+        read_sent_at: LocalInstant,
+        event: Event,
+    ) -> Step {
         match event {
             Event::RowRead { row, server_now } => {
                 match self.ours_in_read(cfg, read_sent_at, row.as_ref(), server_now) {
-                    Some(held) => Ok(self.release_cancelled(held.fence)),
+                    Some(held) => Ok(self.release_cancelled(now, held.fence)),
                     None => Ok(self.finish_cancelled_on(observe(cfg, self.mode, self.id, row.as_ref(), server_now))),
                 }
             }
@@ -713,7 +723,7 @@ impl ClientMachine {
     fn on_need_under_lease(&mut self, cfg: &Config, now: LocalInstant, held: Held, event: Event) -> Step {
         match event {
             Event::NeedAnswered { needed: false } => {
-                Ok(self.send_release(held.fence, ReleaseReason::NotNeeded, MAX_RELEASE_RESENDS))
+                Ok(self.send_release(now, held.fence, ReleaseReason::NotNeeded, MAX_RELEASE_RESENDS))
             }
             // The grant ran out during the need check: acquire again (re-entrant if still ours).
             Event::NeedAnswered { needed: true } if !held.proven_at(now) => Ok(self.retry_after(cfg, now, 0)),
@@ -722,6 +732,7 @@ impl ClientMachine {
                 Ok(Some(Command::RunSection { fence: held.fence, deadline: held.deadline }))
             }
             Event::NeedCheckFailed => Ok(self.send_release(
+                now,
                 held.fence,
                 ReleaseReason::Abandon(Outcome::Failed(Failure::NeedCheck)),
                 MAX_RELEASE_RESENDS,
@@ -733,7 +744,7 @@ impl ClientMachine {
             }
             // Under the lease, the need check's answer cannot change what a cancel means: release now and leave
             // the check unanswered (the driver drops it).
-            Event::Cancel => Ok(self.release_cancelled(held.fence)),
+            Event::Cancel => Ok(self.release_cancelled(now, held.fence)),
             _ => self.unexpected(State::AwaitingNeedWhileHolding { held }),
         }
     }
@@ -769,7 +780,7 @@ impl ClientMachine {
             };
             Ok(None)
         } else {
-            Ok(self.send_release(held.fence, reason, MAX_RELEASE_RESENDS))
+            Ok(self.send_release(now, held.fence, reason, MAX_RELEASE_RESENDS))
         }
     }
 
@@ -803,7 +814,14 @@ impl ClientMachine {
     }
 
     /// The section is already over: whatever the renewal answers, no one is left to signal; release now.
-    fn on_renewal_to_release(&mut self, held: Held, reason: ReleaseReason, lost: bool, event: Event) -> Step {
+    fn on_renewal_to_release(
+        &mut self,
+        now: LocalInstant,
+        held: Held,
+        reason: ReleaseReason,
+        lost: bool,
+        event: Event,
+    ) -> Step {
         match (event, reason) {
             (Event::Cancel, reason) => {
                 let reason = reason.cancelled();
@@ -815,17 +833,19 @@ impl ClientMachine {
                 Ok(None)
             }
             (event, reason) if RenewalAnswer::of(&event).is_some() => {
-                Ok(self.send_release(held.fence, reason, MAX_RELEASE_RESENDS))
+                Ok(self.send_release(now, held.fence, reason, MAX_RELEASE_RESENDS))
             }
             (_, reason) if lost => self.unexpected(State::AwaitingRenewalToReleaseLost { held, reason }),
             (_, reason) => self.unexpected(State::AwaitingRenewalToRelease { held, reason }),
         }
     }
 
+    #[allow(clippy::too_many_arguments, reason = "the state's four fields, the event, and the time it came at")]
     fn on_release_answer(
         &mut self,
         cfg: &Config,
         now: LocalInstant,
+        sent_at: LocalInstant,
         fence: Fence,
         reason: ReleaseReason,
         resends_left: u8,
@@ -838,7 +858,7 @@ impl ClientMachine {
             Event::TxnCommitted(TxnReply::NotHolder) => {
                 Ok(self.after_release(cfg, now, fence, reason, Released::NotHolder))
             }
-            Event::TxnAborted if resends_left > 0 => Ok(self.send_release(fence, reason, resends_left - 1)),
+            Event::TxnAborted if resends_left > 0 => Ok(self.send_release(now, fence, reason, resends_left - 1)),
             Event::TxnOutcomeUnknown => {
                 self.state = State::AwaitingReleaseResolution { fence, reason, resends_left };
                 Ok(Some(Command::ReadRow))
@@ -847,10 +867,10 @@ impl ClientMachine {
                 Ok(self.after_release(cfg, now, fence, reason, Released::Unconfirmed))
             }
             Event::Cancel => {
-                self.state = State::AwaitingReleaseCommit { fence, reason: reason.cancelled(), resends_left };
+                self.state = State::AwaitingReleaseCommit { sent_at, fence, reason: reason.cancelled(), resends_left };
                 Ok(None)
             }
-            _ => self.unexpected(State::AwaitingReleaseCommit { fence, reason, resends_left }),
+            _ => self.unexpected(State::AwaitingReleaseCommit { sent_at, fence, reason, resends_left }),
         }
     }
 
@@ -868,7 +888,7 @@ impl ClientMachine {
                 if r.status != Status::Started {
                     Released::Confirmed
                 } else if resends_left > 0 {
-                    return Ok(self.send_release(fence, reason, resends_left - 1));
+                    return Ok(self.send_release(now, fence, reason, resends_left - 1));
                 } else {
                     Released::Unconfirmed
                 }
@@ -991,11 +1011,17 @@ impl ClientMachine {
         }
     }
 
-    fn release_cancelled(&mut self, fence: Fence) -> Option<Command> {
-        self.send_release(fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)
+    fn release_cancelled(&mut self, now: LocalInstant, fence: Fence) -> Option<Command> {
+        self.send_release(now, fence, ReleaseReason::Abandon(Outcome::Cancelled), MAX_RELEASE_RESENDS)
     }
 
-    fn send_release(&mut self, fence: Fence, reason: ReleaseReason, resends_left: u8) -> Option<Command> {
+    fn send_release(
+        &mut self,
+        now: LocalInstant,
+        fence: Fence,
+        reason: ReleaseReason,
+        resends_left: u8,
+    ) -> Option<Command> {
         let status = match (&reason, self.mode) {
             (ReleaseReason::SectionFailed { error } | ReleaseReason::SectionFailedThenCancelled { error }, _) => {
                 ReleaseStatus::Failed { error: error.clone() }
@@ -1003,7 +1029,7 @@ impl ClientMachine {
             (ReleaseReason::Abandon(outcome), Mode::RunOnce) => ReleaseStatus::Failed { error: format!("{outcome:?}") },
             _ => ReleaseStatus::Done,
         };
-        self.state = State::AwaitingReleaseCommit { fence, reason, resends_left };
+        self.state = State::AwaitingReleaseCommit { sent_at: now, fence, reason, resends_left };
         Some(Command::RunTxn(TxnRequest::Release { client: self.id, fence, status }))
     }
 

@@ -10,7 +10,7 @@ use spanner_mutex_check::{
     Action, CheckOptions, ClientKind, ClockError, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
 };
 use spanner_mutex_model::world::{CommitFate, FencedOutcome};
-use spanner_mutex_model::{ClientId, Command, Event, Fence, LeaseRow, Phase, SectionResult, ServerTime};
+use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, LeaseRow, Phase, SectionResult, ServerTime};
 use stateright::{Model, Path};
 
 /// Why a path cannot be replayed.
@@ -188,14 +188,18 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
         let not_possible = |why| ReplayError::NotPossible { step, action, why };
         match action {
             Action::Tick => lockstep.world.now_us += 1_000,
-            Action::TxnCommit(c, fate) => {
+            Action::TxnCommit(c, fate) | Action::TxnUnanswered(c, fate) => {
                 let c = client(c)?;
                 let txn = lockstep.pending[c].take().ok_or_else(|| not_possible("no transaction in flight"))?;
                 if fate == CommitFate::UnknownLate {
                     lockstep.queued = Some((c, txn.queued()));
                 }
                 let event = lockstep.world.commit(c, txn, fate);
-                let command = lockstep.world.feed(c, event);
+                let mut command = lockstep.world.feed(c, event);
+                // Spanner answers nothing more in this step: the read that would resolve the outcome fails.
+                if matches!(action, Action::TxnUnanswered(..)) && command == Some(Command::ReadRow) {
+                    command = lockstep.world.feed(c, Event::ReadFailed(Failure::Unavailable));
+                }
                 lockstep.execute(c, command);
             }
             Action::Timeout(c) => {

@@ -21,6 +21,9 @@ pub enum Action {
     Tick,
     /// The client's transaction commits, with a fate.
     TxnCommit(u8, CommitFate),
+    /// The client's transaction meets an unknown fate, and Spanner answers nothing more: the read that resolves
+    /// it fails too (two faults).
+    TxnUnanswered(u8, CommitFate),
     /// The client's due timer fires.
     Timeout(u8),
     /// The client's section tries its fenced write, with a fate (abort and unknown outcomes are retried).
@@ -52,6 +55,7 @@ impl fmt::Display for Action {
         match *self {
             Self::Tick => f.write_str("tick"),
             Self::TxnCommit(c, fate) => write!(f, "commit:{c}:{}", fate.word()),
+            Self::TxnUnanswered(c, fate) => write!(f, "unanswered:{c}:{}", fate.word()),
             // The plain write keeps its short form, so older counterexamples still parse.
             Self::SectionWrite(c, CommitFate::AsDecided) => write!(f, "write:{c}"),
             Self::SectionWrite(c, fate) => write!(f, "write:{c}:{}", fate.word()),
@@ -92,6 +96,7 @@ impl FromStr for Action {
         let client: u8 = parts.next().and_then(|c| c.parse().ok()).ok_or_else(err)?;
         let action = match verb {
             "commit" => Self::TxnCommit(client, parts.next().and_then(CommitFate::from_word).ok_or_else(err)?),
+            "unanswered" => Self::TxnUnanswered(client, parts.next().and_then(CommitFate::from_word).ok_or_else(err)?),
             "write" => match parts.next() {
                 None => return Ok(Self::SectionWrite(client, CommitFate::AsDecided)),
                 Some(word) => Self::SectionWrite(client, CommitFate::from_word(word).ok_or_else(err)?),
@@ -154,6 +159,7 @@ mod tests {
                 Action::ClockError(c, ClockError::Late),
             ]);
             all.extend(fates.map(|f| Action::TxnCommit(c, f)));
+            all.extend(fates.map(|f| Action::TxnUnanswered(c, f)));
             all.extend(fates.map(|f| Action::SectionWrite(c, f)));
         }
         assert_eq!(decode_path(&encode_path(&all)), Ok(all));

@@ -28,6 +28,10 @@ pub enum ProtocolArg {
     /// what the search key forgets; the reduction's cross-check catches it).
     #[cfg(feature = "bug-injection")]
     KeepsFenceOnReacquire,
+    /// An unknown outcome that does not start the unavailability clock (a re-inserted bug: retries past the
+    /// budget).
+    #[cfg(feature = "bug-injection")]
+    UnknownStartsNoClock,
 }
 
 impl ProtocolArg {
@@ -46,6 +50,8 @@ impl ProtocolArg {
             Self::RenewsAnyStarted => Protocol::RenewsAnyStarted,
             #[cfg(feature = "bug-injection")]
             Self::KeepsFenceOnReacquire => Protocol::KeepsFenceOnReacquire,
+            #[cfg(feature = "bug-injection")]
+            Self::UnknownStartsNoClock => Protocol::UnknownStartsNoClock,
         }
     }
 }

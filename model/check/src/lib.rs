@@ -141,7 +141,7 @@ impl Model for LeaseModel {
             match &client.op {
                 Op::Idle => {}
                 Op::NeedCheck => {}
-                Op::TxnRead { request, row_unchanged, clock_erred, read_at } => {
+                Op::TxnRead { request, row_unchanged, clock_erred, read_at, .. } => {
                     actions.push(Action::TxnCommit(c, CommitFate::AsDecided));
                     // A renewal delayed before the server runs it re-reads the row at the current step: only worth
                     // a step once the row or the time moved. (Any other transaction sent later is the same as
@@ -172,6 +172,13 @@ impl Model for LeaseModel {
                         }
                         if faults.unavailable {
                             actions.push(Action::TxnCommit(c, CommitFate::Unavailable));
+                        }
+                        // An acquisition or release told "unknown" reads the row at once to resolve it: Spanner may
+                        // not answer that either (a renewal reads nothing).
+                        let resolves_by_reading = !matches!(request, spanner_mutex_model::TxnRequest::Renew { .. });
+                        if faults.unavailable && faults.unknown && state.faults_left >= 2 && resolves_by_reading {
+                            actions.push(Action::TxnUnanswered(c, CommitFate::UnknownLanded));
+                            actions.push(Action::TxnUnanswered(c, CommitFate::UnknownLost));
                         }
                     }
                 }

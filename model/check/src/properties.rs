@@ -254,6 +254,13 @@ fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
             "a client retries an unavailable Spanner and is answered",
             saw::<{ Witness::AnsweredAfterUnavailable as u8 }>,
         ));
+        // Two faults: an unknown outcome, then its resolving read unanswered (`unanswered:N:…`).
+        if model.options.faults.unknown && model.options.fault_budget >= 2 {
+            properties.push(Property::sometimes(
+                "the read resolving an unknown outcome goes unanswered too",
+                saw::<{ Witness::ResolvingReadUnanswered as u8 }>,
+            ));
+        }
     }
     if model.options.faults.delay {
         properties.push(Property::sometimes(

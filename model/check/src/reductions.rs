@@ -335,9 +335,13 @@ impl LeaseModel {
         }
         for slot in &mut state.clients {
             slot.machine.rename(&shift);
-            if let Op::TxnRead { request, read_at, .. } = &mut slot.op {
+            if let Op::TxnRead { request, read_at, sent_at, .. } = &mut slot.op {
                 request.rename(&shift);
                 by_server(read_at);
+                *sent_at = sent_at.shifted_ms(by_ms);
+            }
+            if let Some(since) = &mut slot.ghost.unanswered_since {
+                *since = since.shifted_ms(by_ms);
             }
             if let Section::Started { fence } = &mut slot.section {
                 *fence = renumber(*fence);

@@ -361,6 +361,13 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
             }
             Op::Idle | Op::NeedCheck => format!("{}'s transaction {}", client(c), fate_words(fate, None)),
         },
+        Action::TxnUnanswered(c, fate) => {
+            let what = match &before.clients[usize::from(c)].op {
+                Op::TxnRead { request, .. } => format!("{}'s {}", client(c), request_kind(request)),
+                Op::Idle | Op::NeedCheck => format!("{}'s transaction", client(c)),
+            };
+            format!("{what} {}, and Spanner does not answer the read that would resolve it", fate_words(fate, None))
+        }
         Action::Timeout(c) => format!("{}'s timer fires", client(c)),
         Action::SectionWrite(c, fate) => {
             let written = matches!(after.clients[usize::from(c)].section, Section::Wrote);

@@ -12,6 +12,14 @@ use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Event, Fence, LocalInstant, SectionResult, ServerTime, Status,
 };
 
+/// Whether Spanner answers the reads a delivery leads to in the same step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    Answered,
+    /// Spanner answers nothing more in this step: the read fails.
+    Unanswered,
+}
+
 impl LeaseModel {
     pub(crate) fn server_time(ms: u64) -> ServerTime {
         ServerTime::from_unix_micros(i64::try_from(ms).unwrap_or(i64::MAX) * 1_000)
@@ -54,6 +62,7 @@ impl LeaseModel {
         client.ghost.campaigns += 1;
         client.ghost.waits = 0;
         client.ghost.granted = false;
+        client.ghost.unanswered_since = None;
         self.start(state, slot);
     }
 
@@ -65,6 +74,11 @@ impl LeaseModel {
 
     /// Feeds `event` to a client's machine and executes what it commands.
     pub(crate) fn deliver(&self, state: &mut WorldState, slot: usize, event: Event) {
+        self.deliver_with(state, slot, event, Reads::Answered);
+    }
+
+    /// As [`Self::deliver`]; with [`Reads::Unanswered`] a read the machine commands at once fails.
+    fn deliver_with(&self, state: &mut WorldState, slot: usize, event: Event, reads: Reads) {
         let now = Self::local_now(state, slot);
         // A poll that finds the row still busy waits on without it being a retry; so does a wait for an
         // unavailable Spanner before the lease (nobody was seen holding it). A failed section's release that
@@ -86,6 +100,12 @@ impl LeaseModel {
                     )
                 {
                     state.ghost.witnessed.insert(Witness::PollNoticed);
+                }
+                if reads == Reads::Unanswered && command == Some(Command::ReadRow) {
+                    state.ghost.witnessed.insert(Witness::ResolvingReadUnanswered);
+                    self.note_answer(state, slot, Some(now));
+                    self.deliver(state, slot, Event::ReadFailed(Failure::Unavailable));
+                    return;
                 }
                 self.execute(state, slot, command, counts_wait);
             }
@@ -147,12 +167,15 @@ impl LeaseModel {
                 self.deliver(state, slot, Event::NeedAnswered { needed });
             }
             Some(Command::ReadRow) => {
+                self.note_answer(state, slot, None);
                 let event = state.spanner.read(Self::server_time(state.now_ms));
                 self.deliver(state, slot, event);
             }
             Some(Command::RunTxn(request)) => {
                 let read_at = self.decision_time(state, slot);
-                state.clients[slot].op = Op::TxnRead { request, row_unchanged: true, read_at, clock_erred: false };
+                let sent_at = Self::local_now(state, slot);
+                state.clients[slot].op =
+                    Op::TxnRead { request, row_unchanged: true, read_at, clock_erred: false, sent_at };
             }
             Some(Command::RunSection { fence, .. }) => {
                 client.section = Section::Started { fence };
@@ -315,53 +338,76 @@ impl LeaseModel {
 }
 
 impl LeaseModel {
+    /// Commits the client's transaction with `fate`: what the client is told, or `None` if it has none in flight.
+    fn commit_txn(&self, state: &mut WorldState, slot: usize, fate: CommitFate) -> Option<Event> {
+        let Op::TxnRead { request, row_unchanged, read_at, sent_at, .. } =
+            std::mem::replace(&mut state.clients[slot].op, Op::Idle)
+        else {
+            return None;
+        };
+        if fate.is_fault() {
+            state.faults_left -= 1;
+        }
+        let now = Self::server_time(state.now_ms);
+        let commit = state.spanner.commit(&self.cfg, &request, read_at, fate, !row_unchanged, || now);
+        if commit.applied.lands() && matches!(commit.reply, TxnReply::Renewed { .. }) {
+            state.ghost.witnessed.insert(Witness::Renewed);
+        }
+        if matches!(request, TxnRequest::Renew { .. })
+            && matches!(commit.event, Event::TxnCommitted(TxnReply::NotHolder))
+        {
+            state.ghost.witnessed.insert(Witness::RenewalRefused);
+        }
+        Self::record_change(state, commit.change);
+        let acquire = matches!(request, TxnRequest::Acquire { .. });
+        if commit.applied == CommitFate::UnknownLate {
+            state.queued = Some(Queued { late: Late::Txn { request, read_at }, run_once: false, row_unchanged: true });
+        }
+        let ghost = &mut state.clients[slot].ghost;
+        match fate {
+            CommitFate::UnknownLanded if acquire => ghost.unknown_landed = true,
+            CommitFate::UnknownLost if acquire => ghost.unknown_lost = true,
+            _ => {}
+        }
+        if matches!(commit.event, Event::TxnCommitted(_)) && state.clients[slot].machine.unavailable_since().is_some() {
+            state.ghost.witnessed.insert(Witness::AnsweredAfterUnavailable);
+        }
+        let unanswered = matches!(commit.event, Event::TxnOutcomeUnknown | Event::TxnFailed(_));
+        self.note_answer(state, slot, unanswered.then_some(sent_at));
+        Some(commit.event)
+    }
+
+    /// Records for the budget's property whether Spanner answered the client's call (`None`), or not: then the
+    /// call's send time. Nothing is kept in worlds without a budget (no state is split by it).
+    fn note_answer(&self, state: &mut WorldState, slot: usize, unanswered_sent_at: Option<LocalInstant>) {
+        if self.cfg.unavailable_ms() == 0 {
+            return;
+        }
+        let since = &mut state.clients[slot].ghost.unanswered_since;
+        *since = unanswered_sent_at.map(|sent_at| since.map_or(sent_at, |since| since.min(sent_at)));
+    }
+
     /// Takes `action` in `state`; `None` if it cannot be taken.
     pub(crate) fn step(&self, state: &mut WorldState, action: Action) -> Option<()> {
         match action {
             Action::Tick => state.now_ms += 1,
             Action::TxnCommit(c, fate) => {
                 let slot = usize::from(c);
-                let Op::TxnRead { request, row_unchanged, read_at, .. } =
-                    std::mem::replace(&mut state.clients[slot].op, Op::Idle)
-                else {
-                    return None;
-                };
-                if fate.is_fault() {
-                    state.faults_left -= 1;
-                }
-                let now = Self::server_time(state.now_ms);
-                let commit = state.spanner.commit(&self.cfg, &request, read_at, fate, !row_unchanged, || now);
-                if commit.applied.lands() && matches!(commit.reply, TxnReply::Renewed { .. }) {
-                    state.ghost.witnessed.insert(Witness::Renewed);
-                }
-                if matches!(request, TxnRequest::Renew { .. })
-                    && matches!(commit.event, Event::TxnCommitted(TxnReply::NotHolder))
-                {
-                    state.ghost.witnessed.insert(Witness::RenewalRefused);
-                }
-                Self::record_change(state, commit.change);
-                let acquire = matches!(request, TxnRequest::Acquire { .. });
-                if commit.applied == CommitFate::UnknownLate {
-                    state.queued =
-                        Some(Queued { late: Late::Txn { request, read_at }, run_once: false, row_unchanged: true });
-                }
-                let ghost = &mut state.clients[slot].ghost;
-                match fate {
-                    CommitFate::UnknownLanded if acquire => ghost.unknown_landed = true,
-                    CommitFate::UnknownLost if acquire => ghost.unknown_lost = true,
-                    _ => {}
-                }
-                if matches!(commit.event, Event::TxnCommitted(_))
-                    && state.clients[slot].machine.unavailable_since().is_some()
-                {
-                    state.ghost.witnessed.insert(Witness::AnsweredAfterUnavailable);
-                }
-                self.deliver(state, slot, commit.event);
+                let event = self.commit_txn(state, slot, fate)?;
+                self.deliver(state, slot, event);
+            }
+            Action::TxnUnanswered(c, fate) => {
+                let slot = usize::from(c);
+                let event = self.commit_txn(state, slot, fate)?;
+                // The read is a second call without an answer: a fault of its own.
+                state.faults_left -= 1;
+                self.deliver_with(state, slot, event, Reads::Unanswered);
             }
             Action::Timeout(c) => {
                 let slot = usize::from(c);
                 let now = Self::local_now(state, slot);
-                let since = state.clients[slot].machine.unavailable_since();
+                // Judged from the world's record of unanswered calls, not from the machine's own.
+                let since = state.clients[slot].ghost.unanswered_since;
                 let command = state.clients[slot].machine.handle_timeout(&self.cfg, now);
                 let attempt = matches!(command, Some(Command::RunTxn(TxnRequest::Acquire { .. }) | Command::ReadRow));
                 if attempt && since.is_some_and(|since| now >= since.plus_ms(self.cfg.unavailable_ms())) {

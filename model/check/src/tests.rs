@@ -17,10 +17,10 @@ fn default_check_passes_with_a_pinned_state_count() {
     assert_eq!(summary.verdict, Verdict::Pass, "{summary:#?}");
     assert!(summary.unreached.is_empty());
     // A change here means the protocol or the world changed: review the diff, then update the pin.
-    assert_eq!((summary.states, summary.unique_states, summary.max_depth), (6_767_156, 1_738_422, 31));
+    assert_eq!((summary.states, summary.unique_states, summary.max_depth), (6_852_213, 1_765_932, 29));
     // The same world keyed state by state, as stateright keys it.
     let each_state = run_check(CheckOptions::default(), SearchOptions { time_shifts: false, ..one_thread() });
-    assert_eq!((each_state.states, each_state.unique_states, each_state.max_depth), (12_599_870, 3_450_432, 33));
+    assert_eq!((each_state.states, each_state.unique_states, each_state.max_depth), (12_724_473, 3_493_932, 33));
 }
 
 /// Two small worlds the searches are compared in: run-once clients, and a lock and a leader client with a cancel.
@@ -180,7 +180,7 @@ fn the_unique_state_count_does_not_depend_on_the_thread_count() {
     // The symmetry representative is canonical, and every class is reached whichever member is reached first,
     // so two threads reach the same classes as one.
     let summary = run_check(CheckOptions::default(), SearchOptions { threads: 2, ..SearchOptions::default() });
-    assert_eq!((summary.verdict, summary.unique_states), (Verdict::Pass, 1_738_422));
+    assert_eq!((summary.verdict, summary.unique_states), (Verdict::Pass, 1_765_932));
     // Keyed state by state, every state is visited at one time, so two threads expand none twice.
     let [run_once, _] = two_client_worlds();
     let each_state = SearchOptions { threads: 2, time_shifts: false, ..SearchOptions::default() };
@@ -454,6 +454,27 @@ fn a_renewal_accepted_on_any_started_row_is_caught_once_renewals_can_execute_lat
     // The protocol refuses the late renewal, and the world shows it does.
     let summary = run_check(CheckOptions { protocol: Protocol::Fenced, ..options }, one_thread());
     assert_eq!(summary.verdict, Verdict::Pass, "{:?}", summary.unreached);
+}
+
+#[test]
+fn an_unknown_outcome_that_does_not_start_the_clock_is_caught_once_resolving_reads_can_go_unanswered() {
+    let options = CheckOptions {
+        clients: 2,
+        fault_budget: 2,
+        max_time_ms: 4,
+        protocol: Protocol::UnknownStartsNoClock,
+        kinds: vec![ClientKind::Lock],
+        ..CheckOptions::default()
+    };
+    let summary = run_check(options.clone(), one_thread());
+    assert_eq!(summary.verdict, Verdict::Violated);
+    let headline = &summary.counterexamples[0];
+    assert_eq!(headline.property, "no new attempt starts after the unavailability budget is spent");
+    assert!(headline.encoded.contains("unanswered:"), "{}", headline.encoded);
+    // The protocol starts the clock at the unknown call's send, and the world shows the fault is reached.
+    let summary = run_check(CheckOptions { protocol: Protocol::Fenced, ..options }, one_thread());
+    assert_eq!(summary.verdict, Verdict::Pass, "{:?}", summary.unreached);
+    assert!(summary.unreached.is_empty(), "{:?}", summary.unreached);
 }
 
 #[test]

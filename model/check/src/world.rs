@@ -5,7 +5,7 @@ use crate::ClientKind;
 use arrayvec::ArrayVec;
 use spanner_mutex_model::txn::TxnRequest;
 use spanner_mutex_model::world::{Late, Spanner};
-use spanner_mutex_model::{ClientId, ClientMachine, Fence, ServerTime};
+use spanner_mutex_model::{ClientId, ClientMachine, Fence, LocalInstant, ServerTime};
 
 /// An effect the protected resource accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +38,8 @@ pub enum Op {
         read_at: ServerTime,
         /// Whether that time has been made to err (once per transaction).
         clock_erred: bool,
+        /// When the client sent it, on its own clock: where its unavailability clock starts if no answer comes.
+        sent_at: LocalInstant,
     },
 }
 
@@ -88,6 +90,9 @@ pub struct ClientGhost {
     pub granted: bool,
     /// A term of this leader ended, lost or resigned, and it has not led again since.
     pub term_ended: bool,
+    /// When the first of its calls that got no answer was sent, on its clock, with no answer since: where its
+    /// unavailability budget runs from, as the world saw it (kept only in worlds with a budget).
+    pub unanswered_since: Option<LocalInstant>,
 }
 
 /// One client process.
@@ -166,6 +171,8 @@ pub enum Witness {
     RenewalRefused,
     /// A transaction committed for a client whose calls had gone unanswered (its unavailability clock ran).
     AnsweredAfterUnavailable,
+    /// The read that would resolve an unknown outcome went unanswered too.
+    ResolvingReadUnanswered,
 }
 
 /// The [`Witness`]es of the step that led to a state, and with [`Witness::FinishedAfterCancel`] the phase the

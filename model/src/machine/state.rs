@@ -171,6 +171,8 @@ pub(super) enum State {
         reason: ReleaseReason,
     },
     AwaitingReleaseCommit {
+        /// When the release was sent: an unanswered release starts the unavailability clock from here.
+        sent_at: LocalInstant,
         fence: Fence,
         reason: ReleaseReason,
         resends_left: u8,
@@ -286,6 +288,7 @@ impl State {
             }
             Self::AwaitingAcquireResolution { read_sent_at }
             | Self::CancelledAwaitingAcquireResolution { read_sent_at } => Some(*read_sent_at),
+            Self::AwaitingReleaseCommit { sent_at, .. } => Some(*sent_at),
             Self::Holding { held }
             | Self::HoldingLost { held }
             | Self::AwaitingRenewalToRelease { held, .. }
@@ -299,7 +302,6 @@ impl State {
             | Self::AwaitingPoll { .. }
             | Self::AwaitingObservation
             | Self::AwaitingNeedWhileHolding { .. }
-            | Self::AwaitingReleaseCommit { .. }
             | Self::AwaitingReleaseResolution { .. }
             | Self::Finished(_) => None,
         }
@@ -390,8 +392,12 @@ impl State {
                 held.rename(map);
                 reason.rename(map);
             }
-            Self::AwaitingReleaseCommit { fence, reason, .. }
-            | Self::AwaitingReleaseResolution { fence, reason, .. } => {
+            Self::AwaitingReleaseCommit { sent_at, fence, reason, .. } => {
+                *sent_at = map.instant(*sent_at);
+                *fence = map.fence(*fence);
+                reason.rename(map);
+            }
+            Self::AwaitingReleaseResolution { fence, reason, .. } => {
                 *fence = map.fence(*fence);
                 reason.rename(map);
             }
