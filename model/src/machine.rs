@@ -167,6 +167,24 @@ pub struct UnexpectedEvent {
 
 /// How long to wait after an acquisition aborted, `attempts` retries in: doubling from `wait_ms`, at most
 /// `max_wait_ms`.
+/// What a FAILED row says of a run that gave its lease up before its section finished: people read it
+/// (`spanner-mutex status`), and the next run retries at once.
+const fn abandoned_because(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Cancelled => "Cancelled",
+        Outcome::Failed(Failure::NeedCheck) => "the need check failed under the lease",
+        Outcome::Failed(Failure::Unavailable) => "Spanner was unavailable",
+        Outcome::Failed(Failure::Rejected) => "a fenced write was rejected",
+        // Not reasons to give a lease up; said plainly should one ever be.
+        Outcome::Executed { .. }
+        | Outcome::NotNeeded
+        | Outcome::DoneByOther { .. }
+        | Outcome::Released { .. }
+        | Outcome::GaveUp { .. }
+        | Outcome::LeaseLost { .. } => "abandoned",
+    }
+}
+
 fn abort_backoff_ms(cfg: &Config, attempts: u32) -> u64 {
     cfg.wait_ms().saturating_mul(1 << attempts.min(16)).min(cfg.max_wait_ms())
 }
@@ -1026,7 +1044,9 @@ impl ClientMachine {
             (ReleaseReason::SectionFailed { error } | ReleaseReason::SectionFailedThenCancelled { error }, _) => {
                 ReleaseStatus::Failed { error: error.clone() }
             }
-            (ReleaseReason::Abandon(outcome), Mode::RunOnce) => ReleaseStatus::Failed { error: format!("{outcome:?}") },
+            (ReleaseReason::Abandon(outcome), Mode::RunOnce) => {
+                ReleaseStatus::Failed { error: abandoned_because(outcome).to_owned() }
+            }
             _ => ReleaseStatus::Done,
         };
         self.state = State::AwaitingReleaseCommit { sent_at: now, fence, reason, resends_left };

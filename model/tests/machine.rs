@@ -541,6 +541,16 @@ fn an_unavailable_spanner_is_retried_for_unavailable_ms_without_counting_attempt
 }
 
 #[test]
+fn a_need_check_failing_under_the_lease_releases_failed_saying_so_in_words() {
+    let mut h = Harness::run_once();
+    h.machine.start(t(0));
+    h.on(0, Event::NeedAnswered { needed: true });
+    h.on(1, acquired(3));
+    let error = "the need check failed under the lease".to_owned();
+    assert_eq!(h.on(1, Event::NeedCheckFailed), Some(release(3, ReleaseStatus::Failed { error })));
+}
+
+#[test]
 fn an_unanswered_release_starts_the_unavailability_clock_from_its_send() {
     // Found by the model checker once it judged the budget from the world's record of unanswered calls: the
     // clock started when the failure arrived, so a release that took long to fail bought the run extra time.
