@@ -142,7 +142,8 @@ async fn init(
 ) -> anyhow::Result<()> {
     let config = load(config)?;
     if let Some(file) = ddl_file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| anyhow::anyhow!("cannot read the DDL file {}: {}", file.display(), error.kind()))?;
         statements.extend(text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
     }
     let (path, table) = (config.database_path(), &config.table_id);
@@ -255,8 +256,7 @@ async fn reach_cloud_spanner(
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<MutexConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    MutexConfig::parse(&text).with_context(|| format!("in {}", path.display()))
+    Ok(MutexConfig::read(path)?)
 }
 
 /// Appends one line to a file, once across all clients; need = the line is not there yet.

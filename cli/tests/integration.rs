@@ -2,4 +2,5 @@
 //! compiled and linked the async gRPC stack again for each.
 
 mod errors;
+mod newcomer;
 mod processes;

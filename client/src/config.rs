@@ -204,6 +204,121 @@ pub enum ConfigFileError {
         /// The limit.
         limit: u64,
     },
+    /// A config file could not be read.
+    #[error("cannot read the config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// What is wrong in a config file, naming the file.
+    #[error("in {path}: {error}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// What is wrong in it.
+        error: Box<Self>,
+    },
+    /// A rule broken where a value the file does not set takes part: says which, where its value came from, and
+    /// where to set it.
+    #[error("{rule}; the file does not set {key}, so it is {value}, {origin}: set it under [{section}]")]
+    Unset {
+        /// The rule broken.
+        rule: Box<Self>,
+        /// The section the key belongs in.
+        section: &'static str,
+        /// The key the file does not set.
+        key: String,
+        /// The value it took.
+        value: u64,
+        /// Where that value came from.
+        origin: UnsetOrigin,
+    },
+}
+
+/// Where the value of a key a config file does not set came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnsetOrigin {
+    /// The built-in default.
+    #[error("the default")]
+    Default,
+    /// Derived from the lease's TTL, so that it fits it.
+    #[error("derived from the lease's other settings")]
+    FollowsTtl,
+}
+
+/// The lease and timeout keys a config file sets, as `section.key`; the others are defaults, or follow its TTL.
+struct GivenKeys(std::collections::BTreeSet<String>);
+
+impl GivenKeys {
+    /// The keys `section_keys` lists for the `lease` and `timeouts` sections.
+    fn of(section_keys: impl Fn(&str) -> Option<Vec<String>>) -> Self {
+        let mut keys = std::collections::BTreeSet::new();
+        for section in ["lease", "timeouts"] {
+            keys.extend(section_keys(section).unwrap_or_default().into_iter().map(|key| format!("{section}.{key}")));
+        }
+        Self(keys)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.0.contains(key)
+    }
+
+    /// Whether the timeouts follow the TTL: only while the file sets neither the transaction's nor the RPC's.
+    fn timeouts_follow_ttl(&self) -> bool {
+        !self.has("timeouts.transaction_ms") && !self.has("timeouts.rpc_ms")
+    }
+
+    /// `rule`, saying which value it names the file does not set (the first, if several).
+    fn explain(&self, rule: ConfigFileError, config: &MutexConfig) -> ConfigFileError {
+        let unset = rule.keys().into_iter().find_map(|(section, key)| {
+            let qualified = format!("{section}.{key}");
+            let value = config.value_of(section, &key)?;
+            (!self.has(&qualified)).then(|| {
+                let follows_ttl = match qualified.as_str() {
+                    "lease.safety_margin_ms" | "lease.renew_interval_ms" => true,
+                    "timeouts.transaction_ms" | "timeouts.rpc_ms" => self.timeouts_follow_ttl(),
+                    _ => false,
+                };
+                (section, key, value, if follows_ttl { UnsetOrigin::FollowsTtl } else { UnsetOrigin::Default })
+            })
+        });
+        match unset {
+            Some((section, key, value, origin)) => {
+                ConfigFileError::Unset { rule: Box::new(rule), section, key, value, origin }
+            }
+            None => rule,
+        }
+    }
+}
+
+impl ConfigFileError {
+    /// The lease and timeout keys a broken rule names, as (section, key), the offending field first: the words of
+    /// its field and bound that are keys (a bound may be an expression over several).
+    fn keys(&self) -> Vec<(&'static str, String)> {
+        let (section, field, bound_name) = match self {
+            Self::Lease(
+                ConfigError::NotGreater { field, bound_name, .. }
+                | ConfigError::NotAtLeast { field, bound_name, .. }
+                | ConfigError::NotLess { field, bound_name, .. },
+            ) => ("lease", *field, *bound_name),
+            Self::Lease(ConfigError::Zero { field } | ConfigError::OverLimit { field, .. }) => ("lease", *field, ""),
+            Self::TimeoutTooLong { field, bound_name, .. } => ("timeouts", *field, *bound_name),
+            Self::Timeout { field, .. } => ("timeouts", *field, ""),
+            _ => return Vec::new(),
+        };
+        let mut keys = vec![(section, field.to_owned())];
+        for word in bound_name.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')) {
+            match word.split_once('.') {
+                Some(("lease", key)) => keys.push(("lease", key.to_owned())),
+                Some(("timeouts", key)) => keys.push(("timeouts", key.to_owned())),
+                Some(_) => {}
+                None => keys.push((section, word.to_owned())),
+            }
+        }
+        keys
+    }
 }
 
 // By hand, not `#[from]`: the inner sentence is part of the message, so it is not also a source (a chain printed
@@ -218,6 +333,22 @@ impl From<MutexNameError> for ConfigFileError {
     fn from(error: MutexNameError) -> Self {
         Self::Name(error)
     }
+}
+
+/// A TOML error on one line: where in `text` it is (line and column), or the key path it names, then what is
+/// wrong; the parser's own form quotes the line and points at it on lines of its own.
+fn toml_error(what: &str, text: Option<&str>, error: &toml::de::Error) -> ConfigFileError {
+    let message = match (text, error.span()) {
+        (Some(text), Some(span)) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+            format!("line {line}, column {column}: {}", error.message().trim())
+        }
+        // Without the text, the message and the key path it names (`in `lease``), each on a line of its own.
+        _ => error.to_string().lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" "),
+    };
+    ConfigFileError::Parse(format!("{what}: {message}"))
 }
 
 /// A key of the lease or the timeouts written at the top of `table`, where it means nothing, as an error that
@@ -272,7 +403,7 @@ impl MutexConfig {
     /// Parses TOML or JSON (ours or py-spanner-mutex's), then validates.
     pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
         let trimmed = text.trim_start();
-        let config = if trimmed.starts_with('{') {
+        if trimmed.starts_with('{') {
             let value: serde_json::Value =
                 serde_json::from_str(text).map_err(|e| ConfigFileError::Parse(format!("JSON: {e}")))?;
             // The seed's keys all start with `mutex_` (and `mutex_uuid` is required there: serde names it if missing).
@@ -280,43 +411,82 @@ impl MutexConfig {
             if seed_format {
                 let seed: SeedConfig =
                     serde_json::from_value(value).map_err(|e| ConfigFileError::Parse(format!("seed JSON: {e}")))?;
-                Self::from_seed(seed)
-            } else {
-                let given = |section: &str, key: &str| value.get(section).and_then(|s| s.get(key)).is_some();
-                let config: Self =
-                    serde_json::from_value(value.clone()).map_err(|e| ConfigFileError::Parse(format!("JSON: {e}")))?;
-                config.fitted(given)
+                let config = Self::from_seed(seed);
+                config.validate()?;
+                return Ok(config);
             }
+            let given = GivenKeys::of(|section| {
+                value.get(section).and_then(serde_json::Value::as_object).map(|s| s.keys().cloned().collect())
+            });
+            let config: Self =
+                serde_json::from_value(value).map_err(|e| ConfigFileError::Parse(format!("JSON: {e}")))?;
+            config.fitted(&given).validated(&given)
         } else {
-            let document: toml::Table =
-                toml::from_str(text).map_err(|e| ConfigFileError::Parse(format!("TOML: {e}")))?;
-            Self::from_toml(document, "TOML")?
-        };
-        config.validate()?;
-        Ok(config)
+            let document: toml::Table = toml::from_str(text).map_err(|e| toml_error("TOML", Some(text), &e))?;
+            Self::from_toml(document, "TOML")
+        }
     }
 
-    /// The config a TOML table holds, its defaults fitted to its TTL ([`Self::fitted`]); `what` names the table
-    /// in parse errors.
+    /// Reads and parses a config file (TOML or JSON, ours or py-spanner-mutex's); errors name the file.
+    pub fn read(path: &std::path::Path) -> Result<Self, ConfigFileError> {
+        Self::read_with(path, Self::parse)
+    }
+
+    /// Reads the mutex settings from the table `key` of an app's own TOML config file ([`Self::parse_table`]);
+    /// errors name the file.
+    pub fn read_table(path: &std::path::Path, key: &str) -> Result<Self, ConfigFileError> {
+        Self::read_with(path, |text| Self::parse_table(text, key))
+    }
+
+    fn read_with(
+        path: &std::path::Path,
+        parse: impl FnOnce(&str) -> Result<Self, ConfigFileError>,
+    ) -> Result<Self, ConfigFileError> {
+        let in_file = |error| ConfigFileError::InFile { path: path.display().to_string(), error: Box::new(error) };
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            let reason = match error.kind() {
+                std::io::ErrorKind::NotFound => "there is no such file".to_owned(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                std::io::ErrorKind::InvalidData => "it is not UTF-8 text".to_owned(),
+                std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+                kind => kind.to_string(),
+            };
+            ConfigFileError::Read { path: path.display().to_string(), reason }
+        })?;
+        parse(&text).map_err(in_file)
+    }
+
+    /// The validated config a TOML table holds, its defaults fitted to its TTL ([`Self::fitted`]); `what` names
+    /// the table in parse errors.
     fn from_toml(table: toml::Table, what: &str) -> Result<Self, ConfigFileError> {
         misplaced_key(&table)?;
-        let given = |section: &str, key: &str| table.get(section).and_then(|s| s.get(key)).is_some();
-        let config: Self = table.clone().try_into().map_err(|e| ConfigFileError::Parse(format!("{what}: {e}")))?;
-        Ok(config.fitted(given))
+        let given = GivenKeys::of(|section| {
+            table.get(section).and_then(toml::Value::as_table).map(|s| s.keys().cloned().collect())
+        });
+        let config: Self = table.try_into().map_err(|e| toml_error(what, None, &e))?;
+        config.fitted(&given).validated(&given)
     }
 
     /// This config with the lease's margin and renewal interval, and the timeouts, that its file did not set
-    /// (`given(section, key)` says which it did) derived from its TTL, so that they fit any valid TTL
-    /// ([`ConfigParams::fitted_to_ttl`], [`Timeouts::fitting`]).
-    fn fitted(mut self, given: impl Fn(&str, &str) -> bool) -> Self {
-        self.lease = self.lease.fitted_to_ttl(given("lease", "safety_margin_ms"), given("lease", "renew_interval_ms"));
-        if !given("timeouts", "transaction_ms")
-            && !given("timeouts", "rpc_ms")
+    /// derived from its TTL, so that they fit any valid TTL ([`ConfigParams::fitted_to_ttl`],
+    /// [`Timeouts::fitting`]).
+    fn fitted(mut self, given: &GivenKeys) -> Self {
+        self.lease =
+            self.lease.fitted_to_ttl(given.has("lease.safety_margin_ms"), given.has("lease.renew_interval_ms"));
+        if given.timeouts_follow_ttl()
             && let Ok(lease) = self.lease.clone().validate()
         {
             self.timeouts = Timeouts { connect_ms: self.timeouts.connect_ms, ..Timeouts::fitting(&lease) };
         }
         self
+    }
+
+    /// This config once valid; a rule broken by a value its file did not set says so ([`ConfigFileError::Unset`]).
+    fn validated(self, given: &GivenKeys) -> Result<Self, ConfigFileError> {
+        match self.validate() {
+            Ok(()) => Ok(self),
+            Err(rule) => Err(given.explain(rule, &self)),
+        }
     }
 
     fn from_seed(seed: SeedConfig) -> Self {
@@ -361,15 +531,12 @@ impl MutexConfig {
     /// Reads the mutex settings from the table `key` of an app's own TOML config file (`[spanner_mutex]`, say),
     /// so they can live beside the app's settings; unknown keys inside that table are still errors.
     pub fn parse_table(text: &str, key: &str) -> Result<Self, ConfigFileError> {
-        let mut document: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigFileError::Parse(format!("TOML: {e}")))?;
+        let mut document: toml::Table = toml::from_str(text).map_err(|e| toml_error("TOML", Some(text), &e))?;
         let table = document.remove(key).ok_or_else(|| ConfigFileError::MissingTable(key.to_owned()))?;
         let toml::Value::Table(table) = table else {
             return Err(ConfigFileError::MissingTable(key.to_owned()));
         };
-        let config = Self::from_toml(table, &format!("TOML [{key}]"))?;
-        config.validate()?;
-        Ok(config)
+        Self::from_toml(table, &format!("TOML [{key}]"))
     }
 
     /// The validated protocol config.
@@ -380,6 +547,16 @@ impl MutexConfig {
     /// The validated mutex name.
     pub fn mutex_name(&self) -> Result<MutexName, ConfigFileError> {
         Ok(MutexName::new(self.name.clone())?)
+    }
+
+    /// The value of `key` in `section` (`lease` or `timeouts`), if it is a number there.
+    fn value_of(&self, section: &str, key: &str) -> Option<u64> {
+        let table = match section {
+            "lease" => toml::Table::try_from(&self.lease).ok()?,
+            "timeouts" => toml::Table::try_from(&self.timeouts).ok()?,
+            _ => return None,
+        };
+        table.get(key)?.as_integer().and_then(|value| u64::try_from(value).ok())
     }
 
     /// `projects/P/instances/I/databases/D`.
@@ -514,6 +691,42 @@ renew_interval_ms = 1500
             source = cause.source();
         }
         assert_eq!(chain.matches("must be less than").count(), 1, "{chain}");
+    }
+
+    #[test]
+    fn a_rule_broken_with_a_value_the_file_does_not_set_says_so_and_where_to_set_it() {
+        let error = |lease_and_timeouts: &str| {
+            let text = OURS.replace("[lease]\nttl_ms = 5000\nrenew_interval_ms = 1500\n", lease_and_timeouts);
+            MutexConfig::parse(&text).expect_err(lease_and_timeouts).to_string()
+        };
+        assert_eq!(
+            error("[timeouts]\nrpc_ms = 3000\n"),
+            "timeouts.rpc_ms = 3000 must be less than timeouts.transaction_ms = 2000, so one Spanner call cannot \
+             outlast it; the file does not set transaction_ms, so it is 2000, the default: set it under [timeouts]"
+        );
+        assert_eq!(
+            error("[lease]\nttl_ms = 3000\nrenew_interval_ms = 3000\n"),
+            "invalid lease config: renew_interval_ms = 3000 must be less than ttl_ms - safety_margin_ms = 2700; the \
+             file does not set safety_margin_ms, so it is 300, derived from the lease's other settings: set it under \
+             [lease]"
+        );
+        assert_eq!(
+            error("[lease]\nserver_uncertainty_ms = 5000\n"),
+            "invalid lease config: safety_margin_ms = 10010 must be less than ttl_ms = 10000; the file does not set \
+             safety_margin_ms, so it is 10010, derived from the lease's other settings: set it under [lease]"
+        );
+        // Every value the rule names set in the file: the rule alone.
+        assert_eq!(
+            error("[lease]\nttl_ms = 3000\nsafety_margin_ms = 3000\nrenew_interval_ms = 1000\n"),
+            "invalid lease config: safety_margin_ms = 3000 must be less than ttl_ms = 3000"
+        );
+        // A timeout the file sets makes the other one a plain default, not one fitted to the TTL.
+        assert_eq!(
+            error("[lease]\nttl_ms = 3000\n[timeouts]\nrpc_ms = 500\n"),
+            "timeouts.transaction_ms = 2000 must be less than lease.ttl_ms - lease.safety_margin_ms - \
+             lease.renew_interval_ms = 1800, so one Spanner call cannot outlast it; the file does not set \
+             transaction_ms, so it is 2000, the default: set it under [timeouts]"
+        );
     }
 
     #[test]

@@ -20,15 +20,6 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
-    /// The config file could not be read.
-    #[error("cannot read the config file {path}: {source}")]
-    ReadConfig {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
     /// A setting is invalid (the message names it and the rule).
     #[error(transparent)]
     Config(#[from] ConfigFileError),
@@ -73,13 +64,13 @@ impl Mutexes {
 
     /// Reads a config file (TOML or JSON, ours or py-spanner-mutex's), connects and checks the lease table.
     pub async fn from_file(path: impl AsRef<Path>) -> Result<Self, SetupError> {
-        Self::builder().config(read(path.as_ref(), MutexConfig::parse)?).connect().await
+        Self::builder().config(MutexConfig::read(path.as_ref())?).connect().await
     }
 
     /// [`Self::from_file`] for settings kept in the table `key` (`[spanner_mutex]`, say) of an app's own TOML
     /// config file.
     pub async fn from_file_table(path: impl AsRef<Path>, key: &str) -> Result<Self, SetupError> {
-        let config = read(path.as_ref(), |text| MutexConfig::parse_table(text, key))?;
+        let config = MutexConfig::read_table(path.as_ref(), key)?;
         Self::builder().config(config).connect().await
     }
 }
@@ -296,15 +287,6 @@ impl SpannerStoreBuilder {
 /// `host:port` or `http://host:port` as the endpoint the client wants.
 pub(crate) fn grpc_endpoint(host: &str) -> String {
     format!("http://{}", crate::config::emulator_host_port(host))
-}
-
-fn read(
-    path: &Path,
-    parse: impl FnOnce(&str) -> Result<MutexConfig, ConfigFileError>,
-) -> Result<MutexConfig, SetupError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| SetupError::ReadConfig { path: path.display().to_string(), source })?;
-    Ok(parse(&text)?)
 }
 
 #[cfg(test)]

@@ -81,8 +81,9 @@ pub enum ConnectError {
 }
 
 /// A failure to connect to `endpoint` (`None`: Cloud Spanner) in words: unreachable when the connection itself
-/// failed, naming where the address came from; else the client's own message.
-fn connect_error(error: &(dyn std::error::Error + 'static), endpoint: Option<&str>) -> ConnectError {
+/// failed (an I/O error in its chain, or a failure of the `transport`), naming where the address came from; else
+/// the client's own message.
+fn connect_error(error: &(dyn std::error::Error + 'static), endpoint: Option<&str>, transport: bool) -> ConnectError {
     let mut cause = Some(error);
     let io_kind = std::iter::from_fn(|| {
         let current = cause?;
@@ -90,16 +91,20 @@ fn connect_error(error: &(dyn std::error::Error + 'static), endpoint: Option<&st
         Some(current)
     })
     .find_map(|cause| cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
-    let Some(kind) = io_kind else { return ConnectError::Client(error.to_string()) };
     use std::io::ErrorKind;
-    let reason = match kind {
-        ErrorKind::ConnectionRefused => "connection refused (nothing listens there)",
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-            "the connection was closed while connecting (did the server stop?)"
-        }
-        ErrorKind::TimedOut => "the connection timed out",
-        ErrorKind::AddrNotAvailable | ErrorKind::NotFound => "the address does not resolve",
-        _ => "the connection failed",
+    let reason = match io_kind {
+        // The transport failed without an I/O error: the connection was cancelled (closed by the other side).
+        None if transport => "the connection was closed while connecting (did the server stop?)",
+        None => return ConnectError::Client(error.to_string()),
+        Some(kind) => match kind {
+            ErrorKind::ConnectionRefused => "connection refused (nothing listens there)",
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                "the connection was closed while connecting (did the server stop?)"
+            }
+            ErrorKind::TimedOut => "the connection timed out",
+            ErrorKind::AddrNotAvailable | ErrorKind::NotFound => "the address does not resolve",
+            _ => "the connection failed",
+        },
     };
     let from_variable = std::env::var("SPANNER_EMULATOR_HOST")
         .ok()
@@ -247,7 +252,7 @@ impl SpannerStore {
         if let Some(endpoint) = &endpoint {
             builder = builder.with_endpoint(endpoint.clone());
         }
-        let spanner = builder.build().await.map_err(|e| connect_error(&e, endpoint.as_deref()))?;
+        let spanner = builder.build().await.map_err(|e| connect_error(&e, endpoint.as_deref(), false))?;
         let is_emulator = endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
             || std::env::var_os("SPANNER_EMULATOR_HOST").is_some();
         let client = Self::build_client(&spanner, &database, &timeouts, endpoint.as_deref()).await?;
@@ -282,7 +287,7 @@ impl SpannerStore {
                 Err(ConnectError::DatabaseNotFound { database: database.to_owned() })
             }
             Ok(Err(e)) if e.is_authentication() => Err(ConnectError::Credentials),
-            Ok(Err(e)) => Err(connect_error(&e, endpoint)),
+            Ok(Err(e)) => Err(connect_error(&e, endpoint, e.is_transport())),
             Err(_) => Err(ConnectError::Unavailable {
                 endpoint: endpoint.unwrap_or("Cloud Spanner").to_owned(),
                 ms: timeouts.connect_ms,

@@ -21,7 +21,7 @@ pub enum StoreErrorKind {
 /// A failed store operation: its kind, Spanner's gRPC status code when Spanner answered, and the underlying
 /// error's text for people.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{}{message}", code.map(|c| format!("{c:?}: ")).unwrap_or_default())]
+#[error("{}{message}", code.map(|c| format!("{c}: ")).unwrap_or_default())]
 pub struct StoreError {
     /// What kind of failure, which decides what the machine is told.
     pub kind: StoreErrorKind,

@@ -27,6 +27,16 @@ pub enum Failure {
     NeedCheck,
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Unavailable => "Spanner unavailable",
+            Self::Rejected => "Spanner refused",
+            Self::NeedCheck => "the need check failed",
+        })
+    }
+}
+
 /// How a run ended. The driver turns some of these into errors.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Outcome {
@@ -64,6 +74,22 @@ pub enum Outcome {
     Cancelled,
     /// An operation failed for good.
     Failed(Failure),
+}
+
+impl Outcome {
+    /// The outcome in words, naming a client by `who` (each tool labels its clients its own way).
+    pub fn words(&self, who: impl Fn(ClientId) -> String) -> String {
+        match self {
+            Self::Executed { fence } => format!("executed with {fence}"),
+            Self::NotNeeded => "not needed".to_owned(),
+            Self::DoneByOther { holder, fence } => format!("done by {} with {fence}", who(*holder)),
+            Self::Released { fence } => format!("released {fence}"),
+            Self::GaveUp { attempts } => format!("gave up after {attempts} attempts"),
+            Self::LeaseLost { fence } => format!("lost the lease of {fence}"),
+            Self::Cancelled => "cancelled".to_owned(),
+            Self::Failed(failure) => format!("failed: {failure}"),
+        }
+    }
 }
 
 /// What the critical section reported.

@@ -27,6 +27,17 @@ pub enum AcquisitionKind {
     Reentrant,
 }
 
+impl std::fmt::Display for AcquisitionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fresh => "fresh",
+            Self::AfterFailure => "after a failure",
+            Self::Takeover => "takeover",
+            Self::Reentrant => "its own earlier commit",
+        })
+    }
+}
+
 /// What an observer can conclude from a row read at a server time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Observation {

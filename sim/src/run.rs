@@ -617,21 +617,21 @@ impl Runner<'_> {
                 let c = self.client_index(client);
                 let fate = CommitFate::Aborted;
                 self.commit_faults.push(CommitFault { c, txn: *txn, fate, remaining: *times, late_us: 0 });
-                self.world.note(Who::Client(c), "fault", |_| format!("its next {times} {txn:?} commit(s) will abort"));
+                self.world.note(Who::Client(c), "fault", |_| format!("its next {times} {txn} commit(s) will abort"));
             }
             Fault::Unknown { client, txn, landed, times, .. } => {
                 let c = self.client_index(client);
                 let fate = if *landed { CommitFate::UnknownLanded } else { CommitFate::UnknownLost };
                 self.commit_faults.push(CommitFault { c, txn: *txn, fate, remaining: *times, late_us: 0 });
                 let how = if *landed { "commit but be reported UNKNOWN" } else { "not commit and be reported UNKNOWN" };
-                self.world.note(Who::Client(c), "fault", |_| format!("its next {times} {txn:?} commit(s) will {how}"));
+                self.world.note(Who::Client(c), "fault", |_| format!("its next {times} {txn} commit(s) will {how}"));
             }
             Fault::LateCommit { client, txn, after_ms, times, .. } => {
                 let c = self.client_index(client);
                 let (fate, late_us) = (CommitFate::UnknownLate, after_ms.max(&1) * US_PER_MS);
                 self.commit_faults.push(CommitFault { c, txn: *txn, fate, remaining: *times, late_us });
                 self.world.note(Who::Client(c), "fault", |_| {
-                    format!("its next {times} {txn:?} commit(s) will be reported UNKNOWN and reach Spanner {after_ms} ms later")
+                    format!("its next {times} {txn} commit(s) will be reported UNKNOWN and reach Spanner {after_ms} ms later")
                 });
             }
             Fault::ClockStep { client, by_ms, .. } => {

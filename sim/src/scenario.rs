@@ -159,6 +159,18 @@ pub enum TxnKind {
     Any,
 }
 
+impl std::fmt::Display for TxnKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Acquire => "acquisition",
+            Self::Renew => "renewal",
+            Self::Release => "release",
+            Self::FencedWrite => "fenced write",
+            Self::Any => "lease",
+        })
+    }
+}
+
 /// A fault at a fixed time. Clients are named as in the scenario (`a`, or `w3` for a copy).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]

@@ -656,7 +656,7 @@ impl World {
                     self.ghost.lease_kept_after_release.get_or_insert(problem);
                 }
                 *self.stats.outcomes.entry(outcome_name(&outcome).to_owned()).or_default() += 1;
-                self.note(Who::Client(c), "finish", |w| format!("run ends: {}", outcome_words(w, &outcome)));
+                self.note(Who::Client(c), "finish", |w| format!("run ends: {}", outcome.words(|id| w.label_of(id))));
             }
             _ => {}
         }
@@ -736,19 +736,6 @@ pub fn outcome_name(outcome: &Outcome) -> &'static str {
     }
 }
 
-fn outcome_words(world: &World, outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Executed { fence } => format!("EXECUTED under fence {}", fence.get()),
-        Outcome::DoneByOther { holder, fence } => {
-            format!("done by other ({} under fence {})", world.label_of(*holder), fence.get())
-        }
-        Outcome::LeaseLost { fence } => format!("LEASE LOST (fence {})", fence.get()),
-        Outcome::GaveUp { attempts } => format!("GAVE UP after {attempts} attempts"),
-        Outcome::Failed(failure) => format!("FAILED: {failure:?}"),
-        other => outcome_name(other).to_owned(),
-    }
-}
-
 /// A request in a few words, for traces.
 pub fn request_words(request: &TxnRequest) -> String {
     match request {
@@ -764,7 +751,7 @@ pub fn request_words(request: &TxnRequest) -> String {
 
 fn reply_words(reply: &TxnReply) -> String {
     match reply {
-        TxnReply::Acquired { fence, kind, .. } => format!("ACQUIRED fence {} ({kind:?})", fence.get()),
+        TxnReply::Acquired { fence, kind, .. } => format!("ACQUIRED fence {} ({kind})", fence.get()),
         TxnReply::Busy { fence, expires_at, server_now, .. } => {
             format!("busy (fence {} expires in {} ms)", fence.get(), server_now.ms_until_ceil(*expires_at))
         }

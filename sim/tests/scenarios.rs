@@ -121,7 +121,7 @@ fn unknown_commit_that_landed() {
     let r = passes_and_is_pinned("unknown-commit-landed");
     assert_eq!((r.stats.unknown_outcomes, r.stats.acquisitions, r.stats.effects), (1, 1, 1));
     // The row was created by a's acquisition, read at 4.582 ms of simulated server time: that is its fence, in us.
-    assert!(r.trace.iter().any(|l| l.who == "a#1" && l.detail == "run ends: EXECUTED under fence 1767225600004582"));
+    assert!(r.trace.iter().any(|l| l.who == "a#1" && l.detail == "run ends: executed with fence 1767225600004582"));
 }
 
 #[test]
@@ -494,7 +494,7 @@ fn a_passing_checker_path_replays_without_violations() {
     let report = replay(&options, &actions).expect("replays");
     assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());
     // The row is created at the simulator's epoch (2026-01-01): its first fence is that server time in us.
-    assert!(report.text().contains("run ends: EXECUTED under fence 1767225600000000"), "{}", report.text());
+    assert!(report.text().contains("run ends: executed with fence 1767225600000000"), "{}", report.text());
 }
 
 /// One client whose clock runs 15% slow (beyond what the 200 ms margin covers) loses Spanner mid-section: its row

@@ -307,30 +307,6 @@ fn fate_words(fate: CommitFate, reply: Option<&spanner_mutex_model::txn::TxnRepl
     }
 }
 
-/// How a client's run ended, in words.
-fn outcome_words(outcome: &spanner_mutex_model::Outcome) -> String {
-    use spanner_mutex_model::Outcome;
-    match outcome {
-        Outcome::Executed { fence } => format!("EXECUTED with fence {}", fence.get()),
-        Outcome::NotNeeded => "not needed".to_owned(),
-        Outcome::DoneByOther { holder, fence } => format!("done by {} with fence {}", who(*holder), fence.get()),
-        Outcome::Released { fence } => format!("released fence {}", fence.get()),
-        Outcome::GaveUp { attempts } => format!("gave up after {attempts} attempts"),
-        Outcome::LeaseLost { fence } => format!("lost the lease of fence {}", fence.get()),
-        Outcome::Cancelled => "cancelled".to_owned(),
-        Outcome::Failed(failure) => format!("failed: {}", failure_word(failure)),
-    }
-}
-
-fn failure_word(failure: &spanner_mutex_model::Failure) -> &'static str {
-    use spanner_mutex_model::Failure;
-    match failure {
-        Failure::Unavailable => "Spanner unavailable",
-        Failure::Rejected => "Spanner refused",
-        Failure::NeedCheck => "the need check failed",
-    }
-}
-
 fn request_kind(request: &spanner_mutex_model::TxnRequest) -> &'static str {
     match request {
         spanner_mutex_model::TxnRequest::Acquire { .. } => "acquire",
@@ -432,7 +408,7 @@ fn client_words(client: &crate::ClientSlot) -> String {
         Section::Started { .. } => " +section",
         Section::Wrote | Section::Rejected => " +section(written)",
     };
-    let outcome = client.machine.outcome().map(|o| format!(" {}", outcome_words(o))).unwrap_or_default();
+    let outcome = client.machine.outcome().map(|o| format!(" {}", o.words(who))).unwrap_or_default();
     format!("{}{}{section}{outcome}", client.machine.phase(), op_text(&client.op))
 }
 

@@ -22,7 +22,9 @@ pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {
         waits: client.waits,
         max_retries: world.cfg.max_retries(),
     };
-    (!outcome_is_true(outcome, &facts)).then(|| format!("{} reported {outcome:?}, which is not true", world.label(c)))
+    (!outcome_is_true(outcome, &facts)).then(|| {
+        format!("{} reported \"{}\", which is not true", world.label(c), outcome.words(|id| world.label_of(id)))
+    })
 }
 
 /// Reads the record [`judge`] keeps.

@@ -12,8 +12,13 @@ pub const NAME: &str = spanner_mutex_check::RELEASE_LEAVES_NO_LEASE;
 pub fn judge(world: &World, c: usize, outcome: &Outcome) -> Option<String> {
     let client = &world.clients[c];
     let row = world.mutexes[client.mutex].spanner.row.as_ref();
-    keeps_lease_after_release(outcome, client.machine.id(), row, world.server_now())
-        .then(|| format!("{} reported {outcome:?} while the row still grants it the lease", world.label(c)))
+    keeps_lease_after_release(outcome, client.machine.id(), row, world.server_now()).then(|| {
+        format!(
+            "{} reported \"{}\" while the row still grants it the lease",
+            world.label(c),
+            outcome.words(|id| world.label_of(id))
+        )
+    })
 }
 
 /// Reads the record [`judge`] keeps.
