@@ -52,6 +52,8 @@ pub struct Mutexes {
     store: Store,
     cfg: Config,
     display_name: String,
+    /// The mutex a config file named (its `name`).
+    configured: Option<MutexName>,
     mutexes: Arc<Mutex<BTreeMap<MutexName, Shared>>>,
     shutdown: CancellationToken,
 }
@@ -104,19 +106,35 @@ impl Mutexes {
     }
 
     fn on(store: Store, cfg: Config, display_name: String) -> Self {
-        Self { store, cfg, display_name, mutexes: Arc::default(), shutdown: CancellationToken::new() }
+        Self { store, cfg, display_name, configured: None, mutexes: Arc::default(), shutdown: CancellationToken::new() }
     }
 
     /// The mutex called `name` (its row's key): letters, digits, `-`, `_`, `.`, `/`, `:`, at most 128 bytes.
     /// Handles of the same name share their tasks, counters and shutdown.
     pub fn mutex(&self, name: &str) -> Result<SpannerMutex, MutexNameError> {
-        let name = MutexName::new(name)?;
+        Ok(self.mutex_named(MutexName::new(name)?))
+    }
+
+    fn mutex_named(&self, name: MutexName) -> SpannerMutex {
         let shared = {
             let mut mutexes = self.mutexes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let child = || Shared::new(&name, self.shutdown.child_token());
             mutexes.entry(name.clone()).or_insert_with(child).clone()
         };
-        Ok(SpannerMutex::with_shared(self.store.clone(), self.cfg.clone(), name, self.display_name.clone(), shared))
+        SpannerMutex::with_shared(self.store.clone(), self.cfg.clone(), name, self.display_name.clone(), shared)
+    }
+
+    /// The mutex the config file names (its `name`), when these mutexes were made from one
+    /// ([`Self::from_file`], [`MutexesBuilder::config`]); `None` otherwise.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mutexes = spanner_mutex::Mutexes::from_file("mutex.toml").await?;
+    /// let migrations = mutexes.configured().expect("a config file names its mutex");
+    /// # Ok(()) }
+    /// ```
+    pub fn configured(&self) -> Option<SpannerMutex> {
+        Some(self.mutex_named(self.configured.clone()?))
     }
 
     /// Shuts every mutex of this down ([`SpannerMutex::shutdown`]): cancels their runs, acquisitions, locks and
@@ -156,12 +174,15 @@ pub struct MutexesBuilder {
     store: SpannerStoreBuilder,
     lease: Option<ConfigParams>,
     display_name: Option<String>,
+    configured: Option<MutexName>,
 }
 
 impl MutexesBuilder {
-    /// Everything a config file gives: database, table, lease settings, timeouts, display name.
+    /// Everything a config file gives: database, table, lease settings, timeouts, display name, and the mutex it
+    /// names ([`Mutexes::configured`]).
     #[must_use]
     pub fn config(mut self, config: MutexConfig) -> Self {
+        self.configured = config.mutex_name().ok();
         self.store.database = Some(config.database_path());
         self.store.table = Some(config.table_id);
         self.store.timeouts = Some(config.timeouts);
@@ -220,7 +241,7 @@ impl MutexesBuilder {
         self.store.timeouts.clone().unwrap_or_default().validate(&cfg)?;
         let store = self.store.connect().await?;
         let display_name = self.display_name.unwrap_or_else(crate::config::default_display_name);
-        Ok(Mutexes::on(store.into(), cfg, display_name))
+        Ok(Mutexes { configured: self.configured, ..Mutexes::on(store.into(), cfg, display_name) })
     }
 }
 
