@@ -5,7 +5,7 @@ use crate::clock::Clock;
 use crate::future::Compiled;
 use google_cloud_spanner::mutation::Mutation;
 use google_cloud_spanner::transaction::ReadWriteTransaction;
-use spanner_mutex_model::{ClientId, Config, Event, Fence, LocalInstant, within_unavailability_budget};
+use spanner_mutex_model::{ClientId, Config, Event, Fence, LocalInstant, may_retry_fenced_write};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -309,8 +309,8 @@ impl FencedWork {
             (Some(run), Some(sent_at)) => {
                 run.unanswered(sent_at);
                 let Silence::Run(own) = *first.get_or_insert(Silence::Run(sent_at)) else { return false };
-                let since = run.since.borrow().map_or(own, |shared| shared.min(own));
-                within_unavailability_budget(cfg, Some(since), run.clock.now().plus_ms(cfg.wait_ms()))
+                let run_since = *run.since.borrow();
+                may_retry_fenced_write(cfg, run_since, own, run.clock.now().plus_ms(cfg.wait_ms()))
             }
             _ => {
                 let Silence::Alone(since) = *first.get_or_insert_with(|| Silence::Alone(tokio::time::Instant::now()))

@@ -55,6 +55,11 @@ pub enum Protocol {
     /// whose calls go unanswered retries past its budget. The checker and the driver conformance must catch it.
     #[cfg(any(test, feature = "variants"))]
     UnknownStartsNoClock,
+    /// Fenced, but a fenced write that gets no answer retries on a budget of its own, counted from its own first
+    /// unanswered attempt, not on its run's clock (the first client's behaviour, re-inserted): a section whose
+    /// renewal already went unanswered retries its write past the run's budget. The checker must catch it.
+    #[cfg(any(test, feature = "variants"))]
+    FencedRetryOwnBudget,
 }
 
 impl Protocol {
@@ -76,6 +81,8 @@ impl Protocol {
             Self::KeepsFenceOnReacquire => "keeps-fence-on-reacquire",
             #[cfg(any(test, feature = "variants"))]
             Self::UnknownStartsNoClock => "unknown-starts-no-clock",
+            #[cfg(any(test, feature = "variants"))]
+            Self::FencedRetryOwnBudget => "fenced-retry-own-budget",
         }
     }
 
@@ -141,6 +148,16 @@ impl Protocol {
         match self {
             #[cfg(any(test, feature = "variants"))]
             Self::UnknownStartsNoClock => false,
+            _ => true,
+        }
+    }
+
+    /// Whether a fenced write's retries share its run's unavailability clock (not in the re-inserted bug, where
+    /// each write keeps a budget of its own).
+    pub const fn fenced_retry_shares_clock(self) -> bool {
+        match self {
+            #[cfg(any(test, feature = "variants"))]
+            Self::FencedRetryOwnBudget => false,
             _ => true,
         }
     }

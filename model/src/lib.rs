@@ -26,7 +26,7 @@ pub use config::{
 pub use ids::{ClientId, Fence, MUTEX_NAME_MAX_BYTES, MutexName, MutexNameError};
 pub use machine::{
     ClientMachine, Command, Event, Failure, HeldLease, Outcome, Phase, SectionResult, UnexpectedEvent,
-    within_unavailability_budget,
+    may_retry_fenced_write, within_unavailability_budget,
 };
 pub use rename::Rename;
 pub use row::{LeaseRow, RowWrite, Status, UnknownStatus};

@@ -221,6 +221,22 @@ pub fn within_unavailability_budget(cfg: &Config, since: Option<LocalInstant>, a
     since.is_some_and(|since| at < since.plus_ms(cfg.unavailable_ms()))
 }
 
+/// Whether a fenced write whose attempt got no answer may be sent again at `next_at`: only inside the run's
+/// unavailability budget, counted from the first unanswered call of the run (`run_since`, the machine's
+/// [`ClientMachine::unavailable_since`]) or of this write (`write_since`), whichever came first.
+pub fn may_retry_fenced_write(
+    cfg: &Config,
+    run_since: Option<LocalInstant>,
+    write_since: LocalInstant,
+    next_at: LocalInstant,
+) -> bool {
+    let since = match run_since {
+        Some(run_since) if cfg.protocol().fenced_retry_shares_clock() => run_since.min(write_since),
+        _ => write_since,
+    };
+    within_unavailability_budget(cfg, Some(since), next_at)
+}
+
 /// What the release transaction established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Released {

@@ -6,8 +6,12 @@
 //! *when* a command reaches Spanner and *which* [`CommitFate`] it meets; [`Spanner`] decides *what* it does. A fault
 //! or a primitive added here reaches every layer.
 
+use crate::machine::may_retry_fenced_write;
 use crate::txn::{TxnReply, TxnRequest, plan};
-use crate::{ClientId, Config, Event, Failure, Fence, LeaseRow, RowWrite, ServerTime, Status};
+use crate::{
+    ClientId, ClientMachine, Config, Event, Failure, Fence, LeaseRow, LocalInstant, RowWrite, ServerTime, Status,
+    UnexpectedEvent,
+};
 use std::fmt;
 
 /// What a commit turns out to be, when the world gets to choose.
@@ -47,6 +51,12 @@ impl CommitFate {
     /// Whether the world chose it as a fault (anything but the outcome as decided).
     pub const fn is_fault(self) -> bool {
         !matches!(self, Self::AsDecided)
+    }
+
+    /// Whether Spanner answered the call: an abort is an answer (nothing written); an unknown outcome or an
+    /// unavailable Spanner is not.
+    pub const fn answered(self) -> bool {
+        matches!(self, Self::AsDecided | Self::Aborted)
     }
 
     /// What the client is told, given the reply the transaction logic planned.
@@ -148,6 +158,27 @@ impl fmt::Display for Breach {
             }
         }
     }
+}
+
+/// Tells a section's `machine` whether Spanner answered its fenced write, sent at `now` and met by `fate`, as the
+/// driver does ([`Event::FencedWriteAnswered`], [`Event::FencedWriteUnanswered`]); returns whether the section may
+/// send the write again, were it told nothing certain: always after an answer, and after none only inside its
+/// run's unavailability budget ([`may_retry_fenced_write`]; `write_since`: when this write's first attempt without
+/// an answer was sent, if before `now`).
+pub fn hear_fenced_write(
+    machine: &mut ClientMachine,
+    cfg: &Config,
+    now: LocalInstant,
+    fate: CommitFate,
+    write_since: Option<LocalInstant>,
+) -> Result<bool, UnexpectedEvent> {
+    if fate.answered() {
+        machine.handle(cfg, now, Event::FencedWriteAnswered)?;
+        return Ok(true);
+    }
+    machine.handle(cfg, now, Event::FencedWriteUnanswered { sent_at: now })?;
+    let write_since = write_since.map_or(now, |since| since.min(now));
+    Ok(may_retry_fenced_write(cfg, machine.unavailable_since(), write_since, now.plus_ms(cfg.wait_ms())))
 }
 
 /// Whether a committed write keeps the fence history sound: an acquisition of an existing row writes the fence

@@ -9,8 +9,10 @@ use crate::world::{Queued, ReadTxn, World};
 use spanner_mutex_check::{
     Action, CheckOptions, ClientKind, ClockError, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
 };
-use spanner_mutex_model::world::{CommitFate, FencedOutcome};
-use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, LeaseRow, Phase, SectionResult, ServerTime};
+use spanner_mutex_model::world::{CommitFate, FencedOutcome, hear_fenced_write};
+use spanner_mutex_model::{
+    ClientId, Command, Event, Failure, Fence, LeaseRow, LocalInstant, Phase, SectionResult, ServerTime,
+};
 use stateright::{Model, Path};
 
 /// Why a path cannot be replayed.
@@ -91,8 +93,14 @@ fn checker_id(slot: usize, incarnation: u32) -> ClientId {
 #[derive(Clone, Copy, Debug)]
 enum Section {
     Idle,
-    Running { fence: Fence },
+    /// `write_unanswered_since`: when its write first went unanswered, kept only for a write on a budget of its own.
+    Running {
+        fence: Fence,
+        write_unanswered_since: Option<LocalInstant>,
+    },
     Wrote(FencedOutcome),
+    /// Its write got no answer, and its run's unavailability budget allows no other attempt.
+    Unanswered,
 }
 
 struct Lockstep {
@@ -126,9 +134,11 @@ impl Lockstep {
                     command = self.world.feed(c, Event::RowRead { row, server_now: self.world.server_now() });
                 }
                 Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request, 0)),
-                Command::RunSection { fence, .. } => self.sections[c] = Section::Running { fence },
+                Command::RunSection { fence, .. } => {
+                    self.sections[c] = Section::Running { fence, write_unanswered_since: None };
+                }
                 Command::Granted { fence, .. } if self.world.clients[c].kind.is_lock_mode() => {
-                    self.sections[c] = Section::Running { fence };
+                    self.sections[c] = Section::Running { fence, write_unanswered_since: None };
                 }
                 Command::Granted { .. } => {
                     self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
@@ -214,14 +224,29 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             }
             Action::SectionWrite(c, fate) => {
                 let c = client(c)?;
-                let Section::Running { fence } = lockstep.sections[c] else {
+                let Section::Running { fence, write_unanswered_since } = lockstep.sections[c] else {
                     return Err(not_possible("no section is running"));
                 };
                 let writer = lockstep.world.clients[c].machine.id();
                 if fate == CommitFate::UnknownLate {
                     lockstep.queued = Some((c, lockstep.world.queued_fenced_write(c, writer, fence, 0)));
                 }
-                match lockstep.world.fenced_write(c, writer, fence, 0, fate) {
+                let written = lockstep.world.fenced_write(c, writer, fence, 0, fate);
+                // As the checker: a world without an unavailability budget retries an unanswered write for ever.
+                let cfg = lockstep.world.cfg.clone();
+                let mut may_retry = true;
+                if cfg.unavailable_ms() > 0 {
+                    let now = lockstep.world.local_now(c);
+                    let machine = &mut lockstep.world.clients[c].machine;
+                    may_retry = hear_fenced_write(machine, &cfg, now, fate, write_unanswered_since)
+                        .map_err(|_| not_possible("the machine refused to hear of its fenced write"))?;
+                    if !fate.answered() && !cfg.protocol().fenced_retry_shares_clock() {
+                        let since = write_unanswered_since.unwrap_or(now);
+                        lockstep.sections[c] = Section::Running { fence, write_unanswered_since: Some(since) };
+                    }
+                }
+                match written {
+                    _ if !may_retry => lockstep.sections[c] = Section::Unanswered,
                     // Told nothing certain, the section stays running and writes again.
                     FencedOutcome::Retry => {}
                     written => lockstep.sections[c] = Section::Wrote(written),
@@ -229,14 +254,13 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             }
             Action::SectionReturn(c) => {
                 let c = client(c)?;
-                let Section::Wrote(written) = lockstep.sections[c] else {
-                    return Err(not_possible("no section has written"));
-                };
-                let result = match written {
-                    FencedOutcome::Accepted | FencedOutcome::AlreadyApplied => SectionResult::Completed,
-                    FencedOutcome::Rejected | FencedOutcome::Retry => {
+                let result = match lockstep.sections[c] {
+                    Section::Wrote(FencedOutcome::Accepted | FencedOutcome::AlreadyApplied) => SectionResult::Completed,
+                    Section::Wrote(FencedOutcome::Rejected | FencedOutcome::Retry) => {
                         SectionResult::Failed { error: "fenced write rejected".into() }
                     }
+                    Section::Unanswered => SectionResult::Failed { error: "Spanner unavailable".into() },
+                    Section::Idle | Section::Running { .. } => return Err(not_possible("no section has written")),
                 };
                 lockstep.sections[c] = Section::Idle;
                 // A lock or leader's user releases (resigns) after its work, whatever the write achieved.

@@ -497,6 +497,23 @@ fn a_passing_checker_path_replays_without_violations() {
     assert!(report.text().contains("run ends: executed with fence 1767225600000000"), "{}", report.text());
 }
 
+#[test]
+fn a_checker_path_whose_fenced_write_goes_unanswered_past_the_budget_replays_with_the_section_ending() {
+    // A lock holder's write gets no answer at 0 ms and again at 1 ms: its run's 2 ms budget allows no third
+    // attempt, so the section ends and the lock is released, in the checker and in the replay alike.
+    let options = CheckOptions {
+        clients: 1,
+        kinds: vec![spanner_mutex_check::ClientKind::Lock],
+        fault_budget: 2,
+        ..CheckOptions::default()
+    };
+    let actions = decode_path("commit:0:ok write:0:unknown-lost tick write:0:unknown-lost return:0 commit:0:ok")
+        .expect("decodes");
+    let report = replay(&options, &actions).expect("replays");
+    assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());
+    assert!(report.text().contains("run ends: released fence"), "{}", report.text());
+}
+
 /// One client whose clock runs 15% slow (beyond what the 200 ms margin covers) loses Spanner mid-section: its row
 /// expires at about 2.0 s while it relies on its lease until about 2.1 s. `extra` adds an unrelated client (on
 /// another mutex) whose first event falls in that window; the verdict must not depend on it.

@@ -32,6 +32,10 @@ pub enum ProtocolArg {
     /// budget).
     #[cfg(feature = "bug-injection")]
     UnknownStartsNoClock,
+    /// A fenced write that retries on a budget of its own, not its run's (a re-inserted bug: retries past the
+    /// run's budget).
+    #[cfg(feature = "bug-injection")]
+    FencedRetryOwnBudget,
 }
 
 impl ProtocolArg {
@@ -52,6 +56,8 @@ impl ProtocolArg {
             Self::KeepsFenceOnReacquire => Protocol::KeepsFenceOnReacquire,
             #[cfg(feature = "bug-injection")]
             Self::UnknownStartsNoClock => Protocol::UnknownStartsNoClock,
+            #[cfg(feature = "bug-injection")]
+            Self::FencedRetryOwnBudget => Protocol::FencedRetryOwnBudget,
         }
     }
 }

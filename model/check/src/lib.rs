@@ -201,7 +201,7 @@ impl Model for LeaseModel {
                         actions.push(Action::SectionFail(c));
                     }
                 }
-                Section::Wrote | Section::Rejected => actions.push(Action::SectionReturn(c)),
+                Section::Wrote | Section::Rejected | Section::Unanswered => actions.push(Action::SectionReturn(c)),
             }
             let running = client.machine.outcome().is_none();
             if state.cancels_left > 0 && running && client.ghost.cancelled_in.is_none() {

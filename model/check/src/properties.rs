@@ -260,6 +260,14 @@ fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
                 "the read resolving an unknown outcome goes unanswered too",
                 saw::<{ Witness::ResolvingReadUnanswered as u8 }>,
             ));
+            // Two unanswered calls of a run whose section writes: a lock or a leader's (run-once worlds have one
+            // fault).
+            if model.options.has(ClientKind::Lock) || model.options.has(ClientKind::Leader) {
+                properties.push(Property::sometimes(
+                    "a fenced write without an answer is not sent again once its run's budget is spent",
+                    saw::<{ Witness::FencedWriteGaveUp as u8 }>,
+                ));
+            }
         }
     }
     if model.options.faults.delay {

@@ -87,6 +87,10 @@ impl KeyMove {
 /// [`representative`], borrowing `state` when it is its own representative (most are).
 pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, WorldState> {
     use std::borrow::Cow;
+    // Every kind once, in order (a lock and a leader, say): each slot is placed by its kind, where it is already.
+    if state.clients.windows(2).all(|pair| pair[0].kind < pair[1].kind) {
+        return Cow::Borrowed(state);
+    }
     let names_another = std::cell::Cell::new(false);
     let anonymous = |i: usize| {
         let slot = &state.clients[i];
@@ -343,8 +347,11 @@ impl LeaseModel {
             if let Some(since) = &mut slot.ghost.unanswered_since {
                 *since = since.shifted_ms(by_ms);
             }
-            if let Section::Started { fence } = &mut slot.section {
+            if let Section::Started { fence, write_unanswered_since } = &mut slot.section {
                 *fence = renumber(*fence);
+                if let Some(since) = write_unanswered_since {
+                    *since = since.shifted_ms(by_ms);
+                }
             }
         }
         state.spanner.max_fence = state.spanner.max_fence.map(renumber);

@@ -357,8 +357,13 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
                     _ => "rejected".to_owned(),
                 },
                 (_, landed) => format!(
-                    "no answer ({}); the section will retry",
-                    if landed { "it landed" } else { "it did not land" }
+                    "no answer ({}); {}",
+                    if landed { "it landed" } else { "it did not land" },
+                    if after.clients[usize::from(c)].section == Section::Unanswered {
+                        "its run's unavailability budget is spent, so the section ends with Spanner unavailable"
+                    } else {
+                        "the section will retry"
+                    }
                 ),
             };
             format!("{}'s section writes its effect: {verdict}", client(c))
@@ -407,6 +412,7 @@ fn client_words(client: &crate::ClientSlot) -> String {
         Section::Idle => "",
         Section::Started { .. } => " +section",
         Section::Wrote | Section::Rejected => " +section(written)",
+        Section::Unanswered => " +section(write unanswered)",
     };
     let outcome = client.machine.outcome().map(|o| format!(" {}", o.words(who))).unwrap_or_default();
     format!("{}{}{section}{outcome}", client.machine.phase(), op_text(&client.op))

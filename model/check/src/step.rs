@@ -7,7 +7,9 @@ use crate::{
 };
 use arrayvec::ArrayVec;
 use spanner_mutex_model::txn::{TxnReply, TxnRequest};
-use spanner_mutex_model::world::{CommitFate, FencedOutcome, FencedWrite, Late, LateLanding, RowChange};
+use spanner_mutex_model::world::{
+    CommitFate, FencedOutcome, FencedWrite, Late, LateLanding, RowChange, hear_fenced_write,
+};
 use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Event, Fence, LocalInstant, SectionResult, ServerTime, Status,
 };
@@ -178,7 +180,7 @@ impl LeaseModel {
                     Op::TxnRead { request, row_unchanged: true, read_at, clock_erred: false, sent_at };
             }
             Some(Command::RunSection { fence, .. }) => {
-                client.section = Section::Started { fence };
+                client.section = Section::Started { fence, write_unanswered_since: None };
                 Self::witness_won(state, slot);
             }
             // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
@@ -187,7 +189,7 @@ impl LeaseModel {
                 if !client.kind.is_lock_mode() {
                     state.ghost.driver_contract_broken = true;
                 }
-                client.section = Section::Started { fence };
+                client.section = Section::Started { fence, write_unanswered_since: None };
                 client.ghost.granted = true;
                 let waited = client.ghost.waits > 0;
                 let ghost = &mut state.ghost;
@@ -379,6 +381,42 @@ impl LeaseModel {
 
     /// Records for the budget's property whether Spanner answered the client's call (`None`), or not: then the
     /// call's send time. Nothing is kept in worlds without a budget (no state is split by it).
+    /// Tells client `slot`'s machine whether Spanner answered its section's fenced write, sent now and met by
+    /// `fate` ([`hear_fenced_write`]; `write_since`: the write's first attempt without an answer, if one was
+    /// earlier), and returns whether the section may send it again; a retry the machine allows past the world's
+    /// record of the run's unanswered calls breaks the budget.
+    fn fenced_write_heard(
+        &self,
+        state: &mut WorldState,
+        slot: usize,
+        fate: CommitFate,
+        write_since: Option<LocalInstant>,
+    ) -> bool {
+        let now = Self::local_now(state, slot);
+        let Ok(may_retry) = hear_fenced_write(&mut state.clients[slot].machine, &self.cfg, now, fate, write_since)
+        else {
+            state.ghost.driver_contract_broken = true;
+            return false;
+        };
+        if fate.answered() {
+            self.note_answer(state, slot, None);
+            return true;
+        }
+        self.note_answer(state, slot, Some(now));
+        let next_at = now.plus_ms(self.cfg.wait_ms());
+        let world_since = state.clients[slot].ghost.unanswered_since;
+        if may_retry && !spanner_mutex_model::within_unavailability_budget(&self.cfg, world_since, next_at) {
+            state.ghost.retried_past_budget = true;
+        }
+        // Only a write on a budget of its own reads when it first went unanswered.
+        if !self.cfg.protocol().fenced_retry_shares_clock()
+            && let Section::Started { write_unanswered_since, .. } = &mut state.clients[slot].section
+        {
+            write_unanswered_since.get_or_insert(now);
+        }
+        may_retry
+    }
+
     fn note_answer(&self, state: &mut WorldState, slot: usize, unanswered_sent_at: Option<LocalInstant>) {
         if self.cfg.unavailable_ms() == 0 {
             return;
@@ -417,7 +455,9 @@ impl LeaseModel {
             }
             Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);
-                let Section::Started { fence } = state.clients[slot].section else { return None };
+                let Section::Started { fence, write_unanswered_since } = state.clients[slot].section else {
+                    return None;
+                };
                 let writer = state.clients[slot].machine.id();
                 let at = self.decision_time(state, slot);
                 if fate.is_fault() {
@@ -432,6 +472,13 @@ impl LeaseModel {
                 let write = state.spanner.fenced_write(&self.cfg, writer, fence, at, fate, || now);
                 let (answer, superseded) = (write.answer, write.superseded);
                 Self::record_fenced_write(state, writer, fence, run_once, write);
+                // Worlds without an unavailability budget (no `unavailable` fault) retry an unanswered write for ever.
+                if self.cfg.unavailable_ms() > 0 && !self.fenced_write_heard(state, slot, fate, write_unanswered_since)
+                {
+                    state.clients[slot].section = Section::Unanswered;
+                    state.ghost.witnessed.insert(Witness::FencedWriteGaveUp);
+                    return Some(());
+                }
                 let section = &mut state.clients[slot];
                 match answer {
                     FencedOutcome::Retry => {}
@@ -453,6 +500,7 @@ impl LeaseModel {
                 let result = match state.clients[slot].section {
                     Section::Wrote => SectionResult::Completed,
                     Section::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
+                    Section::Unanswered => SectionResult::Failed { error: "Spanner unavailable".into() },
                     Section::Idle | Section::Started { .. } => return None,
                 };
                 state.clients[slot].section = Section::Idle;

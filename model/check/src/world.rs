@@ -63,11 +63,16 @@ pub enum Section {
     Started {
         /// Its fence.
         fence: Fence,
+        /// When its write's first attempt without an answer was sent, where the rule reads it: only for a write
+        /// on a budget of its own (a re-inserted bug); the run's clock holds it otherwise.
+        write_unanswered_since: Option<LocalInstant>,
     },
     /// The fenced write committed.
     Wrote,
     /// The fenced write was refused: the lease was no longer ours.
     Rejected,
+    /// The fenced write got no answer, and its run's unavailability budget allows no other attempt.
+    Unanswered,
 }
 
 /// Facts about a client's history that properties need and its machine does not keep. Each is kept only as
@@ -173,6 +178,8 @@ pub enum Witness {
     AnsweredAfterUnavailable,
     /// The read that would resolve an unknown outcome went unanswered too.
     ResolvingReadUnanswered,
+    /// A fenced write that got no answer was not sent again: its run's unavailability budget was spent.
+    FencedWriteGaveUp,
 }
 
 /// The [`Witness`]es of the step that led to a state, and with [`Witness::FinishedAfterCancel`] the phase the
