@@ -160,15 +160,16 @@ impl fmt::Display for Breach {
     }
 }
 
-/// Tells a section's `machine` whether Spanner answered its fenced write, sent at `now` and met by `fate`, as the
-/// driver does ([`Event::FencedWriteAnswered`], [`Event::FencedWriteUnanswered`]); returns whether the section may
-/// send the write again, were it told nothing certain: always after an answer, and after none only inside its
-/// run's unavailability budget ([`may_retry_fenced_write`]; `write_since`: when this write's first attempt without
-/// an answer was sent, if before `now`).
+/// Tells a section's `machine`, at `now`, whether Spanner answered its fenced write sent at `sent_at` and met by
+/// `fate`, as the driver does ([`Event::FencedWriteAnswered`], [`Event::FencedWriteUnanswered`]); returns whether
+/// the section may send the write again, were it told nothing certain: always after an answer, and after none
+/// only inside its run's unavailability budget ([`may_retry_fenced_write`]; `write_since`: when this write's
+/// first attempt without an answer was sent, if before).
 pub fn hear_fenced_write(
     machine: &mut ClientMachine,
     cfg: &Config,
     now: LocalInstant,
+    sent_at: LocalInstant,
     fate: CommitFate,
     write_since: Option<LocalInstant>,
 ) -> Result<bool, UnexpectedEvent> {
@@ -176,8 +177,8 @@ pub fn hear_fenced_write(
         machine.handle(cfg, now, Event::FencedWriteAnswered)?;
         return Ok(true);
     }
-    machine.handle(cfg, now, Event::FencedWriteUnanswered { sent_at: now })?;
-    let write_since = write_since.map_or(now, |since| since.min(now));
+    machine.handle(cfg, now, Event::FencedWriteUnanswered { sent_at })?;
+    let write_since = write_since.map_or(sent_at, |since| since.min(sent_at));
     Ok(may_retry_fenced_write(cfg, machine.unavailable_since(), write_since, now.plus_ms(cfg.wait_ms())))
 }
 

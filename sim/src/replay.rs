@@ -238,7 +238,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 if cfg.unavailable_ms() > 0 {
                     let now = lockstep.world.local_now(c);
                     let machine = &mut lockstep.world.clients[c].machine;
-                    may_retry = hear_fenced_write(machine, &cfg, now, fate, write_unanswered_since)
+                    may_retry = hear_fenced_write(machine, &cfg, now, now, fate, write_unanswered_since)
                         .map_err(|_| not_possible("the machine refused to hear of its fenced write"))?;
                     if !fate.answered() && !cfg.protocol().fenced_retry_shares_clock() {
                         let since = write_unanswered_since.unwrap_or(now);

@@ -8,8 +8,8 @@ use crate::world::{Queued, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::{CommitFate, FencedOutcome};
-use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, SectionResult};
+use spanner_mutex_model::world::{CommitFate, FencedOutcome, hear_fenced_write};
+use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, LocalInstant, SectionResult};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -99,10 +99,28 @@ enum Pending {
     Commit { c: usize, run: u32, txn: ReadTxn },
     /// A single-use read reaches Spanner.
     ReadArrive { c: usize, run: u32 },
-    /// A section finishes its work and sends its fenced write.
-    SectionWrite { c: usize, run: u32, fence: Fence },
-    /// A fenced write reaches Spanner.
-    WriteArrive { c: usize, run: u32, writer: ClientId, fence: Fence },
+    /// A section finishes its work and sends its fenced write (`write_since`: when an earlier attempt of the same
+    /// write first went unanswered).
+    SectionWrite { c: usize, run: u32, fence: Fence, write_since: Option<LocalInstant> },
+    /// A fenced write sent at `sent_at` reaches Spanner.
+    WriteArrive {
+        c: usize,
+        run: u32,
+        writer: ClientId,
+        fence: Fence,
+        sent_at: LocalInstant,
+        write_since: Option<LocalInstant>,
+    },
+    /// What became of a fenced write reaches its section: its fate, and Spanner's answer (`None`: unavailable).
+    WriteAnswered {
+        c: usize,
+        run: u32,
+        fence: Fence,
+        sent_at: LocalInstant,
+        write_since: Option<LocalInstant>,
+        fate: CommitFate,
+        answer: Option<FencedOutcome>,
+    },
     /// A section returns.
     SectionReturn { c: usize, run: u32, result: SectionResult },
     /// The scenario's fault number `i`.
@@ -125,6 +143,7 @@ impl Pending {
             | Self::Deliver { c, .. }
             | Self::Timer { c, .. }
             | Self::SectionWrite { c, .. }
+            | Self::WriteAnswered { c, .. }
             | Self::SectionReturn { c, .. }
             | Self::UserCancel { c } => Some(*c),
             Self::Arrive { .. }
@@ -412,6 +431,7 @@ impl Runner<'_> {
                     );
                 } else {
                     let error_us = self.server_error_us(c);
+                    self.world.row_read_by(c);
                     let txn = self.world.read_txn(c, request, error_us);
                     let hold_us = self.rng.random_range(US_PER_MS..=self.scenario.network.commit_max_ms * US_PER_MS);
                     self.push(now + hold_us, Pending::Commit { c, run, txn });
@@ -441,22 +461,24 @@ impl Runner<'_> {
                     let m = self.world.clients[c].mutex;
                     let error_us = self.server_error_us(c);
                     let server_now = self.world.server_read(error_us);
+                    self.world.row_read_by(c);
                     let event = self.world.mutexes[m].spanner.read(server_now);
                     let at = now + self.latency_us();
                     self.push(at, Pending::Deliver { c, run, event });
                 }
             }
-            Pending::SectionWrite { c, run, fence } => {
+            Pending::SectionWrite { c, run, fence, write_since } => {
                 if self.current(c, run) && !self.dropped(c, run) {
                     let writer = self.world.clients[c].machine.id();
+                    let sent_at = self.world.local_now(c);
                     let at = now + self.latency_us();
-                    self.push(at, Pending::WriteArrive { c, run, writer, fence });
+                    self.push(at, Pending::WriteArrive { c, run, writer, fence, sent_at, write_since });
                 }
             }
-            Pending::WriteArrive { c, run, writer, fence } => {
+            Pending::WriteArrive { c, run, writer, fence, sent_at, write_since } => {
                 // A write sent before its process died still lands: Spanner does not know the process is gone.
-                let result = if self.outage() {
-                    Some(SectionResult::Failed { error: "Spanner unavailable".into() })
+                let (fate, answer) = if self.outage() {
+                    (CommitFate::Unavailable, None)
                 } else {
                     let error_us = self.server_error_us(c);
                     let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
@@ -466,19 +488,50 @@ impl Runner<'_> {
                         let late_us = self.late_us(c);
                         self.push(now + late_us, Pending::Late { c, queued });
                     }
-                    match self.world.fenced_write(c, writer, fence, error_us, fate) {
-                        FencedOutcome::Accepted | FencedOutcome::AlreadyApplied => Some(SectionResult::Completed),
-                        FencedOutcome::Rejected => {
-                            Some(SectionResult::Failed { error: "fenced write rejected".into() })
-                        }
-                        FencedOutcome::Retry => None,
+                    (fate, Some(self.world.fenced_write(c, writer, fence, error_us, fate)))
+                };
+                let delay_us = if fate.answered() { self.latency_us() } else { self.rpc_timeout_us() };
+                let answered = Pending::WriteAnswered { c, run, fence, sent_at, write_since, fate, answer };
+                self.push(now + delay_us, answered);
+            }
+            Pending::WriteAnswered { c, run, fence, sent_at, write_since, fate, answer } => {
+                if !self.current(c, run) || self.dropped(c, run) {
+                    return;
+                }
+                // The section hears what the driver would tell it, and its machine hears whether Spanner answered.
+                let local_now = self.world.local_now(c);
+                let cfg = self.world.cfg.clone();
+                let machine = &mut self.world.clients[c].machine;
+                let may_retry = match hear_fenced_write(machine, &cfg, local_now, sent_at, fate, write_since) {
+                    Ok(may_retry) => may_retry,
+                    Err(unexpected) => {
+                        self.world.ghost.unexpected_event.get_or_insert_with(|| unexpected.to_string());
+                        false
                     }
                 };
-                let delay_us = if self.outage() { self.rpc_timeout_us() } else { self.latency_us() };
+                let result = match answer {
+                    Some(FencedOutcome::Accepted | FencedOutcome::AlreadyApplied) => Some(SectionResult::Completed),
+                    Some(FencedOutcome::Rejected) => {
+                        Some(SectionResult::Failed { error: "fenced write rejected".into() })
+                    }
+                    Some(FencedOutcome::Retry) | None if may_retry => None,
+                    Some(FencedOutcome::Retry) | None => {
+                        self.world.note(Who::Client(c), "section", |_| {
+                            "its fenced write got no answer and its run's unavailability budget is spent: the section \
+                             fails"
+                                .to_owned()
+                        });
+                        Some(SectionResult::Failed { error: "Spanner unavailable".into() })
+                    }
+                };
                 match result {
-                    Some(result) => self.push(now + delay_us, Pending::SectionReturn { c, run, result }),
-                    // Told nothing certain, the section sends the same write again (if it still runs).
-                    None => self.push(now + delay_us, Pending::SectionWrite { c, run, fence }),
+                    Some(result) => self.push(now, Pending::SectionReturn { c, run, result }),
+                    // Told nothing certain, the section sends the same write again after the usual wait.
+                    None => {
+                        let write_since = Some(write_since.map_or(sent_at, |since| since.min(sent_at)));
+                        let at = now + cfg.wait_ms() * US_PER_MS;
+                        self.push(at, Pending::SectionWrite { c, run, fence, write_since });
+                    }
                 }
             }
             Pending::SectionReturn { c, run, result } => {
@@ -705,7 +758,7 @@ impl Runner<'_> {
                     let result = SectionResult::Failed { error: "section failed".into() };
                     self.push(now + work_us, Pending::SectionReturn { c, run, result });
                 } else {
-                    self.push(now + work_us, Pending::SectionWrite { c, run, fence });
+                    self.push(now + work_us, Pending::SectionWrite { c, run, fence, write_since: None });
                 }
             }
             Some(Command::Granted { fence, .. }) => {
@@ -716,7 +769,7 @@ impl Runner<'_> {
                 self.runtime[c].progress_from_us = Some(now);
                 let rt = &self.runtime[c];
                 let work_us = self.rng.random_range(rt.section_min_us..=rt.section_max_us);
-                self.push(now + work_us, Pending::SectionWrite { c, run, fence });
+                self.push(now + work_us, Pending::SectionWrite { c, run, fence, write_since: None });
             }
             Some(Command::Finish(_)) => {
                 self.check_progress(c, now, true);

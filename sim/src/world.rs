@@ -43,6 +43,9 @@ pub struct MutexState {
     pub generation: u32,
     /// Every effect the resource accepted.
     pub effects: Vec<Effect>,
+    /// The holder and fence of the last acquisition that landed after its client was told "unknown": a lease its
+    /// holder may not know of, left to expire.
+    pub late_grant: Option<(ClientId, Fence)>,
 }
 
 impl MutexState {
@@ -369,6 +372,15 @@ impl World {
         client.alive = false;
     }
 
+    /// Client `c` reads its row (a single-use read, or a transaction's): a grant there that landed late is one it
+    /// now hears of.
+    pub fn row_read_by(&mut self, c: usize) {
+        let mutex = &mut self.mutexes[self.clients[c].mutex];
+        if mutex.late_grant.is_some_and(|(holder, _)| holder == self.clients[c].machine.id()) {
+            mutex.late_grant = None;
+        }
+    }
+
     /// A transaction reaches Spanner: it reads the row's version and the decision time.
     /// Its server's clock errs by `error_us`.
     pub fn read_txn(&self, c: usize, request: TxnRequest, error_us: i64) -> ReadTxn {
@@ -538,7 +550,13 @@ impl World {
             let now = self.server_now();
             let commits = &mut self.commits;
             match self.mutexes[m].spanner.land_late(&self.cfg, &queued.late, || commits.stamp(now)) {
-                LateLanding::Txn(change) => self.record_change(m, change),
+                LateLanding::Txn(change) => {
+                    if change.as_ref().is_some_and(|change| change.acquire) {
+                        let row = self.mutexes[m].spanner.row.as_ref();
+                        self.mutexes[m].late_grant = row.map(|row| (row.holder, row.fence));
+                    }
+                    self.record_change(m, change);
+                }
                 LateLanding::FencedWrite(write) => {
                     if let Late::FencedWrite { writer, fence, .. } = queued.late {
                         self.record_fenced_write(c, m, writer, fence, write);

@@ -393,7 +393,7 @@ impl LeaseModel {
         write_since: Option<LocalInstant>,
     ) -> bool {
         let now = Self::local_now(state, slot);
-        let Ok(may_retry) = hear_fenced_write(&mut state.clients[slot].machine, &self.cfg, now, fate, write_since)
+        let Ok(may_retry) = hear_fenced_write(&mut state.clients[slot].machine, &self.cfg, now, now, fate, write_since)
         else {
             state.ghost.driver_contract_broken = true;
             return false;
