@@ -356,8 +356,12 @@ async fn command(command: Cmd) -> anyhow::Result<()> {
         Cmd::RunOnce { config, file } => {
             let config = load(&config)?;
             let line = format!("ran {}", config.name);
-            let mutex =
-                Mutexes::builder().config(config).connect().await?.configured().context("the config names a mutex")?;
+            let mutex = Mutexes::builder()
+                .config(config)
+                .connect()
+                .await?
+                .configured()
+                .context("the config file names no mutex")?;
             outln!("{}", mutex.run(&AppendLine { file, line }).await?)?;
             Ok(())
         }

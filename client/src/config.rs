@@ -63,19 +63,24 @@ impl Timeouts {
                 return Err(ConfigFileError::Timeout { field, value, limit: TIMEOUT_MS_LIMIT });
             }
         }
-        let too_long =
-            |field, value, bound_name, bound| ConfigFileError::TimeoutTooLong { field, value, bound_name, bound };
         if self.rpc_ms > self.transaction_ms {
-            return Err(too_long("rpc_ms", self.rpc_ms, "timeouts.transaction_ms", self.transaction_ms));
+            return Err(ConfigFileError::TimeoutTooLong {
+                may_equal: true,
+                field: "rpc_ms",
+                value: self.rpc_ms,
+                bound_name: "timeouts.transaction_ms",
+                bound: self.transaction_ms,
+            });
         }
         let renewal_window_ms = renewal_window_ms(lease);
         if self.transaction_ms >= renewal_window_ms {
-            return Err(too_long(
-                "transaction_ms",
-                self.transaction_ms,
-                "lease.ttl_ms - lease.safety_margin_ms - lease.renew_interval_ms",
-                renewal_window_ms,
-            ));
+            return Err(ConfigFileError::TimeoutTooLong {
+                may_equal: false,
+                field: "transaction_ms",
+                value: self.transaction_ms,
+                bound_name: "lease.ttl_ms - lease.safety_margin_ms - lease.renew_interval_ms",
+                bound: renewal_window_ms,
+            });
         }
         Ok(())
     }
@@ -171,9 +176,12 @@ pub enum ConfigFileError {
     },
     /// A timeout is longer than what it must fit in.
     #[error(
-        "timeouts.{field} = {value} must be less than {bound_name} = {bound}, so one Spanner call cannot outlast it"
+        "timeouts.{field} = {value} must be {} {bound_name} = {bound}, so one Spanner call cannot outlast it",
+        if *may_equal { "at most" } else { "less than" }
     )]
     TimeoutTooLong {
+        /// Whether the timeout may equal its bound.
+        may_equal: bool,
         /// Which timeout.
         field: &'static str,
         /// Its value.
@@ -222,7 +230,8 @@ pub enum ConfigFileError {
     },
     /// A rule broken where a value the file does not set takes part: says which, where its value came from, and
     /// where to set it.
-    #[error("{rule}; the file does not set {key}, so it is {value}, {origin}: set it under [{section}]")]
+    #[error("{rule}; the file does not set {key}, so it is {}{origin}: set it under [{section}]",
+        if rule.names_value_of(key) { String::new() } else { format!("{value}, ") })]
     Unset {
         /// The rule broken.
         rule: Box<Self>,
@@ -243,9 +252,9 @@ pub enum UnsetOrigin {
     /// The built-in default.
     #[error("the default")]
     Default,
-    /// Derived from the lease's TTL, so that it fits it.
-    #[error("derived from the lease's other settings")]
-    FollowsTtl,
+    /// Derived from other settings, so that it fits the TTL (which ones, in words).
+    #[error("derived from {0}")]
+    Derived(&'static str),
 }
 
 /// The lease and timeout keys a config file sets, as `section.key`; the others are defaults, or follow its TTL.
@@ -276,12 +285,17 @@ impl GivenKeys {
             let qualified = format!("{section}.{key}");
             let value = config.value_of(section, &key)?;
             (!self.has(&qualified)).then(|| {
-                let follows_ttl = match qualified.as_str() {
-                    "lease.safety_margin_ms" | "lease.renew_interval_ms" => true,
-                    "timeouts.transaction_ms" | "timeouts.rpc_ms" => self.timeouts_follow_ttl(),
-                    _ => false,
+                let origin = match qualified.as_str() {
+                    "lease.safety_margin_ms" => {
+                        UnsetOrigin::Derived("ttl_ms, clock_drift_ppm and server_uncertainty_ms")
+                    }
+                    "lease.renew_interval_ms" => UnsetOrigin::Derived("ttl_ms and safety_margin_ms"),
+                    "timeouts.transaction_ms" | "timeouts.rpc_ms" if self.timeouts_follow_ttl() => {
+                        UnsetOrigin::Derived("the lease's renewal window")
+                    }
+                    _ => UnsetOrigin::Default,
                 };
-                (section, key, value, if follows_ttl { UnsetOrigin::FollowsTtl } else { UnsetOrigin::Default })
+                (section, key, value, origin)
             })
         });
         match unset {
@@ -294,6 +308,11 @@ impl GivenKeys {
 }
 
 impl ConfigFileError {
+    /// Whether the rule's own sentence gives `key`'s value (it names it as its field: `key = value`).
+    fn names_value_of(&self, key: &str) -> bool {
+        self.keys().first().is_some_and(|(_, field)| field == key)
+    }
+
     /// The lease and timeout keys a broken rule names, as (section, key), the offending field first: the words of
     /// its field and bound that are keys (a bound may be an expression over several).
     fn keys(&self) -> Vec<(&'static str, String)> {
@@ -701,19 +720,20 @@ renew_interval_ms = 1500
         };
         assert_eq!(
             error("[timeouts]\nrpc_ms = 3000\n"),
-            "timeouts.rpc_ms = 3000 must be less than timeouts.transaction_ms = 2000, so one Spanner call cannot \
+            "timeouts.rpc_ms = 3000 must be at most timeouts.transaction_ms = 2000, so one Spanner call cannot \
              outlast it; the file does not set transaction_ms, so it is 2000, the default: set it under [timeouts]"
         );
         assert_eq!(
             error("[lease]\nttl_ms = 3000\nrenew_interval_ms = 3000\n"),
             "invalid lease config: renew_interval_ms = 3000 must be less than ttl_ms - safety_margin_ms = 2700; the \
-             file does not set safety_margin_ms, so it is 300, derived from the lease's other settings: set it under \
-             [lease]"
+             file does not set safety_margin_ms, so it is 300, derived from ttl_ms, clock_drift_ppm and \
+             server_uncertainty_ms: set it under [lease]"
         );
         assert_eq!(
             error("[lease]\nserver_uncertainty_ms = 5000\n"),
             "invalid lease config: safety_margin_ms = 10010 must be less than ttl_ms = 10000; the file does not set \
-             safety_margin_ms, so it is 10010, derived from the lease's other settings: set it under [lease]"
+             safety_margin_ms, so it is derived from ttl_ms, clock_drift_ppm and server_uncertainty_ms: set it under \
+             [lease]"
         );
         // Every value the rule names set in the file: the rule alone.
         assert_eq!(
@@ -725,7 +745,7 @@ renew_interval_ms = 1500
             error("[lease]\nttl_ms = 3000\n[timeouts]\nrpc_ms = 500\n"),
             "timeouts.transaction_ms = 2000 must be less than lease.ttl_ms - lease.safety_margin_ms - \
              lease.renew_interval_ms = 1800, so one Spanner call cannot outlast it; the file does not set \
-             transaction_ms, so it is 2000, the default: set it under [timeouts]"
+             transaction_ms, so it is the default: set it under [timeouts]"
         );
     }
 

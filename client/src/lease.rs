@@ -310,7 +310,7 @@ impl FencedWork {
                 run.unanswered(sent_at);
                 let Silence::Run(own) = *first.get_or_insert(Silence::Run(sent_at)) else { return false };
                 let run_since = *run.since.borrow();
-                may_retry_fenced_write(cfg, run_since, own, run.clock.now().plus_ms(cfg.wait_ms()))
+                may_retry_fenced_write(cfg, run_since, sent_at, Some(own), run.clock.now().plus_ms(cfg.wait_ms()))
             }
             _ => {
                 let Silence::Alone(since) = *first.get_or_insert_with(|| Silence::Alone(tokio::time::Instant::now()))
@@ -347,11 +347,16 @@ mod tests {
         ConfigParams { unavailable_ms: 1_000, wait_ms: 100, ..ConfigParams::default() }.validate().expect("valid")
     }
 
-    fn work_on(clock: &Clock, since: Option<LocalInstant>) -> (FencedWork, mpsc::UnboundedReceiver<Event>) {
-        let (_publish, since) = watch::channel(since);
+    /// A fenced write on a run's clock that reads `since`; what the machine is told, and the sender through which
+    /// the driver publishes the machine's clock.
+    fn work_on(
+        clock: &Clock,
+        since: Option<LocalInstant>,
+    ) -> (FencedWork, mpsc::UnboundedReceiver<Event>, watch::Sender<Option<LocalInstant>>) {
+        let (publish, since) = watch::channel(since);
         let (reports, heard) = mpsc::unbounded_channel();
         let run = RunSilence { since, reports, clock: clock.clone() };
-        (FencedWork::new(|_tx: FencedTx| async { Ok::<(), ()>(()) }).on_run_clock(run), heard)
+        (FencedWork::new(|_tx: FencedTx| async { Ok::<(), ()>(()) }).on_run_clock(run), heard, publish)
     }
 
     #[tokio::test(start_paused = true)]
@@ -360,16 +365,18 @@ mod tests {
         tokio::time::advance(Duration::from_millis(5_000)).await;
         let now = clock.now();
         // The run's calls have gone unanswered for 950 ms: no time is left for another attempt after the wait.
-        let (spent, _) = work_on(&clock, Some(LocalInstant::from_micros(now.micros() - 950_000)));
+        let (spent, _, _) = work_on(&clock, Some(LocalInstant::from_micros(now.micros() - 950_000)));
         assert!(!spent.may_retry_unanswered(&cfg(), &mut None, Some(now), 1), "the run's budget is spent");
         // A run that has heard answers: the write's own silence starts the clock, and the machine is told when.
-        let (work, mut heard) = work_on(&clock, None);
+        let (work, mut heard, publish) = work_on(&clock, None);
         let mut first = None;
         assert!(work.may_retry_unanswered(&cfg(), &mut first, Some(now), 1));
         assert_eq!(heard.try_recv().ok(), Some(Event::FencedWriteUnanswered { sent_at: now }));
+        // The driver hands the event to the machine and publishes the clock it started.
+        publish.send(Some(now)).expect("the write reads it");
         tokio::time::advance(Duration::from_millis(950)).await;
         let later = clock.now();
-        assert!(!work.may_retry_unanswered(&cfg(), &mut first, Some(later), 2), "its own budget is spent");
+        assert!(!work.may_retry_unanswered(&cfg(), &mut first, Some(later), 2), "the run's budget is spent");
         assert_eq!(heard.try_recv().ok(), Some(Event::FencedWriteUnanswered { sent_at: later }));
         work.report(true, None);
         assert_eq!(heard.try_recv().ok(), Some(Event::FencedWriteAnswered));

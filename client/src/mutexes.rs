@@ -174,7 +174,7 @@ pub struct MutexesBuilder {
     store: SpannerStoreBuilder,
     lease: Option<ConfigParams>,
     display_name: Option<String>,
-    configured: Option<MutexName>,
+    configured: Option<String>,
 }
 
 impl MutexesBuilder {
@@ -182,8 +182,8 @@ impl MutexesBuilder {
     /// names ([`Mutexes::configured`]).
     #[must_use]
     pub fn config(mut self, config: MutexConfig) -> Self {
-        self.configured = config.mutex_name().ok();
         self.store.database = Some(config.database_path());
+        self.configured = Some(config.name);
         self.store.table = Some(config.table_id);
         self.store.timeouts = Some(config.timeouts);
         self.lease = Some(config.lease);
@@ -239,9 +239,10 @@ impl MutexesBuilder {
     pub async fn connect(self) -> Result<Mutexes, SetupError> {
         let cfg = client_lease(self.lease.unwrap_or_default())?;
         self.store.timeouts.clone().unwrap_or_default().validate(&cfg)?;
+        let configured = self.configured.map(MutexName::new).transpose().map_err(ConfigFileError::from)?;
         let store = self.store.connect().await?;
         let display_name = self.display_name.unwrap_or_else(crate::config::default_display_name);
-        Ok(Mutexes { configured: self.configured, ..Mutexes::on(store.into(), cfg, display_name) })
+        Ok(Mutexes { configured, ..Mutexes::on(store.into(), cfg, display_name) })
     }
 }
 

@@ -93,8 +93,9 @@ fn connect_error(error: &(dyn std::error::Error + 'static), endpoint: Option<&st
     .find_map(|cause| cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
     use std::io::ErrorKind;
     let reason = match io_kind {
-        // The transport failed without an I/O error: the connection was cancelled (closed by the other side).
-        None if transport => "the connection was closed while connecting (did the server stop?)",
+        // An emulator's transport failed without an I/O error: the connection was closed by the other side. (On
+        // Cloud Spanner a proxy or a wrong endpoint fails so too: its own message says more.)
+        None if transport && endpoint.is_some() => "the connection was closed while connecting (did the server stop?)",
         None => return ConnectError::Client(error.to_string()),
         Some(kind) => match kind {
             ErrorKind::ConnectionRefused => "connection refused (nothing listens there)",

@@ -221,18 +221,22 @@ pub fn within_unavailability_budget(cfg: &Config, since: Option<LocalInstant>, a
     since.is_some_and(|since| at < since.plus_ms(cfg.unavailable_ms()))
 }
 
-/// Whether a fenced write whose attempt got no answer may be sent again at `next_at`: only inside the run's
-/// unavailability budget, counted from the first unanswered call of the run (`run_since`, the machine's
-/// [`ClientMachine::unavailable_since`]) or of this write (`write_since`), whichever came first.
+/// Whether a fenced write whose attempt sent at `sent_at` got no answer may be sent again at `next_at`: only
+/// inside the run's unavailability budget, counted from the first unanswered call of the run (`run_since`, the
+/// machine's [`ClientMachine::unavailable_since`], which an answer to any call resets) or this attempt, whichever
+/// came first. (`write_since`, when the write's first attempt went unanswered, is read only by a re-inserted bug
+/// that gives each write a budget of its own.)
 pub fn may_retry_fenced_write(
     cfg: &Config,
     run_since: Option<LocalInstant>,
-    write_since: LocalInstant,
+    sent_at: LocalInstant,
+    write_since: Option<LocalInstant>,
     next_at: LocalInstant,
 ) -> bool {
-    let since = match run_since {
-        Some(run_since) if cfg.protocol().fenced_retry_shares_clock() => run_since.min(write_since),
-        _ => write_since,
+    let since = if cfg.protocol().fenced_retry_shares_clock() {
+        run_since.map_or(sent_at, |run_since| run_since.min(sent_at))
+    } else {
+        write_since.map_or(sent_at, |write_since| write_since.min(sent_at))
     };
     within_unavailability_budget(cfg, Some(since), next_at)
 }

@@ -160,11 +160,20 @@ impl fmt::Display for Breach {
     }
 }
 
+/// What a section makes of its fenced write's fate ([`hear_fenced_write`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteHeard {
+    /// Whether it may send the write again, were it told nothing certain.
+    pub may_retry: bool,
+    /// What to keep for the write's next attempt: when its first attempt went unanswered, where the rule reads it
+    /// (only a write on a budget of its own, a re-inserted bug); `None` otherwise.
+    pub write_since: Option<LocalInstant>,
+}
+
 /// Tells a section's `machine`, at `now`, whether Spanner answered its fenced write sent at `sent_at` and met by
-/// `fate`, as the driver does ([`Event::FencedWriteAnswered`], [`Event::FencedWriteUnanswered`]); returns whether
-/// the section may send the write again, were it told nothing certain: always after an answer, and after none
-/// only inside its run's unavailability budget ([`may_retry_fenced_write`]; `write_since`: when this write's
-/// first attempt without an answer was sent, if before).
+/// `fate`, as the driver does ([`Event::FencedWriteAnswered`], [`Event::FencedWriteUnanswered`]), and decides
+/// whether the section may send it again: always after an answer, and after none only inside its run's
+/// unavailability budget ([`may_retry_fenced_write`]; `write_since`: what the previous attempt kept).
 pub fn hear_fenced_write(
     machine: &mut ClientMachine,
     cfg: &Config,
@@ -172,14 +181,17 @@ pub fn hear_fenced_write(
     sent_at: LocalInstant,
     fate: CommitFate,
     write_since: Option<LocalInstant>,
-) -> Result<bool, UnexpectedEvent> {
+) -> Result<WriteHeard, UnexpectedEvent> {
     if fate.answered() {
         machine.handle(cfg, now, Event::FencedWriteAnswered)?;
-        return Ok(true);
+        return Ok(WriteHeard { may_retry: true, write_since });
     }
     machine.handle(cfg, now, Event::FencedWriteUnanswered { sent_at })?;
-    let write_since = write_since.map_or(sent_at, |since| since.min(sent_at));
-    Ok(may_retry_fenced_write(cfg, machine.unavailable_since(), write_since, now.plus_ms(cfg.wait_ms())))
+    let run_since = machine.unavailable_since();
+    let may_retry = may_retry_fenced_write(cfg, run_since, sent_at, write_since, now.plus_ms(cfg.wait_ms()));
+    let kept =
+        (!cfg.protocol().fenced_retry_shares_clock()).then(|| write_since.map_or(sent_at, |since| since.min(sent_at)));
+    Ok(WriteHeard { may_retry, write_since: kept })
 }
 
 /// Whether a committed write keeps the fence history sound: an acquisition of an existing row writes the fence

@@ -129,9 +129,9 @@ impl Lockstep {
                     command = self.world.feed(c, Event::NeedAnswered { needed });
                 }
                 Command::ReadRow => {
-                    let m = self.world.clients[c].mutex;
-                    let row = self.world.mutexes[m].spanner.row.clone();
-                    command = self.world.feed(c, Event::RowRead { row, server_now: self.world.server_now() });
+                    let server_now = self.world.server_now();
+                    let event = self.world.read_row(c, server_now);
+                    command = self.world.feed(c, event);
                 }
                 Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request, 0)),
                 Command::RunSection { fence, .. } => {
@@ -238,12 +238,10 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 if cfg.unavailable_ms() > 0 {
                     let now = lockstep.world.local_now(c);
                     let machine = &mut lockstep.world.clients[c].machine;
-                    may_retry = hear_fenced_write(machine, &cfg, now, now, fate, write_unanswered_since)
+                    let heard = hear_fenced_write(machine, &cfg, now, now, fate, write_unanswered_since)
                         .map_err(|_| not_possible("the machine refused to hear of its fenced write"))?;
-                    if !fate.answered() && !cfg.protocol().fenced_retry_shares_clock() {
-                        let since = write_unanswered_since.unwrap_or(now);
-                        lockstep.sections[c] = Section::Running { fence, write_unanswered_since: Some(since) };
-                    }
+                    may_retry = heard.may_retry;
+                    lockstep.sections[c] = Section::Running { fence, write_unanswered_since: heard.write_since };
                 }
                 match written {
                     _ if !may_retry => lockstep.sections[c] = Section::Unanswered,

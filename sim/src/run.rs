@@ -8,7 +8,7 @@ use crate::world::{Queued, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::{CommitFate, FencedOutcome, hear_fenced_write};
+use spanner_mutex_model::world::{CommitFate, FencedOutcome, WriteHeard, hear_fenced_write};
 use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, LocalInstant, SectionResult};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -102,12 +102,13 @@ enum Pending {
     /// A section finishes its work and sends its fenced write (`write_since`: when an earlier attempt of the same
     /// write first went unanswered).
     SectionWrite { c: usize, run: u32, fence: Fence, write_since: Option<LocalInstant> },
-    /// A fenced write sent at `sent_at` reaches Spanner.
+    /// A fenced write sent at `sent_at` (on its client's clock; `sent_us` on the world's) reaches Spanner.
     WriteArrive {
         c: usize,
         run: u32,
         writer: ClientId,
         fence: Fence,
+        sent_us: u64,
         sent_at: LocalInstant,
         write_since: Option<LocalInstant>,
     },
@@ -431,7 +432,6 @@ impl Runner<'_> {
                     );
                 } else {
                     let error_us = self.server_error_us(c);
-                    self.world.row_read_by(c);
                     let txn = self.world.read_txn(c, request, error_us);
                     let hold_us = self.rng.random_range(US_PER_MS..=self.scenario.network.commit_max_ms * US_PER_MS);
                     self.push(now + hold_us, Pending::Commit { c, run, txn });
@@ -458,11 +458,9 @@ impl Runner<'_> {
                         Pending::Deliver { c, run, event: Event::ReadFailed(Failure::Unavailable) },
                     );
                 } else {
-                    let m = self.world.clients[c].mutex;
                     let error_us = self.server_error_us(c);
                     let server_now = self.world.server_read(error_us);
-                    self.world.row_read_by(c);
-                    let event = self.world.mutexes[m].spanner.read(server_now);
+                    let event = self.world.read_row(c, server_now);
                     let at = now + self.latency_us();
                     self.push(at, Pending::Deliver { c, run, event });
                 }
@@ -472,10 +470,10 @@ impl Runner<'_> {
                     let writer = self.world.clients[c].machine.id();
                     let sent_at = self.world.local_now(c);
                     let at = now + self.latency_us();
-                    self.push(at, Pending::WriteArrive { c, run, writer, fence, sent_at, write_since });
+                    self.push(at, Pending::WriteArrive { c, run, writer, fence, sent_us: now, sent_at, write_since });
                 }
             }
-            Pending::WriteArrive { c, run, writer, fence, sent_at, write_since } => {
+            Pending::WriteArrive { c, run, writer, fence, sent_us, sent_at, write_since } => {
                 // A write sent before its process died still lands: Spanner does not know the process is gone.
                 let (fate, answer) = if self.outage() {
                     (CommitFate::Unavailable, None)
@@ -490,9 +488,11 @@ impl Runner<'_> {
                     }
                     (fate, Some(self.world.fenced_write(c, writer, fence, error_us, fate)))
                 };
-                let delay_us = if fate.answered() { self.latency_us() } else { self.rpc_timeout_us() };
+                // An answer comes back over the network; without one, the driver gives up an RPC timeout after the send.
+                let heard_us =
+                    if fate.answered() { now + self.latency_us() } else { (sent_us + self.rpc_timeout_us()).max(now) };
                 let answered = Pending::WriteAnswered { c, run, fence, sent_at, write_since, fate, answer };
-                self.push(now + delay_us, answered);
+                self.push(heard_us, answered);
             }
             Pending::WriteAnswered { c, run, fence, sent_at, write_since, fate, answer } => {
                 if !self.current(c, run) || self.dropped(c, run) {
@@ -502,13 +502,14 @@ impl Runner<'_> {
                 let local_now = self.world.local_now(c);
                 let cfg = self.world.cfg.clone();
                 let machine = &mut self.world.clients[c].machine;
-                let may_retry = match hear_fenced_write(machine, &cfg, local_now, sent_at, fate, write_since) {
-                    Ok(may_retry) => may_retry,
+                let heard = match hear_fenced_write(machine, &cfg, local_now, sent_at, fate, write_since) {
+                    Ok(heard) => heard,
                     Err(unexpected) => {
                         self.world.ghost.unexpected_event.get_or_insert_with(|| unexpected.to_string());
-                        false
+                        WriteHeard { may_retry: false, write_since }
                     }
                 };
+                let may_retry = heard.may_retry;
                 let result = match answer {
                     Some(FencedOutcome::Accepted | FencedOutcome::AlreadyApplied) => Some(SectionResult::Completed),
                     Some(FencedOutcome::Rejected) => {
@@ -528,9 +529,8 @@ impl Runner<'_> {
                     Some(result) => self.push(now, Pending::SectionReturn { c, run, result }),
                     // Told nothing certain, the section sends the same write again after the usual wait.
                     None => {
-                        let write_since = Some(write_since.map_or(sent_at, |since| since.min(sent_at)));
                         let at = now + cfg.wait_ms() * US_PER_MS;
-                        self.push(at, Pending::SectionWrite { c, run, fence, write_since });
+                        self.push(at, Pending::SectionWrite { c, run, fence, write_since: heard.write_since });
                     }
                 }
             }

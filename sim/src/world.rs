@@ -372,9 +372,15 @@ impl World {
         client.alive = false;
     }
 
+    /// Client `c`'s single-use read of its row at server time `server_now`.
+    pub fn read_row(&mut self, c: usize, server_now: ServerTime) -> Event {
+        self.row_read_by(c);
+        self.mutexes[self.clients[c].mutex].spanner.read(server_now)
+    }
+
     /// Client `c` reads its row (a single-use read, or a transaction's): a grant there that landed late is one it
     /// now hears of.
-    pub fn row_read_by(&mut self, c: usize) {
+    fn row_read_by(&mut self, c: usize) {
         let mutex = &mut self.mutexes[self.clients[c].mutex];
         if mutex.late_grant.is_some_and(|(holder, _)| holder == self.clients[c].machine.id()) {
             mutex.late_grant = None;
@@ -383,7 +389,8 @@ impl World {
 
     /// A transaction reaches Spanner: it reads the row's version and the decision time.
     /// Its server's clock errs by `error_us`.
-    pub fn read_txn(&self, c: usize, request: TxnRequest, error_us: i64) -> ReadTxn {
+    pub fn read_txn(&mut self, c: usize, request: TxnRequest, error_us: i64) -> ReadTxn {
+        self.row_read_by(c);
         let read_at = self.decision_time(c, error_us);
         ReadTxn { request, version: self.mutexes[self.clients[c].mutex].version, read_at }
     }

@@ -122,7 +122,11 @@ pub fn outcome_is_true(outcome: &Outcome, facts: &OutcomeFacts<'_>) -> bool {
 
 /// Whether `outcome`, reported by `client` with the row as `row` at server time `now`, breaks "a committed release
 /// or a cancel leaves no lease held": it says released or cancelled while the row still grants `client` the lease.
-/// One definition, used by the checker and the simulator.
+/// One definition, used by the checker and the simulator. (The simulator does not judge a grant written by an
+/// acquisition that landed after its client was told "unknown" and before the client read the row again: its
+/// reads take time, so such a landing can come between the read that resolved the outcome and the report. In the
+/// checker a read and the report it leads to are one step, so a late landing comes before the read or after the
+/// report.)
 pub fn keeps_lease_after_release(outcome: &Outcome, client: ClientId, row: Option<&LeaseRow>, now: ServerTime) -> bool {
     matches!(outcome, Outcome::Released { .. } | Outcome::Cancelled)
         && row.is_some_and(|r| r.grants(client, r.fence, now))

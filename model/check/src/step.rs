@@ -379,25 +379,20 @@ impl LeaseModel {
         Some(commit.event)
     }
 
-    /// Records for the budget's property whether Spanner answered the client's call (`None`), or not: then the
-    /// call's send time. Nothing is kept in worlds without a budget (no state is split by it).
     /// Tells client `slot`'s machine whether Spanner answered its section's fenced write, sent now and met by
-    /// `fate` ([`hear_fenced_write`]; `write_since`: the write's first attempt without an answer, if one was
-    /// earlier), and returns whether the section may send it again; a retry the machine allows past the world's
-    /// record of the run's unanswered calls breaks the budget.
-    fn fenced_write_heard(
-        &self,
-        state: &mut WorldState,
-        slot: usize,
-        fate: CommitFate,
-        write_since: Option<LocalInstant>,
-    ) -> bool {
+    /// `fate` ([`hear_fenced_write`]), keeps what the next attempt needs in the section, and returns whether the
+    /// section may send the write again; a retry the machine allows past the world's record of the run's
+    /// unanswered calls breaks the budget.
+    fn fenced_write_heard(&self, state: &mut WorldState, slot: usize, fate: CommitFate) -> bool {
         let now = Self::local_now(state, slot);
-        let Ok(may_retry) = hear_fenced_write(&mut state.clients[slot].machine, &self.cfg, now, now, fate, write_since)
+        let client = &mut state.clients[slot];
+        let Section::Started { write_unanswered_since, .. } = &mut client.section else { return false };
+        let Ok(heard) = hear_fenced_write(&mut client.machine, &self.cfg, now, now, fate, *write_unanswered_since)
         else {
             state.ghost.driver_contract_broken = true;
             return false;
         };
+        *write_unanswered_since = heard.write_since;
         if fate.answered() {
             self.note_answer(state, slot, None);
             return true;
@@ -405,18 +400,14 @@ impl LeaseModel {
         self.note_answer(state, slot, Some(now));
         let next_at = now.plus_ms(self.cfg.wait_ms());
         let world_since = state.clients[slot].ghost.unanswered_since;
-        if may_retry && !spanner_mutex_model::within_unavailability_budget(&self.cfg, world_since, next_at) {
+        if heard.may_retry && !spanner_mutex_model::within_unavailability_budget(&self.cfg, world_since, next_at) {
             state.ghost.retried_past_budget = true;
         }
-        // Only a write on a budget of its own reads when it first went unanswered.
-        if !self.cfg.protocol().fenced_retry_shares_clock()
-            && let Section::Started { write_unanswered_since, .. } = &mut state.clients[slot].section
-        {
-            write_unanswered_since.get_or_insert(now);
-        }
-        may_retry
+        heard.may_retry
     }
 
+    /// Records for the budget's property whether Spanner answered the client's call (`None`), or not: then the
+    /// call's send time. Nothing is kept in worlds without a budget (no state is split by it).
     fn note_answer(&self, state: &mut WorldState, slot: usize, unanswered_sent_at: Option<LocalInstant>) {
         if self.cfg.unavailable_ms() == 0 {
             return;
@@ -455,7 +446,7 @@ impl LeaseModel {
             }
             Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);
-                let Section::Started { fence, write_unanswered_since } = state.clients[slot].section else {
+                let Section::Started { fence, .. } = state.clients[slot].section else {
                     return None;
                 };
                 let writer = state.clients[slot].machine.id();
@@ -473,8 +464,7 @@ impl LeaseModel {
                 let (answer, superseded) = (write.answer, write.superseded);
                 Self::record_fenced_write(state, writer, fence, run_once, write);
                 // Worlds without an unavailability budget (no `unavailable` fault) retry an unanswered write for ever.
-                if self.cfg.unavailable_ms() > 0 && !self.fenced_write_heard(state, slot, fate, write_unanswered_since)
-                {
+                if self.cfg.unavailable_ms() > 0 && !self.fenced_write_heard(state, slot, fate) {
                     state.clients[slot].section = Section::Unanswered;
                     state.ghost.witnessed.insert(Witness::FencedWriteGaveUp);
                     return Some(());
