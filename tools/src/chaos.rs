@@ -77,13 +77,18 @@ impl CriticalSection for Steps {
         Ok((self.recorded().await?.len() as i64) < self.steps)
     }
 
+    /// Writes each step not yet recorded through the lease. A write that fails does not stop it: like user code
+    /// that does not watch for lock-lost, it goes on writing the remaining steps (each refused at once once the
+    /// lock is lost, `after-lost MS` printed per write), and returns the first error at the end.
     async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         let done = self.recorded().await?;
         let (writer, fence) = (guard.client().to_string(), i64::try_from(guard.fence().get())?);
+        let mut first_error = None;
         for step in (0..self.steps).filter(|s| !done.contains(s)) {
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(STEP_PAUSE).await;
             let (round, writer) = (self.round.clone(), writer.clone());
-            guard
+            let (lost, started) = (guard.is_lock_lost(), Instant::now());
+            let written = guard
                 .fenced(move |tx| {
                     let row = Mutation::new_insert_builder("ChaosSteps")
                         .set("round")
@@ -99,10 +104,18 @@ impl CriticalSection for Steps {
                         .build();
                     async move { tx.buffer([row]) }
                 })
-                .await?;
-            println!("step {step} fence {fence}");
+                .await;
+            if lost {
+                println!("after-lost {}", started.elapsed().as_millis());
+            }
+            match written {
+                Ok(_) => println!("step {step} fence {fence}"),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), |error| Err(error.into()))
     }
 }
 
@@ -139,6 +152,11 @@ const CHAOS_COLUMNS: &[(&str, &str)] =
     &[("round", "STRING"), ("step", "INT64"), ("writer", "STRING"), ("fence", "INT64"), ("committed_at", "TIMESTAMP")];
 const WORKERS: usize = 3;
 const STEPS: i64 = 6;
+/// A section's own work before each step's write.
+const STEP_PAUSE: Duration = Duration::from_millis(150);
+/// The longest a fenced write called after lock-lost may take: it is refused without a Spanner call, so this only
+/// pays for a loaded 2-core machine (time the worker was frozen is added).
+const AFTER_LOST_MS: u64 = 50;
 /// Longer than the chaos lease (1 s), so the stopped holder is taken over.
 const STOP_FOR: Duration = Duration::from_millis(1_500);
 /// A round that has not ended by then has hung.
@@ -177,12 +195,20 @@ impl<'a> Call<'a> {
 
 /// The longest a `run()` may take to fail, from the moment Spanner stops answering (or from its start, if later;
 /// time the worker was frozen is added): the next store call after the longest wait, the unavailability budget,
-/// a last call and its resolving read, and the need check's read; plus a second for a loaded 2-core machine
-/// running three workers and the emulator.
+/// a last call and its resolving read, and the need check's read; the section's own work, which goes on after
+/// lock-lost (every step's pause); plus a second for a loaded 2-core machine running three workers and the
+/// emulator.
 fn failure_bound() -> Duration {
     let (p, t) = (chaos_params(), chaos_timeouts());
+    let section_ms = u64::try_from(STEP_PAUSE.as_millis()).unwrap_or(u64::MAX) * STEPS.unsigned_abs();
     Duration::from_millis(
-        p.max_wait_ms + p.jitter_ms + p.unavailable_ms + 2 * (t.transaction_ms + t.rpc_ms) + t.rpc_ms + 1_000,
+        p.max_wait_ms
+            + p.jitter_ms
+            + p.unavailable_ms
+            + 2 * (t.transaction_ms + t.rpc_ms)
+            + t.rpc_ms
+            + section_ms
+            + 1_000,
     )
 }
 
@@ -367,6 +393,15 @@ fn violations(applied: &[Applied], reports: &[Report], outage_starts_unix_ms: &[
     }
     let complete = per_step.len() as i64 == STEPS;
     for report in reports {
+        for took_ms in report.lines.iter().filter_map(|l| l.strip_prefix("after-lost ")?.parse::<u64>().ok()) {
+            if took_ms > AFTER_LOST_MS + report.frozen_ms() {
+                found.push(format!(
+                    "a fenced write called after lock-lost took {took_ms} ms: it must be refused at once, without a \
+                     Spanner call (bound {AFTER_LOST_MS} ms + {:?} frozen)",
+                    report.frozen
+                ));
+            }
+        }
         for line in report.lines.iter().filter(|l| l.starts_with("call ")) {
             let Some(call) = Call::parse(line) else {
                 found.push(format!("unreadable report: {line}"));
@@ -418,6 +453,7 @@ pub(crate) async fn chaos(rounds: u64, seed: u64) -> anyhow::Result<()> {
     let mut nemesis = Nemesis::default();
     let mut all_violations = Vec::new();
     let (mut failed_calls, mut slowest_failure_ms) = (0u64, 0u64);
+    let (mut writes_after_lost, mut slowest_after_lost_ms) = (0u64, 0u64);
     let started = Instant::now();
     for r in 0..rounds {
         let round = format!("chaos-{r}");
@@ -477,6 +513,10 @@ pub(crate) async fn chaos(rounds: u64, seed: u64) -> anyhow::Result<()> {
             reports.push(worker.end(&round).await?);
         }
         for report in &reports {
+            for took_ms in report.lines.iter().filter_map(|l| l.strip_prefix("after-lost ")?.parse::<u64>().ok()) {
+                writes_after_lost += 1;
+                slowest_after_lost_ms = slowest_after_lost_ms.max(took_ms);
+            }
             for call in
                 report.lines.iter().filter_map(|l| Call::parse(l)).filter(|c| c.verdict.first() == Some(&"error"))
             {
@@ -495,7 +535,8 @@ pub(crate) async fn chaos(rounds: u64, seed: u64) -> anyhow::Result<()> {
     println!(
         "rounds={rounds} kills={kills} pauses={pauses} outages={outages} restarts={restarts} violations={} \
          failed_calls={failed_calls} slowest_failure_ms={slowest_failure_ms} (bound {} ms, frozen time excluded) \
-         seed={seed} took={}s",
+         writes_after_lost={writes_after_lost} slowest_after_lost_ms={slowest_after_lost_ms} (bound \
+         {AFTER_LOST_MS} ms) seed={seed} took={}s",
         all_violations.len(),
         failure_bound().as_millis(),
         started.elapsed().as_secs()
@@ -519,8 +560,16 @@ mod tests {
     #[test]
     fn the_checker_finds_a_step_applied_twice_a_stale_fence_an_untrue_report_and_a_slow_failure() {
         let clean = applied(&[(0, 1), (1, 1), (2, 2), (3, 2), (4, 2), (5, 3)]);
-        let calls = report(&["call 900 @0 executed 3", "call 950 @0 done-by-other", "call 4000 @0 error unavailable"]);
+        let calls = report(&[
+            "call 900 @0 executed 3",
+            "call 950 @0 done-by-other",
+            "after-lost 0",
+            "call 4000 @0 error unavailable",
+        ]);
         assert_eq!(violations(&clean, &calls, &[]), Vec::<String>::new());
+        // A write after lock-lost that made a Spanner round trip (the report's worker was frozen for 1 s).
+        let found = violations(&clean, &report(&["after-lost 1500"]), &[]);
+        assert!(found.iter().any(|v| v.contains("after lock-lost took 1500 ms")), "{found:?}");
         let twice = applied(&[(0, 1), (1, 1), (1, 2), (2, 2), (3, 2), (4, 2), (5, 2)]);
         assert_eq!(violations(&twice, &[], &[]).len(), 1, "step 1 twice");
         let stale = applied(&[(0, 2), (1, 1), (2, 2), (3, 2), (4, 2), (5, 2)]);
