@@ -9,8 +9,8 @@
 use crate::machine::may_retry_fenced_write;
 use crate::txn::{TxnReply, TxnRequest, plan};
 use crate::{
-    ClientId, ClientMachine, Config, Event, Failure, Fence, LeaseRow, LocalInstant, RowWrite, ServerTime, Status,
-    UnexpectedEvent,
+    ClientId, ClientMachine, Config, Event, Failure, Fence, LeaseRow, LocalInstant, RowWrite, SectionResult,
+    ServerTime, Status, UnexpectedEvent,
 };
 use std::fmt;
 
@@ -100,6 +100,19 @@ pub enum FencedOutcome {
     Rejected,
     /// Aborted, unknown or unanswered: the section retries the same write.
     Retry,
+}
+
+impl FencedOutcome {
+    /// What a section that writes once and returns reports after this answer: completed when the write landed
+    /// (or had landed), failed when it was refused, and, after `Retry` that may not be retried
+    /// ([`hear_fenced_write`]), failed with Spanner unavailable.
+    pub fn section_result(self) -> SectionResult {
+        match self {
+            Self::Accepted | Self::AlreadyApplied => SectionResult::Completed,
+            Self::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
+            Self::Retry => SectionResult::Failed { error: "Spanner unavailable".into() },
+        }
+    }
 }
 
 /// A write that broke a rule the resource and the row must keep, found as it was made. Judged apart from the

@@ -253,11 +253,8 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             Action::SectionReturn(c) => {
                 let c = client(c)?;
                 let result = match lockstep.sections[c] {
-                    Section::Wrote(FencedOutcome::Accepted | FencedOutcome::AlreadyApplied) => SectionResult::Completed,
-                    Section::Wrote(FencedOutcome::Rejected | FencedOutcome::Retry) => {
-                        SectionResult::Failed { error: "fenced write rejected".into() }
-                    }
-                    Section::Unanswered => SectionResult::Failed { error: "Spanner unavailable".into() },
+                    Section::Wrote(written) => written.section_result(),
+                    Section::Unanswered => FencedOutcome::Retry.section_result(),
                     Section::Idle | Section::Running { .. } => return Err(not_possible("no section has written")),
                 };
                 lockstep.sections[c] = Section::Idle;

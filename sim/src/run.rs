@@ -510,20 +510,19 @@ impl Runner<'_> {
                     }
                 };
                 let may_retry = heard.may_retry;
+                // Told nothing certain (or nothing at all), the section retries while it may.
+                let answer = answer.unwrap_or(FencedOutcome::Retry);
                 let result = match answer {
-                    Some(FencedOutcome::Accepted | FencedOutcome::AlreadyApplied) => Some(SectionResult::Completed),
-                    Some(FencedOutcome::Rejected) => {
-                        Some(SectionResult::Failed { error: "fenced write rejected".into() })
-                    }
-                    Some(FencedOutcome::Retry) | None if may_retry => None,
-                    Some(FencedOutcome::Retry) | None => {
+                    FencedOutcome::Retry if may_retry => None,
+                    FencedOutcome::Retry => {
                         self.world.note(Who::Client(c), "section", |_| {
                             "its fenced write got no answer and its run's unavailability budget is spent: the section \
                              fails"
                                 .to_owned()
                         });
-                        Some(SectionResult::Failed { error: "Spanner unavailable".into() })
+                        Some(answer.section_result())
                     }
+                    answer => Some(answer.section_result()),
                 };
                 match result {
                     Some(result) => self.push(now, Pending::SectionReturn { c, run, result }),

@@ -488,9 +488,9 @@ impl LeaseModel {
             Action::SectionReturn(c) => {
                 let slot = usize::from(c);
                 let result = match state.clients[slot].section {
-                    Section::Wrote => SectionResult::Completed,
-                    Section::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
-                    Section::Unanswered => SectionResult::Failed { error: "Spanner unavailable".into() },
+                    Section::Wrote => FencedOutcome::Accepted.section_result(),
+                    Section::Rejected => FencedOutcome::Rejected.section_result(),
+                    Section::Unanswered => FencedOutcome::Retry.section_result(),
                     Section::Idle | Section::Started { .. } => return None,
                 };
                 state.clients[slot].section = Section::Idle;
