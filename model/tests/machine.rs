@@ -552,8 +552,8 @@ fn a_need_check_failing_under_the_lease_releases_failed_saying_so_in_words() {
 
 #[test]
 fn an_unanswered_release_starts_the_unavailability_clock_from_its_send() {
-    // Found by the model checker once it judged the budget from the world's record of unanswered calls: the
-    // clock started when the failure arrived, so a release that took long to fail bought the run extra time.
+    // A release that takes long to fail must not buy the run extra time: the clock starts at its send, not when
+    // the failure arrives.
     let mut h = Harness::run_once();
     h.machine.start(t(0));
     h.on(0, Event::NeedAnswered { needed: true });

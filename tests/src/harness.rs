@@ -4,6 +4,7 @@
 
 use crate::coverage::{Transition, event_label};
 use spanner_mutex_model::txn::TxnRequest;
+use spanner_mutex_model::world::FencedOutcome;
 use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Config, Event, Fence, LocalInstant, Outcome, SectionResult, Status,
 };
@@ -311,12 +312,11 @@ impl<B: Backend> Side<B> {
             Op::Return { client: c } => {
                 let Stage::Wrote { accepted } = self.clients[c].section else { unreachable!("checked applicable") };
                 self.clients[c].section = Stage::Idle;
+                let written = if accepted { FencedOutcome::Accepted } else { FencedOutcome::Rejected };
                 let event = if self.lock_mode {
                     Event::ReleaseRequested
-                } else if accepted {
-                    Event::SectionFinished(SectionResult::Completed)
                 } else {
-                    Event::SectionFinished(SectionResult::Failed { error: "fenced write refused".into() })
+                    Event::SectionFinished(written.section_result())
                 };
                 self.feed(c, event).await;
             }
