@@ -27,13 +27,20 @@ pub enum Failure {
     NeedCheck,
 }
 
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Failure {
+    /// The failure in words.
+    pub const fn words(self) -> &'static str {
+        match self {
             Self::Unavailable => "Spanner unavailable",
             Self::Rejected => "Spanner refused",
             Self::NeedCheck => "the need check failed",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.words())
     }
 }
 
@@ -191,16 +198,13 @@ pub struct UnexpectedEvent {
     pub event: &'static str,
 }
 
-/// How long to wait after an acquisition aborted, `attempts` retries in: doubling from `wait_ms`, at most
-/// `max_wait_ms`.
 /// What a FAILED row says of a run that gave its lease up before its section finished: people read it
 /// (`spanner-mutex status`), and the next run retries at once.
 const fn abandoned_because(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Cancelled => "Cancelled",
         Outcome::Failed(Failure::NeedCheck) => "the need check failed under the lease",
-        Outcome::Failed(Failure::Unavailable) => "Spanner was unavailable",
-        Outcome::Failed(Failure::Rejected) => "a fenced write was rejected",
+        Outcome::Failed(failure) => failure.words(),
         // Not reasons to give a lease up; said plainly should one ever be.
         Outcome::Executed { .. }
         | Outcome::NotNeeded
@@ -211,6 +215,8 @@ const fn abandoned_because(outcome: &Outcome) -> &'static str {
     }
 }
 
+/// How long to wait after an acquisition aborted, `attempts` retries in: doubling from `wait_ms`, at most
+/// `max_wait_ms`.
 fn abort_backoff_ms(cfg: &Config, attempts: u32) -> u64 {
     cfg.wait_ms().saturating_mul(1 << attempts.min(16)).min(cfg.max_wait_ms())
 }
