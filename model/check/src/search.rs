@@ -283,6 +283,9 @@ struct Shared<'a> {
     time_shifts: bool,
     revisits: AtomicUsize,
     visited: RwLock<Visited>,
+    /// A thread is growing the visited set ([`Self::make_room`]).
+    growing: Mutex<bool>,
+    grown: Condvar,
     pool: Mutex<Pool>,
     work_ready: Condvar,
     /// Some thread waits for work (read without the pool's lock).
@@ -335,17 +338,32 @@ impl Shared<'_> {
     }
 
     /// Grows the visited set, between blocks, when the blocks every thread may be in could fill it past three
-    /// quarters (probes stay short, and it never fills).
+    /// quarters (probes stay short, and it never fills). One thread grows it; the others wait without holding it.
+    /// (A thread that asked for the write lock while another went on taking the read lock block after block
+    /// waited seconds for it: the lock lets a reader in before a woken writer runs.)
     fn make_room(&self) {
         let reserve = self.limits.threads.saturating_mul(BLOCK_RESERVE);
         let full = |visited: &Visited| {
             visited.len.load(Ordering::Relaxed).saturating_add(reserve) > visited.slots.len() / 4 * 3
         };
-        if full(&self.visited.read().unwrap_or_else(PoisonError::into_inner)) {
-            let mut visited = self.visited.write().unwrap_or_else(PoisonError::into_inner);
-            if full(&visited) {
-                *visited = visited.doubled();
+        while full(&self.visited.read().unwrap_or_else(PoisonError::into_inner)) {
+            let mut growing = lock(&self.growing);
+            if *growing {
+                while *growing {
+                    growing = self.grown.wait(growing).unwrap_or_else(PoisonError::into_inner);
+                }
+                continue;
             }
+            *growing = true;
+            drop(growing);
+            {
+                let mut visited = self.visited.write().unwrap_or_else(PoisonError::into_inner);
+                if full(&visited) {
+                    *visited = visited.doubled();
+                }
+            }
+            *lock(&self.growing) = false;
+            self.grown.notify_all();
         }
     }
 
@@ -490,6 +508,8 @@ pub(super) fn exhaustive(model: &LeaseModel, limits: &Limits) -> Found {
         visited: RwLock::new(Visited::with_capacity(
             limits.threads.saturating_mul(BLOCK_RESERVE).saturating_mul(4).max(MIN_VISITED_SLOTS),
         )),
+        growing: Mutex::new(false),
+        grown: Condvar::new(),
         pool: Mutex::default(),
         work_ready: Condvar::new(),
         hungry: AtomicBool::new(false),
