@@ -9,7 +9,7 @@ use stateright::Model;
 use std::time::Instant;
 
 /// A set of fingerprints, themselves hashes: hashed again only cheaply.
-type Fingerprints = std::collections::HashSet<u64, ahash::RandomState>;
+type Fingerprints = std::collections::HashSet<u64, foldhash::fast::RandomState>;
 
 /// One world's cross-check.
 #[derive(Clone, Debug, serde::Serialize)]
