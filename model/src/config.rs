@@ -42,6 +42,11 @@ pub enum Protocol {
     /// retry of a write whose answer was lost applies it again. The checker and the simulator must catch it.
     #[cfg(any(test, feature = "variants"))]
     NoFencedWriteRecord,
+    /// Fenced, but the row records every fenced write that lands as write 1: a retried second write whose answer
+    /// was lost applies again. A plausible bug that a section making one write never shows; the checker must
+    /// catch it in a world whose sections write twice.
+    #[cfg(any(test, feature = "variants"))]
+    RecordsFirstWriteOnly,
     /// Fenced, but a renewal is accepted on any STARTED row, whoever holds it (a plausible bug the checker
     /// missed until renewals could execute late). The checker must catch it.
     #[cfg(any(test, feature = "variants"))]
@@ -75,6 +80,8 @@ impl Protocol {
             Self::LeakOnCancelInNeedCheck => "leak-on-cancel-in-need-check",
             #[cfg(any(test, feature = "variants"))]
             Self::NoFencedWriteRecord => "no-fenced-write-record",
+            #[cfg(any(test, feature = "variants"))]
+            Self::RecordsFirstWriteOnly => "records-first-write-only",
             #[cfg(any(test, feature = "variants"))]
             Self::RenewsAnyStarted => "renews-any-started",
             #[cfg(any(test, feature = "variants"))]
@@ -120,6 +127,15 @@ impl Protocol {
             // The seed had neither fences nor a record.
             #[cfg(any(test, feature = "variants"))]
             Self::Naive | Self::NoFencedWriteRecord => false,
+            _ => true,
+        }
+    }
+
+    /// Whether the row's record of a fenced write keeps its number (only the re-inserted bug records 1 for all).
+    pub const fn records_write_numbers(self) -> bool {
+        match self {
+            #[cfg(any(test, feature = "variants"))]
+            Self::RecordsFirstWriteOnly => false,
             _ => true,
         }
     }

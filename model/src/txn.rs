@@ -299,9 +299,10 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
             if cfg.protocol().records_fenced_writes() && ours.is_some_and(|r| r.fenced_writes >= *write) {
                 no_write(TxnReply::AlreadyApplied)
             } else if !cfg.protocol().checks_fence() || held_by(row, *client, *fence, now) {
-                let record = ours
-                    .filter(|_| cfg.protocol().records_fenced_writes())
-                    .map(|r| RowWrite { fenced_writes: *write, ..r.to_write() });
+                let record = ours.filter(|_| cfg.protocol().records_fenced_writes()).map(|r| RowWrite {
+                    fenced_writes: if cfg.protocol().records_write_numbers() { *write } else { 1 },
+                    ..r.to_write()
+                });
                 TxnPlan { write: record, reply: TxnReply::FenceValid }
             } else {
                 no_write(TxnReply::NotHolder)

@@ -146,6 +146,16 @@ pub enum Breach {
         /// The newer fence granted before it.
         highest: Fence,
     },
+    /// A fenced write of the row's current lease reached the resource other than once and in order: the lease's
+    /// writes that had landed were not exactly the ones numbered below it.
+    FencedWriteRepeated {
+        /// The write's fence.
+        fence: Fence,
+        /// Its number under that fence.
+        write: u32,
+        /// How many of its lease's writes had landed before it.
+        landed_before: u32,
+    },
 }
 
 impl fmt::Display for Breach {
@@ -169,6 +179,11 @@ impl fmt::Display for Breach {
             Self::StaleWriteAccepted { fence, highest } => {
                 write!(f, "a write with fence {} was accepted after fence {} was granted", fence.get(), highest.get())
             }
+            Self::FencedWriteRepeated { fence, write, landed_before } => write!(
+                f,
+                "fenced write {write} with fence {} reached the resource after {landed_before} of its lease's writes had",
+                fence.get()
+            ),
         }
     }
 }
@@ -289,6 +304,8 @@ pub struct FencedWrite {
     pub superseded: bool,
     /// The stale write the resource accepted, if it did.
     pub stale_accepted: Option<Breach>,
+    /// A write that reached the resource a second time or out of order, if it did.
+    pub repeated: Option<Breach>,
     /// The row's record of the write, if one committed.
     pub change: Option<RowChange>,
 }
@@ -309,6 +326,8 @@ pub enum Late {
         writer: ClientId,
         /// Its fence.
         fence: Fence,
+        /// Its number under that fence.
+        write: u32,
         /// The time its decisions are made on.
         read_at: ServerTime,
     },
@@ -331,10 +350,10 @@ pub struct Spanner {
     pub row: Option<LeaseRow>,
     /// The highest fence ever granted.
     pub max_fence: Option<Fence>,
+    /// Fenced writes of the row's current lease that reached the resource, counted apart from the row's own
+    /// record (which the protocol reads), so that a write applied twice shows ([`Breach::FencedWriteRepeated`]).
+    pub writes_landed: u32,
 }
-
-/// A section makes one fenced write per lease: number 1, kept by its retries.
-const FENCED_WRITE_NUMBER: u32 = 1;
 
 impl Spanner {
     /// A single-use read at server time `now`.
@@ -363,25 +382,34 @@ impl Spanner {
         Commit { event: applied.event(planned.reply.clone()), reply: planned.reply, applied, change }
     }
 
-    /// A section's fenced write (number 1 of its lease: the one write a checked or simulated section makes, kept
-    /// by its retries) by `writer` under `fence`, decided at `decided_at`, with `fate`; linearized now, so it never
-    /// conflicts. Its record in the row takes its commit timestamp from `stamp` (called only if it lands).
+    /// A section's fenced write number `write` of its lease (from 1, one at a time, a retry keeping its number) by
+    /// `writer` under `fence`, decided at `decided_at`, with `fate`; linearized now, so it never conflicts. Its
+    /// record in the row takes its commit timestamp from `stamp` (called only if it lands).
+    #[allow(clippy::too_many_arguments)]
     pub fn fenced_write(
         &mut self,
         cfg: &Config,
         writer: ClientId,
         fence: Fence,
+        write: u32,
         decided_at: ServerTime,
         fate: CommitFate,
         stamp: impl FnOnce() -> ServerTime,
     ) -> FencedWrite {
-        let verify = TxnRequest::VerifyFence { client: writer, fence, write: FENCED_WRITE_NUMBER };
+        let verify = TxnRequest::VerifyFence { client: writer, fence, write };
         let planned = plan(cfg, &verify, self.row.as_ref(), decided_at);
         let superseded = superseded(fence, self.max_fence);
         let valid = planned.reply == TxnReply::FenceValid;
         let landed = valid && fate.lands();
         let stale_accepted = (landed && superseded)
             .then(|| Breach::StaleWriteAccepted { fence, highest: self.max_fence.unwrap_or(fence) });
+        // Judged within the row's current lease; a write of another lease that lands is a stale write (above).
+        let of_current_lease = landed && self.row.as_ref().is_some_and(|row| row.fence == fence);
+        let repeated = (of_current_lease && write != self.writes_landed.saturating_add(1))
+            .then_some(Breach::FencedWriteRepeated { fence, write, landed_before: self.writes_landed });
+        if of_current_lease {
+            self.writes_landed = write;
+        }
         let change = match planned.write {
             Some(record) if landed => Some(self.write(record, false, stamp())),
             _ => None,
@@ -393,7 +421,7 @@ impl Spanner {
             (CommitFate::AsDecided, _) => FencedOutcome::Rejected,
             (_, _) => FencedOutcome::Retry,
         };
-        FencedWrite { answer, landed, superseded, stale_accepted, change }
+        FencedWrite { answer, landed, superseded, stale_accepted, repeated, change }
     }
 
     /// A late commit reaches Spanner with the row as it read it (one whose row changed aborts, and the adapter,
@@ -403,10 +431,11 @@ impl Spanner {
             Late::Txn { request, read_at } => {
                 LateLanding::Txn(self.commit(cfg, request, *read_at, CommitFate::AsDecided, false, stamp).change)
             }
-            Late::FencedWrite { writer, fence, read_at } => LateLanding::FencedWrite(self.fenced_write(
+            Late::FencedWrite { writer, fence, write, read_at } => LateLanding::FencedWrite(self.fenced_write(
                 cfg,
                 *writer,
                 *fence,
+                *write,
                 *read_at,
                 CommitFate::AsDecided,
                 stamp,
@@ -439,6 +468,10 @@ impl Spanner {
             .filter(|p| overwrites_done(Some(p), &write, acquire))
             .map(|p| Breach::DoneOverwritten { done_fence: p.fence, by: write.status, with: write.fence });
         self.max_fence = self.max_fence.max(Some(write.fence));
+        if acquire {
+            // A new lease, whose fenced writes are numbered from 1 (re-entry included: see `txn::plan`).
+            self.writes_landed = 0;
+        }
         self.row = Some(write.committed_at(stamp));
         RowChange { previous, acquire, fence_regressed, done_overwritten }
     }
@@ -502,15 +535,46 @@ mod tests {
         let mut spanner = Spanner::default();
         let _ = spanner.commit(&cfg, &acquire(a), T0, CommitFate::AsDecided, false, || T0);
         let fence = spanner.row.as_ref().expect("row").fence;
-        let lost = spanner.fenced_write(&cfg, a, fence, T0, CommitFate::UnknownLanded, || T0.plus_ms(1));
+        let lost = spanner.fenced_write(&cfg, a, fence, 1, T0, CommitFate::UnknownLanded, || T0.plus_ms(1));
         assert_eq!((lost.answer, lost.landed, lost.superseded), (FencedOutcome::Retry, true, false));
-        let retry = spanner.fenced_write(&cfg, a, fence, T0, CommitFate::AsDecided, no_stamp);
+        let retry = spanner.fenced_write(&cfg, a, fence, 1, T0, CommitFate::AsDecided, no_stamp);
         assert_eq!((retry.answer, retry.landed), (FencedOutcome::AlreadyApplied, false));
         // b takes the lease over once it has expired; a's next write is stale.
         let later = T0.plus_ms(cfg.ttl_ms() + 1);
         let _ = spanner.commit(&cfg, &acquire(b), later, CommitFate::AsDecided, false, || later);
-        let stale = spanner.fenced_write(&cfg, a, fence, later, CommitFate::AsDecided, no_stamp);
+        let stale = spanner.fenced_write(&cfg, a, fence, 1, later, CommitFate::AsDecided, no_stamp);
         assert_eq!((stale.answer, stale.superseded, stale.stale_accepted), (FencedOutcome::Rejected, true, None));
+    }
+
+    #[test]
+    fn a_fenced_write_that_reaches_the_resource_twice_or_out_of_order_is_a_breach() {
+        let a = ClientId::from_u128(1);
+        let acquired = |cfg: &Config| {
+            let mut spanner = Spanner::default();
+            let _ = spanner.commit(cfg, &acquire(a), T0, CommitFate::AsDecided, false, || T0);
+            let fence = spanner.row.as_ref().expect("row").fence;
+            (spanner, fence)
+        };
+        // In order, each once: no breach, and a new lease counts from 1 again.
+        let cfg = Config::default();
+        let (mut spanner, fence) = acquired(&cfg);
+        for write in [1, 2] {
+            let landed = spanner.fenced_write(&cfg, a, fence, write, T0, CommitFate::AsDecided, || T0);
+            assert_eq!((landed.landed, landed.repeated), (true, None));
+        }
+        let _ = spanner.commit(&cfg, &acquire(a), T0, CommitFate::AsDecided, false, || T0);
+        assert_eq!(spanner.writes_landed, 0);
+        // Out of order.
+        let (mut spanner, fence) = acquired(&cfg);
+        let skipped = spanner.fenced_write(&cfg, a, fence, 2, T0, CommitFate::AsDecided, || T0);
+        assert_eq!(skipped.repeated, Some(Breach::FencedWriteRepeated { fence, write: 2, landed_before: 0 }));
+        // Without the row's record, a retried write whose answer was lost lands again.
+        let cfg = Config::default().with_protocol(crate::Protocol::NoFencedWriteRecord);
+        let (mut spanner, fence) = acquired(&cfg);
+        let lost = spanner.fenced_write(&cfg, a, fence, 1, T0, CommitFate::UnknownLanded, || T0);
+        assert_eq!(lost.repeated, None);
+        let again = spanner.fenced_write(&cfg, a, fence, 1, T0, CommitFate::AsDecided, || T0);
+        assert_eq!(again.repeated, Some(Breach::FencedWriteRepeated { fence, write: 1, landed_before: 1 }));
     }
 
     #[test]

@@ -93,9 +93,11 @@ fn checker_id(slot: usize, incarnation: u32) -> ClientId {
 #[derive(Clone, Copy, Debug)]
 enum Section {
     Idle,
-    /// `write_unanswered_since`: when its write first went unanswered, kept only for a write on a budget of its own.
+    /// Writing its fenced write number `write` (the ones before it answered applied). `write_unanswered_since`:
+    /// when that write first went unanswered, kept only for a write on a budget of its own.
     Running {
         fence: Fence,
+        write: u32,
         write_unanswered_since: Option<LocalInstant>,
     },
     Wrote(FencedOutcome),
@@ -135,10 +137,10 @@ impl Lockstep {
                 }
                 Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request, 0)),
                 Command::RunSection { fence, .. } => {
-                    self.sections[c] = Section::Running { fence, write_unanswered_since: None };
+                    self.sections[c] = Section::Running { fence, write: 1, write_unanswered_since: None };
                 }
                 Command::Granted { fence, .. } if self.world.clients[c].kind.is_lock_mode() => {
-                    self.sections[c] = Section::Running { fence, write_unanswered_since: None };
+                    self.sections[c] = Section::Running { fence, write: 1, write_unanswered_since: None };
                 }
                 Command::Granted { .. } => {
                     self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
@@ -170,6 +172,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
     let model = LeaseModel::new(options.clone());
     let mut world = World::new(model.cfg.clone(), 1, true);
     let clients = usize::from(options.clients);
+    let fenced_writes = options.fenced_writes;
     for slot in 0..clients {
         let c = world.add_client(slot.to_string(), 0, 0, options.wall_offset_us(slot));
         world.clients[c].kind = options.kind(slot);
@@ -224,14 +227,14 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             }
             Action::SectionWrite(c, fate) => {
                 let c = client(c)?;
-                let Section::Running { fence, write_unanswered_since } = lockstep.sections[c] else {
+                let Section::Running { fence, write, write_unanswered_since } = lockstep.sections[c] else {
                     return Err(not_possible("no section is running"));
                 };
                 let writer = lockstep.world.clients[c].machine.id();
                 if fate == CommitFate::UnknownLate {
-                    lockstep.queued = Some((c, lockstep.world.queued_fenced_write(c, writer, fence, 0)));
+                    lockstep.queued = Some((c, lockstep.world.queued_fenced_write(c, writer, (fence, write), 0)));
                 }
-                let written = lockstep.world.fenced_write(c, writer, fence, 0, fate);
+                let written = lockstep.world.fenced_write(c, writer, (fence, write), 0, fate);
                 // As the checker: a world without an unavailability budget retries an unanswered write for ever.
                 let cfg = lockstep.world.cfg.clone();
                 let mut may_retry = true;
@@ -241,12 +244,17 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                     let heard = hear_fenced_write(machine, &cfg, now, now, fate, write_unanswered_since)
                         .map_err(|_| not_possible("the machine refused to hear of its fenced write"))?;
                     may_retry = heard.may_retry;
-                    lockstep.sections[c] = Section::Running { fence, write_unanswered_since: heard.write_since };
+                    lockstep.sections[c] = Section::Running { fence, write, write_unanswered_since: heard.write_since };
                 }
                 match written {
                     _ if !may_retry => lockstep.sections[c] = Section::Unanswered,
                     // Told nothing certain, the section stays running and writes again.
                     FencedOutcome::Retry => {}
+                    // As the checker: applied, the section goes on to its next write, if it makes one.
+                    FencedOutcome::Accepted | FencedOutcome::AlreadyApplied if write < u32::from(fenced_writes) => {
+                        lockstep.sections[c] =
+                            Section::Running { fence, write: write + 1, write_unanswered_since: None };
+                    }
                     written => lockstep.sections[c] = Section::Wrote(written),
                 }
             }

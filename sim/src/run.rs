@@ -99,15 +99,16 @@ enum Pending {
     Commit { c: usize, run: u32, txn: ReadTxn },
     /// A single-use read reaches Spanner.
     ReadArrive { c: usize, run: u32 },
-    /// A section finishes its work and sends its fenced write (`write_since`: when an earlier attempt of the same
-    /// write first went unanswered).
-    SectionWrite { c: usize, run: u32, fence: Fence, write_since: Option<LocalInstant> },
+    /// A section sends its fenced write number `write` (`write_since`: when an earlier attempt of the same write
+    /// first went unanswered).
+    SectionWrite { c: usize, run: u32, fence: Fence, write: u32, write_since: Option<LocalInstant> },
     /// A fenced write sent at `sent_at` (on its client's clock; `sent_us` on the world's) reaches Spanner.
     WriteArrive {
         c: usize,
         run: u32,
         writer: ClientId,
         fence: Fence,
+        write: u32,
         sent_us: u64,
         sent_at: LocalInstant,
         write_since: Option<LocalInstant>,
@@ -117,6 +118,7 @@ enum Pending {
         c: usize,
         run: u32,
         fence: Fence,
+        write: u32,
         sent_at: LocalInstant,
         write_since: Option<LocalInstant>,
         fate: CommitFate,
@@ -200,6 +202,8 @@ struct Runtime {
     section_max_us: u64,
     section_fail_rate: f64,
     section_fail_next: bool,
+    /// Fenced writes a section makes, one after another.
+    fenced_writes: u32,
     repeat_after_us: Option<u64>,
     paused_until_us: u64,
     timer_token: u64,
@@ -274,6 +278,7 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
                 section_max_us: spec.section_max_ms * US_PER_MS,
                 section_fail_rate: spec.section_fail_rate,
                 section_fail_next: false,
+                fenced_writes: spec.fenced_writes,
                 need_check_us: spec.need_check_ms * US_PER_MS,
                 repeat_after_us: spec.repeat_after_ms.map(|ms| ms * US_PER_MS),
                 paused_until_us: 0,
@@ -465,36 +470,38 @@ impl Runner<'_> {
                     self.push(at, Pending::Deliver { c, run, event });
                 }
             }
-            Pending::SectionWrite { c, run, fence, write_since } => {
+            Pending::SectionWrite { c, run, fence, write, write_since } => {
                 if self.current(c, run) && !self.dropped(c, run) {
                     let writer = self.world.clients[c].machine.id();
                     let sent_at = self.world.local_now(c);
                     let at = now + self.latency_us();
-                    self.push(at, Pending::WriteArrive { c, run, writer, fence, sent_us: now, sent_at, write_since });
+                    let arrive =
+                        Pending::WriteArrive { c, run, writer, fence, write, sent_us: now, sent_at, write_since };
+                    self.push(at, arrive);
                 }
             }
-            Pending::WriteArrive { c, run, writer, fence, sent_us, sent_at, write_since } => {
+            Pending::WriteArrive { c, run, writer, fence, write, sent_us, sent_at, write_since } => {
                 // A write sent before its process died still lands: Spanner does not know the process is gone.
                 let (fate, answer) = if self.outage() {
                     (CommitFate::Unavailable, None)
                 } else {
                     let error_us = self.server_error_us(c);
-                    let verify = TxnRequest::VerifyFence { client: writer, fence, write: 1 };
+                    let verify = TxnRequest::VerifyFence { client: writer, fence, write };
                     let fate = self.fate(c, &verify);
                     if fate == CommitFate::UnknownLate {
-                        let queued = self.world.queued_fenced_write(c, writer, fence, error_us);
+                        let queued = self.world.queued_fenced_write(c, writer, (fence, write), error_us);
                         let late_us = self.late_us(c);
                         self.push(now + late_us, Pending::Late { c, queued });
                     }
-                    (fate, Some(self.world.fenced_write(c, writer, fence, error_us, fate)))
+                    (fate, Some(self.world.fenced_write(c, writer, (fence, write), error_us, fate)))
                 };
                 // An answer comes back over the network; without one, the driver gives up an RPC timeout after the send.
                 let heard_us =
                     if fate.answered() { now + self.latency_us() } else { (sent_us + self.rpc_timeout_us()).max(now) };
-                let answered = Pending::WriteAnswered { c, run, fence, sent_at, write_since, fate, answer };
+                let answered = Pending::WriteAnswered { c, run, fence, write, sent_at, write_since, fate, answer };
                 self.push(heard_us, answered);
             }
-            Pending::WriteAnswered { c, run, fence, sent_at, write_since, fate, answer } => {
+            Pending::WriteAnswered { c, run, fence, write, sent_at, write_since, fate, answer } => {
                 if !self.current(c, run) || self.dropped(c, run) {
                     return;
                 }
@@ -522,6 +529,16 @@ impl Runner<'_> {
                         });
                         Some(answer.section_result())
                     }
+                    // Applied, the section works on and makes its next write, if it makes one.
+                    FencedOutcome::Accepted | FencedOutcome::AlreadyApplied
+                        if write < self.runtime[c].fenced_writes =>
+                    {
+                        let rt = &self.runtime[c];
+                        let work_us = self.rng.random_range(rt.section_min_us..=rt.section_max_us);
+                        let next = Pending::SectionWrite { c, run, fence, write: write + 1, write_since: None };
+                        self.push(now + work_us, next);
+                        return;
+                    }
                     answer => Some(answer.section_result()),
                 };
                 match result {
@@ -529,7 +546,8 @@ impl Runner<'_> {
                     // Told nothing certain, the section sends the same write again after the usual wait.
                     None => {
                         let at = now + cfg.wait_ms() * US_PER_MS;
-                        self.push(at, Pending::SectionWrite { c, run, fence, write_since: heard.write_since });
+                        let again = Pending::SectionWrite { c, run, fence, write, write_since: heard.write_since };
+                        self.push(at, again);
                     }
                 }
             }
@@ -757,7 +775,7 @@ impl Runner<'_> {
                     let result = SectionResult::Failed { error: "section failed".into() };
                     self.push(now + work_us, Pending::SectionReturn { c, run, result });
                 } else {
-                    self.push(now + work_us, Pending::SectionWrite { c, run, fence, write_since: None });
+                    self.push(now + work_us, Pending::SectionWrite { c, run, fence, write: 1, write_since: None });
                 }
             }
             Some(Command::Granted { fence, .. }) => {
@@ -768,7 +786,7 @@ impl Runner<'_> {
                 self.runtime[c].progress_from_us = Some(now);
                 let rt = &self.runtime[c];
                 let work_us = self.rng.random_range(rt.section_min_us..=rt.section_max_us);
-                self.push(now + work_us, Pending::SectionWrite { c, run, fence, write_since: None });
+                self.push(now + work_us, Pending::SectionWrite { c, run, fence, write: 1, write_since: None });
             }
             Some(Command::Finish(_)) => {
                 self.check_progress(c, now, true);

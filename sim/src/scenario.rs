@@ -56,6 +56,18 @@ const fn one() -> usize {
     1
 }
 
+const fn one_write() -> u32 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference.
+const fn is_one_write(writes: &u32) -> bool {
+    *writes == 1
+}
+
+/// The most fenced writes a scenario's section may make.
+const MAX_FENCED_WRITES: u32 = 100;
+
 fn is_fenced(protocol: &Protocol) -> bool {
     *protocol == Protocol::Fenced
 }
@@ -129,6 +141,10 @@ pub struct ClientSpec {
     /// Probability that a section fails before writing.
     #[serde(default)]
     pub section_fail_rate: f64,
+    /// Fenced writes its section makes under its lease, each after a stretch of work as long as the section's
+    /// (`section_min_ms` to `section_max_ms`) and sent again while Spanner tells nothing certain (1 to 100).
+    #[serde(default = "one_write", skip_serializing_if = "is_one_write")]
+    pub fenced_writes: u32,
     /// How long its need check takes (0: it answers at once); a cancel can come meanwhile.
     #[serde(default)]
     pub need_check_ms: u64,
@@ -447,6 +463,9 @@ impl Scenario {
             if c.section_min_ms > c.section_max_ms {
                 return Err(invalid(format!("client {:?}: section_min_ms exceeds section_max_ms", c.name)));
             }
+            if !(1..=MAX_FENCED_WRITES).contains(&c.fenced_writes) {
+                return Err(invalid(format!("client {:?}: fenced_writes must be in 1..={MAX_FENCED_WRITES}", c.name)));
+            }
             if c.drift_ppm.abs() >= 1_000_000 {
                 return Err(invalid(format!("client {:?}: drift_ppm must be within +-999999", c.name)));
             }
@@ -568,6 +587,7 @@ impl Scenario {
                     section_min_ms,
                     section_max_ms: section_min_ms + rng.random_range(0..=ttl_ms),
                     section_fail_rate: f64::from(rng.random_range(0..=200u32)) / 1_000.0,
+                    fenced_writes: 1,
                     need_check_ms: 0,
                     wall_skew_ms: rng.random_range(-300_000..=300_000),
                     drift_ppm: rng.random_range(-max_drift_ppm..=max_drift_ppm),
@@ -618,6 +638,10 @@ impl Scenario {
             faults.push(Fault::RowDeleted { at_ms, mutex: 1, older_than_ms: ttl_ms + rng.random_range(1..=ttl_ms) });
         }
         faults.sort_by_key(Fault::at_ms);
+        // Drawn after everything else, so that it changes no other draw of a seed.
+        for client in &mut clients {
+            client.fenced_writes = rng.random_range(1..=3);
+        }
         Self {
             name: format!("generated from seed {seed}"),
             seed,

@@ -28,6 +28,8 @@ pub struct Effect {
     pub writer: ClientId,
     /// Under which fence.
     pub fence: Fence,
+    /// Which of its lease's fenced writes, from 1.
+    pub write: u32,
     /// For which need generation.
     pub generation: u32,
 }
@@ -133,6 +135,8 @@ pub struct Ghost {
     pub fence_regressed: Option<String>,
     /// The resource accepted a write whose fence had been superseded.
     pub stale_write_accepted: Option<String>,
+    /// A fenced write reached the resource a second time, or before an earlier write of its lease.
+    pub fenced_write_repeated: Option<String>,
     /// A DONE row was changed other than by a fresh acquisition.
     pub done_overwritten: Option<String>,
     /// A client reported an outcome that is not true.
@@ -464,25 +468,32 @@ impl World {
         }
     }
 
-    /// A section's fenced write, as it reads the row now, queued to land late. The server's clock errs by
-    /// `error_us`.
-    pub fn queued_fenced_write(&self, c: usize, writer: ClientId, fence: Fence, error_us: i64) -> Queued {
+    /// A section's fenced write number `write` of its lease, as it reads the row now, queued to land late. The
+    /// server's clock errs by `error_us`.
+    pub fn queued_fenced_write(
+        &self,
+        c: usize,
+        writer: ClientId,
+        (fence, write): (Fence, u32),
+        error_us: i64,
+    ) -> Queued {
         let read_at = self.decision_time(c, error_us);
         Queued {
-            late: Late::FencedWrite { writer, fence, read_at },
+            late: Late::FencedWrite { writer, fence, write, read_at },
             version: self.mutexes[self.clients[c].mutex].version,
         }
     }
 
-    /// A section's fenced write reaches Spanner: one transaction that verifies the fence and, if it is current,
-    /// applies the effect and records in the row that write number 1 of this fence landed. Linearized at this step.
-    /// `writer` is the run that sent it, which may have ended since (the write still lands). The server's clock
-    /// errs by `error_us`; `fate` says whether it commits and what the section is told.
+    /// A section's fenced write number `number` of its lease reaches Spanner: one transaction that verifies the
+    /// fence and, if it is current, applies the effect and records in the row that this write of this fence
+    /// landed. Linearized at this step. `writer` is the run that sent it, which may have ended since (the write
+    /// still lands). The server's clock errs by `error_us`; `fate` says whether it commits and what the section is
+    /// told.
     pub fn fenced_write(
         &mut self,
         c: usize,
         writer: ClientId,
-        fence: Fence,
+        (fence, number): (Fence, u32),
         error_us: i64,
         fate: CommitFate,
     ) -> FencedOutcome {
@@ -490,7 +501,8 @@ impl World {
         let at = self.decision_time(c, error_us);
         let now = self.server_now();
         let commits = &mut self.commits;
-        let write = self.mutexes[m].spanner.fenced_write(&self.cfg, writer, fence, at, fate, || commits.stamp(now));
+        let write =
+            self.mutexes[m].spanner.fenced_write(&self.cfg, writer, fence, number, at, fate, || commits.stamp(now));
         match fate {
             CommitFate::Aborted => self.stats.aborts += 1,
             CommitFate::UnknownLanded | CommitFate::UnknownLost | CommitFate::UnknownLate => {
@@ -503,23 +515,19 @@ impl World {
             self.stats.fenced_writes_rejected += 1;
         }
         let landed = write.landed;
-        self.record_fenced_write(c, m, writer, fence, write);
+        self.record_fenced_write(c, m, writer, (fence, number), write);
         let now = self.now_us;
         self.log.draw(|r| r.effect(now, c, fence, landed));
         self.note(Who::Client(c), "effect", |_| {
-            let fence = fence.get();
+            let write = format!("fenced write {number} with fence {}", fence.get());
             match (answer, landed) {
-                (FencedOutcome::Accepted, _) => format!("fenced write with fence {fence} ACCEPTED"),
+                (FencedOutcome::Accepted, _) => format!("{write} ACCEPTED"),
                 (FencedOutcome::AlreadyApplied, _) => {
-                    format!("fenced write with fence {fence} retried: found ALREADY APPLIED, not applied again")
+                    format!("{write} retried: found ALREADY APPLIED, not applied again")
                 }
-                (FencedOutcome::Rejected, _) => format!("fenced write with fence {fence} REJECTED"),
-                (FencedOutcome::Retry, true) => {
-                    format!("fenced write with fence {fence} APPLIED, client told {}", fate.word())
-                }
-                (FencedOutcome::Retry, false) => {
-                    format!("fenced write with fence {fence} not applied, client told {}", fate.word())
-                }
+                (FencedOutcome::Rejected, _) => format!("{write} REJECTED"),
+                (FencedOutcome::Retry, true) => format!("{write} APPLIED, client told {}", fate.word()),
+                (FencedOutcome::Retry, false) => format!("{write} not applied, client told {}", fate.word()),
             }
         });
         answer
@@ -528,16 +536,26 @@ impl World {
     /// Records a fenced write of client `c` that reached Spanner: if it landed, a run-once section's effect, or a
     /// lock or leader's write of its term (judged by its fence only: those are not run once), and the row's
     /// record of it.
-    fn record_fenced_write(&mut self, c: usize, m: usize, writer: ClientId, fence: Fence, write: FencedWrite) {
+    fn record_fenced_write(
+        &mut self,
+        c: usize,
+        m: usize,
+        writer: ClientId,
+        (fence, number): (Fence, u32),
+        write: FencedWrite,
+    ) {
         if write.landed {
             if let Some(problem) = write.stale_accepted {
                 self.ghost.stale_write_accepted.get_or_insert(problem.to_string());
+            }
+            if let Some(problem) = write.repeated {
+                self.ghost.fenced_write_repeated.get_or_insert(problem.to_string());
             }
             if self.clients[c].kind.is_lock_mode() {
                 self.stats.term_writes += 1;
             } else {
                 let mutex = &mut self.mutexes[m];
-                let effect = Effect { writer, fence, generation: mutex.generation };
+                let effect = Effect { writer, fence, write: number, generation: mutex.generation };
                 if let Some(problem) = invariants::at_most_once::on_accepted(mutex, &effect) {
                     self.ghost.double_execution.get_or_insert(problem);
                 }
@@ -565,8 +583,8 @@ impl World {
                     self.record_change(m, change);
                 }
                 LateLanding::FencedWrite(write) => {
-                    if let Late::FencedWrite { writer, fence, .. } = queued.late {
-                        self.record_fenced_write(c, m, writer, fence, write);
+                    if let Late::FencedWrite { writer, fence, write: number, .. } = queued.late {
+                        self.record_fenced_write(c, m, writer, (fence, number), write);
                     }
                 }
             }
@@ -574,7 +592,7 @@ impl World {
         self.note(Who::Client(c), "commit", |_| {
             let what = match &queued.late {
                 Late::Txn { request, .. } => request_words(request),
-                Late::FencedWrite { fence, .. } => format!("fenced write with fence {}", fence.get()),
+                Late::FencedWrite { fence, write, .. } => format!("fenced write {write} with fence {}", fence.get()),
             };
             if landed {
                 format!("LATE {what} reaches Spanner and lands")

@@ -3,7 +3,7 @@
 
 use spanner_mutex_check::{
     CheckOptions, DOUBLE_EXECUTION, Faults, NO_STALE_WRITE, RELIANCE_BACKED_BY_ROW, SINGLE_RELIANCE, SearchOptions,
-    Verdict, decode_path, run_check,
+    Verdict, WRITES_ONCE, decode_path, run_check,
 };
 use spanner_mutex_model::Protocol;
 use spanner_mutex_sim::scenario::Fault;
@@ -89,7 +89,7 @@ fn leader_paused_past_its_ttl() {
     assert_eq!((outcome(&r, "lease-lost"), outcome(&r, "released")), (1, 1));
     // The old term's write comes after the new term began, and is refused.
     let new_term = at_us(&r, "b#1", "acquire commits: ACQUIRED");
-    let refused = at_us(&r, "a#1", "fenced write with fence");
+    let refused = at_us(&r, "a#1", "fenced write 1 with fence");
     assert!(refused > new_term, "{}", r.timeline());
     assert!(r.trace.iter().any(|l| l.who == "a#1" && l.detail.ends_with("REJECTED")), "{}", r.timeline());
 }
@@ -254,11 +254,24 @@ fn fenced_write_whose_answer_was_lost() {
 }
 
 #[test]
+fn a_second_fenced_write_whose_answer_was_lost() {
+    let r = passes_and_is_pinned("second-fenced-write-unknown");
+    // Two sections of two writes each: four writes applied, one run executed, the other finds it done.
+    assert_eq!((r.stats.unknown_outcomes, r.stats.effects, outcome(&r, "executed")), (1, 2, 1));
+    assert!(r.trace.iter().any(|l| l.detail.contains("fenced write 2") && l.detail.contains("found ALREADY APPLIED")));
+    // Recorded as write 1, the second write's retry applies it again.
+    let mut broken = scenario("second-fenced-write-unknown");
+    broken.protocol = Protocol::RecordsFirstWriteOnly;
+    let report = run(&broken, true).expect("runs");
+    assert_eq!(violated(&report), [DOUBLE_EXECUTION, WRITES_ONCE], "{}", report.timeline());
+}
+
+#[test]
 fn fenced_writes_without_their_record_apply_a_retried_write_twice() {
     let mut broken = scenario("fenced-write-unknown");
     broken.protocol = Protocol::NoFencedWriteRecord;
     let report = run(&broken, true).expect("runs");
-    assert_eq!(violated(&report), [DOUBLE_EXECUTION], "{}", report.timeline());
+    assert_eq!(violated(&report), [DOUBLE_EXECUTION, WRITES_ONCE], "{}", report.timeline());
     // And a sweep finds it from scratch.
     let options = SweepOptions {
         first_seed: 0,
@@ -488,9 +501,9 @@ fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
 
 #[test]
 fn a_passing_checker_path_replays_without_violations() {
-    // One client acquires, runs, writes and releases: the happy path in the checker's vocabulary.
+    // One client acquires, runs, makes its two fenced writes and releases: the happy path in the checker's vocabulary.
     let options = CheckOptions { clients: 1, ..CheckOptions::default() };
-    let actions = decode_path("commit:0:ok write:0 return:0 commit:0:ok").expect("decodes");
+    let actions = decode_path("commit:0:ok write:0 write:0 return:0 commit:0:ok").expect("decodes");
     let report = replay(&options, &actions).expect("replays");
     assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());
     // The row is created at the simulator's epoch (2026-01-01): its first fence is that server time in us.

@@ -76,7 +76,8 @@ impl Backend for Reference {
 
     async fn fenced_write(&mut self, cfg: &Config, client: ClientId, fence: Fence) -> bool {
         let (now, commits) = (self.now, &mut self.commits);
-        let write = self.spanner.fenced_write(cfg, client, fence, now, Fate::AsDecided, || commits.stamp(now));
+        // A conformance section makes one fenced write: number 1 of its lease.
+        let write = self.spanner.fenced_write(cfg, client, fence, 1, now, Fate::AsDecided, || commits.stamp(now));
         if write.landed {
             self.stale_write_accepted |= write.stale_accepted.is_some();
             self.effects.push((client, fence));

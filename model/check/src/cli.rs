@@ -18,6 +18,10 @@ pub enum ProtocolArg {
     /// Fenced writes without the record of having landed (a re-inserted bug).
     #[cfg(feature = "bug-injection")]
     NoFencedWriteRecord,
+    /// Fenced writes recorded as write 1 whatever their number (a re-inserted bug: a retried second write
+    /// applies again).
+    #[cfg(feature = "bug-injection")]
+    RecordsFirstWriteOnly,
     /// A cancel during the need check under the lease is forgotten (a re-inserted bug: the lease leaks).
     #[cfg(feature = "bug-injection")]
     LeakOnCancelInNeedCheck,
@@ -48,6 +52,8 @@ impl ProtocolArg {
             Self::NoFenceCheck => Protocol::NoFenceCheck,
             #[cfg(feature = "bug-injection")]
             Self::NoFencedWriteRecord => Protocol::NoFencedWriteRecord,
+            #[cfg(feature = "bug-injection")]
+            Self::RecordsFirstWriteOnly => Protocol::RecordsFirstWriteOnly,
             #[cfg(feature = "bug-injection")]
             Self::LeakOnCancelInNeedCheck => Protocol::LeakOnCancelInNeedCheck,
             #[cfg(feature = "bug-injection")]
@@ -124,6 +130,10 @@ pub struct ModelArgs {
     /// each default world's].
     #[arg(long)]
     pub cancels: Option<u8>,
+    /// Fenced writes each section makes under its lease, one after another [default: 2, or each default
+    /// world's].
+    #[arg(long)]
+    pub fenced_writes: Option<u8>,
     /// Number of clients [default: 3, or each default world's].
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_CLIENTS)))]
     pub clients: Option<u8>,
@@ -166,6 +176,7 @@ impl ModelArgs {
                 cancels: self.cancels.unwrap_or(world.cancels),
                 fault_budget: self.fault_budget.unwrap_or(world.fault_budget),
                 max_time_ms: self.max_time_ms.unwrap_or(world.max_time_ms),
+                fenced_writes: self.fenced_writes.unwrap_or(world.fenced_writes),
                 kinds: world.kinds,
                 ..given.clone()
             })
@@ -202,6 +213,7 @@ impl ModelArgs {
             staleness_ms: self.staleness_ms,
             kinds: if self.kinds.is_empty() { defaults.kinds } else { self.kinds.iter().map(|k| k.kind()).collect() },
             cancels: self.cancels.unwrap_or(defaults.cancels),
+            fenced_writes: self.fenced_writes.unwrap_or(defaults.fenced_writes),
         }
     }
 }

@@ -66,6 +66,8 @@ pub fn reduction_worlds(worlds: &[CheckOptions]) -> Vec<CheckOptions> {
                 fault_budget: template.fault_budget.min(1),
                 cancels: 0,
                 max_time_ms: template.max_time_ms.min(3),
+                // As many fenced writes as any world makes: the key must keep what tells them apart.
+                fenced_writes: worlds.iter().map(|world| world.fenced_writes).max().unwrap_or(1),
                 ..template.clone()
             })
         })

@@ -23,12 +23,14 @@ use spanner_mutex_model::world::CommitFate;
 pub use action::{Action, ClockError, ParseActionError, decode_path, encode_path};
 pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, exit_with, read_path_argument};
 pub use crosscheck::{ReductionCheck, cross_check_reduction, cross_check_reductions, reduction_worlds};
-pub use options::{CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_TIME_MS, UNAVAILABLE_MS};
+pub use options::{
+    CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_FENCED_WRITES, MAX_TIME_MS, UNAVAILABLE_MS,
+};
 pub use properties::{
     BOUNDED_FAILURE, DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE,
     NO_CLIENT_STUCK, NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW,
-    SAFETY, SEVERITY, SINGLE_RELIANCE, TERMS_INCREASE, done_has_effect, keeps_lease_after_release, outcome_is_true,
-    violated_safety,
+    SAFETY, SEVERITY, SINGLE_RELIANCE, TERMS_INCREASE, WRITES_ONCE, done_has_effect, keeps_lease_after_release,
+    outcome_is_true, violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 pub use world::{ClientGhost, ClientSlot, Effect, Op, Queued, Section, Witness, Witnessed, WorldGhost, WorldState};

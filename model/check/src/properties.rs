@@ -13,8 +13,10 @@ pub const RELIANCE_BACKED_BY_ROW: &str = "a client relies on the lease only whil
 pub const FENCES_INCREASE: &str = "fences only increase";
 /// The protected resource refuses writes whose fence was superseded.
 pub const NO_STALE_WRITE: &str = "no write with a superseded fence is accepted";
-/// The headline safety property: a run-once section's effect applied twice.
+/// The headline safety property: a run-once section's effect applied twice (written under two leases).
 pub const DOUBLE_EXECUTION: &str = "the effect is applied at most once";
+/// Each fenced write of a lease reaches the resource once, after the writes numbered before it.
+pub const WRITES_ONCE: &str = "each fenced write is applied once, in order";
 /// A completed section stays completed until the row is stale.
 pub const DONE_IS_FINAL: &str = "DONE is only replaced by a fresh acquisition";
 /// Every outcome a client reports is true of the world.
@@ -37,6 +39,7 @@ pub const BOUNDED_FAILURE: &str = "no new attempt starts after the unavailabilit
 pub const SEVERITY: &[&str] = &[
     DOUBLE_EXECUTION,
     NO_STALE_WRITE,
+    WRITES_ONCE,
     SINGLE_RELIANCE,
     RELIANCE_BACKED_BY_ROW,
     DONE_IS_FINAL,
@@ -57,6 +60,7 @@ pub const SAFETY: &[&str] = &[
     FENCES_INCREASE,
     NO_STALE_WRITE,
     DOUBLE_EXECUTION,
+    WRITES_ONCE,
     DONE_IS_FINAL,
     OUTCOMES_TRUE,
     DONE_HAS_EFFECT,
@@ -222,6 +226,25 @@ fn for_lock_mode(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     properties
 }
 
+/// The `sometimes` companions of a section's later fenced writes, for a model whose sections make several.
+fn for_later_writes(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
+    let mut properties = Vec::new();
+    if model.options.fenced_writes < 2 {
+        return properties;
+    }
+    properties.push(Property::sometimes(
+        "a lease's second fenced write reaches the resource",
+        saw::<{ Witness::LaterWriteLanded as u8 }>,
+    ));
+    if model.options.faults.unknown {
+        properties.push(Property::sometimes(
+            "a second fenced write whose answer was lost is found applied on retry",
+            saw::<{ Witness::LaterWriteResolved as u8 }>,
+        ));
+    }
+    properties
+}
+
 /// The `sometimes` companions of optional fault kinds and reachable staleness, for a model that has them.
 fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     let mut properties = Vec::new();
@@ -298,6 +321,7 @@ pub(super) fn all(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     }
     properties.extend(for_lock_mode(model));
     properties.extend(for_cancels(model));
+    properties.extend(for_later_writes(model));
     properties.extend(for_optional_faults(model));
     properties
 }
@@ -315,12 +339,19 @@ fn always() -> Vec<Property<LeaseModel>> {
             !s.ghost.fence_regressed && s.spanner.row.as_ref().map(|r| r.fence) == s.spanner.max_fence
         }),
         Property::always(NO_STALE_WRITE, |_: &LeaseModel, s: &WorldState| !s.ghost.stale_write_accepted),
-        Property::always(DOUBLE_EXECUTION, |_: &LeaseModel, s: &WorldState| s.effects.len() <= 1),
+        // The effects are the writes of one lease, each once: its writes 1, 2, ... in order.
+        Property::always(DOUBLE_EXECUTION, |_: &LeaseModel, s: &WorldState| {
+            s.effects.iter().enumerate().all(|(i, e)| {
+                (e.writer, e.fence) == (s.effects[0].writer, s.effects[0].fence) && usize::from(e.write) == i + 1
+            })
+        }),
+        Property::always(WRITES_ONCE, |_: &LeaseModel, s: &WorldState| !s.ghost.fenced_write_repeated),
         Property::always(DONE_IS_FINAL, |_: &LeaseModel, s: &WorldState| !s.ghost.done_overwritten),
         Property::always(OUTCOMES_TRUE, |_: &LeaseModel, s: &WorldState| !s.ghost.false_outcome),
         // A released lock is DONE too, with no run-once effect behind it.
         Property::always(DONE_HAS_EFFECT, |m: &LeaseModel, s: &WorldState| {
-            let effects: arrayvec::ArrayVec<_, 2> = s.effects.iter().map(|e| (e.writer, e.fence)).collect();
+            let effects: arrayvec::ArrayVec<_, { crate::world::MAX_EFFECTS }> =
+                s.effects.iter().map(|e| (e.writer, e.fence)).collect();
             !m.options.has(ClientKind::RunOnce) || done_has_effect(s.spanner.row.as_ref(), &effects)
         }),
         Property::always(NO_CLIENT_STUCK, |_: &LeaseModel, s: &WorldState| {

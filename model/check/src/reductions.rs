@@ -98,7 +98,7 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
         // need it be asked whether it names another client: only a run-once "done by another" outcome does, and
         // run-once clients never share a world with other kinds (`CheckOptions::validate`).
         if state.clients.iter().filter(|other| other.kind == slot.kind).count() == 1 {
-            return ((slot.kind, 0, false, false, false, false), i);
+            return ((slot.kind, 0, false, 0, false), i);
         }
         let own = slot.machine.id();
         let mut blank = slot.clone();
@@ -114,12 +114,18 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
             Late::Txn { request, .. } => request.client(),
             Late::FencedWrite { writer, .. } => *writer,
         });
+        // Which effects it wrote, one bit each.
+        let wrote = state
+            .effects
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| refers(Some(e.writer)))
+            .fold(0u8, |bits, (n, _)| bits | 1 << n);
         let key = (
             slot.kind,
             checker_hash(&blank),
             refers(state.spanner.row.as_ref().map(|r| r.holder)),
-            refers(state.effects.first().map(|e| e.writer)),
-            refers(state.effects.get(1).map(|e| e.writer)),
+            wrote,
             refers(queued),
         );
         (key, i)
@@ -350,7 +356,7 @@ impl LeaseModel {
             if let Some(since) = &mut slot.ghost.unanswered_since {
                 *since = since.shifted_ms(by_ms);
             }
-            if let Section::Started { fence, write_unanswered_since } = &mut slot.section {
+            if let Section::Started { fence, write_unanswered_since, .. } = &mut slot.section {
                 *fence = renumber(*fence);
                 if let Some(since) = write_unanswered_since {
                     *since = since.shifted_ms(by_ms);

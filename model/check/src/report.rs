@@ -346,16 +346,23 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         }
         Action::Timeout(c) => format!("{}'s timer fires", client(c)),
         Action::SectionWrite(c, fate) => {
-            let written = matches!(after.clients[usize::from(c)].section, Section::Wrote);
+            let number = match before.clients[usize::from(c)].section {
+                Section::Started { write, .. } => write,
+                _ => 1,
+            };
+            // Applied (or found applied): the section went on to its next write, or finished writing.
+            let applied = match after.clients[usize::from(c)].section {
+                Section::Wrote => true,
+                Section::Started { write, .. } => write > number,
+                _ => false,
+            };
             // A lock holder's write is not the run-once effect: whether it landed shows in its section.
             let lock_write = before.clients[usize::from(c)].kind.is_lock_mode() && fate == CommitFate::AsDecided;
-            let landed = after.effects.len() > before.effects.len() || (lock_write && written);
+            let landed = after.effects.len() > before.effects.len() || (lock_write && applied);
             let verdict = match (fate, landed) {
                 (CommitFate::AsDecided, true) => "ACCEPTED".to_owned(),
-                (CommitFate::AsDecided, false) => match after.clients[usize::from(c)].section {
-                    Section::Wrote => "found already applied".to_owned(),
-                    _ => "rejected".to_owned(),
-                },
+                (CommitFate::AsDecided, false) if applied => "found already applied".to_owned(),
+                (CommitFate::AsDecided, false) => "rejected".to_owned(),
                 (_, landed) => format!(
                     "no answer ({}); {}",
                     if landed { "it landed" } else { "it did not land" },
@@ -366,7 +373,7 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
                     }
                 ),
             };
-            format!("{}'s section writes its effect: {verdict}", client(c))
+            format!("{}'s section makes fenced write {number}: {verdict}", client(c))
         }
         Action::SectionReturn(c) if before.clients[usize::from(c)].kind.is_lock_mode() => {
             format!("{}'s user releases", client(c))
@@ -409,18 +416,25 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
 /// One client of a state in words: its phase, operation in flight, section and outcome.
 fn client_words(client: &crate::ClientSlot) -> String {
     let section = match client.section {
-        Section::Idle => "",
-        Section::Started { .. } => " +section",
-        Section::Wrote | Section::Rejected => " +section(written)",
-        Section::Unanswered => " +section(write unanswered)",
+        Section::Idle => String::new(),
+        Section::Started { write: 1, .. } => " +section".to_owned(),
+        Section::Started { write, .. } => format!(" +section(write {write})"),
+        Section::Wrote | Section::Rejected => " +section(written)".to_owned(),
+        Section::Unanswered => " +section(write unanswered)".to_owned(),
     };
     let outcome = client.machine.outcome().map(|o| format!(" {}", o.words(who))).unwrap_or_default();
     format!("{}{}{section}{outcome}", client.machine.phase(), op_text(&client.op))
 }
 
 fn effects_words(state: &WorldState) -> String {
-    let effects: Vec<String> =
-        state.effects.iter().map(|e| format!("{} fence {}", who(e.writer), e.fence.get())).collect();
+    let effects: Vec<String> = state
+        .effects
+        .iter()
+        .map(|e| match e.write {
+            1 => format!("{} fence {}", who(e.writer), e.fence.get()),
+            write => format!("{} fence {} write {write}", who(e.writer), e.fence.get()),
+        })
+        .collect();
     if effects.is_empty() { "none".to_owned() } else { effects.join(", ") }
 }
 

@@ -137,7 +137,8 @@ impl LeaseModel {
             None => {}
             Some(Command::Finish(outcome)) => {
                 Self::judge_release(state, slot, &outcome);
-                let effects: ArrayVec<_, 2> = state.effects.iter().map(|e| (e.writer, e.fence)).collect();
+                let effects: ArrayVec<_, { crate::world::MAX_EFFECTS }> =
+                    state.effects.iter().map(|e| (e.writer, e.fence)).collect();
                 let client = &state.clients[slot];
                 // The checker's need check answers from the effects at once, and a run finishes right after it.
                 let facts = OutcomeFacts {
@@ -180,7 +181,7 @@ impl LeaseModel {
                     Op::TxnRead { request, row_unchanged: true, read_at, clock_erred: false, sent_at };
             }
             Some(Command::RunSection { fence, .. }) => {
-                client.section = Section::Started { fence, write_unanswered_since: None };
+                client.section = Section::Started { fence, write: 1, write_unanswered_since: None };
                 Self::witness_won(state, slot);
             }
             // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
@@ -189,7 +190,7 @@ impl LeaseModel {
                 if !client.kind.is_lock_mode() {
                     state.ghost.driver_contract_broken = true;
                 }
-                client.section = Section::Started { fence, write_unanswered_since: None };
+                client.section = Section::Started { fence, write: 1, write_unanswered_since: None };
                 client.ghost.granted = true;
                 let waited = client.ghost.waits > 0;
                 let ghost = &mut state.ghost;
@@ -300,14 +301,24 @@ impl LeaseModel {
 
     /// Records a fenced write that reached the resource: only a run-once section's write is the effect (a lock
     /// holder's is judged by its fence only; a third effect is unreachable, the check stops at the second).
-    fn record_fenced_write(state: &mut WorldState, writer: ClientId, fence: Fence, run_once: bool, write: FencedWrite) {
+    fn record_fenced_write(
+        state: &mut WorldState,
+        writer: ClientId,
+        (fence, number): (Fence, u8),
+        run_once: bool,
+        write: FencedWrite,
+    ) {
         if write.landed {
             if run_once {
-                let _ = state.effects.try_push(Effect { writer, fence });
+                let _ = state.effects.try_push(Effect { writer, fence, write: number });
             } else {
                 state.ghost.witnessed.insert(Witness::LockWriteAccepted);
             }
+            if number >= 2 {
+                state.ghost.witnessed.insert(Witness::LaterWriteLanded);
+            }
             state.ghost.stale_write_accepted |= write.stale_accepted.is_some();
+            state.ghost.fenced_write_repeated |= write.repeated.is_some();
         }
         Self::record_change(state, write.change);
     }
@@ -329,11 +340,13 @@ impl LeaseModel {
                 Self::record_change(state, change);
             }
             LateLanding::FencedWrite(write) => {
-                let Late::FencedWrite { writer, fence, .. } = queued.late else { return };
+                let Late::FencedWrite { writer, fence, write: number, .. } = queued.late else { return };
                 if write.landed {
                     state.ghost.witnessed.insert(Witness::LateLanded);
                 }
-                Self::record_fenced_write(state, writer, fence, queued.run_once, write);
+                let number =
+                    u8::try_from(number).expect("a checked section's write number is at most MAX_FENCED_WRITES");
+                Self::record_fenced_write(state, writer, (fence, number), queued.run_once, write);
             }
         }
     }
@@ -446,7 +459,7 @@ impl LeaseModel {
             }
             Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);
-                let Section::Started { fence, .. } = state.clients[slot].section else {
+                let Section::Started { fence, write: number, .. } = state.clients[slot].section else {
                     return None;
                 };
                 let writer = state.clients[slot].machine.id();
@@ -456,26 +469,35 @@ impl LeaseModel {
                 }
                 let run_once = state.clients[slot].kind == ClientKind::RunOnce;
                 if fate == CommitFate::UnknownLate {
-                    let late = Late::FencedWrite { writer, fence, read_at: at };
+                    let late = Late::FencedWrite { writer, fence, write: number.into(), read_at: at };
                     state.queued = Some(Queued { late, run_once, row_unchanged: true });
                 }
                 let now = Self::server_time(state.now_ms);
-                let write = state.spanner.fenced_write(&self.cfg, writer, fence, at, fate, || now);
+                let write = state.spanner.fenced_write(&self.cfg, writer, fence, number.into(), at, fate, || now);
                 let (answer, superseded) = (write.answer, write.superseded);
-                Self::record_fenced_write(state, writer, fence, run_once, write);
+                Self::record_fenced_write(state, writer, (fence, number), run_once, write);
                 // Worlds without an unavailability budget (no `unavailable` fault) retry an unanswered write for ever.
                 if self.cfg.unavailable_ms() > 0 && !self.fenced_write_heard(state, slot, fate) {
                     state.clients[slot].section = Section::Unanswered;
                     state.ghost.witnessed.insert(Witness::FencedWriteGaveUp);
                     return Some(());
                 }
+                // The section's next write, once this one is answered applied; after its last, it returns.
+                let next = if number < self.options.fenced_writes {
+                    Section::Started { fence, write: number + 1, write_unanswered_since: None }
+                } else {
+                    Section::Wrote
+                };
                 let section = &mut state.clients[slot];
                 match answer {
                     FencedOutcome::Retry => {}
-                    FencedOutcome::Accepted => section.section = Section::Wrote,
+                    FencedOutcome::Accepted => section.section = next,
                     FencedOutcome::AlreadyApplied => {
-                        section.section = Section::Wrote;
+                        section.section = next;
                         state.ghost.witnessed.insert(Witness::FencedWriteResolved);
+                        if number >= 2 {
+                            state.ghost.witnessed.insert(Witness::LaterWriteResolved);
+                        }
                     }
                     FencedOutcome::Rejected => {
                         section.section = Section::Rejected;

@@ -1,7 +1,7 @@
 //! The checked world's state: the row, the clients with their machines, operations in flight, the protected
 //! resource's effects and the ghost state the properties read.
 
-use crate::ClientKind;
+use crate::{ClientKind, MAX_FENCED_WRITES};
 use arrayvec::ArrayVec;
 use spanner_mutex_model::txn::TxnRequest;
 use spanner_mutex_model::world::{Late, Spanner};
@@ -14,7 +14,12 @@ pub struct Effect {
     pub writer: ClientId,
     /// With which fence.
     pub fence: Fence,
+    /// Which of its lease's fenced writes it is, from 1.
+    pub write: u8,
 }
+
+/// The effects a state can hold: every write of one lease, and one more (a violation, where the check stops).
+pub(crate) const MAX_EFFECTS: usize = MAX_FENCED_WRITES as usize + 1;
 
 /// The operation a client has in flight (the machine has at most one): transactions take a step of their own to
 /// commit, and so do need checks while a user cancel is still possible (it can come between); reads take
@@ -59,15 +64,17 @@ pub struct Queued {
 pub enum Section {
     /// Not running.
     Idle,
-    /// Running, effect not yet written.
+    /// Running, its fenced write number `write` not yet answered (the writes before it were).
     Started {
         /// Its fence.
         fence: Fence,
+        /// The write under way, from 1.
+        write: u8,
         /// When its write's first attempt without an answer was sent, where the rule reads it: only for a write
         /// on a budget of its own (a re-inserted bug); the run's clock holds it otherwise.
         write_unanswered_since: Option<LocalInstant>,
     },
-    /// The fenced write committed.
+    /// Its last fenced write committed.
     Wrote,
     /// The fenced write was refused: the lease was no longer ours.
     Rejected,
@@ -180,6 +187,10 @@ pub enum Witness {
     ResolvingReadUnanswered,
     /// A fenced write that got no answer was not sent again: its run's unavailability budget was spent.
     FencedWriteGaveUp,
+    /// A lease's second (or later) fenced write reached the resource.
+    LaterWriteLanded,
+    /// A second (or later) fenced write whose answer was lost was found applied on retry.
+    LaterWriteResolved,
 }
 
 /// The [`Witness`]es of the step that led to a state, and with [`Witness::FinishedAfterCancel`] the phase the
@@ -189,6 +200,7 @@ pub struct Witnessed(pub(crate) u64);
 
 impl Witnessed {
     const PHASE_SHIFT: u32 = 32;
+    const _WITNESSES_FIT: () = assert!((Witness::LaterWriteResolved as u32) < Self::PHASE_SHIFT);
 
     /// Marks `witness`.
     pub const fn insert(&mut self, witness: Witness) {
@@ -229,6 +241,8 @@ pub struct WorldGhost {
     pub fence_regressed: bool,
     /// The resource accepted a write whose fence had been superseded.
     pub stale_write_accepted: bool,
+    /// A fenced write reached the resource a second time, or before an earlier write of its lease.
+    pub fenced_write_repeated: bool,
     /// A DONE row was changed other than by a fresh acquisition.
     pub done_overwritten: bool,
     /// The machine rejected an event the world sent, or asked for two operations at once.
@@ -257,8 +271,9 @@ pub struct WorldState {
     /// The clients, at most [`MAX_CLIENTS`]. On the heap: a state is moved several times per step, and an
     /// inline array sized for five clients made each move copy 1.7 KB.
     pub clients: Vec<ClientSlot>,
-    /// Effects the protected resource accepted (the check stops at the second one: a violation).
-    pub effects: ArrayVec<Effect, 2>,
+    /// Effects the protected resource accepted: a run-once section's writes (the check stops at a write of a
+    /// second lease, or one written twice: a violation).
+    pub effects: ArrayVec<Effect, MAX_EFFECTS>,
     /// Faults left to inject.
     pub faults_left: u8,
     /// User cancels left.

@@ -12,6 +12,7 @@ pub mod progress;
 pub mod release_leaves_no_lease;
 pub mod reliance_backed_by_row;
 pub mod single_reliance;
+pub mod writes_once;
 
 use crate::world::World;
 use serde::Serialize;
@@ -34,6 +35,7 @@ pub type Check = fn(&World) -> Option<String>;
 pub const ALL: &[(&str, Check)] = &[
     (at_most_once::NAME, at_most_once::check),
     (no_stale_write::NAME, no_stale_write::check),
+    (writes_once::NAME, writes_once::check),
     (single_reliance::NAME, single_reliance::check),
     (reliance_backed_by_row::NAME, reliance_backed_by_row::check),
     (done_is_final::NAME, done_is_final::check),

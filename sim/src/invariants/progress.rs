@@ -52,10 +52,16 @@ pub fn bound_us(scenario: &Scenario) -> u64 {
     // hold the row for a TTL.
     let late_ms = if n.unknown_rate > 0.0 { 2 * n.rpc_timeout_ms + cfg.ttl_ms } else { 0 };
     let wait_ms = cfg.max_wait_ms + cfg.jitter_ms + 3 * round_trip_ms;
-    let longest_section_ms = scenario.clients.iter().map(|c| c.section_max_ms).max().unwrap_or(0);
+    // A section works before each of its fenced writes.
+    let longest_section_ms =
+        scenario.clients.iter().map(|c| c.section_max_ms * u64::from(c.fenced_writes)).max().unwrap_or(0);
     // A run-once run checks its need twice.
     let need_checks_ms = 2 * scenario.clients.iter().map(|c| c.need_check_ms).max().unwrap_or(0);
+    // A section's writes after its first: each a round trip, and one retry after an abort.
+    let later_writes = scenario.clients.iter().map(|c| c.fenced_writes).max().unwrap_or(1).saturating_sub(1);
+    let later_writes_ms = u64::from(later_writes) * (2 * round_trip_ms + cfg.wait_ms);
     let ms = (u64::from(cfg.max_retries) + 1) * wait_ms
+        + later_writes_ms
         + longest_section_ms
         + need_checks_ms
         + cfg.ttl_ms
