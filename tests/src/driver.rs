@@ -11,7 +11,8 @@
 //!   resource; `Unavailable` only after a fault; `Cancelled` only when cancelled; never a driver error; no hang;
 //! - timing, in virtual time: a cancel releases within [`CANCEL_BOUND`]; while Spanner is unavailable, a call in
 //!   the library's hands returns within [`Bounds::unavailable`]; a free row is taken or reported by a waiter
-//!   within [`Bounds::hand_over`].
+//!   within [`Bounds::hand_over`]. A transaction made to wait before it runs ([`Step::Delay`]) adds its wait to
+//!   its call's bounds, and a cancel's bound is not judged for a call that met one.
 
 use crate::coverage::event_label;
 use crate::emulator::{EmulatorEnv, SpannerEmulator};
@@ -99,6 +100,12 @@ pub enum Step {
     },
     /// The next single-use read fails (unavailable).
     FailRead,
+    /// The next transaction to reach the store waits this long before it runs: it reads the row and the server's
+    /// time then, so a renewal can find the lease taken over and be refused (or its client stops waiting first).
+    Delay {
+        /// How long.
+        ms: u64,
+    },
     /// Spanner answers nothing but "unavailable" for this long.
     Outage {
         /// How long.
@@ -117,6 +124,12 @@ struct World {
     epoch: Instant,
     fates: VecDeque<Fate>,
     failing_reads: u32,
+    /// Delays before the next transactions run, in the order planned.
+    delays: VecDeque<u64>,
+    /// The delays each call (by number) met: its time in the store, which the bounds add.
+    delayed_ms: BTreeMap<usize, u64>,
+    /// Renewals the row refused.
+    renewals_refused: u64,
     outage_until: Option<Instant>,
     /// The ids each call used (a lock's acquisition and release are one call), as seen in its requests.
     ids: Vec<BTreeSet<ClientId>>,
@@ -274,6 +287,21 @@ fn unavailable() -> StoreError {
 impl LeaseStore for Mirror {
     async fn transact(&self, cfg: &Config, name: &MutexName, request: &TxnRequest) -> Result<TxnReply, StoreError> {
         half_trip().await;
+        let delay = {
+            let mut world = self.world();
+            let delay = world.delays.pop_front();
+            if let Some(ms) = delay {
+                world.disturbed(self.who);
+                *world.delayed_ms.entry(self.who).or_default() += ms;
+            }
+            delay
+        };
+        if let Some(ms) = delay {
+            // If its client stops waiting meanwhile, this future is dropped and the transaction never runs.
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            // The bounds that wait for calm count from the end of the delay.
+            self.world().last_disturbance = Some(Instant::now());
+        }
         let result = {
             let mut world = self.world();
             world.sync();
@@ -290,6 +318,9 @@ impl LeaseStore for Mirror {
             let result = now_or_never(world.store.transact(cfg, name, request));
             let theirs = now_or_never(world.reference.transact(cfg, request, fate));
             let ours = txn_event(result.clone());
+            if matches!(request, TxnRequest::Renew { .. }) && theirs == Event::TxnCommitted(TxnReply::NotHolder) {
+                world.renewals_refused += 1;
+            }
             if ours != theirs {
                 world.differs(format!("{request:?} with fate {fate:?}: store {ours:?}, reference {theirs:?}"));
             }
@@ -472,6 +503,8 @@ pub struct Tally {
     pub hand_over_checked: u64,
     /// Store calls (transactions and reads) mirrored on the reference (and the emulator, if any).
     pub store_calls: u64,
+    /// Renewals the row refused (a renewal that ran after its lease was taken over).
+    pub renewals_refused: u64,
 }
 
 impl Tally {
@@ -487,6 +520,7 @@ impl Tally {
         self.unavailable_checked += other.unavailable_checked;
         self.hand_over_checked += other.hand_over_checked;
         self.store_calls += other.store_calls;
+        self.renewals_refused += other.renewals_refused;
     }
 }
 
@@ -532,6 +566,9 @@ impl DriverHarness {
             epoch,
             fates: VecDeque::new(),
             failing_reads: 0,
+            delays: VecDeque::new(),
+            delayed_ms: BTreeMap::new(),
+            renewals_refused: 0,
             outage_until: None,
             outage_since: None,
             faults: 0,
@@ -584,6 +621,7 @@ impl DriverHarness {
             Step::Cancel { client } => self.cancel(client).await?,
             Step::Fault { fate } => self.world().fates.push_back(fate),
             Step::FailRead => self.world().failing_reads += 1,
+            Step::Delay { ms } => self.world().delays.push_back(ms),
             Step::Outage { ms } => {
                 let mut world = self.world();
                 let now = Instant::now();
@@ -683,7 +721,10 @@ impl DriverHarness {
         let (clean, faults) = {
             let world = self.world();
             let recent = world.last_disturbance.is_some_and(|d| d + Duration::from_millis(RTT_MS) >= Instant::now());
-            (world.fates.is_empty() && world.failing_reads == 0 && !world.in_outage() && !recent, world.faults)
+            // A delayed transaction of this call, in flight or done, took longer than its round trip.
+            let delayed = world.delayed_ms.contains_key(&self.clients[c].call_no);
+            let quiet = world.fates.is_empty() && world.failing_reads == 0 && world.delays.is_empty() && !delayed;
+            (quiet && !world.in_outage() && !recent, world.faults)
         };
         let client = &mut self.clients[c];
         if client.call.is_none() && client.guard.is_none() {
@@ -847,6 +888,7 @@ impl DriverHarness {
                 return Err(mismatch);
             }
             self.tally.store_calls = world.calls;
+            self.tally.renewals_refused = world.renewals_refused;
         }
         self.collect().await?;
         self.safety().await?;
@@ -920,16 +962,18 @@ impl DriverHarness {
         if let Some(down) = world.down_since() {
             for (c, client) in self.clients.iter().enumerate() {
                 let Some(since) = in_library(client) else { continue };
-                if !late(since.max(down), self.bounds.unavailable_ms / 2) {
+                // A delayed transaction was in the store that much longer.
+                let bound_ms = self.bounds.unavailable_ms + world.delayed_ms.get(&client.call_no).copied().unwrap_or(0);
+                if !late(since.max(down), bound_ms / 2) {
                     continue;
                 }
                 // Counted once the call is at least half way to its bound: the check could fail.
                 self.tally.unavailable_checked += 1;
-                if late(since.max(down), self.bounds.unavailable_ms) {
+                if late(since.max(down), bound_ms) {
                     return Err(format!(
                         "client {c}: Spanner has been down for {:?} of its call, which is still out (bound {} ms)",
                         now.duration_since(since.max(down)),
-                        self.bounds.unavailable_ms
+                        bound_ms
                     ));
                 }
             }
@@ -956,16 +1000,18 @@ impl DriverHarness {
                 let backoff_over = client.section_failed_at.map(|f| f + Duration::from_millis(self.bounds.calm_ms));
                 let start =
                     free_since.max(since).max(calm_since.unwrap_or(free_since)).max(backoff_over.unwrap_or(free_since));
-                if start >= now || !late(start, self.bounds.hand_over_ms / 2) {
+                // A delayed transaction was in the store that much longer.
+                let bound_ms = self.bounds.hand_over_ms + world.delayed_ms.get(&client.call_no).copied().unwrap_or(0);
+                if start >= now || !late(start, bound_ms / 2) {
                     continue;
                 }
                 // Counted once the waiter is at least half way to its bound: the check could fail.
                 self.tally.hand_over_checked += 1;
-                if late(start, self.bounds.hand_over_ms) {
+                if late(start, bound_ms) {
                     return Err(format!(
                         "client {c} still waits {:?} after the row was free (bound {} ms): {row:?}",
                         now.duration_since(start),
-                        self.bounds.hand_over_ms
+                        bound_ms
                     ));
                 }
             }
