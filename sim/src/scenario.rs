@@ -120,7 +120,7 @@ pub struct ClientSpec {
     /// Its name in traces; with `count > 1` the copies are named `name1`, `name2`, ...
     pub name: String,
     /// What it does: `run-once` (the default), `lock` or `leader`. A lock or leader client holds for the section's
-    /// duration, makes one fenced write of its term, then releases; a leader resigns when told it is lost.
+    /// duration, makes its fenced writes of its term, then releases; a leader resigns when told it is lost.
     /// Run-once and lock-mode clients cannot share a mutex.
     #[serde(default)]
     pub kind: ClientKind,

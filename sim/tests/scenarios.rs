@@ -256,7 +256,7 @@ fn fenced_write_whose_answer_was_lost() {
 #[test]
 fn a_second_fenced_write_whose_answer_was_lost() {
     let r = passes_and_is_pinned("second-fenced-write-unknown");
-    // Two sections of two writes each: four writes applied, one run executed, the other finds it done.
+    // a's two writes applied once each; b finds the section done and writes nothing.
     assert_eq!((r.stats.unknown_outcomes, r.stats.effects, outcome(&r, "executed")), (1, 2, 1));
     assert!(r.trace.iter().any(|l| l.detail.contains("fenced write 2") && l.detail.contains("found ALREADY APPLIED")));
     // Recorded as write 1, the second write's retry applies it again.
@@ -502,7 +502,7 @@ fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
 #[test]
 fn a_passing_checker_path_replays_without_violations() {
     // One client acquires, runs, makes its two fenced writes and releases: the happy path in the checker's vocabulary.
-    let options = CheckOptions { clients: 1, ..CheckOptions::default() };
+    let options = CheckOptions { clients: 1, fenced_writes: 2, ..CheckOptions::default() };
     let actions = decode_path("commit:0:ok write:0 write:0 return:0 commit:0:ok").expect("decodes");
     let report = replay(&options, &actions).expect("replays");
     assert!(report.violations.is_empty() && report.model_violations.is_empty(), "{}", report.text());

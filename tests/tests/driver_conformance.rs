@@ -1,7 +1,7 @@
 //! The production async driver under conformance: generated user actions (every call kind, cancel anywhere,
 //! release, need checks and sections that fail), store faults (aborts, unknown outcomes that landed or not,
-//! unavailable, failed reads, outages, transactions that run later than they reach the store) and time steps, in virtual time; every step compared with the model's
-//! reference and judged (see `spanner_mutex_tests::driver`).
+//! unavailable, failed reads, outages, transactions that run later than they reach the store) and time steps, in
+//! virtual time; every step compared with the model's reference and judged (see `spanner_mutex_tests::driver`).
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, FileFailurePersistence, TestCaseError, TestRunner};

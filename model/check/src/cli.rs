@@ -130,8 +130,8 @@ pub struct ModelArgs {
     /// each default world's].
     #[arg(long)]
     pub cancels: Option<u8>,
-    /// Fenced writes each section makes under its lease, one after another [default: 2, or each default
-    /// world's].
+    /// Fenced writes each section makes under its lease, one after another (1 or 2) [default: 1, or each
+    /// default world's].
     #[arg(long)]
     pub fenced_writes: Option<u8>,
     /// Number of clients [default: 3, or each default world's].

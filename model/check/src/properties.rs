@@ -13,7 +13,8 @@ pub const RELIANCE_BACKED_BY_ROW: &str = "a client relies on the lease only whil
 pub const FENCES_INCREASE: &str = "fences only increase";
 /// The protected resource refuses writes whose fence was superseded.
 pub const NO_STALE_WRITE: &str = "no write with a superseded fence is accepted";
-/// The headline safety property: a run-once section's effect applied twice (written under two leases).
+/// The headline safety property: a run-once section's effect applied twice (written under two leases, or one of
+/// its writes applied again).
 pub const DOUBLE_EXECUTION: &str = "the effect is applied at most once";
 /// Each fenced write of a lease reaches the resource once, after the writes numbered before it.
 pub const WRITES_ONCE: &str = "each fenced write is applied once, in order";

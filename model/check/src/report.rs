@@ -358,7 +358,8 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
             };
             // A lock holder's write is not the run-once effect: whether it landed shows in its section.
             let lock_write = before.clients[usize::from(c)].kind.is_lock_mode() && fate == CommitFate::AsDecided;
-            let landed = after.effects.len() > before.effects.len() || (lock_write && applied);
+            let found_applied = after.ghost.witnessed.contains(crate::Witness::FencedWriteResolved);
+            let landed = after.effects.len() > before.effects.len() || (lock_write && applied && !found_applied);
             let verdict = match (fate, landed) {
                 (CommitFate::AsDecided, true) => "ACCEPTED".to_owned(),
                 (CommitFate::AsDecided, false) if applied => "found already applied".to_owned(),

@@ -303,6 +303,16 @@ struct Shared<'a> {
     all_finished: Condvar,
 }
 
+/// Ends a growth of the visited set when dropped, even by a panic, so that the threads waiting for it go on.
+struct Growth<'s, 'a>(&'s Shared<'a>);
+
+impl Drop for Growth<'_, '_> {
+    fn drop(&mut self) {
+        *lock(&self.0.growing) = false;
+        self.0.grown.notify_all();
+    }
+}
+
 /// Counts its thread finished when dropped, even by a panic, which also halts the others: a worker that died
 /// would otherwise leave them waiting for its work forever.
 struct Finishing<'s, 'a>(&'s Shared<'a>);
@@ -339,8 +349,8 @@ impl Shared<'_> {
 
     /// Grows the visited set, between blocks, when the blocks every thread may be in could fill it past three
     /// quarters (probes stay short, and it never fills). One thread grows it; the others wait without holding it.
-    /// (A thread that asked for the write lock while another went on taking the read lock block after block
-    /// waited seconds for it: the lock lets a reader in before a woken writer runs.)
+    /// (A writer waiting on the lock can be overtaken by a reader block after block: the lock lets a reader in
+    /// before a woken writer runs.)
     fn make_room(&self) {
         let reserve = self.limits.threads.saturating_mul(BLOCK_RESERVE);
         let full = |visited: &Visited| {
@@ -356,14 +366,11 @@ impl Shared<'_> {
             }
             *growing = true;
             drop(growing);
-            {
-                let mut visited = self.visited.write().unwrap_or_else(PoisonError::into_inner);
-                if full(&visited) {
-                    *visited = visited.doubled();
-                }
+            let _growth = Growth(self);
+            let mut visited = self.visited.write().unwrap_or_else(PoisonError::into_inner);
+            if full(&visited) {
+                *visited = visited.doubled();
             }
-            *lock(&self.growing) = false;
-            self.grown.notify_all();
         }
     }
 

@@ -299,8 +299,9 @@ impl LeaseModel {
         }
     }
 
-    /// Records a fenced write that reached the resource: only a run-once section's write is the effect (a lock
-    /// holder's is judged by its fence only; a third effect is unreachable, the check stops at the second).
+    /// Records a fenced write that reached the resource: only a run-once section's writes are the effect (a lock
+    /// holder's are judged by their fence and number only). Effects past [`crate::world::MAX_EFFECTS`] follow a
+    /// violation and are dropped.
     fn record_fenced_write(
         state: &mut WorldState,
         writer: ClientId,

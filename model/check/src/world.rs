@@ -18,8 +18,10 @@ pub struct Effect {
     pub write: u8,
 }
 
-/// The effects a state can hold: every write of one lease, and one more (a violation, where the check stops).
+/// The effects a state keeps: every write of one lease, and one more (a violation; later ones are dropped).
 pub(crate) const MAX_EFFECTS: usize = MAX_FENCED_WRITES as usize + 1;
+// The symmetry key marks the effects a slot wrote in a byte.
+const _: () = assert!(MAX_EFFECTS <= 8);
 
 /// The operation a client has in flight (the machine has at most one): transactions take a step of their own to
 /// commit, and so do need checks while a user cancel is still possible (it can come between); reads take
@@ -198,9 +200,11 @@ pub enum Witness {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Witnessed(pub(crate) u64);
 
+// Every witness's bit lies below the cancel phases' bits.
+const _: () = assert!((Witness::LaterWriteResolved as u32) < Witnessed::PHASE_SHIFT);
+
 impl Witnessed {
     const PHASE_SHIFT: u32 = 32;
-    const _WITNESSES_FIT: () = assert!((Witness::LaterWriteResolved as u32) < Self::PHASE_SHIFT);
 
     /// Marks `witness`.
     pub const fn insert(&mut self, witness: Witness) {

@@ -14,9 +14,11 @@ pub fn on_accepted(mutex: &MutexState, effect: &Effect) -> Option<String> {
             && ((e.writer, e.fence) != (effect.writer, effect.fence) || e.write >= effect.write)
     })?;
     Some(format!(
-        "the effect of need {} was applied under fence {} and again under fence {}",
+        "the effect of need {} was applied by write {} under fence {} and again by write {} under fence {}",
         effect.generation,
+        first.write,
         first.fence.get(),
+        effect.write,
         effect.fence.get()
     ))
 }

@@ -57,9 +57,10 @@ pub fn bound_us(scenario: &Scenario) -> u64 {
         scenario.clients.iter().map(|c| c.section_max_ms * u64::from(c.fenced_writes)).max().unwrap_or(0);
     // A run-once run checks its need twice.
     let need_checks_ms = 2 * scenario.clients.iter().map(|c| c.need_check_ms).max().unwrap_or(0);
-    // A section's writes after its first: each a round trip, and one retry after an abort.
+    // A section's writes after its first: each a round trip, and one retry after an abort or an unknown answer
+    // (an RPC timeout, then the wait).
     let later_writes = scenario.clients.iter().map(|c| c.fenced_writes).max().unwrap_or(1).saturating_sub(1);
-    let later_writes_ms = u64::from(later_writes) * (2 * round_trip_ms + cfg.wait_ms);
+    let later_writes_ms = u64::from(later_writes) * (2 * round_trip_ms + n.rpc_timeout_ms + cfg.wait_ms);
     let ms = (u64::from(cfg.max_retries) + 1) * wait_ms
         + later_writes_ms
         + longest_section_ms
