@@ -265,9 +265,18 @@ async fn try_acquire_gives_up_at_once_and_acquire_timeout_returns_none() {
     assert!(mutex.acquire_timeout(Duration::from_millis(100)).await.expect("no error").is_none());
 }
 
-/// Makes two fenced writes; the first's answer is lost after it landed (injected), the second's is not.
+/// Makes two fenced writes. With `lose_second`, the second's answer is lost after it landed, and its retry's
+/// answer too (injected just before it).
 struct TwoWrites {
     results: std::sync::Mutex<Vec<String>>,
+    lose_second: Option<FaultyStore<MemoryStore>>,
+}
+
+/// The faults that lose a fenced write's answer after it landed, then its first retry's.
+fn lose_a_write(store: &FaultyStore<MemoryStore>) {
+    for effect in [FaultEffect::UnknownCommitted, FaultEffect::UnknownNotCommitted] {
+        store.inject(InjectedFault { on: FaultTarget::FencedWrite, effect });
+    }
 }
 
 impl CriticalSection for TwoWrites {
@@ -276,6 +285,9 @@ impl CriticalSection for TwoWrites {
     }
     async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         for key in ["first", "second"] {
+            if let (Some(store), "second") = (&self.lose_second, key) {
+                lose_a_write(store);
+            }
             let written = guard.commit(vec![effect(key)]).await?;
             self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!("{written:?}"));
         }
@@ -286,16 +298,30 @@ impl CriticalSection for TwoWrites {
 #[tokio::test]
 async fn a_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
     let store = FaultyStore::new(MemoryStore::new());
-    for effect in [FaultEffect::UnknownCommitted, FaultEffect::UnknownNotCommitted] {
-        store.inject(InjectedFault { on: FaultTarget::FencedWrite, effect });
-    }
-    let section = TwoWrites { results: std::sync::Mutex::default() };
+    lose_a_write(&store);
+    let section = TwoWrites { results: std::sync::Mutex::default(), lose_second: None };
     let outcome = mutex(store.clone()).run(&section).await.expect("runs");
     assert_eq!(outcome, RunOutcome::Executed { fence: row_fence(store.inner()) });
     // The first write's first attempt landed unseen and its second was lost; its third found the row's record.
     // The second write met no fault and ran once.
     let results = section.results.lock().expect("not poisoned").clone();
     assert_eq!(results, ["CommittedEarlier", "Committed(())"]);
+    let committed = store.inner().mutations();
+    let count = |key: &str| committed.iter().filter(|m| **m == effect(key)).count();
+    assert_eq!((count("first"), count("second"), committed.len()), (1, 1, 2));
+    assert_eq!(store.inner().row(&name()).map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 2)));
+}
+
+#[tokio::test]
+async fn a_second_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
+    let store = FaultyStore::new(MemoryStore::new());
+    let section = TwoWrites { results: std::sync::Mutex::default(), lose_second: Some(store.clone()) };
+    let outcome = mutex(store.clone()).run(&section).await.expect("runs");
+    assert_eq!(outcome, RunOutcome::Executed { fence: row_fence(store.inner()) });
+    // The second write's first attempt landed unseen and its second was lost; its third found the row's record
+    // of write 2 (not write 1's, which the first write left).
+    let results = section.results.lock().expect("not poisoned").clone();
+    assert_eq!(results, ["Committed(())", "CommittedEarlier"]);
     let committed = store.inner().mutations();
     let count = |key: &str| committed.iter().filter(|m| **m == effect(key)).count();
     assert_eq!((count("first"), count("second"), committed.len()), (1, 1, 2));
