@@ -295,37 +295,35 @@ impl CriticalSection for TwoWrites {
     }
 }
 
-#[tokio::test]
-async fn a_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
+/// Runs [`TwoWrites`] with the answer of its first write lost, or of its second (`second`); requires the run
+/// executed, each write applied once and the row DONE with both recorded; returns what each write was told.
+async fn two_writes_losing_an_answer(second: bool) -> Vec<String> {
     let store = FaultyStore::new(MemoryStore::new());
-    lose_a_write(&store);
-    let section = TwoWrites { results: std::sync::Mutex::default(), lose_second: None };
+    if !second {
+        lose_a_write(&store);
+    }
+    let section = TwoWrites { results: std::sync::Mutex::default(), lose_second: second.then(|| store.clone()) };
     let outcome = mutex(store.clone()).run(&section).await.expect("runs");
     assert_eq!(outcome, RunOutcome::Executed { fence: row_fence(store.inner()) });
-    // The first write's first attempt landed unseen and its second was lost; its third found the row's record.
-    // The second write met no fault and ran once.
-    let results = section.results.lock().expect("not poisoned").clone();
-    assert_eq!(results, ["CommittedEarlier", "Committed(())"]);
     let committed = store.inner().mutations();
     let count = |key: &str| committed.iter().filter(|m| **m == effect(key)).count();
     assert_eq!((count("first"), count("second"), committed.len()), (1, 1, 2));
     assert_eq!(store.inner().row(&name()).map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 2)));
+    section.results.into_inner().expect("not poisoned")
+}
+
+#[tokio::test]
+async fn a_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
+    // The first write's first attempt landed unseen and its second was lost; its third found the row's record.
+    // The second write met no fault and ran once.
+    assert_eq!(two_writes_losing_an_answer(false).await, ["CommittedEarlier", "Committed(())"]);
 }
 
 #[tokio::test]
 async fn a_second_fenced_write_whose_answer_was_lost_is_retried_and_applied_once() {
-    let store = FaultyStore::new(MemoryStore::new());
-    let section = TwoWrites { results: std::sync::Mutex::default(), lose_second: Some(store.clone()) };
-    let outcome = mutex(store.clone()).run(&section).await.expect("runs");
-    assert_eq!(outcome, RunOutcome::Executed { fence: row_fence(store.inner()) });
     // The second write's first attempt landed unseen and its second was lost; its third found the row's record
     // of write 2 (not write 1's, which the first write left).
-    let results = section.results.lock().expect("not poisoned").clone();
-    assert_eq!(results, ["Committed(())", "CommittedEarlier"]);
-    let committed = store.inner().mutations();
-    let count = |key: &str| committed.iter().filter(|m| **m == effect(key)).count();
-    assert_eq!((count("first"), count("second"), committed.len()), (1, 1, 2));
-    assert_eq!(store.inner().row(&name()).map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 2)));
+    assert_eq!(two_writes_losing_an_answer(true).await, ["Committed(())", "CommittedEarlier"]);
 }
 
 /// A section whose work always fails.
