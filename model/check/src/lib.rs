@@ -29,8 +29,8 @@ pub use options::{
 pub use properties::{
     BOUNDED_FAILURE, DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE,
     NO_CLIENT_STUCK, NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW,
-    SAFETY, SEVERITY, SINGLE_RELIANCE, TERMS_INCREASE, WRITES_ONCE, done_has_effect, keeps_lease_after_release,
-    outcome_is_true, violated_safety,
+    SAFETY, SEVERITY, SINGLE_RELIANCE, TERMS_INCREASE, WRITES_ONCE, applied_again, done_has_effect,
+    keeps_lease_after_release, outcome_is_true, violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 pub use world::{ClientGhost, ClientSlot, Effect, Op, Queued, Section, Witness, Witnessed, WorldGhost, WorldState};

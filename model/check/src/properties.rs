@@ -137,6 +137,15 @@ pub fn keeps_lease_after_release(outcome: &Outcome, client: ClientId, row: Optio
         && row.is_some_and(|r| r.grants(client, r.fence, now))
 }
 
+/// Whether a run-once effect `next` (its writer, fence and write number) applies the section's effect again after
+/// the `earlier` effects of the same need: the effects of one need are the writes 1, 2, ... of one lease, each once.
+/// The checker and the simulator judge by it.
+pub fn applied_again(earlier: &[(ClientId, Fence, u32)], next: (ClientId, Fence, u32)) -> bool {
+    let (writer, fence, write) = next;
+    let same_lease = earlier.first().is_none_or(|&(w, f, _)| (w, f) == (writer, fence));
+    !same_lease || usize::try_from(write).ok() != Some(earlier.len() + 1)
+}
+
 /// Whether a DONE row is backed by an effect: its holder applied it, or found it applied under an earlier fence.
 pub fn done_has_effect(row: Option<&LeaseRow>, effects: &[(ClientId, Fence)]) -> bool {
     row.is_none_or(|r| r.status != Status::Done || effects.iter().any(|(_, fence)| *fence <= r.fence))
@@ -342,9 +351,9 @@ fn always() -> Vec<Property<LeaseModel>> {
         Property::always(NO_STALE_WRITE, |_: &LeaseModel, s: &WorldState| !s.ghost.stale_write_accepted),
         // The effects are the writes of one lease, each once: its writes 1, 2, ... in order.
         Property::always(DOUBLE_EXECUTION, |_: &LeaseModel, s: &WorldState| {
-            s.effects.iter().enumerate().all(|(i, e)| {
-                (e.writer, e.fence) == (s.effects[0].writer, s.effects[0].fence) && usize::from(e.write) == i + 1
-            })
+            let effects: arrayvec::ArrayVec<_, { crate::world::MAX_EFFECTS }> =
+                s.effects.iter().map(|e| (e.writer, e.fence, u32::from(e.write))).collect();
+            (0..effects.len()).all(|i| !applied_again(&effects[..i], effects[i]))
         }),
         Property::always(WRITES_ONCE, |_: &LeaseModel, s: &WorldState| !s.ghost.fenced_write_repeated),
         Property::always(DONE_IS_FINAL, |_: &LeaseModel, s: &WorldState| !s.ghost.done_overwritten),

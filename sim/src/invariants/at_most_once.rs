@@ -5,22 +5,26 @@ use crate::world::{Effect, MutexState, World};
 /// The model checker's name for it.
 pub const NAME: &str = spanner_mutex_check::DOUBLE_EXECUTION;
 
-/// Judges an effect about to be accepted: for one need generation, the effects must be the writes of one lease,
-/// each once (numbered 1, 2, ...); an effect under another lease, or a write of the lease applied before, is a
-/// double execution.
+/// Judges an effect about to be accepted by the checker's rule ([`spanner_mutex_check::applied_again`]): the
+/// effects of one need generation are the writes 1, 2, ... of one lease, each once.
 pub fn on_accepted(mutex: &MutexState, effect: &Effect) -> Option<String> {
-    let first = mutex.effects.iter().find(|e| {
-        e.generation == effect.generation
-            && ((e.writer, e.fence) != (effect.writer, effect.fence) || e.write >= effect.write)
-    })?;
-    Some(format!(
-        "the effect of need {} was applied by write {} under fence {} and again by write {} under fence {}",
-        effect.generation,
-        first.write,
-        first.fence.get(),
-        effect.write,
-        effect.fence.get()
-    ))
+    let earlier: Vec<_> = mutex
+        .effects
+        .iter()
+        .filter(|e| e.generation == effect.generation)
+        .map(|e| (e.writer, e.fence, e.write))
+        .collect();
+    let first = *earlier.first()?;
+    spanner_mutex_check::applied_again(&earlier, (effect.writer, effect.fence, effect.write)).then(|| {
+        format!(
+            "the effect of need {} was applied by write {} under fence {} and again by write {} under fence {}",
+            effect.generation,
+            first.2,
+            first.1.get(),
+            effect.write,
+            effect.fence.get()
+        )
+    })
 }
 
 /// Reads the record [`on_accepted`] keeps.
