@@ -103,14 +103,14 @@ pub enum FencedOutcome {
 }
 
 impl FencedOutcome {
-    /// What a section that writes once and returns reports after this answer: completed when the write landed
-    /// (or had landed), failed when it was refused, and, after `Retry` that may not be retried
+    /// What a section reports when this answer ends its writing (its last write's, or one that stops it): completed
+    /// when the write landed (or had landed), failed when it was refused, and, after `Retry` that may not be retried
     /// ([`hear_fenced_write`]), failed with Spanner unavailable.
     pub fn section_result(self) -> SectionResult {
         match self {
             Self::Accepted | Self::AlreadyApplied => SectionResult::Completed,
             Self::Rejected => SectionResult::Failed { error: "fenced write rejected".into() },
-            Self::Retry => SectionResult::Failed { error: "Spanner unavailable".into() },
+            Self::Retry => SectionResult::Failed { error: Failure::Unavailable.words().into() },
         }
     }
 }
