@@ -138,12 +138,12 @@ pub fn keeps_lease_after_release(outcome: &Outcome, client: ClientId, row: Optio
 }
 
 /// Whether a run-once effect `next` (its writer, fence and write number) applies the section's effect again after
-/// the `earlier` effects of the same need: the effects of one need are the writes 1, 2, ... of one lease, each once.
-/// The checker and the simulator judge by it.
+/// the `earlier` effects of the same need: one of them is another lease's, or the same lease's write numbered as
+/// high (whether each write lands once and in order is judged apart, by "each fenced write is applied once, in
+/// order"). The checker and the simulator judge by it.
 pub fn applied_again(earlier: &[(ClientId, Fence, u32)], next: (ClientId, Fence, u32)) -> bool {
     let (writer, fence, write) = next;
-    let same_lease = earlier.first().is_none_or(|&(w, f, _)| (w, f) == (writer, fence));
-    !same_lease || usize::try_from(write).ok() != Some(earlier.len() + 1)
+    earlier.iter().any(|&(w, f, n)| (w, f) != (writer, fence) || n >= write)
 }
 
 /// Whether a DONE row is backed by an effect: its holder applied it, or found it applied under an earlier fence.
