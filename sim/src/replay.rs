@@ -106,6 +106,7 @@ enum Section {
 }
 
 struct Lockstep {
+    model: LeaseModel,
     world: World,
     pending: Vec<Option<ReadTxn>>,
     sections: Vec<Section>,
@@ -113,6 +114,8 @@ struct Lockstep {
     queued: Option<(usize, Queued)>,
     /// Need checks asked and not yet answered (only while a user cancel is possible, as in the checker).
     need_pending: Vec<bool>,
+    /// Faults the path may still inject, counted as the checker counts them.
+    faults_left: u8,
     /// User cancels left, and which clients' users cancelled.
     cancels_left: u8,
     cancelled: Vec<bool>,
@@ -125,7 +128,15 @@ impl Lockstep {
     fn execute(&mut self, c: usize, mut command: Option<Command>) {
         while let Some(cmd) = command.take() {
             match cmd {
-                Command::CheckNeed if self.cancels_left > 0 && !self.cancelled[c] => self.need_pending[c] = true,
+                Command::CheckNeed
+                    if self.model.need_check_takes_a_step(
+                        self.cancels_left > 0 && !self.cancelled[c],
+                        self.world.clients[c].machine.phase(),
+                        self.faults_left,
+                    ) =>
+                {
+                    self.need_pending[c] = true;
+                }
                 Command::CheckNeed => {
                     let needed = self.world.need(c);
                     command = self.world.feed(c, Event::NeedAnswered { needed });
@@ -178,11 +189,13 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
         world.clients[c].kind = options.kind(slot);
     }
     let mut lockstep = Lockstep {
+        model,
         world,
         pending: vec![None; clients],
         sections: vec![Section::Idle; clients],
         queued: None,
         need_pending: vec![false; clients],
+        faults_left: options.fault_budget,
         cancels_left: options.cancels,
         cancelled: vec![false; clients],
         campaigns: vec![1; clients],
@@ -199,6 +212,8 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             if c < clients { Ok(c) } else { Err(ReplayError::NoSuchClient { step, action, client: c as u8, clients }) }
         };
         let not_possible = |why| ReplayError::NotPossible { step, action, why };
+        lockstep.faults_left =
+            lockstep.faults_left.checked_sub(action.faults()).ok_or_else(|| not_possible("no fault is left"))?;
         match action {
             Action::Tick => lockstep.world.now_us += 1_000,
             Action::TxnCommit(c, fate) | Action::TxnUnanswered(c, fate) => {
@@ -215,14 +230,20 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 }
                 lockstep.execute(c, command);
             }
-            Action::Timeout(c) => {
+            Action::Timeout(c) | Action::TimeoutUnanswered(c) => {
                 let c = client(c)?;
                 let world = &lockstep.world;
                 let due = world.clients[c].machine.poll_timeout();
                 if due.is_none_or(|at| at > world.local_now(c)) {
                     return Err(not_possible("no timer is due"));
                 }
-                let command = lockstep.world.fire_timer(c);
+                let mut command = lockstep.world.fire_timer(c);
+                if matches!(action, Action::TimeoutUnanswered(_)) {
+                    if command != Some(Command::ReadRow) {
+                        return Err(not_possible("the timer sends no read"));
+                    }
+                    command = lockstep.world.feed(c, Event::ReadFailed(Failure::Unavailable));
+                }
                 lockstep.execute(c, command);
             }
             Action::SectionWrite(c, fate) => {
@@ -282,6 +303,14 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 }
                 let needed = lockstep.world.need(c);
                 let command = lockstep.world.feed(c, Event::NeedAnswered { needed });
+                lockstep.execute(c, command);
+            }
+            Action::NeedFail(c) => {
+                let c = client(c)?;
+                if !std::mem::take(&mut lockstep.need_pending[c]) {
+                    return Err(not_possible("no need check is pending"));
+                }
+                let command = lockstep.world.feed(c, Event::NeedCheckFailed);
                 lockstep.execute(c, command);
             }
             Action::Cancel(c) => {
@@ -355,7 +384,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
     Ok(ReplayReport {
         steps,
         violations: lockstep.world.violations,
-        model_violations: model_violations(&model, actions),
+        model_violations: model_violations(&lockstep.model, actions),
     })
 }
 

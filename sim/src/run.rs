@@ -202,6 +202,7 @@ struct Runtime {
     section_max_us: u64,
     section_fail_rate: f64,
     section_fail_next: bool,
+    need_check_fail_next: bool,
     /// Fenced writes a section makes, one after another.
     fenced_writes: u32,
     repeat_after_us: Option<u64>,
@@ -278,6 +279,7 @@ pub fn run(scenario: &Scenario, tracing: bool) -> Result<RunReport, ScenarioErro
                 section_max_us: spec.section_max_ms * US_PER_MS,
                 section_fail_rate: spec.section_fail_rate,
                 section_fail_next: false,
+                need_check_fail_next: false,
                 fenced_writes: spec.fenced_writes,
                 need_check_us: spec.need_check_ms * US_PER_MS,
                 repeat_after_us: spec.repeat_after_ms.map(|ms| ms * US_PER_MS),
@@ -723,6 +725,11 @@ impl Runner<'_> {
                 self.runtime[c].section_fail_next = true;
                 self.world.note(Who::Client(c), "fault", |_| "its next section will fail".into());
             }
+            Fault::NeedCheckFail { client, .. } => {
+                let c = self.client_index(client);
+                self.runtime[c].need_check_fail_next = true;
+                self.world.note(Who::Client(c), "fault", |_| "its next need check will fail".into());
+            }
             Fault::RowDeleted { mutex, older_than_ms, .. } => {
                 self.world.delete_row_if_older_than(*mutex, *older_than_ms)
             }
@@ -752,9 +759,13 @@ impl Runner<'_> {
             None | Some(Command::SignalLockLost { .. }) => {}
             Some(Command::CheckNeed) => {
                 // Answered from the effects when asked, delivered when the check is over.
-                let needed = self.world.need(c);
+                let event = if std::mem::take(&mut self.runtime[c].need_check_fail_next) {
+                    Event::NeedCheckFailed
+                } else {
+                    Event::NeedAnswered { needed: self.world.need(c) }
+                };
                 let at = now + self.runtime[c].need_check_us;
-                self.push(at, Pending::Deliver { c, run, event: Event::NeedAnswered { needed } });
+                self.push(at, Pending::Deliver { c, run, event });
             }
             Some(Command::RunTxn(request)) => {
                 let at = now + self.latency_us();

@@ -302,6 +302,14 @@ pub enum Fault {
         /// Which client.
         client: String,
     },
+    /// The client's next need check fails (the user's check returns an error): a run-once client that holds the
+    /// lease gives it up with the row FAILED.
+    NeedCheckFail {
+        /// From when.
+        at_ms: u64,
+        /// Which client.
+        client: String,
+    },
     /// A row deletion policy runs: mutex `mutex`'s row is deleted if its last write is at least `older_than_ms`
     /// old (Spanner's policies count days, longer than any lease, so only an expired or ended lease goes).
     RowDeleted {
@@ -346,6 +354,7 @@ impl Fault {
             | Self::ClockStep { at_ms, .. }
             | Self::ServerClockError { at_ms, .. }
             | Self::SectionFail { at_ms, .. }
+            | Self::NeedCheckFail { at_ms, .. }
             | Self::RowDeleted { at_ms, .. }
             | Self::Cancel { at_ms, .. }
             | Self::NewNeed { at_ms } => *at_ms,
@@ -364,7 +373,8 @@ impl Fault {
             | Self::ClockStep { client, .. }
             | Self::ServerClockError { client, .. }
             | Self::Cancel { client, .. }
-            | Self::SectionFail { client, .. } => Some(client),
+            | Self::SectionFail { client, .. }
+            | Self::NeedCheckFail { client, .. } => Some(client),
             Self::Outage { .. } | Self::RowDeleted { .. } | Self::NewNeed { .. } => None,
         }
     }
@@ -637,11 +647,16 @@ impl Scenario {
             let at_ms = rng.random_range(0..options.duration_ms);
             faults.push(Fault::RowDeleted { at_ms, mutex: 1, older_than_ms: ttl_ms + rng.random_range(1..=ttl_ms) });
         }
-        faults.sort_by_key(Fault::at_ms);
-        // Drawn after everything else, so that it changes no other draw of a seed.
+        // Drawn after everything else, so that they change no other draw of a seed.
         for client in &mut clients {
             client.fenced_writes = rng.random_range(1..=3);
         }
+        // In a quarter of the seeds, so that the other three quarters run as they did before it was drawn.
+        if rng.random_bool(0.25) {
+            let at_ms = rng.random_range(0..options.duration_ms);
+            faults.push(Fault::NeedCheckFail { at_ms, client: format!("c{}", rng.random_range(0..clients_n)) });
+        }
+        faults.sort_by_key(Fault::at_ms);
         Self {
             name: format!("generated from seed {seed}"),
             seed,

@@ -26,12 +26,16 @@ pub enum Action {
     TxnUnanswered(u8, CommitFate),
     /// The client's due timer fires.
     Timeout(u8),
+    /// The client's due timer fires and the poll read it sends gets no answer (an unavailable Spanner).
+    TimeoutUnanswered(u8),
     /// The client's section tries its fenced write, with a fate (abort and unknown outcomes are retried).
     SectionWrite(u8, CommitFate),
     /// The client's section returns what its write achieved; a lock or leader client's user releases (resigns).
     SectionReturn(u8),
     /// The client's pending need check answers, from the effects applied by then.
     NeedAnswer(u8),
+    /// The client's pending need check under the lease fails: the user's check returned an error.
+    NeedFail(u8),
     /// The client's user cancels the run (drops the future: a need check or section under way is dropped too).
     /// Giving up on a wait (a timeout around `acquire`) is the same step.
     Cancel(u8),
@@ -50,6 +54,30 @@ pub enum Action {
     TxnDelay(u8),
 }
 
+impl Action {
+    /// How much of the fault budget the action spends: the checker's world and a replay of a path count alike.
+    pub const fn faults(self) -> u8 {
+        match self {
+            Self::TxnCommit(_, fate) | Self::SectionWrite(_, fate) => fate.is_fault() as u8,
+            // The read that would resolve the unknown outcome goes unanswered too: a second fault.
+            Self::TxnUnanswered(_, fate) => 1 + fate.is_fault() as u8,
+            Self::TimeoutUnanswered(_)
+            | Self::NeedFail(_)
+            | Self::SectionFail(_)
+            | Self::Crash(_)
+            | Self::Drift(_)
+            | Self::ClockError(..)
+            | Self::TxnDelay(_) => 1,
+            Self::Tick
+            | Self::Timeout(_)
+            | Self::SectionReturn(_)
+            | Self::NeedAnswer(_)
+            | Self::Cancel(_)
+            | Self::LateCommit => 0,
+        }
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -60,8 +88,10 @@ impl fmt::Display for Action {
             Self::SectionWrite(c, CommitFate::AsDecided) => write!(f, "write:{c}"),
             Self::SectionWrite(c, fate) => write!(f, "write:{c}:{}", fate.word()),
             Self::Timeout(c) => write!(f, "timeout:{c}"),
+            Self::TimeoutUnanswered(c) => write!(f, "timeout:{c}:unanswered"),
             Self::SectionReturn(c) => write!(f, "return:{c}"),
             Self::NeedAnswer(c) => write!(f, "need:{c}"),
+            Self::NeedFail(c) => write!(f, "need:{c}:failed"),
             Self::Cancel(c) => write!(f, "cancel:{c}"),
             Self::SectionFail(c) => write!(f, "fail:{c}"),
             Self::Crash(c) => write!(f, "crash:{c}"),
@@ -101,9 +131,17 @@ impl FromStr for Action {
                 None => return Ok(Self::SectionWrite(client, CommitFate::AsDecided)),
                 Some(word) => Self::SectionWrite(client, CommitFate::from_word(word).ok_or_else(err)?),
             },
-            "timeout" => Self::Timeout(client),
+            "timeout" => match parts.next() {
+                None => return Ok(Self::Timeout(client)),
+                Some("unanswered") => Self::TimeoutUnanswered(client),
+                Some(_) => return Err(err()),
+            },
             "return" => Self::SectionReturn(client),
-            "need" => Self::NeedAnswer(client),
+            "need" => match parts.next() {
+                None => return Ok(Self::NeedAnswer(client)),
+                Some("failed") => Self::NeedFail(client),
+                Some(_) => return Err(err()),
+            },
             "cancel" => Self::Cancel(client),
             "fail" => Self::SectionFail(client),
             "crash" => Self::Crash(client),
@@ -148,8 +186,10 @@ mod tests {
         for c in [0, 3] {
             all.extend([
                 Action::Timeout(c),
+                Action::TimeoutUnanswered(c),
                 Action::SectionReturn(c),
                 Action::NeedAnswer(c),
+                Action::NeedFail(c),
                 Action::Cancel(c),
                 Action::SectionFail(c),
                 Action::Crash(c),

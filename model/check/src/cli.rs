@@ -85,6 +85,8 @@ pub enum FaultArg {
     Drift,
     /// Critical section failure.
     SectionFailure,
+    /// The user's need check under the lease fails.
+    NeedCheckFailure,
     /// A server clock that reads 1 ms early or late in one transaction (not in `all`: the checked lease grows
     /// to 5 ms to pay for it, so use `--max-time-ms 5` or more).
     ClockError,
@@ -195,6 +197,7 @@ impl ModelArgs {
                 FaultArg::Unknown => faults.unknown = true,
                 FaultArg::Drift => faults.drift = true,
                 FaultArg::SectionFailure => faults.section_failure = true,
+                FaultArg::NeedCheckFailure => faults.need_check_failure = true,
                 FaultArg::ClockError => faults.clock_error = true,
                 FaultArg::Late => faults.late = true,
                 FaultArg::Unavailable => faults.unavailable = true,

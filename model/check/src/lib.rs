@@ -125,6 +125,11 @@ impl Model for LeaseModel {
         if let Some(c) = state.clients.iter().position(|c| c.op == Op::NeedCheck) {
             let c = c as u8;
             actions.push(Action::NeedAnswer(c));
+            let under_lease =
+                state.clients[usize::from(c)].machine.phase() == spanner_mutex_model::Phase::AwaitingNeedWhileHolding;
+            if self.options.faults.need_check_failure && state.faults_left > 0 && under_lease {
+                actions.push(Action::NeedFail(c));
+            }
             if state.cancels_left > 0 {
                 actions.push(Action::Cancel(c));
             }
@@ -187,6 +192,10 @@ impl Model for LeaseModel {
             }
             if client.machine.poll_timeout().is_some_and(|at| at <= Self::local_now(state, i)) {
                 actions.push(Action::Timeout(c));
+                // Only a timer that sends a read makes this a step of its own (`step` refuses it otherwise).
+                if faults.unavailable && can_fault {
+                    actions.push(Action::TimeoutUnanswered(c));
+                }
             }
             match client.section {
                 Section::Idle => {}

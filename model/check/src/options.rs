@@ -58,6 +58,8 @@ pub struct Faults {
     pub drift: bool,
     /// A critical section fails before writing its effect.
     pub section_failure: bool,
+    /// The user's need check under the lease fails (it returns an error): the client gives the lease up.
+    pub need_check_failure: bool,
     /// The server time a transaction reads is 1 ms early or late. Not in [`Self::ALL`]: the checked lease
     /// grows by twice the error to pay for it, and needs a longer horizon to be taken over.
     pub clock_error: bool,
@@ -83,6 +85,7 @@ impl Faults {
         unknown: true,
         drift: true,
         section_failure: true,
+        need_check_failure: true,
         clock_error: false,
         late: false,
         unavailable: true,
@@ -95,6 +98,7 @@ impl Faults {
         unknown: false,
         drift: false,
         section_failure: false,
+        need_check_failure: false,
         clock_error: false,
         late: false,
         unavailable: false,
@@ -165,6 +169,7 @@ impl CheckOptions {
             (f.unknown, "unknown"),
             (f.drift, "drift"),
             (f.section_failure, "section-failure"),
+            (f.need_check_failure, "need-check-failure"),
             (f.clock_error, "clock-error"),
             (f.late, "late"),
             (f.unavailable, "unavailable"),

@@ -291,6 +291,8 @@ fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
             "a client retries an unavailable Spanner and is answered",
             saw::<{ Witness::AnsweredAfterUnavailable as u8 }>,
         ));
+        properties
+            .push(Property::sometimes("a waiter's poll goes unanswered", saw::<{ Witness::PollUnanswered as u8 }>));
         // Two faults: an unknown outcome, then its resolving read unanswered (`unanswered:N:…`).
         if model.options.faults.unknown && model.options.fault_budget >= 2 {
             properties.push(Property::sometimes(
@@ -306,6 +308,12 @@ fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
                 ));
             }
         }
+    }
+    if model.options.faults.need_check_failure && model.options.has(ClientKind::RunOnce) {
+        properties.push(Property::sometimes(
+            "a need check fails under the lease and the run ends with the row FAILED",
+            saw::<{ Witness::NeedFailedUnderLease as u8 }>,
+        ));
     }
     if model.options.faults.delay {
         properties.push(Property::sometimes(

@@ -345,6 +345,7 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
             format!("{what} {}, and Spanner does not answer the read that would resolve it", fate_words(fate, None))
         }
         Action::Timeout(c) => format!("{}'s timer fires", client(c)),
+        Action::TimeoutUnanswered(c) => format!("{}'s timer fires and Spanner does not answer its read", client(c)),
         Action::SectionWrite(c, fate) => {
             let number = match before.clients[usize::from(c)].section {
                 Section::Started { write, .. } => write,
@@ -386,6 +387,11 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
                 client(c),
                 if before.effects.is_empty() { "needed" } else { "not needed" }
             )
+        }
+        Action::NeedFail(c) => {
+            let under_lease =
+                before.clients[usize::from(c)].machine.phase() == spanner_mutex_model::Phase::AwaitingNeedWhileHolding;
+            format!("{}'s need check fails{}", client(c), if under_lease { " under the lease" } else { "" })
         }
         Action::Cancel(c) => {
             format!("{}'s user cancels in {}", client(c), before.clients[usize::from(c)].machine.phase())

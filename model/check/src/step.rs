@@ -11,7 +11,7 @@ use spanner_mutex_model::world::{
     CommitFate, FencedOutcome, FencedWrite, Late, LateLanding, RowChange, hear_fenced_write,
 };
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Event, Fence, LocalInstant, SectionResult, ServerTime, Status,
+    ClientId, ClientMachine, Command, Event, Fence, LocalInstant, Phase, SectionResult, ServerTime, Status,
 };
 
 /// Whether Spanner answers the reads a delivery leads to in the same step.
@@ -85,7 +85,7 @@ impl LeaseModel {
         // A poll that finds the row still busy waits on without it being a retry; so does a wait for an
         // unavailable Spanner before the lease (nobody was seen holding it). A failed section's release that
         // Spanner did not answer is followed by a counted retry, as any failed section's.
-        use spanner_mutex_model::{Failure, Phase};
+        use spanner_mutex_model::Failure;
         let releasing = matches!(
             state.clients[slot].machine.phase(),
             Phase::AwaitingReleaseCommit | Phase::AwaitingReleaseResolution
@@ -121,9 +121,7 @@ impl LeaseModel {
     /// is modelled by the steps before the send (timers, deliveries, ticks) happening later.
     pub(crate) fn execute(&self, state: &mut WorldState, slot: usize, command: Option<Command>, counts_wait: bool) {
         let client = &mut state.clients[slot];
-        if counts_wait
-            && client.machine.phase() == spanner_mutex_model::Phase::AwaitingRetryTimer
-            && client.machine.poll_timeout().is_some()
+        if counts_wait && client.machine.phase() == Phase::AwaitingRetryTimer && client.machine.poll_timeout().is_some()
         {
             // Lock-mode clients have no retry limit to judge a "gave up" by; only the hand-over companion asks
             // whether they waited at all, and a count would split their states by it.
@@ -160,9 +158,16 @@ impl LeaseModel {
                     self.campaign_again(state, slot);
                 }
             }
-            // With a cancel still possible, the check takes a step of its own, so the cancel can come during it;
-            // else it answers when asked, from the effects applied by then (nothing can tell the two apart).
-            Some(Command::CheckNeed) if state.cancels_left > 0 && client.ghost.cancelled_in.is_none() => {
+            // With a cancel or a failure still possible, the check takes a step of its own, so either can come
+            // during it; else it answers when asked, from the effects applied by then (nothing can tell the two
+            // apart).
+            Some(Command::CheckNeed)
+                if self.need_check_takes_a_step(
+                    state.cancels_left > 0 && client.ghost.cancelled_in.is_none(),
+                    client.machine.phase(),
+                    state.faults_left,
+                ) =>
+            {
                 client.op = Op::NeedCheck;
             }
             Some(Command::CheckNeed) => {
@@ -246,6 +251,12 @@ impl LeaseModel {
                     ClientKind::Lock => Witness::LockUnavailable,
                     ClientKind::Leader => Witness::LeaderUnavailable,
                 })
+            }
+            Outcome::Failed(spanner_mutex_model::Failure::NeedCheck) => {
+                let id = state.clients[slot].machine.id();
+                if state.spanner.row.as_ref().is_some_and(|r| r.holder == id && r.status == Status::Failed) {
+                    witnessed.insert(Witness::NeedFailedUnderLease);
+                }
             }
             Outcome::Released { .. } | Outcome::LeaseLost { .. } | Outcome::Cancelled | Outcome::Failed(_) => {}
         }
@@ -361,9 +372,6 @@ impl LeaseModel {
         else {
             return None;
         };
-        if fate.is_fault() {
-            state.faults_left -= 1;
-        }
         let now = Self::server_time(state.now_ms);
         let commit = state.spanner.commit(&self.cfg, &request, read_at, fate, !row_unchanged, || now);
         if commit.applied.lands() && matches!(commit.reply, TxnReply::Renewed { .. }) {
@@ -430,8 +438,18 @@ impl LeaseModel {
         *since = unanswered_sent_at.map(|sent_at| since.map_or(sent_at, |since| since.min(sent_at)));
     }
 
+    /// Whether a need check asked in `phase` takes a step of its own, so that a cancel (if `cancel_possible`) or
+    /// a failure can come during it; else it answers when asked. Only a check under the lease may fail: one
+    /// before it ends the run at once, which the client's tests cover, and a step for it would put a step per
+    /// client before every path. Replay follows the same rule.
+    pub fn need_check_takes_a_step(&self, cancel_possible: bool, phase: Phase, faults_left: u8) -> bool {
+        cancel_possible
+            || (self.options.faults.need_check_failure && faults_left > 0 && phase == Phase::AwaitingNeedWhileHolding)
+    }
+
     /// Takes `action` in `state`; `None` if it cannot be taken.
     pub(crate) fn step(&self, state: &mut WorldState, action: Action) -> Option<()> {
+        state.faults_left = state.faults_left.checked_sub(action.faults())?;
         match action {
             Action::Tick => state.now_ms += 1,
             Action::TxnCommit(c, fate) => {
@@ -442,11 +460,9 @@ impl LeaseModel {
             Action::TxnUnanswered(c, fate) => {
                 let slot = usize::from(c);
                 let event = self.commit_txn(state, slot, fate)?;
-                // The read is a second call without an answer: a fault of its own.
-                state.faults_left -= 1;
                 self.deliver_with(state, slot, event, Reads::Unanswered);
             }
-            Action::Timeout(c) => {
+            Action::Timeout(c) | Action::TimeoutUnanswered(c) => {
                 let slot = usize::from(c);
                 let now = Self::local_now(state, slot);
                 // Judged from the world's record of unanswered calls, not from the machine's own.
@@ -456,7 +472,17 @@ impl LeaseModel {
                 if attempt && since.is_some_and(|since| now >= since.plus_ms(self.cfg.unavailable_ms())) {
                     state.ghost.retried_past_budget = true;
                 }
-                self.execute(state, slot, command, true);
+                if matches!(action, Action::TimeoutUnanswered(_)) {
+                    // Only a read can go unanswered here; any other command would repeat the plain timeout.
+                    if command != Some(Command::ReadRow) {
+                        return None;
+                    }
+                    state.ghost.witnessed.insert(Witness::PollUnanswered);
+                    self.note_answer(state, slot, Some(now));
+                    self.deliver(state, slot, Event::ReadFailed(spanner_mutex_model::Failure::Unavailable));
+                } else {
+                    self.execute(state, slot, command, true);
+                }
             }
             Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);
@@ -465,9 +491,6 @@ impl LeaseModel {
                 };
                 let writer = state.clients[slot].machine.id();
                 let at = self.decision_time(state, slot);
-                if fate.is_fault() {
-                    state.faults_left -= 1;
-                }
                 let run_once = state.clients[slot].kind == ClientKind::RunOnce;
                 if fate == CommitFate::UnknownLate {
                     let late = Late::FencedWrite { writer, fence, write: number.into(), read_at: at };
@@ -533,6 +556,14 @@ impl LeaseModel {
                 let needed = state.effects.is_empty();
                 self.deliver(state, slot, Event::NeedAnswered { needed });
             }
+            Action::NeedFail(c) => {
+                let slot = usize::from(c);
+                if state.clients[slot].op != Op::NeedCheck {
+                    return None;
+                }
+                state.clients[slot].op = Op::Idle;
+                self.deliver(state, slot, Event::NeedCheckFailed);
+            }
             Action::Cancel(c) => {
                 let slot = usize::from(c);
                 state.cancels_left -= 1;
@@ -548,20 +579,17 @@ impl LeaseModel {
             }
             Action::SectionFail(c) => {
                 let slot = usize::from(c);
-                state.faults_left -= 1;
                 state.clients[slot].section = Section::Idle;
                 state.clients[slot].ghost.section_failed = true;
                 self.deliver(state, slot, Event::SectionFinished(SectionResult::Failed { error: "boom".into() }));
             }
             Action::Crash(c) => {
                 let slot = usize::from(c);
-                state.faults_left -= 1;
                 let old = &state.clients[slot];
                 state.clients[slot] = self.fresh_slot(slot, old.incarnation + 1, old.lag_ms);
                 self.start(state, slot);
             }
             Action::Drift(c) => {
-                state.faults_left -= 1;
                 state.clients[usize::from(c)].lag_ms += 1;
             }
             Action::LateCommit => {
@@ -577,7 +605,6 @@ impl LeaseModel {
                 *read_at = now;
                 *row_unchanged = true;
                 *clock_erred = false;
-                state.faults_left -= 1;
             }
             Action::ClockError(c, error) => {
                 let Op::TxnRead { read_at, clock_erred, .. } = &mut state.clients[usize::from(c)].op else {
@@ -589,7 +616,6 @@ impl LeaseModel {
                 };
                 *read_at = ServerTime::from_unix_micros(read_at.unix_micros() + error_us);
                 *clock_erred = true;
-                state.faults_left -= 1;
                 state.ghost.clock_erred = true;
             }
         }

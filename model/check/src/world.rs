@@ -193,6 +193,10 @@ pub enum Witness {
     LaterWriteLanded,
     /// A second (or later) fenced write whose answer was lost was found applied on retry.
     LaterWriteResolved,
+    /// A run whose need check failed under the lease ended with the row FAILED by it (the lease given up).
+    NeedFailedUnderLease,
+    /// A waiter's poll got no answer.
+    PollUnanswered,
 }
 
 /// The [`Witness`]es of the step that led to a state, and with [`Witness::FinishedAfterCancel`] the phase the
@@ -201,10 +205,12 @@ pub enum Witness {
 pub struct Witnessed(pub(crate) u64);
 
 // Every witness's bit lies below the cancel phases' bits.
-const _: () = assert!((Witness::LaterWriteResolved as u32) < Witnessed::PHASE_SHIFT);
+const _: () = assert!((Witness::PollUnanswered as u32) < Witnessed::PHASE_SHIFT);
+// And every cancel phase's bit fits.
+const _: () = assert!(Witnessed::PHASE_SHIFT as usize + spanner_mutex_model::Phase::ALL.len() <= 64);
 
 impl Witnessed {
-    const PHASE_SHIFT: u32 = 32;
+    const PHASE_SHIFT: u32 = 40;
 
     /// Marks `witness`.
     pub const fn insert(&mut self, witness: Witness) {
