@@ -112,7 +112,8 @@ struct Lockstep {
     sections: Vec<Section>,
     /// A commit its client was told was unknown, still on its way (the checker keeps at most one).
     queued: Option<(usize, Queued)>,
-    /// Need checks asked and not yet answered (only while a user cancel is possible, as in the checker).
+    /// Need checks asked and not yet answered (only while a user cancel, or under the lease a failure, is still
+    /// possible, as in the checker).
     need_pending: Vec<bool>,
     /// Faults the path may still inject, counted as the checker counts them.
     faults_left: u8,
@@ -237,6 +238,9 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 if due.is_none_or(|at| at > world.local_now(c)) {
                     return Err(not_possible("no timer is due"));
                 }
+                if matches!(action, Action::TimeoutUnanswered(_)) && !options.faults.unavailable {
+                    return Err(not_possible("Spanner is never unavailable in this world"));
+                }
                 let mut command = lockstep.world.fire_timer(c);
                 if matches!(action, Action::TimeoutUnanswered(_)) {
                     if command != Some(Command::ReadRow) {
@@ -307,6 +311,11 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             }
             Action::NeedFail(c) => {
                 let c = client(c)?;
+                let phase = lockstep.world.clients[c].machine.phase();
+                // `faults_left` is already spent by this action: the rule asks about the budget before it.
+                if !lockstep.model.need_check_may_fail(phase, lockstep.faults_left + 1) {
+                    return Err(not_possible("no need check may fail here"));
+                }
                 if !std::mem::take(&mut lockstep.need_pending[c]) {
                     return Err(not_possible("no need check is pending"));
                 }

@@ -647,11 +647,12 @@ impl Scenario {
             let at_ms = rng.random_range(0..options.duration_ms);
             faults.push(Fault::RowDeleted { at_ms, mutex: 1, older_than_ms: ttl_ms + rng.random_range(1..=ttl_ms) });
         }
-        // Drawn after everything else, so that they change no other draw of a seed.
         for client in &mut clients {
             client.fenced_writes = rng.random_range(1..=3);
         }
-        // In a quarter of the seeds, so that the other three quarters run as they did before it was drawn.
+        let need_every_ms = Some(config.staleness_ms + rng.random_range(0..=2_000));
+        // Drawn last, so that it changes no other draw of a seed, and in a quarter of the seeds: the other three
+        // quarters generate the scenario they did before it was drawn.
         if rng.random_bool(0.25) {
             let at_ms = rng.random_range(0..options.duration_ms);
             faults.push(Fault::NeedCheckFail { at_ms, client: format!("c{}", rng.random_range(0..clients_n)) });
@@ -662,7 +663,7 @@ impl Scenario {
             seed,
             duration_ms: options.duration_ms,
             mutexes,
-            need_every_ms: Some(config.staleness_ms + rng.random_range(0..=2_000)),
+            need_every_ms,
             config,
             protocol: options.protocol,
             network,

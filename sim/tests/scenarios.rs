@@ -288,16 +288,11 @@ fn fenced_writes_without_their_record_apply_a_retried_write_twice() {
         seeds: 5_000,
         generate: GenerateOptions { protocol: Protocol::NoFencedWriteRecord, ..GenerateOptions::default() },
         threads: 1,
-        stop_after: 3,
+        stop_after: 1,
     };
     let summary = sweep(&options, &|_| {});
-    // A repeated write that spans a new need is "applied once, in order"'s to catch; some seed's is a double
-    // execution of one need.
-    assert!(
-        summary.failing.iter().flat_map(|f| &f.violations).any(|v| v.invariant == DOUBLE_EXECUTION),
-        "{:?}",
-        summary.failing
-    );
+    let first = summary.failing.first().expect("a violation within 5,000 seeds");
+    assert!(first.violations.iter().any(|v| v.invariant == DOUBLE_EXECUTION), "{:?}", first.violations);
 }
 
 #[test]

@@ -443,12 +443,28 @@ impl LeaseModel {
     /// before it ends the run at once, which the client's tests cover, and a step for it would put a step per
     /// client before every path. Replay follows the same rule.
     pub fn need_check_takes_a_step(&self, cancel_possible: bool, phase: Phase, faults_left: u8) -> bool {
-        cancel_possible
-            || (self.options.faults.need_check_failure && faults_left > 0 && phase == Phase::AwaitingNeedWhileHolding)
+        cancel_possible || self.need_check_may_fail(phase, faults_left)
+    }
+
+    /// Whether the world may fail a need check asked in `phase` with `faults_left` of the budget.
+    pub fn need_check_may_fail(&self, phase: Phase, faults_left: u8) -> bool {
+        self.options.faults.need_check_failure && faults_left > 0 && phase == Phase::AwaitingNeedWhileHolding
     }
 
     /// Takes `action` in `state`; `None` if it cannot be taken.
     pub(crate) fn step(&self, state: &mut WorldState, action: Action) -> Option<()> {
+        // A path (replayed, or pasted into `explore`) may name a fault this world does not inject.
+        let allowed = match action {
+            Action::NeedFail(c) => {
+                let phase = state.clients.get(usize::from(c))?.machine.phase();
+                self.need_check_may_fail(phase, state.faults_left)
+            }
+            Action::TimeoutUnanswered(_) => self.options.faults.unavailable,
+            _ => true,
+        };
+        if !allowed {
+            return None;
+        }
         state.faults_left = state.faults_left.checked_sub(action.faults())?;
         match action {
             Action::Tick => state.now_ms += 1,
@@ -478,6 +494,8 @@ impl LeaseModel {
                         return None;
                     }
                     state.ghost.witnessed.insert(Witness::PollUnanswered);
+                    // As `execute` judges any read: a driver never has two operations in flight.
+                    state.ghost.driver_contract_broken |= state.clients[slot].op != Op::Idle;
                     self.note_answer(state, slot, Some(now));
                     self.deliver(state, slot, Event::ReadFailed(spanner_mutex_model::Failure::Unavailable));
                 } else {

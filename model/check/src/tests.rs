@@ -202,20 +202,11 @@ fn every_order_of_tied_slots_is_a_candidate() {
     assert_eq!(slots, [0, 1, 2, 3, 4], "left as found");
 }
 
-/// The initial state with every need check answered "needed": each client's acquisition in flight.
-fn acquiring(model: &LeaseModel) -> WorldState {
-    let mut state = model.init_states().remove(0);
-    while let Some(c) = state.clients.iter().position(|c| c.op == Op::NeedCheck) {
-        state = model.next_state(&state, Action::NeedAnswer(c as u8)).expect("the need check answers");
-    }
-    state
-}
-
 #[test]
 fn equivalent_states_have_one_representative() {
     // Clients 0 and 2 acquire in either order: the same state up to renaming, so the same representative.
     let model = LeaseModel::new(CheckOptions::default());
-    let init = acquiring(&model);
+    let init = model.init_states().remove(0);
     let via = |first: u8| {
         let state = model.next_state(&init, Action::TxnCommit(first, CommitFate::AsDecided)).expect("step");
         representative(&state)
@@ -286,7 +277,7 @@ fn a_client_naming_one_of_two_alike_clients_keeps_one_representative() {
     // Clients 0 and 1 are alike but for their ids; client 2 finished naming client 0 as the one that did the work.
     // Renaming 0 and 1 changes whom it names, so the sorted order alone is not canonical: the orders are tried.
     let model = LeaseModel::new(CheckOptions::default());
-    let mut state = acquiring(&model);
+    let mut state = model.init_states().remove(0);
     let named = state.clients[0].machine.id();
     state.clients[2].op = Op::Idle;
     let reply = TxnReply::DoneByOther { holder: named, fence: Fence::FIRST };
@@ -392,7 +383,7 @@ fn symmetry_reduction_keeps_the_verdict_and_shrinks_the_space() {
 #[test]
 fn representative_is_an_equivalent_state() {
     let model = LeaseModel::new(CheckOptions::default());
-    let init = acquiring(&model);
+    let init = model.init_states().remove(0);
     // Let client 2 acquire and find the section still needed: its representative must move it, renaming ids
     // consistently.
     let acquired = model.next_state(&init, Action::TxnCommit(2, CommitFate::AsDecided)).expect("step");

@@ -24,8 +24,8 @@ pub(crate) const MAX_EFFECTS: usize = MAX_FENCED_WRITES as usize + 1;
 const _: () = assert!(MAX_EFFECTS <= 8);
 
 /// The operation a client has in flight (the machine has at most one): transactions take a step of their own to
-/// commit, and so do need checks while a user cancel is still possible (it can come between); reads take
-/// effect when sent.
+/// commit, and so do need checks while a user cancel, or under the lease a failure, is still possible (it can
+/// come between); reads take effect when sent.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     /// None.
