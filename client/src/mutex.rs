@@ -261,7 +261,8 @@ pub enum RunError {
         /// What Spanner last said, if anything.
         cause: Option<StoreError>,
     },
-    /// The user's need check failed.
+    /// The user's need check failed. A check under the lease gives the lease up first, with the row FAILED, so the
+    /// next run retries at once; if Spanner did not answer that release, the lease ends at its TTL instead.
     #[error("need check failed: {0}")]
     // Not a `#[source]`: the message says it already, and a chain printed whole (`{:#}`) would say it twice.
     NeedCheck(BoxError),
