@@ -417,7 +417,9 @@ impl Runner<'_> {
                 self.execute(c, command);
             }
             // A dropped need check's answer never reaches the machine.
-            Pending::Deliver { c, run, event: Event::NeedAnswered { .. } } if self.dropped(c, run) => {}
+            // A dropped need check answers nobody, whatever it found.
+            Pending::Deliver { c, run, event: Event::NeedAnswered { .. } | Event::NeedCheckFailed }
+                if self.dropped(c, run) => {}
             Pending::Deliver { c, run, event } => {
                 if self.current(c, run) {
                     let command = self.world.feed(c, event);

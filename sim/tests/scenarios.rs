@@ -190,6 +190,18 @@ fn a_need_check_failing_under_the_lease_gives_the_lease_up_at_once() {
 }
 
 #[test]
+fn a_need_check_that_fails_after_its_user_cancelled_answers_nobody() {
+    // a's checks take 300 ms: the check under the lease runs from about 313 to 613 ms; its user cancels at 608 ms,
+    // and the check's failure comes back while the release is in flight.
+    let mut s = scenario("need-check-fails-under-the-lease");
+    s.clients[0].need_check_ms = 300;
+    s.faults.push(Fault::Cancel { at_ms: 608, client: "a".into() });
+    let report = run(&s, true).expect("runs");
+    assert!(report.violations.is_empty(), "{:?}\n{}", report.violations, report.timeline());
+    assert_eq!((outcome(&report, "cancelled"), outcome(&report, "executed")), (1, 1), "{}", report.timeline());
+}
+
+#[test]
 fn every_scenario_file_is_tested() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut names: Vec<String> = std::fs::read_dir(dir)
