@@ -213,6 +213,10 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             if c < clients { Ok(c) } else { Err(ReplayError::NoSuchClient { step, action, client: c as u8, clients }) }
         };
         let not_possible = |why| ReplayError::NotPossible { step, action, why };
+        let phase_of = |c: u8| lockstep.world.clients.get(usize::from(c)).map(|c| c.machine.phase());
+        if !lockstep.model.injects(action, phase_of, lockstep.faults_left) {
+            return Err(not_possible("this world does not inject that fault here"));
+        }
         lockstep.faults_left =
             lockstep.faults_left.checked_sub(action.faults()).ok_or_else(|| not_possible("no fault is left"))?;
         match action {
@@ -237,9 +241,6 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 let due = world.clients[c].machine.poll_timeout();
                 if due.is_none_or(|at| at > world.local_now(c)) {
                     return Err(not_possible("no timer is due"));
-                }
-                if matches!(action, Action::TimeoutUnanswered(_)) && !options.faults.unavailable {
-                    return Err(not_possible("Spanner is never unavailable in this world"));
                 }
                 let mut command = lockstep.world.fire_timer(c);
                 if matches!(action, Action::TimeoutUnanswered(_)) {
@@ -311,11 +312,6 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             }
             Action::NeedFail(c) => {
                 let c = client(c)?;
-                let phase = lockstep.world.clients[c].machine.phase();
-                // `faults_left` is already spent by this action: the rule asks about the budget before it.
-                if !lockstep.model.need_check_may_fail(phase, lockstep.faults_left + 1) {
-                    return Err(not_possible("no need check may fail here"));
-                }
                 if !std::mem::take(&mut lockstep.need_pending[c]) {
                     return Err(not_possible("no need check is pending"));
                 }

@@ -125,9 +125,7 @@ impl Model for LeaseModel {
         if let Some(c) = state.clients.iter().position(|c| c.op == Op::NeedCheck) {
             let c = c as u8;
             actions.push(Action::NeedAnswer(c));
-            let under_lease =
-                state.clients[usize::from(c)].machine.phase() == spanner_mutex_model::Phase::AwaitingNeedWhileHolding;
-            if self.options.faults.need_check_failure && state.faults_left > 0 && under_lease {
+            if self.need_check_may_fail(state.clients[usize::from(c)].machine.phase(), state.faults_left) {
                 actions.push(Action::NeedFail(c));
             }
             if state.cancels_left > 0 {

@@ -1,7 +1,7 @@
 //! The properties checked. Every `always` has `sometimes` companions showing that the paths it is about are
 //! reachable, so a model that does nothing cannot pass.
 
-use crate::{ClientKind, LeaseModel, Witness, WorldState};
+use crate::{CheckOptions, ClientKind, LeaseModel, Witness, WorldState};
 use spanner_mutex_model::{ClientId, Fence, LeaseRow, Outcome, Phase, ServerTime, Status};
 use stateright::Property;
 
@@ -236,98 +236,86 @@ fn for_lock_mode(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     properties
 }
 
-/// The `sometimes` companions of a section's later fenced writes, for a model whose sections make several.
-fn for_later_writes(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
-    let mut properties = Vec::new();
-    if model.options.fenced_writes < 2 {
-        return properties;
-    }
-    properties.push(Property::sometimes(
-        "a lease's second fenced write reaches the resource",
-        saw::<{ Witness::LaterWriteLanded as u8 }>,
-    ));
-    if model.options.faults.unknown {
-        properties.push(Property::sometimes(
-            "a second fenced write whose answer was lost is found applied on retry",
-            saw::<{ Witness::LaterWriteResolved as u8 }>,
-        ));
-    }
-    properties
-}
+/// Which worlds have a companion, by their options.
+type Applies = fn(&CheckOptions) -> bool;
 
-/// The `sometimes` companions of optional fault kinds and reachable staleness, for a model that has them.
-fn for_optional_faults(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
-    let mut properties = Vec::new();
-    if model.options.staleness_ms < model.options.max_time_ms {
-        properties
-            .push(Property::sometimes("a stale DONE row is acquired again", saw::<{ Witness::DoneAcquired as u8 }>));
-    }
-    if model.options.faults.late {
-        properties.push(Property::sometimes(
-            "a commit its client was told was unknown lands later",
-            saw::<{ Witness::LateLanded as u8 }>,
-        ));
-    }
-    if model.options.faults.unavailable {
-        if model.options.has(ClientKind::RunOnce) {
-            properties.push(Property::sometimes(
-                "a run ends unavailable once its budget is spent",
-                saw::<{ Witness::RunUnavailable as u8 }>,
-            ));
-        }
-        if model.options.has(ClientKind::Lock) {
-            properties.push(Property::sometimes(
-                "a lock acquisition ends unavailable once its budget is spent",
-                saw::<{ Witness::LockUnavailable as u8 }>,
-            ));
-        }
-        if model.options.has(ClientKind::Leader) {
-            properties.push(Property::sometimes(
-                "a leadership ends unavailable once its budget is spent",
-                saw::<{ Witness::LeaderUnavailable as u8 }>,
-            ));
-        }
-        properties.push(Property::sometimes(
-            "a client retries an unavailable Spanner and is answered",
-            saw::<{ Witness::AnsweredAfterUnavailable as u8 }>,
-        ));
-        properties
-            .push(Property::sometimes("a waiter's poll goes unanswered", saw::<{ Witness::PollUnanswered as u8 }>));
-        // Two faults: an unknown outcome, then its resolving read unanswered (`unanswered:N:…`).
-        if model.options.faults.unknown && model.options.fault_budget >= 2 {
-            properties.push(Property::sometimes(
-                "the read resolving an unknown outcome goes unanswered too",
-                saw::<{ Witness::ResolvingReadUnanswered as u8 }>,
-            ));
-            // Two unanswered calls of a run whose section writes: a lock or a leader's (run-once worlds have one
-            // fault).
-            if model.options.has(ClientKind::Lock) || model.options.has(ClientKind::Leader) {
-                properties.push(Property::sometimes(
-                    "a fenced write without an answer is not sent again once its run's budget is spent",
-                    saw::<{ Witness::FencedWriteGaveUp as u8 }>,
-                ));
-            }
-        }
-    }
-    if model.options.faults.need_check_failure && model.options.has(ClientKind::RunOnce) {
-        properties.push(Property::sometimes(
-            "a need check fails under the lease and the run ends with the row FAILED",
-            saw::<{ Witness::NeedFailedUnderLease as u8 }>,
-        ));
-    }
-    if model.options.faults.delay {
-        properties.push(Property::sometimes(
-            "a renewal executed late finds the lease taken over and is refused",
-            saw::<{ Witness::RenewalRefused as u8 }>,
-        ));
-    }
-    if model.options.faults.clock_error {
-        properties.push(Property::sometimes(
-            "a paused holder's lease is taken over after a server clock erred",
-            saw::<{ Witness::TakeoverAfterClockError as u8 }>,
-        ));
-    }
-    properties
+/// The `sometimes` companions of later fenced writes, optional fault kinds and reachable staleness, each with the
+/// worlds that have it.
+const OPTIONAL: &[(&str, Applies, Condition)] = &[
+    (
+        "a lease's second fenced write reaches the resource",
+        |o| o.fenced_writes >= 2,
+        saw::<{ Witness::LaterWriteLanded as u8 }>,
+    ),
+    (
+        "a second fenced write whose answer was lost is found applied on retry",
+        |o| o.fenced_writes >= 2 && o.faults.unknown,
+        saw::<{ Witness::LaterWriteResolved as u8 }>,
+    ),
+    ("a stale DONE row is acquired again", |o| o.staleness_ms < o.max_time_ms, saw::<{ Witness::DoneAcquired as u8 }>),
+    ("a commit its client was told was unknown lands later", |o| o.faults.late, saw::<{ Witness::LateLanded as u8 }>),
+    (
+        "a run ends unavailable once its budget is spent",
+        |o| o.faults.unavailable && o.has(ClientKind::RunOnce),
+        saw::<{ Witness::RunUnavailable as u8 }>,
+    ),
+    (
+        "a lock acquisition ends unavailable once its budget is spent",
+        |o| o.faults.unavailable && o.has(ClientKind::Lock),
+        saw::<{ Witness::LockUnavailable as u8 }>,
+    ),
+    (
+        "a leadership ends unavailable once its budget is spent",
+        |o| o.faults.unavailable && o.has(ClientKind::Leader),
+        saw::<{ Witness::LeaderUnavailable as u8 }>,
+    ),
+    (
+        "a client retries an unavailable Spanner and is answered",
+        |o| o.faults.unavailable,
+        saw::<{ Witness::AnsweredAfterUnavailable as u8 }>,
+    ),
+    ("a waiter's poll goes unanswered", |o| o.faults.unavailable, saw::<{ Witness::PollUnanswered as u8 }>),
+    // Two faults: an unknown outcome, then its resolving read unanswered (`unanswered:N:…`).
+    (
+        "the read resolving an unknown outcome goes unanswered too",
+        |o| o.faults.unavailable && o.faults.unknown && o.fault_budget >= 2,
+        saw::<{ Witness::ResolvingReadUnanswered as u8 }>,
+    ),
+    // Two unanswered calls of a run whose section writes: a lock or a leader's (run-once worlds have one fault).
+    (
+        "a fenced write without an answer is not sent again once its run's budget is spent",
+        |o| {
+            o.faults.unavailable
+                && o.faults.unknown
+                && o.fault_budget >= 2
+                && (o.has(ClientKind::Lock) || o.has(ClientKind::Leader))
+        },
+        saw::<{ Witness::FencedWriteGaveUp as u8 }>,
+    ),
+    (
+        "a need check fails under the lease and the run ends with the row FAILED",
+        |o| o.faults.need_check_failure && o.has(ClientKind::RunOnce),
+        saw::<{ Witness::NeedFailedUnderLease as u8 }>,
+    ),
+    (
+        "a renewal executed late finds the lease taken over and is refused",
+        |o| o.faults.delay,
+        saw::<{ Witness::RenewalRefused as u8 }>,
+    ),
+    (
+        "a paused holder's lease is taken over after a server clock erred",
+        |o| o.faults.clock_error,
+        saw::<{ Witness::TakeoverAfterClockError as u8 }>,
+    ),
+];
+
+/// The [`OPTIONAL`] companions `model`'s world has.
+fn for_optional(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
+    OPTIONAL
+        .iter()
+        .filter(|(_, applies, _)| applies(&model.options))
+        .map(|&(name, _, condition)| Property::sometimes(name, condition))
+        .collect()
 }
 
 /// Every property of `model`, safety first, then the companions of what it has.
@@ -339,8 +327,7 @@ pub(super) fn all(model: &LeaseModel) -> Vec<Property<LeaseModel>> {
     }
     properties.extend(for_lock_mode(model));
     properties.extend(for_cancels(model));
-    properties.extend(for_later_writes(model));
-    properties.extend(for_optional_faults(model));
+    properties.extend(for_optional(model));
     properties
 }
 
@@ -368,9 +355,7 @@ fn always() -> Vec<Property<LeaseModel>> {
         Property::always(OUTCOMES_TRUE, |_: &LeaseModel, s: &WorldState| !s.ghost.false_outcome),
         // A released lock is DONE too, with no run-once effect behind it.
         Property::always(DONE_HAS_EFFECT, |m: &LeaseModel, s: &WorldState| {
-            let effects: arrayvec::ArrayVec<_, { crate::world::MAX_EFFECTS }> =
-                s.effects.iter().map(|e| (e.writer, e.fence)).collect();
-            !m.options.has(ClientKind::RunOnce) || done_has_effect(s.spanner.row.as_ref(), &effects)
+            !m.options.has(ClientKind::RunOnce) || done_has_effect(s.spanner.row.as_ref(), &s.effect_leases())
         }),
         Property::always(NO_CLIENT_STUCK, |_: &LeaseModel, s: &WorldState| {
             (0..s.clients.len()).all(|i| not_stuck(s, i))

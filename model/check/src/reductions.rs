@@ -114,7 +114,8 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
             Late::Txn { request, .. } => request.client(),
             Late::FencedWrite { writer, .. } => *writer,
         });
-        // Which effects it wrote, one bit each.
+        // Which effects it wrote, one bit each of a byte.
+        const _: () = assert!(crate::world::MAX_EFFECTS <= 8);
         let wrote = state
             .effects
             .iter()

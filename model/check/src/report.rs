@@ -357,10 +357,9 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
                 Section::Started { write, .. } => write > number,
                 _ => false,
             };
-            // A lock holder's write is not the run-once effect: whether it landed shows in its section.
-            let lock_write = before.clients[usize::from(c)].kind.is_lock_mode() && fate == CommitFate::AsDecided;
-            let found_applied = after.ghost.witnessed.contains(crate::Witness::FencedWriteResolved);
-            let landed = after.effects.len() > before.effects.len() || (lock_write && applied && !found_applied);
+            // A lock holder's write is not the run-once effect: whether it landed shows in the row's record.
+            let record = |state: &WorldState| state.spanner.row.as_ref().map(|row| (row.fence, row.fenced_writes));
+            let landed = after.effects.len() > before.effects.len() || record(after) != record(before);
             let verdict = match (fate, landed) {
                 (CommitFate::AsDecided, true) => "ACCEPTED".to_owned(),
                 (CommitFate::AsDecided, false) if applied => "found already applied".to_owned(),
@@ -388,11 +387,8 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
                 if before.effects.is_empty() { "needed" } else { "not needed" }
             )
         }
-        Action::NeedFail(c) => {
-            let under_lease =
-                before.clients[usize::from(c)].machine.phase() == spanner_mutex_model::Phase::AwaitingNeedWhileHolding;
-            format!("{}'s need check fails{}", client(c), if under_lease { " under the lease" } else { "" })
-        }
+        // Only a check under the lease fails (`need_check_may_fail`).
+        Action::NeedFail(c) => format!("{}'s need check fails under the lease", client(c)),
         Action::Cancel(c) => {
             format!("{}'s user cancels in {}", client(c), before.clients[usize::from(c)].machine.phase())
         }

@@ -22,6 +22,9 @@ const BLOCK_STATES: usize = 1_500;
 /// States a thread holds back for later server times before it takes its latest first ([`Pending`]).
 const MAX_HELD_STATES: usize = 1 << 17;
 
+/// A [`Limits::stop_at`] that names no property: the search covers the whole space.
+pub(super) const NEVER_STOP: &str = "";
+
 /// How the search runs.
 pub(super) struct Limits {
     /// Worker threads, at least 1.

@@ -5,7 +5,6 @@ use crate::{
     Action, ClientGhost, ClientKind, ClientSlot, ClockError, Effect, LEADER_CAMPAIGNS, LeaseModel, Op, OutcomeFacts,
     Queued, Section, Witness, WorldState, client_id, keeps_lease_after_release, outcome_is_true,
 };
-use arrayvec::ArrayVec;
 use spanner_mutex_model::txn::{TxnReply, TxnRequest};
 use spanner_mutex_model::world::{
     CommitFate, FencedOutcome, FencedWrite, Late, LateLanding, RowChange, hear_fenced_write,
@@ -14,12 +13,12 @@ use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Event, Fence, LocalInstant, Phase, SectionResult, ServerTime, Status,
 };
 
-/// Whether Spanner answers the reads a delivery leads to in the same step.
+/// Whether Spanner answers a read a step commands.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reads {
     Answered,
-    /// Spanner answers nothing more in this step: the read fails.
-    Unanswered,
+    /// Spanner answers nothing more in this step: the read fails, and the step is marked with the witness.
+    Unanswered(Witness),
 }
 
 impl LeaseModel {
@@ -103,13 +102,7 @@ impl LeaseModel {
                 {
                     state.ghost.witnessed.insert(Witness::PollNoticed);
                 }
-                if reads == Reads::Unanswered && command == Some(Command::ReadRow) {
-                    state.ghost.witnessed.insert(Witness::ResolvingReadUnanswered);
-                    self.note_answer(state, slot, Some(now));
-                    self.deliver(state, slot, Event::ReadFailed(Failure::Unavailable));
-                    return;
-                }
-                self.execute(state, slot, command, counts_wait);
+                self.execute_with(state, slot, command, counts_wait, reads);
             }
             Err(_) => state.ghost.driver_contract_broken = true,
         }
@@ -120,6 +113,18 @@ impl LeaseModel {
     /// is the worst case for the holder's deadline (the earliest possible expiry); a client that is slow to send
     /// is modelled by the steps before the send (timers, deliveries, ticks) happening later.
     pub(crate) fn execute(&self, state: &mut WorldState, slot: usize, command: Option<Command>, counts_wait: bool) {
+        self.execute_with(state, slot, command, counts_wait, Reads::Answered);
+    }
+
+    /// As [`Self::execute`]; with [`Reads::Unanswered`] a read fails.
+    fn execute_with(
+        &self,
+        state: &mut WorldState,
+        slot: usize,
+        command: Option<Command>,
+        counts_wait: bool,
+        reads: Reads,
+    ) {
         let client = &mut state.clients[slot];
         if counts_wait && client.machine.phase() == Phase::AwaitingRetryTimer && client.machine.poll_timeout().is_some()
         {
@@ -135,8 +140,7 @@ impl LeaseModel {
             None => {}
             Some(Command::Finish(outcome)) => {
                 Self::judge_release(state, slot, &outcome);
-                let effects: ArrayVec<_, { crate::world::MAX_EFFECTS }> =
-                    state.effects.iter().map(|e| (e.writer, e.fence)).collect();
+                let effects = state.effect_leases();
                 let client = &state.clients[slot];
                 // The checker's need check answers from the effects at once, and a run finishes right after it.
                 let facts = OutcomeFacts {
@@ -174,11 +178,18 @@ impl LeaseModel {
                 let needed = state.effects.is_empty();
                 self.deliver(state, slot, Event::NeedAnswered { needed });
             }
-            Some(Command::ReadRow) => {
-                self.note_answer(state, slot, None);
-                let event = state.spanner.read(Self::server_time(state.now_ms));
-                self.deliver(state, slot, event);
-            }
+            Some(Command::ReadRow) => match reads {
+                Reads::Answered => {
+                    self.note_answer(state, slot, None);
+                    let event = state.spanner.read(Self::server_time(state.now_ms));
+                    self.deliver(state, slot, event);
+                }
+                Reads::Unanswered(witness) => {
+                    state.ghost.witnessed.insert(witness);
+                    self.note_answer(state, slot, Some(Self::local_now(state, slot)));
+                    self.deliver(state, slot, Event::ReadFailed(spanner_mutex_model::Failure::Unavailable));
+                }
+            },
             Some(Command::RunTxn(request)) => {
                 let read_at = self.decision_time(state, slot);
                 let sent_at = Self::local_now(state, slot);
@@ -451,18 +462,19 @@ impl LeaseModel {
         self.options.faults.need_check_failure && faults_left > 0 && phase == Phase::AwaitingNeedWhileHolding
     }
 
-    /// Takes `action` in `state`; `None` if it cannot be taken.
-    pub(crate) fn step(&self, state: &mut WorldState, action: Action) -> Option<()> {
-        // A path (replayed, or pasted into `explore`) may name a fault this world does not inject.
-        let allowed = match action {
-            Action::NeedFail(c) => {
-                let phase = state.clients.get(usize::from(c))?.machine.phase();
-                self.need_check_may_fail(phase, state.faults_left)
-            }
+    /// Whether this world injects the fault `action` names (if any), with `faults_left` of the budget and
+    /// `phase_of` each client's phase: a path (replayed, or pasted into `explore`) may name one it does not.
+    pub fn injects(&self, action: Action, phase_of: impl Fn(u8) -> Option<Phase>, faults_left: u8) -> bool {
+        match action {
+            Action::NeedFail(c) => phase_of(c).is_some_and(|phase| self.need_check_may_fail(phase, faults_left)),
             Action::TimeoutUnanswered(_) => self.options.faults.unavailable,
             _ => true,
-        };
-        if !allowed {
+        }
+    }
+
+    /// Takes `action` in `state`; `None` if it cannot be taken.
+    pub(crate) fn step(&self, state: &mut WorldState, action: Action) -> Option<()> {
+        if !self.injects(action, |c| state.clients.get(usize::from(c)).map(|c| c.machine.phase()), state.faults_left) {
             return None;
         }
         state.faults_left = state.faults_left.checked_sub(action.faults())?;
@@ -476,7 +488,7 @@ impl LeaseModel {
             Action::TxnUnanswered(c, fate) => {
                 let slot = usize::from(c);
                 let event = self.commit_txn(state, slot, fate)?;
-                self.deliver_with(state, slot, event, Reads::Unanswered);
+                self.deliver_with(state, slot, event, Reads::Unanswered(Witness::ResolvingReadUnanswered));
             }
             Action::Timeout(c) | Action::TimeoutUnanswered(c) => {
                 let slot = usize::from(c);
@@ -488,19 +500,16 @@ impl LeaseModel {
                 if attempt && since.is_some_and(|since| now >= since.plus_ms(self.cfg.unavailable_ms())) {
                     state.ghost.retried_past_budget = true;
                 }
-                if matches!(action, Action::TimeoutUnanswered(_)) {
+                let reads = if matches!(action, Action::TimeoutUnanswered(_)) {
                     // Only a read can go unanswered here; any other command would repeat the plain timeout.
                     if command != Some(Command::ReadRow) {
                         return None;
                     }
-                    state.ghost.witnessed.insert(Witness::PollUnanswered);
-                    // As `execute` judges any read: a driver never has two operations in flight.
-                    state.ghost.driver_contract_broken |= state.clients[slot].op != Op::Idle;
-                    self.note_answer(state, slot, Some(now));
-                    self.deliver(state, slot, Event::ReadFailed(spanner_mutex_model::Failure::Unavailable));
+                    Reads::Unanswered(Witness::PollUnanswered)
                 } else {
-                    self.execute(state, slot, command, true);
-                }
+                    Reads::Answered
+                };
+                self.execute_with(state, slot, command, true, reads);
             }
             Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);

@@ -20,8 +20,6 @@ pub struct Effect {
 
 /// The effects a state keeps: every write of one lease, and one more (a violation; later ones are dropped).
 pub(crate) const MAX_EFFECTS: usize = MAX_FENCED_WRITES as usize + 1;
-// The symmetry key marks the effects a slot wrote in a byte.
-const _: () = assert!(MAX_EFFECTS <= 8);
 
 /// The operation a client has in flight (the machine has at most one): transactions take a step of their own to
 /// commit, and so do need checks while a user cancel, or under the lease a failure, is still possible (it can
@@ -313,6 +311,13 @@ impl std::fmt::Debug for WorldState {
             .field("queued", queued)
             .field("ghost", ghost)
             .finish()
+    }
+}
+
+impl WorldState {
+    /// The effects' writers and fences, as the shared judgements (`outcome_is_true`, `done_has_effect`) take them.
+    pub(crate) fn effect_leases(&self) -> ArrayVec<(ClientId, Fence), MAX_EFFECTS> {
+        self.effects.iter().map(|e| (e.writer, e.fence)).collect()
     }
 }
 
