@@ -607,7 +607,7 @@ impl Scenario {
             .collect();
         let mut clients = clients;
         if options.every_mode {
-            // Drawn after everything the run-once sweep draws, so the rest of a seed's scenario is the same.
+            // Drawn only with the flag, so a run-once sweep's seeds are unchanged by it.
             for client in &mut clients {
                 client.kind = [ClientKind::RunOnce, ClientKind::Lock, ClientKind::Leader][rng.random_range(0..3)];
                 client.mutex = usize::from(client.kind.is_lock_mode());
@@ -647,6 +647,7 @@ impl Scenario {
             let at_ms = rng.random_range(0..options.duration_ms);
             faults.push(Fault::RowDeleted { at_ms, mutex: 1, older_than_ms: ttl_ms + rng.random_range(1..=ttl_ms) });
         }
+        // After the faults, so they change no other draw of a seed.
         for client in &mut clients {
             client.fenced_writes = rng.random_range(1..=3);
         }
