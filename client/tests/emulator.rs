@@ -8,7 +8,7 @@ use spanner_mutex::emulator::Emulator;
 use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::schema::{SchemaError, validate_schema};
 use spanner_mutex::{
-    BoxError, CriticalSection, FaultyStore, LeaseHandle, LeaseStore, Mutexes, RunError, RunOutcome, SetupError,
+    BoxError, CriticalSection, FaultyStore, Fenced, LeaseHandle, LeaseStore, Mutexes, RunError, RunOutcome, SetupError,
     SpannerMutex, SpannerStore, Timeouts,
 };
 use spanner_mutex_model::txn::Mode;
@@ -106,24 +106,7 @@ impl CriticalSection for Effect {
     async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
         self.saw_lock_lost.store(guard.is_lock_lost(), Ordering::SeqCst);
-        let (id, writer, fence) = (self.id.clone(), guard.client().to_string(), guard.fence().get());
-        let result = guard
-            .fenced(move |tx| {
-                let (id, writer) = (id.clone(), writer.clone());
-                async move {
-                    let row = Mutation::new_insert_builder("Effects")
-                        .set("id")
-                        .to(id)
-                        .set("writer")
-                        .to(writer)
-                        .set("fence")
-                        .to(i64::try_from(fence).unwrap_or(i64::MAX))
-                        .build();
-                    tx.buffer([row])
-                }
-            })
-            .await;
-        match result {
+        match insert_effect(guard, &self.id).await {
             Ok(_) => Ok(()),
             Err(e @ (FencedError::Rejected { .. } | FencedError::LeaseLost { .. })) => {
                 self.rejected.fetch_add(1, Ordering::SeqCst);
@@ -132,6 +115,27 @@ impl CriticalSection for Effect {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Inserts the `Effects` row `id` through a fenced transaction: an insert, so applying it twice fails.
+async fn insert_effect(guard: &LeaseHandle, id: &str) -> Result<Fenced<()>, FencedError> {
+    let (id, writer, fence) = (id.to_owned(), guard.client().to_string(), guard.fence().get());
+    guard
+        .fenced(move |tx| {
+            let (id, writer) = (id.clone(), writer.clone());
+            async move {
+                let row = Mutation::new_insert_builder("Effects")
+                    .set("id")
+                    .to(id)
+                    .set("writer")
+                    .to(writer)
+                    .set("fence")
+                    .to(i64::try_from(fence).unwrap_or(i64::MAX))
+                    .build();
+                tx.buffer([row])
+            }
+        })
+        .await
 }
 
 fn mutex(store: impl LeaseStore, n: &str) -> SpannerMutex {
@@ -238,6 +242,35 @@ async fn a_fenced_write_whose_answer_was_lost_is_found_in_the_row_and_not_applie
     assert_eq!(effect_rows(&store, "f1").await, 1);
     let (row, _) = store.read(&name("fenced-unknown")).await.expect("reads");
     assert_eq!(row.map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 1)));
+}
+
+/// Inserts `first`, then `second` with the answer of its commit dropped.
+struct SecondAnswerLost {
+    faulty: FaultyStore<SpannerStore>,
+}
+
+impl CriticalSection for SecondAnswerLost {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        Ok(true)
+    }
+    async fn execute(&self, guard: &LeaseHandle) -> Result<(), BoxError> {
+        insert_effect(guard, "second-lost-1").await?;
+        self.faulty.inject(InjectedFault { on: FaultTarget::FencedWrite, effect: FaultEffect::UnknownCommitted });
+        insert_effect(guard, "second-lost-2").await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_second_fenced_write_whose_answer_was_lost_is_found_in_the_row_and_not_applied_again() {
+    let (_emulator, store) = setup().await;
+    let faulty = FaultyStore::new(store.clone());
+    // The retry of write 2 must find the row's record of write 2, not take write 1's for it (or insert again).
+    let run = mutex(faulty.clone(), "second-unknown").run(&SecondAnswerLost { faulty }).await.expect("runs");
+    assert_eq!(run, executed_under_row(&store, "second-unknown").await);
+    assert_eq!((effect_rows(&store, "second-lost-1").await, effect_rows(&store, "second-lost-2").await), (1, 1));
+    let (row, _) = store.read(&name("second-unknown")).await.expect("reads");
+    assert_eq!(row.map(|r| (r.status, r.fenced_writes)), Some((Status::Done, 2)));
 }
 
 #[tokio::test]
@@ -646,7 +679,7 @@ async fn a_lock_holder_writes_fenced_and_its_own_error_rolls_the_write_back() {
     assert_eq!(effect_rows(&store, "app-error").await, 0, "the work's error rolled its writes back");
     // The next write of the same lock is numbered after the failed one and lands.
     let committed = lock.commit(vec![insert("app-error")]).await.expect("committed");
-    assert_eq!(committed, spanner_mutex::Fenced::Committed(()));
+    assert_eq!(committed, Fenced::Committed(()));
     assert_eq!(effect_rows(&store, "app-error").await, 1);
     lock.release().await.expect("released");
 }

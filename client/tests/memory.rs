@@ -257,6 +257,41 @@ async fn a_failing_need_check_is_a_typed_error_with_its_cause() {
     assert!(matches!(&error, RunError::NeedCheck(cause) if cause.to_string() == "migrations table unreachable"));
 }
 
+/// Finds the section needed before the lease, then fails its check under it.
+#[derive(Default)]
+struct NeedFailsUnderLease {
+    checks: AtomicU64,
+}
+
+impl CriticalSection for NeedFailsUnderLease {
+    async fn is_needed(&self) -> Result<bool, BoxError> {
+        match self.checks.fetch_add(1, Ordering::SeqCst) {
+            0 => Ok(true),
+            _ => Err("migrations table unreachable".into()),
+        }
+    }
+    async fn execute(&self, _: &LeaseHandle) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_need_check_failing_under_the_lease_leaves_the_row_failed_and_the_next_run_executes_at_once() {
+    let store = MemoryStore::new();
+    let error = mutex(store.clone()).run(&NeedFailsUnderLease::default()).await.expect_err("fails");
+    assert!(matches!(&error, RunError::NeedCheck(cause) if cause.to_string() == "migrations table unreachable"));
+    let row = store.row(&name()).expect("a row");
+    assert_eq!(
+        (row.status, row.last_error.as_deref()),
+        (Status::Failed, Some("the need check failed under the lease"))
+    );
+    // Another process does not wait for the lease to expire (300 ms): the FAILED row is free.
+    let started = tokio::time::Instant::now();
+    let outcome = mutex(store.clone()).run(&Section::default()).await.expect("executes");
+    assert_eq!(outcome, RunOutcome::Executed { fence: row_fence(&store) });
+    assert!(started.elapsed() < Duration::from_millis(params().wait_ms), "{:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn try_acquire_gives_up_at_once_and_acquire_timeout_returns_none() {
     let mutex = mutex(MemoryStore::new());

@@ -12,7 +12,7 @@
 //! - timing, in virtual time: a cancel releases within [`CANCEL_BOUND`]; while Spanner is unavailable, a call in
 //!   the library's hands returns within [`Bounds::unavailable`]; a free row is taken or reported by a waiter
 //!   within [`Bounds::hand_over`]. A transaction made to wait before it runs ([`Step::Delay`]) adds its wait to
-//!   its call's bounds, and a cancel's bound is not judged for a call that met one.
+//!   its call's bounds, and a cancel's bound is not judged while one is queued or for a call that met one.
 
 use crate::coverage::event_label;
 use crate::emulator::{EmulatorEnv, SpannerEmulator};
@@ -128,8 +128,8 @@ struct World {
     delays: VecDeque<u64>,
     /// The delays each call (by number) met: its time in the store, which the bounds add.
     delayed_ms: BTreeMap<usize, u64>,
-    /// Renewals the row refused.
-    renewals_refused: u64,
+    /// Delayed renewals the row refused.
+    delayed_renewals_refused: u64,
     outage_until: Option<Instant>,
     /// The ids each call used (a lock's acquisition and release are one call), as seen in its requests.
     ids: Vec<BTreeSet<ClientId>>,
@@ -150,6 +150,11 @@ struct World {
 }
 
 impl World {
+    /// How long call `call_no`'s transactions were made to wait in the store: its bounds grow by that much.
+    fn delayed_ms_of(&self, call_no: usize) -> u64 {
+        self.delayed_ms.get(&call_no).copied().unwrap_or(0)
+    }
+
     /// Brings both server clocks to virtual now.
     fn sync(&mut self) {
         let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).expect("fits");
@@ -318,8 +323,9 @@ impl LeaseStore for Mirror {
             let result = now_or_never(world.store.transact(cfg, name, request));
             let theirs = now_or_never(world.reference.transact(cfg, request, fate));
             let ours = txn_event(result.clone());
-            if matches!(request, TxnRequest::Renew { .. }) && theirs == Event::TxnCommitted(TxnReply::NotHolder) {
-                world.renewals_refused += 1;
+            let refused = theirs == Event::TxnCommitted(TxnReply::NotHolder);
+            if delay.is_some() && matches!(request, TxnRequest::Renew { .. }) && refused {
+                world.delayed_renewals_refused += 1;
             }
             if ours != theirs {
                 world.differs(format!("{request:?} with fate {fate:?}: store {ours:?}, reference {theirs:?}"));
@@ -503,8 +509,8 @@ pub struct Tally {
     pub hand_over_checked: u64,
     /// Store calls (transactions and reads) mirrored on the reference (and the emulator, if any).
     pub store_calls: u64,
-    /// Renewals the row refused (a renewal that ran after its lease was taken over).
-    pub renewals_refused: u64,
+    /// Delayed renewals the row refused (they ran after their lease was taken over).
+    pub delayed_renewals_refused: u64,
 }
 
 impl Tally {
@@ -520,7 +526,7 @@ impl Tally {
         self.unavailable_checked += other.unavailable_checked;
         self.hand_over_checked += other.hand_over_checked;
         self.store_calls += other.store_calls;
-        self.renewals_refused += other.renewals_refused;
+        self.delayed_renewals_refused += other.delayed_renewals_refused;
     }
 }
 
@@ -568,7 +574,7 @@ impl DriverHarness {
             failing_reads: 0,
             delays: VecDeque::new(),
             delayed_ms: BTreeMap::new(),
-            renewals_refused: 0,
+            delayed_renewals_refused: 0,
             outage_until: None,
             outage_since: None,
             faults: 0,
@@ -888,7 +894,7 @@ impl DriverHarness {
                 return Err(mismatch);
             }
             self.tally.store_calls = world.calls;
-            self.tally.renewals_refused = world.renewals_refused;
+            self.tally.delayed_renewals_refused = world.delayed_renewals_refused;
         }
         self.collect().await?;
         self.safety().await?;
@@ -962,8 +968,7 @@ impl DriverHarness {
         if let Some(down) = world.down_since() {
             for (c, client) in self.clients.iter().enumerate() {
                 let Some(since) = in_library(client) else { continue };
-                // A delayed transaction was in the store that much longer.
-                let bound_ms = self.bounds.unavailable_ms + world.delayed_ms.get(&client.call_no).copied().unwrap_or(0);
+                let bound_ms = self.bounds.unavailable_ms + world.delayed_ms_of(client.call_no);
                 if !late(since.max(down), bound_ms / 2) {
                     continue;
                 }
@@ -1000,8 +1005,7 @@ impl DriverHarness {
                 let backoff_over = client.section_failed_at.map(|f| f + Duration::from_millis(self.bounds.calm_ms));
                 let start =
                     free_since.max(since).max(calm_since.unwrap_or(free_since)).max(backoff_over.unwrap_or(free_since));
-                // A delayed transaction was in the store that much longer.
-                let bound_ms = self.bounds.hand_over_ms + world.delayed_ms.get(&client.call_no).copied().unwrap_or(0);
+                let bound_ms = self.bounds.hand_over_ms + world.delayed_ms_of(client.call_no);
                 if start >= now || !late(start, bound_ms / 2) {
                     continue;
                 }
