@@ -153,8 +153,8 @@ pub enum Breach {
         fence: Fence,
         /// Its number under that fence.
         write: u32,
-        /// How many of its lease's writes had landed before it.
-        landed_before: u32,
+        /// The number of its lease's write that had landed last (0: none had).
+        last_landed: u32,
     },
 }
 
@@ -179,9 +179,14 @@ impl fmt::Display for Breach {
             Self::StaleWriteAccepted { fence, highest } => {
                 write!(f, "a write with fence {} was accepted after fence {} was granted", fence.get(), highest.get())
             }
-            Self::FencedWriteRepeated { fence, write, landed_before } => write!(
+            Self::FencedWriteRepeated { fence, write, last_landed: 0 } => write!(
                 f,
-                "fenced write {write} with fence {} reached the resource after {landed_before} of its lease's writes had",
+                "fenced write {write} with fence {} reached the resource before any earlier write of its lease",
+                fence.get()
+            ),
+            Self::FencedWriteRepeated { fence, write, last_landed } => write!(
+                f,
+                "fenced write {write} with fence {} reached the resource after its lease's write {last_landed} had",
                 fence.get()
             ),
         }
@@ -350,9 +355,10 @@ pub struct Spanner {
     pub row: Option<LeaseRow>,
     /// The highest fence ever granted.
     pub max_fence: Option<Fence>,
-    /// Fenced writes of the row's current lease that reached the resource, counted apart from the row's own
-    /// record (which the protocol reads), so that a write applied twice shows ([`Breach::FencedWriteRepeated`]).
-    pub writes_landed: u32,
+    /// The number of the row's current lease's fenced write that reached the resource last (0: none yet), kept
+    /// apart from the row's own record (which the protocol reads), so that a write applied twice or out of order
+    /// shows ([`Breach::FencedWriteRepeated`]).
+    pub last_write_landed: u32,
 }
 
 impl Spanner {
@@ -405,10 +411,10 @@ impl Spanner {
             .then(|| Breach::StaleWriteAccepted { fence, highest: self.max_fence.unwrap_or(fence) });
         // Judged within the row's current lease; a write of another lease that lands is a stale write (above).
         let of_current_lease = landed && self.row.as_ref().is_some_and(|row| row.fence == fence);
-        let repeated = (of_current_lease && write != self.writes_landed.saturating_add(1))
-            .then_some(Breach::FencedWriteRepeated { fence, write, landed_before: self.writes_landed });
+        let repeated = (of_current_lease && write != self.last_write_landed.saturating_add(1))
+            .then_some(Breach::FencedWriteRepeated { fence, write, last_landed: self.last_write_landed });
         if of_current_lease {
-            self.writes_landed = write;
+            self.last_write_landed = write;
         }
         let change = match planned.write {
             Some(record) if landed => Some(self.write(record, false, stamp())),
@@ -470,7 +476,7 @@ impl Spanner {
         self.max_fence = self.max_fence.max(Some(write.fence));
         if acquire {
             // A new lease, whose fenced writes are numbered from 1 (re-entry included: see `txn::plan`).
-            self.writes_landed = 0;
+            self.last_write_landed = 0;
         }
         self.row = Some(write.committed_at(stamp));
         RowChange { previous, acquire, fence_regressed, done_overwritten }
@@ -563,18 +569,18 @@ mod tests {
             assert_eq!((landed.landed, landed.repeated), (true, None));
         }
         let _ = spanner.commit(&cfg, &acquire(a), T0, CommitFate::AsDecided, false, || T0);
-        assert_eq!(spanner.writes_landed, 0);
+        assert_eq!(spanner.last_write_landed, 0);
         // Out of order.
         let (mut spanner, fence) = acquired(&cfg);
         let skipped = spanner.fenced_write(&cfg, a, fence, 2, T0, CommitFate::AsDecided, || T0);
-        assert_eq!(skipped.repeated, Some(Breach::FencedWriteRepeated { fence, write: 2, landed_before: 0 }));
+        assert_eq!(skipped.repeated, Some(Breach::FencedWriteRepeated { fence, write: 2, last_landed: 0 }));
         // Without the row's record, a retried write whose answer was lost lands again.
         let cfg = Config::default().with_protocol(crate::Protocol::NoFencedWriteRecord);
         let (mut spanner, fence) = acquired(&cfg);
         let lost = spanner.fenced_write(&cfg, a, fence, 1, T0, CommitFate::UnknownLanded, || T0);
         assert_eq!(lost.repeated, None);
         let again = spanner.fenced_write(&cfg, a, fence, 1, T0, CommitFate::AsDecided, || T0);
-        assert_eq!(again.repeated, Some(Breach::FencedWriteRepeated { fence, write: 1, landed_before: 1 }));
+        assert_eq!(again.repeated, Some(Breach::FencedWriteRepeated { fence, write: 1, last_landed: 1 }));
     }
 
     #[test]

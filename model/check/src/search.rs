@@ -151,8 +151,8 @@ impl Pending {
     }
 }
 
-/// Visited fingerprints, each with the earliest server time it was visited at, shared by every thread without a
-/// lock: open addressing with linear probing, a fingerprint beside its time, so a lookup reads one cache line,
+/// Visited fingerprints, each with the earliest server time it was visited at, shared by every thread through
+/// atomic slots: open addressing with linear probing, a fingerprint beside its time, so a lookup reads one cache line,
 /// and the lookups of one state's successors wait on memory together ([`Shared::expand_block`]). The table is
 /// where the search waits most. Threads search with it read-locked, a block at a time, and it grows
 /// write-locked between blocks ([`Shared::make_room`]).
