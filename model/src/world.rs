@@ -9,8 +9,8 @@
 use crate::machine::may_retry_fenced_write;
 use crate::txn::{TxnReply, TxnRequest, plan};
 use crate::{
-    ClientId, ClientMachine, Config, Event, Failure, Fence, LeaseRow, LocalInstant, RowWrite, SectionResult,
-    ServerTime, Status, UnexpectedEvent,
+    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LeaseRow, LocalInstant, Outcome, RowWrite,
+    SectionResult, ServerTime, Status, UnexpectedEvent,
 };
 use std::fmt;
 
@@ -480,6 +480,122 @@ impl Spanner {
         }
         self.row = Some(write.committed_at(stamp));
         RowChange { previous, acquire, fence_regressed, done_overwritten }
+    }
+}
+
+/// Which way a server's clock errs in one reading of the time, at the edge of the uncertainty a world allows:
+/// the worst case on either side of the protocol's margin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClockError {
+    /// The server reads before real time: a lease it grants expires early.
+    Early,
+    /// The server reads after real time: it judges expiries early.
+    Late,
+}
+
+impl ClockError {
+    /// The error in microseconds (negative: early) of a clock `uncertainty_ms` off.
+    pub fn error_us(self, uncertainty_ms: u64) -> i64 {
+        let by_us = i64::try_from(uncertainty_ms.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        match self {
+            Self::Early => -by_us,
+            Self::Late => by_us,
+        }
+    }
+}
+
+/// What a server whose clock errs by `error_us` (negative: early) reads as the time at real time `now`.
+pub fn server_read(now: ServerTime, error_us: i64) -> ServerTime {
+    ServerTime::from_unix_micros(now.unix_micros().saturating_add(error_us))
+}
+
+/// A section's or a lock holder's work under one lease, as a world carries it out: its fenced writes, numbered
+/// from 1, each sent again until it is answered, then the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Work {
+    /// The lease's fence.
+    pub fence: Fence,
+    /// The write under way, from 1 (the ones before it were answered applied).
+    pub write: u32,
+    /// When the write's first attempt without an answer was sent, where the rule reads it ([`WriteHeard`]).
+    pub unanswered_since: Option<LocalInstant>,
+}
+
+/// What a world's work does after a fenced write's answer ([`Work::after`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkStep {
+    /// Told nothing certain, it sends the same write again.
+    Again(Work),
+    /// Applied (or found applied), it goes on to its next write.
+    Next(Work),
+    /// It is done writing; the answer says how ([`FencedOutcome::section_result`]).
+    Done(FencedOutcome),
+}
+
+impl Work {
+    /// Work that starts under `fence`, at its first write.
+    pub const fn first(fence: Fence) -> Self {
+        Self { fence, write: 1, unanswered_since: None }
+    }
+
+    /// What follows `answer` to this write, for work that makes `writes` fenced writes in all, when the write
+    /// `heard` as [`hear_fenced_write`] decides (`None`: the world retries an unanswered write for ever).
+    pub fn after(self, answer: FencedOutcome, writes: u32, heard: Option<WriteHeard>) -> WorkStep {
+        let unanswered_since = heard.map_or(self.unanswered_since, |heard| heard.write_since);
+        match answer {
+            FencedOutcome::Retry if heard.is_none_or(|heard| heard.may_retry) => {
+                WorkStep::Again(Self { unanswered_since, ..self })
+            }
+            FencedOutcome::Accepted | FencedOutcome::AlreadyApplied if self.write < writes => {
+                WorkStep::Next(Self { write: self.write + 1, unanswered_since: None, ..self })
+            }
+            answer => WorkStep::Done(answer),
+        }
+    }
+}
+
+/// How a world carries out a client machine's commands. [`execute`] is the one place a [`Command`] is taken
+/// apart outside the production driver (which does real I/O); a layer (the checker, the simulator, replay, the
+/// conformance reference) says only when and how its world answers each request. A method returns the machine's
+/// next command when the world answers at once.
+pub trait Executor {
+    /// Whether the world runs client `client` as a lock or a leader (else run-once).
+    fn grants_locks(&self, client: usize) -> bool;
+    /// The client asks its user whether the section is needed.
+    fn check_need(&mut self, client: usize) -> Option<Command>;
+    /// The client sends a read-write transaction.
+    fn run_txn(&mut self, client: usize, request: TxnRequest) -> Option<Command>;
+    /// The client sends a single-use read of its row.
+    fn read_row(&mut self, client: usize) -> Option<Command>;
+    /// The client's work under its lease starts: a run-once section, or (`granted`) a lock holder's.
+    fn start_work(&mut self, client: usize, work: Work, granted: bool) -> Option<Command>;
+    /// The client tells its section or holder that the lease under `fence` can no longer be proven held.
+    fn lock_lost(&mut self, client: usize, fence: Fence) -> Option<Command>;
+    /// The client's run is over.
+    fn finish(&mut self, client: usize, outcome: Outcome) -> Option<Command>;
+    /// The client broke the driver contract, as `what` says.
+    fn contract_broken(&mut self, client: usize, what: &'static str);
+}
+
+/// Carries out client `client`'s `command` in `executor`'s world, and each command the machine answers with at
+/// once, until it waits.
+pub fn execute(executor: &mut impl Executor, client: usize, mut command: Option<Command>) {
+    while let Some(next) = command.take() {
+        command = match next {
+            Command::CheckNeed => executor.check_need(client),
+            Command::RunTxn(request) => executor.run_txn(client, request),
+            Command::ReadRow => executor.read_row(client),
+            Command::RunSection { fence, .. } => executor.start_work(client, Work::first(fence), false),
+            Command::Granted { fence, .. } if executor.grants_locks(client) => {
+                executor.start_work(client, Work::first(fence), true)
+            }
+            Command::Granted { .. } => {
+                executor.contract_broken(client, "a run-once machine granted a lock");
+                None
+            }
+            Command::SignalLockLost { fence } => executor.lock_lost(client, fence),
+            Command::Finish(outcome) => executor.finish(client, outcome),
+        };
     }
 }
 

@@ -7,8 +7,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use spanner_mutex_check::{ModelArgs, ProtocolArg, decode_path, read_path_argument};
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::{CommitFate, Spanner};
-use spanner_mutex_model::{ClientId, ClientMachine, Command, Config, Event, LocalInstant, SectionResult, ServerTime};
+use spanner_mutex_model::world::{CommitFate, Executor, Spanner, Work};
+use spanner_mutex_model::{
+    ClientId, ClientMachine, Command, Config, Event, Fence, LocalInstant, Outcome, SectionResult, ServerTime,
+};
 use spanner_mutex_sim::{GenerateOptions, RunReport, Scenario, SweepOptions, replay, run, sweep};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -268,40 +270,82 @@ fn command(command: Cmd) -> anyhow::Result<ExitCode> {
 /// The baseline: one machine acquiring, running and releasing against the world kernel's row in a tight loop, with no world
 /// around it (no queue, latency, faults or invariants). The simulator's rate over this one is its overhead.
 fn bare_machine_acquisitions_per_second(budget: Duration) -> f64 {
-    let cfg = Config::default();
     let started = Instant::now();
-    let mut spanner = Spanner::default();
-    let mut acquisitions = 0u64;
-    let mut now_us = 0i64;
+    let cfg = Config::default();
+    let machine = ClientMachine::run_once(ClientId::from_u128(0), "bench", &cfg);
+    let mut bare = BareWorld { cfg, spanner: Spanner::default(), machine, now_us: 0, acquisitions: 0 };
     let mut n = 0u128;
     while started.elapsed() < budget {
         for _ in 0..1_000 {
             n += 1;
-            let mut machine = ClientMachine::run_once(ClientId::from_u128(n), "bench", &cfg);
-            let local = LocalInstant::from_micros(u64::try_from(now_us).unwrap_or(0));
-            let mut command = machine.start(local);
-            while let Some(c) = command.take() {
-                now_us += 1_000;
-                let server = ServerTime::from_unix_micros(now_us);
-                let event = match c {
-                    Command::CheckNeed => Event::NeedAnswered { needed: true },
-                    Command::RunTxn(request) => {
-                        if matches!(request, TxnRequest::Acquire { .. }) {
-                            acquisitions += 1;
-                        }
-                        spanner.commit(&cfg, &request, server, CommitFate::AsDecided, false, || server).event
-                    }
-                    Command::RunSection { .. } => Event::SectionFinished(SectionResult::Completed),
-                    _ => break,
-                };
-                let local = LocalInstant::from_micros(u64::try_from(now_us).unwrap_or(0));
-                command = machine.handle(&cfg, local, event).expect("the bare loop follows the protocol");
-            }
+            bare.machine = ClientMachine::run_once(ClientId::from_u128(n), "bench", &bare.cfg);
+            let command = bare.machine.start(bare.local_now());
+            spanner_mutex_model::world::execute(&mut bare, 0, command);
             // Lock-mode-free reuse: a fresh DONE row would make the next run DoneByOther; start afresh.
-            spanner = Spanner::default();
+            bare.spanner = Spanner::default();
         }
     }
-    acquisitions as f64 / started.elapsed().as_secs_f64()
+    bare.acquisitions as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The baseline's world: one machine and the kernel's row, each command answered at once, 1 ms after the last.
+struct BareWorld {
+    cfg: Config,
+    spanner: Spanner,
+    machine: ClientMachine,
+    now_us: i64,
+    acquisitions: u64,
+}
+
+impl BareWorld {
+    fn local_now(&self) -> LocalInstant {
+        LocalInstant::from_micros(u64::try_from(self.now_us).unwrap_or(0))
+    }
+
+    fn answer(&mut self, event: impl FnOnce(&mut Self, ServerTime) -> Event) -> Option<Command> {
+        self.now_us += 1_000;
+        let event = event(self, ServerTime::from_unix_micros(self.now_us));
+        self.machine.handle(&self.cfg, self.local_now(), event).expect("the bare loop follows the protocol")
+    }
+}
+
+impl Executor for BareWorld {
+    fn grants_locks(&self, _c: usize) -> bool {
+        false
+    }
+
+    fn check_need(&mut self, _c: usize) -> Option<Command> {
+        self.answer(|_, _| Event::NeedAnswered { needed: true })
+    }
+
+    fn run_txn(&mut self, _c: usize, request: TxnRequest) -> Option<Command> {
+        self.answer(|bare, server| {
+            if matches!(request, TxnRequest::Acquire { .. }) {
+                bare.acquisitions += 1;
+            }
+            bare.spanner.commit(&bare.cfg, &request, server, CommitFate::AsDecided, false, || server).event
+        })
+    }
+
+    fn read_row(&mut self, _c: usize) -> Option<Command> {
+        self.answer(|bare, server| bare.spanner.read(server))
+    }
+
+    fn start_work(&mut self, _c: usize, _work: Work, _granted: bool) -> Option<Command> {
+        self.answer(|_, _| Event::SectionFinished(SectionResult::Completed))
+    }
+
+    fn lock_lost(&mut self, _c: usize, _fence: Fence) -> Option<Command> {
+        None
+    }
+
+    fn finish(&mut self, _c: usize, _outcome: Outcome) -> Option<Command> {
+        None
+    }
+
+    fn contract_broken(&mut self, _c: usize, what: &'static str) {
+        panic!("the bare loop broke the driver contract: {what}");
+    }
 }
 
 fn bench(seeds: u64, sweep_seeds: u64) {

@@ -7,12 +7,11 @@ use crate::invariants::Violation;
 use crate::trace::TraceLine;
 use crate::world::{Queued, ReadTxn, World};
 use spanner_mutex_check::{
-    Action, CheckOptions, ClientKind, ClockError, LEADER_CAMPAIGNS, LeaseModel, violated_safety,
+    Action, CheckOptions, ClientKind, LEADER_CAMPAIGNS, LeaseModel, SERVER_CLOCK_ERROR_MS, violated_safety,
 };
-use spanner_mutex_model::world::{CommitFate, FencedOutcome, hear_fenced_write};
-use spanner_mutex_model::{
-    ClientId, Command, Event, Failure, Fence, LeaseRow, LocalInstant, Phase, SectionResult, ServerTime,
-};
+use spanner_mutex_model::txn::TxnRequest;
+use spanner_mutex_model::world::{CommitFate, Executor, FencedOutcome, Work, WorkStep, hear_fenced_write, server_read};
+use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, LeaseRow, Outcome, Phase, SectionResult};
 use stateright::{Model, Path};
 
 /// Why a path cannot be replayed.
@@ -93,13 +92,8 @@ fn checker_id(slot: usize, incarnation: u32) -> ClientId {
 #[derive(Clone, Copy, Debug)]
 enum Section {
     Idle,
-    /// Writing its fenced write number `write` (the ones before it answered applied). `write_unanswered_since`:
-    /// when that write first went unanswered, kept only for a write on a budget of its own.
-    Running {
-        fence: Fence,
-        write: u32,
-        write_unanswered_since: Option<LocalInstant>,
-    },
+    /// Writing its fenced writes.
+    Running(Work),
     Wrote(FencedOutcome),
     /// Its write got no answer, and its run's unavailability budget allows no other attempt.
     Unanswered,
@@ -126,48 +120,8 @@ struct Lockstep {
 }
 
 impl Lockstep {
-    fn execute(&mut self, c: usize, mut command: Option<Command>) {
-        while let Some(cmd) = command.take() {
-            match cmd {
-                Command::CheckNeed
-                    if self.model.need_check_takes_a_step(
-                        self.cancels_left > 0 && !self.cancelled[c],
-                        self.world.clients[c].machine.phase(),
-                        self.faults_left,
-                    ) =>
-                {
-                    self.need_pending[c] = true;
-                }
-                Command::CheckNeed => {
-                    let needed = self.world.need(c);
-                    command = self.world.feed(c, Event::NeedAnswered { needed });
-                }
-                Command::ReadRow => {
-                    let server_now = self.world.server_now();
-                    let event = self.world.read_row(c, server_now);
-                    command = self.world.feed(c, event);
-                }
-                Command::RunTxn(request) => self.pending[c] = Some(self.world.read_txn(c, request, 0)),
-                Command::RunSection { fence, .. } => {
-                    self.sections[c] = Section::Running { fence, write: 1, write_unanswered_since: None };
-                }
-                Command::Granted { fence, .. } if self.world.clients[c].kind.is_lock_mode() => {
-                    self.sections[c] = Section::Running { fence, write: 1, write_unanswered_since: None };
-                }
-                Command::Granted { .. } => {
-                    self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
-                }
-                Command::Finish(_)
-                    if self.world.clients[c].kind == ClientKind::Leader
-                        && !self.cancelled[c]
-                        && self.campaigns[c] < LEADER_CAMPAIGNS =>
-                {
-                    self.campaigns[c] += 1;
-                    self.start(c);
-                }
-                Command::SignalLockLost { .. } | Command::Finish(_) => {}
-            }
-        }
+    fn execute(&mut self, c: usize, command: Option<Command>) {
+        spanner_mutex_model::world::execute(self, c, command);
     }
 
     fn start(&mut self, c: usize) {
@@ -253,43 +207,38 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             }
             Action::SectionWrite(c, fate) => {
                 let c = client(c)?;
-                let Section::Running { fence, write, write_unanswered_since } = lockstep.sections[c] else {
+                let Section::Running(work) = lockstep.sections[c] else {
                     return Err(not_possible("no section is running"));
                 };
                 let writer = lockstep.world.clients[c].machine.id();
+                let fenced = (work.fence, work.write);
                 if fate == CommitFate::UnknownLate {
-                    lockstep.queued = Some((c, lockstep.world.queued_fenced_write(c, writer, (fence, write), 0)));
+                    lockstep.queued = Some((c, lockstep.world.queued_fenced_write(c, writer, fenced, 0)));
                 }
-                let written = lockstep.world.fenced_write(c, writer, (fence, write), 0, fate);
+                let written = lockstep.world.fenced_write(c, writer, fenced, 0, fate);
                 // As the checker: a world without an unavailability budget retries an unanswered write for ever.
                 let cfg = lockstep.world.cfg.clone();
-                let mut may_retry = true;
-                if cfg.unavailable_ms() > 0 {
+                let heard = if cfg.unavailable_ms() > 0 {
                     let now = lockstep.world.local_now(c);
                     let machine = &mut lockstep.world.clients[c].machine;
-                    let heard = hear_fenced_write(machine, &cfg, now, now, fate, write_unanswered_since)
+                    let heard = hear_fenced_write(machine, &cfg, now, now, fate, work.unanswered_since)
                         .map_err(|_| not_possible("the machine refused to hear of its fenced write"))?;
-                    may_retry = heard.may_retry;
-                    lockstep.sections[c] = Section::Running { fence, write, write_unanswered_since: heard.write_since };
-                }
-                match written {
-                    _ if !may_retry => lockstep.sections[c] = Section::Unanswered,
-                    // Told nothing certain, the section stays running and writes again.
-                    FencedOutcome::Retry => {}
-                    // As the checker: applied, the section goes on to its next write, if it makes one.
-                    FencedOutcome::Accepted | FencedOutcome::AlreadyApplied if write < u32::from(fenced_writes) => {
-                        lockstep.sections[c] =
-                            Section::Running { fence, write: write + 1, write_unanswered_since: None };
-                    }
-                    written => lockstep.sections[c] = Section::Wrote(written),
-                }
+                    Some(heard)
+                } else {
+                    None
+                };
+                lockstep.sections[c] = match work.after(written, u32::from(fenced_writes), heard) {
+                    WorkStep::Again(work) | WorkStep::Next(work) => Section::Running(work),
+                    WorkStep::Done(FencedOutcome::Retry) => Section::Unanswered,
+                    WorkStep::Done(written) => Section::Wrote(written),
+                };
             }
             Action::SectionReturn(c) => {
                 let c = client(c)?;
                 let result = match lockstep.sections[c] {
                     Section::Wrote(written) => written.section_result(),
                     Section::Unanswered => FencedOutcome::Retry.section_result(),
-                    Section::Idle | Section::Running { .. } => return Err(not_possible("no section has written")),
+                    Section::Idle | Section::Running(_) => return Err(not_possible("no section has written")),
                 };
                 lockstep.sections[c] = Section::Idle;
                 // A lock or leader's user releases (resigns) after its work, whatever the write achieved.
@@ -333,7 +282,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             }
             Action::SectionFail(c) => {
                 let c = client(c)?;
-                if !matches!(lockstep.sections[c], Section::Running { .. }) {
+                if !matches!(lockstep.sections[c], Section::Running(_)) {
                     return Err(not_possible("no section is running"));
                 }
                 lockstep.sections[c] = Section::Idle;
@@ -367,11 +316,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             Action::ClockError(c, error) => {
                 let c = client(c)?;
                 let txn = lockstep.pending[c].as_mut().ok_or_else(|| not_possible("no transaction in flight"))?;
-                let error_us = match error {
-                    ClockError::Early => -1_000,
-                    ClockError::Late => 1_000,
-                };
-                txn.read_at = ServerTime::from_unix_micros(txn.read_at.unix_micros() + error_us);
+                txn.read_at = server_read(txn.read_at, error.error_us(SERVER_CLOCK_ERROR_MS));
             }
         }
         for c in 0..clients {
@@ -399,4 +344,57 @@ fn model_violations(model: &LeaseModel, actions: &[Action]) -> Vec<&'static str>
     let Some(init) = model.init_states().into_iter().next() else { return Vec::new() };
     let Some(path) = Path::from_actions(model, init, actions) else { return Vec::new() };
     violated_safety(model, path.last_state())
+}
+
+/// Replay's world as the kernel's [`Executor`]: reads and need checks answer at once (a need check takes a step of
+/// its own only where the checker's does), a transaction reads when sent and commits in a step of its own.
+impl Executor for Lockstep {
+    fn grants_locks(&self, c: usize) -> bool {
+        self.world.clients[c].kind.is_lock_mode()
+    }
+
+    fn check_need(&mut self, c: usize) -> Option<Command> {
+        let phase = self.world.clients[c].machine.phase();
+        if self.model.need_check_takes_a_step(self.cancels_left > 0 && !self.cancelled[c], phase, self.faults_left) {
+            self.need_pending[c] = true;
+            return None;
+        }
+        let needed = self.world.need(c);
+        self.world.feed(c, Event::NeedAnswered { needed })
+    }
+
+    fn run_txn(&mut self, c: usize, request: TxnRequest) -> Option<Command> {
+        self.pending[c] = Some(self.world.read_txn(c, request, 0));
+        None
+    }
+
+    fn read_row(&mut self, c: usize) -> Option<Command> {
+        let server_now = self.world.server_now();
+        let event = self.world.read_row(c, server_now);
+        self.world.feed(c, event)
+    }
+
+    fn start_work(&mut self, c: usize, work: Work, _granted: bool) -> Option<Command> {
+        self.sections[c] = Section::Running(work);
+        None
+    }
+
+    fn lock_lost(&mut self, _c: usize, _fence: Fence) -> Option<Command> {
+        None
+    }
+
+    fn finish(&mut self, c: usize, _outcome: Outcome) -> Option<Command> {
+        if self.world.clients[c].kind == ClientKind::Leader
+            && !self.cancelled[c]
+            && self.campaigns[c] < LEADER_CAMPAIGNS
+        {
+            self.campaigns[c] += 1;
+            self.start(c);
+        }
+        None
+    }
+
+    fn contract_broken(&mut self, _c: usize, what: &'static str) {
+        self.world.ghost.unexpected_event.get_or_insert_with(|| what.into());
+    }
 }

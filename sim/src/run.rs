@@ -8,8 +8,10 @@ use crate::world::{Queued, ReadTxn, Stats, Who, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::{CommitFate, FencedOutcome, WriteHeard, hear_fenced_write};
-use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, LocalInstant, SectionResult};
+use spanner_mutex_model::world::{
+    ClockError, CommitFate, Executor, FencedOutcome, Work, WorkStep, WriteHeard, hear_fenced_write,
+};
+use spanner_mutex_model::{ClientId, Command, Event, Failure, Fence, LocalInstant, Outcome, SectionResult};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -99,28 +101,16 @@ enum Pending {
     Commit { c: usize, run: u32, txn: ReadTxn },
     /// A single-use read reaches Spanner.
     ReadArrive { c: usize, run: u32 },
-    /// A section sends its fenced write number `write` (`write_since`: when an earlier attempt of the same write
-    /// first went unanswered).
-    SectionWrite { c: usize, run: u32, fence: Fence, write: u32, write_since: Option<LocalInstant> },
+    /// A section sends its work's fenced write.
+    SectionWrite { c: usize, run: u32, work: Work },
     /// A fenced write sent at `sent_at` (on its client's clock; `sent_us` on the world's) reaches Spanner.
-    WriteArrive {
-        c: usize,
-        run: u32,
-        writer: ClientId,
-        fence: Fence,
-        write: u32,
-        sent_us: u64,
-        sent_at: LocalInstant,
-        write_since: Option<LocalInstant>,
-    },
+    WriteArrive { c: usize, run: u32, writer: ClientId, work: Work, sent_us: u64, sent_at: LocalInstant },
     /// What became of a fenced write reaches its section: its fate, and Spanner's answer (`None`: unavailable).
     WriteAnswered {
         c: usize,
         run: u32,
-        fence: Fence,
-        write: u32,
+        work: Work,
         sent_at: LocalInstant,
-        write_since: Option<LocalInstant>,
         fate: CommitFate,
         answer: Option<FencedOutcome>,
     },
@@ -474,38 +464,36 @@ impl Runner<'_> {
                     self.push(at, Pending::Deliver { c, run, event });
                 }
             }
-            Pending::SectionWrite { c, run, fence, write, write_since } => {
+            Pending::SectionWrite { c, run, work } => {
                 if self.current(c, run) && !self.dropped(c, run) {
                     let writer = self.world.clients[c].machine.id();
                     let sent_at = self.world.local_now(c);
                     let at = now + self.latency_us();
-                    let arrive =
-                        Pending::WriteArrive { c, run, writer, fence, write, sent_us: now, sent_at, write_since };
-                    self.push(at, arrive);
+                    self.push(at, Pending::WriteArrive { c, run, writer, work, sent_us: now, sent_at });
                 }
             }
-            Pending::WriteArrive { c, run, writer, fence, write, sent_us, sent_at, write_since } => {
+            Pending::WriteArrive { c, run, writer, work, sent_us, sent_at } => {
                 // A write sent before its process died still lands: Spanner does not know the process is gone.
+                let fenced = (work.fence, work.write);
                 let (fate, answer) = if self.outage() {
                     (CommitFate::Unavailable, None)
                 } else {
                     let error_us = self.server_error_us(c);
-                    let verify = TxnRequest::VerifyFence { client: writer, fence, write };
+                    let verify = TxnRequest::VerifyFence { client: writer, fence: work.fence, write: work.write };
                     let fate = self.fate(c, &verify);
                     if fate == CommitFate::UnknownLate {
-                        let queued = self.world.queued_fenced_write(c, writer, (fence, write), error_us);
+                        let queued = self.world.queued_fenced_write(c, writer, fenced, error_us);
                         let late_us = self.late_us(c);
                         self.push(now + late_us, Pending::Late { c, queued });
                     }
-                    (fate, Some(self.world.fenced_write(c, writer, (fence, write), error_us, fate)))
+                    (fate, Some(self.world.fenced_write(c, writer, fenced, error_us, fate)))
                 };
                 // An answer comes back over the network; without one, the driver gives up an RPC timeout after the send.
                 let heard_us =
                     if fate.answered() { now + self.latency_us() } else { (sent_us + self.rpc_timeout_us()).max(now) };
-                let answered = Pending::WriteAnswered { c, run, fence, write, sent_at, write_since, fate, answer };
-                self.push(heard_us, answered);
+                self.push(heard_us, Pending::WriteAnswered { c, run, work, sent_at, fate, answer });
             }
-            Pending::WriteAnswered { c, run, fence, write, sent_at, write_since, fate, answer } => {
+            Pending::WriteAnswered { c, run, work, sent_at, fate, answer } => {
                 if !self.current(c, run) || self.dropped(c, run) {
                     return;
                 }
@@ -513,45 +501,35 @@ impl Runner<'_> {
                 let local_now = self.world.local_now(c);
                 let cfg = self.world.cfg.clone();
                 let machine = &mut self.world.clients[c].machine;
-                let heard = match hear_fenced_write(machine, &cfg, local_now, sent_at, fate, write_since) {
+                let heard = match hear_fenced_write(machine, &cfg, local_now, sent_at, fate, work.unanswered_since) {
                     Ok(heard) => heard,
                     Err(unexpected) => {
                         self.world.ghost.unexpected_event.get_or_insert_with(|| unexpected.to_string());
-                        WriteHeard { may_retry: false, write_since }
+                        WriteHeard { may_retry: false, write_since: work.unanswered_since }
                     }
                 };
-                let may_retry = heard.may_retry;
                 // Told nothing certain (or nothing at all), the section retries while it may.
                 let answer = answer.unwrap_or(FencedOutcome::Retry);
-                let result = match answer {
-                    FencedOutcome::Retry if may_retry => None,
-                    FencedOutcome::Retry => {
-                        self.world.note(Who::Client(c), "section", |_| {
-                            "its fenced write got no answer and its run's unavailability budget is spent: the section \
-                             fails"
-                                .to_owned()
-                        });
-                        Some(answer.section_result())
+                match work.after(answer, self.runtime[c].fenced_writes, Some(heard)) {
+                    // Told nothing certain, the section sends the same write again after the usual wait.
+                    WorkStep::Again(work) => {
+                        self.push(now + cfg.wait_ms() * US_PER_MS, Pending::SectionWrite { c, run, work });
                     }
-                    // Applied, the section works on and makes its next write, if it makes one.
-                    FencedOutcome::Accepted | FencedOutcome::AlreadyApplied
-                        if write < self.runtime[c].fenced_writes =>
-                    {
+                    // Applied, the section works on and makes its next write.
+                    WorkStep::Next(work) => {
                         let rt = &self.runtime[c];
                         let work_us = self.rng.random_range(rt.section_min_us..=rt.section_max_us);
-                        let next = Pending::SectionWrite { c, run, fence, write: write + 1, write_since: None };
-                        self.push(now + work_us, next);
-                        return;
+                        self.push(now + work_us, Pending::SectionWrite { c, run, work });
                     }
-                    answer => Some(answer.section_result()),
-                };
-                match result {
-                    Some(result) => self.push(now, Pending::SectionReturn { c, run, result }),
-                    // Told nothing certain, the section sends the same write again after the usual wait.
-                    None => {
-                        let at = now + cfg.wait_ms() * US_PER_MS;
-                        let again = Pending::SectionWrite { c, run, fence, write, write_since: heard.write_since };
-                        self.push(at, again);
+                    WorkStep::Done(answer) => {
+                        if answer == FencedOutcome::Retry {
+                            self.world.note(Who::Client(c), "section", |_| {
+                                "its fenced write got no answer and its run's unavailability budget is spent: the \
+                                 section fails"
+                                    .to_owned()
+                            });
+                        }
+                        self.push(now, Pending::SectionReturn { c, run, result: answer.section_result() });
                     }
                 }
             }
@@ -608,11 +586,13 @@ impl Runner<'_> {
             fault.2 -= 1;
             return fault.1;
         }
-        let bound_us = i64::try_from(self.scenario.network.server_uncertainty_ms * US_PER_MS).unwrap_or(i64::MAX);
+        let uncertainty_ms = self.scenario.network.server_uncertainty_ms;
+        let bound_us = ClockError::Late.error_us(uncertainty_ms);
         if bound_us == 0 {
             0
         } else if self.rng.random_bool(0.5) {
-            if self.rng.random_bool(0.5) { bound_us } else { -bound_us }
+            let edge = if self.rng.random_bool(0.5) { ClockError::Late } else { ClockError::Early };
+            edge.error_us(uncertainty_ms)
         } else {
             self.rng.random_range(-bound_us..=bound_us)
         }
@@ -745,69 +725,7 @@ impl Runner<'_> {
 
     /// Executes a machine command by scheduling what it asks for, then re-arms the machine's timer.
     fn execute(&mut self, c: usize, command: Option<Command>) {
-        let now = self.world.now_us;
-        let run = self.world.clients[c].run;
-        match command {
-            // A leader resigns at once when told its term is lost; a run-once section and a lock holder carry on
-            // (fencing, not good manners, keeps them safe).
-            Some(Command::SignalLockLost { .. })
-                if self.world.clients[c].kind == ClientKind::Leader && !self.dropped(c, run) =>
-            {
-                self.runtime[c].user_done_run = Some(run);
-                let command = self.world.feed(c, Event::ReleaseRequested);
-                self.execute(c, command);
-                return;
-            }
-            None | Some(Command::SignalLockLost { .. }) => {}
-            Some(Command::CheckNeed) => {
-                // Answered from the effects when asked, delivered when the check is over.
-                let event = if std::mem::take(&mut self.runtime[c].need_check_fail_next) {
-                    Event::NeedCheckFailed
-                } else {
-                    Event::NeedAnswered { needed: self.world.need(c) }
-                };
-                let at = now + self.runtime[c].need_check_us;
-                self.push(at, Pending::Deliver { c, run, event });
-            }
-            Some(Command::RunTxn(request)) => {
-                let at = now + self.latency_us();
-                self.push(at, Pending::Arrive { c, run, request });
-            }
-            Some(Command::ReadRow) => {
-                let at = now + self.latency_us();
-                self.push(at, Pending::ReadArrive { c, run });
-            }
-            Some(Command::RunSection { fence, .. }) => {
-                let rt = &self.runtime[c];
-                let (min, max) = (rt.section_min_us, rt.section_max_us);
-                let fails = std::mem::take(&mut self.runtime[c].section_fail_next)
-                    || (self.runtime[c].section_fail_rate > 0.0
-                        && self.rng.random_bool(self.runtime[c].section_fail_rate));
-                let work_us = self.rng.random_range(min..=max);
-                if fails {
-                    let result = SectionResult::Failed { error: "section failed".into() };
-                    self.push(now + work_us, Pending::SectionReturn { c, run, result });
-                } else {
-                    self.push(now + work_us, Pending::SectionWrite { c, run, fence, write: 1, write_since: None });
-                }
-            }
-            Some(Command::Granted { fence, .. }) => {
-                if !self.world.clients[c].kind.is_lock_mode() {
-                    self.world.ghost.unexpected_event.get_or_insert_with(|| "a run-once machine granted a lock".into());
-                }
-                // The holder works for the section's duration, makes its fenced write, then releases.
-                self.runtime[c].progress_from_us = Some(now);
-                let rt = &self.runtime[c];
-                let work_us = self.rng.random_range(rt.section_min_us..=rt.section_max_us);
-                self.push(now + work_us, Pending::SectionWrite { c, run, fence, write: 1, write_since: None });
-            }
-            Some(Command::Finish(_)) => {
-                self.check_progress(c, now, true);
-                if let Some(after_us) = self.runtime[c].repeat_after_us {
-                    self.push(now + after_us, Pending::Start { c });
-                }
-            }
-        }
+        spanner_mutex_model::world::execute(self, c, command);
         self.arm_timer(c);
     }
 
@@ -838,5 +756,85 @@ impl Runner<'_> {
             let (token, run) = (rt.timer_token, self.world.clients[c].run);
             self.push(at, Pending::Timer { c, run, token });
         }
+    }
+}
+
+/// The simulator's world as the kernel's [`Executor`]: each request is scheduled with its latency, a need check
+/// and a section with their durations.
+impl Executor for Runner<'_> {
+    fn grants_locks(&self, c: usize) -> bool {
+        self.world.clients[c].kind.is_lock_mode()
+    }
+
+    fn check_need(&mut self, c: usize) -> Option<Command> {
+        // Answered from the effects when asked, delivered when the check is over.
+        let event = if std::mem::take(&mut self.runtime[c].need_check_fail_next) {
+            Event::NeedCheckFailed
+        } else {
+            Event::NeedAnswered { needed: self.world.need(c) }
+        };
+        let (at, run) = (self.world.now_us + self.runtime[c].need_check_us, self.world.clients[c].run);
+        self.push(at, Pending::Deliver { c, run, event });
+        None
+    }
+
+    fn run_txn(&mut self, c: usize, request: TxnRequest) -> Option<Command> {
+        let (at, run) = (self.world.now_us + self.latency_us(), self.world.clients[c].run);
+        self.push(at, Pending::Arrive { c, run, request });
+        None
+    }
+
+    fn read_row(&mut self, c: usize) -> Option<Command> {
+        let (at, run) = (self.world.now_us + self.latency_us(), self.world.clients[c].run);
+        self.push(at, Pending::ReadArrive { c, run });
+        None
+    }
+
+    fn start_work(&mut self, c: usize, work: Work, granted: bool) -> Option<Command> {
+        let (now, run) = (self.world.now_us, self.world.clients[c].run);
+        // A lock holder works for the section's duration, makes its fenced writes, then releases.
+        if granted {
+            self.runtime[c].progress_from_us = Some(now);
+            let rt = &self.runtime[c];
+            let work_us = self.rng.random_range(rt.section_min_us..=rt.section_max_us);
+            self.push(now + work_us, Pending::SectionWrite { c, run, work });
+            return None;
+        }
+        let rt = &self.runtime[c];
+        let (min, max) = (rt.section_min_us, rt.section_max_us);
+        let fails = std::mem::take(&mut self.runtime[c].section_fail_next)
+            || (self.runtime[c].section_fail_rate > 0.0 && self.rng.random_bool(self.runtime[c].section_fail_rate));
+        let work_us = self.rng.random_range(min..=max);
+        if fails {
+            let result = SectionResult::Failed { error: "section failed".into() };
+            self.push(now + work_us, Pending::SectionReturn { c, run, result });
+        } else {
+            self.push(now + work_us, Pending::SectionWrite { c, run, work });
+        }
+        None
+    }
+
+    // A leader resigns at once when told its term is lost; a run-once section and a lock holder carry on
+    // (fencing, not good manners, keeps them safe).
+    fn lock_lost(&mut self, c: usize, _fence: Fence) -> Option<Command> {
+        let run = self.world.clients[c].run;
+        if self.world.clients[c].kind != ClientKind::Leader || self.dropped(c, run) {
+            return None;
+        }
+        self.runtime[c].user_done_run = Some(run);
+        self.world.feed(c, Event::ReleaseRequested)
+    }
+
+    fn finish(&mut self, c: usize, _outcome: Outcome) -> Option<Command> {
+        let now = self.world.now_us;
+        self.check_progress(c, now, true);
+        if let Some(after_us) = self.runtime[c].repeat_after_us {
+            self.push(now + after_us, Pending::Start { c });
+        }
+        None
+    }
+
+    fn contract_broken(&mut self, _c: usize, what: &'static str) {
+        self.world.ghost.unexpected_event.get_or_insert_with(|| what.into());
     }
 }

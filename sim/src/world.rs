@@ -322,7 +322,7 @@ impl World {
 
     /// What a server reads as the time now, when its clock errs by `error_us` (negative: early).
     pub fn server_read(&self, error_us: i64) -> ServerTime {
-        ServerTime::from_unix_micros(self.server_now().unix_micros().saturating_add(error_us))
+        spanner_mutex_model::world::server_read(self.server_now(), error_us)
     }
 
     /// The time a transaction's decisions are made on: Spanner's (read on a server whose clock errs by

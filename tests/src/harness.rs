@@ -4,7 +4,7 @@
 
 use crate::coverage::{Transition, event_label};
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::FencedOutcome;
+use spanner_mutex_model::world::{Executor, FencedOutcome, Work};
 use spanner_mutex_model::{
     ClientId, ClientMachine, Command, Config, Event, Fence, LocalInstant, Outcome, SectionResult, Status,
 };
@@ -366,30 +366,20 @@ impl<B: Backend> Side<B> {
         }
     }
 
-    /// Executes commands; need checks answer at once, I/O waits for a `Deliver`.
+    /// Executes commands through the world kernel; need checks answer at once, I/O waits for a `Deliver`.
     async fn execute(&mut self, c: usize, mut command: Option<Command>) {
-        while let Some(cmd) = command.take() {
-            match cmd {
-                Command::CheckNeed => {
-                    let needed = self.backend.needed().await;
-                    let event = Event::NeedAnswered { needed };
-                    let (label, from) = (event_label(&event), self.clients[c].machine.phase().name());
-                    let now = self.local_now();
-                    command = self.clients[c].machine.handle(&self.cfg, now, event).expect("need is awaited");
-                    self.transitions.insert(Transition::new(from, label, self.clients[c].machine.phase().name()));
-                }
-                Command::RunTxn(request) => self.clients[c].in_flight = Some(InFlight::Txn(request)),
-                Command::ReadRow => self.clients[c].in_flight = Some(InFlight::Read),
-                Command::RunSection { fence, .. } => self.clients[c].section = Stage::Running { fence },
-                // A lock holder's work is the section's counterpart: it writes under the lease, then releases.
-                Command::Granted { fence, .. } => {
-                    self.terms_regressed |= self.max_granted.is_some_and(|max| fence <= max);
-                    self.max_granted = self.max_granted.max(Some(fence));
-                    self.clients[c].section = Stage::Running { fence };
-                }
-                Command::SignalLockLost { .. } => self.clients[c].lock_lost = true,
-                Command::Finish(_) => {}
+        loop {
+            let mut executor = SideExecutor { side: self, need_asked: false };
+            spanner_mutex_model::world::execute(&mut executor, c, command.take());
+            if !executor.need_asked {
+                return;
             }
+            let needed = self.backend.needed().await;
+            let event = Event::NeedAnswered { needed };
+            let (label, from) = (event_label(&event), self.clients[c].machine.phase().name());
+            let now = self.local_now();
+            command = self.clients[c].machine.handle(&self.cfg, now, event).expect("need is awaited");
+            self.transitions.insert(Transition::new(from, label, self.clients[c].machine.phase().name()));
         }
     }
 
@@ -456,5 +446,57 @@ pub fn compare(reference: &Observed, other: &Observed, slack_us: i64) -> Result<
             }
         }
         (r, o) => Err(format!("row differs: reference {r:?}, backend {o:?}")),
+    }
+}
+
+/// One side's world as the kernel's [`Executor`]. The backend's need check is awaited, so a check only marks that it
+/// was asked, and [`Side::execute`] answers it.
+struct SideExecutor<'a, B> {
+    side: &'a mut Side<B>,
+    need_asked: bool,
+}
+
+impl<B: Backend> Executor for SideExecutor<'_, B> {
+    fn grants_locks(&self, _c: usize) -> bool {
+        self.side.lock_mode
+    }
+
+    fn check_need(&mut self, _c: usize) -> Option<Command> {
+        self.need_asked = true;
+        None
+    }
+
+    fn run_txn(&mut self, c: usize, request: TxnRequest) -> Option<Command> {
+        self.side.clients[c].in_flight = Some(InFlight::Txn(request));
+        None
+    }
+
+    fn read_row(&mut self, c: usize) -> Option<Command> {
+        self.side.clients[c].in_flight = Some(InFlight::Read);
+        None
+    }
+
+    // A lock holder's work is the section's counterpart: it writes under the lease, then releases.
+    fn start_work(&mut self, c: usize, work: Work, granted: bool) -> Option<Command> {
+        let side = &mut *self.side;
+        if granted {
+            side.terms_regressed |= side.max_granted.is_some_and(|max| work.fence <= max);
+            side.max_granted = side.max_granted.max(Some(work.fence));
+        }
+        side.clients[c].section = Stage::Running { fence: work.fence };
+        None
+    }
+
+    fn lock_lost(&mut self, c: usize, _fence: Fence) -> Option<Command> {
+        self.side.clients[c].lock_lost = true;
+        None
+    }
+
+    fn finish(&mut self, _c: usize, _outcome: Outcome) -> Option<Command> {
+        None
+    }
+
+    fn contract_broken(&mut self, _c: usize, what: &'static str) {
+        panic!("the machine broke the driver contract: {what}");
     }
 }

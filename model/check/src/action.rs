@@ -1,18 +1,9 @@
 //! The world's actions, with a compact text form (`commit:1:unknown-landed`) so a counterexample can be printed,
 //! pasted and replayed by `explore`, the simulator or a test.
 
-use spanner_mutex_model::world::CommitFate;
+use spanner_mutex_model::world::{ClockError, CommitFate};
 use std::fmt;
 use std::str::FromStr;
-
-/// Which way a server's clock errs in one read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ClockError {
-    /// The server reads 1 ms before real time: a lease it grants expires 1 ms early.
-    Early,
-    /// The server reads 1 ms after real time: it judges expiries 1 ms early.
-    Late,
-}
 
 /// One step of the world. Client numbers are slots, from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -20,11 +20,12 @@ mod world;
 
 use spanner_mutex_model::world::CommitFate;
 
-pub use action::{Action, ClockError, ParseActionError, decode_path, encode_path};
+pub use action::{Action, ParseActionError, decode_path, encode_path};
 pub use cli::{FaultArg, KindArg, ModelArgs, ProtocolArg, exit_with, read_path_argument};
 pub use crosscheck::{ReductionCheck, cross_check_reduction, cross_check_reductions, reduction_worlds};
 pub use options::{
-    CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_FENCED_WRITES, MAX_TIME_MS, UNAVAILABLE_MS,
+    CheckOptions, ClientKind, Faults, LEADER_CAMPAIGNS, MAX_CLIENTS, MAX_FENCED_WRITES, MAX_TIME_MS,
+    SERVER_CLOCK_ERROR_MS, UNAVAILABLE_MS,
 };
 pub use properties::{
     BOUNDED_FAILURE, DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE,
@@ -161,8 +162,8 @@ impl Model for LeaseModel {
                     }
                     // Erring after the read is the same as erring at it: nothing observed the time in between.
                     if faults.clock_error && can_fault && !clock_erred {
-                        actions.push(Action::ClockError(c, ClockError::Early));
-                        actions.push(Action::ClockError(c, ClockError::Late));
+                        actions.push(Action::ClockError(c, spanner_mutex_model::world::ClockError::Early));
+                        actions.push(Action::ClockError(c, spanner_mutex_model::world::ClockError::Late));
                     }
                     if *row_unchanged && can_fault {
                         if faults.abort {
@@ -197,7 +198,7 @@ impl Model for LeaseModel {
             }
             match client.section {
                 Section::Idle => {}
-                Section::Started { .. } => {
+                Section::Started(_) => {
                     actions.push(Action::SectionWrite(c, CommitFate::AsDecided));
                     if faults.unknown && can_fault {
                         actions.push(Action::SectionWrite(c, CommitFate::UnknownLanded));

@@ -9,6 +9,9 @@ pub const MAX_CLIENTS: u8 = 5;
 /// more multiplies the states).
 pub const MAX_TIME_MS: u64 = 1_000;
 
+/// How far a server's clock errs, either way, when the `clock-error` fault makes it err.
+pub const SERVER_CLOCK_ERROR_MS: u64 = 1;
+
 /// What a client's user does with the mutex: each kind is the production machine in one of the library's modes,
 /// driven by the steps its user can take (in the checker and in the simulator's scenarios, as `kind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -255,10 +258,10 @@ impl CheckOptions {
         (slot as i64 - 1) * i64::try_from(self.skew_ms).unwrap_or(0) * 1_000
     }
 
-    /// The server clock error the clients' configuration declares: 1 ms when it is injected, unless the rule
-    /// is relaxed.
+    /// The server clock error the clients' configuration declares: all of [`SERVER_CLOCK_ERROR_MS`] when it is
+    /// injected, unless the rule is relaxed.
     pub const fn declared_uncertainty_ms(&self) -> u64 {
-        if self.faults.clock_error && !self.assume_exact_server_clock { 1 } else { 0 }
+        if self.faults.clock_error && !self.assume_exact_server_clock { SERVER_CLOCK_ERROR_MS } else { 0 }
     }
 
     /// The protocol configuration the checked clients use: a 3 ms lease (2 ms locally, so 1 ms of drift is

@@ -356,9 +356,9 @@ impl LeaseModel {
             if let Some(since) = &mut slot.ghost.unanswered_since {
                 *since = since.shifted_ms(by_ms);
             }
-            if let Section::Started { fence, write_unanswered_since, .. } = &mut slot.section {
-                *fence = renumber(*fence);
-                if let Some(since) = write_unanswered_since {
+            if let Section::Started(work) = &mut slot.section {
+                work.fence = renumber(work.fence);
+                if let Some(since) = &mut work.unanswered_since {
                     *since = since.shifted_ms(by_ms);
                 }
             }

@@ -3,9 +3,9 @@
 
 use crate::properties::{DOUBLE_EXECUTION, SAFETY, SEVERITY};
 use crate::search::progress_line;
-use crate::{Action, CheckOptions, LeaseModel, Op, Section, WorldState, encode_path};
+use crate::{Action, CheckOptions, LeaseModel, Op, SERVER_CLOCK_ERROR_MS, Section, WorldState, encode_path};
 use serde::Serialize;
-use spanner_mutex_model::world::{CommitFate, Late};
+use spanner_mutex_model::world::{ClockError, CommitFate, Late, Work};
 use spanner_mutex_model::{ClientId, LeaseRow};
 use stateright::report::{ReportData, ReportDiscovery, Reporter};
 use stateright::{Checker, HasDiscoveries, Model, Path};
@@ -348,13 +348,13 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::TimeoutUnanswered(c) => format!("{}'s timer fires and Spanner does not answer its read", client(c)),
         Action::SectionWrite(c, fate) => {
             let number = match before.clients[usize::from(c)].section {
-                Section::Started { write, .. } => write,
+                Section::Started(work) => work.write,
                 _ => 1,
             };
             // Applied (or found applied): the section went on to its next write, or finished writing.
             let applied = match after.clients[usize::from(c)].section {
                 Section::Wrote => true,
-                Section::Started { write, .. } => write > number,
+                Section::Started(work) => work.write > number,
                 _ => false,
             };
             // A lock holder's write is not the run-once effect: whether it landed shows in the row's record.
@@ -408,10 +408,10 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
         Action::TxnDelay(c) => format!("{}'s transaction starts executing only now", client(c)),
         Action::ClockError(c, error) => {
             let way = match error {
-                crate::ClockError::Early => "1 ms early",
-                crate::ClockError::Late => "1 ms late",
+                ClockError::Early => "early",
+                ClockError::Late => "late",
             };
-            format!("the server clock {}'s transaction read was {way}", client(c))
+            format!("the server clock {}'s transaction read was {SERVER_CLOCK_ERROR_MS} ms {way}", client(c))
         }
     }
 }
@@ -420,8 +420,8 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
 fn client_words(client: &crate::ClientSlot) -> String {
     let section = match client.section {
         Section::Idle => String::new(),
-        Section::Started { write: 1, .. } => " +section".to_owned(),
-        Section::Started { write, .. } => format!(" +section(write {write})"),
+        Section::Started(Work { write: 1, .. }) => " +section".to_owned(),
+        Section::Started(work) => format!(" +section(write {})", work.write),
         Section::Wrote | Section::Rejected => " +section(written)".to_owned(),
         Section::Unanswered => " +section(write unanswered)".to_owned(),
     };

@@ -2,15 +2,16 @@
 //! `txn::plan` with their fates, fenced writes judged.
 
 use crate::{
-    Action, ClientGhost, ClientKind, ClientSlot, ClockError, Effect, LEADER_CAMPAIGNS, LeaseModel, Op, OutcomeFacts,
-    Queued, Section, Witness, WorldState, client_id, keeps_lease_after_release, outcome_is_true,
+    Action, ClientGhost, ClientKind, ClientSlot, Effect, LEADER_CAMPAIGNS, LeaseModel, Op, OutcomeFacts, Queued,
+    SERVER_CLOCK_ERROR_MS, Section, Witness, WorldState, client_id, keeps_lease_after_release, outcome_is_true,
 };
 use spanner_mutex_model::txn::{TxnReply, TxnRequest};
 use spanner_mutex_model::world::{
-    CommitFate, FencedOutcome, FencedWrite, Late, LateLanding, RowChange, hear_fenced_write,
+    CommitFate, Executor, FencedOutcome, FencedWrite, Late, LateLanding, RowChange, Work, WorkStep, WriteHeard,
+    hear_fenced_write, server_read,
 };
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Event, Fence, LocalInstant, Phase, SectionResult, ServerTime, Status,
+    ClientId, ClientMachine, Command, Event, Fence, LocalInstant, Outcome, Phase, SectionResult, ServerTime, Status,
 };
 
 /// Whether Spanner answers a read a step commands.
@@ -95,10 +96,7 @@ impl LeaseModel {
         match state.clients[slot].machine.handle(&self.cfg, now, event) {
             Ok(command) => {
                 if !counts_wait
-                    && matches!(
-                        command,
-                        Some(Command::RunTxn(_) | Command::Finish(spanner_mutex_model::Outcome::DoneByOther { .. }))
-                    )
+                    && matches!(command, Some(Command::RunTxn(_) | Command::Finish(Outcome::DoneByOther { .. })))
                 {
                     state.ghost.witnessed.insert(Witness::PollNoticed);
                 }
@@ -136,89 +134,7 @@ impl LeaseModel {
         {
             state.ghost.driver_contract_broken = true;
         }
-        match command {
-            None => {}
-            Some(Command::Finish(outcome)) => {
-                Self::judge_release(state, slot, &outcome);
-                let effects = state.effect_leases();
-                let client = &state.clients[slot];
-                // The checker's need check answers from the effects at once, and a run finishes right after it.
-                let facts = OutcomeFacts {
-                    client: client.machine.id(),
-                    effects: &effects,
-                    row: state.spanner.row.as_ref(),
-                    last_need_answer: Some(state.effects.is_empty()),
-                    waits: client.ghost.waits,
-                    max_retries: self.cfg.max_retries(),
-                };
-                state.ghost.false_outcome |= !outcome_is_true(&outcome, &facts);
-                Self::witness_finish(state, slot, &outcome);
-                let client = &mut state.clients[slot];
-                if client.kind == ClientKind::Leader
-                    && client.ghost.cancelled_in.is_none()
-                    && client.ghost.campaigns < LEADER_CAMPAIGNS
-                {
-                    client.ghost.term_ended |= client.ghost.granted;
-                    self.campaign_again(state, slot);
-                }
-            }
-            // With a cancel or a failure still possible, the check takes a step of its own, so either can come
-            // during it; else it answers when asked, from the effects applied by then (nothing can tell the two
-            // apart).
-            Some(Command::CheckNeed)
-                if self.need_check_takes_a_step(
-                    state.cancels_left > 0 && client.ghost.cancelled_in.is_none(),
-                    client.machine.phase(),
-                    state.faults_left,
-                ) =>
-            {
-                client.op = Op::NeedCheck;
-            }
-            Some(Command::CheckNeed) => {
-                let needed = state.effects.is_empty();
-                self.deliver(state, slot, Event::NeedAnswered { needed });
-            }
-            Some(Command::ReadRow) => match reads {
-                Reads::Answered => {
-                    self.note_answer(state, slot, None);
-                    let event = state.spanner.read(Self::server_time(state.now_ms));
-                    self.deliver(state, slot, event);
-                }
-                Reads::Unanswered(witness) => {
-                    state.ghost.witnessed.insert(witness);
-                    self.note_answer(state, slot, Some(Self::local_now(state, slot)));
-                    self.deliver(state, slot, Event::ReadFailed(spanner_mutex_model::Failure::Unavailable));
-                }
-            },
-            Some(Command::RunTxn(request)) => {
-                let read_at = self.decision_time(state, slot);
-                let sent_at = Self::local_now(state, slot);
-                state.clients[slot].op =
-                    Op::TxnRead { request, row_unchanged: true, read_at, clock_erred: false, sent_at };
-            }
-            Some(Command::RunSection { fence, .. }) => {
-                client.section = Section::Started { fence, write: 1, write_unanswered_since: None };
-                Self::witness_won(state, slot);
-            }
-            // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
-            Some(Command::SignalLockLost { .. }) => state.ghost.witnessed.insert(Witness::LockLost),
-            Some(Command::Granted { fence, .. }) => {
-                if !client.kind.is_lock_mode() {
-                    state.ghost.driver_contract_broken = true;
-                }
-                client.section = Section::Started { fence, write: 1, write_unanswered_since: None };
-                client.ghost.granted = true;
-                let waited = client.ghost.waits > 0;
-                let ghost = &mut state.ghost;
-                ghost.term_regressed |= ghost.max_term.is_some_and(|max| fence <= max);
-                ghost.max_term = ghost.max_term.max(Some(fence));
-                // The acquisition this grant follows was made in this same step (or its resolution read was).
-                if waited && ghost.witnessed.contains(Witness::DoneAcquired) {
-                    ghost.witnessed.insert(Witness::HandedOver);
-                }
-                Self::witness_won(state, slot);
-            }
-        }
+        spanner_mutex_model::world::execute(&mut StepExecutor { model: self, state, reads }, slot, command);
     }
 
     /// Marks what a client winning the lease shows, and forgets the facts kept until it won.
@@ -237,7 +153,7 @@ impl LeaseModel {
     }
 
     /// Marks what a finishing client's outcome shows, and forgets the facts kept until it finished.
-    pub(crate) fn witness_finish(state: &mut WorldState, slot: usize, outcome: &spanner_mutex_model::Outcome) {
+    pub(crate) fn witness_finish(state: &mut WorldState, slot: usize, outcome: &Outcome) {
         use spanner_mutex_model::Outcome;
         let witnessed = &mut state.ghost.witnessed;
         match outcome {
@@ -281,7 +197,7 @@ impl LeaseModel {
 
     /// Judges a finishing client's "released" or "cancelled": the row must not grant it the lease any more (a
     /// waiter can acquire at once).
-    pub(crate) fn judge_release(state: &mut WorldState, slot: usize, outcome: &spanner_mutex_model::Outcome) {
+    pub(crate) fn judge_release(state: &mut WorldState, slot: usize, outcome: &Outcome) {
         let id = state.clients[slot].machine.id();
         let now = Self::server_time(state.now_ms);
         state.ghost.lease_kept_after_release |= keeps_lease_after_release(outcome, id, state.spanner.row.as_ref(), now);
@@ -416,19 +332,16 @@ impl LeaseModel {
     /// `fate` ([`hear_fenced_write`]), keeps what the next attempt needs in the section, and returns whether the
     /// section may send the write again; a retry the machine allows past the world's record of the run's
     /// unanswered calls breaks the budget.
-    fn fenced_write_heard(&self, state: &mut WorldState, slot: usize, fate: CommitFate) -> bool {
+    fn fenced_write_heard(&self, state: &mut WorldState, slot: usize, fate: CommitFate, work: Work) -> WriteHeard {
         let now = Self::local_now(state, slot);
         let client = &mut state.clients[slot];
-        let Section::Started { write_unanswered_since, .. } = &mut client.section else { return false };
-        let Ok(heard) = hear_fenced_write(&mut client.machine, &self.cfg, now, now, fate, *write_unanswered_since)
-        else {
+        let Ok(heard) = hear_fenced_write(&mut client.machine, &self.cfg, now, now, fate, work.unanswered_since) else {
             state.ghost.driver_contract_broken = true;
-            return false;
+            return WriteHeard { may_retry: false, write_since: work.unanswered_since };
         };
-        *write_unanswered_since = heard.write_since;
         if fate.answered() {
             self.note_answer(state, slot, None);
-            return true;
+            return heard;
         }
         self.note_answer(state, slot, Some(now));
         let next_at = now.plus_ms(self.cfg.wait_ms());
@@ -436,7 +349,7 @@ impl LeaseModel {
         if heard.may_retry && !spanner_mutex_model::within_unavailability_budget(&self.cfg, world_since, next_at) {
             state.ghost.retried_past_budget = true;
         }
-        heard.may_retry
+        heard
     }
 
     /// Records for the budget's property whether Spanner answered the client's call (`None`), or not: then the
@@ -513,50 +426,44 @@ impl LeaseModel {
             }
             Action::SectionWrite(c, fate) => {
                 let slot = usize::from(c);
-                let Section::Started { fence, write: number, .. } = state.clients[slot].section else {
+                let Section::Started(work) = state.clients[slot].section else {
                     return None;
                 };
+                let (fence, number) = (work.fence, u8::try_from(work.write).expect("at most MAX_FENCED_WRITES"));
                 let writer = state.clients[slot].machine.id();
                 let at = self.decision_time(state, slot);
                 let run_once = state.clients[slot].kind == ClientKind::RunOnce;
                 if fate == CommitFate::UnknownLate {
-                    let late = Late::FencedWrite { writer, fence, write: number.into(), read_at: at };
+                    let late = Late::FencedWrite { writer, fence, write: work.write, read_at: at };
                     state.queued = Some(Queued { late, run_once, row_unchanged: true });
                 }
                 let now = Self::server_time(state.now_ms);
-                let write = state.spanner.fenced_write(&self.cfg, writer, fence, number.into(), at, fate, || now);
+                let write = state.spanner.fenced_write(&self.cfg, writer, fence, work.write, at, fate, || now);
                 let (answer, superseded) = (write.answer, write.superseded);
                 Self::record_fenced_write(state, writer, (fence, number), run_once, write);
                 // Worlds without an unavailability budget (no `unavailable` fault) retry an unanswered write for ever.
-                if self.cfg.unavailable_ms() > 0 && !self.fenced_write_heard(state, slot, fate) {
-                    state.clients[slot].section = Section::Unanswered;
-                    state.ghost.witnessed.insert(Witness::FencedWriteGaveUp);
-                    return Some(());
-                }
-                // The section's next write, once this one is answered applied; after its last, it returns.
-                let next = if number < self.options.fenced_writes {
-                    Section::Started { fence, write: number + 1, write_unanswered_since: None }
-                } else {
-                    Section::Wrote
-                };
-                let section = &mut state.clients[slot];
-                match answer {
-                    FencedOutcome::Retry => {}
-                    FencedOutcome::Accepted => section.section = next,
-                    FencedOutcome::AlreadyApplied => {
-                        section.section = next;
-                        state.ghost.witnessed.insert(Witness::FencedWriteResolved);
-                        if number >= 2 {
-                            state.ghost.witnessed.insert(Witness::LaterWriteResolved);
-                        }
+                let heard = (self.cfg.unavailable_ms() > 0).then(|| self.fenced_write_heard(state, slot, fate, work));
+                let witnessed = &mut state.ghost.witnessed;
+                if answer == FencedOutcome::AlreadyApplied {
+                    witnessed.insert(Witness::FencedWriteResolved);
+                    if number >= 2 {
+                        witnessed.insert(Witness::LaterWriteResolved);
                     }
-                    FencedOutcome::Rejected => {
-                        section.section = Section::Rejected;
+                }
+                state.clients[slot].section = match work.after(answer, self.options.fenced_writes.into(), heard) {
+                    WorkStep::Again(work) | WorkStep::Next(work) => Section::Started(work),
+                    WorkStep::Done(FencedOutcome::Accepted | FencedOutcome::AlreadyApplied) => Section::Wrote,
+                    WorkStep::Done(FencedOutcome::Rejected) => {
                         if superseded {
-                            state.ghost.witnessed.insert(Witness::StaleWriteRejected);
+                            witnessed.insert(Witness::StaleWriteRejected);
                         }
+                        Section::Rejected
                     }
-                }
+                    WorkStep::Done(FencedOutcome::Retry) => {
+                        witnessed.insert(Witness::FencedWriteGaveUp);
+                        Section::Unanswered
+                    }
+                };
             }
             Action::SectionReturn(c) => {
                 let slot = usize::from(c);
@@ -564,7 +471,7 @@ impl LeaseModel {
                     Section::Wrote => FencedOutcome::Accepted.section_result(),
                     Section::Rejected => FencedOutcome::Rejected.section_result(),
                     Section::Unanswered => FencedOutcome::Retry.section_result(),
-                    Section::Idle | Section::Started { .. } => return None,
+                    Section::Idle | Section::Started(_) => return None,
                 };
                 state.clients[slot].section = Section::Idle;
                 let event = if state.clients[slot].kind.is_lock_mode() {
@@ -637,15 +544,125 @@ impl LeaseModel {
                 let Op::TxnRead { read_at, clock_erred, .. } = &mut state.clients[usize::from(c)].op else {
                     return None;
                 };
-                let error_us = match error {
-                    ClockError::Early => -1_000,
-                    ClockError::Late => 1_000,
-                };
-                *read_at = ServerTime::from_unix_micros(read_at.unix_micros() + error_us);
+                *read_at = server_read(*read_at, error.error_us(SERVER_CLOCK_ERROR_MS));
                 *clock_erred = true;
                 state.ghost.clock_erred = true;
             }
         }
         Some(())
+    }
+}
+
+/// The checker's world as the kernel's [`Executor`]: a step's commands carried out on its state. Every method
+/// answers through [`LeaseModel::deliver`] itself, so none returns a next command.
+struct StepExecutor<'a> {
+    model: &'a LeaseModel,
+    state: &'a mut WorldState,
+    /// Whether Spanner answers the read this step commands first.
+    reads: Reads,
+}
+
+impl Executor for StepExecutor<'_> {
+    fn grants_locks(&self, slot: usize) -> bool {
+        self.state.clients[slot].kind.is_lock_mode()
+    }
+
+    fn check_need(&mut self, slot: usize) -> Option<Command> {
+        let (model, state) = (self.model, &mut *self.state);
+        let client = &mut state.clients[slot];
+        // With a cancel or a failure still possible, the check takes a step of its own, so either can come during
+        // it; else it answers when asked, from the effects applied by then (nothing can tell the two apart).
+        if model.need_check_takes_a_step(
+            state.cancels_left > 0 && client.ghost.cancelled_in.is_none(),
+            client.machine.phase(),
+            state.faults_left,
+        ) {
+            client.op = Op::NeedCheck;
+        } else {
+            let needed = state.effects.is_empty();
+            model.deliver(state, slot, Event::NeedAnswered { needed });
+        }
+        None
+    }
+
+    fn run_txn(&mut self, slot: usize, request: TxnRequest) -> Option<Command> {
+        let read_at = self.model.decision_time(self.state, slot);
+        let sent_at = LeaseModel::local_now(self.state, slot);
+        self.state.clients[slot].op =
+            Op::TxnRead { request, row_unchanged: true, read_at, clock_erred: false, sent_at };
+        None
+    }
+
+    fn read_row(&mut self, slot: usize) -> Option<Command> {
+        let (model, state) = (self.model, &mut *self.state);
+        match self.reads {
+            Reads::Answered => {
+                model.note_answer(state, slot, None);
+                let event = state.spanner.read(LeaseModel::server_time(state.now_ms));
+                model.deliver(state, slot, event);
+            }
+            Reads::Unanswered(witness) => {
+                state.ghost.witnessed.insert(witness);
+                model.note_answer(state, slot, Some(LeaseModel::local_now(state, slot)));
+                model.deliver(state, slot, Event::ReadFailed(spanner_mutex_model::Failure::Unavailable));
+            }
+        }
+        None
+    }
+
+    fn start_work(&mut self, slot: usize, work: Work, granted: bool) -> Option<Command> {
+        let state = &mut *self.state;
+        let client = &mut state.clients[slot];
+        client.section = Section::Started(work);
+        if granted {
+            client.ghost.granted = true;
+            let waited = client.ghost.waits > 0;
+            let ghost = &mut state.ghost;
+            ghost.term_regressed |= ghost.max_term.is_some_and(|max| work.fence <= max);
+            ghost.max_term = ghost.max_term.max(Some(work.fence));
+            // The acquisition this grant follows was made in this same step (or its resolution read was).
+            if waited && ghost.witnessed.contains(Witness::DoneAcquired) {
+                ghost.witnessed.insert(Witness::HandedOver);
+            }
+        }
+        LeaseModel::witness_won(state, slot);
+        None
+    }
+
+    // The checked section ignores the signal on purpose: fencing, not good manners, must keep it safe.
+    fn lock_lost(&mut self, _slot: usize, _fence: Fence) -> Option<Command> {
+        self.state.ghost.witnessed.insert(Witness::LockLost);
+        None
+    }
+
+    fn finish(&mut self, slot: usize, outcome: Outcome) -> Option<Command> {
+        let (model, state) = (self.model, &mut *self.state);
+        LeaseModel::judge_release(state, slot, &outcome);
+        let effects = state.effect_leases();
+        let client = &state.clients[slot];
+        // The checker's need check answers from the effects at once, and a run finishes right after it.
+        let facts = OutcomeFacts {
+            client: client.machine.id(),
+            effects: &effects,
+            row: state.spanner.row.as_ref(),
+            last_need_answer: Some(state.effects.is_empty()),
+            waits: client.ghost.waits,
+            max_retries: model.cfg.max_retries(),
+        };
+        state.ghost.false_outcome |= !outcome_is_true(&outcome, &facts);
+        LeaseModel::witness_finish(state, slot, &outcome);
+        let client = &mut state.clients[slot];
+        if client.kind == ClientKind::Leader
+            && client.ghost.cancelled_in.is_none()
+            && client.ghost.campaigns < LEADER_CAMPAIGNS
+        {
+            client.ghost.term_ended |= client.ghost.granted;
+            model.campaign_again(state, slot);
+        }
+        None
+    }
+
+    fn contract_broken(&mut self, _slot: usize, _what: &'static str) {
+        self.state.ghost.driver_contract_broken = true;
     }
 }

@@ -4,7 +4,7 @@
 use crate::{ClientKind, MAX_FENCED_WRITES};
 use arrayvec::ArrayVec;
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::world::{Late, Spanner};
+use spanner_mutex_model::world::{Late, Spanner, Work};
 use spanner_mutex_model::{ClientId, ClientMachine, Fence, LocalInstant, ServerTime};
 
 /// An effect the protected resource accepted.
@@ -64,16 +64,8 @@ pub struct Queued {
 pub enum Section {
     /// Not running.
     Idle,
-    /// Running, its fenced write number `write` not yet answered (the writes before it were).
-    Started {
-        /// Its fence.
-        fence: Fence,
-        /// The write under way, from 1.
-        write: u8,
-        /// When its write's first attempt without an answer was sent, where the rule reads it: only for a write
-        /// on a budget of its own (a re-inserted bug); the run's clock holds it otherwise.
-        write_unanswered_since: Option<LocalInstant>,
-    },
+    /// Running, its fenced write [`Work::write`] not yet answered (the writes before it were).
+    Started(Work),
     /// Its last fenced write committed.
     Wrote,
     /// The fenced write was refused: the lease was no longer ours.
