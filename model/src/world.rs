@@ -722,4 +722,89 @@ mod tests {
             [CommitFate::AsDecided, CommitFate::Unavailable, CommitFate::UnknownLate].map(Some)
         );
     }
+
+    #[test]
+    fn work_sends_an_unanswered_write_again_goes_on_when_applied_and_ends_after_its_last() {
+        let first = Work::first(Fence::FIRST);
+        let since = Some(LocalInstant::from_ms(3));
+        let kept = WriteHeard { may_retry: true, write_since: since };
+        let spent = WriteHeard { may_retry: false, write_since: since };
+        assert_eq!(
+            first.after(FencedOutcome::Retry, 2, Some(kept)),
+            WorkStep::Again(Work { unanswered_since: since, ..first })
+        );
+        assert_eq!(first.after(FencedOutcome::Retry, 2, None), WorkStep::Again(first));
+        assert_eq!(first.after(FencedOutcome::Retry, 2, Some(spent)), WorkStep::Done(FencedOutcome::Retry));
+        let second = Work { write: 2, ..first };
+        assert_eq!(first.after(FencedOutcome::AlreadyApplied, 2, Some(kept)), WorkStep::Next(second));
+        assert_eq!(second.after(FencedOutcome::Accepted, 2, None), WorkStep::Done(FencedOutcome::Accepted));
+        assert_eq!(first.after(FencedOutcome::Rejected, 2, None), WorkStep::Done(FencedOutcome::Rejected));
+    }
+
+    /// Records what `execute` asked, answering nothing.
+    #[derive(Default)]
+    struct Asked {
+        locks: bool,
+        calls: Vec<String>,
+    }
+
+    impl Executor for Asked {
+        fn grants_locks(&self, _client: usize) -> bool {
+            self.locks
+        }
+        fn check_need(&mut self, client: usize) -> Option<Command> {
+            self.calls.push(format!("need {client}"));
+            None
+        }
+        fn run_txn(&mut self, client: usize, _request: TxnRequest) -> Option<Command> {
+            self.calls.push(format!("txn {client}"));
+            None
+        }
+        fn read_row(&mut self, client: usize) -> Option<Command> {
+            self.calls.push(format!("read {client}"));
+            // Answered at once: the machine's next command is executed in the same call.
+            (self.calls.len() == 1).then_some(Command::CheckNeed)
+        }
+        fn start_work(&mut self, client: usize, work: Work, granted: bool) -> Option<Command> {
+            self.calls.push(format!("work {client} fence {} write {} granted {granted}", work.fence.get(), work.write));
+            None
+        }
+        fn lock_lost(&mut self, client: usize, fence: Fence) -> Option<Command> {
+            self.calls.push(format!("lost {client} fence {}", fence.get()));
+            None
+        }
+        fn finish(&mut self, client: usize, outcome: Outcome) -> Option<Command> {
+            self.calls.push(format!("finish {client} {outcome:?}"));
+            None
+        }
+        fn contract_broken(&mut self, client: usize, what: &'static str) {
+            self.calls.push(format!("broken {client}: {what}"));
+        }
+    }
+
+    #[test]
+    fn execute_hands_each_command_to_its_method_and_runs_the_answers_given_at_once() {
+        let mut asked = Asked::default();
+        let deadline = LocalInstant::from_ms(5);
+        execute(&mut asked, 1, Some(Command::ReadRow));
+        execute(&mut asked, 1, Some(Command::RunSection { fence: Fence::FIRST, deadline }));
+        execute(&mut asked, 1, Some(Command::Granted { fence: Fence::FIRST, deadline }));
+        asked.locks = true;
+        execute(&mut asked, 0, Some(Command::Granted { fence: Fence::FIRST.next(), deadline }));
+        execute(&mut asked, 0, Some(Command::SignalLockLost { fence: Fence::FIRST.next() }));
+        execute(&mut asked, 0, Some(Command::Finish(Outcome::Cancelled)));
+        execute(&mut asked, 0, None);
+        assert_eq!(
+            asked.calls,
+            [
+                "read 1",
+                "need 1",
+                "work 1 fence 1 write 1 granted false",
+                "broken 1: a run-once machine granted a lock",
+                "work 0 fence 2 write 1 granted true",
+                "lost 0 fence 2",
+                "finish 0 Cancelled",
+            ]
+        );
+    }
 }
