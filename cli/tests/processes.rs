@@ -46,6 +46,32 @@ async fn init_then_status_and_stress_on_a_running_emulator_need_nothing_created_
     let all = cli(&["status", "--config", &config, "--all"]).await.expect("status --all ran");
     let all = String::from_utf8_lossy(&all.stdout);
     assert!(all.starts_with("by-hand: free: DONE by ") && all.lines().count() == 1, "{all}");
+    // The section's output is lost: while the row is DONE, another run reports it done and does not run it.
+    std::fs::remove_file(&log).expect("removed");
+    let run_once = || cli(&["run-once", "--config", &config, "--file", log.to_str().expect("a UTF-8 path")]);
+    let done = run_once().await.expect("run-once ran");
+    assert!(String::from_utf8_lossy(&done.stdout).contains("done by"), "{}", String::from_utf8_lossy(&done.stdout));
+    assert!(!log.exists());
+    // An operator: nothing to release on a DONE row; a reset, recorded on the row, lets the next run ask its need
+    // check and execute.
+    let release = cli(&["release", "--config", &config, "--reason", "stuck"]).await.expect("release ran");
+    assert_eq!(release.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&release.stderr);
+    assert!(
+        stderr.contains("nothing to do: the row is DONE; only a STARTED row (a lease) can be force-released"),
+        "{stderr}"
+    );
+    let reset =
+        cli(&["reset", "--config", &config, "--reason", "run it again", "--by", "alice"]).await.expect("reset ran");
+    let stdout = String::from_utf8_lossy(&reset.stdout);
+    assert!(reset.status.success(), "{stdout}{}", String::from_utf8_lossy(&reset.stderr));
+    assert!(stdout.contains(" reset by alice: run it again"), "{stdout}");
+    let recorded =
+        stdout.lines().nth(1).is_some_and(|l| l.starts_with("by-hand: free: reset by alice: run it again at "));
+    assert!(recorded, "{stdout}");
+    let again = run_once().await.expect("run-once ran");
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(std::fs::read_to_string(&log).expect("the section ran again after the reset"), "ran by-hand\n");
     let stress = cli(&["stress", "--clients", "20"]).await.expect("stress ran");
     let stdout = String::from_utf8_lossy(&stress.stdout);
     assert!(stress.status.success(), "{stdout}{}", String::from_utf8_lossy(&stress.stderr));

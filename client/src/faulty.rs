@@ -77,6 +77,8 @@ impl<S: LeaseStore> FaultyStore<S> {
             TxnRequest::Renew { .. } => FaultTarget::Renew,
             TxnRequest::Release { .. } => FaultTarget::Release,
             TxnRequest::VerifyFence { .. } => FaultTarget::FencedWrite,
+            // An operator's transaction is not a client's: no fault is planned for it.
+            TxnRequest::Operator { .. } => return None,
         };
         self.take_for(target)
     }

@@ -3,7 +3,7 @@
 
 use crate::mutex::{LeaseHandle, LockGuard, RunError, SpannerMutex};
 use crate::store::StoreError;
-use spanner_mutex_model::{ClientId, Fence, LeaseRow, ServerTime, Status};
+use spanner_mutex_model::{ClientId, Fence, LeaseRow, OperatorAction, ServerTime, Status};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -71,6 +71,9 @@ impl std::fmt::Display for MutexStatus {
         }
         let Some(row) = &self.row else { return write!(f, "free: never used") };
         let by = format!("{} (client {}) with fence {}", row.holder_name, row.holder, row.fence.get());
+        if let (Some(_), Some(record)) = (OperatorAction::recorded_on(row), &row.last_error) {
+            return write!(f, "free: {record} at {} (the lease was {by})", rfc3339(row.updated_at));
+        }
         match row.status {
             Status::Done => write!(f, "free: DONE by {by} at {}", rfc3339(row.updated_at)),
             Status::Failed => write!(

@@ -35,6 +35,7 @@ mod memory;
 mod metrics;
 mod mutex;
 mod mutexes;
+mod operator;
 pub mod schema;
 mod serial;
 mod spanner;
@@ -57,10 +58,12 @@ pub use lease::{Fenced, FencedError, FencedTx, Lease};
 pub use memory::MemoryStore;
 pub use mutex::{BoxError, CriticalSection, LeaseHandle, LockGuard, RunError, RunOutcome, SpannerMutex};
 pub use mutexes::{Mutexes, MutexesBuilder, SetupError, SpannerStoreBuilder};
+pub use operator::{OPERATOR_NAME_MAX_BYTES, OPERATOR_REASON_MAX_BYTES, OperatorApplied, OperatorError};
 pub use schema::SchemaError;
 pub use spanner::{ConnectError, SpannerStore};
 pub use spanner_mutex_model::{
-    ClientId, Config, ConfigParams, Fence, LeaseRow, MutexName, MutexNameError, ServerTime, Status, UnexpectedEvent,
+    ClientId, Config, ConfigParams, Fence, LeaseRow, MutexName, MutexNameError, OperatorAction, ServerTime, Status,
+    UnexpectedEvent,
 };
 #[cfg(feature = "test-util")]
 pub use store::{FencedAnswer, LeaseStore, RowRead};

@@ -4,7 +4,7 @@ use spanner_mutex::faulty::{FaultEffect, FaultTarget, InjectedFault};
 use spanner_mutex::google_cloud_spanner::mutation::Mutation;
 use spanner_mutex::{
     BoxError, CriticalSection, FaultyStore, Fenced, FencedError, FencedTx, FencedWork, LeaseHandle, LeaseStore,
-    MemoryStore, RunError, RunOutcome, SpannerMutex,
+    MemoryStore, OperatorError, RunError, RunOutcome, SpannerMutex,
 };
 use spanner_mutex_model::txn::Mode;
 use spanner_mutex_model::{ClientId, ConfigParams, Fence, MutexName, Status, TxnReply, TxnRequest};
@@ -433,4 +433,67 @@ async fn a_fenced_write_in_memory_commits_only_if_the_row_is_as_its_fence_check_
     assert!(matches!(refused, Err(FencedError::Rejected { .. })), "{refused:?}");
     assert_eq!(attempts.load(Ordering::SeqCst), 1, "the retry checks the fence before running the work again");
     assert_eq!(store.mutations(), [effect("renewed"), effect("while-expiring")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forced_release_refuses_the_live_holder_s_next_write_signals_lock_lost_and_hands_the_lock_over() {
+    let (store, cfg) = (MemoryStore::new(), params());
+    let guard = mutex(store.clone()).acquire().await.expect("acquired");
+    let fence = guard.fence();
+    // A waiter polls meanwhile; the holder renews, so without the operator it would wait for ever.
+    let waiter = {
+        let waiter = mutex(store.clone());
+        tokio::spawn(async move { (waiter.acquire().await, tokio::time::Instant::now()) })
+    };
+    tokio::time::sleep(Duration::from_millis(cfg.renew_interval_ms * 3)).await;
+    assert_eq!(store.row(&name()).expect("a row").status, Status::Started, "renewed past its first TTL");
+    let applied = mutex(store.clone()).force_release("alice", "stuck after a deploy").await.expect("applied");
+    let released_at = tokio::time::Instant::now();
+    assert_eq!((applied.fence, applied.holder_name.as_str()), (fence, "test"));
+    let row = store.row(&name()).expect("a row");
+    assert_eq!(
+        (row.status, row.last_error.as_deref()),
+        (Status::Failed, Some("force-released by alice: stuck after a deploy"))
+    );
+    // The holder's next fenced write is refused, and its next renewal tells it the lock is lost.
+    let refused = guard.commit(vec![effect("after-the-release")]).await;
+    assert!(matches!(refused, Err(FencedError::Rejected { fence: f }) if f == fence), "{refused:?}");
+    tokio::time::timeout(Duration::from_millis(cfg.renew_interval_ms + cfg.jitter_ms), guard.lock_lost())
+        .await
+        .expect("lock lost signalled at the next renewal");
+    // The waiter has the lock within one poll of the release.
+    let (acquired, at) =
+        tokio::time::timeout(Duration::from_secs(60), waiter).await.expect("acquired").expect("joined");
+    assert_eq!(acquired.expect("no error").fence(), fence.next());
+    let waited = at - released_at;
+    assert!(waited <= Duration::from_millis(cfg.poll_ms + cfg.jitter_ms), "{waited:?}");
+    assert!(store.mutations().is_empty(), "nothing the released holder wrote landed");
+    assert!(matches!(guard.release().await, Err(RunError::LeaseLost { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_done_row_runs_the_section_again_and_each_control_refuses_a_row_it_does_not_apply_to() {
+    let store = MemoryStore::new();
+    let operator = mutex(store.clone());
+    let refused = operator.force_release("alice", "nothing there").await.expect_err("no row");
+    assert!(matches!(refused, OperatorError::NotApplicable { status: None, .. }), "{refused}");
+    assert_eq!(
+        refused.to_string(),
+        "nothing to do: the mutex has no row; only a STARTED row (a lease) can be force-released"
+    );
+    let first = mutex(store.clone()).run(&Section::default()).await.expect("runs");
+    let fence = row_fence(&store);
+    assert_eq!(first, RunOutcome::Executed { fence });
+    let refused = operator.force_release("alice", "done already").await.expect_err("a DONE row");
+    assert!(matches!(refused, OperatorError::NotApplicable { status: Some(Status::Done), .. }), "{refused}");
+    // DONE is final for staleness_ms: another run reports it done...
+    assert!(matches!(mutex(store.clone()).run(&Section::default()).await, Ok(RunOutcome::DoneByOther { .. })));
+    let applied = operator.reset("bob", "the migration must run again").await.expect("reset");
+    assert_eq!(applied.fence, fence);
+    assert!(matches!(operator.reset("bob", "twice").await, Err(OperatorError::NotApplicable { .. })));
+    // ...and after the reset the next run acquires it, asks its need check, and executes.
+    let again = mutex(store.clone()).run(&Section::default()).await.expect("runs");
+    assert_eq!(again, RunOutcome::Executed { fence: fence.next() });
+    let invalid = operator.reset("", "who?").await.expect_err("no name");
+    assert!(matches!(invalid, OperatorError::InvalidRecord { what: "the operator name", .. }), "{invalid}");
 }

@@ -65,6 +65,10 @@ pub enum Protocol {
     /// renewal already went unanswered retries its write past the run's budget. The checker must catch it.
     #[cfg(any(test, feature = "variants"))]
     FencedRetryOwnBudget,
+    /// Fenced, but an operator's forced release only records itself on the row and leaves the lease STARTED until
+    /// its expiry: the released holder's fenced writes still land. The checker must catch it.
+    #[cfg(any(test, feature = "variants"))]
+    ForceReleaseRecordsOnly,
 }
 
 impl Protocol {
@@ -82,6 +86,8 @@ impl Protocol {
             Self::NoFencedWriteRecord => "no-fenced-write-record",
             #[cfg(any(test, feature = "variants"))]
             Self::RecordsFirstWriteOnly => "records-first-write-only",
+            #[cfg(any(test, feature = "variants"))]
+            Self::ForceReleaseRecordsOnly => "force-release-records-only",
             #[cfg(any(test, feature = "variants"))]
             Self::RenewsAnyStarted => "renews-any-started",
             #[cfg(any(test, feature = "variants"))]
@@ -136,6 +142,15 @@ impl Protocol {
         match self {
             #[cfg(any(test, feature = "variants"))]
             Self::RecordsFirstWriteOnly => false,
+            _ => true,
+        }
+    }
+
+    /// Whether an operator's forced release ends the lease (not in the re-inserted bug).
+    pub const fn force_release_ends_lease(self) -> bool {
+        match self {
+            #[cfg(any(test, feature = "variants"))]
+            Self::ForceReleaseRecordsOnly => false,
             _ => true,
         }
     }

@@ -31,4 +31,4 @@ pub use machine::{
 pub use rename::Rename;
 pub use row::{LeaseRow, RowWrite, Status, UnknownStatus};
 pub use time::{LocalInstant, ServerTime};
-pub use txn::{Mode, ReleaseStatus, TxnPlan, TxnReply, TxnRequest};
+pub use txn::{Mode, OperatorAction, ReleaseStatus, TxnPlan, TxnReply, TxnRequest};

@@ -100,6 +100,46 @@ pub enum ReleaseStatus {
     },
 }
 
+/// An operator's control over a mutex, outside every client's run (`spanner-mutex release`, `spanner-mutex reset`).
+/// Each is one transaction that records on the row who did it and why (`last_error`) and when (`updated_at`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OperatorAction {
+    /// Ends the current lease now, whoever holds it and whether or not it is still running: the row becomes
+    /// FAILED, so from this commit on the holder's renewals and fenced writes are refused (it learns it lost the
+    /// lease at the next of them) and the next acquisition succeeds.
+    ForceRelease,
+    /// Makes a DONE row FAILED, so the next run acquires it and asks its need check again (a DONE row is otherwise
+    /// final for `staleness_ms`).
+    Reset,
+}
+
+impl OperatorAction {
+    /// The action's words on the row and on the command line.
+    pub const fn words(self) -> &'static str {
+        match self {
+            Self::ForceRelease => "force-released",
+            Self::Reset => "reset",
+        }
+    }
+
+    /// The action whose record `row` holds: a FAILED row an operator left (its `last_error` reads
+    /// "force-released by …: …" or "reset by …: …").
+    pub fn recorded_on(row: &LeaseRow) -> Option<Self> {
+        let record = row.last_error.as_deref().filter(|_| row.status == Status::Failed)?;
+        [Self::ForceRelease, Self::Reset]
+            .into_iter()
+            .find(|action| record.strip_prefix(action.words()).is_some_and(|rest| rest.starts_with(" by ")))
+    }
+
+    /// The status a row must have for the action to apply.
+    pub const fn applies_to(self) -> Status {
+        match self {
+            Self::ForceRelease => Status::Started,
+            Self::Reset => Status::Done,
+        }
+    }
+}
+
 /// A read-write transaction the protocol runs on the lease row.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TxnRequest {
@@ -140,16 +180,26 @@ pub enum TxnRequest {
         /// writes one at a time, so every write numbered below this one has been resolved.
         write: u32,
     },
+    /// An operator's control ([`OperatorAction`]).
+    Operator {
+        /// What the operator does.
+        action: OperatorAction,
+        /// Who the operator is, as recorded on the row.
+        by: String,
+        /// Why, as recorded on the row.
+        reason: String,
+    },
 }
 
 impl TxnRequest {
-    /// The client the request is for.
-    pub const fn client(&self) -> ClientId {
+    /// The client the request is for; `None` for an operator's.
+    pub const fn client(&self) -> Option<ClientId> {
         match self {
             Self::Acquire { client, .. }
             | Self::Renew { client, .. }
             | Self::Release { client, .. }
-            | Self::VerifyFence { client, .. } => *client,
+            | Self::VerifyFence { client, .. } => Some(*client),
+            Self::Operator { .. } => None,
         }
     }
 
@@ -163,6 +213,7 @@ impl TxnRequest {
                 *client = map.client(*client);
                 *fence = map.fence(*fence);
             }
+            Self::Operator { .. } => {}
         }
     }
 }
@@ -210,6 +261,21 @@ pub enum TxnReply {
     AlreadyApplied,
     /// The row no longer names this client and fence as an unexpired holder; nothing was written.
     NotHolder,
+    /// An operator's control took effect on the lease of `holder` under `fence`.
+    OperatorApplied {
+        /// The holder whose lease was ended (or whose DONE was reset).
+        holder: ClientId,
+        /// Its display name.
+        holder_name: String,
+        /// Its fence.
+        fence: Fence,
+    },
+    /// An operator's control found nothing to act on: the row's status (`None`: no row) is not the one the action
+    /// applies to ([`OperatorAction::applies_to`]); nothing was written.
+    OperatorNotApplicable {
+        /// The row's status.
+        status: Option<Status>,
+    },
 }
 
 /// The outcome of running a [`TxnRequest`] against a row: what to buffer, and what to reply once committed.
@@ -308,6 +374,27 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
                 no_write(TxnReply::NotHolder)
             }
         }
+        TxnRequest::Operator { action, by, reason } => match row {
+            Some(r) if r.status == action.applies_to() => {
+                let last_error = Some(format!("{} by {by}: {reason}", action.words()));
+                let write = match action {
+                    // FAILED and expired at once; the holder and fence stay, so the row's record of the lease's
+                    // fenced writes still answers a retry of one that landed before.
+                    OperatorAction::ForceRelease if cfg.protocol().force_release_ends_lease() => RowWrite {
+                        status: Status::Failed,
+                        last_error,
+                        expires_at: now.min(r.expires_at),
+                        ..r.to_write()
+                    },
+                    OperatorAction::ForceRelease => RowWrite { last_error, ..r.to_write() },
+                    OperatorAction::Reset => RowWrite { status: Status::Failed, last_error, ..r.to_write() },
+                };
+                let reply =
+                    TxnReply::OperatorApplied { holder: r.holder, holder_name: r.holder_name.clone(), fence: r.fence };
+                TxnPlan { write: Some(write), reply }
+            }
+            _ => no_write(TxnReply::OperatorNotApplicable { status: row.map(|r| r.status) }),
+        },
     }
 }
 
@@ -521,5 +608,69 @@ mod tests {
         let taken = commit(&plan(&cfg(), &acquire(B), Some(&landed), at(20)), 20);
         assert_eq!(taken.fenced_writes, 0);
         assert_eq!(plan(&cfg(), &write(1), Some(&taken), at(21)).reply, TxnReply::NotHolder);
+    }
+
+    fn operator(action: OperatorAction) -> TxnRequest {
+        TxnRequest::Operator { action, by: "alice".into(), reason: "stuck".into() }
+    }
+
+    #[test]
+    fn a_forced_release_ends_a_live_lease_at_once_and_refuses_the_holder_s_next_write_and_renewal() {
+        let held = commit(&plan(&cfg(), &acquire(A), None, at(100)), 100);
+        let verify = |write| TxnRequest::VerifyFence { client: A, fence: CREATED_AT_100_MS, write };
+        let held = commit(&plan(&cfg(), &verify(1), Some(&held), at(101)), 101);
+        let released = plan(&cfg(), &operator(OperatorAction::ForceRelease), Some(&held), at(103));
+        assert_eq!(
+            released.reply,
+            TxnReply::OperatorApplied { holder: A, holder_name: String::new(), fence: CREATED_AT_100_MS }
+        );
+        let row = commit(&released, 103);
+        assert_eq!(
+            (row.status, row.holder, row.fence, row.expires_at, row.last_error.as_deref()),
+            (Status::Failed, A, CREATED_AT_100_MS, at(103), Some("force-released by alice: stuck"))
+        );
+        assert_eq!(OperatorAction::recorded_on(&row), Some(OperatorAction::ForceRelease));
+        assert_eq!(plan(&cfg(), &verify(2), Some(&row), at(104)), no_write(TxnReply::NotHolder));
+        // A retry of a write that landed before the release still finds it, so it is not applied again.
+        assert_eq!(plan(&cfg(), &verify(1), Some(&row), at(104)), no_write(TxnReply::AlreadyApplied));
+        let renew = TxnRequest::Renew { client: A, fence: CREATED_AT_100_MS };
+        assert_eq!(plan(&cfg(), &renew, Some(&row), at(104)), no_write(TxnReply::NotHolder));
+        let next = plan(&cfg(), &acquire(B), Some(&row), at(104));
+        assert!(matches!(next.reply, TxnReply::Acquired { kind: AcquisitionKind::AfterFailure, .. }), "{next:?}");
+        // Nothing is left to release.
+        let again = plan(&cfg(), &operator(OperatorAction::ForceRelease), Some(&row), at(104));
+        assert_eq!(again, no_write(TxnReply::OperatorNotApplicable { status: Some(Status::Failed) }));
+        assert_eq!(
+            plan(&cfg(), &operator(OperatorAction::ForceRelease), None, at(104)),
+            no_write(TxnReply::OperatorNotApplicable { status: None })
+        );
+    }
+
+    #[test]
+    fn a_reset_makes_only_a_done_row_failed_so_the_next_run_acquires_it() {
+        let held = commit(&plan(&cfg(), &acquire(A), None, at(100)), 100);
+        let reset = operator(OperatorAction::Reset);
+        assert_eq!(
+            plan(&cfg(), &reset, Some(&held), at(101)),
+            no_write(TxnReply::OperatorNotApplicable { status: Some(Status::Started) })
+        );
+        let release = TxnRequest::Release { client: A, fence: CREATED_AT_100_MS, status: ReleaseStatus::Done };
+        let done = commit(&plan(&cfg(), &release, Some(&held), at(101)), 101);
+        assert!(matches!(plan(&cfg(), &acquire(B), Some(&done), at(102)).reply, TxnReply::DoneByOther { .. }));
+        let row = commit(&plan(&cfg(), &reset, Some(&done), at(102)), 102);
+        assert_eq!((row.status, row.last_error.as_deref()), (Status::Failed, Some("reset by alice: stuck")));
+        assert_eq!(OperatorAction::recorded_on(&row), Some(OperatorAction::Reset));
+        let next = plan(&cfg(), &acquire(B), Some(&row), at(103));
+        assert!(matches!(next.reply, TxnReply::Acquired { kind: AcquisitionKind::AfterFailure, .. }), "{next:?}");
+    }
+
+    #[test]
+    fn a_forced_release_that_records_only_leaves_the_lease_to_its_holder_in_the_re_inserted_bug() {
+        let cfg = cfg().with_protocol(Protocol::ForceReleaseRecordsOnly);
+        let held = commit(&plan(&cfg, &acquire(A), None, at(100)), 100);
+        let row = commit(&plan(&cfg, &operator(OperatorAction::ForceRelease), Some(&held), at(103)), 103);
+        assert_eq!(row.status, Status::Started);
+        let verify = TxnRequest::VerifyFence { client: A, fence: CREATED_AT_100_MS, write: 1 };
+        assert_eq!(plan(&cfg, &verify, Some(&row), at(104)).reply, TxnReply::FenceValid);
     }
 }

@@ -7,7 +7,7 @@
 //! or a primitive added here reaches every layer.
 
 use crate::machine::may_retry_fenced_write;
-use crate::txn::{TxnReply, TxnRequest, plan};
+use crate::txn::{OperatorAction, TxnReply, TxnRequest, plan};
 use crate::{
     ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LeaseRow, LocalInstant, Outcome, RowWrite,
     SectionResult, ServerTime, Status, UnexpectedEvent,
@@ -156,6 +156,11 @@ pub enum Breach {
         /// The number of its lease's write that had landed last (0: none had).
         last_landed: u32,
     },
+    /// The resource accepted a write of a lease an operator had force-released, after the release committed.
+    WriteAfterForcedRelease {
+        /// The released lease's fence.
+        fence: Fence,
+    },
 }
 
 impl fmt::Display for Breach {
@@ -189,6 +194,9 @@ impl fmt::Display for Breach {
                 "fenced write {write} with fence {} reached the resource after its lease's write {last_landed} had",
                 fence.get()
             ),
+            Self::WriteAfterForcedRelease { fence } => {
+                write!(f, "a write with fence {} was accepted after an operator force-released that lease", fence.get())
+            }
         }
     }
 }
@@ -249,6 +257,7 @@ pub fn superseded(fence: Fence, max_granted: Option<Fence>) -> bool {
 
 /// Whether a write replaces a DONE row other than by a fresh acquisition (the next fence).
 pub fn overwrites_done(previous: Option<&LeaseRow>, write: &RowWrite, acquire: bool) -> bool {
+    // (An operator's reset is the other way a DONE row is replaced: `Spanner::commit` does not judge it.)
     previous.is_some_and(|p| p.status == Status::Done && !(acquire && write.fence == p.fence.next()))
 }
 
@@ -311,6 +320,8 @@ pub struct FencedWrite {
     pub stale_accepted: Option<Breach>,
     /// A write that reached the resource a second time or out of order, if it did.
     pub repeated: Option<Breach>,
+    /// A write of a force-released lease that reached the resource after the release, if it did.
+    pub after_forced_release: Option<Breach>,
     /// The row's record of the write, if one committed.
     pub change: Option<RowChange>,
 }
@@ -359,9 +370,19 @@ pub struct Spanner {
     /// apart from the row's own record (which the protocol reads), so that a write applied twice or out of order
     /// shows ([`Breach::FencedWriteRepeated`]).
     pub last_write_landed: u32,
+    /// The holder and fence of the lease an operator force-released last: a write of it that lands is
+    /// [`Breach::WriteAfterForcedRelease`] ([`Self::was_force_released`]).
+    pub force_released: Option<(ClientId, Fence)>,
 }
 
 impl Spanner {
+    /// Whether an operator ended `holder`'s lease under `fence`. Its holder may go on relying on the lease until
+    /// it learns (at its next renewal or fenced write): from the release on, fencing alone keeps the resource
+    /// safe, so "one reliant client, backed by the row" is judged without it.
+    pub fn was_force_released(&self, holder: ClientId, fence: Fence) -> bool {
+        self.force_released == Some((holder, fence))
+    }
+
     /// A single-use read at server time `now`.
     pub fn read(&self, now: ServerTime) -> Event {
         Event::RowRead { row: self.row.clone(), server_now: now }
@@ -380,9 +401,13 @@ impl Spanner {
     ) -> Commit {
         let planned = plan(cfg, request, self.row.as_ref(), read_at);
         let applied = fate.unless_conflict(conflict);
-        let acquire = matches!(request, TxnRequest::Acquire { .. });
+        let kind = match request {
+            TxnRequest::Acquire { .. } => WriteKind::Acquire,
+            TxnRequest::Operator { action, .. } => WriteKind::Operator(*action),
+            TxnRequest::Renew { .. } | TxnRequest::Release { .. } | TxnRequest::VerifyFence { .. } => WriteKind::Other,
+        };
         let change = match planned.write {
-            Some(write) if applied.lands() => Some(self.write(write, acquire, stamp())),
+            Some(write) if applied.lands() => Some(self.write(write, kind, stamp())),
             _ => None,
         };
         Commit { event: applied.event(planned.reply.clone()), reply: planned.reply, applied, change }
@@ -416,8 +441,10 @@ impl Spanner {
         if of_current_lease {
             self.last_write_landed = write;
         }
+        let after_forced_release =
+            (landed && self.was_force_released(writer, fence)).then_some(Breach::WriteAfterForcedRelease { fence });
         let change = match planned.write {
-            Some(record) if landed => Some(self.write(record, false, stamp())),
+            Some(record) if landed => Some(self.write(record, WriteKind::Other, stamp())),
             _ => None,
         };
         let answer = match (fate, &planned.reply) {
@@ -427,7 +454,7 @@ impl Spanner {
             (CommitFate::AsDecided, _) => FencedOutcome::Rejected,
             (_, _) => FencedOutcome::Retry,
         };
-        FencedWrite { answer, landed, superseded, stale_accepted, repeated, change }
+        FencedWrite { answer, landed, superseded, stale_accepted, repeated, after_forced_release, change }
     }
 
     /// A late commit reaches Spanner with the row as it read it (one whose row changed aborts, and the adapter,
@@ -459,9 +486,10 @@ impl Spanner {
         old_enough
     }
 
-    /// Commits a row write at `stamp`, judging it by the rules first.
-    fn write(&mut self, write: RowWrite, acquire: bool, stamp: ServerTime) -> RowChange {
+    /// Commits a row write of `kind` at `stamp`, judging it by the rules first.
+    fn write(&mut self, write: RowWrite, kind: WriteKind, stamp: ServerTime) -> RowChange {
         let previous = self.row.take();
+        let acquire = kind == WriteKind::Acquire;
         let fence_regressed =
             (!fence_follows(previous.as_ref(), self.max_fence, &write, acquire)).then(|| Breach::FenceRegressed {
                 acquire,
@@ -471,16 +499,28 @@ impl Spanner {
             });
         let done_overwritten = previous
             .as_ref()
-            .filter(|p| overwrites_done(Some(p), &write, acquire))
+            .filter(|p| kind != WriteKind::Operator(OperatorAction::Reset) && overwrites_done(Some(p), &write, acquire))
             .map(|p| Breach::DoneOverwritten { done_fence: p.fence, by: write.status, with: write.fence });
         self.max_fence = self.max_fence.max(Some(write.fence));
-        if acquire {
+        match kind {
             // A new lease, whose fenced writes are numbered from 1 (re-entry included: see `txn::plan`).
-            self.last_write_landed = 0;
+            WriteKind::Acquire => self.last_write_landed = 0,
+            WriteKind::Operator(OperatorAction::ForceRelease) => {
+                self.force_released = Some((write.holder, write.fence))
+            }
+            WriteKind::Operator(OperatorAction::Reset) | WriteKind::Other => {}
         }
         self.row = Some(write.committed_at(stamp));
         RowChange { previous, acquire, fence_regressed, done_overwritten }
     }
+}
+
+/// What kind of transaction a row write comes from, for the rules it is judged by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteKind {
+    Acquire,
+    Operator(OperatorAction),
+    Other,
 }
 
 /// Which way a server's clock errs in one reading of the time, at the edge of the uncertainty a world allows:

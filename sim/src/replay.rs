@@ -111,6 +111,8 @@ struct Lockstep {
     need_pending: Vec<bool>,
     /// Faults the path may still inject, counted as the checker counts them.
     faults_left: u8,
+    /// Operator actions left.
+    operators_left: u8,
     /// User cancels left, and which clients' users cancelled.
     cancels_left: u8,
     cancelled: Vec<bool>,
@@ -152,6 +154,7 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
         need_pending: vec![false; clients],
         faults_left: options.fault_budget,
         cancels_left: options.cancels,
+        operators_left: options.operators,
         cancelled: vec![false; clients],
         campaigns: vec![1; clients],
     };
@@ -307,6 +310,14 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
             Action::LateCommit => {
                 let (c, queued) = lockstep.queued.take().ok_or_else(|| not_possible("no commit is queued"))?;
                 lockstep.world.commit_late(c, queued);
+            }
+            Action::Operator(action) => {
+                let status = lockstep.world.mutexes[0].spanner.row.as_ref().map(|row| row.status);
+                if lockstep.operators_left == 0 || status != Some(action.applies_to()) {
+                    return Err(not_possible("no operator action is left, or the row is not as the action needs"));
+                }
+                lockstep.operators_left -= 1;
+                lockstep.world.operator(0, action);
             }
             Action::TxnDelay(c) => {
                 let c = client(c)?;

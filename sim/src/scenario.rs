@@ -321,6 +321,18 @@ pub enum Fault {
         /// The policy's age.
         older_than_ms: u64,
     },
+    /// An operator acts on mutex `mutex`'s row (`spanner-mutex release` or `reset`): `force-release` ends a
+    /// STARTED lease at once, whoever holds it; `reset` makes a DONE row FAILED, so the next run executes if
+    /// needed. On any other row it does nothing.
+    Operator {
+        /// When.
+        at_ms: u64,
+        /// Which mutex.
+        #[serde(default)]
+        mutex: usize,
+        /// What the operator does.
+        action: OperatorArg,
+    },
     /// Every mutex's section is needed again (a new need generation).
     NewNeed {
         /// When.
@@ -334,6 +346,26 @@ pub enum Fault {
         /// Which client.
         client: String,
     },
+}
+
+/// An operator's action as a scenario writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperatorArg {
+    /// `spanner-mutex release`.
+    ForceRelease,
+    /// `spanner-mutex reset`.
+    Reset,
+}
+
+impl OperatorArg {
+    /// The protocol's action.
+    pub const fn action(self) -> spanner_mutex_model::OperatorAction {
+        match self {
+            Self::ForceRelease => spanner_mutex_model::OperatorAction::ForceRelease,
+            Self::Reset => spanner_mutex_model::OperatorAction::Reset,
+        }
+    }
 }
 
 const fn one_u32() -> u32 {
@@ -356,6 +388,7 @@ impl Fault {
             | Self::SectionFail { at_ms, .. }
             | Self::NeedCheckFail { at_ms, .. }
             | Self::RowDeleted { at_ms, .. }
+            | Self::Operator { at_ms, .. }
             | Self::Cancel { at_ms, .. }
             | Self::NewNeed { at_ms } => *at_ms,
         }
@@ -375,7 +408,7 @@ impl Fault {
             | Self::Cancel { client, .. }
             | Self::SectionFail { client, .. }
             | Self::NeedCheckFail { client, .. } => Some(client),
-            Self::Outage { .. } | Self::RowDeleted { .. } | Self::NewNeed { .. } => None,
+            Self::Outage { .. } | Self::RowDeleted { .. } | Self::Operator { .. } | Self::NewNeed { .. } => None,
         }
     }
 }
@@ -496,7 +529,7 @@ impl Scenario {
             {
                 return Err(invalid(format!("fault at {} ms names unknown client {client:?}", fault.at_ms())));
             }
-            if let Fault::RowDeleted { at_ms, mutex, .. } = fault
+            if let Fault::RowDeleted { at_ms, mutex, .. } | Fault::Operator { at_ms, mutex, .. } = fault
                 && *mutex >= self.mutexes
             {
                 return Err(invalid(format!("fault at {at_ms} ms: mutex {mutex} but mutexes = {}", self.mutexes)));

@@ -11,7 +11,8 @@ use spanner_mutex_model::world::{
     CommitClock, CommitFate, FencedOutcome, FencedWrite, Late, LateLanding, RowChange, Spanner,
 };
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LocalInstant, Outcome, Phase, ServerTime, Status,
+    ClientId, ClientMachine, Command, Config, Event, Failure, Fence, LocalInstant, OperatorAction, Outcome, Phase,
+    ServerTime, Status,
 };
 use std::collections::BTreeMap;
 
@@ -137,6 +138,8 @@ pub struct Ghost {
     pub stale_write_accepted: Option<String>,
     /// A fenced write reached the resource a second time, or before an earlier write of its lease.
     pub fenced_write_repeated: Option<String>,
+    /// The resource accepted a write of a lease an operator had force-released, after the release.
+    pub write_after_forced_release: Option<String>,
     /// A DONE row was changed other than by a fresh acquisition.
     pub done_overwritten: Option<String>,
     /// A client reported an outcome that is not true.
@@ -551,6 +554,9 @@ impl World {
             if let Some(problem) = write.repeated {
                 self.ghost.fenced_write_repeated.get_or_insert(problem.to_string());
             }
+            if let Some(problem) = write.after_forced_release {
+                self.ghost.write_after_forced_release.get_or_insert(problem.to_string());
+            }
             if self.clients[c].kind.is_lock_mode() {
                 self.stats.term_writes += 1;
             } else {
@@ -610,6 +616,18 @@ impl World {
             self.mutexes[m].version += 1;
             self.note(Who::Row(m), "row", |_| format!("DELETED by a row deletion policy ({older_than_ms} ms)"));
         }
+    }
+
+    /// An operator's `action` on mutex `m`'s row, in a transaction of its own at the server's time now.
+    pub fn operator(&mut self, m: usize, action: OperatorAction) {
+        let now = self.server_now();
+        let request = TxnRequest::Operator { action, by: "operator".into(), reason: "simulated".into() };
+        let commits = &mut self.commits;
+        let commit = self.mutexes[m]
+            .spanner
+            .commit(&self.cfg, &request, now, CommitFate::AsDecided, false, || commits.stamp(now));
+        self.note(Who::Row(m), "operator", |_| format!("{}: {}", request_words(&request), reply_words(&commit.reply)));
+        self.record_change(m, commit.change);
     }
 
     /// Starts a new need generation for every mutex.
@@ -789,6 +807,8 @@ pub fn request_words(request: &TxnRequest) -> String {
             txn::ReleaseStatus::Failed { .. } => format!("release fence {} as FAILED", fence.get()),
         },
         TxnRequest::VerifyFence { fence, .. } => format!("verify fence {}", fence.get()),
+        TxnRequest::Operator { action: OperatorAction::ForceRelease, .. } => "an operator's forced release".into(),
+        TxnRequest::Operator { action: OperatorAction::Reset, .. } => "an operator's reset".into(),
     }
 }
 
@@ -804,5 +824,8 @@ fn reply_words(reply: &TxnReply) -> String {
         TxnReply::FenceValid => "fence valid".into(),
         TxnReply::AlreadyApplied => "already applied".into(),
         TxnReply::NotHolder => "NOT HOLDER".into(),
+        TxnReply::OperatorApplied { fence, .. } => format!("APPLIED to fence {}", fence.get()),
+        TxnReply::OperatorNotApplicable { status: Some(status) } => format!("nothing to do: the row is {status}"),
+        TxnReply::OperatorNotApplicable { status: None } => "nothing to do: there is no row".into(),
     }
 }

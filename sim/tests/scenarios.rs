@@ -2,8 +2,8 @@
 //! protocol fails the pause scenario; a re-inserted bug is found by a sweep; checker counterexamples replay here.
 
 use spanner_mutex_check::{
-    CheckOptions, DOUBLE_EXECUTION, Faults, NO_STALE_WRITE, RELIANCE_BACKED_BY_ROW, SINGLE_RELIANCE, SearchOptions,
-    Verdict, WRITES_ONCE, decode_path, run_check,
+    CheckOptions, DOUBLE_EXECUTION, Faults, NO_STALE_WRITE, NO_WRITE_AFTER_FORCED_RELEASE, RELIANCE_BACKED_BY_ROW,
+    SINGLE_RELIANCE, SearchOptions, Verdict, WRITES_ONCE, decode_path, run_check,
 };
 use spanner_mutex_model::Protocol;
 use spanner_mutex_sim::scenario::Fault;
@@ -286,6 +286,22 @@ fn a_second_fenced_write_whose_answer_was_lost() {
     broken.protocol = Protocol::RecordsFirstWriteOnly;
     let report = run(&broken, true).expect("runs");
     assert_eq!(violated(&report), [DOUBLE_EXECUTION, WRITES_ONCE], "{}", report.timeline());
+}
+
+#[test]
+fn an_operator_force_releases_a_stuck_holder() {
+    let r = passes_and_is_pinned("operator-force-releases-a-stuck-holder");
+    // a renews every 1.5 s, so without the release b would wait for a's whole 6 s section.
+    assert_eq!((r.stats.lock_lost_signals, r.stats.fenced_writes_rejected), (1, 1), "{}", r.timeline());
+    let released_us = at_us(&r, "row0", "an operator's forced release");
+    let acquired_us = at_us(&r, "b#1", "acquire commits: ACQUIRED");
+    // Within one poll and jitter, plus a read's and an acquisition's round trips (10 ms each way at most).
+    assert!(acquired_us - released_us <= (250 + 50 + 40) * 1_000, "{}", r.timeline());
+    // A release that only records itself leaves the lease to a: its write lands after the release.
+    let mut broken = scenario("operator-force-releases-a-stuck-holder");
+    broken.protocol = Protocol::ForceReleaseRecordsOnly;
+    let report = run(&broken, true).expect("runs");
+    assert!(violated(&report).contains(&NO_WRITE_AFTER_FORCED_RELEASE), "{}", report.timeline());
 }
 
 #[test]

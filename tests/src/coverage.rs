@@ -47,6 +47,8 @@ pub fn event_label(event: &Event) -> String {
                 TxnReply::FenceValid => "FenceValid",
                 TxnReply::AlreadyApplied => "AlreadyApplied",
                 TxnReply::NotHolder => "NotHolder",
+                TxnReply::OperatorApplied { .. } => "OperatorApplied",
+                TxnReply::OperatorNotApplicable { .. } => "OperatorNotApplicable",
             }
         ),
         Event::TxnAborted => "TxnAborted".into(),

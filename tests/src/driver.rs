@@ -311,7 +311,7 @@ impl LeaseStore for Mirror {
             let mut world = self.world();
             world.sync();
             world.calls += 1;
-            world.ids[self.who].insert(request.client());
+            world.ids[self.who].extend(request.client());
             let fate =
                 if world.in_outage() { Fate::Unavailable } else { world.fates.pop_front().unwrap_or(Fate::AsDecided) };
             if fate != Fate::AsDecided {

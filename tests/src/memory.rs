@@ -17,7 +17,7 @@ pub fn injected_fault(request: &TxnRequest, fate: Fate) -> Option<InjectedFault>
         TxnRequest::Acquire { .. } => FaultTarget::Acquire,
         TxnRequest::Renew { .. } => FaultTarget::Renew,
         TxnRequest::Release { .. } => FaultTarget::Release,
-        TxnRequest::VerifyFence { .. } => return None,
+        TxnRequest::VerifyFence { .. } | TxnRequest::Operator { .. } => return None,
     };
     let effect = match fate {
         Fate::AsDecided => return None,

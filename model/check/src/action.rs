@@ -1,6 +1,7 @@
 //! The world's actions, with a compact text form (`commit:1:unknown-landed`) so a counterexample can be printed,
 //! pasted and replayed by `explore`, the simulator or a test.
 
+use spanner_mutex_model::OperatorAction;
 use spanner_mutex_model::world::{ClockError, CommitFate};
 use std::fmt;
 use std::str::FromStr;
@@ -43,6 +44,8 @@ pub enum Action {
     /// The client's transaction, sent earlier, starts executing only now (a delay before the server runs it): it
     /// reads the row and the server's time now.
     TxnDelay(u8),
+    /// An operator force-releases the lease, or resets a DONE row, in one transaction of its own.
+    Operator(OperatorAction),
 }
 
 impl Action {
@@ -64,7 +67,8 @@ impl Action {
             | Self::SectionReturn(_)
             | Self::NeedAnswer(_)
             | Self::Cancel(_)
-            | Self::LateCommit => 0,
+            | Self::LateCommit
+            | Self::Operator(_) => 0,
         }
     }
 }
@@ -91,6 +95,8 @@ impl fmt::Display for Action {
             Self::ClockError(c, ClockError::Late) => write!(f, "clock:{c}:late"),
             Self::LateCommit => f.write_str("late-commit"),
             Self::TxnDelay(c) => write!(f, "delay:{c}"),
+            Self::Operator(OperatorAction::ForceRelease) => f.write_str("operator:force-release"),
+            Self::Operator(OperatorAction::Reset) => f.write_str("operator:reset"),
         }
     }
 }
@@ -110,6 +116,14 @@ impl FromStr for Action {
         let err = || ParseActionError { token: token.to_owned() };
         let mut parts = token.split(':');
         let verb = parts.next().ok_or_else(err)?;
+        if verb == "operator" {
+            let action = match (parts.next(), parts.next()) {
+                (Some("force-release"), None) => OperatorAction::ForceRelease,
+                (Some("reset"), None) => OperatorAction::Reset,
+                _ => return Err(err()),
+            };
+            return Ok(Self::Operator(action));
+        }
         if verb == "tick" || verb == "late-commit" {
             let action = if verb == "tick" { Self::Tick } else { Self::LateCommit };
             return if parts.next().is_none() { Ok(action) } else { Err(err()) };
@@ -173,7 +187,12 @@ mod tests {
             CommitFate::UnknownLate,
             CommitFate::Unavailable,
         ];
-        let mut all = vec![Action::Tick, Action::LateCommit];
+        let mut all = vec![
+            Action::Tick,
+            Action::LateCommit,
+            Action::Operator(OperatorAction::ForceRelease),
+            Action::Operator(OperatorAction::Reset),
+        ];
         for c in [0, 3] {
             all.extend([
                 Action::Timeout(c),

@@ -40,6 +40,10 @@ pub enum ProtocolArg {
     /// run's budget).
     #[cfg(feature = "bug-injection")]
     FencedRetryOwnBudget,
+    /// An operator's forced release that only records itself and leaves the lease STARTED (a re-inserted bug: the
+    /// released holder's fenced writes still land).
+    #[cfg(feature = "bug-injection")]
+    ForceReleaseRecordsOnly,
 }
 
 impl ProtocolArg {
@@ -64,6 +68,8 @@ impl ProtocolArg {
             Self::UnknownStartsNoClock => Protocol::UnknownStartsNoClock,
             #[cfg(feature = "bug-injection")]
             Self::FencedRetryOwnBudget => Protocol::FencedRetryOwnBudget,
+            #[cfg(feature = "bug-injection")]
+            Self::ForceReleaseRecordsOnly => Protocol::ForceReleaseRecordsOnly,
         }
     }
 }
@@ -132,6 +138,10 @@ pub struct ModelArgs {
     /// each default world's].
     #[arg(long)]
     pub cancels: Option<u8>,
+    /// Operator actions per execution at most: a forced release of the lease and, with run-once clients, a reset
+    /// of a DONE row [default: 0, or each default world's].
+    #[arg(long)]
+    pub operators: Option<u8>,
     /// Fenced writes each section makes under its lease, one after another (1 or 2) [default: 1, or each
     /// default world's].
     #[arg(long)]
@@ -176,6 +186,7 @@ impl ModelArgs {
             .map(|world| CheckOptions {
                 clients: self.clients.unwrap_or(world.clients),
                 cancels: self.cancels.unwrap_or(world.cancels),
+                operators: self.operators.unwrap_or(world.operators),
                 fault_budget: self.fault_budget.unwrap_or(world.fault_budget),
                 max_time_ms: self.max_time_ms.unwrap_or(world.max_time_ms),
                 fenced_writes: self.fenced_writes.unwrap_or(world.fenced_writes),
@@ -216,6 +227,7 @@ impl ModelArgs {
             staleness_ms: self.staleness_ms,
             kinds: if self.kinds.is_empty() { defaults.kinds } else { self.kinds.iter().map(|k| k.kind()).collect() },
             cancels: self.cancels.unwrap_or(defaults.cancels),
+            operators: self.operators.unwrap_or(defaults.operators),
             fenced_writes: self.fenced_writes.unwrap_or(defaults.fenced_writes),
         }
     }

@@ -29,9 +29,9 @@ pub use options::{
 };
 pub use properties::{
     BOUNDED_FAILURE, DONE_HAS_EFFECT, DONE_IS_FINAL, DOUBLE_EXECUTION, EVENTS_ACCEPTED, FENCES_INCREASE,
-    NO_CLIENT_STUCK, NO_STALE_WRITE, OUTCOMES_TRUE, OutcomeFacts, RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW,
-    SAFETY, SEVERITY, SINGLE_RELIANCE, TERMS_INCREASE, WRITES_ONCE, applied_again, done_has_effect,
-    keeps_lease_after_release, outcome_is_true, violated_safety,
+    NO_CLIENT_STUCK, NO_STALE_WRITE, NO_WRITE_AFTER_FORCED_RELEASE, OUTCOMES_TRUE, OutcomeFacts,
+    RELEASE_LEAVES_NO_LEASE, RELIANCE_BACKED_BY_ROW, SAFETY, SEVERITY, SINGLE_RELIANCE, TERMS_INCREASE, WRITES_ONCE,
+    applied_again, done_has_effect, keeps_lease_after_release, outcome_is_true, violated_safety,
 };
 pub use report::{CheckSummary, Counterexample, SearchOptions, Verdict, describe_path, run_check};
 pub use world::{ClientGhost, ClientSlot, Effect, Op, Queued, Section, Witness, Witnessed, WorldGhost, WorldState};
@@ -42,7 +42,7 @@ pub(crate) use reductions::{KeyMove, canonical_fingerprint};
 pub(crate) use world::{client_id, slot_of};
 
 use arrayvec::ArrayVec;
-use spanner_mutex_model::Config;
+use spanner_mutex_model::{Config, OperatorAction};
 use stateright::{Model, Property};
 
 /// The model checked by stateright.
@@ -111,6 +111,7 @@ impl Model for LeaseModel {
             effects: ArrayVec::new(),
             faults_left: self.options.fault_budget,
             cancels_left: self.options.cancels,
+            operators_left: self.options.operators,
             queued: None,
             ghost: WorldGhost::default(),
         };
@@ -141,6 +142,18 @@ impl Model for LeaseModel {
         }
         if state.queued.is_some() {
             actions.push(Action::LateCommit);
+        }
+        // An operator acts on the row as it is: a forced release of a STARTED row, a reset of a DONE one (only
+        // run-once clients read DONE as done).
+        if state.operators_left > 0
+            && let Some(row) = &state.spanner.row
+        {
+            if row.status == OperatorAction::ForceRelease.applies_to() {
+                actions.push(Action::Operator(OperatorAction::ForceRelease));
+            }
+            if row.status == OperatorAction::Reset.applies_to() && self.options.has(ClientKind::RunOnce) {
+                actions.push(Action::Operator(OperatorAction::Reset));
+            }
         }
         for (i, client) in state.clients.iter().enumerate() {
             let c = i as u8;

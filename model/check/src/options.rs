@@ -135,6 +135,9 @@ pub struct CheckOptions {
     pub kinds: Vec<ClientKind>,
     /// User cancels per execution at most (a budget of its own, beside the faults').
     pub cancels: u8,
+    /// Operator actions per execution at most (a budget of its own): a forced release of a STARTED row and, with
+    /// run-once clients, a reset of a DONE one.
+    pub operators: u8,
     /// Fenced writes a section makes under its lease, one after another (each retried until answered), 1 to
     /// [`MAX_FENCED_WRITES`].
     pub fenced_writes: u8,
@@ -156,6 +159,7 @@ impl Default for CheckOptions {
             staleness_ms: 100,
             kinds: vec![ClientKind::RunOnce],
             cancels: 0,
+            operators: 0,
             fenced_writes: 1,
         }
     }
@@ -187,11 +191,12 @@ impl CheckOptions {
         let relaxed = if self.assume_exact_server_clock { " --assume-exact-server-clock" } else { "" };
         let kinds: Vec<&str> = self.kinds.iter().map(|k| k.word()).collect();
         format!(
-            "--clients {} --kinds {} --cancels {} --fenced-writes {} --faults {faults} --fault-budget {} \
-             --max-time-ms {} --skew-ms {} --staleness-ms {} --protocol {protocol}{relaxed}",
+            "--clients {} --kinds {} --cancels {} --operators {} --fenced-writes {} --faults {faults} \
+             --fault-budget {} --max-time-ms {} --skew-ms {} --staleness-ms {} --protocol {protocol}{relaxed}",
             self.clients,
             kinds.join(","),
             self.cancels,
+            self.operators,
             self.fenced_writes,
             self.fault_budget,
             self.max_time_ms,
@@ -207,7 +212,9 @@ impl CheckOptions {
     /// the same clients with two faults over the longer horizon, without the cancel (with it too, the world
     /// takes about as long as the other five together). Sections make two fenced writes in the two worlds with a
     /// cancel over the longer horizon (a cancel can come between them), one in the others (two in all five take
-    /// about 1.5 times as long: docs/benchmarks.md).
+    /// about 1.5 times as long: docs/benchmarks.md). Two more have an operator: lock and leader clients whose
+    /// lease may be force-released while a write is under way, and run-once clients whose DONE row may be reset
+    /// (or whose lease force-released) over a horizon with room to run the section again.
     pub fn default_worlds() -> Vec<Self> {
         let lock_and_leader =
             Self { clients: 2, cancels: 1, kinds: vec![ClientKind::Lock, ClientKind::Leader], ..Self::default() };
@@ -216,7 +223,9 @@ impl CheckOptions {
             Self { clients: 2, cancels: 1, max_time_ms: 6, fenced_writes: 2, ..Self::default() },
             Self { fault_budget: 2, ..lock_and_leader.clone() },
             Self { max_time_ms: 6, fenced_writes: 2, ..lock_and_leader.clone() },
-            Self { fault_budget: 2, max_time_ms: 6, cancels: 0, ..lock_and_leader },
+            Self { fault_budget: 2, max_time_ms: 6, cancels: 0, ..lock_and_leader.clone() },
+            Self { operators: 1, cancels: 0, fenced_writes: 2, ..lock_and_leader },
+            Self { clients: 2, operators: 1, max_time_ms: 5, ..Self::default() },
         ]
     }
 

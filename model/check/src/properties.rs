@@ -36,10 +36,15 @@ pub const TERMS_INCREASE: &str = "leadership terms' fences increase";
 /// acquisition or a poll from a timer): what is left is the call in flight, its resolving read and a release.
 pub const BOUNDED_FAILURE: &str = "no new attempt starts after the unavailability budget is spent";
 
+/// An operator's forced release ends the lease at once: no write of it reaches the resource after the release
+/// commits.
+pub const NO_WRITE_AFTER_FORCED_RELEASE: &str = "no write of a force-released lease is accepted after the release";
+
 /// Safety properties from most to least severe, for choosing which counterexample to shorten.
 pub const SEVERITY: &[&str] = &[
     DOUBLE_EXECUTION,
     NO_STALE_WRITE,
+    NO_WRITE_AFTER_FORCED_RELEASE,
     WRITES_ONCE,
     SINGLE_RELIANCE,
     RELIANCE_BACKED_BY_ROW,
@@ -70,6 +75,7 @@ pub const SAFETY: &[&str] = &[
     TERMS_INCREASE,
     RELEASE_LEAVES_NO_LEASE,
     BOUNDED_FAILURE,
+    NO_WRITE_AFTER_FORCED_RELEASE,
 ];
 
 /// The safety properties (`always`) that `state` violates.
@@ -87,6 +93,7 @@ fn reliant(state: &WorldState) -> impl Iterator<Item = (usize, Fence)> {
         .iter()
         .enumerate()
         .filter_map(move |(i, c)| c.machine.relies_on_lease_at(LeaseModel::local_now(state, i)).map(|fence| (i, fence)))
+        .filter(|&(i, fence)| !state.spanner.was_force_released(state.clients[i].machine.id(), fence))
 }
 
 /// What an outcome is judged against, at the moment it is reported.
@@ -275,6 +282,26 @@ const OPTIONAL: &[(&str, Applies, Condition)] = &[
         saw::<{ Witness::AnsweredAfterUnavailable as u8 }>,
     ),
     ("a waiter's poll goes unanswered", |o| o.faults.unavailable, saw::<{ Witness::PollUnanswered as u8 }>),
+    (
+        "an operator force-releases a lease before its expiry",
+        |o| o.operators > 0,
+        saw::<{ Witness::ForceReleasedLive as u8 }>,
+    ),
+    (
+        "a force-released holder's fenced write is refused",
+        |o| o.operators > 0,
+        saw::<{ Witness::ForcedWriteRefused as u8 }>,
+    ),
+    (
+        "another client acquires a lease an operator force-released",
+        |o| o.operators > 0,
+        saw::<{ Witness::AcquiredAfterForcedRelease as u8 }>,
+    ),
+    (
+        "a run acquires a DONE row an operator reset",
+        |o| o.operators > 0 && o.has(ClientKind::RunOnce),
+        saw::<{ Witness::AcquiredAfterReset as u8 }>,
+    ),
     // Two faults: an unknown outcome, then its resolving read unanswered (`unanswered:N:…`).
     (
         "the read resolving an unknown outcome goes unanswered too",
@@ -364,6 +391,9 @@ fn always() -> Vec<Property<LeaseModel>> {
         Property::always(TERMS_INCREASE, |_: &LeaseModel, s: &WorldState| !s.ghost.term_regressed),
         Property::always(RELEASE_LEAVES_NO_LEASE, |_: &LeaseModel, s: &WorldState| !s.ghost.lease_kept_after_release),
         Property::always(BOUNDED_FAILURE, |_: &LeaseModel, s: &WorldState| !s.ghost.retried_past_budget),
+        Property::always(NO_WRITE_AFTER_FORCED_RELEASE, |_: &LeaseModel, s: &WorldState| {
+            !s.ghost.write_after_forced_release
+        }),
     ]
 }
 

@@ -98,7 +98,7 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
         // need it be asked whether it names another client: only a run-once "done by another" outcome does, and
         // run-once clients never share a world with other kinds (`CheckOptions::validate`).
         if state.clients.iter().filter(|other| other.kind == slot.kind).count() == 1 {
-            return ((slot.kind, 0, false, 0, false), i);
+            return ((slot.kind, 0, false, 0, (false, false)), i);
         }
         let own = slot.machine.id();
         let mut blank = slot.clone();
@@ -110,9 +110,9 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
             ClientId::from_u128(0)
         });
         let refers = |id: Option<ClientId>| id.is_some_and(|id| slot_of(id).0 == i);
-        let queued = state.queued.as_ref().map(|queued| match &queued.late {
+        let queued = state.queued.as_ref().and_then(|queued| match &queued.late {
             Late::Txn { request, .. } => request.client(),
-            Late::FencedWrite { writer, .. } => *writer,
+            Late::FencedWrite { writer, .. } => Some(*writer),
         });
         // Which effects it wrote, one bit each of a byte.
         const _: () = assert!(crate::world::MAX_EFFECTS <= 8);
@@ -127,7 +127,7 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
             checker_hash(&blank),
             refers(state.spanner.row.as_ref().map(|r| r.holder)),
             wrote,
-            refers(queued),
+            (refers(queued), refers(state.spanner.force_released.map(|(holder, _)| holder))),
         );
         (key, i)
     };
@@ -233,11 +233,15 @@ pub(crate) fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
         effects: state.effects.clone(),
         faults_left: state.faults_left,
         cancels_left: state.cancels_left,
+        operators_left: state.operators_left,
         queued: state.queued.clone(),
         ghost: state.ghost,
     };
     if let Some(row) = &mut out.spanner.row {
         row.holder = rename(row.holder);
+    }
+    if let Some((holder, _)) = &mut out.spanner.force_released {
+        *holder = rename(*holder);
     }
     for effect in &mut out.effects {
         effect.writer = rename(effect.writer);
@@ -364,6 +368,9 @@ impl LeaseModel {
             }
         }
         state.spanner.max_fence = state.spanner.max_fence.map(renumber);
+        if let Some((_, fence)) = &mut state.spanner.force_released {
+            *fence = renumber(*fence);
+        }
         state.ghost.max_term = state.ghost.max_term.map(renumber);
     }
 

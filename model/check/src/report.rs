@@ -291,6 +291,12 @@ fn reply_words(reply: &spanner_mutex_model::txn::TxnReply) -> String {
         TxnReply::FenceValid => "fence valid".to_owned(),
         TxnReply::AlreadyApplied => "already applied".to_owned(),
         TxnReply::NotHolder => "refused: no longer the holder".to_owned(),
+        TxnReply::OperatorApplied { holder, fence, .. } => {
+            format!("applied to {}'s fence {}", who(*holder), fence.get())
+        }
+        TxnReply::OperatorNotApplicable { status } => {
+            format!("nothing to do: the row is {}", status.map_or("absent", |status| status.as_str()))
+        }
     }
 }
 
@@ -313,6 +319,7 @@ fn request_kind(request: &spanner_mutex_model::TxnRequest) -> &'static str {
         spanner_mutex_model::TxnRequest::Renew { .. } => "renew",
         spanner_mutex_model::TxnRequest::Release { .. } => "release",
         spanner_mutex_model::TxnRequest::VerifyFence { .. } => "verify-fence",
+        spanner_mutex_model::TxnRequest::Operator { action, .. } => action.words(),
     }
 }
 
@@ -399,13 +406,18 @@ fn step_words(model: &LeaseModel, before: &WorldState, action: Action, after: &W
             // Witness marks may already be tallied away from `after`; what the commit changed is not.
             let landed = before.spanner.row != after.spanner.row || before.effects != after.effects;
             let what = match before.queued.as_ref().map(|queued| &queued.late) {
-                Some(Late::Txn { request, .. }) => format!("{}'s {}", who(request.client()), request_kind(request)),
+                Some(Late::Txn { request, .. }) => format!(
+                    "{}'s {}",
+                    request.client().map_or_else(|| "an operator".to_owned(), who),
+                    request_kind(request)
+                ),
                 Some(Late::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
                 None => "nothing".to_owned(),
             };
             format!("the queued commit of {what} reaches Spanner: {}", if landed { "LANDS" } else { "aborts" })
         }
         Action::TxnDelay(c) => format!("{}'s transaction starts executing only now", client(c)),
+        Action::Operator(action) => format!("an operator {} the lease row", action.words()),
         Action::ClockError(c, error) => {
             let way = match error {
                 ClockError::Early => "early",
@@ -455,12 +467,17 @@ pub(crate) fn state_in_words(state: &WorldState) -> String {
     }
     lines.push(format!("effects: {}", effects_words(state)));
     let queued = match state.queued.as_ref().map(|queued| &queued.late) {
-        Some(Late::Txn { request, .. }) => format!("{}'s {}", who(request.client()), request_kind(request)),
+        Some(Late::Txn { request, .. }) => {
+            format!("{}'s {}", request.client().map_or_else(|| "an operator".to_owned(), who), request_kind(request))
+        }
         Some(Late::FencedWrite { writer, .. }) => format!("{}'s fenced write", who(*writer)),
         None => "none".to_owned(),
     };
     lines.push(format!("commit on its way after an unknown answer: {queued}"));
-    lines.push(format!("faults left: {}; cancels left: {}", state.faults_left, state.cancels_left));
+    lines.push(format!(
+        "faults left: {}; cancels left: {}; operator actions left: {}",
+        state.faults_left, state.cancels_left, state.operators_left
+    ));
     lines.join("\n")
 }
 

@@ -5,7 +5,7 @@ use crate::{
     Action, ClientGhost, ClientKind, ClientSlot, Effect, LEADER_CAMPAIGNS, LeaseModel, Op, OutcomeFacts, Queued,
     SERVER_CLOCK_ERROR_MS, Section, Witness, WorldState, client_id, keeps_lease_after_release, outcome_is_true,
 };
-use spanner_mutex_model::txn::{TxnReply, TxnRequest};
+use spanner_mutex_model::txn::{OperatorAction, TxnReply, TxnRequest};
 use spanner_mutex_model::world::{
     CommitFate, Executor, FencedOutcome, FencedWrite, Late, LateLanding, RowChange, Work, WorkStep, WriteHeard,
     hear_fenced_write, server_read,
@@ -213,6 +213,11 @@ impl LeaseModel {
         if acquire && previous.as_ref().is_some_and(|p| p.status == Status::Done) {
             ghost.witnessed.insert(Witness::DoneAcquired);
         }
+        match previous.as_ref().filter(|_| acquire).and_then(OperatorAction::recorded_on) {
+            Some(OperatorAction::ForceRelease) => ghost.witnessed.insert(Witness::AcquiredAfterForcedRelease),
+            Some(OperatorAction::Reset) => ghost.witnessed.insert(Witness::AcquiredAfterReset),
+            None => {}
+        }
         let written = state.spanner.row.as_ref();
         let reentrant = previous.as_ref().zip(written).is_some_and(|(p, w)| p.fence == w.fence && p.holder == w.holder);
         if acquire && let Some(prev) = previous.as_ref().filter(|p| p.status == Status::Started && !reentrant) {
@@ -258,6 +263,7 @@ impl LeaseModel {
             }
             state.ghost.stale_write_accepted |= write.stale_accepted.is_some();
             state.ghost.fenced_write_repeated |= write.repeated.is_some();
+            state.ghost.write_after_forced_release |= write.after_forced_release.is_some();
         }
         Self::record_change(state, write.change);
     }
@@ -381,6 +387,8 @@ impl LeaseModel {
         match action {
             Action::NeedFail(c) => phase_of(c).is_some_and(|phase| self.need_check_may_fail(phase, faults_left)),
             Action::TimeoutUnanswered(_) => self.options.faults.unavailable,
+            // Only run-once clients read a DONE row as done: resetting one matters to them alone.
+            Action::Operator(OperatorAction::Reset) => self.options.has(ClientKind::RunOnce),
             _ => true,
         }
     }
@@ -440,6 +448,7 @@ impl LeaseModel {
                 let now = Self::server_time(state.now_ms);
                 let write = state.spanner.fenced_write(&self.cfg, writer, fence, work.write, at, fate, || now);
                 let (answer, superseded) = (write.answer, write.superseded);
+                let force_released = state.spanner.was_force_released(writer, fence);
                 Self::record_fenced_write(state, writer, (fence, number), run_once, write);
                 // Worlds without an unavailability budget (no `unavailable` fault) retry an unanswered write for ever.
                 let heard = (self.cfg.unavailable_ms() > 0).then(|| self.fenced_write_heard(state, slot, fate, work));
@@ -456,6 +465,9 @@ impl LeaseModel {
                     WorkStep::Done(FencedOutcome::Rejected) => {
                         if superseded {
                             witnessed.insert(Witness::StaleWriteRejected);
+                        }
+                        if force_released {
+                            witnessed.insert(Witness::ForcedWriteRefused);
                         }
                         Section::Rejected
                     }
@@ -529,6 +541,20 @@ impl LeaseModel {
             Action::LateCommit => {
                 let queued = state.queued.take()?;
                 self.land_late(state, queued);
+            }
+            Action::Operator(action) => {
+                let row = state.spanner.row.as_ref()?;
+                if state.operators_left == 0 || row.status != action.applies_to() {
+                    return None;
+                }
+                state.operators_left -= 1;
+                let now = Self::server_time(state.now_ms);
+                if action == OperatorAction::ForceRelease && now < row.expires_at {
+                    state.ghost.witnessed.insert(Witness::ForceReleasedLive);
+                }
+                let request = TxnRequest::Operator { action, by: "operator".into(), reason: "checked".into() };
+                let commit = state.spanner.commit(&self.cfg, &request, now, CommitFate::AsDecided, false, || now);
+                Self::record_change(state, commit.change);
             }
             Action::TxnDelay(c) => {
                 let slot = usize::from(c);

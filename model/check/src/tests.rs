@@ -468,6 +468,29 @@ fn a_second_fenced_write_recorded_as_the_first_is_applied_twice_and_caught() {
 }
 
 #[test]
+fn a_forced_release_that_only_records_itself_lets_the_released_holder_write_and_is_caught() {
+    // A lock holder and a waiter; an operator force-releases the lease while the holder still works.
+    let options = CheckOptions {
+        clients: 2,
+        kinds: vec![ClientKind::Lock],
+        operators: 1,
+        faults: Faults::NONE,
+        fault_budget: 0,
+        protocol: Protocol::ForceReleaseRecordsOnly,
+        ..CheckOptions::default()
+    };
+    let summary = run_check(options.clone(), one_thread());
+    assert_eq!(summary.verdict, Verdict::Violated);
+    let caught = summary.counterexamples.iter().find(|c| c.property == NO_WRITE_AFTER_FORCED_RELEASE);
+    let caught = caught.unwrap_or_else(|| panic!("{:#?}", summary.counterexamples));
+    assert!(caught.encoded.contains("operator:force-release"), "{}", caught.encoded);
+    // The protocol passes the same world, and its holder's write after the release is seen refused.
+    let fenced = run_check(CheckOptions { protocol: Protocol::Fenced, ..options }, one_thread());
+    assert!(fenced.counterexamples.is_empty(), "{:#?}", fenced.counterexamples);
+    assert!(!fenced.unreached.contains(&"a force-released holder's fenced write is refused"), "{:?}", fenced.unreached);
+}
+
+#[test]
 fn a_renewal_accepted_on_any_started_row_is_caught_once_renewals_can_execute_late() {
     let options = CheckOptions {
         clients: 2,

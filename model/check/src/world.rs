@@ -187,6 +187,14 @@ pub enum Witness {
     NeedFailedUnderLease,
     /// A waiter's poll got no answer.
     PollUnanswered,
+    /// An operator force-released a lease before its expiry (its holder may still be running).
+    ForceReleasedLive,
+    /// A force-released holder's fenced write was refused.
+    ForcedWriteRefused,
+    /// A client acquired a lease an operator had force-released.
+    AcquiredAfterForcedRelease,
+    /// A run acquired a DONE row an operator had reset.
+    AcquiredAfterReset,
 }
 
 /// The [`Witness`]es of the step that led to a state, and with [`Witness::FinishedAfterCancel`] the phase the
@@ -195,12 +203,12 @@ pub enum Witness {
 pub struct Witnessed(pub(crate) u64);
 
 // Every witness's bit lies below the cancel phases' bits.
-const _: () = assert!((Witness::PollUnanswered as u32) < Witnessed::PHASE_SHIFT);
+const _: () = assert!((Witness::AcquiredAfterReset as u32) < Witnessed::PHASE_SHIFT);
 // And every cancel phase's bit fits.
 const _: () = assert!(Witnessed::PHASE_SHIFT as usize + spanner_mutex_model::Phase::ALL.len() <= 64);
 
 impl Witnessed {
-    const PHASE_SHIFT: u32 = 40;
+    const PHASE_SHIFT: u32 = 44;
 
     /// Marks `witness`.
     pub const fn insert(&mut self, witness: Witness) {
@@ -259,6 +267,8 @@ pub struct WorldGhost {
     pub lease_kept_after_release: bool,
     /// A client started a new attempt from a timer after its unavailability budget was spent.
     pub retried_past_budget: bool,
+    /// The resource accepted a write of a lease an operator had force-released, after the release.
+    pub write_after_forced_release: bool,
 }
 
 /// The whole system.
@@ -278,6 +288,8 @@ pub struct WorldState {
     pub faults_left: u8,
     /// User cancels left.
     pub cancels_left: u8,
+    /// Operator actions left.
+    pub operators_left: u8,
     /// A commit still on its way after its client was told the outcome is unknown (at most one).
     pub queued: Option<Queued>,
     /// History.
@@ -292,7 +304,7 @@ impl std::fmt::Debug for WorldState {
             return f.write_str(&crate::report::state_in_words(self));
         }
         // Destructured, so a new field cannot be left out.
-        let Self { now_ms, spanner, clients, effects, faults_left, cancels_left, queued, ghost } = self;
+        let Self { now_ms, spanner, clients, effects, faults_left, cancels_left, operators_left, queued, ghost } = self;
         f.debug_struct("WorldState")
             .field("now_ms", now_ms)
             .field("spanner", spanner)
@@ -300,6 +312,7 @@ impl std::fmt::Debug for WorldState {
             .field("effects", effects)
             .field("faults_left", faults_left)
             .field("cancels_left", cancels_left)
+            .field("operators_left", operators_left)
             .field("queued", queued)
             .field("ghost", ghost)
             .finish()

@@ -7,6 +7,7 @@ pub mod done_is_final;
 pub mod events_accepted;
 pub mod fences_increase;
 pub mod no_stale_write;
+pub mod no_write_after_forced_release;
 pub mod outcomes_true;
 pub mod progress;
 pub mod release_leaves_no_lease;
@@ -35,6 +36,7 @@ pub type Check = fn(&World) -> Option<String>;
 pub const ALL: &[(&str, Check)] = &[
     (at_most_once::NAME, at_most_once::check),
     (no_stale_write::NAME, no_stale_write::check),
+    (no_write_after_forced_release::NAME, no_write_after_forced_release::check),
     (writes_once::NAME, writes_once::check),
     (single_reliance::NAME, single_reliance::check),
     (reliance_backed_by_row::NAME, reliance_backed_by_row::check),

@@ -14,7 +14,12 @@ pub fn check(world: &World) -> Option<String> {
             continue;
         }
         let Some(fence) = client.machine.relies_on_lease_at(world.local_now(c)) else { continue };
-        let row = world.mutexes[client.mutex].spanner.row.as_ref();
+        let spanner = &world.mutexes[client.mutex].spanner;
+        // An operator ended this lease: its holder relies on it until it learns, and fencing keeps the resource safe.
+        if spanner.was_force_released(client.machine.id(), fence) {
+            continue;
+        }
+        let row = spanner.row.as_ref();
         if !row.is_some_and(|r| r.grants(client.machine.id(), fence, now)) {
             let row = row.map_or_else(
                 || "no row".to_owned(),

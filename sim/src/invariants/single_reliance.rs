@@ -9,7 +9,11 @@ pub const NAME: &str = spanner_mutex_check::SINGLE_RELIANCE;
 pub fn check(world: &World) -> Option<String> {
     let mut first_per_mutex: [Option<usize>; crate::scenario::MAX_MUTEXES] = [None; crate::scenario::MAX_MUTEXES];
     for (c, client) in world.clients.iter().enumerate() {
-        if !client.alive || client.machine.relies_on_lease_at(world.local_now(c)).is_none() {
+        let Some(fence) = client.machine.relies_on_lease_at(world.local_now(c)).filter(|_| client.alive) else {
+            continue;
+        };
+        // A holder whose lease an operator ended relies on it only until it learns; fencing keeps it safe.
+        if world.mutexes[client.mutex].spanner.was_force_released(client.machine.id(), fence) {
             continue;
         }
         match first_per_mutex[client.mutex] {
