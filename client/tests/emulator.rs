@@ -683,3 +683,29 @@ async fn a_lock_holder_writes_fenced_and_its_own_error_rolls_the_write_back() {
     assert_eq!(effect_rows(&store, "app-error").await, 1);
     lock.release().await.expect("released");
 }
+
+#[tokio::test]
+async fn a_forced_release_of_a_live_holder_refuses_its_write_signals_lock_lost_and_hands_the_lock_to_a_waiter() {
+    let (_emulator, store) = setup().await;
+    let guard = mutex(store.clone(), "forced").acquire().await.expect("acquired");
+    let fence = guard.fence();
+    // A waiter polls meanwhile; the holder renews, so without the operator it would wait for ever.
+    let waiter = {
+        let waiter = mutex(store.clone(), "forced");
+        tokio::spawn(async move { waiter.acquire().await })
+    };
+    tokio::time::sleep(Duration::from_millis(params().renew_interval_ms * 2)).await;
+    let applied = mutex(store.clone(), "forced").force_release("alice", "stuck").await.expect("applied");
+    assert_eq!(applied.fence, fence);
+    let (row, _) = store.read(&name("forced")).await.expect("reads");
+    let row = row.expect("a row");
+    assert_eq!((row.status, row.last_error.as_deref()), (Status::Failed, Some("force-released by alice: stuck")));
+    // The holder's next fenced write is refused, and its next renewal tells it the lock is lost.
+    let refused = insert_effect(&guard, "forced").await;
+    assert!(matches!(refused, Err(FencedError::Rejected { fence: f }) if f == fence), "{refused:?}");
+    tokio::time::timeout(Duration::from_secs(10), guard.lock_lost()).await.expect("lock lost signalled");
+    let acquired = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("acquired").expect("joined");
+    assert_eq!(acquired.expect("no error").fence(), fence.next());
+    assert_eq!(effect_rows(&store, "forced").await, 0, "nothing the released holder wrote landed");
+    assert!(matches!(guard.release().await, Err(RunError::LeaseLost { .. })));
+}

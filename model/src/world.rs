@@ -358,6 +358,10 @@ pub enum LateLanding {
     FencedWrite(FencedWrite),
 }
 
+/// How many force-released leases a row's judge remembers ([`Spanner::force_released`]): a holder learns of its
+/// release at its next renewal, long before that many more releases.
+pub const FORCE_RELEASES_KEPT: usize = 16;
+
 /// One mutex in Spanner: its lease row, and the highest fence it ever granted (which the resource's rules are
 /// judged against).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -370,9 +374,10 @@ pub struct Spanner {
     /// apart from the row's own record (which the protocol reads), so that a write applied twice or out of order
     /// shows ([`Breach::FencedWriteRepeated`]).
     pub last_write_landed: u32,
-    /// The holder and fence of the lease an operator force-released last: a write of it that lands is
-    /// [`Breach::WriteAfterForcedRelease`] ([`Self::was_force_released`]).
-    pub force_released: Option<(ClientId, Fence)>,
+    /// The holder and fence of each lease an operator force-released, oldest first, at most
+    /// [`FORCE_RELEASES_KEPT`]: a write of one that lands is [`Breach::WriteAfterForcedRelease`]
+    /// ([`Self::was_force_released`]).
+    pub force_released: Vec<(ClientId, Fence)>,
 }
 
 impl Spanner {
@@ -380,7 +385,7 @@ impl Spanner {
     /// it learns (at its next renewal or fenced write): from the release on, fencing alone keeps the resource
     /// safe, so "one reliant client, backed by the row" is judged without it.
     pub fn was_force_released(&self, holder: ClientId, fence: Fence) -> bool {
-        self.force_released == Some((holder, fence))
+        self.force_released.contains(&(holder, fence))
     }
 
     /// A single-use read at server time `now`.
@@ -506,7 +511,10 @@ impl Spanner {
             // A new lease, whose fenced writes are numbered from 1 (re-entry included: see `txn::plan`).
             WriteKind::Acquire => self.last_write_landed = 0,
             WriteKind::Operator(OperatorAction::ForceRelease) => {
-                self.force_released = Some((write.holder, write.fence))
+                if self.force_released.len() == FORCE_RELEASES_KEPT {
+                    self.force_released.remove(0);
+                }
+                self.force_released.push((write.holder, write.fence));
             }
             WriteKind::Operator(OperatorAction::Reset) | WriteKind::Other => {}
         }

@@ -691,6 +691,12 @@ impl Scenario {
             let at_ms = rng.random_range(0..options.duration_ms);
             faults.push(Fault::NeedCheckFail { at_ms, client: format!("c{}", rng.random_range(0..clients_n)) });
         }
+        // After that, the same way: an operator's forced release or reset in a quarter of the seeds.
+        if rng.random_bool(0.25) {
+            let at_ms = rng.random_range(0..options.duration_ms);
+            let action = if rng.random_bool(0.5) { OperatorArg::ForceRelease } else { OperatorArg::Reset };
+            faults.push(Fault::Operator { at_ms, mutex: rng.random_range(0..mutexes), action });
+        }
         faults.sort_by_key(Fault::at_ms);
         Self {
             name: format!("generated from seed {seed}"),

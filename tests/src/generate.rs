@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use proptest::strategy::Union;
 use proptest_state_machine::ReferenceStateMachine;
 use spanner_mutex_model::txn::TxnRequest;
-use spanner_mutex_model::{Config, ConfigParams, Protocol};
+use spanner_mutex_model::{Config, ConfigParams, OperatorAction, Protocol};
 use std::fmt::Debug;
 use std::marker::PhantomData;
 
@@ -270,6 +270,10 @@ impl<P: Profile> ReferenceStateMachine for Conformance<P> {
                 options.push((1, Just(Op::Cancel { client: c }).boxed()));
             }
         }
+        // An operator, now and then: a forced release of any lease, and (run-once) a reset of a DONE row.
+        let reset = if P::LOCK_MODE { OperatorAction::ForceRelease } else { OperatorAction::Reset };
+        let operator = prop_oneof![Just(OperatorAction::ForceRelease), Just(reset)];
+        options.push((1, operator.prop_map(|action| Op::Operator { action }).boxed()));
         Union::new_weighted(options).boxed()
     }
 

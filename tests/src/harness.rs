@@ -6,7 +6,8 @@ use crate::coverage::{Transition, event_label};
 use spanner_mutex_model::txn::TxnRequest;
 use spanner_mutex_model::world::{Executor, FencedOutcome, Work};
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Config, Event, Fence, LocalInstant, Outcome, SectionResult, Status,
+    ClientId, ClientMachine, Command, Config, Event, Fence, LocalInstant, OperatorAction, Outcome, SectionResult,
+    Status,
 };
 use std::collections::BTreeSet;
 use std::fmt;
@@ -39,6 +40,12 @@ pub enum Op {
     Timer {
         /// Which client.
         client: usize,
+    },
+    /// An operator force-releases the lease or resets a DONE row (`spanner-mutex release` / `reset`), in a
+    /// transaction of its own; on a row it does not apply to, nothing is written.
+    Operator {
+        /// Which control.
+        action: OperatorAction,
     },
     /// The client's section makes its fenced write.
     Write {
@@ -264,6 +271,7 @@ impl<B: Backend> Side<B> {
                 _ => Err(NotApplicable("no section has written")),
             },
             Op::Restart { client: c } => client(c).map(|_| ()),
+            Op::Operator { .. } => Ok(()),
             Op::Cancel { client: c } => {
                 let client = client(c)?;
                 if client.cancelled {
@@ -284,6 +292,11 @@ impl<B: Backend> Side<B> {
             Op::Advance { ms } => {
                 self.now_ms += ms;
                 self.backend.advance(ms).await;
+            }
+            Op::Operator { action } => {
+                let request = TxnRequest::Operator { action, by: "operator".into(), reason: "conformance".into() };
+                // What the operator is told is not compared: the rows and the clients after it are.
+                self.backend.transact(&self.cfg, &request, Fate::AsDecided).await;
             }
             Op::Deliver { client: c, fate } => {
                 let event = match self.clients[c].in_flight.take().expect("checked applicable") {

@@ -37,7 +37,15 @@ pub fn safety(reference: &Side<Reference>) -> Result<(), String> {
     if reference.backend.stale_write_accepted {
         return Err("a write with a superseded fence was accepted".into());
     }
-    let reliant = reference.reliant();
+    if reference.backend.write_after_forced_release {
+        return Err("a write of a force-released lease was accepted after the release".into());
+    }
+    // A holder whose lease an operator ended relies on it until it learns; fencing keeps the resource safe.
+    let reliant: Vec<_> = reference
+        .reliant()
+        .into_iter()
+        .filter(|&(i, fence)| !reference.backend.was_force_released(reference.clients[i].machine.id(), fence))
+        .collect();
     if reliant.len() > 1 {
         return Err(format!("more than one client relies on the lease: {reliant:?}"));
     }

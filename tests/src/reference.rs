@@ -18,6 +18,15 @@ pub struct Reference {
     effects: Vec<(ClientId, Fence)>,
     /// A write was accepted under a fence that had been superseded.
     pub stale_write_accepted: bool,
+    /// A write of a lease an operator had force-released was accepted after the release.
+    pub write_after_forced_release: bool,
+}
+
+impl Reference {
+    /// Whether an operator force-released `holder`'s lease under `fence` ([`Spanner::was_force_released`]).
+    pub fn was_force_released(&self, holder: ClientId, fence: Fence) -> bool {
+        self.spanner.was_force_released(holder, fence)
+    }
 }
 
 impl Default for Reference {
@@ -28,6 +37,7 @@ impl Default for Reference {
             spanner: Spanner::default(),
             effects: Vec::new(),
             stale_write_accepted: false,
+            write_after_forced_release: false,
         }
     }
 }
@@ -80,6 +90,7 @@ impl Backend for Reference {
         let write = self.spanner.fenced_write(cfg, client, fence, 1, now, Fate::AsDecided, || commits.stamp(now));
         if write.landed {
             self.stale_write_accepted |= write.stale_accepted.is_some();
+            self.write_after_forced_release |= write.after_forced_release.is_some();
             self.effects.push((client, fence));
             self.effects.sort();
         }

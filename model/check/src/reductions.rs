@@ -127,7 +127,7 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
             checker_hash(&blank),
             refers(state.spanner.row.as_ref().map(|r| r.holder)),
             wrote,
-            (refers(queued), refers(state.spanner.force_released.map(|(holder, _)| holder))),
+            (refers(queued), state.spanner.force_released.iter().any(|&(holder, _)| refers(Some(holder)))),
         );
         (key, i)
     };
@@ -240,7 +240,7 @@ pub(crate) fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
     if let Some(row) = &mut out.spanner.row {
         row.holder = rename(row.holder);
     }
-    if let Some((holder, _)) = &mut out.spanner.force_released {
+    for (holder, _) in &mut out.spanner.force_released {
         *holder = rename(*holder);
     }
     for effect in &mut out.effects {
@@ -368,7 +368,7 @@ impl LeaseModel {
             }
         }
         state.spanner.max_fence = state.spanner.max_fence.map(renumber);
-        if let Some((_, fence)) = &mut state.spanner.force_released {
+        for (_, fence) in &mut state.spanner.force_released {
             *fence = renumber(*fence);
         }
         state.ghost.max_term = state.ghost.max_term.map(renumber);
