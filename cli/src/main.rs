@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use spanner_mutex::emulator;
 use spanner_mutex::schema::DdlApplied;
-use spanner_mutex::{BoxError, CriticalSection, LeaseHandle, MutexConfig, Mutexes, OperatorAction};
+use spanner_mutex::{BoxError, CriticalSection, Fence, LeaseHandle, MutexConfig, Mutexes, OperatorAction};
 use spanner_mutex_cli::outln;
 use spanner_mutex_cli::{
     EFFECTS_TABLE, LeaseArgs, MemorySection, SpannerSection, StoreArg, count_effects, emulator_database_admin,
@@ -66,14 +66,15 @@ enum Cmd {
         #[arg(long, default_value_t = 500, requires = "watch", value_parser = clap::value_parser!(u64).range(50..=60_000))]
         interval_ms: u64,
     },
-    /// An operator's forced release: end the mutex's lease now, whoever holds it. The holder's fenced writes and
-    /// renewals are refused from then on, and the next waiter acquires the lease. Recorded on the row.
-    Release {
+    /// An operator's forced release: end the lease under --fence now, whoever holds it. The holder's fenced
+    /// writes and renewals are refused from then on (work it does outside fenced writes is not stopped), and the
+    /// next waiter acquires the lease. Recorded on the row.
+    ForceRelease {
         #[command(flatten)]
         operator: OperatorArgs,
     },
-    /// An operator's reset of a DONE run-once row: the next run acquires it and asks its need check again.
-    /// Recorded on the row.
+    /// An operator's reset of the DONE run-once row under --fence: the next run acquires it and asks its need check
+    /// again. Recorded on the row.
     Reset {
         #[command(flatten)]
         operator: OperatorArgs,
@@ -378,12 +379,12 @@ async fn command(command: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Stress { clients, store, lease } => stress(clients, store, &lease).await,
-        Cmd::Release { operator } => operate(OperatorAction::ForceRelease, operator).await,
+        Cmd::ForceRelease { operator } => operate(OperatorAction::ForceRelease, operator).await,
         Cmd::Reset { operator } => operate(OperatorAction::Reset, operator).await,
     }
 }
 
-/// Who acts on which mutex, and why: what `release` and `reset` record on the row.
+/// Who acts on which lease, and why: what `force-release` and `reset` record on the row.
 #[derive(clap::Args)]
 struct OperatorArgs {
     /// Config file.
@@ -391,6 +392,9 @@ struct OperatorArgs {
     config: std::path::PathBuf,
     /// Mutex name (default: the config's).
     name: Option<String>,
+    /// The fence of the lease (or DONE row) meant, as `status` shows it; a row under another fence is left alone.
+    #[arg(long)]
+    fence: u64,
     /// Why, recorded on the row (up to 512 bytes).
     #[arg(long)]
     reason: String,
@@ -405,15 +409,20 @@ async fn operate(action: OperatorAction, args: OperatorArgs) -> anyhow::Result<(
     let name = args.name.unwrap_or_else(|| config.name.clone());
     let by = args.by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "operator".into());
     let mutex = Mutexes::builder().config(config).connect().await?.mutex(&name)?;
+    let fence = Fence::new(args.fence);
     let applied = match action {
-        OperatorAction::ForceRelease => mutex.force_release(&by, &args.reason).await?,
-        OperatorAction::Reset => mutex.reset(&by, &args.reason).await?,
+        OperatorAction::ForceRelease => mutex.force_release(fence, &by, &args.reason).await?,
+        OperatorAction::Reset => mutex.reset(fence, &by, &args.reason).await?,
     };
     let whose = format!("{} (fence {})", applied.holder_name, applied.fence.get());
     match action {
         OperatorAction::ForceRelease => outln!("{name}: lease of {whose} force-released by {by}: {}", args.reason)?,
         OperatorAction::Reset => outln!("{name}: DONE of {whose} reset by {by}: {}", args.reason)?,
     }
-    outln!("{name}: {}", mutex.status().await?)?;
+    // The control is done: a failed read now must not make anyone run it again.
+    match mutex.status().await {
+        Ok(status) => outln!("{name}: {status}")?,
+        Err(error) => eprintln!("warning: the row could not be read back ({error}); `status` shows it"),
+    }
     Ok(())
 }

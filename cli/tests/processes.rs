@@ -52,17 +52,21 @@ async fn init_then_status_and_stress_on_a_running_emulator_need_nothing_created_
     let done = run_once().await.expect("run-once ran");
     assert!(String::from_utf8_lossy(&done.stdout).contains("done by"), "{}", String::from_utf8_lossy(&done.stdout));
     assert!(!log.exists());
-    // An operator: nothing to release on a DONE row; a reset, recorded on the row, lets the next run ask its need
-    // check and execute.
-    let release = cli(&["release", "--config", &config, "--reason", "stuck"]).await.expect("release ran");
+    // An operator names the fence `status` shows. Nothing to force-release on a DONE row; a reset, recorded on the
+    // row, lets the next run ask its need check and execute.
+    let status = cli(&["status", "--config", &config]).await.expect("status ran");
+    let fence = fence_in(&String::from_utf8_lossy(&status.stdout));
+    let release =
+        cli(&["force-release", "--config", &config, "--fence", &fence, "--reason", "stuck"]).await.expect("ran");
     assert_eq!(release.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&release.stderr);
     assert!(
         stderr.contains("nothing to do: the row is DONE; only a STARTED row (a lease) can be force-released"),
         "{stderr}"
     );
-    let reset =
-        cli(&["reset", "--config", &config, "--reason", "run it again", "--by", "alice"]).await.expect("reset ran");
+    let reset = cli(&["reset", "--config", &config, "--fence", &fence, "--reason", "run it again", "--by", "alice"])
+        .await
+        .expect("reset ran");
     let stdout = String::from_utf8_lossy(&reset.stdout);
     assert!(reset.status.success(), "{stdout}{}", String::from_utf8_lossy(&reset.stderr));
     assert!(stdout.contains(" reset by alice: run it again"), "{stdout}");
@@ -72,9 +76,35 @@ async fn init_then_status_and_stress_on_a_running_emulator_need_nothing_created_
     let again = run_once().await.expect("run-once ran");
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(std::fs::read_to_string(&log).expect("the section ran again after the reset"), "ran by-hand\n");
+    // A live holder in this process; an operator force-releases its lease from the command line.
+    let text = std::fs::read_to_string(&config).expect("the config");
+    let mutexes = spanner_mutex::Mutexes::builder()
+        .config(spanner_mutex::MutexConfig::parse(&text).expect("valid"))
+        .emulator_host(host.clone())
+        .connect()
+        .await
+        .expect("connects");
+    let guard = mutexes.mutex("held-by-hand").expect("a valid name").acquire().await.expect("acquired");
+    let fence = guard.fence().get().to_string();
+    let release = cli(&["force-release", "--config", &config, "held-by-hand", "--fence", &fence, "--reason", "hung"])
+        .await
+        .expect("force-release ran");
+    let stdout = String::from_utf8_lossy(&release.stdout);
+    assert!(release.status.success(), "{stdout}{}", String::from_utf8_lossy(&release.stderr));
+    assert!(stdout.contains("held-by-hand: lease of ") && stdout.contains(" force-released by "), "{stdout}");
+    assert!(stdout.contains("held-by-hand: free: force-released by "), "{stdout}");
+    // Its holder's next fenced write is refused.
+    let refused = guard.commit(Vec::new()).await;
+    assert!(matches!(refused, Err(spanner_mutex::FencedError::Rejected { .. })), "{refused:?}");
     let stress = cli(&["stress", "--clients", "20"]).await.expect("stress ran");
     let stdout = String::from_utf8_lossy(&stress.stdout);
     assert!(stress.status.success(), "{stdout}{}", String::from_utf8_lossy(&stress.stderr));
     assert!(stdout.contains("executions=1 (must be 1)") && !stdout.contains("emulator start"), "{stdout}");
     assert!(stdout.contains("errors=0"), "{stdout}");
+}
+
+/// The fence in a `status` line: the digits after "with fence ".
+fn fence_in(status: &str) -> String {
+    let after = status.split("with fence ").nth(1).unwrap_or_else(|| panic!("no fence in {status:?}"));
+    after.chars().take_while(char::is_ascii_digit).collect()
 }

@@ -34,13 +34,17 @@ pub enum OperatorError {
         /// The limit.
         max_bytes: usize,
     },
-    /// The row is not in the state the control acts on; nothing was written.
-    #[error("nothing to do: {}", not_applicable_words(*.action, *.status))]
+    /// The row is not in the state the control acts on, or not under the fence named; nothing was written.
+    #[error("nothing to do: {}", not_applicable_words(*.action, *.expected, *.status, *.fence))]
     NotApplicable {
         /// The control.
         action: OperatorAction,
+        /// The fence the operator named.
+        expected: Fence,
         /// The row's status (`None`: the mutex has no row).
         status: Option<Status>,
+        /// The row's fence (`None`: the mutex has no row).
+        fence: Option<Fence>,
     },
     /// Spanner failed or did not answer. After an unknown outcome the control may have been applied: read the
     /// row (`spanner-mutex status`) before trying again.
@@ -54,34 +58,55 @@ pub enum OperatorError {
     },
 }
 
-fn not_applicable_words(action: OperatorAction, status: Option<Status>) -> String {
+fn not_applicable_words(
+    action: OperatorAction,
+    expected: Fence,
+    status: Option<Status>,
+    fence: Option<Fence>,
+) -> String {
     let wanted = match action {
         OperatorAction::ForceRelease => "only a STARTED row (a lease) can be force-released",
         OperatorAction::Reset => "only a DONE row can be reset",
     };
-    match status {
-        Some(status) => format!("the row is {status}; {wanted}"),
-        None => format!("the mutex has no row; {wanted}"),
+    match (status, fence) {
+        (Some(status), Some(fence)) if status == action.applies_to() => format!(
+            "the row is {status} under fence {}, not {}: it changed since it was read; read it again \
+             (`spanner-mutex status`) and name the fence it shows",
+            fence.get(),
+            expected.get()
+        ),
+        (Some(status), _) => format!("the row is {status}; {wanted}"),
+        (None, _) => format!("the mutex has no row; {wanted}"),
     }
 }
 
 impl SpannerMutex {
-    /// Ends the current lease now, whoever holds it and whether or not it is still running (`spanner-mutex
-    /// release`). The row becomes FAILED, with `by` and `reason` recorded, so from the moment this commits the
-    /// holder's fenced writes and renewals are refused (it reports the lease lost at the next of them), and the
-    /// next waiter acquires the lease at its next poll. A run-once section runs again only if its need check
-    /// says it is needed. One transaction, bounded by the store's timeouts.
-    pub async fn force_release(&self, by: &str, reason: &str) -> Result<OperatorApplied, OperatorError> {
-        self.operate(OperatorAction::ForceRelease, by, reason).await
+    /// Ends the lease under `fence` now (the fence [`SpannerMutex::status`] shows), whoever holds it and whether
+    /// or not it is still running (`spanner-mutex force-release`); a lease under another fence (taken over or
+    /// released since the row was read) is left alone. The row becomes FAILED, with `by` and `reason` recorded,
+    /// so from the moment this commits the holder's fenced writes and renewals are refused: its next renewal
+    /// signals lock lost, and its release reports the lease lost. The next waiter acquires the lease at its next
+    /// poll. Only fenced writes are kept safe: work the holder does outside them may overlap with the next
+    /// holder's until its next renewal. A run-once section runs again only if its need check says it is needed.
+    /// One transaction, bounded by the store's timeouts.
+    pub async fn force_release(&self, fence: Fence, by: &str, reason: &str) -> Result<OperatorApplied, OperatorError> {
+        self.operate(OperatorAction::ForceRelease, fence, by, reason).await
     }
 
-    /// Makes a DONE row FAILED (`spanner-mutex reset`), with `by` and `reason` recorded, so the next run acquires
-    /// the lease and asks its need check again instead of reporting "done by another" for `staleness_ms`.
-    pub async fn reset(&self, by: &str, reason: &str) -> Result<OperatorApplied, OperatorError> {
-        self.operate(OperatorAction::Reset, by, reason).await
+    /// Makes the DONE row under `fence` FAILED (`spanner-mutex reset`), with `by` and `reason` recorded, so the
+    /// next run acquires the lease and asks its need check again instead of reporting "done by another" for
+    /// `staleness_ms`.
+    pub async fn reset(&self, fence: Fence, by: &str, reason: &str) -> Result<OperatorApplied, OperatorError> {
+        self.operate(OperatorAction::Reset, fence, by, reason).await
     }
 
-    async fn operate(&self, action: OperatorAction, by: &str, reason: &str) -> Result<OperatorApplied, OperatorError> {
+    async fn operate(
+        &self,
+        action: OperatorAction,
+        expected: Fence,
+        by: &str,
+        reason: &str,
+    ) -> Result<OperatorApplied, OperatorError> {
         for (what, text, max_bytes) in
             [("the operator name", by, OPERATOR_NAME_MAX_BYTES), ("the reason", reason, OPERATOR_REASON_MAX_BYTES)]
         {
@@ -89,13 +114,15 @@ impl SpannerMutex {
                 return Err(OperatorError::InvalidRecord { what, bytes: text.len(), max_bytes });
             }
         }
-        let request = TxnRequest::Operator { action, by: by.to_owned(), reason: reason.to_owned() };
+        let request = TxnRequest::Operator { action, fence: expected, by: by.to_owned(), reason: reason.to_owned() };
         match self.store.transact(self.config(), self.name(), &request).await? {
             TxnReply::OperatorApplied { holder, holder_name, fence } => {
                 tracing::warn!(%by, %reason, fence = fence.get(), "{} by an operator", action.words());
                 Ok(OperatorApplied { holder, holder_name, fence })
             }
-            TxnReply::OperatorNotApplicable { status } => Err(OperatorError::NotApplicable { action, status }),
+            TxnReply::OperatorNotApplicable { status, fence } => {
+                Err(OperatorError::NotApplicable { action, expected, status, fence })
+            }
             other => unreachable!("an operator's transaction is answered {other:?}"),
         }
     }

@@ -695,7 +695,7 @@ async fn a_forced_release_of_a_live_holder_refuses_its_write_signals_lock_lost_a
         tokio::spawn(async move { waiter.acquire().await })
     };
     tokio::time::sleep(Duration::from_millis(params().renew_interval_ms * 2)).await;
-    let applied = mutex(store.clone(), "forced").force_release("alice", "stuck").await.expect("applied");
+    let applied = mutex(store.clone(), "forced").force_release(fence, "alice", "stuck").await.expect("applied");
     assert_eq!(applied.fence, fence);
     let (row, _) = store.read(&name("forced")).await.expect("reads");
     let row = row.expect("a row");

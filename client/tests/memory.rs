@@ -447,7 +447,7 @@ async fn a_forced_release_refuses_the_live_holder_s_next_write_signals_lock_lost
     };
     tokio::time::sleep(Duration::from_millis(cfg.renew_interval_ms * 3)).await;
     assert_eq!(store.row(&name()).expect("a row").status, Status::Started, "renewed past its first TTL");
-    let applied = mutex(store.clone()).force_release("alice", "stuck after a deploy").await.expect("applied");
+    let applied = mutex(store.clone()).force_release(fence, "alice", "stuck after a deploy").await.expect("applied");
     let released_at = tokio::time::Instant::now();
     assert_eq!((applied.fence, applied.holder_name.as_str()), (fence, "test"));
     let row = store.row(&name()).expect("a row");
@@ -475,7 +475,7 @@ async fn a_forced_release_refuses_the_live_holder_s_next_write_signals_lock_lost
 async fn a_reset_done_row_runs_the_section_again_and_each_control_refuses_a_row_it_does_not_apply_to() {
     let store = MemoryStore::new();
     let operator = mutex(store.clone());
-    let refused = operator.force_release("alice", "nothing there").await.expect_err("no row");
+    let refused = operator.force_release(Fence::new(1), "alice", "nothing there").await.expect_err("no row");
     assert!(matches!(refused, OperatorError::NotApplicable { status: None, .. }), "{refused}");
     assert_eq!(
         refused.to_string(),
@@ -484,16 +484,31 @@ async fn a_reset_done_row_runs_the_section_again_and_each_control_refuses_a_row_
     let first = mutex(store.clone()).run(&Section::default()).await.expect("runs");
     let fence = row_fence(&store);
     assert_eq!(first, RunOutcome::Executed { fence });
-    let refused = operator.force_release("alice", "done already").await.expect_err("a DONE row");
+    let refused = operator.force_release(fence, "alice", "done already").await.expect_err("a DONE row");
     assert!(matches!(refused, OperatorError::NotApplicable { status: Some(Status::Done), .. }), "{refused}");
     // DONE is final for staleness_ms: another run reports it done...
     assert!(matches!(mutex(store.clone()).run(&Section::default()).await, Ok(RunOutcome::DoneByOther { .. })));
-    let applied = operator.reset("bob", "the migration must run again").await.expect("reset");
+    // A fence other than the row's (read before the row changed) leaves it alone.
+    let stale = operator.reset(fence.next(), "bob", "stale fence").await.expect_err("another fence");
+    let words = format!("nothing to do: the row is DONE under fence {}, not {}", fence.get(), fence.next().get());
+    assert!(stale.to_string().starts_with(&words), "{stale}");
+    let applied = operator.reset(fence, "bob", "the migration must run again").await.expect("reset");
     assert_eq!(applied.fence, fence);
-    assert!(matches!(operator.reset("bob", "twice").await, Err(OperatorError::NotApplicable { .. })));
+    assert!(matches!(operator.reset(fence, "bob", "twice").await, Err(OperatorError::NotApplicable { .. })));
     // ...and after the reset the next run acquires it, asks its need check, and executes.
     let again = mutex(store.clone()).run(&Section::default()).await.expect("runs");
     assert_eq!(again, RunOutcome::Executed { fence: fence.next() });
-    let invalid = operator.reset("", "who?").await.expect_err("no name");
+    let invalid = operator.reset(fence, "", "who?").await.expect_err("no name");
     assert!(matches!(invalid, OperatorError::InvalidRecord { what: "the operator name", .. }), "{invalid}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_releasing_right_after_a_forced_release_is_told_it_lost_the_lease() {
+    let store = MemoryStore::new();
+    let guard = mutex(store.clone()).acquire().await.expect("acquired");
+    mutex(store.clone()).force_release(guard.fence(), "alice", "stuck").await.expect("applied");
+    // Before its next renewal could tell it: its release is refused, not confirmed.
+    assert!(!guard.is_lock_lost());
+    let released = guard.release().await;
+    assert!(matches!(released, Err(RunError::LeaseLost { .. })), "{released:?}");
 }

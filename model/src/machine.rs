@@ -3,7 +3,7 @@
 //! when [`ClientMachine::poll_timeout`] is due. Every lease decision lives here or in [`crate::txn`]; drivers,
 //! the simulator and the model checker only execute.
 
-use crate::txn::{Mode, Observation, ReleaseStatus, TxnReply, TxnRequest, observe};
+use crate::txn::{Mode, Observation, ReleaseStatus, TxnReply, TxnRequest, observe, released_by};
 use crate::{ClientId, Config, Fence, LeaseRow, LocalInstant, ServerTime, Status};
 use serde::{Deserialize, Serialize};
 
@@ -955,8 +955,11 @@ impl ClientMachine {
     ) -> Step {
         let released = match event {
             Event::RowRead { row: Some(r), .. } if r.holder == self.id && r.fence == fence => {
-                if r.status != Status::Started {
+                if released_by(&r, self.id, fence) {
                     Released::Confirmed
+                } else if r.status != Status::Started {
+                    // An operator's forced release ended the lease: this client lost it.
+                    Released::NotHolder
                 } else if resends_left > 0 {
                     return Ok(self.send_release(now, fence, reason, resends_left - 1));
                 } else {

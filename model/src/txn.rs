@@ -100,7 +100,7 @@ pub enum ReleaseStatus {
     },
 }
 
-/// An operator's control over a mutex, outside every client's run (`spanner-mutex release`, `spanner-mutex reset`).
+/// An operator's control over a mutex, outside every client's run (`spanner-mutex force-release`, `spanner-mutex reset`).
 /// Each is one transaction that records on the row who did it and why (`last_error`) and when (`updated_at`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum OperatorAction {
@@ -125,10 +125,15 @@ impl OperatorAction {
     /// The action whose record `row` holds: a FAILED row an operator left (its `last_error` reads
     /// "force-released by …: …" or "reset by …: …").
     pub fn recorded_on(row: &LeaseRow) -> Option<Self> {
-        let record = row.last_error.as_deref().filter(|_| row.status == Status::Failed)?;
+        Self::of_record(row.last_error.as_deref().filter(|_| row.status == Status::Failed)?)
+    }
+
+    /// The action whose record `text` is. A client's own error that would read as one is recorded with a prefix
+    /// ([`recorded_error`]), so only an operator's transaction writes one.
+    fn of_record(text: &str) -> Option<Self> {
         [Self::ForceRelease, Self::Reset]
             .into_iter()
-            .find(|action| record.strip_prefix(action.words()).is_some_and(|rest| rest.starts_with(" by ")))
+            .find(|action| text.strip_prefix(action.words()).is_some_and(|rest| rest.starts_with(" by ")))
     }
 
     /// The status a row must have for the action to apply.
@@ -184,6 +189,9 @@ pub enum TxnRequest {
     Operator {
         /// What the operator does.
         action: OperatorAction,
+        /// The fence of the lease the operator means (read from the row, `spanner-mutex status`): a row under
+        /// another fence (a lease taken over or released since) is left alone.
+        fence: Fence,
         /// Who the operator is, as recorded on the row.
         by: String,
         /// Why, as recorded on the row.
@@ -213,7 +221,7 @@ impl TxnRequest {
                 *client = map.client(*client);
                 *fence = map.fence(*fence);
             }
-            Self::Operator { .. } => {}
+            Self::Operator { fence, .. } => *fence = map.fence(*fence),
         }
     }
 }
@@ -270,11 +278,13 @@ pub enum TxnReply {
         /// Its fence.
         fence: Fence,
     },
-    /// An operator's control found nothing to act on: the row's status (`None`: no row) is not the one the action
-    /// applies to ([`OperatorAction::applies_to`]); nothing was written.
+    /// An operator's control found nothing to act on: the row's status is not the one the action applies to
+    /// ([`OperatorAction::applies_to`]), or its fence is not the one the operator named; nothing was written.
     OperatorNotApplicable {
-        /// The row's status.
+        /// The row's status (`None`: no row).
         status: Option<Status>,
+        /// The row's fence (`None`: no row).
+        fence: Option<Fence>,
     },
 }
 
@@ -285,6 +295,21 @@ pub struct TxnPlan {
     pub write: Option<RowWrite>,
     /// The reply, valid only if the transaction commits.
     pub reply: TxnReply,
+}
+
+/// The error a client's FAILED release records: its own words, unless they would read as an operator's record.
+fn recorded_error(error: &str) -> String {
+    if OperatorAction::of_record(error).is_some() { format!("error: {error}") } else { error.to_owned() }
+}
+
+/// Whether `row` shows that `client` released its lease under `fence` itself: it names them and is no longer
+/// STARTED, and no operator's forced release ended it (a reset applies to a DONE row, which only the holder's own
+/// release leaves). A release whose answer was lost reads this to know it landed.
+pub fn released_by(row: &LeaseRow, client: ClientId, fence: Fence) -> bool {
+    row.holder == client
+        && row.fence == fence
+        && row.status != Status::Started
+        && OperatorAction::recorded_on(row) != Some(OperatorAction::ForceRelease)
 }
 
 fn held_by(row: Option<&LeaseRow>, client: ClientId, fence: Fence, now: ServerTime) -> bool {
@@ -350,13 +375,14 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
             Some(r) if r.holder == *client && r.fence == *fence && r.status == Status::Started => {
                 let (status, last_error) = match status {
                     ReleaseStatus::Done => (Status::Done, None),
-                    ReleaseStatus::Failed { error } => (Status::Failed, Some(error.clone())),
+                    ReleaseStatus::Failed { error } => (Status::Failed, Some(recorded_error(error))),
                 };
                 let write = RowWrite { status, last_error, expires_at: now.min(r.expires_at), ..r.to_write() };
                 TxnPlan { write: Some(write), reply: TxnReply::Released }
             }
-            // Retrying a release whose first commit landed unseen.
-            Some(r) if r.holder == *client && r.fence == *fence => no_write(TxnReply::Released),
+            // Retrying a release whose first commit landed unseen (not one an operator's forced release ended: its
+            // holder lost the lease, and must hear so).
+            Some(r) if released_by(r, *client, *fence) => no_write(TxnReply::Released),
             _ => no_write(TxnReply::NotHolder),
         },
         TxnRequest::VerifyFence { client, fence, write } => {
@@ -374,8 +400,8 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
                 no_write(TxnReply::NotHolder)
             }
         }
-        TxnRequest::Operator { action, by, reason } => match row {
-            Some(r) if r.status == action.applies_to() => {
+        TxnRequest::Operator { action, fence, by, reason } => match row {
+            Some(r) if r.status == action.applies_to() && r.fence == *fence => {
                 let last_error = Some(format!("{} by {by}: {reason}", action.words()));
                 let write = match action {
                     // FAILED and expired at once; the holder and fence stay, so the row's record of the lease's
@@ -393,7 +419,9 @@ pub fn plan(cfg: &Config, request: &TxnRequest, row: Option<&LeaseRow>, now: Ser
                     TxnReply::OperatorApplied { holder: r.holder, holder_name: r.holder_name.clone(), fence: r.fence };
                 TxnPlan { write: Some(write), reply }
             }
-            _ => no_write(TxnReply::OperatorNotApplicable { status: row.map(|r| r.status) }),
+            _ => {
+                no_write(TxnReply::OperatorNotApplicable { status: row.map(|r| r.status), fence: row.map(|r| r.fence) })
+            }
         },
     }
 }
@@ -611,7 +639,7 @@ mod tests {
     }
 
     fn operator(action: OperatorAction) -> TxnRequest {
-        TxnRequest::Operator { action, by: "alice".into(), reason: "stuck".into() }
+        TxnRequest::Operator { action, fence: CREATED_AT_100_MS, by: "alice".into(), reason: "stuck".into() }
     }
 
     #[test]
@@ -639,11 +667,32 @@ mod tests {
         assert!(matches!(next.reply, TxnReply::Acquired { kind: AcquisitionKind::AfterFailure, .. }), "{next:?}");
         // Nothing is left to release.
         let again = plan(&cfg(), &operator(OperatorAction::ForceRelease), Some(&row), at(104));
-        assert_eq!(again, no_write(TxnReply::OperatorNotApplicable { status: Some(Status::Failed) }));
+        let failed = TxnReply::OperatorNotApplicable { status: Some(Status::Failed), fence: Some(CREATED_AT_100_MS) };
+        assert_eq!(again, no_write(failed));
+        // The holder's own release, unaware, is told it lost the lease: it was not its release that ended it.
+        let release = TxnRequest::Release { client: A, fence: CREATED_AT_100_MS, status: ReleaseStatus::Done };
+        assert_eq!(plan(&cfg(), &release, Some(&row), at(104)), no_write(TxnReply::NotHolder));
+        assert!(!released_by(&row, A, CREATED_AT_100_MS));
         assert_eq!(
             plan(&cfg(), &operator(OperatorAction::ForceRelease), None, at(104)),
-            no_write(TxnReply::OperatorNotApplicable { status: None })
+            no_write(TxnReply::OperatorNotApplicable { status: None, fence: None })
         );
+    }
+
+    #[test]
+    fn an_operator_s_control_names_the_fence_it_means_and_a_client_error_never_reads_as_its_record() {
+        let held = commit(&plan(&cfg(), &acquire(A), None, at(100)), 100);
+        let taken_over = commit(&plan(&cfg(), &acquire(B), Some(&held), at(110)), 110);
+        // Read under fence 100_000, released after a takeover: the new holder's lease is left alone.
+        let late = plan(&cfg(), &operator(OperatorAction::ForceRelease), Some(&taken_over), at(111));
+        let other = TxnReply::OperatorNotApplicable { status: Some(Status::Started), fence: Some(taken_over.fence) };
+        assert_eq!(late, no_write(other));
+        let forged = ReleaseStatus::Failed { error: "force-released by nobody: a section's own words".into() };
+        let release = TxnRequest::Release { client: B, fence: taken_over.fence, status: forged };
+        let row = commit(&plan(&cfg(), &release, Some(&taken_over), at(112)), 112);
+        assert_eq!(row.last_error.as_deref(), Some("error: force-released by nobody: a section's own words"));
+        assert_eq!(OperatorAction::recorded_on(&row), None);
+        assert!(released_by(&row, B, taken_over.fence));
     }
 
     #[test]
@@ -652,7 +701,7 @@ mod tests {
         let reset = operator(OperatorAction::Reset);
         assert_eq!(
             plan(&cfg(), &reset, Some(&held), at(101)),
-            no_write(TxnReply::OperatorNotApplicable { status: Some(Status::Started) })
+            no_write(TxnReply::OperatorNotApplicable { status: Some(Status::Started), fence: Some(CREATED_AT_100_MS) })
         );
         let release = TxnRequest::Release { client: A, fence: CREATED_AT_100_MS, status: ReleaseStatus::Done };
         let done = commit(&plan(&cfg(), &release, Some(&held), at(101)), 101);
@@ -662,6 +711,9 @@ mod tests {
         assert_eq!(OperatorAction::recorded_on(&row), Some(OperatorAction::Reset));
         let next = plan(&cfg(), &acquire(B), Some(&row), at(103));
         assert!(matches!(next.reply, TxnReply::Acquired { kind: AcquisitionKind::AfterFailure, .. }), "{next:?}");
+        // The holder's release had landed before the reset: a retry of it is still answered released.
+        assert!(released_by(&row, A, CREATED_AT_100_MS));
+        assert_eq!(plan(&cfg(), &release, Some(&row), at(103)), no_write(TxnReply::Released));
     }
 
     #[test]

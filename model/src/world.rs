@@ -358,8 +358,8 @@ pub enum LateLanding {
     FencedWrite(FencedWrite),
 }
 
-/// How many force-released leases a row's judge remembers ([`Spanner::force_released`]): a holder learns of its
-/// release at its next renewal, long before that many more releases.
+/// How many force-released leases a row's judge remembers ([`Spanner::force_released`]): far more than can end
+/// within one lease's TTL, after which a released holder relies on nothing.
 pub const FORCE_RELEASES_KEPT: usize = 16;
 
 /// One mutex in Spanner: its lease row, and the highest fence it ever granted (which the resource's rules are
@@ -374,18 +374,35 @@ pub struct Spanner {
     /// apart from the row's own record (which the protocol reads), so that a write applied twice or out of order
     /// shows ([`Breach::FencedWriteRepeated`]).
     pub last_write_landed: u32,
-    /// The holder and fence of each lease an operator force-released, oldest first, at most
-    /// [`FORCE_RELEASES_KEPT`]: a write of one that lands is [`Breach::WriteAfterForcedRelease`]
-    /// ([`Self::was_force_released`]).
-    pub force_released: Vec<(ClientId, Fence)>,
+    /// Each lease an operator force-released, oldest first, at most [`FORCE_RELEASES_KEPT`]: a write of one that
+    /// lands is [`Breach::WriteAfterForcedRelease`].
+    pub force_released: Vec<ForceReleased>,
+}
+
+/// A lease an operator force-released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ForceReleased {
+    /// Its holder.
+    pub holder: ClientId,
+    /// Its fence.
+    pub fence: Fence,
+    /// When it would have expired, unrenewed, had the operator not ended it.
+    pub expired_at: ServerTime,
 }
 
 impl Spanner {
-    /// Whether an operator ended `holder`'s lease under `fence`. Its holder may go on relying on the lease until
-    /// it learns (at its next renewal or fenced write): from the release on, fencing alone keeps the resource
-    /// safe, so "one reliant client, backed by the row" is judged without it.
+    /// Whether an operator ended `holder`'s lease under `fence`.
     pub fn was_force_released(&self, holder: ClientId, fence: Fence) -> bool {
-        self.force_released.contains(&(holder, fence))
+        self.force_released.iter().any(|r| r.holder == holder && r.fence == fence)
+    }
+
+    /// Whether `holder` may still rely on its lease under `fence` at `now` although the row no longer grants it: an
+    /// operator ended the lease, and it is before the expiry the lease had then. The holder learns of the release
+    /// only at its next renewal, and fencing alone keeps the resource safe meanwhile; past that expiry it must
+    /// have stopped relying anyway (its deadline comes before the expiry), so the reliance properties judge it
+    /// again.
+    pub fn may_rely_after_forced_release(&self, holder: ClientId, fence: Fence, now: ServerTime) -> bool {
+        self.force_released.iter().any(|r| r.holder == holder && r.fence == fence && now < r.expired_at)
     }
 
     /// A single-use read at server time `now`.
@@ -514,7 +531,8 @@ impl Spanner {
                 if self.force_released.len() == FORCE_RELEASES_KEPT {
                     self.force_released.remove(0);
                 }
-                self.force_released.push((write.holder, write.fence));
+                let expired_at = previous.as_ref().map_or(stamp, |p| p.expires_at);
+                self.force_released.push(ForceReleased { holder: write.holder, fence: write.fence, expired_at });
             }
             WriteKind::Operator(OperatorAction::Reset) | WriteKind::Other => {}
         }

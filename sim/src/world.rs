@@ -621,7 +621,11 @@ impl World {
     /// An operator's `action` on mutex `m`'s row, in a transaction of its own at the server's time now.
     pub fn operator(&mut self, m: usize, action: OperatorAction) {
         let now = self.server_now();
-        let request = TxnRequest::Operator { action, by: "operator".into(), reason: "simulated".into() };
+        let Some(fence) = self.mutexes[m].spanner.row.as_ref().map(|row| row.fence) else {
+            self.note(Who::Row(m), "operator", |_| "an operator finds no row: nothing to do".to_owned());
+            return;
+        };
+        let request = TxnRequest::Operator { action, fence, by: "operator".into(), reason: "simulated".into() };
         let commits = &mut self.commits;
         let commit = self.mutexes[m]
             .spanner
@@ -825,7 +829,7 @@ fn reply_words(reply: &TxnReply) -> String {
         TxnReply::AlreadyApplied => "already applied".into(),
         TxnReply::NotHolder => "NOT HOLDER".into(),
         TxnReply::OperatorApplied { fence, .. } => format!("APPLIED to fence {}", fence.get()),
-        TxnReply::OperatorNotApplicable { status: Some(status) } => format!("nothing to do: the row is {status}"),
-        TxnReply::OperatorNotApplicable { status: None } => "nothing to do: there is no row".into(),
+        TxnReply::OperatorNotApplicable { status: Some(status), .. } => format!("nothing to do: the row is {status}"),
+        TxnReply::OperatorNotApplicable { status: None, .. } => "nothing to do: the mutex has no row".into(),
     }
 }

@@ -472,8 +472,8 @@ fn the_checkers_naive_counterexample_replays_to_the_same_violation() {
     insta::assert_snapshot!("naive_counterexample_replay", report.text());
 }
 
-/// Random walks through a lock-and-leader world (faults, a cancel, two campaigns), each replayed in the
-/// simulator: every step the checker takes must be possible there, leave the same row and machine phases, and
+/// Random walks through a lock-and-leader world (faults, a cancel, an operator, two campaigns), each replayed in
+/// the simulator: every step the checker takes must be possible there, leave the same row and machine phases, and
 /// neither side may see a violation.
 #[test]
 fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
@@ -483,6 +483,7 @@ fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
     let options = CheckOptions {
         clients: 2,
         cancels: 1,
+        operators: 1,
         fault_budget: 2,
         kinds: vec![ClientKind::Lock, ClientKind::Leader],
         max_time_ms: 6,
@@ -490,7 +491,7 @@ fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
     };
     let model = LeaseModel::new(options.clone());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
-    let (mut released, mut campaigned_again, mut cancelled) = (0, 0, 0);
+    let (mut released, mut campaigned_again, mut cancelled, mut force_released) = (0, 0, 0, 0);
     for walk in 0..400 {
         let mut state = model.init_states().remove(0);
         let mut path: Vec<Action> = Vec::new();
@@ -533,8 +534,10 @@ fn random_checker_paths_of_lock_and_leader_clients_replay_alike() {
             text.contains("(id 00000000-0000-0000-0000-000000000201)") && !path.contains(&Action::Crash(1)),
         );
         cancelled += usize::from(path.iter().any(|a| matches!(a, Action::Cancel(_))));
+        force_released += usize::from(path.iter().any(|a| matches!(a, Action::Operator(_))));
     }
-    assert!(released > 0 && campaigned_again > 0 && cancelled > 0, "{released} {campaigned_again} {cancelled}");
+    let counts = (released, campaigned_again, cancelled, force_released);
+    assert!(released > 0 && campaigned_again > 0 && cancelled > 0 && force_released > 0, "{counts:?}");
 }
 
 #[test]
@@ -611,4 +614,16 @@ fn invariants_are_checked_where_they_can_change_not_only_at_events() {
         let names: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
         assert_eq!(names, [RELIANCE_BACKED_BY_ROW], "with bystander: {extra}\n{}", report.timeline());
     }
+}
+
+#[test]
+fn a_release_whose_answer_was_lost_and_whose_done_row_an_operator_reset_is_still_confirmed() {
+    // Seed 158027 (every mode): c0#4 releases as DONE and is told UNKNOWN; an operator resets the DONE row to FAILED
+    // before its resolving read. The row's reset record is not a forced release: the release had landed, and the
+    // run reports it released (judging the reset as a forced release reported a lost lease, which is untrue).
+    let generated = Scenario::generate(158_027, &GenerateOptions { every_mode: true, ..GenerateOptions::default() });
+    assert!(generated.faults.iter().any(|f| matches!(f, Fault::Operator { .. })), "the seed has an operator");
+    let report = run(&generated, true).expect("runs");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(report.trace.iter().any(|l| l.detail.starts_with("an operator's reset: APPLIED")), "{}", report.timeline());
 }

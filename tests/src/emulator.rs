@@ -145,8 +145,9 @@ impl SpannerEmulator {
     fn native_request(&self, request: &TxnRequest) -> TxnRequest {
         let mut request = request.clone();
         match &mut request {
-            TxnRequest::Acquire { .. } | TxnRequest::Operator { .. } => {}
-            TxnRequest::Renew { fence, .. }
+            TxnRequest::Acquire { .. } => {}
+            TxnRequest::Operator { fence, .. }
+            | TxnRequest::Renew { fence, .. }
             | TxnRequest::Release { fence, .. }
             | TxnRequest::VerifyFence { fence, .. } => *fence = self.native(*fence),
         }

@@ -294,7 +294,14 @@ impl<B: Backend> Side<B> {
                 self.backend.advance(ms).await;
             }
             Op::Operator { action } => {
-                let request = TxnRequest::Operator { action, by: "operator".into(), reason: "conformance".into() };
+                // The operator reads the row's fence first, as `spanner-mutex status` shows it.
+                let Event::RowRead { row: Some(row), .. } = self.backend.read().await else { return Ok(()) };
+                let request = TxnRequest::Operator {
+                    action,
+                    fence: row.fence,
+                    by: "operator".into(),
+                    reason: "conformance".into(),
+                };
                 // What the operator is told is not compared: the rows and the clients after it are.
                 self.backend.transact(&self.cfg, &request, Fate::AsDecided).await;
             }

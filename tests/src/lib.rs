@@ -44,7 +44,9 @@ pub fn safety(reference: &Side<Reference>) -> Result<(), String> {
     let reliant: Vec<_> = reference
         .reliant()
         .into_iter()
-        .filter(|&(i, fence)| !reference.backend.was_force_released(reference.clients[i].machine.id(), fence))
+        .filter(|&(i, fence)| {
+            !reference.backend.may_rely_after_forced_release(reference.clients[i].machine.id(), fence)
+        })
         .collect();
     if reliant.len() > 1 {
         return Err(format!("more than one client relies on the lease: {reliant:?}"));

@@ -23,9 +23,10 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Whether an operator force-released `holder`'s lease under `fence` ([`Spanner::was_force_released`]).
-    pub fn was_force_released(&self, holder: ClientId, fence: Fence) -> bool {
-        self.spanner.was_force_released(holder, fence)
+    /// Whether `holder` may still rely on its lease under `fence` now, after an operator ended it
+    /// ([`Spanner::may_rely_after_forced_release`]).
+    pub fn may_rely_after_forced_release(&self, holder: ClientId, fence: Fence) -> bool {
+        self.spanner.may_rely_after_forced_release(holder, fence, self.now)
     }
 }
 

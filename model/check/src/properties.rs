@@ -2,7 +2,7 @@
 //! reachable, so a model that does nothing cannot pass.
 
 use crate::{CheckOptions, ClientKind, LeaseModel, Witness, WorldState};
-use spanner_mutex_model::{ClientId, Fence, LeaseRow, Outcome, Phase, ServerTime, Status};
+use spanner_mutex_model::{ClientId, Fence, LeaseRow, OperatorAction, Outcome, Phase, ServerTime, Status};
 use stateright::Property;
 
 /// At most one client relies on the lease at a time.
@@ -93,7 +93,10 @@ fn reliant(state: &WorldState) -> impl Iterator<Item = (usize, Fence)> {
         .iter()
         .enumerate()
         .filter_map(move |(i, c)| c.machine.relies_on_lease_at(LeaseModel::local_now(state, i)).map(|fence| (i, fence)))
-        .filter(|&(i, fence)| !state.spanner.was_force_released(state.clients[i].machine.id(), fence))
+        .filter(|&(i, fence)| {
+            let now = LeaseModel::server_time(state.now_ms);
+            !state.spanner.may_rely_after_forced_release(state.clients[i].machine.id(), fence, now)
+        })
 }
 
 /// What an outcome is judged against, at the moment it is reported.
@@ -127,7 +130,12 @@ pub fn outcome_is_true(outcome: &Outcome, facts: &OutcomeFacts<'_>) -> bool {
         }
         Outcome::NotNeeded => facts.last_need_answer == Some(false),
         Outcome::GaveUp { attempts } => *attempts > facts.max_retries && facts.waits == facts.max_retries,
-        Outcome::LeaseLost { fence } => !facts.row.is_some_and(|r| r.holder == facts.client && r.fence == *fence),
+        // The row names another lease now, or an operator ended this one (the row keeps its holder and fence).
+        Outcome::LeaseLost { fence } => !facts.row.is_some_and(|r| {
+            r.holder == facts.client
+                && r.fence == *fence
+                && OperatorAction::recorded_on(r) != Some(OperatorAction::ForceRelease)
+        }),
         Outcome::Released { .. } | Outcome::Cancelled | Outcome::Failed(_) => true,
     }
 }

@@ -127,7 +127,7 @@ pub(crate) fn representative_of(state: &WorldState) -> std::borrow::Cow<'_, Worl
             checker_hash(&blank),
             refers(state.spanner.row.as_ref().map(|r| r.holder)),
             wrote,
-            (refers(queued), state.spanner.force_released.iter().any(|&(holder, _)| refers(Some(holder)))),
+            (refers(queued), state.spanner.force_released.iter().any(|released| refers(Some(released.holder)))),
         );
         (key, i)
     };
@@ -240,8 +240,8 @@ pub(crate) fn permuted(state: &WorldState, slots: &[usize]) -> WorldState {
     if let Some(row) = &mut out.spanner.row {
         row.holder = rename(row.holder);
     }
-    for (holder, _) in &mut out.spanner.force_released {
-        *holder = rename(*holder);
+    for released in &mut out.spanner.force_released {
+        released.holder = rename(released.holder);
     }
     for effect in &mut out.effects {
         effect.writer = rename(effect.writer);
@@ -368,8 +368,9 @@ impl LeaseModel {
             }
         }
         state.spanner.max_fence = state.spanner.max_fence.map(renumber);
-        for (_, fence) in &mut state.spanner.force_released {
-            *fence = renumber(*fence);
+        for released in &mut state.spanner.force_released {
+            released.fence = renumber(released.fence);
+            by_server(&mut released.expired_at);
         }
         state.ghost.max_term = state.ghost.max_term.map(renumber);
     }

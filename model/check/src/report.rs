@@ -294,9 +294,8 @@ fn reply_words(reply: &spanner_mutex_model::txn::TxnReply) -> String {
         TxnReply::OperatorApplied { holder, fence, .. } => {
             format!("applied to {}'s fence {}", who(*holder), fence.get())
         }
-        TxnReply::OperatorNotApplicable { status } => {
-            format!("nothing to do: the row is {}", status.map_or("absent", |status| status.as_str()))
-        }
+        TxnReply::OperatorNotApplicable { status: Some(status), .. } => format!("nothing to do: the row is {status}"),
+        TxnReply::OperatorNotApplicable { status: None, .. } => "nothing to do: the mutex has no row".to_owned(),
     }
 }
 

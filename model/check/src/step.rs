@@ -552,7 +552,8 @@ impl LeaseModel {
                 if action == OperatorAction::ForceRelease && now < row.expires_at {
                     state.ghost.witnessed.insert(Witness::ForceReleasedLive);
                 }
-                let request = TxnRequest::Operator { action, by: "operator".into(), reason: "checked".into() };
+                let fence = row.fence;
+                let request = TxnRequest::Operator { action, fence, by: "operator".into(), reason: "checked".into() };
                 let commit = state.spanner.commit(&self.cfg, &request, now, CommitFate::AsDecided, false, || now);
                 Self::record_change(state, commit.change);
             }

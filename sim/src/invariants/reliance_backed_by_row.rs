@@ -16,7 +16,7 @@ pub fn check(world: &World) -> Option<String> {
         let Some(fence) = client.machine.relies_on_lease_at(world.local_now(c)) else { continue };
         let spanner = &world.mutexes[client.mutex].spanner;
         // An operator ended this lease: its holder relies on it until it learns, and fencing keeps the resource safe.
-        if spanner.was_force_released(client.machine.id(), fence) {
+        if spanner.may_rely_after_forced_release(client.machine.id(), fence, now) {
             continue;
         }
         let row = spanner.row.as_ref();

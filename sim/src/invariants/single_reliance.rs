@@ -13,7 +13,11 @@ pub fn check(world: &World) -> Option<String> {
             continue;
         };
         // A holder whose lease an operator ended relies on it only until it learns; fencing keeps it safe.
-        if world.mutexes[client.mutex].spanner.was_force_released(client.machine.id(), fence) {
+        if world.mutexes[client.mutex].spanner.may_rely_after_forced_release(
+            client.machine.id(),
+            fence,
+            world.server_now(),
+        ) {
             continue;
         }
         match first_per_mutex[client.mutex] {
