@@ -103,6 +103,7 @@ pub enum ReleaseStatus {
 /// An operator's control over a mutex, outside every client's run (`spanner-mutex force-release`, `spanner-mutex reset`).
 /// Each is one transaction that records on the row who did it and why (`last_error`) and when (`updated_at`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OperatorAction {
     /// Ends the current lease now, whoever holds it and whether or not it is still running: the row becomes
     /// FAILED, so from this commit on the holder's renewals and fenced writes are refused (it learns it lost the

@@ -312,8 +312,8 @@ pub fn replay(options: &CheckOptions, actions: &[Action]) -> Result<ReplayReport
                 lockstep.world.commit_late(c, queued);
             }
             Action::Operator(action) => {
-                let status = lockstep.world.mutexes[0].spanner.row.as_ref().map(|row| row.status);
-                if lockstep.operators_left == 0 || status != Some(action.applies_to()) {
+                let row = lockstep.world.mutexes[0].spanner.row.as_ref();
+                if !lockstep.model.operator_may(action, row, lockstep.operators_left) {
                     return Err(not_possible("no operator action is left, or the row is not as the action needs"));
                 }
                 lockstep.operators_left -= 1;

@@ -715,7 +715,7 @@ impl Runner<'_> {
             Fault::RowDeleted { mutex, older_than_ms, .. } => {
                 self.world.delete_row_if_older_than(*mutex, *older_than_ms)
             }
-            Fault::Operator { mutex, action, .. } => self.world.operator(*mutex, action.action()),
+            Fault::Operator { mutex, action, .. } => self.world.operator(*mutex, *action),
             Fault::NewNeed { .. } => self.world.new_need(),
             Fault::Cancel { client, .. } => {
                 let c = self.client_index(client);

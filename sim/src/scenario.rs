@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 pub use spanner_mutex_check::ClientKind;
-use spanner_mutex_model::{Config, ConfigError, ConfigParams, Protocol};
+use spanner_mutex_model::{Config, ConfigError, ConfigParams, OperatorAction, Protocol};
 
 /// The most clients a scenario may have (after expanding `count`).
 pub const MAX_CLIENTS: usize = 64;
@@ -331,7 +331,7 @@ pub enum Fault {
         #[serde(default)]
         mutex: usize,
         /// What the operator does.
-        action: OperatorArg,
+        action: OperatorAction,
     },
     /// Every mutex's section is needed again (a new need generation).
     NewNeed {
@@ -346,26 +346,6 @@ pub enum Fault {
         /// Which client.
         client: String,
     },
-}
-
-/// An operator's action as a scenario writes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OperatorArg {
-    /// `spanner-mutex release`.
-    ForceRelease,
-    /// `spanner-mutex reset`.
-    Reset,
-}
-
-impl OperatorArg {
-    /// The protocol's action.
-    pub const fn action(self) -> spanner_mutex_model::OperatorAction {
-        match self {
-            Self::ForceRelease => spanner_mutex_model::OperatorAction::ForceRelease,
-            Self::Reset => spanner_mutex_model::OperatorAction::Reset,
-        }
-    }
 }
 
 const fn one_u32() -> u32 {
@@ -694,7 +674,7 @@ impl Scenario {
         // After that, the same way: an operator's forced release or reset in a quarter of the seeds.
         if rng.random_bool(0.25) {
             let at_ms = rng.random_range(0..options.duration_ms);
-            let action = if rng.random_bool(0.5) { OperatorArg::ForceRelease } else { OperatorArg::Reset };
+            let action = if rng.random_bool(0.5) { OperatorAction::ForceRelease } else { OperatorAction::Reset };
             faults.push(Fault::Operator { at_ms, mutex: rng.random_range(0..mutexes), action });
         }
         faults.sort_by_key(Fault::at_ms);

@@ -143,16 +143,9 @@ impl Model for LeaseModel {
         if state.queued.is_some() {
             actions.push(Action::LateCommit);
         }
-        // An operator acts on the row as it is: a forced release of a STARTED row, a reset of a DONE one (only
-        // run-once clients read DONE as done).
-        if state.operators_left > 0
-            && let Some(row) = &state.spanner.row
-        {
-            if row.status == OperatorAction::ForceRelease.applies_to() {
-                actions.push(Action::Operator(OperatorAction::ForceRelease));
-            }
-            if row.status == OperatorAction::Reset.applies_to() && self.options.has(ClientKind::RunOnce) {
-                actions.push(Action::Operator(OperatorAction::Reset));
+        for action in [OperatorAction::ForceRelease, OperatorAction::Reset] {
+            if self.operator_may(action, state.spanner.row.as_ref(), state.operators_left) {
+                actions.push(Action::Operator(action));
             }
         }
         for (i, client) in state.clients.iter().enumerate() {

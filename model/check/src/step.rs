@@ -11,7 +11,8 @@ use spanner_mutex_model::world::{
     hear_fenced_write, server_read,
 };
 use spanner_mutex_model::{
-    ClientId, ClientMachine, Command, Event, Fence, LocalInstant, Outcome, Phase, SectionResult, ServerTime, Status,
+    ClientId, ClientMachine, Command, Event, Fence, LeaseRow, LocalInstant, Outcome, Phase, SectionResult, ServerTime,
+    Status,
 };
 
 /// Whether Spanner answers a read a step commands.
@@ -387,10 +388,17 @@ impl LeaseModel {
         match action {
             Action::NeedFail(c) => phase_of(c).is_some_and(|phase| self.need_check_may_fail(phase, faults_left)),
             Action::TimeoutUnanswered(_) => self.options.faults.unavailable,
-            // Only run-once clients read a DONE row as done: resetting one matters to them alone.
-            Action::Operator(OperatorAction::Reset) => self.options.has(ClientKind::RunOnce),
             _ => true,
         }
+    }
+
+    /// Whether an operator may take `action` on `row` with `operators_left` actions left: on a row of the status
+    /// it applies to, a reset only where run-once clients read DONE as done. The checker's actions, its step and
+    /// replay ask this one rule.
+    pub fn operator_may(&self, action: OperatorAction, row: Option<&LeaseRow>, operators_left: u8) -> bool {
+        operators_left > 0
+            && row.is_some_and(|row| row.status == action.applies_to())
+            && (action != OperatorAction::Reset || self.options.has(ClientKind::RunOnce))
     }
 
     /// Takes `action` in `state`; `None` if it cannot be taken.
@@ -543,10 +551,10 @@ impl LeaseModel {
                 self.land_late(state, queued);
             }
             Action::Operator(action) => {
-                let row = state.spanner.row.as_ref()?;
-                if state.operators_left == 0 || row.status != action.applies_to() {
+                if !self.operator_may(action, state.spanner.row.as_ref(), state.operators_left) {
                     return None;
                 }
+                let row = state.spanner.row.as_ref()?;
                 state.operators_left -= 1;
                 let now = Self::server_time(state.now_ms);
                 if action == OperatorAction::ForceRelease && now < row.expires_at {
