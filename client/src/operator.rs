@@ -117,7 +117,8 @@ impl SpannerMutex {
         let request = TxnRequest::Operator { action, fence: expected, by: by.to_owned(), reason: reason.to_owned() };
         match self.store.transact(self.config(), self.name(), &request).await? {
             TxnReply::OperatorApplied { holder, holder_name, fence } => {
-                tracing::warn!(%by, %reason, fence = fence.get(), "{} by an operator", action.words());
+                // Info, not warn: the operator asked for it, and the CLI already says so on stdout.
+                tracing::info!(action = action.words(), %by, %reason, fence = fence.get(), "operator's control applied");
                 Ok(OperatorApplied { holder, holder_name, fence })
             }
             TxnReply::OperatorNotApplicable { status, fence } => {
